@@ -1,0 +1,520 @@
+use super::*;
+
+fn put(k: &str, v: &str) -> WriteOp {
+    WriteOp::Put {
+        key: k.into(),
+        value: v.into(),
+        lease: 0,
+    }
+}
+
+fn put_l(k: &str, v: &str, lease: i64) -> WriteOp {
+    WriteOp::Put {
+        key: k.into(),
+        value: v.into(),
+        lease,
+    }
+}
+
+fn del(k: &str) -> WriteOp {
+    WriteOp::Delete { key: k.into() }
+}
+
+fn kv(k: &str, v: &str, create: i64, modr: i64, ver: i64) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        create_revision: create,
+        mod_revision: modr,
+        version: ver,
+        value: v.into(),
+        lease: 0,
+    }
+}
+
+fn keys(r: &RangeResult) -> Vec<String> {
+    r.kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect()
+}
+
+fn all(s: &Store, rev: i64) -> RangeResult {
+    s.range(&[0], &[0], rev, 0, false, false).unwrap()
+}
+
+/// Runs `check` against the store as built, and again after a snapshot
+/// round trip, so every unit test also covers the zero-copy base path.
+fn both(s: Store, check: impl Fn(&Store)) {
+    check(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    s.write_snapshot(&path, 7, b"m").unwrap();
+    let (s2, idx, meta) = Store::open_snapshot(&path).unwrap();
+    assert_eq!((idx, meta.as_slice()), (7, &b"m"[..]));
+    check(&s2);
+}
+
+#[test]
+fn put_versions_and_generations() {
+    let mut s = Store::new();
+    let ev = s.apply(2, &[put("a", "1")]);
+    assert_eq!(
+        ev,
+        vec![Event {
+            kind: EventKind::Put,
+            kv: kv("a", "1", 2, 2, 1),
+            prev_kv: None
+        }]
+    );
+    let ev = s.apply(5, &[put("a", "2")]);
+    assert_eq!(ev[0].kv, kv("a", "2", 2, 5, 2));
+    assert_eq!(ev[0].prev_kv, Some(kv("a", "1", 2, 2, 1)));
+    let ev = s.apply(6, &[del("a")]);
+    assert_eq!(
+        ev,
+        vec![Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: b"a".to_vec(),
+                mod_revision: 6,
+                ..Default::default()
+            },
+            prev_kv: Some(kv("a", "2", 2, 5, 2)),
+        }]
+    );
+    let ev = s.apply(9, &[put("a", "3")]);
+    assert_eq!(
+        ev[0].kv,
+        kv("a", "3", 9, 9, 1),
+        "new generation restarts version"
+    );
+    assert_eq!(ev[0].prev_kv, None);
+    assert_eq!(s.last_revision(), 9);
+    both(s, |s| {
+        assert_eq!(s.get(b"a"), Some(kv("a", "3", 9, 9, 1)));
+        assert_eq!(s.range(b"a", b"", 1, 0, false, false).unwrap().count, 0);
+        assert_eq!(
+            s.range(b"a", b"", 4, 0, false, false).unwrap().kvs,
+            vec![kv("a", "1", 2, 2, 1)]
+        );
+        assert_eq!(
+            s.range(b"a", b"", 5, 0, false, false).unwrap().kvs,
+            vec![kv("a", "2", 2, 5, 2)]
+        );
+        assert_eq!(
+            s.range(b"a", b"", 7, 0, false, false).unwrap().count,
+            0,
+            "tombstone"
+        );
+        assert_eq!(
+            s.range(b"a", b"", 100, 0, false, false).unwrap().kvs,
+            vec![kv("a", "3", 9, 9, 1)]
+        );
+        assert_eq!(s.key_count(), 1);
+    });
+}
+
+#[test]
+fn delete_of_missing_key_is_noop_and_consumes_no_sub() {
+    let mut s = Store::new();
+    assert!(s.apply(1, &[del("x")]).is_empty());
+    let ev = s.apply(2, &[del("x"), put("a", "1"), put("b", "2")]);
+    assert_eq!(ev.len(), 2);
+    let evs = s.events(&[0], &[0], 1, 10, false).unwrap();
+    assert_eq!(evs.len(), 2);
+    // Subs are 0 and 1: a later explicit sub 2 at the same main is accepted.
+    let ev = s.apply_at_sub(2, 2, &[put("c", "3")]);
+    assert_eq!(ev[0].kv.mod_revision, 2);
+    assert_eq!(s.last_revision(), 2);
+}
+
+#[test]
+#[should_panic(expected = "not above last written")]
+fn revisions_must_increase() {
+    let mut s = Store::new();
+    s.apply(3, &[put("a", "1")]);
+    s.apply(3, &[put("b", "1")]);
+}
+
+#[test]
+#[should_panic(expected = "below last applied")]
+fn revisions_must_not_go_back() {
+    let mut s = Store::new();
+    s.apply(3, &[put("a", "1")]);
+    s.apply(2, &[put("b", "1")]);
+}
+
+#[test]
+fn txn_ops_see_earlier_ops() {
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1")]);
+    let ev = s.apply(2, &[del("a"), put("a", "2")]);
+    assert_eq!(ev[0].kind, EventKind::Delete);
+    assert_eq!(ev[1].kv, kv("a", "2", 2, 2, 1));
+    assert_eq!(ev[1].prev_kv, None);
+}
+
+#[test]
+fn range_conventions() {
+    let mut s = Store::new();
+    s.apply(
+        1,
+        &[
+            put("a", "1"),
+            put("ab", "2"),
+            put("abc", "3"),
+            put("b", "4"),
+            put("c", "5"),
+        ],
+    );
+    both(s, |s| {
+        let r = |k: &[u8], e: &[u8]| keys(&s.range(k, e, 0, 0, false, false).unwrap());
+        assert_eq!(r(b"ab", b""), vec!["ab"]);
+        assert_eq!(r(b"zz", b""), Vec::<String>::new());
+        assert_eq!(r(b"ab", b"ac"), vec!["ab", "abc"], "prefix range");
+        assert_eq!(r(b"ab", &[0]), vec!["ab", "abc", "b", "c"], "from-key");
+        assert_eq!(
+            r(&[0], &[0]),
+            vec!["a", "ab", "abc", "b", "c"],
+            "everything"
+        );
+        assert_eq!(r(b"b", b"a"), Vec::<String>::new(), "end before start");
+        assert_eq!(r(b"b", b"b"), Vec::<String>::new(), "end equals start");
+        assert_eq!(r(b"a", b"c"), vec!["a", "ab", "abc", "b"]);
+    });
+}
+
+#[test]
+fn range_limit_count_keys_only() {
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1"), put("b", "2"), put("c", "3")]);
+    s.apply(2, &[del("b")]);
+    both(s, |s| {
+        let r = s.range(&[0], &[0], 0, 1, false, false).unwrap();
+        assert_eq!((keys(&r), r.count), (vec!["a".to_string()], 2));
+        let r = s.range(&[0], &[0], 1, 2, true, false).unwrap();
+        assert_eq!(
+            (keys(&r), r.count),
+            (vec!["a".to_string(), "b".to_string()], 3)
+        );
+        assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
+        assert_eq!(r.kvs[1].version, 1);
+        let r = s.range(&[0], &[0], 0, 0, false, true).unwrap();
+        assert_eq!((r.kvs.len(), r.count), (0, 2));
+    });
+}
+
+#[test]
+fn range_at_old_revision_sees_deleted_keys() {
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1")]);
+    s.apply(3, &[put("b", "1")]);
+    s.apply(4, &[del("a")]);
+    both(s, |s| {
+        assert_eq!(keys(&all(s, 3)), vec!["a", "b"]);
+        assert_eq!(keys(&all(s, 4)), vec!["b"]);
+        assert_eq!(
+            keys(&all(s, 2)),
+            vec!["a"],
+            "gap revision reads the state before it"
+        );
+        assert_eq!(keys(&all(s, 0)), vec!["b"]);
+    });
+}
+
+#[test]
+fn compaction_keeps_latest_before_rev() {
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1")]);
+    s.apply(2, &[put("a", "2")]);
+    s.apply(3, &[put("b", "1")]);
+    s.apply(5, &[put("a", "3")]);
+    s.compact(4).unwrap();
+    both(s, |s| {
+        assert_eq!(s.compact_revision(), 4);
+        assert_eq!(
+            s.range(b"a", b"", 3, 0, false, false),
+            Err(Error::Compacted)
+        );
+        assert_eq!(
+            s.range(b"a", b"", 4, 0, false, false).unwrap().kvs,
+            vec![kv("a", "2", 1, 2, 2)]
+        );
+        assert_eq!(keys(&all(s, 4)), vec!["a", "b"]);
+        assert_eq!(s.get(b"a"), Some(kv("a", "3", 1, 5, 3)));
+        assert_eq!(s.events(&[0], &[0], 3, 10, false), Err(Error::Compacted));
+        // From the compaction point: only what compaction kept.
+        let ev = s.events(&[0], &[0], 4, 10, true).unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].kv, kv("a", "3", 1, 5, 3));
+        assert_eq!(ev[0].prev_kv, Some(kv("a", "2", 1, 2, 2)));
+        let ev = s.events(&[0], &[0], 0, 10, true);
+        assert_eq!(ev, Err(Error::Compacted));
+    });
+}
+
+#[test]
+fn compaction_drops_tombstones_and_history() {
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1")]);
+    s.apply(2, &[del("a")]);
+    s.apply(3, &[put("b", "1")]);
+    s.apply(4, &[del("b")]);
+    s.apply(6, &[put("b", "2")]);
+    s.compact(5).unwrap();
+    both(s, |s| {
+        assert_eq!(keys(&all(s, 5)), Vec::<String>::new());
+        assert_eq!(keys(&all(s, 6)), vec!["b"]);
+        let ev = s.events(&[0], &[0], 5, 6, true).unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].kv, kv("b", "2", 6, 6, 1));
+        assert_eq!(ev[0].prev_kv, None);
+    });
+}
+
+#[test]
+fn compaction_at_tombstone_revision_hides_it_from_watch() {
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1"), put("b", "1")]);
+    s.apply(2, &[del("a"), put("b", "2")]);
+    s.compact(2).unwrap();
+    both(s, |s| {
+        let ev = s.events(&[0], &[0], 2, 2, true).unwrap();
+        assert_eq!(
+            ev.len(),
+            1,
+            "the tombstone at the compaction point is gone, the put is kept"
+        );
+        assert_eq!(ev[0].kv.key, b"b");
+        assert_eq!(ev[0].prev_kv, None, "prev_kv at rev-1 is compacted");
+    });
+}
+
+#[test]
+fn compact_errors_and_future_compaction() {
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1")]);
+    s.apply(2, &[put("a", "2")]);
+    assert_eq!(s.compact(0), Err(Error::Compacted));
+    s.compact(10).unwrap();
+    assert_eq!(s.compact(10), Err(Error::Compacted));
+    assert_eq!(s.compact(9), Err(Error::Compacted));
+    assert_eq!(
+        s.range(b"a", b"", 2, 0, false, false),
+        Err(Error::Compacted)
+    );
+    assert_eq!(s.get(b"a"), Some(kv("a", "2", 1, 2, 2)));
+    assert_eq!(keys(&all(&s, 10)), vec!["a"]);
+    assert!(s.events(&[0], &[0], 10, 20, false).unwrap().is_empty());
+    let ev = s.apply(11, &[put("a", "3")]);
+    assert_eq!(
+        ev[0].kv,
+        kv("a", "3", 1, 11, 3),
+        "generation survives compaction"
+    );
+    assert_eq!(ev[0].prev_kv, Some(kv("a", "2", 1, 2, 2)));
+}
+
+#[test]
+#[should_panic(expected = "compaction point")]
+fn write_at_compacted_revision_panics() {
+    let mut s = Store::new();
+    s.compact(10).unwrap();
+    s.apply(10, &[put("a", "1")]);
+}
+
+#[test]
+fn events_order_filter_and_prev_kv() {
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1"), put("b", "1")]);
+    s.apply(3, &[put("a", "2"), del("b"), put("c", "1")]);
+    s.apply(7, &[put("b", "2")]);
+    both(s, |s| {
+        let ev = s.events(&[0], &[0], 1, 7, true).unwrap();
+        let got: Vec<(EventKind, String, i64, Option<String>)> = ev
+            .iter()
+            .map(|e| {
+                (
+                    e.kind,
+                    String::from_utf8_lossy(&e.kv.key).into_owned(),
+                    e.kv.mod_revision,
+                    e.prev_kv
+                        .as_ref()
+                        .map(|p| String::from_utf8_lossy(&p.value).into_owned()),
+                )
+            })
+            .collect();
+        use EventKind::*;
+        assert_eq!(
+            got,
+            vec![
+                (Put, "a".into(), 1, None),
+                (Put, "b".into(), 1, None),
+                (Put, "a".into(), 3, Some("1".into())),
+                (Delete, "b".into(), 3, Some("1".into())),
+                (Put, "c".into(), 3, None),
+                (Put, "b".into(), 7, None),
+            ]
+        );
+        assert!(s
+            .events(&[0], &[0], 1, 7, false)
+            .unwrap()
+            .iter()
+            .all(|e| e.prev_kv.is_none()));
+        let ev = s.events(b"b", b"", 2, 7, false).unwrap();
+        assert_eq!(
+            ev.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(),
+            vec![3, 7]
+        );
+        assert_eq!(
+            ev[0].kv,
+            KeyValue {
+                key: b"b".to_vec(),
+                mod_revision: 3,
+                ..Default::default()
+            }
+        );
+        assert!(s.events(&[0], &[0], 4, 6, false).unwrap().is_empty());
+        assert!(s.events(&[0], &[0], 8, 6, false).unwrap().is_empty());
+        assert_eq!(s.events(b"a", b"c", 1, 3, false).unwrap().len(), 4);
+    });
+}
+
+#[test]
+fn lease_tracking() {
+    let mut s = Store::new();
+    s.apply(
+        1,
+        &[put_l("a", "1", 10), put_l("b", "1", 10), put("c", "1")],
+    );
+    assert_eq!(s.keys_with_lease(10), vec![b"a".to_vec(), b"b".to_vec()]);
+    s.apply(2, &[put_l("a", "2", 20)]);
+    s.apply(3, &[del("b")]);
+    s.apply(4, &[put_l("c", "2", 20)]);
+    s.apply(5, &[put_l("d", "1", 30)]);
+    s.apply(6, &[put("d", "2")]);
+    both(s, |s| {
+        assert!(s.keys_with_lease(10).is_empty());
+        assert_eq!(s.keys_with_lease(20), vec![b"a".to_vec(), b"c".to_vec()]);
+        assert!(
+            s.keys_with_lease(30).is_empty(),
+            "a put without lease detaches"
+        );
+        assert_eq!(s.leases(), vec![20]);
+        assert_eq!(s.get(b"a").unwrap().lease, 20);
+    });
+}
+
+#[test]
+fn live_keys_get_key_count_size() {
+    let mut s = Store::new();
+    assert_eq!((s.key_count(), s.size_bytes()), (0, 0));
+    s.apply(1, &[put("a", "1"), put("b", "1"), put("c", "1")]);
+    s.apply(2, &[del("b")]);
+    let before = s.size_bytes();
+    assert!(before > 0);
+    both(s, |s| {
+        assert_eq!(s.live_keys(&[0], &[0]), vec![b"a".to_vec(), b"c".to_vec()]);
+        assert_eq!(s.live_keys(b"b", b""), Vec::<Vec<u8>>::new());
+        assert_eq!(s.live_keys(b"a", b"c"), vec![b"a".to_vec()]);
+        assert_eq!(s.get(b"b"), None);
+        assert_eq!(s.key_count(), 2);
+        assert!(s.size_bytes() > 0);
+    });
+}
+
+#[test]
+fn compaction_shrinks_delta_size() {
+    let mut s = Store::new();
+    for rev in 1..=10 {
+        s.apply(rev, &[put("a", "0123456789")]);
+    }
+    let before = s.size_bytes();
+    s.compact(10).unwrap();
+    assert!(s.size_bytes() * 5 < before);
+}
+
+#[test]
+fn base_and_delta_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let mut s = Store::new();
+    s.apply(1, &[put_l("a", "1", 5), put("b", "1"), put("c", "1")]);
+    s.apply(2, &[put("a", "2")]);
+    s.write_snapshot(&path, 42, b"meta").unwrap();
+    let (mut s, idx, meta) = Store::open_snapshot(&path).unwrap();
+    assert_eq!((idx, meta), (42, b"meta".to_vec()));
+    assert_eq!((s.last_revision(), s.compact_revision()), (2, 0));
+    assert!(s.keys_with_lease(5).is_empty());
+    let ev = s.apply(4, &[put("b", "2"), del("c"), put("d", "1")]);
+    assert_eq!(ev[0].prev_kv, Some(kv("b", "1", 1, 1, 1)));
+    assert_eq!(ev[0].kv, kv("b", "2", 1, 4, 2));
+    assert_eq!(keys(&all(&s, 0)), vec!["a", "b", "d"]);
+    assert_eq!(keys(&all(&s, 3)), vec!["a", "b", "c"]);
+    assert_eq!(s.key_count(), 3);
+    // Compaction through the delta must hide base history (incl. c's put).
+    s.compact(4).unwrap();
+    assert_eq!(keys(&all(&s, 4)), vec!["a", "b", "d"]);
+    let ev = s.events(&[0], &[0], 4, 4, true).unwrap();
+    assert_eq!(
+        ev.iter().map(|e| e.kv.key.clone()).collect::<Vec<_>>(),
+        vec![b"b".to_vec(), b"d".to_vec()]
+    );
+    assert!(ev.iter().all(|e| e.prev_kv.is_none()));
+    s.apply(5, &[put("c", "again")]);
+    assert_eq!(s.get(b"c"), Some(kv("c", "again", 5, 5, 1)));
+    // Snapshot of base+delta, reopened: same answers.
+    let path2 = dir.path().join("snap2");
+    s.write_snapshot(&path2, 43, b"").unwrap();
+    let (s2, _, _) = Store::open_snapshot(&path2).unwrap();
+    for rev in 4..=6 {
+        assert_eq!(all(&s, rev), all(&s2, rev));
+    }
+    assert_eq!(
+        s.events(&[0], &[0], 4, 9, true),
+        s2.events(&[0], &[0], 4, 9, true)
+    );
+    assert_eq!(s2.compact_revision(), 4);
+    assert!(s2.size_bytes() < s.size_bytes() + 1);
+}
+
+#[test]
+fn corrupt_snapshots_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1")]);
+    let n = s.write_snapshot(&path, 1, b"").unwrap();
+    let good = std::fs::read(&path).unwrap();
+    assert_eq!(good.len() as u64, n);
+    assert!(!dir.path().join("snap.tmp").exists());
+    let check = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).unwrap();
+        match Store::open_snapshot(&path) {
+            Err(Error::Snapshot(msg)) => assert!(msg.contains(path.to_str().unwrap()), "{msg}"),
+            other => panic!("expected snapshot error, got {other:?}"),
+        }
+    };
+    check(&[]);
+    check(&good[..10]);
+    check(&good[..good.len() - 1]);
+    for i in [0, 9, 17, 25, 30, 64, good.len() / 2, good.len() - 1] {
+        let mut bad = good.clone();
+        bad[i] ^= 0x40;
+        check(&bad);
+    }
+    let missing = dir.path().join("nope");
+    assert!(matches!(
+        Store::open_snapshot(&missing),
+        Err(Error::Snapshot(_))
+    ));
+}
+
+#[test]
+fn empty_store_snapshot() {
+    both(Store::new(), |s| {
+        assert_eq!(all(s, 0).count, 0);
+        assert_eq!(s.last_revision(), 0);
+        assert!(s.events(&[0], &[0], 1, 100, true).unwrap().is_empty());
+    });
+}

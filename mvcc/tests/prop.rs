@@ -1,0 +1,390 @@
+//! Property tests: the store against a naive model that keeps a full copy of
+//! the keyspace per revision, and a snapshotted store (base + delta) against
+//! a never-snapshotted one.
+
+use std::collections::BTreeMap;
+
+use ferrokv_mvcc::{Error, Event, EventKind, KeyValue, RangeResult, Store, WriteOp};
+use proptest::prelude::*;
+
+const KEYS: [&str; 5] = ["a", "ab", "b", "ba", "c"];
+
+#[derive(Clone, Debug)]
+enum Action {
+    /// Ops on distinct keys, as etcd forbids duplicate keys in one txn.
+    Txn {
+        gap: i64,
+        ops: Vec<(usize, Option<(u8, i64)>)>,
+    },
+    Compact {
+        offset: i64,
+    },
+    Range {
+        range: RangeSel,
+        rev_back: i64,
+        limit: usize,
+        keys_only: bool,
+        count_only: bool,
+    },
+    Events {
+        range: RangeSel,
+        from_offset: i64,
+        prev_kv: bool,
+    },
+    Snapshot,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum RangeSel {
+    Single(usize),
+    Prefix(usize),
+    FromKey(usize),
+    All,
+    Between(usize, usize),
+}
+
+impl RangeSel {
+    fn args(self) -> (Vec<u8>, Vec<u8>) {
+        let k = |i: usize| KEYS[i].as_bytes().to_vec();
+        match self {
+            RangeSel::Single(i) => (k(i), vec![]),
+            RangeSel::Prefix(i) => {
+                let mut end = k(i);
+                *end.last_mut().unwrap() += 1;
+                (k(i), end)
+            }
+            RangeSel::FromKey(i) => (k(i), vec![0]),
+            RangeSel::All => (vec![0], vec![0]),
+            RangeSel::Between(i, j) => (k(i), k(j)),
+        }
+    }
+
+    /// Written independently of the store's bound logic on purpose.
+    fn matches(self, key: &[u8]) -> bool {
+        let k = |i: usize| KEYS[i].as_bytes();
+        match self {
+            RangeSel::Single(i) => key == k(i),
+            RangeSel::Prefix(i) => key.starts_with(k(i)),
+            RangeSel::FromKey(i) => key >= k(i),
+            RangeSel::All => true,
+            RangeSel::Between(i, j) => key >= k(i) && key < k(j),
+        }
+    }
+}
+
+fn range_sel() -> impl Strategy<Value = RangeSel> {
+    prop_oneof![
+        (0..KEYS.len()).prop_map(RangeSel::Single),
+        (0..KEYS.len()).prop_map(RangeSel::Prefix),
+        (0..KEYS.len()).prop_map(RangeSel::FromKey),
+        Just(RangeSel::All),
+        (0..KEYS.len(), 0..KEYS.len()).prop_map(|(i, j)| RangeSel::Between(i, j)),
+    ]
+}
+
+fn action(with_snapshots: bool) -> impl Strategy<Value = Action> {
+    let op = (
+        0..KEYS.len(),
+        prop::option::weighted(0.75, (0u8..4, 0i64..3)),
+    );
+    let txn = (1i64..4, prop::collection::vec(op, 1..4)).prop_map(|(gap, mut ops)| {
+        let mut seen = [false; KEYS.len()];
+        ops.retain(|(k, _)| !std::mem::replace(&mut seen[*k], true));
+        Action::Txn { gap, ops }
+    });
+    let snap_weight = if with_snapshots { 2 } else { 0 };
+    prop_oneof![
+        6 => txn,
+        1 => (-1i64..8).prop_map(|offset| Action::Compact { offset }),
+        2 => (range_sel(), 0i64..12, 0usize..3, any::<bool>(), any::<bool>()).prop_map(
+            |(range, rev_back, limit, keys_only, count_only)| Action::Range {
+                range, rev_back, limit, keys_only, count_only
+            }
+        ),
+        1 => (range_sel(), -1i64..10, any::<bool>())
+            .prop_map(|(range, from_offset, prev_kv)| Action::Events { range, from_offset, prev_kv }),
+        snap_weight => Just(Action::Snapshot),
+    ]
+}
+
+#[derive(Default)]
+struct Model {
+    /// (revision, full state after it), ascending.
+    states: Vec<(i64, BTreeMap<Vec<u8>, KeyValue>)>,
+    events: Vec<Event>,
+    compact: i64,
+    last: i64,
+}
+
+impl Model {
+    fn state_at(&self, rev: i64) -> BTreeMap<Vec<u8>, KeyValue> {
+        self.states
+            .iter()
+            .rev()
+            .find(|(r, _)| *r <= rev)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    }
+
+    fn apply(&mut self, rev: i64, ops: &[WriteOp]) -> Vec<Event> {
+        let mut cur = self.state_at(i64::MAX);
+        let mut out = Vec::new();
+        for op in ops {
+            match op {
+                WriteOp::Put { key, value, lease } => {
+                    let prev = cur.get(key).cloned();
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+                        mod_revision: rev,
+                        version: prev.as_ref().map_or(1, |p| p.version + 1),
+                        value: value.clone(),
+                        lease: *lease,
+                    };
+                    cur.insert(key.clone(), kv.clone());
+                    out.push(Event {
+                        kind: EventKind::Put,
+                        kv,
+                        prev_kv: prev,
+                    });
+                }
+                WriteOp::Delete { key } => {
+                    if let Some(prev) = cur.remove(key) {
+                        let kv = KeyValue {
+                            key: key.clone(),
+                            mod_revision: rev,
+                            ..Default::default()
+                        };
+                        out.push(Event {
+                            kind: EventKind::Delete,
+                            kv,
+                            prev_kv: Some(prev),
+                        });
+                    }
+                }
+            }
+        }
+        self.states.push((rev, cur));
+        self.events.extend(out.iter().cloned());
+        self.last = rev;
+        out
+    }
+
+    fn range(
+        &self,
+        sel: RangeSel,
+        rev: i64,
+        limit: usize,
+        keys_only: bool,
+        count_only: bool,
+    ) -> Result<RangeResult, Error> {
+        let at = if rev == 0 { i64::MAX } else { rev };
+        if at < self.compact {
+            return Err(Error::Compacted);
+        }
+        let live: Vec<KeyValue> = self
+            .state_at(at)
+            .into_values()
+            .filter(|kv| sel.matches(&kv.key))
+            .collect();
+        let count = live.len();
+        let mut kvs: Vec<KeyValue> = if count_only {
+            vec![]
+        } else {
+            live.into_iter()
+                .take(if limit == 0 { usize::MAX } else { limit })
+                .collect()
+        };
+        if keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value.clear());
+        }
+        Ok(RangeResult { kvs, count })
+    }
+
+    /// etcd semantics: events at the compaction point survive only if
+    /// compaction kept their record (puts; ops are on distinct keys per txn);
+    /// prev_kv is the state at mod_revision - 1 unless that is compacted.
+    fn events(
+        &self,
+        sel: RangeSel,
+        from: i64,
+        to: i64,
+        prev_kv: bool,
+    ) -> Result<Vec<Event>, Error> {
+        if from < self.compact {
+            return Err(Error::Compacted);
+        }
+        Ok(self
+            .events
+            .iter()
+            .filter(|e| {
+                let m = e.kv.mod_revision;
+                m >= from
+                    && m <= to
+                    && sel.matches(&e.kv.key)
+                    && (m > self.compact || e.kind == EventKind::Put)
+            })
+            .map(|e| {
+                let m = e.kv.mod_revision;
+                // i.e. `m - 1 >= compact`: the read at m - 1 is not compacted.
+                let prev = if prev_kv && m > self.compact {
+                    self.state_at(m - 1).get(&e.kv.key).cloned()
+                } else {
+                    None
+                };
+                Event {
+                    kind: e.kind,
+                    kv: e.kv.clone(),
+                    prev_kv: prev,
+                }
+            })
+            .collect())
+    }
+}
+
+fn ops_of(ops: &[(usize, Option<(u8, i64)>)]) -> Vec<WriteOp> {
+    ops.iter()
+        .map(|(k, op)| match op {
+            Some((v, lease)) => WriteOp::Put {
+                key: KEYS[*k].into(),
+                value: vec![b'0' + v],
+                lease: *lease,
+            },
+            None => WriteOp::Delete {
+                key: KEYS[*k].into(),
+            },
+        })
+        .collect()
+}
+
+/// Everything observable about a store, for whole-state comparison.
+fn full_check(store: &Store, model: &Model) -> Result<(), TestCaseError> {
+    prop_assert_eq!(store.last_revision(), model.last);
+    prop_assert_eq!(store.compact_revision(), model.compact);
+    let latest = model.state_at(i64::MAX);
+    prop_assert_eq!(store.key_count(), latest.len());
+    for k in KEYS {
+        prop_assert_eq!(store.get(k.as_bytes()), latest.get(k.as_bytes()).cloned());
+    }
+    for lease in 0..3 {
+        let want: Vec<Vec<u8>> = if lease == 0 {
+            vec![]
+        } else {
+            latest
+                .values()
+                .filter(|kv| kv.lease == lease)
+                .map(|kv| kv.key.clone())
+                .collect()
+        };
+        prop_assert_eq!(store.keys_with_lease(lease), want);
+    }
+    let live: Vec<Vec<u8>> = latest.keys().cloned().collect();
+    prop_assert_eq!(store.live_keys(&[0], &[0]), live);
+    for rev in model.compact.max(1)..=model.last + 1 {
+        prop_assert_eq!(
+            store.range(&[0], &[0], rev, 0, false, false),
+            model.range(RangeSel::All, rev, 0, false, false),
+            "range at {}",
+            rev
+        );
+    }
+    let from = model.compact.max(1);
+    prop_assert_eq!(
+        store.events(&[0], &[0], from, model.last, true),
+        model.events(RangeSel::All, from, model.last, true)
+    );
+    Ok(())
+}
+
+fn run(actions: Vec<Action>, with_snapshots: bool) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::default();
+    let mut plain = Store::new();
+    let mut snapped = Store::new();
+    let mut snaps = 0;
+    for a in actions {
+        match a {
+            Action::Txn { gap, ops } => {
+                let rev = model.last.max(model.compact) + gap;
+                let ops = ops_of(&ops);
+                let want = model.apply(rev, &ops);
+                prop_assert_eq!(plain.apply(rev, &ops), want.clone());
+                prop_assert_eq!(snapped.apply(rev, &ops), want);
+            }
+            Action::Compact { offset } => {
+                let rev = model.compact + offset;
+                let want = if rev <= model.compact {
+                    Err(Error::Compacted)
+                } else {
+                    model.compact = rev;
+                    Ok(())
+                };
+                prop_assert_eq!(plain.compact(rev), want.clone());
+                prop_assert_eq!(snapped.compact(rev), want);
+            }
+            Action::Range {
+                range,
+                rev_back,
+                limit,
+                keys_only,
+                count_only,
+            } => {
+                let rev = (model.last + 1 - rev_back).max(0);
+                let (k, e) = range.args();
+                let want = model.range(range, rev, limit, keys_only, count_only);
+                prop_assert_eq!(
+                    plain.range(&k, &e, rev, limit, keys_only, count_only),
+                    want.clone()
+                );
+                prop_assert_eq!(
+                    snapped.range(&k, &e, rev, limit, keys_only, count_only),
+                    want
+                );
+            }
+            Action::Events {
+                range,
+                from_offset,
+                prev_kv,
+            } => {
+                let from = model.compact + from_offset;
+                let (k, e) = range.args();
+                let want = model.events(range, from, model.last, prev_kv);
+                prop_assert_eq!(
+                    plain.events(&k, &e, from, model.last, prev_kv),
+                    want.clone()
+                );
+                prop_assert_eq!(snapped.events(&k, &e, from, model.last, prev_kv), want);
+            }
+            Action::Snapshot => {
+                snaps += 1;
+                let path = dir.path().join(format!("snap{}", snaps % 2));
+                snapped
+                    .write_snapshot(&path, snaps, &snaps.to_le_bytes())
+                    .unwrap();
+                let (s, idx, meta) = Store::open_snapshot(&path).unwrap();
+                prop_assert_eq!(idx, snaps);
+                prop_assert_eq!(meta, snaps.to_le_bytes().to_vec());
+                snapped = s;
+            }
+        }
+        full_check(&plain, &model)?;
+        if with_snapshots {
+            full_check(&snapped, &model)?;
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_matches_model(actions in prop::collection::vec(action(false), 1..40)) {
+        run(actions, false)?;
+    }
+
+    #[test]
+    fn snapshot_then_writes_matches_unsnapshotted(actions in prop::collection::vec(action(true), 1..40)) {
+        run(actions, true)?;
+    }
+}

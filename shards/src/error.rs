@@ -1,0 +1,24 @@
+/// Errors of the engine, each mapped to etcd's gRPC status in `server/`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl From<ferrokv_mvcc::Error> for Error {
+    fn from(e: ferrokv_mvcc::Error) -> Self {
+        match e {
+            ferrokv_mvcc::Error::Compacted => Error::Compacted,
+            ferrokv_mvcc::Error::FutureRevision => Error::FutureRevision,
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,808 @@
+//! The KV service over all shards: fan-out reads merged in key order, and
+//! the write coordinator that fences the shards a request touches, takes
+//! one revision, applies each shard's part and commits them all.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferrokv_mvcc::{KeyValue, RangeResult, WriteOp};
+use ferrokv_wire::pb::etcdserverpb as pb;
+use ferrokv_wire::pb::mvccpb;
+use futures_channel::oneshot;
+
+use crate::error::Error;
+use crate::record::{Part, Record};
+use crate::sequencer::Sequencer;
+use crate::shard::{FencedOp, RangeArgs, ShardMsg, ShardStatus};
+
+/// Bound on ops one coordinator may have queued for a fenced shard.
+const FENCED_OPS_PENDING_MAX: usize = 16;
+
+/// Handle to the engine from one core: channels to every shard core and the
+/// shared sequencer. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    shards: Vec<async_channel::Sender<ShardMsg>>,
+    seq: Arc<Sequencer>,
+}
+
+type Fences = BTreeMap<u32, async_channel::Sender<FencedOp>>;
+
+/// Where reads go: the visible state at a revision, or the latest state of
+/// shards fenced by this coordinator (which includes its own earlier writes).
+enum Via<'a> {
+    Visible(i64),
+    Fenced(&'a Fences),
+}
+
+/// Which branch each (nested) transaction takes, decided before any write.
+struct Path {
+    succeeded: bool,
+    nested: Vec<Path>,
+}
+
+struct WriteState {
+    rev: Option<i64>,
+    base_rev: i64,
+    next_sub: i64,
+    parts: Vec<Part>,
+}
+
+impl WriteState {
+    fn header_rev(&self) -> i64 {
+        self.rev.unwrap_or(self.base_rev)
+    }
+}
+
+pub fn shard_of(key: &[u8], shards: u32) -> u32 {
+    crc32c::crc32c(key) % shards
+}
+
+pub fn to_pb(kv: KeyValue) -> mvccpb::KeyValue {
+    mvccpb::KeyValue {
+        key: Bytes::from(kv.key),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        value: Bytes::from(kv.value),
+        lease: kv.lease,
+    }
+}
+
+fn header(rev: i64) -> Option<pb::ResponseHeader> {
+    Some(pb::ResponseHeader {
+        revision: rev,
+        ..Default::default()
+    })
+}
+
+impl Engine {
+    pub fn new(shards: Vec<async_channel::Sender<ShardMsg>>, seq: Arc<Sequencer>) -> Engine {
+        Engine {
+            inner: Rc::new(Inner { shards, seq }),
+        }
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.inner.shards.len() as u32
+    }
+
+    pub fn sequencer(&self) -> &Sequencer {
+        &self.inner.seq
+    }
+
+    fn shard_of(&self, key: &[u8]) -> u32 {
+        shard_of(key, self.shard_count())
+    }
+
+    async fn send(&self, shard: u32, msg: ShardMsg) -> Result<(), Error> {
+        self.inner.shards[shard as usize]
+            .send(msg)
+            .await
+            .map_err(|_| Error::Internal("shard stopped".into()))
+    }
+
+    pub async fn status(&self) -> Result<Vec<ShardStatus>, Error> {
+        let mut waits = Vec::new();
+        for s in 0..self.shard_count() {
+            let (tx, rx) = oneshot::channel();
+            self.send(s, ShardMsg::Status(tx)).await?;
+            waits.push(rx);
+        }
+        let mut out = Vec::new();
+        for w in waits {
+            out.push(w.await.map_err(|_| Error::Internal("shard stopped".into()))?);
+        }
+        Ok(out)
+    }
+
+    /// Range across shards, merged by key. `rev` 0 means latest for fenced
+    /// reads; for visible reads the caller resolved it already.
+    #[allow(clippy::too_many_arguments)]
+    async fn range_raw(
+        &self,
+        via: &Via<'_>,
+        key: &[u8],
+        range_end: &[u8],
+        rev: i64,
+        limit: usize,
+        keys_only: bool,
+        count_only: bool,
+    ) -> Result<RangeResult, Error> {
+        let targets: Vec<u32> = if range_end.is_empty() {
+            vec![self.shard_of(key)]
+        } else {
+            (0..self.shard_count()).collect()
+        };
+        let mut waits = Vec::with_capacity(targets.len());
+        for s in targets {
+            let args = RangeArgs {
+                key: key.to_vec(),
+                range_end: range_end.to_vec(),
+                rev,
+                limit,
+                keys_only,
+                count_only,
+            };
+            let (tx, rx) = oneshot::channel();
+            match via {
+                Via::Visible(_) => self.send(s, ShardMsg::Range(args, tx)).await?,
+                Via::Fenced(f) => {
+                    let ch = f
+                        .get(&s)
+                        .ok_or_else(|| Error::Internal(format!("shard {s} not fenced")))?;
+                    ch.send(FencedOp::Range(args, tx))
+                        .await
+                        .map_err(|_| Error::Internal("shard stopped".into()))?;
+                }
+            }
+            waits.push(rx);
+        }
+        let mut merged = RangeResult::default();
+        for w in waits {
+            let r = w
+                .await
+                .map_err(|_| Error::Internal("shard stopped".into()))??;
+            merged.count += r.count;
+            merged.kvs.extend(r.kvs);
+        }
+        if merged.kvs.len() > 1 {
+            merged.kvs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        }
+        if limit > 0 {
+            merged.kvs.truncate(limit);
+        }
+        Ok(merged)
+    }
+
+    /// etcd's Range: limit pushed down to the shards unless sorting or
+    /// filtering needs every key first.
+    async fn range_at(
+        &self,
+        via: &Via<'_>,
+        r: &pb::RangeRequest,
+        rev: i64,
+        header_rev: i64,
+    ) -> Result<pb::RangeResponse, Error> {
+        use pb::range_request::{SortOrder, SortTarget};
+        let filtered = r.min_mod_revision != 0
+            || r.max_mod_revision != 0
+            || r.min_create_revision != 0
+            || r.max_create_revision != 0;
+        let mut limit = r.limit.max(0) as usize;
+        if r.sort_order != SortOrder::None as i32 || filtered {
+            limit = 0;
+        }
+        if limit > 0 {
+            // One extra tells whether there is more.
+            limit += 1;
+        }
+        let rr = self
+            .range_raw(via, &r.key, &r.range_end, rev, limit, false, r.count_only)
+            .await?;
+        let mut kvs = rr.kvs;
+        if r.max_mod_revision != 0 {
+            kvs.retain(|kv| kv.mod_revision <= r.max_mod_revision);
+        }
+        if r.min_mod_revision != 0 {
+            kvs.retain(|kv| kv.mod_revision >= r.min_mod_revision);
+        }
+        if r.max_create_revision != 0 {
+            kvs.retain(|kv| kv.create_revision <= r.max_create_revision);
+        }
+        if r.min_create_revision != 0 {
+            kvs.retain(|kv| kv.create_revision >= r.min_create_revision);
+        }
+        let mut order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
+        let target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
+        if target != SortTarget::Key && order == SortOrder::None {
+            order = SortOrder::Ascend;
+        }
+        if order != SortOrder::None {
+            // Stable sort on top of key order, as Go's sort.Sort gives for
+            // these inputs in practice for distinct keys.
+            match target {
+                SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+                SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
+                SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
+                SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
+                SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+            }
+            if order == SortOrder::Descend {
+                kvs.reverse();
+            }
+        }
+        let mut more = false;
+        if r.limit > 0 && kvs.len() > r.limit as usize {
+            kvs.truncate(r.limit as usize);
+            more = true;
+        }
+        Ok(pb::RangeResponse {
+            header: header(header_rev),
+            kvs: kvs
+                .into_iter()
+                .map(|mut kv| {
+                    if r.keys_only {
+                        kv.value.clear();
+                    }
+                    to_pb(kv)
+                })
+                .collect(),
+            more,
+            count: rr.count as i64,
+        })
+    }
+
+    fn check_revision(&self, rev: i64, current: i64) -> Result<(), Error> {
+        if rev > current {
+            return Err(Error::FutureRevision);
+        }
+        if rev > 0 && rev < self.inner.seq.compact_revision() {
+            return Err(Error::Compacted);
+        }
+        Ok(())
+    }
+
+    /// A linearizable (or serializable: one member, the same) read at the
+    /// visible revision or an older one.
+    pub async fn range(&self, r: &pb::RangeRequest) -> Result<pb::RangeResponse, Error> {
+        let visible = self.inner.seq.visible();
+        let rev = if r.revision <= 0 { visible } else { r.revision };
+        self.check_revision(rev, visible)?;
+        self.range_at(&Via::Visible(visible), r, rev, visible).await
+    }
+
+    pub async fn put(&self, p: pb::PutRequest) -> Result<pb::PutResponse, Error> {
+        let t = pb::TxnRequest {
+            success: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestPut(p)),
+            }],
+            ..Default::default()
+        };
+        let mut resp = self.txn(t).await?;
+        match resp.responses.pop().and_then(|r| r.response) {
+            Some(pb::response_op::Response::ResponsePut(mut p)) => {
+                p.header = resp.header;
+                Ok(p)
+            }
+            _ => Err(Error::Internal("put produced no response".into())),
+        }
+    }
+
+    pub async fn delete_range(
+        &self,
+        d: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, Error> {
+        let t = pb::TxnRequest {
+            success: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestDeleteRange(d)),
+            }],
+            ..Default::default()
+        };
+        let mut resp = self.txn(t).await?;
+        match resp.responses.pop().and_then(|r| r.response) {
+            Some(pb::response_op::Response::ResponseDeleteRange(mut d)) => {
+                d.header = resp.header;
+                Ok(d)
+            }
+            _ => Err(Error::Internal("delete produced no response".into())),
+        }
+    }
+
+    pub async fn txn(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
+        if is_read_only(&t) {
+            let visible = self.inner.seq.visible();
+            let via = Via::Visible(visible);
+            let path = self.compare_path(&via, &t).await?;
+            self.check_ranges(&t, &path, visible)?;
+            let mut st = WriteState {
+                rev: None,
+                base_rev: visible,
+                next_sub: 0,
+                parts: Vec::new(),
+            };
+            let responses = self.exec(&via, &t, &path, &mut st).await?;
+            return Ok(pb::TxnResponse {
+                header: header(visible),
+                succeeded: path.succeeded,
+                responses,
+            });
+        }
+        // The coordinator runs detached: once it has applied anything it
+        // must reach its commit even if the client goes away meanwhile.
+        let (tx, rx) = oneshot::channel();
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            let r = me.write_txn(t).await;
+            let _ = tx.send(r);
+        })
+        .detach();
+        rx.await
+            .map_err(|_| Error::Internal("write coordinator stopped".into()))?
+    }
+
+    async fn write_txn(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
+        let mut involved = std::collections::BTreeSet::new();
+        collect_shards(&t, self.shard_count(), &mut involved);
+        // Fences are taken in shard order so coordinators never deadlock.
+        let mut fences: Fences = BTreeMap::new();
+        for s in involved {
+            let (tx, rx) = async_channel::bounded(FENCED_OPS_PENDING_MAX);
+            let (ack_tx, ack_rx) = oneshot::channel();
+            if let Err(e) = self.send(s, ShardMsg::Fence(rx, ack_tx)).await {
+                release(&fences).await;
+                return Err(e);
+            }
+            if ack_rx.await.is_err() {
+                release(&fences).await;
+                return Err(Error::Internal("shard stopped".into()));
+            }
+            fences.insert(s, tx);
+        }
+        let via = Via::Fenced(&fences);
+        let visible = self.inner.seq.visible();
+        let checked = async {
+            let path = self.compare_path(&via, &t).await?;
+            self.check_puts(&via, &t, &path).await?;
+            self.check_ranges(&t, &path, visible)?;
+            Ok::<_, Error>(path)
+        }
+        .await;
+        let path = match checked {
+            Ok(p) => p,
+            Err(e) => {
+                release(&fences).await;
+                return Err(e);
+            }
+        };
+        let mut st = WriteState {
+            rev: None,
+            base_rev: visible,
+            next_sub: 0,
+            parts: Vec::new(),
+        };
+        let exec = self.exec(&via, &t, &path, &mut st).await;
+        let responses = match exec {
+            Ok(r) => r,
+            Err(e) if st.rev.is_none() => {
+                release(&fences).await;
+                return Err(e);
+            }
+            Err(e) => {
+                // Applied but cannot finish: the store is ahead of the log.
+                log::error!("write coordinator failed after applying: {e}; stopping");
+                std::process::exit(2);
+            }
+        };
+        let Some(rev) = st.rev else {
+            release(&fences).await;
+            return Ok(pb::TxnResponse {
+                header: header(visible),
+                succeeded: path.succeeded,
+                responses,
+            });
+        };
+        let mut waits = Vec::new();
+        for (s, ch) in &fences {
+            if st.parts.iter().any(|p| p.shard == *s) {
+                let (tx, rx) = oneshot::channel();
+                let record = Record::Write {
+                    rev,
+                    parts: st.parts.clone(),
+                };
+                if ch.send(FencedOp::Commit { record, reply: tx }).await.is_err() {
+                    log::error!("shard {s} stopped during commit; stopping");
+                    std::process::exit(2);
+                }
+                waits.push(rx);
+            } else {
+                let _ = ch.send(FencedOp::Release).await;
+            }
+        }
+        drop(fences);
+        for w in waits {
+            match w.await {
+                Ok(Ok(())) => {}
+                _ => {
+                    log::error!("commit of revision {rev} failed; stopping");
+                    std::process::exit(2);
+                }
+            }
+        }
+        self.inner.seq.complete(rev);
+        self.inner.seq.wait_visible(rev).await;
+        Ok(pb::TxnResponse {
+            header: header(rev),
+            succeeded: path.succeeded,
+            responses,
+        })
+    }
+
+    /// etcd decides every (nested) branch against the state before the
+    /// transaction's own writes.
+    async fn compare_path(&self, via: &Via<'_>, t: &pb::TxnRequest) -> Result<Path, Error> {
+        let mut succeeded = true;
+        for c in &t.compare {
+            if !self.compare(via, c).await? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { &t.success } else { &t.failure };
+        let mut nested = Vec::new();
+        for op in ops {
+            if let Some(pb::request_op::Request::RequestTxn(n)) = &op.request {
+                nested.push(Box::pin(self.compare_path(via, n)).await?);
+            }
+        }
+        Ok(Path { succeeded, nested })
+    }
+
+    async fn compare(&self, via: &Via<'_>, c: &pb::Compare) -> Result<bool, Error> {
+        use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+        let rev = match via {
+            Via::Visible(v) => *v,
+            Via::Fenced(_) => 0,
+        };
+        let rr = self
+            .range_raw(via, &c.key, &c.range_end, rev, 0, false, false)
+            .await?;
+        let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
+        let result = CompareResult::try_from(c.result).unwrap_or(CompareResult::Equal);
+        let check = |kv: &KeyValue| -> bool {
+            let ord = match (&target, &c.target_union) {
+                (CompareTarget::Value, Some(TargetUnion::Value(v))) => kv.value.as_slice().cmp(v),
+                (CompareTarget::Value, _) => kv.value.as_slice().cmp(&[][..]),
+                (CompareTarget::Create, u) => kv.create_revision.cmp(&int_of(u, target)),
+                (CompareTarget::Mod, u) => kv.mod_revision.cmp(&int_of(u, target)),
+                (CompareTarget::Version, u) => kv.version.cmp(&int_of(u, target)),
+                (CompareTarget::Lease, u) => kv.lease.cmp(&int_of(u, target)),
+            };
+            match result {
+                CompareResult::Equal => ord.is_eq(),
+                CompareResult::NotEqual => !ord.is_eq(),
+                CompareResult::Greater => ord.is_gt(),
+                CompareResult::Less => ord.is_lt(),
+            }
+        };
+        if rr.kvs.is_empty() {
+            // A missing key never matches a value compare; for the others it
+            // compares as all zeros.
+            if target == CompareTarget::Value {
+                return Ok(false);
+            }
+            return Ok(check(&KeyValue::default()));
+        }
+        Ok(rr.kvs.iter().all(check))
+    }
+
+    /// Put preconditions along the chosen path: the lease exists, and
+    /// ignore_value/ignore_lease have a key to take them from.
+    fn check_puts<'a>(
+        &'a self,
+        via: &'a Via<'_>,
+        t: &'a pb::TxnRequest,
+        path: &'a Path,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + 'a>> {
+        Box::pin(async move {
+            let ops = if path.succeeded { &t.success } else { &t.failure };
+            let mut nested = path.nested.iter();
+            for op in ops {
+                match &op.request {
+                    Some(pb::request_op::Request::RequestPut(p)) => {
+                        if p.ignore_value || p.ignore_lease {
+                            let rr = self.range_raw(via, &p.key, &[], 0, 1, true, false).await?;
+                            if rr.kvs.is_empty() {
+                                return Err(Error::KeyNotFound);
+                            }
+                        }
+                        if p.lease != 0 {
+                            // No lease can exist until the lease service
+                            // lands; etcd answers an unknown id this way.
+                            return Err(Error::LeaseNotFound);
+                        }
+                    }
+                    Some(pb::request_op::Request::RequestTxn(n)) => {
+                        if let Some(np) = nested.next() {
+                            self.check_puts(via, n, np).await?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn check_ranges(&self, t: &pb::TxnRequest, path: &Path, current: i64) -> Result<(), Error> {
+        let ops = if path.succeeded { &t.success } else { &t.failure };
+        let mut nested = path.nested.iter();
+        for op in ops {
+            match &op.request {
+                Some(pb::request_op::Request::RequestRange(r)) if r.revision > 0 => {
+                    self.check_revision(r.revision, current)?;
+                }
+                Some(pb::request_op::Request::RequestTxn(n)) => {
+                    if let Some(np) = nested.next() {
+                        self.check_ranges(n, np, current)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn exec<'a>(
+        &'a self,
+        via: &'a Via<'_>,
+        t: &'a pb::TxnRequest,
+        path: &'a Path,
+        st: &'a mut WriteState,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<pb::ResponseOp>, Error>> + 'a>>
+    {
+        Box::pin(async move {
+            use pb::response_op::Response;
+            let ops = if path.succeeded { &t.success } else { &t.failure };
+            let mut nested = path.nested.iter();
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                let resp = match &op.request {
+                    Some(pb::request_op::Request::RequestRange(r)) => {
+                        let rev = match via {
+                            Via::Visible(v) if r.revision <= 0 => *v,
+                            _ => r.revision.max(0),
+                        };
+                        let hdr = st.header_rev();
+                        Some(Response::ResponseRange(self.range_at(via, r, rev, hdr).await?))
+                    }
+                    Some(pb::request_op::Request::RequestPut(p)) => {
+                        Some(Response::ResponsePut(self.exec_put(via, p, st).await?))
+                    }
+                    Some(pb::request_op::Request::RequestDeleteRange(d)) => Some(
+                        Response::ResponseDeleteRange(self.exec_delete(via, d, st).await?),
+                    ),
+                    Some(pb::request_op::Request::RequestTxn(n)) => {
+                        let np = nested
+                            .next()
+                            .ok_or_else(|| Error::Internal("txn path mismatch".into()))?;
+                        let responses = self.exec(via, n, np, st).await?;
+                        Some(Response::ResponseTxn(pb::TxnResponse {
+                            header: header(st.header_rev()),
+                            succeeded: np.succeeded,
+                            responses,
+                        }))
+                    }
+                    None => None,
+                };
+                out.push(pb::ResponseOp { response: resp });
+            }
+            Ok(out)
+        })
+    }
+
+    async fn ensure_rev(&self, st: &mut WriteState) -> i64 {
+        match st.rev {
+            Some(r) => r,
+            None => {
+                let r = self.inner.seq.assign().await;
+                st.rev = Some(r);
+                r
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        via: &Via<'_>,
+        shard: u32,
+        ops: Vec<WriteOp>,
+        st: &mut WriteState,
+    ) -> Result<(), Error> {
+        let Via::Fenced(fences) = via else {
+            return Err(Error::Internal("write outside a fence".into()));
+        };
+        let rev = self.ensure_rev(st).await;
+        let first_sub = st.next_sub;
+        st.next_sub += ops.len() as i64;
+        let ch = fences
+            .get(&shard)
+            .ok_or_else(|| Error::Internal(format!("shard {shard} not fenced")))?;
+        let (tx, rx) = oneshot::channel();
+        st.parts.push(Part {
+            shard,
+            first_sub,
+            ops: ops.clone(),
+        });
+        ch.send(FencedOp::Apply {
+            rev,
+            first_sub,
+            ops,
+            reply: tx,
+        })
+        .await
+        .map_err(|_| Error::Internal("shard stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Internal("shard stopped".into()))?;
+        Ok(())
+    }
+
+    async fn exec_put(
+        &self,
+        via: &Via<'_>,
+        p: &pb::PutRequest,
+        st: &mut WriteState,
+    ) -> Result<pb::PutResponse, Error> {
+        let mut prev = None;
+        if p.prev_kv || p.ignore_value || p.ignore_lease {
+            let rr = self.range_raw(via, &p.key, &[], 0, 1, false, false).await?;
+            prev = rr.kvs.into_iter().next();
+        }
+        let mut value = p.value.to_vec();
+        let mut lease = p.lease;
+        if p.ignore_value || p.ignore_lease {
+            let Some(prev) = &prev else {
+                return Err(Error::KeyNotFound);
+            };
+            if p.ignore_value {
+                value = prev.value.clone();
+            }
+            if p.ignore_lease {
+                lease = prev.lease;
+            }
+        }
+        let shard = self.shard_of(&p.key);
+        let op = WriteOp::Put {
+            key: p.key.to_vec(),
+            value,
+            lease,
+        };
+        self.apply(via, shard, vec![op], st).await?;
+        Ok(pb::PutResponse {
+            header: header(st.header_rev()),
+            prev_kv: if p.prev_kv { prev.map(to_pb) } else { None },
+        })
+    }
+
+    async fn exec_delete(
+        &self,
+        via: &Via<'_>,
+        d: &pb::DeleteRangeRequest,
+        st: &mut WriteState,
+    ) -> Result<pb::DeleteRangeResponse, Error> {
+        let rr = self
+            .range_raw(via, &d.key, &d.range_end, 0, 0, !d.prev_kv, false)
+            .await?;
+        let deleted = rr.kvs.len() as i64;
+        // Sub revisions follow key order, as etcd's do; consecutive keys of
+        // one shard go in one message.
+        let mut run: Vec<WriteOp> = Vec::new();
+        let mut run_shard = None;
+        for kv in &rr.kvs {
+            let s = self.shard_of(&kv.key);
+            if run_shard.is_some_and(|r| r != s) {
+                let ops = std::mem::take(&mut run);
+                self.apply(via, run_shard.unwrap_or(s), ops, st).await?;
+            }
+            run_shard = Some(s);
+            run.push(WriteOp::Delete {
+                key: kv.key.clone(),
+            });
+        }
+        if let Some(s) = run_shard {
+            self.apply(via, s, run, st).await?;
+        }
+        Ok(pb::DeleteRangeResponse {
+            header: header(st.header_rev()),
+            deleted,
+            prev_kvs: if d.prev_kv {
+                rr.kvs.into_iter().map(to_pb).collect()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// Compact every shard at `rev`; returns the revision for the header.
+    pub async fn compact(&self, rev: i64) -> Result<i64, Error> {
+        let visible = self.inner.seq.visible();
+        if rev > visible {
+            return Err(Error::FutureRevision);
+        }
+        if !self.inner.seq.try_compact(rev) {
+            return Err(Error::Compacted);
+        }
+        let mut waits = Vec::new();
+        for s in 0..self.shard_count() {
+            let (tx, rx) = oneshot::channel();
+            self.send(s, ShardMsg::Compact(rev, tx)).await?;
+            waits.push(rx);
+        }
+        for w in waits {
+            w.await
+                .map_err(|_| Error::Internal("shard stopped".into()))?
+                .map_err(Error::Internal)?;
+        }
+        Ok(visible)
+    }
+}
+
+async fn release(fences: &Fences) {
+    for ch in fences.values() {
+        let _ = ch.send(FencedOp::Release).await;
+    }
+}
+
+fn int_of(u: &Option<pb::compare::TargetUnion>, target: pb::compare::CompareTarget) -> i64 {
+    use pb::compare::{CompareTarget as T, TargetUnion as U};
+    match (target, u) {
+        (T::Create, Some(U::CreateRevision(v))) => *v,
+        (T::Mod, Some(U::ModRevision(v))) => *v,
+        (T::Version, Some(U::Version(v))) => *v,
+        (T::Lease, Some(U::Lease(v))) => *v,
+        _ => 0,
+    }
+}
+
+/// etcd's isTxnReadonly: no put or delete anywhere, in either branch.
+pub fn is_read_only(t: &pb::TxnRequest) -> bool {
+    t.success.iter().chain(t.failure.iter()).all(|op| match &op.request {
+        Some(pb::request_op::Request::RequestPut(_))
+        | Some(pb::request_op::Request::RequestDeleteRange(_)) => false,
+        Some(pb::request_op::Request::RequestTxn(n)) => is_read_only(n),
+        _ => true,
+    })
+}
+
+/// Every shard any compare or op of either branch can touch.
+fn collect_shards(t: &pb::TxnRequest, n: u32, out: &mut std::collections::BTreeSet<u32>) {
+    let mut add = |key: &[u8], end: &[u8]| {
+        if end.is_empty() {
+            out.insert(shard_of(key, n));
+        } else {
+            out.extend(0..n);
+        }
+    };
+    for c in &t.compare {
+        add(&c.key, &c.range_end);
+    }
+    let mut nested = Vec::new();
+    for op in t.success.iter().chain(t.failure.iter()) {
+        match &op.request {
+            Some(pb::request_op::Request::RequestRange(r)) => add(&r.key, &r.range_end),
+            Some(pb::request_op::Request::RequestPut(p)) => add(&p.key, &[]),
+            Some(pb::request_op::Request::RequestDeleteRange(d)) => add(&d.key, &d.range_end),
+            Some(pb::request_op::Request::RequestTxn(t)) => nested.push(t),
+            None => {}
+        }
+    }
+    for t in nested {
+        collect_shards(t, n, out);
+    }
+}

@@ -1,0 +1,223 @@
+//! The thread-per-core runtime: one glommio executor per shard, pinned to a
+//! core; key -> shard routing; the revision sequencer; cross-shard writes.
+//! See `docs/revisions-and-shards.md` for the protocol and its invariants.
+
+pub mod error;
+pub mod kv;
+pub mod record;
+pub mod recovery;
+pub mod sequencer;
+pub mod shard;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{Arc, Barrier, Mutex};
+
+use ferrokv_mvcc::Store;
+use ferrokv_raft::{LogConfig, ShardLog};
+use ferrokv_wal::{WalConfig, WalMetrics};
+use glommio::{LocalExecutorBuilder, Placement};
+
+pub use error::Error;
+pub use kv::Engine;
+pub use sequencer::Sequencer;
+pub use shard::ShardStatus;
+
+use record::Record;
+use recovery::Summary;
+use shard::{Shard, ShardMsg, SHARD_MESSAGES_PENDING_MAX};
+
+pub struct Config {
+    /// The member's data directory (`--data-dir`).
+    pub data_dir: PathBuf,
+    /// Separate WAL directory (`--wal-dir`), if any.
+    pub wal_dir: Option<PathBuf>,
+    pub shards: usize,
+    pub snapshot_count: u64,
+    pub wal_metrics: Arc<WalMetrics>,
+    pub heartbeat_interval_ms: u64,
+    pub election_ticks: usize,
+}
+
+/// Checks (or records, on first start) the shard count of a data dir:
+/// keys are placed by hash modulo the count, so it cannot change later.
+fn check_layout(data_dir: &Path, shards: usize) -> Result<(), String> {
+    let member = data_dir.join("member");
+    std::fs::create_dir_all(&member)
+        .map_err(|e| format!("cannot create data dir {}: {e}", member.display()))?;
+    let meta = member.join("shards");
+    match std::fs::read_to_string(&meta) {
+        Ok(s) => {
+            let n: usize = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("{} is corrupt: {s:?}", meta.display()))?;
+            if n != shards {
+                return Err(format!(
+                    "data dir {} was created with --shards {n}; it cannot be opened with --shards {shards}",
+                    data_dir.display()
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&meta, format!("{shards}\n"))
+                .map_err(|e| format!("cannot write {}: {e}", meta.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", meta.display())),
+    }
+}
+
+/// Starts every shard core, recovers them, then runs `serve` on each core
+/// with an engine handle. Returns when every core has finished.
+pub fn run<F, Fut>(cfg: Config, serve: F) -> Result<(), String>
+where
+    F: Fn(Engine, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let n = cfg.shards.max(1);
+    check_layout(&cfg.data_dir, n)?;
+    let seq = Arc::new(Sequencer::new());
+    let mut senders = Vec::with_capacity(n);
+    let mut receivers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = async_channel::bounded::<ShardMsg>(SHARD_MESSAGES_PENDING_MAX);
+        senders.push(tx);
+        receivers.push(rx);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let barrier = Arc::new(Barrier::new(n));
+    let summaries: Arc<Mutex<Vec<Option<Summary>>>> = Arc::new(Mutex::new(vec![None; n]));
+    let compacts = Arc::new(Mutex::new(0i64));
+    let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let cfg = Arc::new(cfg);
+    let mut handles = Vec::with_capacity(n);
+    for (i, rx) in receivers.into_iter().enumerate() {
+        let placement = if n <= cores {
+            Placement::Fixed(i)
+        } else {
+            Placement::Unbound
+        };
+        let (senders, seq, barrier, summaries, compacts, failure, cfg, serve) = (
+            senders.clone(),
+            seq.clone(),
+            barrier.clone(),
+            summaries.clone(),
+            compacts.clone(),
+            failure.clone(),
+            cfg.clone(),
+            serve.clone(),
+        );
+        let h = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{i}"))
+            .spawn(move || async move {
+                let shard = match open_shard(i as u32, &cfg, &seq, &barrier, &summaries, &compacts)
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                        std::process::exit(1);
+                    }
+                };
+                glommio::spawn_local(shard.run(rx)).detach();
+                barrier.wait();
+                let engine = Engine::new(senders, seq);
+                serve(engine, i).await;
+            })
+            .map_err(|e| format!("cannot start shard executor {i}: {e}"))?;
+        handles.push(h);
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+/// Open one shard's snapshot and log, agree with the other shards on the
+/// recovery cut, and replay up to it.
+async fn open_shard(
+    id: u32,
+    cfg: &Config,
+    seq: &Arc<Sequencer>,
+    barrier: &Barrier,
+    summaries: &Mutex<Vec<Option<Summary>>>,
+    compacts: &Mutex<i64>,
+) -> Result<Rc<Shard>, String> {
+    let dir = cfg.data_dir.join("member").join(format!("shard-{id}"));
+    let wal_dir = match &cfg.wal_dir {
+        Some(w) => w.join(format!("shard-{id}")),
+        None => dir.join("wal"),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&wal_dir).map_err(|e| format!("{}: {e}", wal_dir.display()))?;
+    let snap_path = dir.join("snapshot.rkyv");
+    let (store, applied) = if snap_path.exists() {
+        let (s, idx, _meta) = Store::open_snapshot(&snap_path).map_err(|e| e.to_string())?;
+        (s, idx)
+    } else {
+        (Store::new(), 0)
+    };
+    let wal = WalConfig {
+        metrics: cfg.wal_metrics.clone(),
+        ..WalConfig::default()
+    };
+    let mut log_cfg = LogConfig::new(wal, 1);
+    log_cfg.tick_interval = std::time::Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
+    log_cfg.election_tick = cfg.election_ticks.max(2);
+    let (log, recovered) = ShardLog::open(&wal_dir, log_cfg, applied)
+        .await
+        .map_err(|e| format!("shard {id}: cannot open log in {}: {e}", wal_dir.display()))?;
+    let mut records = Vec::with_capacity(recovered.entries.len());
+    for (index, data) in &recovered.entries {
+        let rec = Record::decode(data)
+            .map_err(|e| format!("shard {id}: log entry {index} in {}: {e}", wal_dir.display()))?;
+        records.push(rec);
+    }
+    let records = recovery::resolve_truncations(records);
+    let summary = Summary::of(id, store.last_revision(), &records);
+    if let Ok(mut s) = summaries.lock() {
+        s[id as usize] = Some(summary);
+    }
+    barrier.wait();
+    let all: Vec<Summary> = summaries
+        .lock()
+        .map_err(|_| "recovery state poisoned".to_string())?
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let cut = recovery::cut(&all);
+    let shard = Shard::new(
+        id,
+        store,
+        log.clone(),
+        seq.clone(),
+        snap_path,
+        cfg.snapshot_count,
+    );
+    let mut dropped = false;
+    for rec in &records {
+        match rec {
+            Record::Write { rev, .. } if *rev > cut => dropped = true,
+            other => shard.apply_recovered(other),
+        }
+    }
+    if dropped {
+        log::warn!("shard {id}: dropping unacknowledged writes above revision {cut}");
+        let marker = log
+            .submit(Record::TruncateAbove { rev: cut }.encode())
+            .map_err(|e| e.to_string())?;
+        marker.await.map_err(|e| e.to_string())?;
+    }
+    if let Ok(mut c) = compacts.lock() {
+        *c = (*c).max(shard.store.borrow().compact_revision());
+    }
+    barrier.wait();
+    let compact = compacts.lock().map(|c| *c).unwrap_or(0);
+    seq.recover(cut, compact);
+    Ok(shard)
+}

@@ -1,0 +1,290 @@
+//! One shard: its MVCC store and raft log, owned by one core. Other cores
+//! reach it only through `ShardMsg`s. Writers take the shard's write lock
+//! (a fence) for the span of evaluating and submitting one write, so each
+//! shard's log is in revision order.
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ferrokv_mvcc::{Event, RangeResult, Store, WriteOp};
+use ferrokv_raft::ShardLog;
+use futures_channel::oneshot;
+use glommio::sync::Semaphore;
+
+use crate::record::Record;
+use crate::sequencer::Sequencer;
+
+/// Bound on messages queued for one shard core.
+pub const SHARD_MESSAGES_PENDING_MAX: usize = 4096;
+
+pub struct RangeArgs {
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    pub rev: i64,
+    pub limit: usize,
+    pub keys_only: bool,
+    pub count_only: bool,
+}
+
+pub type Reply<T> = oneshot::Sender<T>;
+
+pub enum ShardMsg {
+    /// A read at a visible revision: needs no lock.
+    Range(RangeArgs, Reply<Result<RangeResult, ferrokv_mvcc::Error>>),
+    /// Take the write lock for one coordinator; its ops follow on the channel.
+    Fence(async_channel::Receiver<FencedOp>, Reply<()>),
+    Compact(i64, Reply<Result<(), String>>),
+    Status(Reply<ShardStatus>),
+}
+
+pub enum FencedOp {
+    /// Latest state including writes made earlier under this fence.
+    Range(RangeArgs, Reply<Result<RangeResult, ferrokv_mvcc::Error>>),
+    Apply {
+        rev: i64,
+        first_sub: i64,
+        ops: Vec<WriteOp>,
+        reply: Reply<Vec<Event>>,
+    },
+    /// Submit the record and release the lock; the reply comes once durable.
+    Commit {
+        record: Record,
+        reply: Reply<Result<(), String>>,
+    },
+    /// Nothing was written here: release the lock.
+    Release,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ShardStatus {
+    pub raft_term: u64,
+    pub raft_index: u64,
+    pub applied_index: u64,
+    pub db_size_bytes: u64,
+    pub keys: usize,
+    pub leader: bool,
+}
+
+pub struct Shard {
+    pub id: u32,
+    pub store: RefCell<Store>,
+    pub log: Rc<ShardLog>,
+    lock: Semaphore,
+    seq: Arc<Sequencer>,
+    snapshot_path: PathBuf,
+    snapshot_count: u64,
+    entries_since_snapshot: Cell<u64>,
+    snapshotting: Cell<bool>,
+}
+
+impl Shard {
+    pub fn new(
+        id: u32,
+        store: Store,
+        log: Rc<ShardLog>,
+        seq: Arc<Sequencer>,
+        snapshot_path: PathBuf,
+        snapshot_count: u64,
+    ) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            store: RefCell::new(store),
+            log,
+            lock: Semaphore::new(1),
+            seq,
+            snapshot_path,
+            snapshot_count,
+            entries_since_snapshot: Cell::new(0),
+            snapshotting: Cell::new(false),
+        })
+    }
+
+    /// Serve messages until every sender is gone.
+    pub async fn run(self: Rc<Self>, rx: async_channel::Receiver<ShardMsg>) {
+        while let Ok(msg) = rx.recv().await {
+            match msg {
+                ShardMsg::Range(a, reply) => {
+                    let r = self.range(&a);
+                    let _ = reply.send(r);
+                }
+                ShardMsg::Fence(ops, ack) => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move { me.fenced(ops, ack).await }).detach();
+                }
+                ShardMsg::Compact(rev, reply) => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let r = me.compact(rev).await;
+                        let _ = reply.send(r);
+                    })
+                    .detach();
+                }
+                ShardMsg::Status(reply) => {
+                    let store = self.store.borrow();
+                    let _ = reply.send(ShardStatus {
+                        raft_term: self.log.term(),
+                        raft_index: self.log.commit_index(),
+                        applied_index: self.log.applied_index(),
+                        db_size_bytes: store.size_bytes(),
+                        keys: store.key_count(),
+                        leader: self.log.is_leader(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn range(&self, a: &RangeArgs) -> Result<RangeResult, ferrokv_mvcc::Error> {
+        self.store.borrow().range(
+            &a.key,
+            &a.range_end,
+            a.rev,
+            a.limit,
+            a.keys_only,
+            a.count_only,
+        )
+    }
+
+    async fn fenced(self: Rc<Self>, ops: async_channel::Receiver<FencedOp>, ack: Reply<()>) {
+        let Ok(_permit) = self.lock.acquire_permit(1).await else {
+            return;
+        };
+        if ack.send(()).is_err() {
+            return;
+        }
+        let mut wrote = false;
+        while let Ok(op) = ops.recv().await {
+            match op {
+                FencedOp::Range(a, reply) => {
+                    let _ = reply.send(self.range(&a));
+                }
+                FencedOp::Apply {
+                    rev,
+                    first_sub,
+                    ops,
+                    reply,
+                } => {
+                    wrote = true;
+                    let events = self.store.borrow_mut().apply_at_sub(rev, first_sub, &ops);
+                    let _ = reply.send(events);
+                }
+                FencedOp::Commit { record, reply } => {
+                    // The proposal is queued while the lock is held, so the
+                    // log order is the revision order; durability is awaited
+                    // after releasing it, letting later writes share the fsync.
+                    let submitted = self.log.submit(record.encode());
+                    drop(_permit);
+                    let result = match submitted {
+                        Ok(fut) => fut.await.map(|_| ()).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if let Err(e) = &result {
+                        // The store already holds this write; serving on
+                        // would expose a write the log does not have.
+                        log::error!("shard {}: log write failed, stopping: {e}", self.id);
+                        std::process::exit(2);
+                    }
+                    let _ = reply.send(result);
+                    self.after_commit();
+                    return;
+                }
+                FencedOp::Release => return,
+            }
+        }
+        if wrote {
+            // A coordinator vanished between applying and committing: the
+            // store is ahead of the log, which must never be served.
+            log::error!("shard {}: fenced write abandoned after apply, stopping", self.id);
+            std::process::exit(2);
+        }
+    }
+
+    async fn compact(self: Rc<Self>, rev: i64) -> Result<(), String> {
+        let _permit = self
+            .lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| e.to_string())?;
+        let fut = self
+            .log
+            .submit(Record::Compact { rev }.encode())
+            .map_err(|e| e.to_string())?;
+        fut.await.map_err(|e| e.to_string())?;
+        let r = self.store.borrow_mut().compact(rev);
+        // Another compaction may have reached this shard first; the global
+        // check already ordered them, so an older point is simply done.
+        match r {
+            Ok(()) | Err(ferrokv_mvcc::Error::Compacted) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Apply a recovered record (restart replay or roll-forward).
+    pub fn apply_recovered(&self, rec: &Record) {
+        let mut store = self.store.borrow_mut();
+        match rec {
+            Record::Write { rev, parts } => {
+                if *rev <= store.last_revision() {
+                    return;
+                }
+                for p in parts.iter().filter(|p| p.shard == self.id) {
+                    store.apply_at_sub(*rev, p.first_sub, &p.ops);
+                }
+            }
+            Record::Compact { rev } => {
+                let _ = store.compact(*rev);
+            }
+            Record::TruncateAbove { .. } => {}
+        }
+    }
+
+    /// Counts committed entries and, every `--snapshot-count`, writes a
+    /// snapshot and lets the log drop what it covers.
+    fn after_commit(self: &Rc<Self>) {
+        let n = self.entries_since_snapshot.get() + 1;
+        self.entries_since_snapshot.set(n);
+        if self.snapshot_count == 0 || n < self.snapshot_count || self.snapshotting.get() {
+            return;
+        }
+        self.snapshotting.set(true);
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = me.snapshot().await {
+                log::warn!("shard {}: snapshot failed: {e}", me.id);
+            }
+            me.snapshotting.set(false);
+        })
+        .detach();
+    }
+
+    /// A snapshot must hold exactly committed state, and no part of a
+    /// cross-shard write whose other parts might still be lost: so it is
+    /// taken under the write lock once everything this shard holds is
+    /// visible (durable in every shard).
+    pub async fn snapshot(&self) -> Result<(), String> {
+        let _permit = self
+            .lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| e.to_string())?;
+        let last = self.store.borrow().last_revision();
+        self.seq.wait_visible(last).await;
+        let index = self.log.commit_index();
+        let written = self
+            .store
+            .borrow()
+            .write_snapshot(&self.snapshot_path, index, &[])
+            .map_err(|e| e.to_string())?;
+        self.entries_since_snapshot.set(0);
+        drop(_permit);
+        self.log.compact_to(index).await.map_err(|e| e.to_string())?;
+        log::info!(
+            "shard {}: snapshot at raft index {index} ({written} bytes)",
+            self.id
+        );
+        Ok(())
+    }
+}
+

@@ -1,0 +1,29 @@
+//! Test harness for ferrokv's integration and compatibility tests.
+//!
+//! Everything here drives real processes: the real `etcd` and `etcdctl` from
+//! Debian's `etcd-server`/`etcd-client` packages as the reference, and the
+//! `ferrokv` binary built from this workspace as the system under test.
+//!
+//! - [`addr`]: unused loopback addresses, spread over 127.0.0.2..=250 so that
+//!   parallel tests (nextest runs one process per test) do not collide.
+//! - [`server`]: [`EtcdProcess`] and [`FerrokvProcess`], single-member servers
+//!   that are always stopped (SIGKILL + wait) when dropped, also on panic.
+//! - [`etcdctl()`]: one bounded-in-time `etcdctl` invocation.
+//! - [`normalize`]: removes what legitimately differs between two servers
+//!   (ids, terms, addresses, timings) before outputs are compared.
+//! - [`script`]: the data-driven golden runner for `testdata/compat/*.txt`.
+//!
+//! Limits: every wait in this crate has a named upper bound
+//! ([`server::SERVER_READY_TIMEOUT`], [`etcdctl::ETCDCTL_TIMEOUT`]).
+
+pub mod addr;
+pub mod diff;
+pub mod etcdctl;
+pub mod normalize;
+pub mod script;
+pub mod server;
+
+pub use addr::{free_addr, free_addr_pair};
+pub use etcdctl::{etcdctl, etcdctl_bin, Output};
+pub use normalize::Normalizer;
+pub use server::{EtcdProcess, FerrokvProcess, ServerOptions, ServerProcess};

@@ -1,0 +1,485 @@
+//! Single-member servers on loopback: the real etcd and ferrokv.
+//!
+//! Both are started with exactly the same etcd flags (ferrokv accepts etcd's
+//! flag names), wait until `etcdctl endpoint health` succeeds, and are killed
+//! (SIGKILL + wait) when dropped, so a panicking test still stops them.
+//!
+//! A child is also started with `PR_SET_PDEATHSIG = SIGKILL`: if the test
+//! process dies without unwinding (nextest timeout, SIGKILL, abort), the
+//! kernel kills the server too, so no orphan keeps a port or a data dir.
+//! The death signal is tied to the *thread* that spawned the child, so start
+//! and restart servers from the test's own thread, not from a helper thread
+//! that exits before the test ends.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::addr::free_addr_pair;
+use crate::etcdctl::etcdctl_with_timeout;
+use crate::normalize::json_u64_field;
+
+/// Upper bound on the time from spawn until `endpoint health` succeeds.
+pub const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pause between two readiness probes.
+const READY_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Wall-clock bound on one readiness probe.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Starts retried with new ports when another process took ours between
+/// choosing and binding (the only failure that a retry can fix).
+const START_ATTEMPTS_MAX: usize = 3;
+/// How much of a server log a failure message shows.
+const LOG_TAIL_BYTES: u64 = 4096;
+
+/// Which server a [`ServerProcess`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    Etcd,
+    Ferrokv,
+}
+
+impl fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerKind::Etcd => "etcd",
+            ServerKind::Ferrokv => "ferrokv",
+        })
+    }
+}
+
+/// Optional settings for a server start.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// `--name`; defaults to the server kind ("etcd" / "ferrokv").
+    pub name: Option<String>,
+    /// ferrokv's `--shards N`; not valid for etcd.
+    pub shards: Option<u32>,
+    /// Further flags, appended after the standard ones.
+    pub extra_args: Vec<String>,
+}
+
+/// `/usr/bin/etcd`, or `FERROKV_TEST_ETCD` if set. (Not `ETCD_*`: etcd reads
+/// every `ETCD_*` variable as a flag.)
+pub fn etcd_bin() -> PathBuf {
+    std::env::var_os("FERROKV_TEST_ETCD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"))
+}
+
+/// The ferrokv server binary: `FERROKV_BIN` if set; else `ferrokv` next to the
+/// test executable's profile dir (`<target>/<profile>/deps/..`, which follows
+/// CARGO_TARGET_DIR and the build profile); else `<workspace>/target/debug`.
+pub fn ferrokv_bin() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("FERROKV_BIN") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "FERROKV_BIN={} does not exist or is not a file",
+                path.display()
+            ))
+        };
+    }
+    let mut tried = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
+            tried.push(profile_dir.join("ferrokv"));
+        }
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent");
+    tried.push(workspace.join("target").join("debug").join("ferrokv"));
+    for path in &tried {
+        if path.is_file() {
+            return Ok(path.clone());
+        }
+    }
+    Err(format!(
+        "ferrokv binary not found (tried {}); build it with `cargo build --workspace --bins` \
+         or point FERROKV_BIN at it",
+        tried
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// A running (or killed, restartable) single-member server.
+pub struct ServerProcess {
+    kind: ServerKind,
+    binary: PathBuf,
+    name: String,
+    member_dir: PathBuf,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+/// Why a spawned server never became ready.
+enum StartError {
+    Exited(ExitStatus),
+    NotReady,
+}
+
+impl ServerProcess {
+    /// Starts `binary` as a one-member cluster with its data under `dir`.
+    /// Panics, after stopping the child, if it is not healthy within
+    /// [`SERVER_READY_TIMEOUT`].
+    pub fn start(kind: ServerKind, binary: PathBuf, dir: &Path, opts: ServerOptions) -> Self {
+        if kind == ServerKind::Etcd {
+            assert!(opts.shards.is_none(), "--shards is a ferrokv-only flag");
+        }
+        let name = opts.name.clone().unwrap_or_else(|| kind.to_string());
+        let mut extra_args = Vec::new();
+        if let Some(shards) = opts.shards {
+            extra_args.push(format!("--shards={shards}"));
+        }
+        extra_args.extend(opts.extra_args.iter().cloned());
+
+        let mut failures = Vec::new();
+        for _attempt in 0..START_ATTEMPTS_MAX {
+            let (client_addr, peer_addr) = free_addr_pair();
+            let member_dir = dir.join(format!(
+                "{kind}-{}-{}",
+                client_addr.ip(),
+                client_addr.port()
+            ));
+            fs::create_dir_all(&member_dir)
+                .unwrap_or_else(|e| panic!("create {}: {e}", member_dir.display()));
+            let mut server = ServerProcess {
+                kind,
+                binary: binary.clone(),
+                name: name.clone(),
+                data_dir: member_dir.join("data"),
+                log_path: member_dir.join("server.log"),
+                member_dir,
+                client_addr,
+                peer_addr,
+                extra_args: extra_args.clone(),
+                child: None,
+            };
+            match server.spawn_and_wait() {
+                Ok(()) => return server,
+                Err(StartError::Exited(status))
+                    if server.log_tail().contains("address already in use") =>
+                {
+                    failures.push(format!("{client_addr}: {status}, port taken; retrying"));
+                }
+                Err(err) => server.fail_start(err),
+            }
+        }
+        panic!(
+            "{kind} did not start after {START_ATTEMPTS_MAX} attempts: {}",
+            failures.join("; ")
+        );
+    }
+
+    /// Spawns the child with the stored configuration and waits for health.
+    fn spawn_and_wait(&mut self) -> Result<(), StartError> {
+        assert!(self.child.is_none(), "{} is already running", self.kind);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.log_path.display()));
+        let log_err = log.try_clone().expect("clone log file handle");
+
+        let mut cmd = Command::new(&self.binary);
+        // etcd (and ferrokv, by design) read ETCD_* variables as flags; only
+        // the flags below may configure the server under test.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ETCD_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.args(self.args())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let parent_pid = std::process::id();
+        // SAFETY: only async-signal-safe libc calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() as u32 != parent_pid {
+                    return Err(std::io::Error::other("test process exited during spawn"));
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} ({}): {e}",
+                self.kind,
+                self.binary.display()
+            )
+        });
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<(), StartError> {
+        let deadline = Instant::now() + SERVER_READY_TIMEOUT;
+        let endpoint = self.endpoint();
+        loop {
+            let child = self.child.as_mut().expect("child spawned");
+            if let Some(status) = child.try_wait().expect("try_wait on server") {
+                self.child = None;
+                return Err(StartError::Exited(status));
+            }
+            let probe = etcdctl_with_timeout(
+                &endpoint,
+                &["--dial-timeout=1s", "--command-timeout=2s", "endpoint", "health"],
+                None,
+                READY_PROBE_TIMEOUT,
+            );
+            if probe.code == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StartError::NotReady);
+            }
+            thread::sleep(READY_POLL_INTERVAL);
+        }
+    }
+
+    fn fail_start(&mut self, err: StartError) -> ! {
+        self.kill_9();
+        let why = match err {
+            StartError::Exited(status) => format!("exited with {status}"),
+            StartError::NotReady => format!(
+                "`etcdctl endpoint health` did not succeed within {SERVER_READY_TIMEOUT:?}"
+            ),
+        };
+        panic!(
+            "{} failed to start: {why}\ncommand: {} {}\nlog {} (tail):\n{}",
+            self.kind,
+            self.binary.display(),
+            self.args().join(" "),
+            self.log_path.display(),
+            self.log_tail()
+        );
+    }
+
+    /// The etcd flags both servers accept, then the extra ones.
+    pub fn args(&self) -> Vec<String> {
+        let client = self.client_url();
+        let peer = self.peer_url();
+        let mut args = vec![
+            format!("--name={}", self.name),
+            format!("--data-dir={}", self.data_dir.display()),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster={}={peer}", self.name),
+        ];
+        if self.kind == ServerKind::Etcd {
+            // Quiet etcd: its log is only read when a start fails.
+            args.push("--logger=zap".to_string());
+            args.push("--log-level=error".to_string());
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    /// Kills the server with SIGKILL and reaps it; no-op if not running.
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data dir, addresses and flags
+    /// (after [`kill_9`](Self::kill_9)); panics if it does not become healthy.
+    pub fn start_again(&mut self) {
+        if let Err(err) = self.spawn_and_wait() {
+            self.fail_start(err);
+        }
+    }
+
+    /// `kill -9`, then start again on the same data dir and ports.
+    pub fn restart(&mut self) {
+        self.kill_9();
+        self.start_again();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("try_wait on server").is_none(),
+            None => false,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn kind(&self) -> ServerKind {
+        self.kind
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The client URL, as given to `--endpoints`.
+    pub fn endpoint(&self) -> String {
+        self.client_url()
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://{}", self.client_addr)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://{}", self.peer_addr)
+    }
+
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The directory holding this member's data dir and log.
+    pub fn member_dir(&self) -> &Path {
+        &self.member_dir
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// `(cluster_id, member_id)` as reported by `endpoint status`, if the
+    /// server answers it.
+    pub fn ids(&self) -> Option<(u64, u64)> {
+        let out = crate::etcdctl(&self.endpoint(), &["endpoint", "status", "-w", "json"], None);
+        if out.code != 0 {
+            return None;
+        }
+        Some((
+            json_u64_field(&out.stdout, "cluster_id")?,
+            json_u64_field(&out.stdout, "member_id")?,
+        ))
+    }
+
+    /// The last few KiB of the server's combined stdout/stderr.
+    pub fn log_tail(&self) -> String {
+        let Ok(mut file) = File::open(&self.log_path) else {
+            return String::from("<no log>");
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)));
+        let mut bytes = Vec::new();
+        let _ = file.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+impl fmt::Debug for ServerProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerProcess")
+            .field("kind", &self.kind)
+            .field("endpoint", &self.endpoint())
+            .field("data_dir", &self.data_dir)
+            .field("pid", &self.pid())
+            .finish()
+    }
+}
+
+/// The real etcd (`/usr/bin/etcd`), single member on loopback.
+#[derive(Debug)]
+pub struct EtcdProcess(ServerProcess);
+
+impl EtcdProcess {
+    pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, ServerOptions::default())
+    }
+
+    pub fn start_with(dir: &Path, opts: ServerOptions) -> Self {
+        EtcdProcess(ServerProcess::start(ServerKind::Etcd, etcd_bin(), dir, opts))
+    }
+
+    pub fn into_inner(self) -> ServerProcess {
+        self.0
+    }
+}
+
+/// ferrokv built from this workspace, single member on loopback.
+#[derive(Debug)]
+pub struct FerrokvProcess(ServerProcess);
+
+impl FerrokvProcess {
+    /// Panics with a clear message if the binary was not built.
+    pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, ServerOptions::default())
+    }
+
+    pub fn start_with(dir: &Path, opts: ServerOptions) -> Self {
+        let binary = ferrokv_bin().unwrap_or_else(|e| panic!("{e}"));
+        FerrokvProcess(ServerProcess::start(ServerKind::Ferrokv, binary, dir, opts))
+    }
+
+    /// `--shards N`.
+    pub fn start_with_shards(dir: &Path, shards: u32) -> Self {
+        Self::start_with(
+            dir,
+            ServerOptions {
+                shards: Some(shards),
+                ..ServerOptions::default()
+            },
+        )
+    }
+
+    pub fn into_inner(self) -> ServerProcess {
+        self.0
+    }
+}
+
+macro_rules! deref_to_server {
+    ($t:ty) => {
+        impl Deref for $t {
+            type Target = ServerProcess;
+            fn deref(&self) -> &ServerProcess {
+                &self.0
+            }
+        }
+        impl DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut ServerProcess {
+                &mut self.0
+            }
+        }
+    };
+}
+deref_to_server!(EtcdProcess);
+deref_to_server!(FerrokvProcess);

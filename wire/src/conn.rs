@@ -1,0 +1,353 @@
+//! Serves one client connection: HTTP/2 (gRPC, prior knowledge as etcd
+//! clients use it) or HTTP/1.1 (`/health`, `/version`, `/metrics`, JSON
+//! gateway), told apart by the first bytes on the socket.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::grpc::{encode_message_header, Code, FrameDecoder, Status};
+use crate::io::HyperIo;
+
+pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// gRPC's own receive limit sits above `--max-request-bytes`, as in etcd, so
+/// that a slightly large request hears etcd's "request is too large" rather
+/// than a transport error.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Bound on responses a streaming call may have queued for a slow reader
+/// before its producer waits.
+pub const STREAM_RESPONSES_PENDING_MAX: usize = 128;
+
+/// Bound on concurrent HTTP/2 streams per connection.
+pub const HTTP2_STREAMS_CONCURRENT_MAX: u32 = 1024;
+
+/// An HTTP/1.1 (or plain HTTP/2) reply.
+pub struct HttpReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+/// Where a streaming call writes its responses (already-encoded messages).
+#[derive(Clone)]
+pub struct ResponseSink {
+    tx: async_channel::Sender<StreamItem>,
+}
+
+impl ResponseSink {
+    /// Queue one response; false once the client has gone away.
+    pub async fn send(&self, msg: Bytes) -> bool {
+        self.tx.send(StreamItem::Message(msg)).await.is_ok()
+    }
+}
+
+pub enum StreamItem {
+    Message(Bytes),
+    End(Status),
+}
+
+/// The server side of the protocol: what to do with each request.
+pub trait Handler: 'static {
+    /// A unary gRPC call; `method` is the path, `/etcdserverpb.KV/Range`.
+    /// Returns the encoded response message.
+    fn unary(self: Rc<Self>, method: String, msg: Bytes) -> LocalBoxFuture<Result<Bytes, Status>>;
+
+    /// Whether `method` is a bidirectional streaming call.
+    fn is_streaming(&self, method: &str) -> bool;
+
+    /// A streaming call: decoded request messages arrive on `requests` (closed
+    /// when the client half-closes), responses go to `sink`. The returned
+    /// status ends the call.
+    fn streaming(
+        self: Rc<Self>,
+        method: String,
+        requests: async_channel::Receiver<Bytes>,
+        sink: ResponseSink,
+    ) -> LocalBoxFuture<Status>;
+
+    /// Any non-gRPC request: health, version, metrics, JSON gateway.
+    fn http(self: Rc<Self>, method: Method, path: String, body: Bytes) -> LocalBoxFuture<HttpReply>;
+
+    /// `--max-request-bytes`.
+    fn max_request_bytes(&self) -> usize;
+}
+
+/// Runs hyper's HTTP/2 connection tasks on the current glommio executor.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        glommio::spawn_local(fut).detach();
+    }
+}
+
+/// Serve one accepted connection until the peer closes it or it fails.
+/// Nothing a client sends here can panic the server: protocol errors end
+/// this connection only.
+pub async fn serve<H: Handler>(stream: glommio::net::TcpStream, handler: Rc<H>) {
+    let _ = stream.set_nodelay(true);
+    let is_h2 = match sniff_h2(&stream).await {
+        Some(v) => v,
+        None => return,
+    };
+    let io = HyperIo(stream);
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(route(handler, req).await) }
+    });
+    let result = if is_h2 {
+        hyper::server::conn::http2::Builder::new(LocalExec)
+            .max_concurrent_streams(HTTP2_STREAMS_CONCURRENT_MAX)
+            .serve_connection(io, svc)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .await
+    };
+    if let Err(e) = result {
+        log::debug!("connection ended: {e}");
+    }
+}
+
+/// HTTP/2 with prior knowledge starts with "PRI * HTTP/2.0"; anything else
+/// is treated as HTTP/1.1. None when the peer closed before saying anything.
+async fn sniff_h2(stream: &glommio::net::TcpStream) -> Option<bool> {
+    let mut buf = [0u8; 4];
+    // A peer that connects and says nothing is dropped after a bound.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    for _ in 0..64 {
+        match stream.peek(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) if n >= 4 => {
+                let _ = stream.set_read_timeout(None);
+                return Some(&buf == b"PRI ");
+            }
+            Ok(n) => {
+                if buf[..n] != b"PRI "[..n] {
+                    let _ = stream.set_read_timeout(None);
+                    return Some(false);
+                }
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    None
+}
+
+async fn route<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<Body> {
+    let is_grpc = req.method() == Method::POST
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+    if is_grpc {
+        return grpc_call(handler, req).await;
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let limit = handler.max_request_bytes() + GRPC_OVERHEAD_BYTES;
+    let body = match collect_limited(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(()) => {
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", "request too large\n")
+        }
+    };
+    let reply = handler.http(method, path, body).await;
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    plain(status, reply.content_type, reply.body)
+}
+
+async fn collect_limited(mut body: Incoming, limit: usize) -> Result<Bytes, ()> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ())?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(());
+            }
+            buf.put(data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn plain(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Body::Once(Some(body.into()), None));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+async fn grpc_call<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.uri().path().to_string();
+    let mut decoder = FrameDecoder::new(handler.max_request_bytes() + GRPC_OVERHEAD_BYTES);
+    let mut body = req.into_body();
+    if handler.is_streaming(&method) {
+        let (req_tx, req_rx) = async_channel::bounded(STREAM_RESPONSES_PENDING_MAX);
+        let (resp_tx, resp_rx) = async_channel::bounded(STREAM_RESPONSES_PENDING_MAX);
+        let sink = ResponseSink { tx: resp_tx.clone() };
+        let call = handler.streaming(method, req_rx, sink);
+        glommio::spawn_local(async move {
+            let status = call.await;
+            let _ = resp_tx.send(StreamItem::End(status)).await;
+        })
+        .detach();
+        glommio::spawn_local(async move {
+            // Pump request messages until the client half-closes or errs;
+            // dropping req_tx tells the call there is no more input.
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    decoder.push(&data);
+                    loop {
+                        match decoder.next_message() {
+                            Ok(Some(msg)) => {
+                                if req_tx.send(msg).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(_) => return,
+                        }
+                    }
+                }
+            }
+        })
+        .detach();
+        let mut resp = Response::new(Body::Stream(Box::pin(resp_rx)));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        return resp;
+    }
+    let msg = loop {
+        match decoder.next_message() {
+            Err(status) => return grpc_error(status),
+            Ok(Some(msg)) => break msg,
+            Ok(None) => {}
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    decoder.push(&data);
+                }
+            }
+            Some(Err(_)) => {
+                return grpc_error(Status::new(Code::Canceled, "context canceled"));
+            }
+            None => {
+                return grpc_error(Status::new(
+                    Code::Internal,
+                    "grpc: request ended before a whole message arrived",
+                ));
+            }
+        }
+    };
+    match handler.unary(method, msg).await {
+        Ok(encoded) => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            let mut resp = Response::new(Body::Once(Some(frame_raw(&encoded)), Some(trailers)));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            resp
+        }
+        Err(status) => grpc_error(status),
+    }
+}
+
+fn frame_raw(encoded: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(5 + encoded.len());
+    buf.put_u8(0);
+    buf.put_u32(encoded.len() as u32);
+    buf.put_slice(encoded);
+    buf.freeze()
+}
+
+fn status_headers(status: &Status, headers: &mut HeaderMap) {
+    headers.insert("grpc-status", HeaderValue::from(status.code as u8 as u16));
+    if !status.message.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&encode_message_header(&status.message)) {
+            headers.insert("grpc-message", v);
+        }
+    }
+}
+
+/// A "trailers-only" gRPC response: the status rides in the headers.
+fn grpc_error(status: Status) -> Response<Body> {
+    let mut resp = Response::new(Body::Once(None, None));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    status_headers(&status, resp.headers_mut());
+    resp
+}
+
+/// Response bodies: one buffer (optionally followed by trailers), or a
+/// stream of gRPC messages ended by a status.
+pub enum Body {
+    Once(Option<Bytes>, Option<HeaderMap>),
+    Stream(Pin<Box<async_channel::Receiver<StreamItem>>>),
+    Done,
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        match this {
+            Body::Once(data, trailers) => {
+                if let Some(d) = data.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(d))));
+                }
+                let t = trailers.take();
+                *this = Body::Done;
+                Poll::Ready(t.map(|t| Ok(Frame::trailers(t))))
+            }
+            Body::Stream(rx) => match futures_lite::Stream::poll_next(rx.as_mut(), cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(StreamItem::Message(m))) => {
+                    Poll::Ready(Some(Ok(Frame::data(frame_raw(&m)))))
+                }
+                Poll::Ready(Some(StreamItem::End(status))) => {
+                    let mut t = HeaderMap::new();
+                    status_headers(&status, &mut t);
+                    *this = Body::Done;
+                    Poll::Ready(Some(Ok(Frame::trailers(t))))
+                }
+                Poll::Ready(None) => {
+                    *this = Body::Done;
+                    Poll::Ready(None)
+                }
+            },
+            Body::Done => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Done | Body::Once(None, None))
+    }
+}

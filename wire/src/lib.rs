@@ -1,0 +1,24 @@
+//! The etcd v3 protocol as ferrokv speaks it: the protos (prost), gRPC
+//! framing over HTTP/2, and the HTTP/1.1 endpoints on the same port.
+//!
+//! This crate knows nothing of shards or storage: a connection is served by
+//! [`conn::serve`] and every request is handed to a [`conn::Handler`].
+
+pub mod conn;
+pub mod grpc;
+mod io;
+
+/// Generated message types, in etcd's proto packages.
+pub mod pb {
+    pub mod mvccpb {
+        include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    }
+    pub mod authpb {
+        include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+    }
+    pub mod etcdserverpb {
+        include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    }
+}
+
+pub use prost::Message;
