@@ -1,1 +1,181 @@
-fn main() {}
+//! `ferrokv`: one member of a ferrokv cluster, speaking the etcd v3 API.
+
+mod config;
+mod errors;
+mod logger;
+mod service;
+mod validate;
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ferrokv_wal::WalMetrics;
+
+use config::{listen_addr, Config, Parsed};
+use service::{Member, Service};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// FNV-1a: a stable id from text, as etcd derives member ids from peer
+/// URLs and the cluster token.
+fn id_of(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn member_of(cfg: &Config) -> Member {
+    let mut peers = cfg.initial_advertise_peer_urls.clone();
+    peers.sort();
+    let mut parts: Vec<&str> = peers.iter().map(String::as_str).collect();
+    parts.push(&cfg.initial_cluster_token);
+    let member_id = id_of(&parts);
+    let cluster_id = id_of(&[&member_id.to_string(), &cfg.initial_cluster_token]);
+    Member {
+        cluster_id,
+        member_id,
+        name: cfg.name.clone(),
+        peer_urls: cfg.initial_advertise_peer_urls.clone(),
+        client_urls: cfg.advertise_client_urls.clone(),
+    }
+}
+
+/// systemd `Type=notify`: READY=1 once every listener is bound.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
+        if let Err(e) = sock.send_to(b"READY=1", &path) {
+            log::warn!("sd_notify failed: {e}");
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match config::parse(&args, &|k| std::env::var(k).ok()) {
+        Ok(Parsed::Run(c)) => *c,
+        Ok(Parsed::Help(u)) => {
+            print!("{u}");
+            return;
+        }
+        Ok(Parsed::Version) => {
+            println!(
+                "ferrokv Version: {}\netcd API Version: {}",
+                env!("CARGO_PKG_VERSION"),
+                service::ETCD_VERSION
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("Try 'ferrokv --help' for more information.");
+            std::process::exit(2);
+        }
+    };
+    logger::init(&cfg.log_level);
+    let mut addrs = Vec::new();
+    for u in &cfg.listen_client_urls {
+        match listen_addr(u) {
+            Ok(a) => addrs.push(a),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    // Fail fast when another server listens on a client port: every core's
+    // listener sets SO_REUSEPORT, so a plain bind would not notice it. A
+    // connect probe does, and (unlike a test bind) is not fooled by this
+    // member's own connections lingering from before a crash.
+    for a in &addrs {
+        if std::net::TcpStream::connect_timeout(a, std::time::Duration::from_millis(200)).is_ok() {
+            eprintln!("listen tcp {a}: bind: address already in use");
+            std::process::exit(1);
+        }
+    }
+    let member = Arc::new(member_of(&cfg));
+    let wal_metrics = Arc::new(WalMetrics::default());
+    log::info!(
+        "ferrokv {} starting: name={} data-dir={} shards={} client-urls={}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.name,
+        cfg.data_dir.display(),
+        cfg.shards,
+        cfg.listen_client_urls.join(",")
+    );
+    let engine_cfg = ferrokv_shards::Config {
+        data_dir: cfg.data_dir.clone(),
+        wal_dir: cfg.wal_dir.clone(),
+        shards: cfg.shards,
+        snapshot_count: cfg.snapshot_count,
+        wal_metrics: wal_metrics.clone(),
+        heartbeat_interval_ms: cfg.heartbeat_interval_ms,
+        election_ticks: (cfg.election_timeout_ms / cfg.heartbeat_interval_ms.max(1)) as usize,
+    };
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let shards = cfg.shards;
+    let (max_request_bytes, max_txn_ops) = (cfg.max_request_bytes, cfg.max_txn_ops);
+    let result = ferrokv_shards::run(engine_cfg, move |engine, core| {
+        let (addrs, member, wal_metrics, ready) =
+            (addrs.clone(), member.clone(), wal_metrics.clone(), ready.clone());
+        async move {
+            let service = Rc::new(Service::new(
+                engine,
+                member,
+                max_request_bytes,
+                max_txn_ops,
+                wal_metrics,
+            ));
+            let mut listeners = Vec::new();
+            for a in &addrs {
+                match glommio::net::TcpListener::bind(a) {
+                    Ok(l) => listeners.push(l),
+                    Err(e) => {
+                        log::error!("core {core}: listen tcp {a}: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+            if ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == shards {
+                log::info!("ready to serve client requests on {addrs:?}");
+                notify_ready();
+            }
+            let mut tasks = Vec::new();
+            for l in listeners {
+                let service = service.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    loop {
+                        match l.accept().await {
+                            Ok(stream) => {
+                                let service = service.clone();
+                                glommio::spawn_local(ferrokv_wire::conn::serve(stream, service))
+                                    .detach();
+                            }
+                            Err(e) => {
+                                // Out of descriptors and the like: back off
+                                // rather than spin.
+                                log::warn!("accept: {e}");
+                                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("ferrokv: {e}");
+        std::process::exit(1);
+    }
+}

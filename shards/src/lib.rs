@@ -28,6 +28,9 @@ use record::Record;
 use recovery::Summary;
 use shard::{Shard, ShardMsg, SHARD_MESSAGES_PENDING_MAX};
 
+/// glommio's registered I/O buffer memory per shard core.
+const IO_MEMORY_BYTES_PER_CORE: usize = 1 << 20;
+
 pub struct Config {
     /// The member's data directory (`--data-dir`).
     pub data_dir: PathBuf,
@@ -77,6 +80,13 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     let n = cfg.shards.max(1);
+    let mut cfg = cfg;
+    // glommio's directory open does not take relative paths reliably.
+    cfg.data_dir = std::path::absolute(&cfg.data_dir)
+        .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
+    if let Some(w) = &cfg.wal_dir {
+        cfg.wal_dir = Some(std::path::absolute(w).map_err(|e| format!("wal dir {}: {e}", w.display()))?);
+    }
     check_layout(&cfg.data_dir, n)?;
     let seq = Arc::new(Sequencer::new());
     let mut senders = Vec::with_capacity(n);
@@ -90,7 +100,6 @@ where
     let barrier = Arc::new(Barrier::new(n));
     let summaries: Arc<Mutex<Vec<Option<Summary>>>> = Arc::new(Mutex::new(vec![None; n]));
     let compacts = Arc::new(Mutex::new(0i64));
-    let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let cfg = Arc::new(cfg);
     let mut handles = Vec::with_capacity(n);
     for (i, rx) in receivers.into_iter().enumerate() {
@@ -99,27 +108,28 @@ where
         } else {
             Placement::Unbound
         };
-        let (senders, seq, barrier, summaries, compacts, failure, cfg, serve) = (
+        let (senders, seq, barrier, summaries, compacts, cfg, serve) = (
             senders.clone(),
             seq.clone(),
             barrier.clone(),
             summaries.clone(),
             compacts.clone(),
-            failure.clone(),
             cfg.clone(),
             serve.clone(),
         );
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{i}"))
+            // Registered I/O memory counts against RLIMIT_MEMLOCK (often
+            // 8 MiB for all cores together); the WAL needs little of it.
+            .io_memory(IO_MEMORY_BYTES_PER_CORE)
             .spawn(move || async move {
                 let shard = match open_shard(i as u32, &cfg, &seq, &barrier, &summaries, &compacts)
                     .await
                 {
                     Ok(s) => s,
                     Err(e) => {
-                        if let Ok(mut f) = failure.lock() {
-                            f.get_or_insert(e);
-                        }
+                        log::error!("{e}");
+                        eprintln!("ferrokv: {e}");
                         std::process::exit(1);
                     }
                 };
@@ -131,8 +141,10 @@ where
             .map_err(|e| format!("cannot start shard executor {i}: {e}"))?;
         handles.push(h);
     }
-    for h in handles {
-        let _ = h.join();
+    for (i, h) in handles.into_iter().enumerate() {
+        if let Err(e) = h.join() {
+            return Err(format!("shard executor {i} failed: {e}"));
+        }
     }
     Ok(())
 }
@@ -218,6 +230,7 @@ async fn open_shard(
     }
     barrier.wait();
     let compact = compacts.lock().map(|c| *c).unwrap_or(0);
-    seq.recover(cut, compact);
+    // etcd's store starts at revision 1 with no keys; the first write is 2.
+    seq.recover(cut.max(1), compact);
     Ok(shard)
 }

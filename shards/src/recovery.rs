@@ -60,7 +60,9 @@ pub fn resolve_truncations(records: Vec<Record>) -> Vec<Record> {
 /// newest snapshot is complete.
 pub fn cut(all: &[Summary]) -> i64 {
     let by_shard: BTreeMap<u32, &Summary> = all.iter().map(|s| (s.shard, s)).collect();
-    let mut v = all.iter().map(|s| s.snapshot_rev).max().unwrap_or(0);
+    // Revision 1 is the empty store every member starts from (as in etcd);
+    // the first write is revision 2.
+    let mut v = all.iter().map(|s| s.snapshot_rev).max().unwrap_or(0).max(1);
     loop {
         let next = v + 1;
         let Some(participants) = all.iter().find_map(|s| s.writes.get(&next)) else {
@@ -98,10 +100,10 @@ mod tests {
         // rev 3 touched shards 0 and 1 but only 0 has it; 4 (complete) read
         // 3's effects and must go too.
         let all = [
-            sum(0, 0, &[(1, &[0]), (3, &[0, 1]), (4, &[0])]),
-            sum(1, 0, &[(2, &[1])]),
+            sum(0, 0, &[(2, &[0]), (4, &[0, 1]), (5, &[0])]),
+            sum(1, 0, &[(3, &[1])]),
         ];
-        assert_eq!(cut(&all), 2);
+        assert_eq!(cut(&all), 3);
     }
 
     #[test]
@@ -133,17 +135,18 @@ mod tests {
             touches in proptest::collection::vec(proptest::collection::btree_set(0u32..3, 1..=3), 0..30),
             keep in proptest::collection::vec(0usize..31, 3),
         ) {
+            // Writes are revisions 2..; revision 1 is the empty store.
             let mut logs: Vec<Vec<i64>> = vec![Vec::new(); 3];
             for (i, t) in touches.iter().enumerate() {
-                for s in t { logs[*s as usize].push(i as i64 + 1); }
+                for s in t { logs[*s as usize].push(i as i64 + 2); }
             }
             let all: Vec<Summary> = (0..3u32).map(|s| {
                 let kept = &logs[s as usize][..keep[s as usize].min(logs[s as usize].len())];
-                Summary { shard: s, snapshot_rev: 0, writes: kept.iter().map(|r| (*r, touches[*r as usize - 1].clone())).collect() }
+                Summary { shard: s, snapshot_rev: 0, writes: kept.iter().map(|r| (*r, touches[*r as usize - 2].clone())).collect() }
             }).collect();
-            let mut expect = 0;
+            let mut expect = 1;
             for (i, t) in touches.iter().enumerate() {
-                let r = i as i64 + 1;
+                let r = i as i64 + 2;
                 if t.iter().all(|s| all[*s as usize].writes.contains_key(&r)) { expect = r; } else { break; }
             }
             prop_assert_eq!(cut(&all), expect);

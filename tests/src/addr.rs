@@ -20,7 +20,9 @@ static ADDR_SEQUENCE: AtomicU32 = AtomicU32::new(0);
 pub fn loopback_ip() -> Ipv4Addr {
     let seq = ADDR_SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let span = LOOPBACK_OCTET_MAX - LOOPBACK_OCTET_MIN + 1;
-    let mix = std::process::id().wrapping_mul(7919).wrapping_add(seq.wrapping_mul(37));
+    let mix = std::process::id()
+        .wrapping_mul(7919)
+        .wrapping_add(seq.wrapping_mul(37));
     let octet = LOOPBACK_OCTET_MIN + mix % span;
     Ipv4Addr::new(127, 0, 0, octet as u8)
 }

@@ -6,10 +6,16 @@ const DIFF_LINES_MAX: usize = 2000;
 /// Lines longer than this are shortened in the report (a 1.7 MB value must
 /// not flood the test output).
 const LINE_DISPLAY_CHARS_MAX: usize = 300;
+/// Lines of one diff or one shown output in a report; the rest is counted.
+const REPORT_LINES_MAX: usize = 60;
 
 /// A unified-style diff of `a` against `b`: ` ` common, `-` only in a,
 /// `+` only in b.
 pub fn line_diff(a: &str, b: &str) -> String {
+    truncate_lines(full_line_diff(a, b))
+}
+
+fn full_line_diff(a: &str, b: &str) -> String {
     let a: Vec<&str> = a.lines().collect();
     let b: Vec<&str> = b.lines().collect();
     if a.len() > DIFF_LINES_MAX || b.len() > DIFF_LINES_MAX {
@@ -36,12 +42,12 @@ pub fn line_diff(a: &str, b: &str) -> String {
             push_line(&mut out, ' ', a[i]);
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            push_line(&mut out, '+', b[j]);
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             push_line(&mut out, '-', a[i]);
             i += 1;
+        } else {
+            push_line(&mut out, '+', b[j]);
+            j += 1;
         }
     }
     out
@@ -51,6 +57,20 @@ pub fn line_diff(a: &str, b: &str) -> String {
 pub fn shorten(text: &str) -> String {
     let mut out = String::new();
     text.lines().for_each(|l| push_line(&mut out, ' ', l));
+    truncate_lines(out)
+}
+
+fn truncate_lines(text: String) -> String {
+    let total = text.lines().count();
+    if total <= REPORT_LINES_MAX {
+        return text;
+    }
+    let mut out: String = text
+        .lines()
+        .take(REPORT_LINES_MAX)
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    out.push_str(&format!("... ({} more lines)\n", total - REPORT_LINES_MAX));
     out
 }
 
@@ -60,10 +80,7 @@ fn push_line(out: &mut String, tag: char, line: &str) {
     if line.chars().count() > LINE_DISPLAY_CHARS_MAX {
         let head: String = line.chars().take(LINE_DISPLAY_CHARS_MAX).collect();
         out.push_str(&head);
-        out.push_str(&format!(
-            "... ({} chars)",
-            line.chars().count()
-        ));
+        out.push_str(&format!("... ({} chars)", line.chars().count()));
     } else {
         out.push_str(line);
     }
@@ -85,5 +102,8 @@ mod tests {
     fn long_lines_are_shortened() {
         let long = "x".repeat(1000);
         assert!(shorten(&long).len() < 400);
+        let many = "x\n".repeat(1000);
+        assert!(shorten(&many).ends_with("... (940 more lines)\n"));
+        assert!(line_diff("", &many).ends_with("... (940 more lines)\n"));
     }
 }

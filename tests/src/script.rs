@@ -83,8 +83,7 @@ pub fn parse_script(name: &str, text: &str) -> Result<Script, String> {
         }
         let err = |msg: String| format!("{name}:{line_no}: {msg}");
         let mut tokens = tokenize(line).map_err(err)?;
-        if tokens.first().map(|t| t.text.as_str()) == Some("!normalize-json") && !tokens[0].quoted
-        {
+        if tokens.first().map(|t| t.text.as_str()) == Some("!normalize-json") && !tokens[0].quoted {
             if tokens.len() < 2 {
                 return Err(err("!normalize-json needs at least one key".into()));
             }
@@ -217,8 +216,8 @@ fn unescape(text: &str) -> Result<Vec<u8>, String> {
             Some(b'x') => {
                 let hex: Vec<u8> = bytes.by_ref().take(2).collect();
                 let hex = std::str::from_utf8(&hex).map_err(|_| "bad \\x escape")?;
-                let byte = u8::from_str_radix(hex, 16)
-                    .map_err(|_| format!("bad \\x escape {hex:?}"))?;
+                let byte =
+                    u8::from_str_radix(hex, 16).map_err(|_| format!("bad \\x escape {hex:?}"))?;
                 out.push(byte);
             }
             other => return Err(format!("unknown escape \\{:?}", other.map(char::from))),
@@ -383,21 +382,12 @@ fn candidate_is_etcd() -> bool {
     }
 }
 
-/// `FERROKV_COMPAT_SHARDS=N` runs the candidate ferrokv with `--shards N`.
-fn candidate_shards() -> Option<u32> {
-    let value = std::env::var("FERROKV_COMPAT_SHARDS").ok()?;
-    Some(
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("FERROKV_COMPAT_SHARDS={value:?} is not a number")),
-    )
-}
-
-/// Runs one script file against a fresh etcd and a fresh ferrokv and panics
-/// with a step-by-step report if any step differs.
-pub fn run_compat_file(path: &Path) {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+/// Runs one script file against a fresh etcd and a fresh ferrokv (with
+/// `--shards N` if given) and panics with a step-by-step report if any step
+/// differs.
+pub fn run_compat_file(path: &Path, candidate_shards: Option<u32>) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -422,7 +412,7 @@ pub fn run_compat_file(path: &Path) {
         FerrokvProcess::start_with(
             dir.path(),
             ServerOptions {
-                shards: candidate_shards(),
+                shards: candidate_shards,
                 ..options
             },
         )
@@ -445,11 +435,7 @@ pub fn run_compat_file(path: &Path) {
     } else {
         format!("{}", candidate.kind())
     };
-    if let Err(report) = compare_runs(
-        &script,
-        (&ref_label, &ref_out),
-        (&cand_label, &cand_out),
-    ) {
+    if let Err(report) = compare_runs(&script, (&ref_label, &ref_out), (&cand_label, &cand_out)) {
         panic!("{report}");
     }
     eprintln!(
@@ -463,7 +449,10 @@ pub fn run_compat_file(path: &Path) {
 /// for writing and reviewing scripts.
 fn print_transcript(script: &Script, outputs: &[Output]) {
     for (step, out) in script.steps.iter().zip(outputs) {
-        eprintln!("$ etcdctl {}    [line {}, exit {}]", step.text, step.line, out.code);
+        eprintln!(
+            "$ etcdctl {}    [line {}, exit {}]",
+            step.text, step.line, out.code
+        );
         eprint!("{}", shorten(&out.stdout));
         for line in out.stderr.lines() {
             eprintln!("! {line}");
@@ -473,7 +462,9 @@ fn print_transcript(script: &Script, outputs: &[Output]) {
 
 /// `tests/testdata/compat`.
 pub fn compat_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join("compat")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join("compat")
 }
 
 #[cfg(test)]
@@ -549,10 +540,23 @@ get foo
             stderr: String::new(),
             code: 1,
         };
-        assert!(compare_runs(&s, ("a", &[same.clone(), same.clone()]), ("b", &[same.clone(), same.clone()])).is_ok());
-        let report = compare_runs(&s, ("a", &[same.clone(), same.clone()]), ("b", &[same, other])).unwrap_err();
+        assert!(compare_runs(
+            &s,
+            ("a", &[same.clone(), same.clone()]),
+            ("b", &[same.clone(), same.clone()])
+        )
+        .is_ok());
+        let report = compare_runs(
+            &s,
+            ("a", &[same.clone(), same.clone()]),
+            ("b", &[same, other]),
+        )
+        .unwrap_err();
         assert!(report.contains("1 of 2 steps differ"), "{report}");
-        assert!(report.contains("step 2 (line 2): etcdctl get bar"), "{report}");
+        assert!(
+            report.contains("step 2 (line 2): etcdctl get bar"),
+            "{report}"
+        );
         assert!(report.contains("exit code: a 0, b 1"), "{report}");
         assert!(report.contains("- bar\n+ baz\n"), "{report}");
     }

@@ -97,7 +97,10 @@ pub fn ferrokv_bin() -> Result<PathBuf, String> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent");
-    tried.push(workspace.join("target").join("debug").join("ferrokv"));
+    let default_path = workspace.join("target").join("debug").join("ferrokv");
+    if !tried.contains(&default_path) {
+        tried.push(default_path);
+    }
     for path in &tried {
         if path.is_file() {
             return Ok(path.clone());
@@ -174,7 +177,10 @@ impl ServerProcess {
             match server.spawn_and_wait() {
                 Ok(()) => return server,
                 Err(StartError::Exited(status))
-                    if server.log_tail().contains("address already in use") =>
+                    if server
+                        .log_tail()
+                        .to_ascii_lowercase()
+                        .contains("address already in use") =>
                 {
                     failures.push(format!("{client_addr}: {status}, port taken; retrying"));
                 }
@@ -245,7 +251,12 @@ impl ServerProcess {
             }
             let probe = etcdctl_with_timeout(
                 &endpoint,
-                &["--dial-timeout=1s", "--command-timeout=2s", "endpoint", "health"],
+                &[
+                    "--dial-timeout=1s",
+                    "--command-timeout=2s",
+                    "endpoint",
+                    "health",
+                ],
                 None,
                 READY_PROBE_TIMEOUT,
             );
@@ -263,9 +274,9 @@ impl ServerProcess {
         self.kill_9();
         let why = match err {
             StartError::Exited(status) => format!("exited with {status}"),
-            StartError::NotReady => format!(
-                "`etcdctl endpoint health` did not succeed within {SERVER_READY_TIMEOUT:?}"
-            ),
+            StartError::NotReady => {
+                format!("`etcdctl endpoint health` did not succeed within {SERVER_READY_TIMEOUT:?}")
+            }
         };
         panic!(
             "{} failed to start: {why}\ncommand: {} {}\nlog {} (tail):\n{}",
@@ -374,17 +385,26 @@ impl ServerProcess {
         &self.log_path
     }
 
-    /// `(cluster_id, member_id)` as reported by `endpoint status`, if the
-    /// server answers it.
+    /// `(cluster_id, member_id)` from the response header of
+    /// `member list -w json` (or else `endpoint status -w json`), if the
+    /// server answers either.
     pub fn ids(&self) -> Option<(u64, u64)> {
-        let out = crate::etcdctl(&self.endpoint(), &["endpoint", "status", "-w", "json"], None);
-        if out.code != 0 {
-            return None;
-        }
-        Some((
-            json_u64_field(&out.stdout, "cluster_id")?,
-            json_u64_field(&out.stdout, "member_id")?,
-        ))
+        let endpoint = self.endpoint();
+        [
+            &["member", "list", "-w", "json"][..],
+            &["endpoint", "status", "-w", "json"][..],
+        ]
+        .iter()
+        .find_map(|args| {
+            let out = crate::etcdctl(&endpoint, args, None);
+            if out.code != 0 {
+                return None;
+            }
+            Some((
+                json_u64_field(&out.stdout, "cluster_id")?,
+                json_u64_field(&out.stdout, "member_id")?,
+            ))
+        })
     }
 
     /// The last few KiB of the server's combined stdout/stderr.
@@ -427,7 +447,12 @@ impl EtcdProcess {
     }
 
     pub fn start_with(dir: &Path, opts: ServerOptions) -> Self {
-        EtcdProcess(ServerProcess::start(ServerKind::Etcd, etcd_bin(), dir, opts))
+        EtcdProcess(ServerProcess::start(
+            ServerKind::Etcd,
+            etcd_bin(),
+            dir,
+            opts,
+        ))
     }
 
     pub fn into_inner(self) -> ServerProcess {

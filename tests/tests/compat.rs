@@ -1,21 +1,42 @@
 //! etcdctl compatibility: every script in `testdata/compat/` is run against a
 //! fresh real etcd and a fresh ferrokv; each step must print the same output
 //! and exit with the same code (see `ferrokv_tests::script`).
+//!
+//! Each script runs twice: against ferrokv's default configuration and with
+//! `--shards 4`, because sharding must not be visible to clients (one global
+//! revision, atomic multi-key txn and ranges across shards, DESIGN.md 1.2).
 
 use std::collections::BTreeSet;
 
-use ferrokv_tests::script::{compat_dir, run_compat_file};
+use ferrokv_tests::script::compat_dir;
 
-/// One test per script, so that nextest runs them in parallel and a failure
-/// names its script.
+/// One test per script and shard count, so that nextest runs them in
+/// parallel and a failure names its script.
 macro_rules! compat_scripts {
     ($($test:ident => $file:literal,)*) => {
-        $(
-            #[test]
-            fn $test() {
-                run_compat_file(&compat_dir().join($file));
-            }
-        )*
+        mod default_shards {
+            $(
+                #[test]
+                fn $test() {
+                    ferrokv_tests::script::run_compat_file(
+                        &ferrokv_tests::script::compat_dir().join($file),
+                        None,
+                    );
+                }
+            )*
+        }
+
+        mod four_shards {
+            $(
+                #[test]
+                fn $test() {
+                    ferrokv_tests::script::run_compat_file(
+                        &ferrokv_tests::script::compat_dir().join($file),
+                        Some(4),
+                    );
+                }
+            )*
+        }
 
         const REGISTERED_SCRIPTS: &[&str] = &[$($file),*];
     };
@@ -39,9 +60,17 @@ compat_scripts! {
 fn every_compat_script_is_registered() {
     let on_disk: BTreeSet<String> = std::fs::read_dir(compat_dir())
         .expect("read testdata/compat")
-        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|n| n.ends_with(".txt"))
         .collect();
     let registered: BTreeSet<String> = REGISTERED_SCRIPTS.iter().map(|s| s.to_string()).collect();
-    assert_eq!(on_disk, registered, "testdata/compat/*.txt vs compat_scripts! in tests/compat.rs");
+    assert_eq!(
+        on_disk, registered,
+        "testdata/compat/*.txt vs compat_scripts! in tests/compat.rs"
+    );
 }

@@ -93,6 +93,23 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
     }
 }
 
+/// Bind a client listener on this core. Every core binds the same address
+/// (SO_REUSEPORT: the kernel spreads connections over cores), and
+/// SO_REUSEADDR lets a restarted member rebind while old connections sit
+/// in TIME_WAIT, as etcd (Go) does.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(1024)?;
+    // SAFETY: the descriptor is a listening TCP socket we own and hand over.
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(sk.into_raw_fd()) })
+}
+
 /// Serve one accepted connection until the peer closes it or it fails.
 /// Nothing a client sends here can panic the server: protocol errors end
 /// this connection only.

@@ -1,0 +1,300 @@
+//! Flags, `ETCD_*` environment variables and `--config-file`, with etcd's
+//! names and defaults. Precedence as etcd: a config file, when given,
+//! replaces flags and environment; otherwise flags win over environment.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub wal_dir: Option<PathBuf>,
+    pub listen_client_urls: Vec<String>,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer_urls: Vec<String>,
+    pub initial_advertise_peer_urls: Vec<String>,
+    pub initial_cluster: String,
+    pub initial_cluster_state: String,
+    pub initial_cluster_token: String,
+    pub snapshot_count: u64,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub quota_backend_bytes: u64,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub auto_compaction_mode: String,
+    pub auto_compaction_retention: String,
+    pub log_level: String,
+    pub shards: usize,
+}
+
+/// One accepted option: its etcd name, whether it takes a value, help text.
+struct Opt {
+    name: &'static str,
+    boolean: bool,
+    help: &'static str,
+}
+
+const OPTS: &[Opt] = &[
+    Opt { name: "name", boolean: false, help: "Human-readable name for this member." },
+    Opt { name: "data-dir", boolean: false, help: "Path to the data directory." },
+    Opt { name: "wal-dir", boolean: false, help: "Path to the dedicated wal directory." },
+    Opt { name: "listen-client-urls", boolean: false, help: "List of URLs to listen on for client traffic." },
+    Opt { name: "advertise-client-urls", boolean: false, help: "List of this member's client URLs to advertise to the public." },
+    Opt { name: "listen-peer-urls", boolean: false, help: "List of URLs to listen on for peer traffic." },
+    Opt { name: "initial-advertise-peer-urls", boolean: false, help: "List of this member's peer URLs to advertise to the rest of the cluster." },
+    Opt { name: "initial-cluster", boolean: false, help: "Initial cluster configuration for bootstrapping." },
+    Opt { name: "initial-cluster-state", boolean: false, help: "Initial cluster state ('new' or 'existing')." },
+    Opt { name: "initial-cluster-token", boolean: false, help: "Initial cluster token for the etcd cluster during bootstrap." },
+    Opt { name: "snapshot-count", boolean: false, help: "Number of committed transactions to trigger a snapshot to disk." },
+    Opt { name: "heartbeat-interval", boolean: false, help: "Time (in milliseconds) of a heartbeat interval." },
+    Opt { name: "election-timeout", boolean: false, help: "Time (in milliseconds) for an election to timeout." },
+    Opt { name: "quota-backend-bytes", boolean: false, help: "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota)." },
+    Opt { name: "max-request-bytes", boolean: false, help: "Maximum client request size in bytes the server will accept." },
+    Opt { name: "max-txn-ops", boolean: false, help: "Maximum number of operations permitted in a transaction." },
+    Opt { name: "auto-compaction-mode", boolean: false, help: "Interpret 'auto-compaction-retention' one of: periodic|revision." },
+    Opt { name: "auto-compaction-retention", boolean: false, help: "Auto compaction retention for mvcc key value store. 0 means disable auto compaction." },
+    Opt { name: "log-level", boolean: false, help: "Configures log level. Only supports debug, info, warn, error, panic, or fatal." },
+    Opt { name: "logger", boolean: false, help: "Accepted for compatibility; ferrokv has one logger." },
+    Opt { name: "log-outputs", boolean: false, help: "Accepted for compatibility; ferrokv logs to stderr." },
+    Opt { name: "enable-v2", boolean: true, help: "Accepted for compatibility; the v2 API is not served." },
+    Opt { name: "cert-file", boolean: false, help: "Path to the client server TLS cert file." },
+    Opt { name: "key-file", boolean: false, help: "Path to the client server TLS key file." },
+    Opt { name: "trusted-ca-file", boolean: false, help: "Path to the client server TLS trusted CA cert file." },
+    Opt { name: "client-cert-auth", boolean: true, help: "Enable client cert authentication." },
+    Opt { name: "peer-cert-file", boolean: false, help: "Path to the peer server TLS cert file." },
+    Opt { name: "peer-key-file", boolean: false, help: "Path to the peer server TLS key file." },
+    Opt { name: "peer-trusted-ca-file", boolean: false, help: "Path to the peer server TLS trusted CA file." },
+    Opt { name: "peer-client-cert-auth", boolean: true, help: "Enable peer client cert authentication." },
+    Opt { name: "shards", boolean: false, help: "ferrokv: number of keyspace shards, one pinned core each (default: cores available). Fixed when the data dir is created." },
+    Opt { name: "config-file", boolean: false, help: "Path to the server configuration file (YAML, etcd's keys)." },
+];
+
+pub enum Parsed {
+    Run(Box<Config>),
+    Help(String),
+    Version,
+}
+
+pub fn usage() -> String {
+    let mut s = String::from("Usage:\n\n  ferrokv [flags]\n\nStart a ferrokv member (an etcd v3 compatible server).\n\nFlags:\n");
+    for o in OPTS {
+        s.push_str(&format!("  --{}\n      {}\n", o.name, o.help));
+    }
+    s.push_str("  --version\n      Print the version and exit.\n");
+    s
+}
+
+fn env_name(flag: &str) -> String {
+    format!("ETCD_{}", flag.replace('-', "_").to_uppercase())
+}
+
+/// Parse argv (without the program name) and the environment.
+pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed, String> {
+    let mut given: BTreeMap<&'static str, String> = BTreeMap::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        let Some(body) = a.strip_prefix("--").or_else(|| a.strip_prefix('-')) else {
+            return Err(format!("'{a}' is not a valid flag"));
+        };
+        if body == "h" || body == "help" {
+            return Ok(Parsed::Help(usage()));
+        }
+        if body == "version" {
+            return Ok(Parsed::Version);
+        }
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        let Some(opt) = OPTS.iter().find(|o| o.name == name) else {
+            return Err(format!("flag provided but not defined: -{name}"));
+        };
+        let value = match (inline, opt.boolean) {
+            (Some(v), _) => v,
+            (None, true) => "true".to_string(),
+            (None, false) => {
+                i += 1;
+                args.get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("flag needs an argument: -{name}"))?
+            }
+        };
+        given.insert(opt.name, value);
+        i += 1;
+    }
+    let mut vals: BTreeMap<&'static str, String> = BTreeMap::new();
+    let config_file = given
+        .get("config-file")
+        .cloned()
+        .or_else(|| env(&env_name("config-file")));
+    if let Some(path) = config_file {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read config file {path}: {e}"))?;
+        let doc: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str(&text)
+            .map_err(|e| format!("config file {path} is not valid YAML: {e}"))?;
+        for (k, v) in doc {
+            let Some(opt) = OPTS.iter().find(|o| o.name == k) else {
+                log::warn!("config file {path}: unknown key {k:?} ignored");
+                continue;
+            };
+            let s = match v {
+                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                serde_yaml::Value::Null => continue,
+                other => return Err(format!("config file {path}: {k}: unsupported value {other:?}")),
+            };
+            vals.insert(opt.name, s);
+        }
+    } else {
+        for o in OPTS {
+            if let Some(v) = env(&env_name(o.name)) {
+                vals.insert(o.name, v);
+            }
+        }
+        vals.extend(given);
+    }
+    build(&vals).map(|c| Parsed::Run(Box::new(c)))
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
+}
+
+fn num<T: std::str::FromStr>(vals: &BTreeMap<&str, String>, k: &str, default: T) -> Result<T, String> {
+    match vals.get(k) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid value {v:?} for flag -{k}")),
+    }
+}
+
+fn build(vals: &BTreeMap<&str, String>) -> Result<Config, String> {
+    let get = |k: &str, d: &str| vals.get(k).cloned().unwrap_or_else(|| d.to_string());
+    for tls in ["cert-file", "key-file", "trusted-ca-file", "peer-cert-file", "peer-key-file", "peer-trusted-ca-file"] {
+        if vals.get(tls).is_some_and(|v| !v.is_empty()) {
+            return Err(format!("--{tls}: TLS is not supported by this ferrokv build yet"));
+        }
+    }
+    let name = get("name", "default");
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let cfg = Config {
+        data_dir: PathBuf::from(get("data-dir", &format!("{name}.ferrokv"))),
+        wal_dir: vals.get("wal-dir").filter(|v| !v.is_empty()).map(PathBuf::from),
+        listen_client_urls: list(&get("listen-client-urls", "http://127.0.0.1:2379")),
+        advertise_client_urls: list(&get("advertise-client-urls", "http://127.0.0.1:2379")),
+        listen_peer_urls: list(&get("listen-peer-urls", "http://127.0.0.1:2380")),
+        initial_advertise_peer_urls: list(&get("initial-advertise-peer-urls", "http://127.0.0.1:2380")),
+        initial_cluster: get("initial-cluster", &format!("{name}=http://127.0.0.1:2380")),
+        initial_cluster_state: get("initial-cluster-state", "new"),
+        initial_cluster_token: get("initial-cluster-token", "etcd-cluster"),
+        snapshot_count: num(vals, "snapshot-count", 100_000)?,
+        heartbeat_interval_ms: num(vals, "heartbeat-interval", 100)?,
+        election_timeout_ms: num(vals, "election-timeout", 1000)?,
+        quota_backend_bytes: num(vals, "quota-backend-bytes", 0)?,
+        max_request_bytes: num(vals, "max-request-bytes", 1_572_864)?,
+        max_txn_ops: num(vals, "max-txn-ops", 128)?,
+        auto_compaction_mode: get("auto-compaction-mode", "periodic"),
+        auto_compaction_retention: get("auto-compaction-retention", "0"),
+        log_level: get("log-level", "info"),
+        shards: num(vals, "shards", cores)?,
+        name,
+    };
+    if cfg.shards == 0 || cfg.shards > 1024 {
+        return Err(format!("--shards must be between 1 and 1024, got {}", cfg.shards));
+    }
+    if cfg.heartbeat_interval_ms == 0 || cfg.election_timeout_ms < 5 * cfg.heartbeat_interval_ms {
+        return Err(format!(
+            "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+            cfg.election_timeout_ms, cfg.heartbeat_interval_ms
+        ));
+    }
+    if cfg.initial_cluster_state != "new" && cfg.initial_cluster_state != "existing" {
+        return Err(format!("invalid value {:?} for flag -initial-cluster-state", cfg.initial_cluster_state));
+    }
+    for u in cfg.listen_client_urls.iter().chain(cfg.listen_peer_urls.iter()) {
+        listen_addr(u)?;
+    }
+    Ok(cfg)
+}
+
+/// `http://host:port` -> a socket address to bind. Names other than
+/// localhost are not resolved: etcd also requires IPs in listen URLs.
+pub fn listen_addr(u: &str) -> Result<std::net::SocketAddr, String> {
+    let parsed = url::Url::parse(u).map_err(|e| format!("invalid URL {u:?}: {e}"))?;
+    match parsed.scheme() {
+        "http" | "unix" => {}
+        "https" => return Err(format!("{u}: TLS is not supported by this ferrokv build yet")),
+        s => return Err(format!("URL scheme must be http, https, unix, or unixs: {s}")),
+    }
+    let port = parsed.port().ok_or_else(|| format!("{u}: missing port in address"))?;
+    let host = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
+        Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
+        Some(url::Host::Domain("localhost")) => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        _ => return Err(format!("listen URL {u} must use an IP address")),
+    };
+    Ok(std::net::SocketAddr::new(host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        match parse(&args, &|k| env.get(k).cloned())? {
+            Parsed::Run(c) => Ok(*c),
+            _ => Err("not a run".into()),
+        }
+    }
+
+    #[test]
+    fn no_arguments_is_one_member_on_loopback() {
+        let c = run(&[], &[]).unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, PathBuf::from("default.ferrokv"));
+        assert_eq!(c.listen_client_urls, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(c.max_request_bytes, 1_572_864);
+        assert_eq!(c.max_txn_ops, 128);
+    }
+
+    #[test]
+    fn flags_win_over_environment_both_forms() {
+        let c = run(
+            &["--name=a", "-data-dir", "/x", "--shards", "3"],
+            &[("ETCD_NAME", "b"), ("ETCD_SNAPSHOT_COUNT", "7")],
+        )
+        .unwrap();
+        assert_eq!(c.name, "a");
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        assert_eq!(c.snapshot_count, 7);
+        assert_eq!(c.shards, 3);
+    }
+
+    #[test]
+    fn unknown_flag_and_bad_values_are_errors_in_etcd_words() {
+        assert_eq!(run(&["--nope"], &[]).unwrap_err(), "flag provided but not defined: -nope");
+        assert!(run(&["--snapshot-count", "x"], &[]).unwrap_err().contains("snapshot-count"));
+        assert!(run(&["--name"], &[]).unwrap_err().contains("needs an argument"));
+    }
+
+    #[test]
+    fn config_file_replaces_flags() {
+        let dir = std::env::temp_dir().join(format!("ferrokv-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yml");
+        std::fs::write(&f, "name: fromfile\nsnapshot-count: 42\nlisten-client-urls: http://127.0.0.1:12379\n").unwrap();
+        let c = run(&["--config-file", f.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(c.name, "fromfile");
+        assert_eq!(c.snapshot_count, 42);
+        assert_eq!(c.listen_client_urls, vec!["http://127.0.0.1:12379"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,266 @@
+//! gRPC service implementations: decode, check as etcd does, call the
+//! engine, fill the response header. No storage logic lives here.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferrokv_shards::Engine;
+use ferrokv_wal::WalMetrics;
+use ferrokv_wire::conn::{Handler, HttpReply, LocalBoxFuture, ResponseSink};
+use ferrokv_wire::grpc::{decode, Status};
+use ferrokv_wire::pb::etcdserverpb as pb;
+use ferrokv_wire::Message;
+use http::Method;
+
+use crate::{errors, validate};
+
+/// The etcd API version ferrokv implements and reports.
+pub const ETCD_VERSION: &str = "3.4.23";
+pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
+
+/// Identity of this member, fixed at start.
+pub struct Member {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+pub struct Service {
+    pub engine: Engine,
+    pub member: Arc<Member>,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub wal_metrics: Arc<WalMetrics>,
+    /// Raft term, learned from the shards once.
+    term: Cell<u64>,
+}
+
+fn encode<M: Message>(m: &M) -> Bytes {
+    Bytes::from(m.encode_to_vec())
+}
+
+impl Service {
+    pub fn new(
+        engine: Engine,
+        member: Arc<Member>,
+        max_request_bytes: usize,
+        max_txn_ops: usize,
+        wal_metrics: Arc<WalMetrics>,
+    ) -> Service {
+        Service {
+            engine,
+            member,
+            max_request_bytes,
+            max_txn_ops,
+            wal_metrics,
+            term: Cell::new(0),
+        }
+    }
+
+    async fn term(&self) -> u64 {
+        if self.term.get() == 0 {
+            if let Ok(st) = self.engine.status().await {
+                self.term.set(st.iter().map(|s| s.raft_term).max().unwrap_or(0));
+            }
+        }
+        self.term.get()
+    }
+
+    async fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader {
+            cluster_id: self.member.cluster_id,
+            member_id: self.member.member_id,
+            revision,
+            raft_term: self.term().await,
+        })
+    }
+
+    async fn fill(&self, h: &mut Option<pb::ResponseHeader>) {
+        let rev = h.as_ref().map_or(self.engine.sequencer().visible(), |h| h.revision);
+        *h = self.header(rev).await;
+    }
+
+    /// etcd measures the request as it would be proposed to raft; the
+    /// message size is that within a few header bytes.
+    fn check_size(&self, msg: &Bytes) -> Result<(), Status> {
+        if msg.len() > self.max_request_bytes {
+            return Err(errors::request_too_large());
+        }
+        Ok(())
+    }
+
+    async fn call(self: Rc<Self>, method: &str, msg: Bytes) -> Result<Bytes, Status> {
+        match method {
+            "/etcdserverpb.KV/Range" => {
+                let r: pb::RangeRequest = decode(msg)?;
+                validate::range(&r)?;
+                let mut resp = self.engine.range(&r).await.map_err(errors::engine)?;
+                self.fill(&mut resp.header).await;
+                Ok(encode(&resp))
+            }
+            "/etcdserverpb.KV/Put" => {
+                self.check_size(&msg)?;
+                let r: pb::PutRequest = decode(msg)?;
+                validate::put(&r)?;
+                let mut resp = self.engine.put(r).await.map_err(errors::engine)?;
+                self.fill(&mut resp.header).await;
+                Ok(encode(&resp))
+            }
+            "/etcdserverpb.KV/DeleteRange" => {
+                self.check_size(&msg)?;
+                let r: pb::DeleteRangeRequest = decode(msg)?;
+                validate::delete(&r)?;
+                let mut resp = self.engine.delete_range(r).await.map_err(errors::engine)?;
+                self.fill(&mut resp.header).await;
+                Ok(encode(&resp))
+            }
+            "/etcdserverpb.KV/Txn" => {
+                self.check_size(&msg)?;
+                let r: pb::TxnRequest = decode(msg)?;
+                validate::txn(&r, self.max_txn_ops)?;
+                let mut resp = self.engine.txn(r).await.map_err(errors::engine)?;
+                self.fill(&mut resp.header).await;
+                Ok(encode(&resp))
+            }
+            "/etcdserverpb.KV/Compact" => {
+                let r: pb::CompactionRequest = decode(msg)?;
+                let rev = self.engine.compact(r.revision).await.map_err(errors::engine)?;
+                Ok(encode(&pb::CompactionResponse {
+                    header: self.header(rev).await,
+                }))
+            }
+            "/etcdserverpb.Maintenance/Status" => {
+                let _: pb::StatusRequest = decode(msg)?;
+                Ok(encode(&self.status().await?))
+            }
+            "/etcdserverpb.Cluster/MemberList" => {
+                let _: pb::MemberListRequest = decode(msg)?;
+                // etcd's cluster service headers carry no revision.
+                Ok(encode(&pb::MemberListResponse {
+                    header: self.header(0).await,
+                    members: vec![pb::Member {
+                        id: self.member.member_id,
+                        name: self.member.name.clone(),
+                        peer_ur_ls: self.member.peer_urls.clone(),
+                        client_ur_ls: self.member.client_urls.clone(),
+                        is_learner: false,
+                    }],
+                }))
+            }
+            "/etcdserverpb.Maintenance/Alarm" => {
+                let _: pb::AlarmRequest = decode(msg)?;
+                let rev = self.engine.sequencer().visible();
+                Ok(encode(&pb::AlarmResponse {
+                    header: self.header(rev).await,
+                    alarms: Vec::new(),
+                }))
+            }
+            other => Err(errors::not_implemented(other)),
+        }
+    }
+
+    async fn status(&self) -> Result<pb::StatusResponse, Status> {
+        let shards = self.engine.status().await.map_err(errors::engine)?;
+        let rev = self.engine.sequencer().visible();
+        let db: u64 = shards.iter().map(|s| s.db_size_bytes).sum();
+        Ok(pb::StatusResponse {
+            header: self.header(rev).await,
+            version: ETCD_VERSION.to_string(),
+            db_size: db as i64,
+            leader: self.member.member_id,
+            raft_index: shards.iter().map(|s| s.raft_index).sum(),
+            raft_term: shards.iter().map(|s| s.raft_term).max().unwrap_or(0),
+            raft_applied_index: shards.iter().map(|s| s.applied_index).sum(),
+            errors: Vec::new(),
+            db_size_in_use: db as i64,
+            is_learner: false,
+        })
+    }
+
+    async fn metrics(&self) -> String {
+        let mut out = String::new();
+        let shards = self.engine.status().await.unwrap_or_default();
+        let leader = !shards.is_empty() && shards.iter().all(|s| s.leader);
+        let gauge = |out: &mut String, name: &str, help: &str, v: String| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+        };
+        gauge(&mut out, "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", (leader as u8).to_string());
+        gauge(&mut out, "etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", (leader as u8).to_string());
+        gauge(&mut out, "etcd_debugging_mvcc_current_revision", "The current revision of store.", self.engine.sequencer().visible().to_string());
+        gauge(&mut out, "etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", self.engine.sequencer().compact_revision().to_string());
+        let db: u64 = shards.iter().map(|s| s.db_size_bytes).sum();
+        gauge(&mut out, "etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", db.to_string());
+        let keys: usize = shards.iter().map(|s| s.keys).sum();
+        gauge(&mut out, "etcd_debugging_mvcc_keys_total", "Total number of keys.", keys.to_string());
+        gauge(&mut out, "ferrokv_shards", "Number of keyspace shards (one pinned core each).", shards.len().to_string());
+        out.push_str(&WalMetrics::render_prometheus(&[&self.wal_metrics]));
+        out
+    }
+}
+
+impl Handler for Service {
+    fn unary(self: Rc<Self>, method: String, msg: Bytes) -> LocalBoxFuture<Result<Bytes, Status>> {
+        Box::pin(async move { self.call(&method, msg).await })
+    }
+
+    fn is_streaming(&self, method: &str) -> bool {
+        matches!(
+            method,
+            "/etcdserverpb.Watch/Watch"
+                | "/etcdserverpb.Lease/LeaseKeepAlive"
+                | "/etcdserverpb.Maintenance/Snapshot"
+        )
+    }
+
+    fn streaming(
+        self: Rc<Self>,
+        method: String,
+        _requests: async_channel::Receiver<Bytes>,
+        _sink: ResponseSink,
+    ) -> LocalBoxFuture<Status> {
+        Box::pin(async move { errors::not_implemented(&method) })
+    }
+
+    fn http(self: Rc<Self>, method: Method, path: String, _body: Bytes) -> LocalBoxFuture<HttpReply> {
+        Box::pin(async move {
+            let json = "application/json";
+            match (method, path.as_str()) {
+                (Method::GET, "/health") | (Method::GET, "/readyz") | (Method::GET, "/livez") => {
+                    // Healthy means a read goes through the engine now.
+                    let ok = self.engine.status().await.is_ok_and(|s| s.iter().all(|s| s.leader));
+                    HttpReply {
+                        status: if ok { 200 } else { 503 },
+                        content_type: json,
+                        body: Bytes::from(if ok { "{\"health\":\"true\"}" } else { "{\"health\":\"false\"}" }),
+                    }
+                }
+                (Method::GET, "/version") => HttpReply {
+                    status: 200,
+                    content_type: json,
+                    body: Bytes::from(format!(
+                        "{{\"etcdserver\":\"{ETCD_VERSION}\",\"etcdcluster\":\"{ETCD_CLUSTER_VERSION}\"}}"
+                    )),
+                },
+                (Method::GET, "/metrics") => HttpReply {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4",
+                    body: Bytes::from(self.metrics().await),
+                },
+                _ => HttpReply {
+                    status: 404,
+                    content_type: "text/plain",
+                    body: Bytes::from_static(b"404 page not found\n"),
+                },
+            }
+        })
+    }
+
+    fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes
+    }
+}
+
