@@ -14,7 +14,8 @@ pub struct Config {
     pub advertise_client_urls: Vec<String>,
     pub listen_peer_urls: Vec<String>,
     pub initial_advertise_peer_urls: Vec<String>,
-    pub initial_cluster: String,
+    /// `--initial-cluster` parsed: member name -> peer URLs.
+    pub initial_cluster: BTreeMap<String, Vec<String>>,
     pub initial_cluster_state: String,
     pub initial_cluster_token: String,
     pub snapshot_count: u64,
@@ -145,7 +146,11 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Pa
                 serde_yaml::Value::Number(n) => n.to_string(),
                 serde_yaml::Value::Bool(b) => b.to_string(),
                 serde_yaml::Value::Null => continue,
-                other => return Err(format!("config file {path}: {k}: unsupported value {other:?}")),
+                other => {
+                    return Err(format!(
+                        "config file {path}: {k}: unsupported value {other:?}"
+                    ))
+                }
             };
             vals.insert(opt.name, s);
         }
@@ -161,10 +166,17 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Pa
 }
 
 fn list(s: &str) -> Vec<String> {
-    s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
+    s.split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect()
 }
 
-fn num<T: std::str::FromStr>(vals: &BTreeMap<&str, String>, k: &str, default: T) -> Result<T, String> {
+fn num<T: std::str::FromStr>(
+    vals: &BTreeMap<&str, String>,
+    k: &str,
+    default: T,
+) -> Result<T, String> {
     match vals.get(k) {
         None => Ok(default),
         Some(v) => v
@@ -176,21 +188,39 @@ fn num<T: std::str::FromStr>(vals: &BTreeMap<&str, String>, k: &str, default: T)
 
 fn build(vals: &BTreeMap<&str, String>) -> Result<Config, String> {
     let get = |k: &str, d: &str| vals.get(k).cloned().unwrap_or_else(|| d.to_string());
-    for tls in ["cert-file", "key-file", "trusted-ca-file", "peer-cert-file", "peer-key-file", "peer-trusted-ca-file"] {
+    for tls in [
+        "cert-file",
+        "key-file",
+        "trusted-ca-file",
+        "peer-cert-file",
+        "peer-key-file",
+        "peer-trusted-ca-file",
+    ] {
         if vals.get(tls).is_some_and(|v| !v.is_empty()) {
-            return Err(format!("--{tls}: TLS is not supported by this ferrokv build yet"));
+            return Err(format!(
+                "--{tls}: TLS is not supported by this ferrokv build yet"
+            ));
         }
     }
     let name = get("name", "default");
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let cfg = Config {
         data_dir: PathBuf::from(get("data-dir", &format!("{name}.ferrokv"))),
-        wal_dir: vals.get("wal-dir").filter(|v| !v.is_empty()).map(PathBuf::from),
+        wal_dir: vals
+            .get("wal-dir")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
         listen_client_urls: list(&get("listen-client-urls", "http://127.0.0.1:2379")),
         advertise_client_urls: list(&get("advertise-client-urls", "http://127.0.0.1:2379")),
         listen_peer_urls: list(&get("listen-peer-urls", "http://127.0.0.1:2380")),
-        initial_advertise_peer_urls: list(&get("initial-advertise-peer-urls", "http://127.0.0.1:2380")),
-        initial_cluster: get("initial-cluster", &format!("{name}=http://127.0.0.1:2380")),
+        initial_advertise_peer_urls: list(&get(
+            "initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+        )),
+        initial_cluster: parse_initial_cluster(&get(
+            "initial-cluster",
+            &format!("{name}=http://127.0.0.1:2380"),
+        ))?,
         initial_cluster_state: get("initial-cluster-state", "new"),
         initial_cluster_token: get("initial-cluster-token", "etcd-cluster"),
         snapshot_count: num(vals, "snapshot-count", 100_000)?,
@@ -206,7 +236,10 @@ fn build(vals: &BTreeMap<&str, String>) -> Result<Config, String> {
         name,
     };
     if cfg.shards == 0 || cfg.shards > 1024 {
-        return Err(format!("--shards must be between 1 and 1024, got {}", cfg.shards));
+        return Err(format!(
+            "--shards must be between 1 and 1024, got {}",
+            cfg.shards
+        ));
     }
     if cfg.heartbeat_interval_ms == 0 || cfg.election_timeout_ms < 5 * cfg.heartbeat_interval_ms {
         return Err(format!(
@@ -215,12 +248,74 @@ fn build(vals: &BTreeMap<&str, String>) -> Result<Config, String> {
         ));
     }
     if cfg.initial_cluster_state != "new" && cfg.initial_cluster_state != "existing" {
-        return Err(format!("invalid value {:?} for flag -initial-cluster-state", cfg.initial_cluster_state));
+        return Err(format!(
+            "invalid value {:?} for flag -initial-cluster-state",
+            cfg.initial_cluster_state
+        ));
     }
-    for u in cfg.listen_client_urls.iter().chain(cfg.listen_peer_urls.iter()) {
+    for u in cfg
+        .listen_client_urls
+        .iter()
+        .chain(cfg.listen_peer_urls.iter())
+    {
         listen_addr(u)?;
     }
+    check_initial_cluster(&cfg)?;
+    if !matches!(cfg.auto_compaction_mode.as_str(), "periodic" | "revision") {
+        return Err(format!(
+            "unknown auto-compaction-mode {:?}",
+            cfg.auto_compaction_mode
+        ));
+    }
     Ok(cfg)
+}
+
+/// `name=url,name=url,...`; a name may repeat to give several URLs.
+fn parse_initial_cluster(s: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, url)) = part.split_once('=') else {
+            return Err(format!(
+                "invalid value {s:?} for flag -initial-cluster: missing '=' in {part:?}"
+            ));
+        };
+        out.entry(name.to_string())
+            .or_default()
+            .push(url.to_string());
+    }
+    Ok(out)
+}
+
+/// etcd's bootstrap checks: this member is in --initial-cluster with its
+/// advertised peer URLs. Members beyond this one are refused until
+/// replication lands: starting them as separate one-member clusters would
+/// split the data silently.
+fn check_initial_cluster(cfg: &Config) -> Result<(), String> {
+    let Some(urls) = cfg.initial_cluster.get(&cfg.name) else {
+        return Err(format!(
+            "couldn't find local name {:?} in the initial cluster configuration",
+            cfg.name
+        ));
+    };
+    let mut a = urls.clone();
+    let mut b = cfg.initial_advertise_peer_urls.clone();
+    a.sort();
+    b.sort();
+    if a != b {
+        return Err(format!(
+            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={}",
+            cfg.name,
+            urls.join(","),
+            cfg.initial_advertise_peer_urls.join(",")
+        ));
+    }
+    if cfg.initial_cluster.len() > 1 {
+        return Err(format!(
+            "--initial-cluster lists {} members; this ferrokv build serves one-member clusters only (replication is not implemented yet)",
+            cfg.initial_cluster.len()
+        ));
+    }
+    Ok(())
 }
 
 /// `http://host:port` -> a socket address to bind. Names other than
@@ -229,10 +324,20 @@ pub fn listen_addr(u: &str) -> Result<std::net::SocketAddr, String> {
     let parsed = url::Url::parse(u).map_err(|e| format!("invalid URL {u:?}: {e}"))?;
     match parsed.scheme() {
         "http" | "unix" => {}
-        "https" => return Err(format!("{u}: TLS is not supported by this ferrokv build yet")),
-        s => return Err(format!("URL scheme must be http, https, unix, or unixs: {s}")),
+        "https" => {
+            return Err(format!(
+                "{u}: TLS is not supported by this ferrokv build yet"
+            ))
+        }
+        s => {
+            return Err(format!(
+                "URL scheme must be http, https, unix, or unixs: {s}"
+            ))
+        }
     }
-    let port = parsed.port().ok_or_else(|| format!("{u}: missing port in address"))?;
+    let port = parsed
+        .port()
+        .ok_or_else(|| format!("{u}: missing port in address"))?;
     let host = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
         Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
@@ -248,7 +353,10 @@ mod tests {
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         match parse(&args, &|k| env.get(k).cloned())? {
             Parsed::Run(c) => Ok(*c),
             _ => Err("not a run".into()),
@@ -280,9 +388,61 @@ mod tests {
 
     #[test]
     fn unknown_flag_and_bad_values_are_errors_in_etcd_words() {
-        assert_eq!(run(&["--nope"], &[]).unwrap_err(), "flag provided but not defined: -nope");
-        assert!(run(&["--snapshot-count", "x"], &[]).unwrap_err().contains("snapshot-count"));
-        assert!(run(&["--name"], &[]).unwrap_err().contains("needs an argument"));
+        assert_eq!(
+            run(&["--nope"], &[]).unwrap_err(),
+            "flag provided but not defined: -nope"
+        );
+        assert!(run(&["--snapshot-count", "x"], &[])
+            .unwrap_err()
+            .contains("snapshot-count"));
+        assert!(run(&["--name"], &[])
+            .unwrap_err()
+            .contains("needs an argument"));
+    }
+
+    #[test]
+    fn initial_cluster_must_name_this_member_and_only_it() {
+        let c = run(
+            &[
+                "--name",
+                "m1",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-cluster",
+                "m1=http://127.0.0.1:2380",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.initial_cluster.len(), 1);
+        let e = run(
+            &[
+                "--name",
+                "m2",
+                "--initial-cluster",
+                "m1=http://127.0.0.1:2380",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "couldn't find local name \"m2\" in the initial cluster configuration"
+        );
+        let e = run(&["--initial-cluster", "default=http://127.0.0.1:9999"], &[]).unwrap_err();
+        assert!(
+            e.contains("missing from --initial-advertise-peer-urls"),
+            "{e}"
+        );
+        let e = run(
+            &[
+                "--initial-cluster",
+                "default=http://127.0.0.1:2380,b=http://127.0.0.2:2380",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("one-member clusters only"), "{e}");
     }
 
     #[test]
@@ -290,7 +450,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ferrokv-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.yml");
-        std::fs::write(&f, "name: fromfile\nsnapshot-count: 42\nlisten-client-urls: http://127.0.0.1:12379\n").unwrap();
+        std::fs::write(
+            &f,
+            "name: fromfile\nsnapshot-count: 42\nlisten-client-urls: http://127.0.0.1:12379\n",
+        )
+        .unwrap();
         let c = run(&["--config-file", f.to_str().unwrap()], &[]).unwrap();
         assert_eq!(c.name, "fromfile");
         assert_eq!(c.snapshot_count, 42);

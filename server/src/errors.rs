@@ -8,10 +8,16 @@ pub fn empty_key() -> Status {
     Status::new(Code::InvalidArgument, "etcdserver: key is not provided")
 }
 pub fn too_many_ops() -> Status {
-    Status::new(Code::InvalidArgument, "etcdserver: too many operations in txn request")
+    Status::new(
+        Code::InvalidArgument,
+        "etcdserver: too many operations in txn request",
+    )
 }
 pub fn duplicate_key() -> Status {
-    Status::new(Code::InvalidArgument, "etcdserver: duplicate key given in txn request")
+    Status::new(
+        Code::InvalidArgument,
+        "etcdserver: duplicate key given in txn request",
+    )
 }
 pub fn value_provided() -> Status {
     Status::new(Code::InvalidArgument, "etcdserver: value is provided")
@@ -24,6 +30,12 @@ pub fn invalid_sort_option() -> Status {
 }
 pub fn request_too_large() -> Status {
     Status::new(Code::InvalidArgument, "etcdserver: request is too large")
+}
+pub fn no_space() -> Status {
+    Status::new(
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded",
+    )
 }
 pub fn not_implemented(method: &str) -> Status {
     Status::new(Code::Unimplemented, format!("unknown method {method}"))
@@ -55,14 +67,51 @@ mod tests {
     #[test]
     fn messages_match_etcd() {
         let cases = [
-            (empty_key(), Code::InvalidArgument, "etcdserver: key is not provided"),
-            (too_many_ops(), Code::InvalidArgument, "etcdserver: too many operations in txn request"),
-            (duplicate_key(), Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
-            (request_too_large(), Code::InvalidArgument, "etcdserver: request is too large"),
-            (engine(EngineError::Compacted), Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
-            (engine(EngineError::FutureRevision), Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
-            (engine(EngineError::LeaseNotFound), Code::NotFound, "etcdserver: requested lease not found"),
-            (engine(EngineError::KeyNotFound), Code::InvalidArgument, "etcdserver: key not found"),
+            (
+                empty_key(),
+                Code::InvalidArgument,
+                "etcdserver: key is not provided",
+            ),
+            (
+                too_many_ops(),
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+            (
+                duplicate_key(),
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request",
+            ),
+            (
+                request_too_large(),
+                Code::InvalidArgument,
+                "etcdserver: request is too large",
+            ),
+            (
+                no_space(),
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded",
+            ),
+            (
+                engine(EngineError::Compacted),
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+            (
+                engine(EngineError::FutureRevision),
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            (
+                engine(EngineError::LeaseNotFound),
+                Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
+            (
+                engine(EngineError::KeyNotFound),
+                Code::InvalidArgument,
+                "etcdserver: key not found",
+            ),
         ];
         for (status, code, msg) in cases {
             assert_eq!(status.code, code, "{msg}");

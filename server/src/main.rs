@@ -3,6 +3,7 @@
 mod config;
 mod errors;
 mod logger;
+mod maintenance;
 mod service;
 mod validate;
 
@@ -91,16 +92,34 @@ fn main() {
             }
         }
     }
-    // Fail fast when another server listens on a client port: every core's
-    // listener sets SO_REUSEPORT, so a plain bind would not notice it. A
-    // connect probe does, and (unlike a test bind) is not fooled by this
-    // member's own connections lingering from before a crash.
+    // Refuse to start when another server listens on a client port: every
+    // core's listener sets SO_REUSEPORT, so a plain bind would not notice.
+    // A connect probe does. It retries for a bounded time because a member
+    // killed with -9 keeps its listeners a moment after exit: io_uring tears
+    // its ring (which holds the sockets) down asynchronously.
     for a in &addrs {
-        if std::net::TcpStream::connect_timeout(a, std::time::Duration::from_millis(200)).is_ok() {
-            eprintln!("listen tcp {a}: bind: address already in use");
-            std::process::exit(1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::net::TcpStream::connect_timeout(a, std::time::Duration::from_millis(200)).is_ok()
+        {
+            if std::time::Instant::now() > deadline {
+                eprintln!("listen tcp {a}: bind: address already in use");
+                std::process::exit(1);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+    let retention = match maintenance::parse_retention(
+        &cfg.auto_compaction_mode,
+        &cfg.auto_compaction_retention,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let quota_backend_bytes = cfg.quota_backend_bytes;
+    let alarms = Arc::new(maintenance::Alarms::default());
     let member = Arc::new(member_of(&cfg));
     let wal_metrics = Arc::new(WalMetrics::default());
     log::info!(
@@ -124,15 +143,32 @@ fn main() {
     let shards = cfg.shards;
     let (max_request_bytes, max_txn_ops) = (cfg.max_request_bytes, cfg.max_txn_ops);
     let result = ferrokv_shards::run(engine_cfg, move |engine, core| {
-        let (addrs, member, wal_metrics, ready) =
-            (addrs.clone(), member.clone(), wal_metrics.clone(), ready.clone());
+        let (addrs, member, wal_metrics, ready, alarms) = (
+            addrs.clone(),
+            member.clone(),
+            wal_metrics.clone(),
+            ready.clone(),
+            alarms.clone(),
+        );
         async move {
+            if core == 0 {
+                glommio::spawn_local(maintenance::enforce_quota(
+                    engine.clone(),
+                    quota_backend_bytes,
+                    alarms.clone(),
+                ))
+                .detach();
+                if let Some(r) = retention {
+                    glommio::spawn_local(maintenance::auto_compact(engine.clone(), r)).detach();
+                }
+            }
             let service = Rc::new(Service::new(
                 engine,
                 member,
                 max_request_bytes,
                 max_txn_ops,
                 wal_metrics,
+                alarms,
             ));
             let mut listeners = Vec::new();
             for a in &addrs {

@@ -14,6 +14,7 @@ use ferrokv_wire::pb::etcdserverpb as pb;
 use ferrokv_wire::Message;
 use http::Method;
 
+use crate::maintenance::Alarms;
 use crate::{errors, validate};
 
 /// The etcd API version ferrokv implements and reports.
@@ -35,6 +36,7 @@ pub struct Service {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub wal_metrics: Arc<WalMetrics>,
+    pub alarms: Arc<Alarms>,
     /// Raft term, learned from the shards once.
     term: Cell<u64>,
 }
@@ -50,6 +52,7 @@ impl Service {
         max_request_bytes: usize,
         max_txn_ops: usize,
         wal_metrics: Arc<WalMetrics>,
+        alarms: Arc<Alarms>,
     ) -> Service {
         Service {
             engine,
@@ -57,6 +60,7 @@ impl Service {
             max_request_bytes,
             max_txn_ops,
             wal_metrics,
+            alarms,
             term: Cell::new(0),
         }
     }
@@ -64,7 +68,8 @@ impl Service {
     async fn term(&self) -> u64 {
         if self.term.get() == 0 {
             if let Ok(st) = self.engine.status().await {
-                self.term.set(st.iter().map(|s| s.raft_term).max().unwrap_or(0));
+                self.term
+                    .set(st.iter().map(|s| s.raft_term).max().unwrap_or(0));
             }
         }
         self.term.get()
@@ -80,7 +85,9 @@ impl Service {
     }
 
     async fn fill(&self, h: &mut Option<pb::ResponseHeader>) {
-        let rev = h.as_ref().map_or(self.engine.sequencer().visible(), |h| h.revision);
+        let rev = h
+            .as_ref()
+            .map_or(self.engine.sequencer().visible(), |h| h.revision);
         *h = self.header(rev).await;
     }
 
@@ -106,6 +113,9 @@ impl Service {
                 self.check_size(&msg)?;
                 let r: pb::PutRequest = decode(msg)?;
                 validate::put(&r)?;
+                if self.alarms.nospace() {
+                    return Err(errors::no_space());
+                }
                 let mut resp = self.engine.put(r).await.map_err(errors::engine)?;
                 self.fill(&mut resp.header).await;
                 Ok(encode(&resp))
@@ -122,13 +132,20 @@ impl Service {
                 self.check_size(&msg)?;
                 let r: pb::TxnRequest = decode(msg)?;
                 validate::txn(&r, self.max_txn_ops)?;
+                if self.alarms.nospace() && validate::has_put(&r) {
+                    return Err(errors::no_space());
+                }
                 let mut resp = self.engine.txn(r).await.map_err(errors::engine)?;
                 self.fill(&mut resp.header).await;
                 Ok(encode(&resp))
             }
             "/etcdserverpb.KV/Compact" => {
                 let r: pb::CompactionRequest = decode(msg)?;
-                let rev = self.engine.compact(r.revision).await.map_err(errors::engine)?;
+                let rev = self
+                    .engine
+                    .compact(r.revision)
+                    .await
+                    .map_err(errors::engine)?;
                 Ok(encode(&pb::CompactionResponse {
                     header: self.header(rev).await,
                 }))
@@ -152,11 +169,37 @@ impl Service {
                 }))
             }
             "/etcdserverpb.Maintenance/Alarm" => {
-                let _: pb::AlarmRequest = decode(msg)?;
+                use pb::alarm_request::AlarmAction;
+                let r: pb::AlarmRequest = decode(msg)?;
+                let nospace = pb::AlarmType::Nospace as i32;
+                let mine = r.member_id == 0 || r.member_id == self.member.member_id;
+                match AlarmAction::try_from(r.action) {
+                    Ok(AlarmAction::Activate) if mine && r.alarm == nospace => {
+                        self.alarms
+                            .nospace
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(AlarmAction::Deactivate) if mine && r.alarm == nospace => {
+                        let was = self
+                            .alarms
+                            .nospace
+                            .swap(false, std::sync::atomic::Ordering::Relaxed);
+                        log::info!("alarm disarm requested: NOSPACE (was active: {was})");
+                    }
+                    _ => {}
+                }
+                let alarms = if self.alarms.nospace() && (r.alarm == 0 || r.alarm == nospace) {
+                    vec![pb::AlarmMember {
+                        member_id: self.member.member_id,
+                        alarm: nospace,
+                    }]
+                } else {
+                    Vec::new()
+                };
                 let rev = self.engine.sequencer().visible();
                 Ok(encode(&pb::AlarmResponse {
                     header: self.header(rev).await,
-                    alarms: Vec::new(),
+                    alarms,
                 }))
             }
             other => Err(errors::not_implemented(other)),
@@ -175,7 +218,11 @@ impl Service {
             raft_index: shards.iter().map(|s| s.raft_index).sum(),
             raft_term: shards.iter().map(|s| s.raft_term).max().unwrap_or(0),
             raft_applied_index: shards.iter().map(|s| s.applied_index).sum(),
-            errors: Vec::new(),
+            errors: if self.alarms.nospace() {
+                vec!["memberID:{} alarm:NOSPACE ".replace("{}", &self.member.member_id.to_string())]
+            } else {
+                Vec::new()
+            },
             db_size_in_use: db as i64,
             is_learner: false,
         })
@@ -186,17 +233,54 @@ impl Service {
         let shards = self.engine.status().await.unwrap_or_default();
         let leader = !shards.is_empty() && shards.iter().all(|s| s.leader);
         let gauge = |out: &mut String, name: &str, help: &str, v: String| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+            ));
         };
-        gauge(&mut out, "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", (leader as u8).to_string());
-        gauge(&mut out, "etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", (leader as u8).to_string());
-        gauge(&mut out, "etcd_debugging_mvcc_current_revision", "The current revision of store.", self.engine.sequencer().visible().to_string());
-        gauge(&mut out, "etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", self.engine.sequencer().compact_revision().to_string());
+        gauge(
+            &mut out,
+            "etcd_server_has_leader",
+            "Whether or not a leader exists. 1 is existence, 0 is not.",
+            (leader as u8).to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_server_is_leader",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            (leader as u8).to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_debugging_mvcc_current_revision",
+            "The current revision of store.",
+            self.engine.sequencer().visible().to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_debugging_mvcc_compact_revision",
+            "The revision of the last compaction in store.",
+            self.engine.sequencer().compact_revision().to_string(),
+        );
         let db: u64 = shards.iter().map(|s| s.db_size_bytes).sum();
-        gauge(&mut out, "etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", db.to_string());
+        gauge(
+            &mut out,
+            "etcd_mvcc_db_total_size_in_bytes",
+            "Total size of the underlying database physically allocated in bytes.",
+            db.to_string(),
+        );
         let keys: usize = shards.iter().map(|s| s.keys).sum();
-        gauge(&mut out, "etcd_debugging_mvcc_keys_total", "Total number of keys.", keys.to_string());
-        gauge(&mut out, "ferrokv_shards", "Number of keyspace shards (one pinned core each).", shards.len().to_string());
+        gauge(
+            &mut out,
+            "etcd_debugging_mvcc_keys_total",
+            "Total number of keys.",
+            keys.to_string(),
+        );
+        gauge(
+            &mut out,
+            "ferrokv_shards",
+            "Number of keyspace shards (one pinned core each).",
+            shards.len().to_string(),
+        );
         out.push_str(&WalMetrics::render_prometheus(&[&self.wal_metrics]));
         out
     }
@@ -225,7 +309,12 @@ impl Handler for Service {
         Box::pin(async move { errors::not_implemented(&method) })
     }
 
-    fn http(self: Rc<Self>, method: Method, path: String, _body: Bytes) -> LocalBoxFuture<HttpReply> {
+    fn http(
+        self: Rc<Self>,
+        method: Method,
+        path: String,
+        _body: Bytes,
+    ) -> LocalBoxFuture<HttpReply> {
         Box::pin(async move {
             let json = "application/json";
             match (method, path.as_str()) {
@@ -263,4 +352,3 @@ impl Handler for Service {
         self.max_request_bytes
     }
 }
-

@@ -48,6 +48,18 @@ pub fn txn(r: &pb::TxnRequest, max_txn_ops: usize) -> Result<(), Status> {
     Ok(())
 }
 
+/// Whether any branch puts: etcd's capped applier (NOSPACE) refuses those.
+pub fn has_put(r: &pb::TxnRequest) -> bool {
+    r.success
+        .iter()
+        .chain(r.failure.iter())
+        .any(|op| match &op.request {
+            Some(pb::request_op::Request::RequestPut(_)) => true,
+            Some(pb::request_op::Request::RequestTxn(t)) => has_put(t),
+            _ => false,
+        })
+}
+
 fn txn_shape(r: &pb::TxnRequest, max_txn_ops: usize) -> Result<(), Status> {
     let opc = r.compare.len().max(r.success.len()).max(r.failure.len());
     if opc > max_txn_ops {
@@ -146,22 +158,34 @@ mod tests {
     }
     fn del_op(k: &'static [u8], end: &'static [u8]) -> pb::RequestOp {
         pb::RequestOp {
-            request: Some(pb::request_op::Request::RequestDeleteRange(pb::DeleteRangeRequest {
-                key: Bytes::from_static(k),
-                range_end: Bytes::from_static(end),
-                ..Default::default()
-            })),
+            request: Some(pb::request_op::Request::RequestDeleteRange(
+                pb::DeleteRangeRequest {
+                    key: Bytes::from_static(k),
+                    range_end: Bytes::from_static(end),
+                    ..Default::default()
+                },
+            )),
         }
     }
 
     #[test]
     fn duplicate_puts_and_put_inside_delete_are_rejected() {
-        let t = pb::TxnRequest { success: vec![put_op(b"a"), put_op(b"a")], ..Default::default() };
+        let t = pb::TxnRequest {
+            success: vec![put_op(b"a"), put_op(b"a")],
+            ..Default::default()
+        };
         assert_eq!(txn(&t, 128), Err(errors::duplicate_key()));
-        let t = pb::TxnRequest { success: vec![del_op(b"a", b"c"), put_op(b"b")], ..Default::default() };
+        let t = pb::TxnRequest {
+            success: vec![del_op(b"a", b"c"), put_op(b"b")],
+            ..Default::default()
+        };
         assert_eq!(txn(&t, 128), Err(errors::duplicate_key()));
         // Same key in success and failure: fine.
-        let t = pb::TxnRequest { success: vec![put_op(b"a")], failure: vec![put_op(b"a")], ..Default::default() };
+        let t = pb::TxnRequest {
+            success: vec![put_op(b"a")],
+            failure: vec![put_op(b"a")],
+            ..Default::default()
+        };
         assert_eq!(txn(&t, 128), Ok(()));
     }
 
@@ -174,15 +198,24 @@ mod tests {
                 ..Default::default()
             })),
         };
-        let t = pb::TxnRequest { success: vec![nested.clone()], ..Default::default() };
+        let t = pb::TxnRequest {
+            success: vec![nested.clone()],
+            ..Default::default()
+        };
         assert_eq!(txn(&t, 128), Ok(()));
-        let t = pb::TxnRequest { success: vec![nested, put_op(b"k")], ..Default::default() };
+        let t = pb::TxnRequest {
+            success: vec![nested, put_op(b"k")],
+            ..Default::default()
+        };
         assert_eq!(txn(&t, 128), Err(errors::duplicate_key()));
     }
 
     #[test]
     fn too_many_ops_counts_the_largest_list() {
-        let t = pb::TxnRequest { success: (0..3).map(|_| put_op(b"x")).collect(), ..Default::default() };
+        let t = pb::TxnRequest {
+            success: (0..3).map(|_| put_op(b"x")).collect(),
+            ..Default::default()
+        };
         assert_eq!(txn(&t, 2), Err(errors::too_many_ops()));
     }
 }

@@ -117,7 +117,10 @@ impl Engine {
         }
         let mut out = Vec::new();
         for w in waits {
-            out.push(w.await.map_err(|_| Error::Internal("shard stopped".into()))?);
+            out.push(
+                w.await
+                    .map_err(|_| Error::Internal("shard stopped".into()))?,
+            );
         }
         Ok(out)
     }
@@ -416,7 +419,11 @@ impl Engine {
                     rev,
                     parts: st.parts.clone(),
                 };
-                if ch.send(FencedOp::Commit { record, reply: tx }).await.is_err() {
+                if ch
+                    .send(FencedOp::Commit { record, reply: tx })
+                    .await
+                    .is_err()
+                {
                     log::error!("shard {s} stopped during commit; stopping");
                     std::process::exit(2);
                 }
@@ -511,7 +518,11 @@ impl Engine {
         path: &'a Path,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + 'a>> {
         Box::pin(async move {
-            let ops = if path.succeeded { &t.success } else { &t.failure };
+            let ops = if path.succeeded {
+                &t.success
+            } else {
+                &t.failure
+            };
             let mut nested = path.nested.iter();
             for op in ops {
                 match &op.request {
@@ -541,7 +552,11 @@ impl Engine {
     }
 
     fn check_ranges(&self, t: &pb::TxnRequest, path: &Path, current: i64) -> Result<(), Error> {
-        let ops = if path.succeeded { &t.success } else { &t.failure };
+        let ops = if path.succeeded {
+            &t.success
+        } else {
+            &t.failure
+        };
         let mut nested = path.nested.iter();
         for op in ops {
             match &op.request {
@@ -569,7 +584,11 @@ impl Engine {
     {
         Box::pin(async move {
             use pb::response_op::Response;
-            let ops = if path.succeeded { &t.success } else { &t.failure };
+            let ops = if path.succeeded {
+                &t.success
+            } else {
+                &t.failure
+            };
             let mut nested = path.nested.iter();
             let mut out = Vec::with_capacity(ops.len());
             for op in ops {
@@ -580,7 +599,9 @@ impl Engine {
                             _ => r.revision.max(0),
                         };
                         let hdr = st.header_rev();
-                        Some(Response::ResponseRange(self.range_at(via, r, rev, hdr).await?))
+                        Some(Response::ResponseRange(
+                            self.range_at(via, r, rev, hdr).await?,
+                        ))
                     }
                     Some(pb::request_op::Request::RequestPut(p)) => {
                         Some(Response::ResponsePut(self.exec_put(via, p, st).await?))
@@ -772,12 +793,15 @@ fn int_of(u: &Option<pb::compare::TargetUnion>, target: pb::compare::CompareTarg
 
 /// etcd's isTxnReadonly: no put or delete anywhere, in either branch.
 pub fn is_read_only(t: &pb::TxnRequest) -> bool {
-    t.success.iter().chain(t.failure.iter()).all(|op| match &op.request {
-        Some(pb::request_op::Request::RequestPut(_))
-        | Some(pb::request_op::Request::RequestDeleteRange(_)) => false,
-        Some(pb::request_op::Request::RequestTxn(n)) => is_read_only(n),
-        _ => true,
-    })
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .all(|op| match &op.request {
+            Some(pb::request_op::Request::RequestPut(_))
+            | Some(pb::request_op::Request::RequestDeleteRange(_)) => false,
+            Some(pb::request_op::Request::RequestTxn(n)) => is_read_only(n),
+            _ => true,
+        })
 }
 
 /// Every shard any compare or op of either branch can touch.

@@ -85,7 +85,8 @@ where
     cfg.data_dir = std::path::absolute(&cfg.data_dir)
         .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
     if let Some(w) = &cfg.wal_dir {
-        cfg.wal_dir = Some(std::path::absolute(w).map_err(|e| format!("wal dir {}: {e}", w.display()))?);
+        cfg.wal_dir =
+            Some(std::path::absolute(w).map_err(|e| format!("wal dir {}: {e}", w.display()))?);
     }
     check_layout(&cfg.data_dir, n)?;
     let seq = Arc::new(Sequencer::new());
@@ -123,16 +124,15 @@ where
             // 8 MiB for all cores together); the WAL needs little of it.
             .io_memory(IO_MEMORY_BYTES_PER_CORE)
             .spawn(move || async move {
-                let shard = match open_shard(i as u32, &cfg, &seq, &barrier, &summaries, &compacts)
-                    .await
-                {
-                    Ok(s) => s,
-                    Err(e) => {
-                        log::error!("{e}");
-                        eprintln!("ferrokv: {e}");
-                        std::process::exit(1);
-                    }
-                };
+                let shard =
+                    match open_shard(i as u32, &cfg, &seq, &barrier, &summaries, &compacts).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            log::error!("{e}");
+                            eprintln!("ferrokv: {e}");
+                            std::process::exit(1);
+                        }
+                    };
                 glommio::spawn_local(shard.run(rx)).detach();
                 barrier.wait();
                 let engine = Engine::new(senders, seq);
@@ -185,8 +185,12 @@ async fn open_shard(
         .map_err(|e| format!("shard {id}: cannot open log in {}: {e}", wal_dir.display()))?;
     let mut records = Vec::with_capacity(recovered.entries.len());
     for (index, data) in &recovered.entries {
-        let rec = Record::decode(data)
-            .map_err(|e| format!("shard {id}: log entry {index} in {}: {e}", wal_dir.display()))?;
+        let rec = Record::decode(data).map_err(|e| {
+            format!(
+                "shard {id}: log entry {index} in {}: {e}",
+                wal_dir.display()
+            )
+        })?;
         records.push(rec);
     }
     let records = recovery::resolve_truncations(records);

@@ -18,11 +18,18 @@ pub struct Part {
 pub enum Record {
     /// The parts of a write at revision `rev`; `shard`'s own part is the one
     /// to apply, the others are there for roll-forward.
-    Write { rev: i64, parts: Vec<Part> },
-    Compact { rev: i64 },
+    Write {
+        rev: i64,
+        parts: Vec<Part>,
+    },
+    Compact {
+        rev: i64,
+    },
     /// Written at recovery: every earlier record above `rev` is void,
     /// because some revision <= it was not durable in all its shards.
-    TruncateAbove { rev: i64 },
+    TruncateAbove {
+        rev: i64,
+    },
 }
 
 const TAG_WRITE: u8 = 1;
@@ -129,8 +136,14 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let end = self.pos.checked_add(n).ok_or(DecodeError("length overflow"))?;
-        let s = self.buf.get(self.pos..end).ok_or(DecodeError("truncated"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(DecodeError("length overflow"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(DecodeError("truncated"))?;
         self.pos = end;
         Ok(s)
     }

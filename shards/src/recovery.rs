@@ -122,7 +122,13 @@ mod tests {
                 ops: vec![],
             }],
         };
-        let out = resolve_truncations(vec![w(1), w(2), w(3), Record::TruncateAbove { rev: 1 }, w(2)]);
+        let out = resolve_truncations(vec![
+            w(1),
+            w(2),
+            w(3),
+            Record::TruncateAbove { rev: 1 },
+            w(2),
+        ]);
         assert_eq!(out, vec![w(1), w(2)]);
     }
 

@@ -34,7 +34,9 @@ impl Sequencer {
             last_assigned: AtomicI64::new(0),
             visible: AtomicI64::new(0),
             compact: AtomicI64::new(0),
-            done: (0..REVISIONS_INFLIGHT_MAX).map(|_| AtomicI64::new(-1)).collect(),
+            done: (0..REVISIONS_INFLIGHT_MAX)
+                .map(|_| AtomicI64::new(-1))
+                .collect(),
             changed: Event::new(),
         }
     }
@@ -57,7 +59,11 @@ impl Sequencer {
     /// Raise the compaction point; false if `rev` is not above it.
     pub fn try_compact(&self, rev: i64) -> bool {
         let cur = self.compact.load(SeqCst);
-        rev > cur && self.compact.compare_exchange(cur, rev, SeqCst, SeqCst).is_ok()
+        rev > cur
+            && self
+                .compact
+                .compare_exchange(cur, rev, SeqCst, SeqCst)
+                .is_ok()
     }
 
     /// The next revision. Callers hold the locks of every shard the write
@@ -94,7 +100,11 @@ impl Sequencer {
             if self.done[(next % REVISIONS_INFLIGHT_MAX) as usize].load(SeqCst) != next {
                 break;
             }
-            if self.visible.compare_exchange(v, next, SeqCst, SeqCst).is_ok() {
+            if self
+                .visible
+                .compare_exchange(v, next, SeqCst, SeqCst)
+                .is_ok()
+            {
                 advanced = true;
             }
         }

@@ -196,7 +196,10 @@ impl Shard {
         if wrote {
             // A coordinator vanished between applying and committing: the
             // store is ahead of the log, which must never be served.
-            log::error!("shard {}: fenced write abandoned after apply, stopping", self.id);
+            log::error!(
+                "shard {}: fenced write abandoned after apply, stopping",
+                self.id
+            );
             std::process::exit(2);
         }
     }
@@ -279,7 +282,10 @@ impl Shard {
             .map_err(|e| e.to_string())?;
         self.entries_since_snapshot.set(0);
         drop(_permit);
-        self.log.compact_to(index).await.map_err(|e| e.to_string())?;
+        self.log
+            .compact_to(index)
+            .await
+            .map_err(|e| e.to_string())?;
         log::info!(
             "shard {}: snapshot at raft index {index} ({written} bytes)",
             self.id
@@ -287,4 +293,3 @@ impl Shard {
         Ok(())
     }
 }
-

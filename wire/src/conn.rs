@@ -77,7 +77,8 @@ pub trait Handler: 'static {
     ) -> LocalBoxFuture<Status>;
 
     /// Any non-gRPC request: health, version, metrics, JSON gateway.
-    fn http(self: Rc<Self>, method: Method, path: String, body: Bytes) -> LocalBoxFuture<HttpReply>;
+    fn http(self: Rc<Self>, method: Method, path: String, body: Bytes)
+        -> LocalBoxFuture<HttpReply>;
 
     /// `--max-request-bytes`.
     fn max_request_bytes(&self) -> usize;
@@ -100,7 +101,11 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
 pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     sk.set_reuse_address(true)?;
     sk.set_reuse_port(true)?;
@@ -180,7 +185,11 @@ async fn route<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<B
     let body = match collect_limited(req.into_body(), limit).await {
         Ok(b) => b,
         Err(()) => {
-            return plain(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", "request too large\n")
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                "request too large\n",
+            )
         }
     };
     let reply = handler.http(method, path, body).await;
@@ -205,8 +214,10 @@ async fn collect_limited(mut body: Incoming, limit: usize) -> Result<Bytes, ()> 
 fn plain(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Body::Once(Some(body.into()), None));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
     resp
 }
 
@@ -217,7 +228,9 @@ async fn grpc_call<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Respon
     if handler.is_streaming(&method) {
         let (req_tx, req_rx) = async_channel::bounded(STREAM_RESPONSES_PENDING_MAX);
         let (resp_tx, resp_rx) = async_channel::bounded(STREAM_RESPONSES_PENDING_MAX);
-        let sink = ResponseSink { tx: resp_tx.clone() };
+        let sink = ResponseSink {
+            tx: resp_tx.clone(),
+        };
         let call = handler.streaming(method, req_rx, sink);
         glommio::spawn_local(async move {
             let status = call.await;

@@ -167,7 +167,10 @@ mod tests {
         dec.push(&[0, 0, 0, 0, 11]);
         let err = dec.next_message().unwrap_err();
         assert_eq!(err.code, Code::ResourceExhausted);
-        assert_eq!(err.message, "grpc: received message larger than max (11 vs. 10)");
+        assert_eq!(
+            err.message,
+            "grpc: received message larger than max (11 vs. 10)"
+        );
     }
 
     #[test]
