@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Side by side: the real etcd (Debian etcd-server) and ferrokv, single member
+# on loopback, the same ferro-bench workloads against each in alternation.
+#
+#   perf/run.sh                 # all workloads, 10 s each (about 6 minutes)
+#   DURATION=5s perf/run.sh     # shorter
+#   ONLY=put-c16 perf/run.sh    # one workload (names below)
+#
+# Writes perf/results/<UTC date>/: results.json, results.md (table with
+# ferrokv/etcd ratios), plot.svg, machine.txt, raw/ (every ferro-bench JSON,
+# server logs, /metrics after each run).
+#
+# Durability is equal: both fsync the WAL before acknowledging a write (etcd
+# always does; ferrokv by design), both with their defaults otherwise, each
+# server fresh (new data dir) for every run, data dirs side by side on the
+# same filesystem (under target/perf-work/).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+DATE=$(date -u +%Y-%m-%d)
+OUT=${OUT:-$ROOT/perf/results/$DATE}
+WORK=${WORK:-$ROOT/target/perf-work}
+CLIENT_PORT=${CLIENT_PORT:-22379}
+ONLY=${ONLY:-}
+# Each server start takes fresh ports (base + 2 x start number): the previous
+# server's closed connections leave its port in TIME_WAIT for a while, and
+# not every server binds with SO_REUSEADDR.
+STARTS=0
+ENDPOINT=""
+
+# name | ferro-bench arguments (endpoint and timing are added)
+WORKLOADS=(
+  "put-c1|put --conns 1 --clients 1 --key-space 100000"
+  "put-c16|put --conns 4 --clients 16 --key-space 100000"
+  "put-c64|put --conns 8 --clients 64 --key-space 100000"
+  "range-s-c16|range --consistency s --conns 4 --clients 16 --key-space 1000"
+  "range-s-c64|range --consistency s --conns 8 --clients 64 --key-space 1000"
+  "range-l-c16|range --consistency l --conns 4 --clients 16 --key-space 1000"
+  "range-l-c64|range --consistency l --conns 8 --clients 64 --key-space 1000"
+  "txn-put-c16|txn-put --conns 4 --clients 16 --key-space 100000"
+)
+
+log() { printf '[perf %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+if ! command -v etcd >/dev/null; then
+  log "installing etcd-server (Debian)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server
+fi
+ETCD=$(command -v etcd)
+
+log "building ferrokv and ferro-bench (release)"
+(cd "$ROOT" && cargo build --release --bin ferrokv --bin ferro-bench)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+FERROKV=$TARGET_DIR/release/ferrokv
+BENCH=$TARGET_DIR/release/ferro-bench
+
+mkdir -p "$OUT/raw" "$WORK"
+SERVER_PID=""
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    # Give it 10 s to exit cleanly, then SIGKILL.
+    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+trap stop_server EXIT INT TERM
+
+# start_server etcd|ferrokv <run name>: fresh data dir, waits until a
+# serializable range succeeds (bounded: 30 tries of 1 s).
+start_server() {
+  local kind=$1 name=$2 bin
+  case $kind in etcd) bin=$ETCD ;; ferrokv) bin=$FERROKV ;; esac
+  local data=$WORK/$kind-data
+  local client_port=$((CLIENT_PORT + 2 * STARTS)) peer_port=$((CLIENT_PORT + 2 * STARTS + 1))
+  STARTS=$((STARTS + 1))
+  ENDPOINT=127.0.0.1:$client_port
+  rm -rf "$data"
+  local args=(
+    --name perf --data-dir "$data"
+    --listen-client-urls "http://$ENDPOINT" --advertise-client-urls "http://$ENDPOINT"
+    --listen-peer-urls "http://127.0.0.1:$peer_port"
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer_port"
+    --initial-cluster "perf=http://127.0.0.1:$peer_port"
+  )
+  [ "$kind" = etcd ] && args+=(--logger zap --log-level warn)
+  env -u ETCD_DATA_DIR "$bin" "${args[@]}" >"$OUT/raw/$name-$kind.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 30); do
+    if "$BENCH" range --endpoints "$ENDPOINT" --total 1 --preload 0 --consistency s \
+      --timeout 1s --dial-timeout 1s --no-progress >/dev/null 2>&1; then
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { log "$kind exited; see $OUT/raw/$name-$kind.log"; return 1; }
+    sleep 1
+  done
+  log "$kind not ready after 30 s"; return 1
+}
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "host: $(uname -srm)"
+  echo "cpu: $(lscpu | sed -n 's/^Model name: *//p') x $(nproc) (nproc)"
+  echo "memory:"; free -h
+  echo "disk (data dirs under $WORK):"; df -h "$WORK"
+  echo "filesystem: $(findmnt -no SOURCE,FSTYPE,OPTIONS --target "$WORK" 2>/dev/null || true)"
+  echo "etcd: $("$ETCD" --version | tr '\n' ' ')"
+  echo "ferrokv: $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
+  echo "rustc: $(rustc --version)"
+  echo "duration: $DURATION, warmup: $WARMUP"
+} >"$OUT/machine.txt"
+
+RUN_START=$(date +%s)
+for i in "${!WORKLOADS[@]}"; do
+  name=${WORKLOADS[$i]%%|*}
+  args=${WORKLOADS[$i]#*|}
+  if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ]; then continue; fi
+  for kind in etcd ferrokv; do
+    log "$name against $kind: ferro-bench $args"
+    # The machine may be shared: keep the load seen by each run with it.
+    echo "$name $kind $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/raw/loadavg.txt"
+    start_server "$kind" "$name"
+    # shellcheck disable=SC2086 # args is a word list on purpose
+    "$BENCH" $args --endpoints "$ENDPOINT" --duration "$DURATION" --warmup "$WARMUP" \
+      --no-progress --json >"$OUT/raw/$name-$kind.json" ||
+      log "$name against $kind: no successful request (see raw/$name-$kind.json)"
+    # Only the disk and server metrics are kept (etcd's full dump is ~75 KB).
+    { curl -s --max-time 5 "http://$ENDPOINT/metrics" || true; } |
+      grep -E '^etcd_(disk|server|mvcc_db)_' >"$OUT/raw/$name-$kind.metrics" || true
+    stop_server
+  done
+done
+log "runs took $(( $(date +%s) - RUN_START )) s"
+
+python3 "$ROOT/perf/report.py" "$OUT"
+log "wrote $OUT/results.json, $OUT/results.md, $OUT/plot.svg"
