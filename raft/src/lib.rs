@@ -44,7 +44,6 @@
 #![allow(clippy::field_reassign_with_default)]
 
 mod error;
-mod notify;
 mod record;
 mod shard_log;
 mod storage;

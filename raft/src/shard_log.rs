@@ -10,10 +10,10 @@ use ferrokv_wal::{Wal, WalConfig};
 use raft::eraftpb::{Entry, EntryType, HardState, Message};
 use raft::{Config, RawNode, StateRole};
 
-use crate::notify::Notify;
 use crate::record::{encode_compaction, encode_entry, encode_hard_state};
 use crate::storage::{replay, ShardStorage};
 use crate::Error;
+use ferrokv_wal::notify::Notify;
 
 /// Configuration of one shard's raft log.
 #[derive(Debug, Clone)]
@@ -250,38 +250,8 @@ impl ShardLog {
     /// (durable in the WAL). Proposals made while a WAL flush is running are
     /// batched into one raft `Ready`, one WAL append and one fdatasync.
     pub async fn propose(&self, data: Vec<u8>) -> Result<u64, Error> {
-        let inner = &self.inner;
-        let bytes = data.len().max(1);
-        let slot = Rc::new(Slot::default());
-        loop {
-            {
-                let mut st = inner.st.borrow_mut();
-                if let Some(e) = &st.failed {
-                    return Err(e.clone());
-                }
-                if st.shutdown {
-                    return Err(Error::Shutdown);
-                }
-                if !inner.is_leader.get() {
-                    return Err(Error::NotLeader {
-                        leader_id: inner.leader_id.get(),
-                    });
-                }
-                // Bounded queue: wait for room unless it is empty.
-                if st.queue_bytes == 0 || st.queue_bytes + bytes <= inner.cfg.wal.batch_bytes_max {
-                    let id = st.next_proposal_id;
-                    st.next_proposal_id += 1;
-                    st.waiters.insert(id, slot.clone());
-                    st.queue.push_back((id, data));
-                    st.queue_bytes += bytes;
-                    break;
-                }
-            }
-            let w = inner.room.wait();
-            w.await;
-        }
-        inner.work.notify_all();
-        slot.wait().await
+        self.reserve().await;
+        self.submit(data)?.await
     }
 
     /// Waits until the proposal queue has room (back-pressure for `submit`).

@@ -45,7 +45,7 @@ pub mod frame;
 pub mod metrics;
 
 mod error;
-mod notify;
+pub mod notify;
 mod segment;
 mod wal;
 
