@@ -645,6 +645,21 @@ impl Store {
         to_rev: i64,
         with_prev_kv: bool,
     ) -> Result<Vec<Event>, Error> {
+        self.events_with_rev(key, range_end, from_rev, to_rev, with_prev_kv)
+            .map(|evs| evs.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// [`Store::events`] with each event's (main, sub) revision, which a
+    /// caller merging several stores' events needs to order a transaction's
+    /// events the way they were written.
+    pub fn events_with_rev(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        from_rev: i64,
+        to_rev: i64,
+        with_prev_kv: bool,
+    ) -> Result<Vec<(Revision, Event)>, Error> {
         if from_rev < self.compact_rev {
             return Err(Error::Compacted);
         }
@@ -673,11 +688,14 @@ impl Store {
             } else {
                 EventKind::Put
             };
-            out.push(Event {
-                kind,
-                kv: r.to_kv(k, false),
-                prev_kv,
-            });
+            out.push((
+                r.rev,
+                Event {
+                    kind,
+                    kv: r.to_kv(k, false),
+                    prev_kv,
+                },
+            ));
         };
         // Base revisions are all below delta revisions, so base then delta is
         // already (main, sub) order.

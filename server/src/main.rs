@@ -6,6 +6,7 @@ mod logger;
 mod maintenance;
 mod service;
 mod validate;
+mod watch;
 
 use std::rc::Rc;
 use std::sync::Arc;

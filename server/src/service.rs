@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use ferrokv_shards::watch::{WatchHub, WATCHERS_SLOW_TOTAL, WATCHERS_TOTAL};
 use ferrokv_shards::Engine;
 use ferrokv_wal::WalMetrics;
 use ferrokv_wire::conn::{Handler, HttpReply, LocalBoxFuture, ResponseSink};
@@ -37,6 +38,8 @@ pub struct Service {
     pub max_txn_ops: usize,
     pub wal_metrics: Arc<WalMetrics>,
     pub alarms: Arc<Alarms>,
+    /// This core's watch fanout.
+    pub hub: Rc<WatchHub>,
     /// Raft term, learned from the shards once.
     term: Cell<u64>,
 }
@@ -55,6 +58,7 @@ impl Service {
         alarms: Arc<Alarms>,
     ) -> Service {
         Service {
+            hub: WatchHub::start(engine.clone()),
             engine,
             member,
             max_request_bytes,
@@ -75,7 +79,7 @@ impl Service {
         self.term.get()
     }
 
-    async fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
+    pub(crate) async fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
         Some(pb::ResponseHeader {
             cluster_id: self.member.cluster_id,
             member_id: self.member.member_id,
@@ -281,6 +285,22 @@ impl Service {
             "Number of keyspace shards (one pinned core each).",
             shards.len().to_string(),
         );
+        gauge(
+            &mut out,
+            "etcd_debugging_mvcc_watcher_total",
+            "Total number of watchers.",
+            WATCHERS_TOTAL
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_debugging_mvcc_slow_watcher_total",
+            "Total number of unsynced slow watchers.",
+            WATCHERS_SLOW_TOTAL
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        );
         out.push_str(&WalMetrics::render_prometheus(&[&self.wal_metrics]));
         out
     }
@@ -303,10 +323,15 @@ impl Handler for Service {
     fn streaming(
         self: Rc<Self>,
         method: String,
-        _requests: async_channel::Receiver<Bytes>,
-        _sink: ResponseSink,
+        requests: async_channel::Receiver<Bytes>,
+        sink: ResponseSink,
     ) -> LocalBoxFuture<Status> {
-        Box::pin(async move { errors::not_implemented(&method) })
+        Box::pin(async move {
+            match method.as_str() {
+                "/etcdserverpb.Watch/Watch" => crate::watch::serve(self, requests, sink).await,
+                _ => errors::not_implemented(&method),
+            }
+        })
     }
 
     fn http(

@@ -101,7 +101,7 @@ impl Engine {
         shard_of(key, self.shard_count())
     }
 
-    async fn send(&self, shard: u32, msg: ShardMsg) -> Result<(), Error> {
+    pub(crate) async fn send(&self, shard: u32, msg: ShardMsg) -> Result<(), Error> {
         self.inner.shards[shard as usize]
             .send(msg)
             .await

@@ -8,6 +8,7 @@ pub mod record;
 pub mod recovery;
 pub mod sequencer;
 pub mod shard;
+pub mod watch;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

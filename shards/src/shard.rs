@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ferrokv_mvcc::{Event, RangeResult, Store, WriteOp};
+use ferrokv_mvcc::{Event, RangeResult, Revision, Store, WriteOp};
 use ferrokv_raft::ShardLog;
 use futures_channel::oneshot;
 use glommio::sync::Semaphore;
@@ -30,6 +30,22 @@ pub struct RangeArgs {
 
 pub type Reply<T> = oneshot::Sender<T>;
 
+/// A history read for the watch hub: events with main revision in
+/// `from..=to` on keys in `key..range_end` (etcd range form).
+pub struct EventsArgs {
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    pub from: i64,
+    pub to: i64,
+    pub prev_kv: bool,
+    /// Stop after the first whole revision that reaches this many events.
+    pub events_max: usize,
+}
+
+/// Events in (main, sub) order and the last revision they fully cover
+/// (`to`, or less when `events_max` cut the read short).
+pub type EventsResult = Result<(Vec<(Revision, Event)>, i64), ferrokv_mvcc::Error>;
+
 pub enum ShardMsg {
     /// A read at a visible revision: needs no lock.
     Range(RangeArgs, Reply<Result<RangeResult, ferrokv_mvcc::Error>>),
@@ -37,6 +53,8 @@ pub enum ShardMsg {
     Fence(async_channel::Receiver<FencedOp>, Reply<()>),
     Compact(i64, Reply<Result<(), String>>),
     Status(Reply<ShardStatus>),
+    /// History for watchers; needs no lock (only visible revisions are asked).
+    Events(EventsArgs, Reply<EventsResult>),
 }
 
 pub enum FencedOp {
@@ -121,6 +139,9 @@ impl Shard {
                     })
                     .detach();
                 }
+                ShardMsg::Events(a, reply) => {
+                    let _ = reply.send(self.events(&a));
+                }
                 ShardMsg::Status(reply) => {
                     let store = self.store.borrow();
                     let _ = reply.send(ShardStatus {
@@ -145,6 +166,21 @@ impl Shard {
             a.keys_only,
             a.count_only,
         )
+    }
+
+    fn events(&self, a: &EventsArgs) -> EventsResult {
+        let mut evs =
+            self.store
+                .borrow()
+                .events_with_rev(&a.key, &a.range_end, a.from, a.to, a.prev_kv)?;
+        debug_assert!(evs.windows(2).all(|w| w[0].0 < w[1].0));
+        if evs.len() <= a.events_max.max(1) {
+            return Ok((evs, a.to));
+        }
+        // Cut at a revision boundary: a revision's events stay together.
+        let last = evs[a.events_max.max(1) - 1].0.main;
+        evs.retain(|(r, _)| r.main <= last);
+        Ok((evs, last))
     }
 
     async fn fenced(self: Rc<Self>, ops: async_channel::Receiver<FencedOp>, ack: Reply<()>) {

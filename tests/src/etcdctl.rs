@@ -4,6 +4,7 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,13 @@ pub fn etcdctl_with_timeout<S: AsRef<OsStr>>(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Output {
+    let child = etcdctl_command(endpoint, args, stdin.is_some())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", etcdctl_bin().display()));
+    run_bounded(child, stdin.map(<[u8]>::to_vec), timeout)
+}
+
+fn etcdctl_command<S: AsRef<OsStr>>(endpoint: &str, args: &[S], stdin: bool) -> Command {
     let mut cmd = Command::new(etcdctl_bin());
     // A developer's ETCDCTL_ENDPOINTS, ETCDCTL_USER, ... must not leak into
     // the tests: only our flags decide what etcdctl talks to.
@@ -59,17 +67,109 @@ pub fn etcdctl_with_timeout<S: AsRef<OsStr>>(
         .arg(format!("--command-timeout={ETCDCTL_COMMAND_TIMEOUT}"))
         .arg(format!("--dial-timeout={ETCDCTL_DIAL_TIMEOUT}"))
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", etcdctl_bin().display()));
-    run_bounded(child, stdin.map(<[u8]>::to_vec), timeout)
+    cmd
+}
+
+/// An etcdctl run in the background (e.g. `watch`, which never exits on
+/// its own), stopped with [`Background::stop`] or on drop.
+pub struct Background {
+    child: Option<Child>,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts `etcdctl --endpoints=<endpoint> <args>` without stdin.
+    pub fn start<S: AsRef<OsStr>>(endpoint: &str, args: &[S]) -> Background {
+        let mut child = etcdctl_command(endpoint, args, false)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", etcdctl_bin().display()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            collect(child.stdout.take(), stdout.clone()),
+            collect(child.stderr.take(), stderr.clone()),
+        ];
+        Background {
+            child: Some(child),
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    fn printed(&self) -> usize {
+        let n = |b: &Arc<Mutex<Vec<u8>>>| b.lock().map_or(0, |b| b.len());
+        n(&self.stdout) + n(&self.stderr)
+    }
+
+    /// Waits until the child has printed nothing new for `quiet` (at most
+    /// `timeout` in all), or has exited; then kills it and returns what it
+    /// printed. `code` is its exit code, or -1 if it had to be killed.
+    pub fn stop(mut self, quiet: Duration, timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        let mut seen = self.printed();
+        let mut quiet_since = Instant::now();
+        let mut child = self.child.take().expect("child");
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait on etcdctl") {
+                break status;
+            }
+            let now = Instant::now();
+            let printed = self.printed();
+            if printed != seen {
+                seen = printed;
+                quiet_since = now;
+            }
+            if now >= deadline || now.duration_since(quiet_since) >= quiet {
+                let _ = child.kill();
+                break child.wait().expect("wait on killed etcdctl");
+            }
+            thread::sleep(POLL_INTERVAL);
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let text = |b: &Arc<Mutex<Vec<u8>>>| {
+            String::from_utf8_lossy(&b.lock().map(|b| b.clone()).unwrap_or_default()).into_owned()
+        };
+        Output {
+            stdout: text(&self.stdout),
+            stderr: text(&self.stderr),
+            code: status.code().unwrap_or(-1),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn collect<R: Read + Send + 'static>(
+    pipe: Option<R>,
+    into: Arc<Mutex<Vec<u8>>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let Some(mut p) = pipe else { return };
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = p.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut v) = into.lock() {
+                v.extend_from_slice(&buf[..n]);
+            }
+        }
+    })
 }
 
 /// Feeds stdin and drains stdout/stderr on their own threads (a 1.7 MB value

@@ -25,6 +25,21 @@
 //! `!repeat N TEXT`, which stands for N lines of TEXT with `{i}` replaced by
 //! 0, 1, ..., N-1 (e.g. a transaction with 129 operations).
 //!
+//! Commands that never exit on their own (`watch`) run in the background:
+//!
+//! ```text
+//! !bg w1 watch --prefix foo        # start etcdctl watch, wait until it is set up
+//! put foo/a 1                      # later steps run while it watches
+//! !stop w1                         # once it is quiet, kill it; compare its output
+//! ```
+//!
+//! `!bg` waits `BACKGROUND_SETTLE` after starting, so that a watch without
+//! `--rev` is in place before the next step writes; `!stop` waits until the
+//! command printed nothing for `BACKGROUND_QUIET` (at most
+//! `BACKGROUND_STOP_TIMEOUT`), then kills it. The `!bg` step itself prints
+//! nothing; the `!stop` step has the command's stdout, stderr and exit code
+//! (-1 when it had to be killed). Every `!bg` must be stopped in the script.
+//!
 //! Only `!normalize-json` changes what is compared; a script using it must say
 //! in its header why each key legitimately differs between servers.
 
@@ -32,7 +47,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::diff::{line_diff, shorten};
-use crate::etcdctl::{etcdctl, Output};
+use crate::etcdctl::{etcdctl, Background, Output};
 use crate::normalize::Normalizer;
 use crate::server::{EtcdProcess, FerrokvProcess, ServerOptions, ServerProcess};
 
@@ -43,6 +58,12 @@ const GENERATED_STDIN_BYTES_MAX: usize = 16 << 20;
 const SCRIPT_STEPS_MAX: usize = 500;
 /// Mismatching steps shown in full in a failure report.
 const MISMATCHES_SHOWN_MAX: usize = 5;
+/// How long `!bg` waits after starting its command (connect and set up).
+const BACKGROUND_SETTLE: std::time::Duration = std::time::Duration::from_millis(1000);
+/// `!stop` kills its command once it printed nothing for this long.
+const BACKGROUND_QUIET: std::time::Duration = std::time::Duration::from_millis(700);
+/// Upper bound on one `!stop`.
+const BACKGROUND_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// `--name` of both compared servers, so that `member list` can match.
 const COMPAT_MEMBER_NAME: &str = "compat";
 
@@ -55,6 +76,19 @@ pub struct Step {
     pub text: String,
     pub args: Vec<String>,
     pub stdin: Option<Vec<u8>>,
+    pub kind: StepKind,
+}
+
+/// What a step does with its etcdctl command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StepKind {
+    /// Run it to completion (bounded) and compare its output.
+    #[default]
+    Run,
+    /// `!bg NAME ...`: start it in the background.
+    Start(String),
+    /// `!stop NAME`: stop the background command NAME, compare its output.
+    Stop(String),
 }
 
 /// A parsed compat script.
@@ -73,6 +107,7 @@ pub fn parse_script(name: &str, text: &str) -> Result<Script, String> {
         ..Script::default()
     };
     let lines: Vec<&str> = text.lines().collect();
+    let mut background: Vec<String> = Vec::new();
     let mut i = 0;
     while i < lines.len() {
         let line_no = i + 1;
@@ -92,7 +127,35 @@ pub fn parse_script(name: &str, text: &str) -> Result<Script, String> {
                 .extend(tokens.into_iter().skip(1).map(|t| t.text));
             continue;
         }
-        if line.starts_with('!') {
+        let mut kind = StepKind::Run;
+        if !tokens.is_empty() && !tokens[0].quoted {
+            match tokens[0].text.as_str() {
+                "!bg" | "!stop" => {
+                    let Some(name) = tokens.get(1).map(|t| t.text.clone()) else {
+                        return Err(err(format!("{} needs a name", tokens[0].text)));
+                    };
+                    let running = background.contains(&name);
+                    if tokens[0].text == "!bg" {
+                        if running {
+                            return Err(err(format!("background {name:?} is already running")));
+                        }
+                        background.push(name.clone());
+                        kind = StepKind::Start(name);
+                    } else {
+                        if !running || tokens.len() != 2 {
+                            return Err(err(format!(
+                                "`!stop {name}`: no such background command, or extra arguments"
+                            )));
+                        }
+                        background.retain(|n| *n != name);
+                        kind = StepKind::Stop(name);
+                    }
+                    tokens.drain(..2);
+                }
+                _ => {}
+            }
+        }
+        if line.starts_with('!') && kind == StepKind::Run {
             return Err(err(format!("unknown directive {line:?}")));
         }
 
@@ -133,8 +196,11 @@ pub fn parse_script(name: &str, text: &str) -> Result<Script, String> {
                 args.push(token.text);
             }
         }
-        if args.is_empty() {
+        if args.is_empty() && !matches!(kind, StepKind::Stop(_)) {
             return Err(err("no etcdctl arguments".into()));
+        }
+        if stdin.is_some() && kind != StepKind::Run {
+            return Err(err("a background command takes no stdin".into()));
         }
         if script.steps.len() == SCRIPT_STEPS_MAX {
             return Err(err(format!("more than {SCRIPT_STEPS_MAX} steps")));
@@ -144,10 +210,16 @@ pub fn parse_script(name: &str, text: &str) -> Result<Script, String> {
             text: line.to_string(),
             args,
             stdin,
+            kind,
         });
     }
     if script.steps.is_empty() {
         return Err(format!("{name}: no steps"));
+    }
+    if !background.is_empty() {
+        return Err(format!(
+            "{name}: background commands never stopped: {background:?}"
+        ));
     }
     Ok(script)
 }
@@ -291,11 +363,28 @@ fn tokenize(line: &str) -> Result<Vec<Token>, String> {
 /// Runs every step against `server`, returning normalized outputs.
 pub fn run_script(script: &Script, server: &ServerProcess, normalizer: &Normalizer) -> Vec<Output> {
     let endpoint = server.endpoint();
+    // Killed on drop if a step panics.
+    let mut background: std::collections::HashMap<String, Background> = Default::default();
     script
         .steps
         .iter()
         .map(|step| {
-            let raw = etcdctl(&endpoint, &step.args, step.stdin.as_deref());
+            let raw = match &step.kind {
+                StepKind::Run => etcdctl(&endpoint, &step.args, step.stdin.as_deref()),
+                StepKind::Start(name) => {
+                    background.insert(name.clone(), Background::start(&endpoint, &step.args));
+                    std::thread::sleep(BACKGROUND_SETTLE);
+                    Output {
+                        stdout: String::new(),
+                        stderr: String::new(),
+                        code: 0,
+                    }
+                }
+                StepKind::Stop(name) => background
+                    .remove(name)
+                    .expect("parse_script checks every !stop")
+                    .stop(BACKGROUND_QUIET, BACKGROUND_STOP_TIMEOUT),
+            };
             normalizer.normalize_output(&raw)
         })
         .collect()
@@ -515,6 +604,26 @@ get foo
             "put big <stdin:repeat:x:99999999999>",
             "put big <stdin:repeat:x:1> <stdin:repeat:y:1>",
             "# only comments",
+        ] {
+            assert!(parse_script("bad.txt", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn background_steps_start_and_stop_by_name() {
+        let s = parse_script("t.txt", "!bg w watch --prefix foo\nput foo/a 1\n!stop w\n").unwrap();
+        assert_eq!(s.steps.len(), 3);
+        assert_eq!(s.steps[0].kind, StepKind::Start("w".into()));
+        assert_eq!(s.steps[0].args, vec!["watch", "--prefix", "foo"]);
+        assert_eq!(s.steps[1].kind, StepKind::Run);
+        assert_eq!(s.steps[2].kind, StepKind::Stop("w".into()));
+        for bad in [
+            "!bg w watch foo",
+            "!stop w",
+            "!bg w watch foo\n!bg w watch bar\n!stop w",
+            "!bg w\n!stop w",
+            "!bg w watch foo\n!stop w extra",
+            "!bg",
         ] {
             assert!(parse_script("bad.txt", bad).is_err(), "{bad:?}");
         }

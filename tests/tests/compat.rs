@@ -52,6 +52,8 @@ compat_scripts! {
     kv_compaction => "kv_compaction.txt",
     kv_errors => "kv_errors.txt",
     cluster_status => "cluster_status.txt",
+    watch_live => "watch_live.txt",
+    watch_history => "watch_history.txt",
 }
 
 /// A script added to testdata/compat but not to the list above would

@@ -50,6 +50,12 @@ impl ResponseSink {
     pub async fn send(&self, msg: Bytes) -> bool {
         self.tx.send(StreamItem::Message(msg)).await.is_ok()
     }
+
+    /// Whether the client has gone away (the response side was dropped), for
+    /// calls that may sit idle without sending.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 pub enum StreamItem {
