@@ -70,6 +70,7 @@ fn etcdctl_command<S: AsRef<OsStr>>(endpoint: &str, args: &[S], stdin: bool) -> 
         .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    crate::server::die_with_test(&mut cmd);
     cmd
 }
 

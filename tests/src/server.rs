@@ -215,20 +215,7 @@ impl ServerProcess {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        let parent_pid = std::process::id();
-        // SAFETY: only async-signal-safe libc calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect.
-                if libc::getppid() as u32 != parent_pid {
-                    return Err(std::io::Error::other("test process exited during spawn"));
-                }
-                Ok(())
-            });
-        }
+        die_with_test(&mut cmd);
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!(
                 "cannot start {} ({}): {e}",
@@ -434,6 +421,26 @@ impl fmt::Debug for ServerProcess {
             .field("data_dir", &self.data_dir)
             .field("pid", &self.pid())
             .finish()
+    }
+}
+
+/// Makes the kernel SIGKILL the child when the spawning thread of the test
+/// dies, so no orphan (a server, or an etcdctl retrying a dead endpoint
+/// forever) outlives a test that was killed without unwinding.
+pub(crate) fn die_with_test(cmd: &mut Command) {
+    let parent_pid = std::process::id();
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent_pid {
+                return Err(std::io::Error::other("test process exited during spawn"));
+            }
+            Ok(())
+        });
     }
 }
 
