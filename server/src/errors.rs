@@ -54,6 +54,13 @@ pub fn engine(e: EngineError) -> Status {
         EngineError::LeaseNotFound => {
             Status::new(Code::NotFound, "etcdserver: requested lease not found")
         }
+        EngineError::LeaseExists => Status::new(
+            Code::FailedPrecondition,
+            "etcdserver: lease already exists",
+        ),
+        EngineError::LeaseTtlTooLarge => {
+            Status::new(Code::OutOfRange, "etcdserver: too large lease TTL")
+        }
         EngineError::KeyNotFound => Status::new(Code::InvalidArgument, "etcdserver: key not found"),
         EngineError::Internal(m) => Status::new(Code::Unavailable, format!("etcdserver: {m}")),
     }
@@ -106,6 +113,16 @@ mod tests {
                 engine(EngineError::LeaseNotFound),
                 Code::NotFound,
                 "etcdserver: requested lease not found",
+            ),
+            (
+                engine(EngineError::LeaseExists),
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            (
+                engine(EngineError::LeaseTtlTooLarge),
+                Code::OutOfRange,
+                "etcdserver: too large lease TTL",
             ),
             (
                 engine(EngineError::KeyNotFound),

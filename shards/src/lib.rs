@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod kv;
+pub mod lease;
 pub mod record;
 pub mod recovery;
 pub mod sequencer;

@@ -40,7 +40,21 @@
 //! nothing; the `!stop` step has the command's stdout, stderr and exit code
 //! (-1 when it had to be killed). Every `!bg` must be stopped in the script.
 //!
-//! Only `!normalize-json` changes what is compared; a script using it must say
+//! Values a server chooses (a lease id) are captured and reused:
+//!
+//! ```text
+//! lease grant 60                   # prints "lease 694d7a4f0e1b2c0d granted with TTL(60s)"
+//! !capture L lease                 # $L = the word after "lease " in that stdout
+//! put --lease=$L foo bar           # $L is substituted in later arguments
+//! ```
+//!
+//! `!capture NAME WORD` applies to the step just before it: the value is the
+//! whitespace-delimited word after the first `WORD ` in its stdout. In that
+//! step's and all later outputs the value (and, when it is hex, its decimal
+//! form, as `-w json` prints ids) is replaced by `$NAME` before comparing,
+//! so two servers that chose different ids compare equal.
+//!
+//! Only `!normalize-json` and `!capture` change what is compared; a script using it must say
 //! in its header why each key legitimately differs between servers.
 
 use std::fmt::Write as _;
@@ -77,6 +91,15 @@ pub struct Step {
     pub args: Vec<String>,
     pub stdin: Option<Vec<u8>>,
     pub kind: StepKind,
+    /// `!capture` directives that follow this step.
+    pub captures: Vec<Capture>,
+}
+
+/// `!capture NAME WORD`: take the word after `WORD ` in the step's stdout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capture {
+    pub name: String,
+    pub after: String,
 }
 
 /// What a step does with its etcdctl command.
@@ -125,6 +148,26 @@ pub fn parse_script(name: &str, text: &str) -> Result<Script, String> {
             script
                 .normalize_keys
                 .extend(tokens.into_iter().skip(1).map(|t| t.text));
+            continue;
+        }
+        if tokens.first().map(|t| t.text.as_str()) == Some("!capture") && !tokens[0].quoted {
+            let [_, name, after] = &tokens[..] else {
+                return Err(err("usage: !capture NAME WORD".into()));
+            };
+            let name = name.text.clone();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(err(format!("capture name {name:?} is not [A-Za-z0-9_]+")));
+            }
+            if script.steps.iter().flat_map(|s| &s.captures).any(|c| c.name == name) {
+                return Err(err(format!("capture {name:?} is defined twice")));
+            }
+            let Some(prev) = script.steps.last_mut().filter(|s| s.kind == StepKind::Run) else {
+                return Err(err("!capture must follow a step that runs to completion".into()));
+            };
+            prev.captures.push(Capture {
+                name,
+                after: after.text.clone(),
+            });
             continue;
         }
         let mut kind = StepKind::Run;
@@ -211,6 +254,7 @@ pub fn parse_script(name: &str, text: &str) -> Result<Script, String> {
             args,
             stdin,
             kind,
+            captures: Vec::new(),
         });
     }
     if script.steps.is_empty() {
@@ -365,14 +409,16 @@ pub fn run_script(script: &Script, server: &ServerProcess, normalizer: &Normaliz
     let endpoint = server.endpoint();
     // Killed on drop if a step panics.
     let mut background: std::collections::HashMap<String, Background> = Default::default();
+    let mut captured = Captured::default();
     script
         .steps
         .iter()
         .map(|step| {
+            let args = captured.substitute(&step.args);
             let raw = match &step.kind {
-                StepKind::Run => etcdctl(&endpoint, &step.args, step.stdin.as_deref()),
+                StepKind::Run => etcdctl(&endpoint, &args, step.stdin.as_deref()),
                 StepKind::Start(name) => {
-                    background.insert(name.clone(), Background::start(&endpoint, &step.args));
+                    background.insert(name.clone(), Background::start(&endpoint, &args));
                     std::thread::sleep(BACKGROUND_SETTLE);
                     Output {
                         stdout: String::new(),
@@ -385,9 +431,71 @@ pub fn run_script(script: &Script, server: &ServerProcess, normalizer: &Normaliz
                     .expect("parse_script checks every !stop")
                     .stop(BACKGROUND_QUIET, BACKGROUND_STOP_TIMEOUT),
             };
-            normalizer.normalize_output(&raw)
+            for c in &step.captures {
+                captured.capture(c, &raw.stdout);
+            }
+            normalizer.normalize_output(&captured.hide(&raw))
         })
         .collect()
+}
+
+/// The values `!capture` took in one run.
+#[derive(Default)]
+struct Captured {
+    /// (name, value)
+    vars: Vec<(String, String)>,
+}
+
+impl Captured {
+    fn capture(&mut self, c: &Capture, stdout: &str) {
+        let needle = format!("{} ", c.after);
+        let value = stdout
+            .find(&needle)
+            .and_then(|at| stdout[at + needle.len()..].split_whitespace().next())
+            .unwrap_or("");
+        if !value.is_empty() {
+            self.vars.push((c.name.clone(), value.to_string()));
+        }
+    }
+
+    /// `$NAME` -> value in every argument (longer names first).
+    fn substitute(&self, args: &[String]) -> Vec<String> {
+        let mut vars: Vec<&(String, String)> = self.vars.iter().collect();
+        vars.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
+        args.iter()
+            .map(|a| {
+                let mut a = a.clone();
+                for (name, value) in &vars {
+                    a = a.replace(&format!("${name}"), value);
+                }
+                a
+            })
+            .collect()
+    }
+
+    /// Every captured value (and a hex value's decimal form) -> `$NAME`.
+    fn hide(&self, out: &Output) -> Output {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (name, value) in &self.vars {
+            pairs.push((value.clone(), format!("${name}")));
+            if let Ok(n) = u64::from_str_radix(value, 16) {
+                pairs.push((n.to_string(), format!("${name}")));
+            }
+        }
+        pairs.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        let hide = |text: &str| {
+            let mut t = text.to_string();
+            for (v, n) in &pairs {
+                t = t.replace(v.as_str(), n);
+            }
+            t
+        };
+        Output {
+            stdout: hide(&out.stdout),
+            stderr: hide(&out.stderr),
+            code: out.code,
+        }
+    }
 }
 
 /// Compares two runs of `script` step by step; `Err` is a readable report.
@@ -624,6 +732,52 @@ get foo
             "!bg w\n!stop w",
             "!bg w watch foo\n!stop w extra",
             "!bg",
+        ] {
+            assert!(parse_script("bad.txt", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn capture_takes_word_substitutes_and_hides_it() {
+        let s = parse_script(
+            "t.txt",
+            "lease grant 60\n!capture L lease\nput --lease=$L foo bar\nlease timetolive $L",
+        )
+        .unwrap();
+        assert_eq!(s.steps.len(), 3);
+        assert_eq!(
+            s.steps[0].captures,
+            vec![Capture {
+                name: "L".into(),
+                after: "lease".into()
+            }]
+        );
+        let mut c = Captured::default();
+        let grant = Output {
+            stdout: "lease 694d7a4f0e1b2c0d granted with TTL(60s)\n".into(),
+            stderr: String::new(),
+            code: 0,
+        };
+        c.capture(&s.steps[0].captures[0], &grant.stdout);
+        assert_eq!(
+            c.substitute(&s.steps[1].args),
+            vec!["put", "--lease=694d7a4f0e1b2c0d", "foo", "bar"]
+        );
+        assert_eq!(c.hide(&grant).stdout, "lease $L granted with TTL(60s)\n");
+        let json = Output {
+            stdout: format!("{{\"lease\":{}}}", 0x694d7a4f0e1b2c0du64),
+            stderr: "lease 694d7a4f0e1b2c0d not found".into(),
+            code: 1,
+        };
+        let hidden = c.hide(&json);
+        assert_eq!(hidden.stdout, "{\"lease\":$L}");
+        assert_eq!(hidden.stderr, "lease $L not found");
+        for bad in [
+            "!capture L lease",
+            "get foo\n!capture L",
+            "get foo\n!capture L-x lease",
+            "get foo\n!capture L lease\n!capture L lease",
+            "!bg w watch foo\n!capture L lease\n!stop w",
         ] {
             assert!(parse_script("bad.txt", bad).is_err(), "{bad:?}");
         }
