@@ -15,6 +15,9 @@ workloads:
              the key space is written first (--preload, not measured)
   txn-put    Kubernetes-style update: Txn(mod_revision(key) == last seen)
              then Put, else Range (learns the current mod_revision)
+  watch-idle N idle watchers held open (memory per watcher, --server-pid)
+  watch      W watchers on a prefix, one writer at --rate: event latency
+             (own flags: ferro-bench watch --help)
 
 connection and load shape:
   --endpoints A[,B..]   host:port or http://host:port (default 127.0.0.1:2379)

@@ -6,6 +6,7 @@ mod args;
 mod ops;
 mod run;
 mod stats;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,9 @@ use run::Report;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if watch::is_watch(&argv) {
+        return watch_main(&argv);
+    }
     let args = match args::parse(&argv) {
         Ok(a) => a,
         Err(e) if e.is_empty() => {
@@ -235,4 +239,46 @@ fn to_text(a: &Args, r: &Report) -> String {
         }
     }
     s
+}
+
+/// `watch-idle` and `watch` (bench-harness/src/watch.rs).
+fn watch_main(argv: &[String]) -> ExitCode {
+    let a = match watch::parse(argv) {
+        Ok(a) => a,
+        Err(e) if e.is_empty() => {
+            println!("{}", watch::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ferro-bench: {e}\n{}", watch::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferro-bench: cannot start the client runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(watch::run(&a));
+    runtime.shutdown_background();
+    match result {
+        Ok(v) => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            } else {
+                print!("{}", watch::to_text(&v));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ferro-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
