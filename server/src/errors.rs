@@ -54,10 +54,9 @@ pub fn engine(e: EngineError) -> Status {
         EngineError::LeaseNotFound => {
             Status::new(Code::NotFound, "etcdserver: requested lease not found")
         }
-        EngineError::LeaseExists => Status::new(
-            Code::FailedPrecondition,
-            "etcdserver: lease already exists",
-        ),
+        EngineError::LeaseExists => {
+            Status::new(Code::FailedPrecondition, "etcdserver: lease already exists")
+        }
         EngineError::LeaseTtlTooLarge => {
             Status::new(Code::OutOfRange, "etcdserver: too large lease TTL")
         }

@@ -191,7 +191,9 @@ impl LeaseTable {
             if at > now {
                 break;
             }
-            let Reverse((_, id)) = self.heap.pop().expect("peeked");
+            let Some(Reverse((_, id))) = self.heap.pop() else {
+                break;
+            };
             let retry = now + EXPIRED_RETRY;
             if let Some(l) = self.leases.get_mut(&id) {
                 l.due = Some(retry);

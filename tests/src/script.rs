@@ -158,11 +158,18 @@ pub fn parse_script(name: &str, text: &str) -> Result<Script, String> {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(err(format!("capture name {name:?} is not [A-Za-z0-9_]+")));
             }
-            if script.steps.iter().flat_map(|s| &s.captures).any(|c| c.name == name) {
+            if script
+                .steps
+                .iter()
+                .flat_map(|s| &s.captures)
+                .any(|c| c.name == name)
+            {
                 return Err(err(format!("capture {name:?} is defined twice")));
             }
             let Some(prev) = script.steps.last_mut().filter(|s| s.kind == StepKind::Run) else {
-                return Err(err("!capture must follow a step that runs to completion".into()));
+                return Err(err(
+                    "!capture must follow a step that runs to completion".into()
+                ));
             };
             prev.captures.push(Capture {
                 name,
