@@ -42,6 +42,9 @@ def load(outdir):
     raw = os.path.join(outdir, "raw")
     names = []
     for f in sorted(os.listdir(raw)):
+        # perf/watch.sh writes its own runs (watch-*) into the same raw/.
+        if f.startswith("watch-"):
+            continue
         m = re.match(r"(.+)-(etcd|ferrokv)\.json$", f)
         if m and m.group(1) not in names:
             names.append(m.group(1))

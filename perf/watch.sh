@@ -29,7 +29,6 @@ EV_STREAMS=${EV_STREAMS:-100}
 EV_CONNS=${EV_CONNS:-4}
 EV_RATE=${EV_RATE:-10}
 EV_TOTAL=${EV_TOTAL:-100}
-STARTS=0
 ENDPOINT=""
 
 log() { printf '[watch %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -41,46 +40,9 @@ BENCH=$TARGET_DIR/release/ferro-bench
 (cd "$ROOT" && cargo build --release -p ferro-bench --bin ferro-bench)
 
 mkdir -p "$OUT/raw" "$WORK"
-SERVER_PID=""
-stop_server() {
-  if [ -n "$SERVER_PID" ]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
-}
-trap stop_server EXIT INT TERM
-
-start_server() {
-  local kind=$1 name=$2 bin
-  case $kind in etcd) bin=$ETCD ;; ferrokv) bin=$FERROKV ;; esac
-  local data=$WORK/watch-$kind-data
-  local client_port=$((CLIENT_PORT + 2 * STARTS)) peer_port=$((CLIENT_PORT + 2 * STARTS + 1))
-  STARTS=$((STARTS + 1))
-  ENDPOINT=127.0.0.1:$client_port
-  rm -rf "$data"
-  local args=(
-    --name perf --data-dir "$data"
-    --listen-client-urls "http://$ENDPOINT" --advertise-client-urls "http://$ENDPOINT"
-    --listen-peer-urls "http://127.0.0.1:$peer_port"
-    --initial-advertise-peer-urls "http://127.0.0.1:$peer_port"
-    --initial-cluster "perf=http://127.0.0.1:$peer_port"
-  )
-  [ "$kind" = etcd ] && args+=(--logger zap --log-level warn)
-  env -u ETCD_DATA_DIR "$bin" "${args[@]}" >"$OUT/raw/watch-$name-$kind.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 30); do
-    if "$BENCH" range --endpoints "$ENDPOINT" --total 1 --preload 0 --consistency s \
-      --timeout 1s --dial-timeout 1s --no-progress >/dev/null 2>&1; then
-      return 0
-    fi
-    kill -0 "$SERVER_PID" 2>/dev/null || { log "$kind exited"; return 1; }
-    sleep 1
-  done
-  log "$kind not ready after 30 s"; return 1
-}
+RUN_PREFIX=watch-
+# shellcheck source=perf/servers.sh
+. "$ROOT/perf/servers.sh"
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"

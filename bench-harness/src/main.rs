@@ -32,16 +32,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ferro-bench: cannot start the client runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = client_runtime(args.threads) else {
+        return ExitCode::FAILURE;
     };
     let report = runtime.block_on(run::run(&args));
     // Requests cut off by the run bound may still hold tasks; do not wait.
@@ -254,16 +246,8 @@ fn watch_main(argv: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(a.threads)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ferro-bench: cannot start the client runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = client_runtime(a.threads) else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(watch::run(&a));
     runtime.shutdown_background();
@@ -279,6 +263,22 @@ fn watch_main(argv: &[String]) -> ExitCode {
         Err(e) => {
             eprintln!("ferro-bench: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The tokio runtime the gRPC clients run on; None (after saying why) when
+/// it cannot start.
+fn client_runtime(threads: usize) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("ferro-bench: cannot start the client runtime: {e}");
+            None
         }
     }
 }

@@ -88,15 +88,7 @@ impl LeaseTable {
     /// Grants a lease expiring `ttl` seconds after `now`; returns the TTL.
     pub fn grant(&mut self, id: i64, ttl: i64, now: Instant) -> Result<i64, Error> {
         let ttl = self.check_grant(id, ttl)?;
-        self.leases.insert(
-            id,
-            Lease {
-                id,
-                ttl,
-                expiry: None,
-                due: None,
-            },
-        );
+        self.restore(id, ttl);
         self.refresh(id, now);
         Ok(ttl)
     }

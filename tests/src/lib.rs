@@ -9,6 +9,7 @@
 //! - [`server`]: [`EtcdProcess`] and [`FerrokvProcess`], single-member servers
 //!   that are always stopped (SIGKILL + wait) when dropped, also on panic.
 //! - [`etcdctl()`]: one bounded-in-time `etcdctl` invocation.
+//! - [`http_get()`]: one bounded HTTP/1.1 GET (`/health`, `/metrics`, ...).
 //! - [`normalize`]: removes what legitimately differs between two servers
 //!   (ids, terms, addresses, timings) before outputs are compared.
 //! - [`script`]: the data-driven golden runner for `testdata/compat/*.txt`.
@@ -19,11 +20,13 @@
 pub mod addr;
 pub mod diff;
 pub mod etcdctl;
+pub mod http;
 pub mod normalize;
 pub mod script;
 pub mod server;
 
 pub use addr::{free_addr, free_addr_pair};
 pub use etcdctl::{etcdctl, etcdctl_bin, Output};
+pub use http::http_get;
 pub use normalize::Normalizer;
 pub use server::{EtcdProcess, FerrokvProcess, ServerOptions, ServerProcess};

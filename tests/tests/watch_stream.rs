@@ -7,8 +7,6 @@
 //! harness on drop, also when a test panics.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -259,40 +257,8 @@ fn start_etcd(dir: &std::path::Path) -> ServerProcess {
 
 // ------------------------------------------------------------ metrics
 
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, CALL_TIMEOUT).expect("connect");
-    s.set_read_timeout(Some(CALL_TIMEOUT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return body.to_string();
-    }
-    // HTTP/1.1 chunked coding: `size CRLF data CRLF` ..., `0 CRLF`.
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
-    }
-    out
-}
-
 fn metric(server: &ServerProcess, name: &str) -> f64 {
-    let body = http_get(server.client_addr(), "/metrics");
+    let (_, body) = ferrokv_tests::http_get(server.client_addr(), "/metrics");
     body.lines()
         .find_map(|line| {
             let rest = line.strip_prefix(name)?;
