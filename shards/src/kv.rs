@@ -30,6 +30,8 @@ pub struct Engine {
 struct Inner {
     shards: Vec<async_channel::Sender<ShardMsg>>,
     seq: Arc<Sequencer>,
+    /// The shard whose core this handle lives on.
+    local: u32,
 }
 
 type Fences = BTreeMap<u32, async_channel::Sender<FencedOp>>;
@@ -88,9 +90,14 @@ fn header(rev: i64) -> Option<pb::ResponseHeader> {
 }
 
 impl Engine {
-    pub fn new(shards: Vec<async_channel::Sender<ShardMsg>>, seq: Arc<Sequencer>) -> Engine {
+    /// A handle for the core of shard `local`.
+    pub fn new(
+        shards: Vec<async_channel::Sender<ShardMsg>>,
+        seq: Arc<Sequencer>,
+        local: u32,
+    ) -> Engine {
         Engine {
-            inner: Rc::new(Inner { shards, seq }),
+            inner: Rc::new(Inner { shards, seq, local }),
         }
     }
 
@@ -342,17 +349,43 @@ impl Engine {
                 responses,
             });
         }
-        // The coordinator runs detached: once it has applied anything it
-        // must reach its commit even if the client goes away meanwhile.
+        let mut involved = std::collections::BTreeSet::new();
+        collect_shards(&t, self.shard_count(), &mut involved);
+        if let [only] = involved.iter().copied().collect::<Vec<_>>()[..] {
+            if only != self.inner.local {
+                // A write of one shard runs on that shard's core: one hop
+                // there and one back, instead of a cross-core round trip
+                // for the fence, each read, apply and commit.
+                return self.ask(only, |reply| ShardMsg::Txn(t, reply)).await?;
+            }
+        }
+        self.spawn_write(t, involved).await
+    }
+
+    /// Runs a write coordinator on this core. It runs detached: once it
+    /// has applied anything it must reach its commit even if the client
+    /// goes away meanwhile.
+    async fn spawn_write(
+        &self,
+        t: pb::TxnRequest,
+        involved: std::collections::BTreeSet<u32>,
+    ) -> Result<pb::TxnResponse, Error> {
         let (tx, rx) = oneshot::channel();
         let me = self.clone();
         glommio::spawn_local(async move {
-            let r = me.write_txn(t).await;
+            let r = me.write_txn(t, involved).await;
             let _ = tx.send(r);
         })
         .detach();
         rx.await
             .map_err(|_| Error::Internal("write coordinator stopped".into()))?
+    }
+
+    /// A write another core routed here (`ShardMsg::Txn`).
+    pub(crate) async fn write_routed(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
+        let mut involved = std::collections::BTreeSet::new();
+        collect_shards(&t, self.shard_count(), &mut involved);
+        self.spawn_write(t, involved).await
     }
 
     /// Fences the shards in shard order, so coordinators never deadlock.
@@ -427,9 +460,11 @@ impl Engine {
         }
     }
 
-    async fn write_txn(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
-        let mut involved = std::collections::BTreeSet::new();
-        collect_shards(&t, self.shard_count(), &mut involved);
+    async fn write_txn(
+        &self,
+        t: pb::TxnRequest,
+        involved: std::collections::BTreeSet<u32>,
+    ) -> Result<pb::TxnResponse, Error> {
         let fences = self.fence(involved).await?;
         let via = Via::Fenced(&fences);
         let visible = self.inner.seq.visible();

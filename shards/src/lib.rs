@@ -145,9 +145,10 @@ where
                         }
                     };
                 let log = shard.log.clone();
-                glommio::spawn_local(shard.clone().run(rx)).detach();
                 barrier.wait();
-                let engine = Engine::new(senders, seq);
+                // Messages other cores send meanwhile wait in the channel.
+                let engine = Engine::new(senders, seq, i as u32);
+                glommio::spawn_local(shard.clone().run(rx, engine.clone())).detach();
                 glommio::spawn_local(lease_expiry(shard, engine.clone())).detach();
                 serve(engine, i).await;
                 // The executor ends with this future and drops its other

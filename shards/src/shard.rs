@@ -18,7 +18,7 @@ use glommio::sync::Semaphore;
 use crate::lease::LeaseTable;
 use crate::record::Record;
 use crate::sequencer::Sequencer;
-use crate::Error;
+use crate::{Engine, Error};
 
 /// Bound on messages queued for one shard core.
 pub const SHARD_MESSAGES_PENDING_MAX: usize = 4096;
@@ -74,6 +74,11 @@ pub enum ShardMsg {
     LeaseIds(Reply<Vec<i64>>),
     /// This shard's keys attached to a lease (for TimeToLive).
     KeysWithLease(i64, Reply<Vec<Vec<u8>>>),
+    /// A write touching only this shard, coordinated on its core.
+    Txn(
+        ferrokv_wire::pb::etcdserverpb::TxnRequest,
+        Reply<Result<ferrokv_wire::pb::etcdserverpb::TxnResponse, Error>>,
+    ),
 }
 
 pub enum FencedOp {
@@ -196,10 +201,18 @@ impl Shard {
         })
     }
 
-    /// Serve messages until every sender is gone.
-    pub async fn run(self: Rc<Self>, rx: async_channel::Receiver<ShardMsg>) {
+    /// Serve messages until every sender is gone; `engine` is this core's
+    /// handle, for the writes routed here.
+    pub async fn run(self: Rc<Self>, rx: async_channel::Receiver<ShardMsg>, engine: Engine) {
         while let Ok(msg) = rx.recv().await {
             match msg {
+                ShardMsg::Txn(t, reply) => {
+                    let engine = engine.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(engine.write_routed(t).await);
+                    })
+                    .detach();
+                }
                 ShardMsg::Range(a, reply) => {
                     let r = self.range(&a);
                     let _ = reply.send(r);
