@@ -15,10 +15,13 @@ use futures_channel::oneshot;
 use crate::error::Error;
 use crate::record::{Part, Record};
 use crate::sequencer::Sequencer;
-use crate::shard::{FencedOp, RangeArgs, ShardMsg, ShardStatus};
+use crate::shard::{FencedOp, RangeArgs, Shard, ShardMsg, ShardStatus};
 
-/// Bound on ops one coordinator may have queued for a fenced shard.
-const FENCED_OPS_PENDING_MAX: usize = 16;
+/// Bound on ops one coordinator may have queued for a fenced shard. A
+/// coordinator awaits each op's reply before the next one to that shard,
+/// so one is enough, and a one-slot channel needs no slot array (a fence
+/// per write made the array's allocation a visible cost).
+const FENCED_OPS_PENDING_MAX: usize = 1;
 
 /// Handle to the engine from one core: channels to every shard core and the
 /// shared sequencer. Cheap to clone.
@@ -31,7 +34,7 @@ struct Inner {
     shards: Vec<async_channel::Sender<ShardMsg>>,
     seq: Arc<Sequencer>,
     /// The shard whose core this handle lives on.
-    local: u32,
+    local: Rc<Shard>,
 }
 
 type Fences = BTreeMap<u32, async_channel::Sender<FencedOp>>;
@@ -41,6 +44,9 @@ type Fences = BTreeMap<u32, async_channel::Sender<FencedOp>>;
 enum Via<'a> {
     Visible(i64),
     Fenced(&'a Fences),
+    /// This core's own shard, its write lock held by this coordinator:
+    /// reads and applies are direct calls, no message and no task switch.
+    Local(&'a Shard),
 }
 
 /// Which branch each (nested) transaction takes, decided before any write.
@@ -91,10 +97,10 @@ fn header(rev: i64) -> Option<pb::ResponseHeader> {
 
 impl Engine {
     /// A handle for the core of shard `local`.
-    pub fn new(
+    pub(crate) fn new(
         shards: Vec<async_channel::Sender<ShardMsg>>,
         seq: Arc<Sequencer>,
-        local: u32,
+        local: Rc<Shard>,
     ) -> Engine {
         Engine {
             inner: Rc::new(Inner { shards, seq, local }),
@@ -168,6 +174,10 @@ impl Engine {
             let (tx, rx) = oneshot::channel();
             match via {
                 Via::Visible(_) => self.send(s, ShardMsg::Range(args, tx)).await?,
+                Via::Local(shard) if shard.id == s => {
+                    let _ = tx.send(shard.range(&args));
+                }
+                Via::Local(_) => return Err(Error::Internal(format!("shard {s} not locked"))),
                 Via::Fenced(f) => {
                     let ch = f
                         .get(&s)
@@ -352,7 +362,7 @@ impl Engine {
         let mut involved = std::collections::BTreeSet::new();
         collect_shards(&t, self.shard_count(), &mut involved);
         if let [only] = involved.iter().copied().collect::<Vec<_>>()[..] {
-            if only != self.inner.local {
+            if only != self.inner.local.id {
                 // A write of one shard runs on that shard's core: one hop
                 // there and one back, instead of a cross-core round trip
                 // for the fence, each read, apply and commit.
@@ -465,40 +475,44 @@ impl Engine {
         t: pb::TxnRequest,
         involved: std::collections::BTreeSet<u32>,
     ) -> Result<pb::TxnResponse, Error> {
-        let fences = self.fence(involved).await?;
-        let via = Via::Fenced(&fences);
-        let visible = self.inner.seq.visible();
-        let checked = async {
-            let path = self.compare_path(&via, &t).await?;
-            self.check_puts(&via, &t, &path).await?;
-            self.check_ranges(&t, &path, visible)?;
-            Ok::<_, Error>(path)
+        let local = &self.inner.local;
+        if involved.len() == 1 && involved.contains(&local.id) {
+            // This core's shard alone: take its lock here and work on it
+            // directly instead of through a fenced task.
+            let Some(permit) = local.lock().await else {
+                return Err(Error::Internal("shard stopped".into()));
+            };
+            let (path, st, responses) = match self.evaluate(&Via::Local(local), &t).await {
+                Ok(done) => done,
+                Err(e) => {
+                    drop(permit);
+                    return Err(e);
+                }
+            };
+            match st.rev {
+                Some(rev) => {
+                    let records = vec![Record::Write {
+                        rev,
+                        parts: st.parts.clone(),
+                    }];
+                    local.commit(records, None, permit).await;
+                    self.inner.seq.complete(rev);
+                    self.inner.seq.wait_visible(rev).await;
+                }
+                None => drop(permit),
+            }
+            return Ok(pb::TxnResponse {
+                header: header(st.header_rev()),
+                succeeded: path.succeeded,
+                responses,
+            });
         }
-        .await;
-        let path = match checked {
-            Ok(p) => p,
+        let fences = self.fence(involved).await?;
+        let (path, st, responses) = match self.evaluate(&Via::Fenced(&fences), &t).await {
+            Ok(done) => done,
             Err(e) => {
                 release(&fences).await;
                 return Err(e);
-            }
-        };
-        let mut st = WriteState {
-            rev: None,
-            base_rev: visible,
-            next_sub: 0,
-            parts: Vec::new(),
-        };
-        let exec = self.exec(&via, &t, &path, &mut st).await;
-        let responses = match exec {
-            Ok(r) => r,
-            Err(e) if st.rev.is_none() => {
-                release(&fences).await;
-                return Err(e);
-            }
-            Err(e) => {
-                // Applied but cannot finish: the store is ahead of the log.
-                log::error!("write coordinator failed after applying: {e}; stopping");
-                std::process::exit(2);
             }
         };
         self.commit(fences, &st, None).await;
@@ -507,6 +521,35 @@ impl Engine {
             succeeded: path.succeeded,
             responses,
         })
+    }
+
+    /// Decides the branches, checks them and executes the chosen one under
+    /// the held locks. An error is returned only while nothing was applied;
+    /// once something was, failing to finish stops the member (the store
+    /// would be ahead of the log).
+    async fn evaluate(
+        &self,
+        via: &Via<'_>,
+        t: &pb::TxnRequest,
+    ) -> Result<(Path, WriteState, Vec<pb::ResponseOp>), Error> {
+        let visible = self.inner.seq.visible();
+        let path = self.compare_path(via, t).await?;
+        self.check_puts(via, t, &path).await?;
+        self.check_ranges(t, &path, visible)?;
+        let mut st = WriteState {
+            rev: None,
+            base_rev: visible,
+            next_sub: 0,
+            parts: Vec::new(),
+        };
+        match self.exec(via, t, &path, &mut st).await {
+            Ok(responses) => Ok((path, st, responses)),
+            Err(e) if st.rev.is_none() => Err(e),
+            Err(e) => {
+                log::error!("write coordinator failed after applying: {e}; stopping");
+                std::process::exit(2);
+            }
+        }
     }
 
     /// etcd decides every (nested) branch against the state before the
@@ -533,7 +576,7 @@ impl Engine {
         use pb::compare::{CompareResult, CompareTarget, TargetUnion};
         let rev = match via {
             Via::Visible(v) => *v,
-            Via::Fenced(_) => 0,
+            Via::Fenced(_) | Via::Local(_) => 0,
         };
         let rr = self
             .range_raw(via, &c.key, &c.range_end, rev, 0, false, false)
@@ -702,12 +745,27 @@ impl Engine {
         ops: Vec<WriteOp>,
         st: &mut WriteState,
     ) -> Result<(), Error> {
-        let Via::Fenced(fences) = via else {
+        if matches!(via, Via::Visible(_)) {
             return Err(Error::Internal("write outside a fence".into()));
-        };
+        }
         let rev = self.ensure_rev(st).await;
         let first_sub = st.next_sub;
         st.next_sub += ops.len() as i64;
+        if let Via::Local(local) = via {
+            if local.id != shard {
+                return Err(Error::Internal(format!("shard {shard} not locked")));
+            }
+            local.apply(rev, first_sub, &ops);
+            st.parts.push(Part {
+                shard,
+                first_sub,
+                ops,
+            });
+            return Ok(());
+        }
+        let Via::Fenced(fences) = via else {
+            return Err(Error::Internal("write outside a fence".into()));
+        };
         let ch = fences
             .get(&shard)
             .ok_or_else(|| Error::Internal(format!("shard {shard} not fenced")))?;
@@ -822,6 +880,11 @@ impl Engine {
 
     async fn lease_exists(&self, via: &Via<'_>, id: i64) -> Result<bool, Error> {
         let s = self.lease_shard(id);
+        if let Via::Local(local) = via {
+            if local.id == s {
+                return Ok(local.lease_exists(id));
+            }
+        }
         let Via::Fenced(fences) = via else {
             return Err(Error::Internal("lease check outside a fence".into()));
         };

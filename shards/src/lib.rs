@@ -147,7 +147,7 @@ where
                 let log = shard.log.clone();
                 barrier.wait();
                 // Messages other cores send meanwhile wait in the channel.
-                let engine = Engine::new(senders, seq, i as u32);
+                let engine = Engine::new(senders, seq, shard.clone());
                 glommio::spawn_local(shard.clone().run(rx, engine.clone())).detach();
                 glommio::spawn_local(lease_expiry(shard, engine.clone())).detach();
                 serve(engine, i).await;

@@ -274,7 +274,7 @@ impl Shard {
         }
     }
 
-    fn range(&self, a: &RangeArgs) -> Result<RangeResult, ferrokv_mvcc::Error> {
+    pub(crate) fn range(&self, a: &RangeArgs) -> Result<RangeResult, ferrokv_mvcc::Error> {
         self.store.borrow().range(
             &a.key,
             &a.range_end,
@@ -301,7 +301,7 @@ impl Shard {
     }
 
     async fn fenced(self: Rc<Self>, ops: async_channel::Receiver<FencedOp>, ack: Reply<()>) {
-        let Ok(_permit) = self.lock.acquire_permit(1).await else {
+        let Some(permit) = self.lock().await else {
             return;
         };
         if ack.send(()).is_err() {
@@ -320,57 +320,21 @@ impl Shard {
                     reply,
                 } => {
                     wrote = true;
-                    let events = self.store.borrow_mut().apply_at_sub(rev, first_sub, &ops);
-                    let _ = reply.send(events);
+                    let _ = reply.send(self.apply(rev, first_sub, &ops));
                 }
                 FencedOp::LeaseExists(id, reply) => {
-                    let _ = reply.send(self.leases.borrow().contains(id));
+                    let _ = reply.send(self.lease_exists(id));
                 }
                 FencedOp::KeysWithLease(id, reply) => {
-                    let _ = reply.send(self.store.borrow().keys_with_lease(id));
+                    let _ = reply.send(self.keys_with_lease(id));
                 }
                 FencedOp::Commit {
                     records,
                     revoke,
                     reply,
                 } => {
-                    if let Some(id) = revoke {
-                        let _ = self.leases.borrow_mut().revoke(id);
-                        for r in &records {
-                            if let Record::LeaseRevoke { rev, .. } = r {
-                                self.revoke_rev.set(self.revoke_rev.get().max(*rev));
-                            }
-                        }
-                    }
-                    // The proposals are queued while the lock is held, so
-                    // the log order is the revision order; durability is
-                    // awaited after releasing it, letting later writes share
-                    // the fsync.
-                    let submitted: Result<Vec<_>, _> = records
-                        .iter()
-                        .map(|r| self.log.submit(r.encode()))
-                        .collect();
-                    drop(_permit);
-                    let result = match submitted {
-                        Ok(futs) => {
-                            let mut r = Ok(());
-                            for fut in futs {
-                                if let Err(e) = fut.await {
-                                    r = Err(e.to_string());
-                                }
-                            }
-                            r
-                        }
-                        Err(e) => Err(e.to_string()),
-                    };
-                    if let Err(e) = &result {
-                        // The store already holds this write; serving on
-                        // would expose a write the log does not have.
-                        log::error!("shard {}: log write failed, stopping: {e}", self.id);
-                        std::process::exit(2);
-                    }
-                    let _ = reply.send(result);
-                    self.after_commit();
+                    self.commit(records, revoke, permit).await;
+                    let _ = reply.send(Ok(()));
                     return;
                 }
                 FencedOp::Release => return,
@@ -385,6 +349,72 @@ impl Shard {
             );
             std::process::exit(2);
         }
+    }
+
+    /// The write lock: held from a write's first read to its log
+    /// submission, so each shard's log is in revision order.
+    pub(crate) async fn lock(&self) -> Option<glommio::sync::Permit<'_>> {
+        self.lock.acquire_permit(1).await.ok()
+    }
+
+    /// Applies one part of a write at `rev` (under the lock).
+    pub(crate) fn apply(&self, rev: i64, first_sub: i64, ops: &[WriteOp]) -> Vec<Event> {
+        self.store.borrow_mut().apply_at_sub(rev, first_sub, ops)
+    }
+
+    pub(crate) fn lease_exists(&self, id: i64) -> bool {
+        self.leases.borrow().contains(id)
+    }
+
+    /// Keys attached to a lease, latest state.
+    pub(crate) fn keys_with_lease(&self, id: i64) -> Vec<Vec<u8>> {
+        self.store.borrow().keys_with_lease(id)
+    }
+
+    /// Submits `records` while `permit` is held, releases it, and returns
+    /// once they are durable. The proposals are queued under the lock, so
+    /// the log order is the revision order; durability is awaited after
+    /// releasing it, letting later writes share the fsync. `revoke` leaves
+    /// the lease table at submission, so no write after this one can
+    /// attach a key to it. A log failure stops the member: the store
+    /// already holds the write, and serving on would expose a write the log
+    /// does not have.
+    pub(crate) async fn commit(
+        self: &Rc<Self>,
+        records: Vec<Record>,
+        revoke: Option<i64>,
+        permit: glommio::sync::Permit<'_>,
+    ) {
+        if let Some(id) = revoke {
+            let _ = self.leases.borrow_mut().revoke(id);
+            for r in &records {
+                if let Record::LeaseRevoke { rev, .. } = r {
+                    self.revoke_rev.set(self.revoke_rev.get().max(*rev));
+                }
+            }
+        }
+        let submitted: Result<Vec<_>, _> = records
+            .iter()
+            .map(|r| self.log.submit(r.encode()))
+            .collect();
+        drop(permit);
+        let result = match submitted {
+            Ok(futs) => {
+                let mut r = Ok(());
+                for fut in futs {
+                    if let Err(e) = fut.await {
+                        r = Err(e.to_string());
+                    }
+                }
+                r
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            log::error!("shard {}: log write failed, stopping: {e}", self.id);
+            std::process::exit(2);
+        }
+        self.after_commit();
     }
 
     async fn compact(self: Rc<Self>, rev: i64) -> Result<(), String> {

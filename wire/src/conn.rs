@@ -130,7 +130,7 @@ pub async fn serve<H: Handler>(stream: glommio::net::TcpStream, handler: Rc<H>) 
         Some(v) => v,
         None => return,
     };
-    let io = HyperIo(stream);
+    let io = HyperIo::new(stream);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(route(handler, req).await) }

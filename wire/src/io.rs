@@ -6,7 +6,25 @@ use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
-pub(crate) struct HyperIo<T>(pub T);
+/// Bytes read from the socket per call, at most.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+pub(crate) struct HyperIo<T> {
+    io: T,
+    /// Initialised once per connection: hyper offers uninitialised room,
+    /// and zero-filling all of it on every poll (most of which return
+    /// Pending) cost more than the reads themselves.
+    scratch: Box<[u8]>,
+}
+
+impl<T> HyperIo<T> {
+    pub(crate) fn new(io: T) -> Self {
+        HyperIo {
+            io,
+            scratch: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
+        }
+    }
+}
 
 impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
     fn poll_read(
@@ -14,16 +32,11 @@ impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        // SAFETY: the slice is zero-filled before it is viewed as initialised
-        // bytes, and `advance` is only told about bytes the reader wrote.
-        let uninit = unsafe { buf.as_mut() };
-        for b in uninit.iter_mut() {
-            b.write(0);
-        }
-        let slice = unsafe { &mut *(uninit as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
-        match Pin::new(&mut self.0).poll_read(cx, slice) {
+        let want = buf.remaining().min(READ_CHUNK_BYTES);
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_read(cx, &mut this.scratch[..want]) {
             Poll::Ready(Ok(n)) => {
-                unsafe { buf.advance(n) };
+                buf.put_slice(&this.scratch[..n]);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -38,14 +51,14 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
+        Pin::new(&mut self.io).poll_close(cx)
     }
 }
