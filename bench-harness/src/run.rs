@@ -5,11 +5,11 @@
 //!
 //! Time bounds: every request has a client-side deadline (`--timeout`);
 //! clients stop issuing at the end of the measured window; the run is cut
-//! off at window end + `--grace` whatever happens. The preload phase has its
-//! own bound, [`PRELOAD_TIME_MAX`].
+//! off at window end + `--grace` whatever happens. The setup phase (keys
+//! written, leases granted) has its own bound, [`PRELOAD_TIME_MAX`].
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +18,13 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
-use crate::args::Args;
-use crate::ops::{self, Client};
+use crate::args::{Args, Workload};
+use crate::background::{self, Window};
+use crate::ops::{self, Client, Kind, Shared};
 use crate::stats::{Errors, Measured, Recorder};
 
-/// Upper bound on the time spent writing the key space before a run.
+/// Upper bound on the time spent setting up a run (writing the key space,
+/// granting leases).
 pub const PRELOAD_TIME_MAX: Duration = Duration::from_secs(120);
 /// Concurrent puts while preloading.
 const PRELOAD_CLIENTS_MAX: usize = 64;
@@ -33,17 +35,26 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Preload {
     pub keys: u64,
     pub written: u64,
+    /// The revision of the first key written (watch-get's watchers start
+    /// there); 0 when none was.
+    pub first_revision: i64,
+    pub leases: u64,
+    pub granted: u64,
     pub errors: Errors,
     pub elapsed: Duration,
 }
 
 pub struct Report {
     pub measured: Measured,
+    /// Wall-clock time of the measured window's start (for `--hdr-out`).
+    pub measure_started: std::time::SystemTime,
     /// From the end of warm-up to the last measured completion.
     pub elapsed: Duration,
     pub preload: Option<Preload>,
     /// The run bound expired with requests still in flight.
     pub cut_off: bool,
+    /// What the background tasks saw (watch-get's and k8s's watchers).
+    pub watch: Option<serde_json::Value>,
 }
 
 pub fn connect(args: &Args) -> Result<Vec<Channel>, String> {
@@ -62,49 +73,88 @@ pub fn connect(args: &Args) -> Result<Vec<Channel>, String> {
         .collect()
 }
 
-async fn preload(args: &Args, channels: &[Channel]) -> Preload {
+/// Writes `--preload` keys and, for lease-keepalive, grants `--leases`
+/// leases, with up to [`PRELOAD_CLIENTS_MAX`] requests in flight, within
+/// [`PRELOAD_TIME_MAX`]. Failures are counted, not fatal: the run then
+/// measures what the server does without them.
+async fn setup(args: &Args, channels: &[Channel]) -> (Option<Preload>, Shared) {
+    let leases = if args.workload == Workload::LeaseKeepalive {
+        args.leases as u64
+    } else {
+        0
+    };
+    if args.preload == 0 && leases == 0 {
+        return (None, Shared::default());
+    }
     let start = Instant::now();
     let deadline = start + PRELOAD_TIME_MAX;
     let next = Arc::new(AtomicU64::new(0));
     let written = Arc::new(AtomicU64::new(0));
+    let first_revision = Arc::new(AtomicI64::new(i64::MAX));
+    let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
     let errors = Arc::new(std::sync::Mutex::new(Errors::default()));
     let value = ops::value_bytes(args.val_size, args.seed);
+    let keys = args.preload;
     let tasks: Vec<JoinHandle<()>> = (0..args.clients.min(PRELOAD_CLIENTS_MAX))
         .map(|i| {
             let channel = channels[i % channels.len()].clone();
-            let client = Client::new(args, 0, value.clone());
+            let client = Client::new(args, 0, value.clone(), Arc::default());
             let (next, written, errors) = (next.clone(), written.clone(), errors.clone());
-            let (keys, timeout) = (args.preload, args.timeout);
+            let (first_revision, granted) = (first_revision.clone(), granted.clone());
+            let (timeout, ttl) = (args.timeout, args.lease_ttl_s);
             let value = value.clone();
             tokio::spawn(async move {
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= keys || Instant::now() >= deadline {
+                    if n >= keys + leases || Instant::now() >= deadline {
                         return;
                     }
-                    match ops::put(&channel, client.key(n), value.clone(), timeout).await {
-                        Ok(_) => {
-                            written.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(status) => errors.lock().expect("errors lock").add_status(&status),
+                    let r = if n < keys {
+                        ops::put(&channel, client.key(n), value.clone(), timeout)
+                            .await
+                            .map(|resp| {
+                                written.fetch_add(1, Ordering::Relaxed);
+                                let rev = resp.header.map_or(i64::MAX, |h| h.revision);
+                                first_revision.fetch_min(rev, Ordering::Relaxed);
+                            })
+                    } else {
+                        ops::lease_grant(&channel, ttl, timeout)
+                            .await
+                            .map(|id| lock(&granted).push(id))
+                    };
+                    if let Err(status) = r {
+                        lock(&errors).add_status(&status);
                     }
                 }
             })
         })
         .collect();
     join_until(tasks, deadline + args.timeout).await;
-    let errors = errors.lock().expect("errors lock").clone();
-    Preload {
-        keys: args.preload,
+    let granted = std::mem::take(&mut *lock(&granted));
+    let first = first_revision.load(Ordering::SeqCst);
+    let preload = Preload {
+        keys,
         written: written.load(Ordering::SeqCst),
-        errors,
+        first_revision: if first == i64::MAX { 0 } else { first },
+        leases,
+        granted: granted.len() as u64,
+        errors: lock(&errors).clone(),
         elapsed: start.elapsed(),
-    }
+    };
+    let shared = Shared {
+        leases: granted,
+        ..Default::default()
+    };
+    (Some(preload), shared)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Waits for the tasks until `deadline`, then aborts the rest. Returns true
 /// if any had to be aborted.
-async fn join_until(tasks: Vec<JoinHandle<()>>, deadline: Instant) -> bool {
+pub async fn join_until(tasks: Vec<JoinHandle<()>>, deadline: Instant) -> bool {
     let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
     let all = async {
         for t in tasks {
@@ -120,31 +170,38 @@ async fn join_until(tasks: Vec<JoinHandle<()>>, deadline: Instant) -> bool {
     true
 }
 
-fn record(rec: &Recorder, result: Result<ops::Outcome, Status>, from: Instant) {
+pub fn record(rec: &Recorder, kind: Kind, result: Result<ops::Outcome, Status>, from: Instant) {
     let done = Instant::now();
     match result {
-        Ok(outcome) => rec.on_success(done - from, done.into_std(), outcome.compare_failed),
-        Err(status) => rec.on_failure(&status, done.into_std()),
+        Ok(outcome) => rec.on_success(kind, done - from, done.into_std(), outcome.compare_failed),
+        Err(status) => rec.on_failure(kind, &status, done.into_std()),
     }
 }
 
-pub async fn run(args: &Args) -> Report {
+/// One run; `label` prefixes the progress line (a sweep's point).
+pub async fn run(args: &Args, label: &str) -> Report {
     let channels = match connect(args) {
         Ok(c) => c,
         Err(e) => unreachable!("endpoints are validated when parsed: {e}"),
     };
-    let preload = if args.preload > 0 {
-        Some(preload(args, &channels).await)
-    } else {
-        None
-    };
+    let (preload, shared) = setup(args, &channels).await;
+    let shared = Arc::new(shared);
 
     let rec = Arc::new(Recorder::default());
     let t0 = Instant::now();
+    let measure_started = std::time::SystemTime::now() + args.warmup;
     let measure_start = t0 + args.warmup;
     let end = measure_start + args.duration;
     let hard_end = end + args.grace;
     let value = ops::value_bytes(args.val_size, args.seed);
+    let background = background::start(
+        args,
+        &channels,
+        &shared,
+        &rec,
+        Window { measure_start, end },
+        preload.as_ref().map_or(0, |p| p.first_revision),
+    );
 
     let mut tasks = Vec::with_capacity(args.clients + 1);
     match args.rate {
@@ -152,7 +209,7 @@ pub async fn run(args: &Args) -> Report {
             let tickets = Arc::new(AtomicU64::new(0));
             for i in 0..args.clients {
                 let channel = channels[i % channels.len()].clone();
-                let mut client = Client::new(args, i, value.clone());
+                let mut client = Client::new(args, i, value.clone(), shared.clone());
                 let (rec, tickets) = (rec.clone(), tickets.clone());
                 let (total, timeout) = (args.total, args.timeout);
                 tasks.push(tokio::spawn(async move {
@@ -171,8 +228,8 @@ pub async fn run(args: &Args) -> Report {
                             }
                         }
                         rec.on_sent();
-                        let result = client.op(&channel, timeout).await;
-                        record(&rec, result, start);
+                        let (kind, result) = client.op(&channel, timeout).await;
+                        record(&rec, kind, result, start);
                     }
                 }));
             }
@@ -201,7 +258,7 @@ pub async fn run(args: &Args) -> Report {
             }));
             for i in 0..args.clients {
                 let channel = channels[i % channels.len()].clone();
-                let mut client = Client::new(args, i, value.clone());
+                let mut client = Client::new(args, i, value.clone(), shared.clone());
                 let (rec, rx) = (rec.clone(), rx.clone());
                 let timeout = args.timeout;
                 tasks.push(tokio::spawn(async move {
@@ -218,23 +275,42 @@ pub async fn run(args: &Args) -> Report {
                             continue;
                         }
                         rec.on_sent();
-                        let result = if now >= deadline {
-                            Err(Status::deadline_exceeded(format!(
-                                "waited in the client queue past its {timeout:?} deadline \
-                                 (all --clients busy)"
-                            )))
+                        let (kind, result) = if now >= deadline {
+                            (
+                                "queued",
+                                Err(Status::deadline_exceeded(format!(
+                                    "waited in the client queue past its {timeout:?} deadline \
+                                     (all --clients busy)"
+                                ))),
+                            )
                         } else {
                             client.op(&channel, deadline - now).await
                         };
-                        record(&rec, result, intended);
+                        record(&rec, kind, result, intended);
                     }
                 }));
             }
         }
     }
 
-    let progress = (args.progress && !args.json && std::io::stdout().is_terminal()).then(|| {
+    let intervals = {
+        let (rec, every) = (rec.clone(), args.hdr_interval);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_start).await;
+            rec.start_intervals(measure_start.into_std());
+            let mut tick = tokio::time::interval_at(measure_start + every, every);
+            loop {
+                let now = tick.tick().await;
+                rec.cut_interval(now.into_std());
+            }
+        })
+    };
+
+    // On stderr, and only on a terminal: piped or redirected runs (scripts,
+    // tests) get nothing but their summary.
+    let progress = (args.progress && std::io::stderr().is_terminal()).then(|| {
         let rec = rec.clone();
+        let label = label.to_string();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(t0 + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
             let mut last = 0u64;
@@ -242,24 +318,32 @@ pub async fn run(args: &Args) -> Report {
                 let now = tick.tick().await;
                 let ok = rec.succeeded.load(Ordering::Relaxed);
                 let failed = rec.failed.load(Ordering::Relaxed);
-                let phase = if now < measure_start { "warm-up" } else { "" };
-                print!(
-                    "\r\x1b[2K[{:6.1}s] {phase} sent {} ok {ok} failed {failed}  {} req/s",
+                let phase = if now < measure_start { " warm-up" } else { "" };
+                eprint!(
+                    "\r\x1b[2K{label}[{:6.1}s]{phase} sent {} ok {ok} failed {failed}  {} req/s",
                     (now - t0).as_secs_f64(),
                     rec.sent.load(Ordering::Relaxed),
                     ok - last
                 );
-                let _ = std::io::stdout().flush();
+                let _ = std::io::stderr().flush();
                 last = ok;
             }
         })
     });
 
     let cut_off = join_until(tasks, hard_end).await;
+    let watch = background
+        .finish((Instant::now() + background::STOP_GRACE).min(hard_end.max(Instant::now())))
+        .await;
+    intervals.abort();
     if let Some(p) = progress {
         p.abort();
-        print!("\r\x1b[2K");
-        let _ = std::io::stdout().flush();
+        eprint!("\r\x1b[2K");
+        let _ = std::io::stderr().flush();
+    }
+    let now = Instant::now();
+    if now > measure_start {
+        rec.cut_interval(now.into_std());
     }
     let measured = rec.finish();
     let last = measured
@@ -269,7 +353,9 @@ pub async fn run(args: &Args) -> Report {
     Report {
         elapsed: last.saturating_duration_since(measure_start),
         measured,
+        measure_started,
         preload,
         cut_off,
+        watch,
     }
 }

@@ -24,7 +24,6 @@ use ferrokv_wire::pb::etcdserverpb::{
 };
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::args::parse_duration;
@@ -270,39 +269,25 @@ fn connect(a: &WatchArgs) -> Result<Vec<Channel>, String> {
 
 type Inbound = tonic::Streaming<WatchResponse>;
 
-/// Opens one watch stream with `first` queued before the call starts: a
-/// grpc-go server (etcd) sends the response headers only with its first
-/// message, so awaiting the call with nothing sent would never return.
-/// The returned sender feeds further requests.
 async fn open_stream(
     channel: Channel,
     first: Vec<WatchRequest>,
 ) -> Result<(async_channel::Sender<WatchRequest>, Inbound), tonic::Status> {
-    let (tx, rx) = async_channel::unbounded::<WatchRequest>();
-    for r in first {
-        let _ = tx.try_send(r);
-    }
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
-    let codec = tonic_prost::ProstCodec::<WatchRequest, WatchResponse>::default();
-    let resp = grpc
-        .streaming(
-            tonic::Request::new(rx),
-            PathAndQuery::from_static("/etcdserverpb.Watch/Watch"),
-            codec,
-        )
-        .await?;
-    Ok((tx, resp.into_inner()))
+    crate::ops::open_bidi(channel, "/etcdserverpb.Watch/Watch", first).await
 }
 
 fn create(key: Bytes, range_end: Bytes) -> WatchRequest {
+    create_from(key, range_end, 0)
+}
+
+/// A watch create request from `start_revision` (0: from now).
+pub fn create_from(key: Bytes, range_end: Bytes, start_revision: i64) -> WatchRequest {
     WatchRequest {
         request_union: Some(watch_request::RequestUnion::CreateRequest(
             WatchCreateRequest {
                 key,
                 range_end,
+                start_revision,
                 ..Default::default()
             },
         )),
