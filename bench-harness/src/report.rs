@@ -186,6 +186,15 @@ pub fn run_json(a: &Args, r: &Report) -> Value {
     v
 }
 
+/// A whole number as a JSON integer (clients=8, not 8.0).
+fn number(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        json!(x as i64)
+    } else {
+        json!(x)
+    }
+}
+
 pub fn sweep_json(points: &[Point]) -> Value {
     let Some(first) = points.first() else {
         return json!({"tool": "ferro-bench", "points": []});
@@ -197,13 +206,13 @@ pub fn sweep_json(points: &[Point]) -> Value {
         "workload": first.args.workload.name(),
         "sweep": {
             "param": sweep.map_or("", |s| s.param.name()),
-            "values": sweep.map(|s| s.values.clone()),
+            "values": sweep.map(|s| s.values.iter().map(|&x| number(x)).collect::<Vec<_>>()),
         },
         "points": points
             .iter()
             .map(|p| {
                 let mut v = run_json(&p.args, &p.report);
-                v["point"] = json!(p.value);
+                v["point"] = number(p.value);
                 v
             })
             .collect::<Vec<_>>(),

@@ -95,7 +95,10 @@ async fn setup(args: &Args, channels: &[Channel]) -> (Option<Preload>, Shared) {
     let errors = Arc::new(std::sync::Mutex::new(Errors::default()));
     let value = ops::value_bytes(args.val_size, args.seed);
     let keys = args.preload;
-    let tasks: Vec<JoinHandle<()>> = (0..args.clients.min(PRELOAD_CLIENTS_MAX))
+    // One failed request per setup client, and no success: the server is
+    // unreachable, stalled or lacks the service, so setup gives up.
+    let setup_clients = args.clients.min(PRELOAD_CLIENTS_MAX);
+    let tasks: Vec<JoinHandle<()>> = (0..setup_clients)
         .map(|i| {
             let channel = channels[i % channels.len()].clone();
             let client = Client::new(args, 0, value.clone(), Arc::default());
@@ -123,7 +126,14 @@ async fn setup(args: &Args, channels: &[Channel]) -> (Option<Preload>, Shared) {
                             .map(|id| lock(&granted).push(id))
                     };
                     if let Err(status) = r {
-                        lock(&errors).add_status(&status);
+                        let mut errors = lock(&errors);
+                        errors.add_status(&status);
+                        if errors.total() >= setup_clients as u64
+                            && written.load(Ordering::Relaxed) == 0
+                            && lock(&granted).is_empty()
+                        {
+                            next.fetch_add(keys + leases, Ordering::Relaxed);
+                        }
                     }
                 }
             })
