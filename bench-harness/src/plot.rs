@@ -101,6 +101,7 @@ fn panel(
     out: &mut String,
     top: f64,
     title: &str,
+    subtitle: &str,
     x_label: &str,
     y_label: &str,
     series: &[Series],
@@ -120,11 +121,18 @@ fn panel(
     let sy = |y: f64| y0 - (y0 - y1) * y / y_max;
     let _ = writeln!(
         out,
-        r#"<text x="{}" y="{}" font-size="16" font-weight="bold" text-anchor="middle">{}</text>"#,
-        (x0 + x1) / 2.0,
-        top + 28.0,
+        r#"<text x="{x0}" y="{}" font-size="16" font-weight="bold">{}</text>"#,
+        top + 22.0,
         esc(title)
     );
+    if !subtitle.is_empty() {
+        let _ = writeln!(
+            out,
+            r##"<text x="{x0}" y="{}" font-size="12" fill="#555">{}</text>"##,
+            top + 40.0,
+            esc(subtitle)
+        );
+    }
     let _ = writeln!(out, r##"<g class="axes" stroke="#999" font-size="11">"##);
     // y grid and labels
     let step = tick_step(y_max, 6.0);
@@ -207,16 +215,20 @@ fn panel(
                 );
             }
         }
-        let ly = y1 + 18.0 * i as f64;
-        let _ = writeln!(
-            out,
-            r#"<line x1="{0:.1}" y1="{ly:.1}" x2="{1:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="3"/><text x="{2:.1}" y="{3:.1}" font-size="12">{4}</text></g>"#,
-            x1 + 15.0,
-            x1 + 40.0,
-            x1 + 46.0,
-            ly + 4.0,
-            esc(&s.name)
-        );
+        // A lone series needs no legend (the title names it).
+        if series.len() > 1 {
+            let ly = y1 + 18.0 * i as f64;
+            let _ = write!(
+                out,
+                r#"<line x1="{0:.1}" y1="{ly:.1}" x2="{1:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="3"/><text x="{2:.1}" y="{3:.1}" font-size="12">{4}</text>"#,
+                x1 + 15.0,
+                x1 + 40.0,
+                x1 + 46.0,
+                ly + 4.0,
+                esc(&s.name)
+            );
+        }
+        let _ = writeln!(out, "</g>");
     }
 }
 
@@ -269,7 +281,8 @@ pub fn svg(points: &[Point]) -> String {
     panel(
         &mut out,
         0.0,
-        &format!("Latency by percentile: {what}"),
+        "Latency by percentile",
+        &what,
         "percentile (log scale of nines)",
         "latency (ms)",
         &series,
@@ -294,7 +307,8 @@ pub fn svg(points: &[Point]) -> String {
         panel(
             &mut out,
             PANEL_HEIGHT,
-            "Throughput against p99 latency (one dot per sweep point)",
+            "Throughput against p99 latency",
+            "one dot per sweep point",
             "throughput (successful requests/s)",
             "p99 latency (ms)",
             &[Series {
