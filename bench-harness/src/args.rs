@@ -59,22 +59,23 @@ connection and load shape:
   --dial-timeout D      TCP connect deadline (default 2s)
   --grace D             after the measured window, how long in-flight
                         requests may still finish (default timeout + 1s);
-                        the whole run ends by preload + warmup + duration
+                        the whole run ends by setup + warmup + duration
                         + grace whatever the server does
   --threads N           client runtime threads (default: cores)
 
 workload parameters:
   --key-size B          key bytes (default 32), as --key-prefix + zero-padded
                         decimal key number
-  --key-prefix P        (default /bench/)
+  --key-prefix P        (default /bench/; k8s /registry/)
   --val-size B          value bytes (default 256)
   --key-space N         distinct keys (default 10000)
   --sequential-keys     keys in order instead of uniformly random
   --consistency l|s     range consistency (default l)
   --prefix              range: a page from a random key to the prefix end
-  --limit N             page size for --prefix (default 100)
-  --preload N           range: keys written before the run (default:
-                        --key-space; 0 to skip)
+  --limit N             page size for range --prefix and k8s lists
+                        (default 100)
+  --preload N           range, txn-mixed, watch-get, k8s: keys written
+                        before the run (default: --key-space; 0 to skip)
   --seed S              random seed (default 1)
   --read-ratio F        txn-mixed: fraction of reads (default 0.5)
   --watchers N          watch-get (default 100), k8s (default --resources)
