@@ -3,6 +3,9 @@
 //! `hdrhistogram` in any language): one V2 deflate-compressed histogram per
 //! `--hdr-interval`, in microseconds, each tagged with its sweep point (or
 //! the workload's name), timestamps from the first measured window's start.
+//! A workload with several kinds of operation (k8s, txn-mixed...) also gets
+//! one histogram per kind and interval, tagged `<tag>/<kind>`, so a log
+//! reader can plot each kind apart.
 
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
@@ -47,10 +50,20 @@ pub fn log_bytes(points: &[Point]) -> Result<Vec<u8>, String> {
             .measure_started
             .duration_since(base)
             .unwrap_or(Duration::ZERO);
+        let by_kind = p.report.measured.kinds.len() > 1;
         for i in &p.report.measured.intervals {
             writer
                 .write_histogram(&i.latency_us, offset + i.start, i.length, tag)
                 .map_err(|e| format!("hdr log: {e}"))?;
+            if !by_kind {
+                continue;
+            }
+            for (kind, h) in &i.kinds {
+                let kind_label = format!("{label}/{kind}");
+                writer
+                    .write_histogram(h, offset + i.start, i.length, Tag::new(&kind_label))
+                    .map_err(|e| format!("hdr log: {e}"))?;
+            }
         }
     }
     Ok(out)
@@ -92,6 +105,7 @@ mod tests {
                 start: Duration::from_secs(n as u64),
                 length: Duration::from_secs(1),
                 latency_us: h,
+                kinds: Default::default(),
             });
         }
         Point {
@@ -144,6 +158,27 @@ mod tests {
         assert_eq!(intervals[2].0.as_deref(), Some("clients=8"));
         assert_eq!(intervals[2].1, Duration::from_secs(5));
         assert!(h_close(intervals[2].3, 5000));
+    }
+
+    #[test]
+    fn mixed_workloads_get_a_histogram_per_kind() {
+        let mut p = point("clients=1", 1.0, UNIX_EPOCH, &[100, 200]);
+        p.args.sweep = None;
+        p.args.workload = crate::args::Workload::K8s;
+        for kind in ["get", "list"] {
+            let mut h = new_histogram();
+            h.record(50).unwrap();
+            p.report.measured.intervals[0].kinds.insert(kind, h);
+            p.report.measured.kinds.insert(kind, Default::default());
+        }
+        let bytes = log_bytes(&[p]).unwrap();
+        let tags: Vec<String> = IntervalLogIterator::new(&bytes)
+            .filter_map(|e| match e.unwrap() {
+                LogEntry::Interval(i) => i.tag().map(|t| t.as_str().to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tags, ["k8s", "k8s/get", "k8s/list"]);
     }
 
     fn h_close(v: u64, want: u64) -> bool {

@@ -85,6 +85,8 @@ pub struct Interval {
     pub start: Duration,
     pub length: Duration,
     pub latency_us: Histogram<u64>,
+    /// The same samples by kind of operation.
+    pub kinds: BTreeMap<&'static str, Histogram<u64>>,
 }
 
 /// Shared by all client tasks of one run. Counters are atomics so the
@@ -106,6 +108,7 @@ struct Inner {
     intervals_origin: Option<Instant>,
     interval_start: Option<Instant>,
     interval: Histogram<u64>,
+    interval_kinds: BTreeMap<&'static str, Histogram<u64>>,
     intervals: Vec<Interval>,
 }
 
@@ -137,6 +140,7 @@ impl Default for Recorder {
                 intervals_origin: None,
                 interval_start: None,
                 interval: new_histogram(),
+                interval_kinds: BTreeMap::new(),
                 intervals: Vec::new(),
             }),
         }
@@ -168,6 +172,11 @@ impl Recorder {
             let mut inner = self.lock();
             inner.latency_us.saturating_record(us);
             inner.interval.saturating_record(us);
+            inner
+                .interval_kinds
+                .entry(kind)
+                .or_insert_with(new_histogram)
+                .saturating_record(us);
             inner.last_done = Some(inner.last_done.map_or(done, |t| t.max(done)));
             let k = inner.kinds.entry(kind).or_default();
             k.succeeded += 1;
@@ -211,9 +220,13 @@ impl Recorder {
             return;
         }
         let hist = std::mem::replace(&mut inner.interval, new_histogram());
+        let kinds = std::mem::take(&mut inner.interval_kinds);
         if inner.intervals.len() >= INTERVALS_MAX {
             if let Some(last) = inner.intervals.last_mut() {
                 let _ = last.latency_us.add(&hist);
+                for (kind, h) in kinds {
+                    let _ = last.kinds.entry(kind).or_insert_with(new_histogram).add(&h);
+                }
                 last.length += length;
             }
         } else {
@@ -221,6 +234,7 @@ impl Recorder {
                 start: start.saturating_duration_since(origin),
                 length,
                 latency_us: hist,
+                kinds,
             });
         }
         inner.interval_start = Some(at);
@@ -300,5 +314,13 @@ mod tests {
         assert_eq!(m.intervals[1].start, Duration::from_secs(1));
         let in_intervals: u64 = m.intervals.iter().map(|i| i.latency_us.len()).sum();
         assert_eq!(in_intervals, 9);
+        let by_kind: u64 = m
+            .intervals
+            .iter()
+            .flat_map(|i| i.kinds.values())
+            .map(|h| h.len())
+            .sum();
+        assert_eq!(by_kind, 9);
+        assert_eq!(m.intervals[0].kinds["list"].len(), 3);
     }
 }

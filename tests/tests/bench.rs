@@ -514,6 +514,8 @@ fn mixed_workloads_report_consistent_counts_per_operation() {
     let bound = Duration::from_secs(30) + RUN_SLACK;
     let plot = dir.path().join("k8s.svg");
     let plot_arg = plot.to_str().unwrap();
+    let hdr = dir.path().join("k8s.hlog");
+    let hdr_arg = hdr.to_str().unwrap();
 
     let run = bench(
         &[
@@ -587,6 +589,8 @@ fn mixed_workloads_report_consistent_counts_per_operation() {
             "5",
             "--plot",
             plot_arg,
+            "--hdr-out",
+            hdr_arg,
         ],
         bound,
     );
@@ -607,6 +611,11 @@ fn mixed_workloads_report_consistent_counts_per_operation() {
     assert_eq!(u(w, &["created"]), 4, "{:#}", run.json);
     let svg = std::fs::read_to_string(&plot).unwrap();
     check_svg(&svg, &["all", "get", "list", "update"]);
+    // The interval log has the run's histograms and one per kind.
+    let tags = hdr_tags(&std::fs::read_to_string(&hdr).unwrap());
+    for tag in ["k8s", "k8s/get", "k8s/update"] {
+        assert!(tags.iter().any(|t| t == tag), "{tag} missing from {tags:?}");
+    }
 
     // lease-keepalive against a server that may lack the Lease service: the
     // run ends, its counts add up, its failures are Unimplemented.
@@ -723,6 +732,34 @@ fn lease_workloads_against_etcd() {
     );
 }
 
+/// Reads an HdrHistogram interval log as text: header comments, then
+/// `Tag=T,start,length,max,histogram` lines in time order, the V2
+/// compressed histograms being base64 of a payload whose cookie encodes as
+/// "HISTF". Returns the tags in order of first appearance.
+fn hdr_tags(log: &str) -> Vec<String> {
+    assert!(log.contains("#[StartTime: "), "{log}");
+    let mut tags: Vec<String> = Vec::new();
+    let mut last_start = -1.0f64;
+    for line in log
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('"'))
+    {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 5, "{line}");
+        let tag = fields[0].strip_prefix("Tag=").expect("tagged");
+        let start: f64 = fields[1].parse().unwrap();
+        let length: f64 = fields[2].parse().unwrap();
+        let max: f64 = fields[3].parse().unwrap();
+        assert!(start >= last_start && length >= 0.0 && max >= 0.0, "{line}");
+        last_start = start;
+        assert!(fields[4].starts_with("HISTF"), "{line}");
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_string());
+        }
+    }
+    tags
+}
+
 /// Minimal XML well-formedness: tags nest and close, attribute quotes pair
 /// up, the root is `<svg>`. Returns the `data-series` names in order.
 fn check_svg(svg: &str, expect_series: &[&str]) -> Vec<String> {
@@ -809,31 +846,12 @@ fn sweep_gives_a_row_per_point_an_hdr_log_and_a_plot() {
         assert_eq!(u(p, &["requests", "failed"]), 0, "{p:#}");
     }
 
-    // The interval log: header comments, then `Tag=clients=N,start,length,
-    // max,histogram` lines; the V2 compressed histograms are base64 of a
-    // payload whose cookie encodes as "HISTF".
     let log = std::fs::read_to_string(&hdr).unwrap();
-    assert!(log.contains("#[StartTime: "), "{log}");
-    let mut tags = Vec::new();
-    let mut last_start = -1.0f64;
-    for line in log
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.starts_with('"'))
-    {
-        let fields: Vec<&str> = line.split(',').collect();
-        assert_eq!(fields.len(), 5, "{line}");
-        let tag = fields[0].strip_prefix("Tag=").expect("tagged");
-        let start: f64 = fields[1].parse().unwrap();
-        let length: f64 = fields[2].parse().unwrap();
-        let max: f64 = fields[3].parse().unwrap();
-        assert!(start >= last_start && length >= 0.0 && max >= 0.0, "{line}");
-        last_start = start;
-        assert!(fields[4].starts_with("HISTF"), "{line}");
-        if tags.last().map(String::as_str) != Some(tag) {
-            tags.push(tag.to_string());
-        }
-    }
-    assert_eq!(tags, ["clients=1", "clients=2", "clients=4"], "{log}");
+    assert_eq!(
+        hdr_tags(&log),
+        ["clients=1", "clients=2", "clients=4"],
+        "{log}"
+    );
 
     let svg = std::fs::read_to_string(&svg).unwrap();
     check_svg(
