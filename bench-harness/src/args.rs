@@ -323,7 +323,7 @@ fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
 }
 
 /// Normalizes `host:port` / `http://host:port` to a URI tonic accepts.
-fn endpoint_uri(e: &str) -> Result<String, String> {
+pub fn endpoint_uri(e: &str) -> Result<String, String> {
     let e = e.trim().trim_end_matches('/');
     if e.is_empty() {
         return Err("empty endpoint".into());

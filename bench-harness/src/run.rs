@@ -57,15 +57,22 @@ pub struct Report {
     pub watch: Option<serde_json::Value>,
 }
 
-pub fn connect(args: &Args) -> Result<Vec<Channel>, String> {
-    (0..args.conns)
+/// `conns` lazy channels over the endpoints, round-robin, each able to
+/// queue `in_flight` requests.
+pub fn connect(
+    endpoints: &[String],
+    conns: usize,
+    dial_timeout: Duration,
+    in_flight: usize,
+) -> Result<Vec<Channel>, String> {
+    (0..conns)
         .map(|i| {
-            let uri = &args.endpoints[i % args.endpoints.len()];
+            let uri = &endpoints[i % endpoints.len()];
             let endpoint = Endpoint::from_shared(uri.clone())
                 .map_err(|e| format!("endpoint {uri}: {e}"))?
-                .connect_timeout(args.dial_timeout)
+                .connect_timeout(dial_timeout)
                 .tcp_nodelay(true)
-                .buffer_size(args.clients.max(CHANNEL_BUFFER_MIN));
+                .buffer_size(in_flight.max(CHANNEL_BUFFER_MIN));
             // Lazy: an unreachable endpoint fails each request with
             // Unavailable (counted), instead of aborting the run.
             Ok(endpoint.connect_lazy())
@@ -190,7 +197,7 @@ pub fn record(rec: &Recorder, kind: Kind, result: Result<ops::Outcome, Status>, 
 
 /// One run; `label` prefixes the progress line (a sweep's point).
 pub async fn run(args: &Args, label: &str) -> Report {
-    let channels = match connect(args) {
+    let channels = match connect(&args.endpoints, args.conns, args.dial_timeout, args.clients) {
         Ok(c) => c,
         Err(e) => unreachable!("endpoints are validated when parsed: {e}"),
     };

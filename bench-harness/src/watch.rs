@@ -24,7 +24,7 @@ use ferrokv_wire::pb::etcdserverpb::{
 };
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::args::parse_duration;
 use crate::stats::new_histogram;
@@ -160,16 +160,7 @@ pub fn parse(argv: &[String]) -> Result<WatchArgs, String> {
             "endpoints" => {
                 a.endpoints = v
                     .split(',')
-                    .map(|e| {
-                        let e = e.trim().trim_end_matches('/');
-                        if e.is_empty() || e.starts_with("https://") {
-                            Err(format!("bad endpoint {e:?} (plain http only)"))
-                        } else if e.starts_with("http://") {
-                            Ok(e.to_string())
-                        } else {
-                            Ok(format!("http://{e}"))
-                        }
-                    })
+                    .map(crate::args::endpoint_uri)
                     .collect::<Result<_, _>>()?
             }
             "conns" => a.conns = num(&v)? as usize,
@@ -252,19 +243,6 @@ pub fn seq_of(key: &[u8], prefix: &[u8]) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
-}
-
-fn connect(a: &WatchArgs) -> Result<Vec<Channel>, String> {
-    (0..a.conns)
-        .map(|i| {
-            let uri = &a.endpoints[i % a.endpoints.len()];
-            Ok(Endpoint::from_shared(uri.clone())
-                .map_err(|e| format!("endpoint {uri}: {e}"))?
-                .connect_timeout(a.dial_timeout)
-                .tcp_nodelay(true)
-                .connect_lazy())
-        })
-        .collect()
 }
 
 type Inbound = tonic::Streaming<WatchResponse>;
@@ -363,7 +341,7 @@ async fn setup(
 }
 
 pub async fn run(a: &WatchArgs) -> Result<Value, String> {
-    let channels = connect(a)?;
+    let channels = crate::run::connect(&a.endpoints, a.conns, a.dial_timeout, 0)?;
     match a.mode {
         Mode::Idle => run_idle(a, &channels).await,
         Mode::Events => run_events(a, &channels).await,

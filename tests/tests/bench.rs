@@ -9,7 +9,8 @@
 //! operation too; lease-keepalive and k8s's leases run against the real
 //! etcd (ferrokv's Lease service is not wired yet: against ferrokv, lease
 //! requests must fail soft, counted by status). A sweep gives one row per
-//! point, and its `--hdr-out` log and `--plot` SVG are read back.
+//! point, and its `--hdr-out` log and `--plot` SVG are read back. The watch
+//! modes (watch, watch-idle) run briefly too.
 //!
 //! These tests check the tool's accounting, never performance: no assertion
 //! here depends on how fast the machine is, beyond generous time bounds.
@@ -891,4 +892,67 @@ fn sweep_gives_a_row_per_point_an_hdr_log_and_a_plot() {
     assert_eq!(rows.len(), 2, "{}", out.stdout);
     assert!(rows[0].trim_start().starts_with("1 "), "{}", out.stdout);
     assert!(rows[1].trim_start().starts_with("3 "), "{}", out.stdout);
+}
+
+#[test]
+fn watch_modes_report_their_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FerrokvProcess::start(dir.path());
+    let ep = server.endpoint();
+    let pid = server.pid().expect("running").to_string();
+    let bound = Duration::from_secs(30) + RUN_SLACK;
+
+    let run = bench(
+        &[
+            "watch-idle",
+            "--endpoints",
+            &ep,
+            "--watchers",
+            "100",
+            "--streams",
+            "4",
+            "--conns",
+            "2",
+            "--hold",
+            "200ms",
+            "--server-pid",
+            &pid,
+            "--timeout",
+            "20s",
+        ],
+        bound,
+    );
+    assert_eq!(run.code, Some(0), "{:#}", run.json);
+    let v = &run.json;
+    assert_eq!((u(v, &["watchers"]), u(v, &["streams"])), (100, 4), "{v:#}");
+    assert!(u(v, &["rss_held"]) > 0, "{v:#}");
+
+    let run = bench(
+        &[
+            "watch",
+            "--endpoints",
+            &ep,
+            "--watchers",
+            "10",
+            "--streams",
+            "2",
+            "--conns",
+            "1",
+            "--total",
+            "10",
+            "--rate",
+            "50",
+            "--timeout",
+            "20s",
+        ],
+        bound,
+    );
+    assert_eq!(run.code, Some(0), "{:#}", run.json);
+    let v = &run.json;
+    assert_eq!(u(v, &["puts_acked"]) + u(v, &["puts_failed"]), 10, "{v:#}");
+    let (expected, received) = (u(v, &["events_expected"]), u(v, &["events_received"]));
+    assert_eq!(expected, u(v, &["puts_acked"]) * 10, "{v:#}");
+    assert!(received > 0 && received <= expected, "{v:#}");
+    assert_eq!(u(v, &["events_unknown"]), 0, "{v:#}");
+    assert_eq!(u(v, &["latency_from_send_us", "count"]), received, "{v:#}");
 }
