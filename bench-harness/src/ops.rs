@@ -730,7 +730,16 @@ impl Client {
             lease: self.event_lease.unwrap_or(0),
             ..Default::default()
         };
-        let resp: PutResponse = unary(channel, "/etcdserverpb.KV/Put", req, timeout).await?;
+        let resp: PutResponse = match unary(channel, "/etcdserverpb.KV/Put", req, timeout).await {
+            Ok(r) => r,
+            Err(status) => {
+                // The lease may be gone (expired, revoked, a server that
+                // lost it): the next event grants a new one rather than
+                // failing on it forever.
+                self.event_lease = None;
+                return Err(status);
+            }
+        };
         self.shared.saw(resp.header.as_ref());
         if self.event_lease.is_some() {
             self.events_on_lease += 1;
