@@ -33,7 +33,8 @@ workloads:
   k8s        a mix modelled on the Kubernetes API server (--mix): gets,
              paginated lists of a resource prefix (--limit, continue at the
              first page's revision), create/update/delete via Txn on
-             mod_revision, events put with a lease reused for
+             mod_revision (an update retries after a conflict, as
+             GuaranteedUpdate does), events put with a lease reused for
              --events-per-lease events; --watchers on the --resources
              prefixes count events; every --compact-interval, a Compact to
              the revision seen one interval earlier. Lease errors (a server

@@ -12,7 +12,8 @@ pub enum K8sOp {
     List,
     /// Txn(mod_revision(key) == 0) then Put: the apiserver's create.
     Create,
-    /// Txn(mod_revision(key) == last seen) then Put, else Get: its update.
+    /// Txn(mod_revision(key) == last seen) then Put, else Get: its update,
+    /// retried after a conflict with the revision just read.
     Update,
     /// Txn(mod_revision(key) == last seen) then DeleteRange of an object
     /// this client created.

@@ -266,6 +266,8 @@ impl Shared {
 /// Objects a k8s client remembers having created, for its deletes; past
 /// this it deletes before creating more.
 const K8S_CREATED_MAX: usize = 10_000;
+/// Txns of one k8s update: the first, and retries after conflicts.
+const UPDATE_ATTEMPTS_MAX: u32 = 3;
 /// Upper bound on the pages of one k8s list (besides its deadline).
 const LIST_PAGES_MAX: u32 = 100_000;
 
@@ -597,7 +599,7 @@ impl Client {
             }
             K8sOp::Update => {
                 let n = self.next_key_number();
-                self.update(channel, n, timeout).await
+                self.guaranteed_update(channel, n, timeout).await
             }
             K8sOp::List => {
                 let res = (self.random() % self.args.resources as u64) as usize;
@@ -621,6 +623,36 @@ impl Client {
             }
         };
         (op.name(), r)
+    }
+
+    /// The apiserver's GuaranteedUpdate: on a conflict it retries at once
+    /// with the object the failed Txn read, so an update ends in a write
+    /// unless others keep winning. Up to [`UPDATE_ATTEMPTS_MAX`] Txns under
+    /// one deadline; `compare_failed` when any attempt conflicted.
+    async fn guaranteed_update(
+        &mut self,
+        channel: &Channel,
+        n: u64,
+        timeout: Duration,
+    ) -> Result<Outcome, Status> {
+        let attempts = async {
+            let mut conflicted = false;
+            for _ in 0..UPDATE_ATTEMPTS_MAX {
+                if !self.update(channel, n, timeout).await?.compare_failed {
+                    break;
+                }
+                conflicted = true;
+            }
+            Ok(Outcome {
+                compare_failed: conflicted,
+            })
+        };
+        match tokio::time::timeout(timeout, attempts).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "update not done within {timeout:?} (client deadline)"
+            ))),
+        }
     }
 
     /// The apiserver's paginated list: pages of `--limit` keys, each next

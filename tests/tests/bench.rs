@@ -494,16 +494,16 @@ fn open_loop_measures_from_intended_send_time() {
     assert!(max > 4 * closed_p50, "{:#}", open.json);
 }
 
-/// Every failure of a run is `Unimplemented` in lease operations: how a
-/// server without the Lease service (ferrokv today) must look.
-fn only_lease_failures(v: &Value, lease_ops: &[&str]) {
+/// Every failure of a run is one of the `allowed` (operation, status code)
+/// pairs.
+fn only_failures(v: &Value, allowed: &[(&str, &str)]) {
     for (kind, o) in v["ops"].as_object().unwrap() {
-        if u(o, &["failed"]) == 0 {
-            continue;
+        for code in o["errors"].as_object().unwrap().keys() {
+            assert!(
+                allowed.contains(&(kind.as_str(), code.as_str())),
+                "{kind} failed with {code}: {v:#}"
+            );
         }
-        assert!(lease_ops.contains(&kind.as_str()), "{kind} failed: {v:#}");
-        let codes: Vec<&String> = o["errors"].as_object().unwrap().keys().collect();
-        assert_eq!(codes, ["Unimplemented"], "{kind}: {v:#}");
     }
 }
 
@@ -597,9 +597,13 @@ fn mixed_workloads_report_consistent_counts_per_operation() {
     );
     check_accounting(&run.json);
     assert_eq!(run.code, Some(0), "{:#}", run.json);
-    // The Lease service may or may not be served: lease grants are the only
-    // requests allowed to fail, and only as Unimplemented.
-    only_lease_failures(&run.json, &["lease-grant"]);
+    // The Lease service may or may not be served: lease grants may fail as
+    // Unimplemented. A list whose revision the compactor (every 300 ms)
+    // passed before its last page fails as etcd's clients see it.
+    only_failures(
+        &run.json,
+        &[("lease-grant", "Unimplemented"), ("list", "OutOfRange")],
+    );
     let kinds = op_kinds(&run.json);
     for kind in ["get", "list", "update", "event", "compact"] {
         assert!(
@@ -635,7 +639,14 @@ fn mixed_workloads_report_consistent_counts_per_operation() {
         bound,
     );
     check_accounting(&run.json);
-    only_lease_failures(&run.json, &["grant", "keepalive", "revoke"]);
+    only_failures(
+        &run.json,
+        &[
+            ("grant", "Unimplemented"),
+            ("keepalive", "Unimplemented"),
+            ("revoke", "Unimplemented"),
+        ],
+    );
 }
 
 #[test]
