@@ -5,7 +5,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::args::{Args, Workload};
+use crate::args::{self, Args, Workload};
 use crate::run::Report;
 use crate::stats;
 
@@ -344,12 +344,20 @@ pub fn sweep_text(points: &[Point]) -> String {
     let a = &first.args;
     let param = a.sweep.as_ref().map_or("point", |s| s.param.name());
     let mut s = String::new();
+    let shape = match a.sweep.as_ref().map(|s| s.param) {
+        Some(args::SweepParam::Rate) => {
+            format!(
+                "{} conns, open loop, up to {} in flight",
+                a.conns, a.clients
+            )
+        }
+        _ => format!("{} conns, closed loop", a.conns),
+    };
     let _ = writeln!(
         s,
-        "ferro-bench {} against {} ({} conns), sweep over {param}",
+        "ferro-bench {} against {} ({shape}), sweep over {param}",
         a.workload.name(),
         a.endpoints.join(","),
-        a.conns
     );
     let _ = writeln!(
         s,
