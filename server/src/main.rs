@@ -2,6 +2,7 @@
 
 mod config;
 mod errors;
+mod lease;
 mod logger;
 mod maintenance;
 mod service;
@@ -170,6 +171,7 @@ fn main() {
                 max_txn_ops,
                 wal_metrics,
                 alarms,
+                core,
             ));
             let mut listeners = Vec::new();
             for a in &addrs {

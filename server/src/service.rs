@@ -1,11 +1,12 @@
 //! gRPC service implementations: decode, check as etcd does, call the
 //! engine, fill the response header. No storage logic lives here.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use ferrokv_shards::lease::IdGen;
 use ferrokv_shards::watch::{WatchHub, WATCHERS_SLOW_TOTAL, WATCHERS_TOTAL};
 use ferrokv_shards::Engine;
 use ferrokv_wal::WalMetrics;
@@ -16,7 +17,7 @@ use ferrokv_wire::Message;
 use http::Method;
 
 use crate::maintenance::Alarms;
-use crate::{errors, validate};
+use crate::{errors, lease, validate};
 
 /// The etcd API version ferrokv implements and reports.
 pub const ETCD_VERSION: &str = "3.4.23";
@@ -42,6 +43,8 @@ pub struct Service {
     pub hub: Rc<WatchHub>,
     /// Raft term, learned from the shards once.
     term: Cell<u64>,
+    /// Server-chosen lease ids of this core.
+    lease_ids: RefCell<IdGen>,
 }
 
 fn encode<M: Message>(m: &M) -> Bytes {
@@ -56,8 +59,16 @@ impl Service {
         max_txn_ops: usize,
         wal_metrics: Arc<WalMetrics>,
         alarms: Arc<Alarms>,
+        core: usize,
     ) -> Service {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        // etcd's ids carry the member id in their top 16 bits; each core
+        // offsets it so cores never draw the same id.
+        let lease_ids = IdGen::new(member.member_id.wrapping_add(core as u64), unix_ms);
         Service {
+            lease_ids: RefCell::new(lease_ids),
             hub: WatchHub::start(engine.clone()),
             engine,
             member,
@@ -67,6 +78,10 @@ impl Service {
             alarms,
             term: Cell::new(0),
         }
+    }
+
+    pub(crate) fn next_lease_id(&self) -> i64 {
+        self.lease_ids.borrow_mut().next_id()
     }
 
     async fn term(&self) -> u64 {
@@ -206,6 +221,12 @@ impl Service {
                     alarms,
                 }))
             }
+            "/etcdserverpb.Lease/LeaseGrant" => Ok(encode(&lease::grant(&self, msg).await?)),
+            "/etcdserverpb.Lease/LeaseRevoke" => Ok(encode(&lease::revoke(&self, msg).await?)),
+            "/etcdserverpb.Lease/LeaseTimeToLive" => {
+                Ok(encode(&lease::time_to_live(&self, msg).await?))
+            }
+            "/etcdserverpb.Lease/LeaseLeases" => Ok(encode(&lease::leases(&self, msg).await?)),
             other => Err(errors::not_implemented(other)),
         }
     }
@@ -329,6 +350,9 @@ impl Handler for Service {
         Box::pin(async move {
             match method.as_str() {
                 "/etcdserverpb.Watch/Watch" => crate::watch::serve(self, requests, sink).await,
+                "/etcdserverpb.Lease/LeaseKeepAlive" => {
+                    lease::keep_alive(self, requests, sink).await
+                }
                 _ => errors::not_implemented(&method),
             }
         })

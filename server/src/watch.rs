@@ -8,13 +8,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferrokv_mvcc::EventKind;
-use ferrokv_shards::kv::to_pb;
 use ferrokv_shards::watch::{KeyRange, WatchError, WatchHub, WatchOut, WatchSpec, WatchStream};
 use ferrokv_wire::conn::{ResponseSink, GRPC_OVERHEAD_BYTES};
 use ferrokv_wire::grpc::{decode, Code, Status};
 use ferrokv_wire::pb::etcdserverpb as pb;
-use ferrokv_wire::pb::mvccpb;
 use ferrokv_wire::Message;
 
 use crate::service::Service;
@@ -232,21 +229,6 @@ fn progress_tick(s: &mut StreamState) {
     }
 }
 
-fn event_pb(e: &ferrokv_mvcc::Event, prev_kv: bool) -> mvccpb::Event {
-    mvccpb::Event {
-        r#type: match e.kind {
-            EventKind::Put => mvccpb::event::EventType::Put as i32,
-            EventKind::Delete => mvccpb::event::EventType::Delete as i32,
-        },
-        kv: Some(to_pb(e.kv.clone())),
-        prev_kv: if prev_kv {
-            e.prev_kv.clone().map(to_pb)
-        } else {
-            None
-        },
-    }
-}
-
 /// Send one queued response (split into fragments when asked and needed);
 /// false once the client is gone.
 async fn send_out(svc: &Service, s: &mut StreamState, out: WatchOut, sink: &ResponseSink) -> bool {
@@ -268,7 +250,7 @@ async fn send_out(svc: &Service, s: &mut StreamState, out: WatchOut, sink: &Resp
             *idle = false;
         }
     }
-    let resp = pb::WatchResponse {
+    let mut resp = pb::WatchResponse {
         header: svc.header(out.header_rev).await,
         watch_id: out.watch_id,
         created: out.created,
@@ -276,15 +258,45 @@ async fn send_out(svc: &Service, s: &mut StreamState, out: WatchOut, sink: &Resp
         compact_revision: out.compact_revision,
         cancel_reason: out.cancel_reason,
         fragment: false,
-        events: out.events.iter().map(|e| event_pb(e, prev_kv)).collect(),
+        events: Vec::new(),
     };
+    let events: Vec<Bytes> = out.events.iter().map(|e| e.encoded(prev_kv)).collect();
     let limit = svc.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let whole = with_encoded_events(&resp, &events);
+    if !fragment || events.len() < 2 || whole.len() < limit {
+        return sink.send(whole).await;
+    }
+    resp.events = out.events.iter().map(|e| e.to_pb(prev_kv)).collect();
     for part in fragments(resp, fragment, limit) {
         if !sink.send(Bytes::from(part.encode_to_vec())).await {
             return false;
         }
     }
     true
+}
+
+/// `WatchResponse.events` field number.
+const EVENTS_FIELD: u32 = 11;
+
+/// The response with `events` (each an encoded `mvccpb.Event`, shared by
+/// every watcher of the core) appended as its repeated field: protobuf
+/// allows fields in any order, so the event bytes are copied, not
+/// re-encoded, per watcher.
+fn with_encoded_events(resp: &pb::WatchResponse, events: &[Bytes]) -> Bytes {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    let events_len: usize = events
+        .iter()
+        .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
+        .sum();
+    let mut buf = Vec::with_capacity(resp.encoded_len() + events_len);
+    // Encoding into a Vec cannot run out of room.
+    let _ = resp.encode(&mut buf);
+    for e in events {
+        encode_key(EVENTS_FIELD, WireType::LengthDelimited, &mut buf);
+        encode_varint(e.len() as u64, &mut buf);
+        buf.extend_from_slice(e);
+    }
+    Bytes::from(buf)
 }
 
 /// etcd `sendFragments`: split only when asked, when there are at least two
@@ -320,6 +332,7 @@ fn fragments(resp: pb::WatchResponse, fragment: bool, limit: usize) -> Vec<pb::W
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrokv_wire::pb::mvccpb;
 
     fn ev(key: &str, value_len: usize) -> mvccpb::Event {
         mvccpb::Event {
@@ -331,6 +344,51 @@ mod tests {
             }),
             prev_kv: None,
         }
+    }
+
+    /// The shared-bytes encoding is the same message prost would encode.
+    #[test]
+    fn encoded_events_decode_as_the_whole_response() {
+        use ferrokv_mvcc::{Event, EventKind, KeyValue};
+        use ferrokv_shards::watch::SharedEvent;
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec(),
+            create_revision: 2,
+            mod_revision: 3,
+            version: 2,
+            lease: 7,
+        };
+        let shared = [
+            SharedEvent::new(Event {
+                kind: EventKind::Put,
+                kv: kv("a", "1"),
+                prev_kv: Some(kv("a", "0")),
+            }),
+            SharedEvent::new(Event {
+                kind: EventKind::Delete,
+                kv: kv("b", ""),
+                prev_kv: None,
+            }),
+        ];
+        for prev_kv in [false, true] {
+            let mut resp = pb::WatchResponse {
+                header: Some(pb::ResponseHeader {
+                    revision: 3,
+                    ..Default::default()
+                }),
+                watch_id: 5,
+                ..Default::default()
+            };
+            let bytes: Vec<Bytes> = shared.iter().map(|e| e.encoded(prev_kv)).collect();
+            let got = with_encoded_events(&resp, &bytes);
+            resp.events = shared.iter().map(|e| e.to_pb(prev_kv)).collect();
+            assert_eq!(pb::WatchResponse::decode(got).unwrap(), resp);
+            assert_eq!(resp.events[0].prev_kv.is_some(), prev_kv);
+        }
+        // Cached per shape: the same bytes again.
+        assert_eq!(shared[0].encoded(true), shared[0].encoded(true));
+        assert_ne!(shared[0].encoded(true), shared[0].encoded(false));
     }
 
     #[test]

@@ -64,6 +64,11 @@ pub fn shard_of(key: &[u8], shards: u32) -> u32 {
     crc32c::crc32c(key) % shards
 }
 
+/// The shard owning a lease's table entry.
+pub fn lease_shard(id: i64, shards: u32) -> u32 {
+    (id as u64 % u64::from(shards)) as u32
+}
+
 pub fn to_pb(kv: KeyValue) -> mvccpb::KeyValue {
     mvccpb::KeyValue {
         key: Bytes::from(kv.key),
@@ -350,10 +355,8 @@ impl Engine {
             .map_err(|_| Error::Internal("write coordinator stopped".into()))?
     }
 
-    async fn write_txn(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
-        let mut involved = std::collections::BTreeSet::new();
-        collect_shards(&t, self.shard_count(), &mut involved);
-        // Fences are taken in shard order so coordinators never deadlock.
+    /// Fences the shards in shard order, so coordinators never deadlock.
+    async fn fence(&self, involved: impl IntoIterator<Item = u32>) -> Result<Fences, Error> {
         let mut fences: Fences = BTreeMap::new();
         for s in involved {
             let (tx, rx) = async_channel::bounded(FENCED_OPS_PENDING_MAX);
@@ -368,6 +371,66 @@ impl Engine {
             }
             fences.insert(s, tx);
         }
+        Ok(fences)
+    }
+
+    /// Commits what the coordinator applied (and, for a lease revoke, the
+    /// lease shard's `LeaseRevoke`), releases every fence, and waits until
+    /// the revision is visible. Past this point nothing can be undone: a
+    /// failure stops the member rather than serve a store ahead of its log.
+    async fn commit(&self, fences: Fences, st: &WriteState, revoke: Option<(u32, i64)>) {
+        let mut waits = Vec::new();
+        for (s, ch) in &fences {
+            let mut records = Vec::new();
+            if let Some(rev) = st.rev.filter(|_| st.parts.iter().any(|p| p.shard == *s)) {
+                records.push(Record::Write {
+                    rev,
+                    parts: st.parts.clone(),
+                });
+            }
+            let revoke = revoke.filter(|(ls, _)| ls == s).map(|(_, id)| id);
+            if let Some(id) = revoke {
+                records.push(Record::LeaseRevoke {
+                    id,
+                    rev: st.rev.unwrap_or(0),
+                });
+            }
+            if records.is_empty() {
+                let _ = ch.send(FencedOp::Release).await;
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            let op = FencedOp::Commit {
+                records,
+                revoke,
+                reply: tx,
+            };
+            if ch.send(op).await.is_err() {
+                log::error!("shard {s} stopped during commit; stopping");
+                std::process::exit(2);
+            }
+            waits.push(rx);
+        }
+        drop(fences);
+        for w in waits {
+            match w.await {
+                Ok(Ok(())) => {}
+                _ => {
+                    log::error!("commit of revision {:?} failed; stopping", st.rev);
+                    std::process::exit(2);
+                }
+            }
+        }
+        if let Some(rev) = st.rev {
+            self.inner.seq.complete(rev);
+            self.inner.seq.wait_visible(rev).await;
+        }
+    }
+
+    async fn write_txn(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
+        let mut involved = std::collections::BTreeSet::new();
+        collect_shards(&t, self.shard_count(), &mut involved);
+        let fences = self.fence(involved).await?;
         let via = Via::Fenced(&fences);
         let visible = self.inner.seq.visible();
         let checked = async {
@@ -403,49 +466,9 @@ impl Engine {
                 std::process::exit(2);
             }
         };
-        let Some(rev) = st.rev else {
-            release(&fences).await;
-            return Ok(pb::TxnResponse {
-                header: header(visible),
-                succeeded: path.succeeded,
-                responses,
-            });
-        };
-        let mut waits = Vec::new();
-        for (s, ch) in &fences {
-            if st.parts.iter().any(|p| p.shard == *s) {
-                let (tx, rx) = oneshot::channel();
-                let record = Record::Write {
-                    rev,
-                    parts: st.parts.clone(),
-                };
-                if ch
-                    .send(FencedOp::Commit { record, reply: tx })
-                    .await
-                    .is_err()
-                {
-                    log::error!("shard {s} stopped during commit; stopping");
-                    std::process::exit(2);
-                }
-                waits.push(rx);
-            } else {
-                let _ = ch.send(FencedOp::Release).await;
-            }
-        }
-        drop(fences);
-        for w in waits {
-            match w.await {
-                Ok(Ok(())) => {}
-                _ => {
-                    log::error!("commit of revision {rev} failed; stopping");
-                    std::process::exit(2);
-                }
-            }
-        }
-        self.inner.seq.complete(rev);
-        self.inner.seq.wait_visible(rev).await;
+        self.commit(fences, &st, None).await;
         Ok(pb::TxnResponse {
-            header: header(rev),
+            header: header(st.header_rev()),
             succeeded: path.succeeded,
             responses,
         })
@@ -533,9 +556,7 @@ impl Engine {
                                 return Err(Error::KeyNotFound);
                             }
                         }
-                        if p.lease != 0 {
-                            // No lease can exist until the lease service
-                            // lands; etcd answers an unknown id this way.
+                        if p.lease != 0 && !self.lease_exists(via, p.lease).await? {
                             return Err(Error::LeaseNotFound);
                         }
                     }
@@ -721,24 +742,8 @@ impl Engine {
             .range_raw(via, &d.key, &d.range_end, 0, 0, !d.prev_kv, false)
             .await?;
         let deleted = rr.kvs.len() as i64;
-        // Sub revisions follow key order, as etcd's do; consecutive keys of
-        // one shard go in one message.
-        let mut run: Vec<WriteOp> = Vec::new();
-        let mut run_shard = None;
-        for kv in &rr.kvs {
-            let s = self.shard_of(&kv.key);
-            if run_shard.is_some_and(|r| r != s) {
-                let ops = std::mem::take(&mut run);
-                self.apply(via, run_shard.unwrap_or(s), ops, st).await?;
-            }
-            run_shard = Some(s);
-            run.push(WriteOp::Delete {
-                key: kv.key.clone(),
-            });
-        }
-        if let Some(s) = run_shard {
-            self.apply(via, s, run, st).await?;
-        }
+        self.apply_deletes(via, rr.kvs.iter().map(|kv| &kv.key), st)
+            .await?;
         Ok(pb::DeleteRangeResponse {
             header: header(st.header_rev()),
             deleted,
@@ -748,6 +753,170 @@ impl Engine {
                 Vec::new()
             },
         })
+    }
+
+    /// Deletes `keys` (in key order) at the write's revision. Sub revisions
+    /// follow key order, as etcd's do; consecutive keys of one shard go in
+    /// one message.
+    async fn apply_deletes<'k>(
+        &self,
+        via: &Via<'_>,
+        keys: impl Iterator<Item = &'k Vec<u8>>,
+        st: &mut WriteState,
+    ) -> Result<(), Error> {
+        let mut run: Vec<WriteOp> = Vec::new();
+        let mut run_shard = None;
+        for key in keys {
+            let s = self.shard_of(key);
+            if let Some(r) = run_shard.filter(|r| *r != s) {
+                let ops = std::mem::take(&mut run);
+                self.apply(via, r, ops, st).await?;
+            }
+            run_shard = Some(s);
+            run.push(WriteOp::Delete { key: key.clone() });
+        }
+        if let Some(s) = run_shard {
+            self.apply(via, s, run, st).await?;
+        }
+        Ok(())
+    }
+
+    fn lease_shard(&self, id: i64) -> u32 {
+        lease_shard(id, self.shard_count())
+    }
+
+    async fn lease_exists(&self, via: &Via<'_>, id: i64) -> Result<bool, Error> {
+        let s = self.lease_shard(id);
+        let Via::Fenced(fences) = via else {
+            return Err(Error::Internal("lease check outside a fence".into()));
+        };
+        let ch = fences
+            .get(&s)
+            .ok_or_else(|| Error::Internal(format!("lease shard {s} not fenced")))?;
+        let (tx, rx) = oneshot::channel();
+        ch.send(FencedOp::LeaseExists(id, tx))
+            .await
+            .map_err(|_| Error::Internal("shard stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Internal("shard stopped".into()))
+    }
+
+    /// One request to one shard core, answered on a oneshot.
+    async fn ask<T>(
+        &self,
+        shard: u32,
+        msg: impl FnOnce(oneshot::Sender<T>) -> ShardMsg,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(shard, msg(tx)).await?;
+        rx.await
+            .map_err(|_| Error::Internal("shard stopped".into()))
+    }
+
+    /// LeaseGrant: the TTL granted (raised to the minimum).
+    pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<i64, Error> {
+        self.ask(self.lease_shard(id), |reply| ShardMsg::LeaseGrant {
+            id,
+            ttl,
+            reply,
+        })
+        .await?
+    }
+
+    /// KeepAlive: the lease's TTL, renewed from now.
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, Error> {
+        self.ask(self.lease_shard(id), |r| ShardMsg::LeaseRenew(id, r))
+            .await?
+    }
+
+    /// TimeToLive: (granted TTL, seconds remaining, attached keys sorted
+    /// when asked for), or None for an unknown lease.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<Option<(i64, i64, Vec<Vec<u8>>)>, Error> {
+        let Some((granted, remaining)) = self
+            .ask(self.lease_shard(id), |r| ShardMsg::LeaseGet(id, r))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut attached = Vec::new();
+        if keys {
+            for s in 0..self.shard_count() {
+                attached.extend(self.ask(s, |r| ShardMsg::KeysWithLease(id, r)).await?);
+            }
+            attached.sort_unstable();
+        }
+        Ok(Some((granted, remaining, attached)))
+    }
+
+    /// Every lease, ascending by id.
+    pub async fn lease_ids(&self) -> Result<Vec<i64>, Error> {
+        let mut ids = Vec::new();
+        for s in 0..self.shard_count() {
+            ids.extend(self.ask(s, ShardMsg::LeaseIds).await?);
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Revokes a lease: every attached key, in any shard, is deleted at one
+    /// revision (watchers see one transaction), and the lease leaves its
+    /// shard's table in the same commit. All shards are fenced, so no put
+    /// can attach a key meanwhile. Returns the revision for the header.
+    pub async fn lease_revoke(&self, id: i64) -> Result<i64, Error> {
+        let fences = self.fence(0..self.shard_count()).await?;
+        let via = Via::Fenced(&fences);
+        let visible = self.inner.seq.visible();
+        let keys = async {
+            if !self.lease_exists(&via, id).await? {
+                return Err(Error::LeaseNotFound);
+            }
+            let mut waits = Vec::with_capacity(fences.len());
+            for ch in fences.values() {
+                let (tx, rx) = oneshot::channel();
+                ch.send(FencedOp::KeysWithLease(id, tx))
+                    .await
+                    .map_err(|_| Error::Internal("shard stopped".into()))?;
+                waits.push(rx);
+            }
+            let mut keys = Vec::new();
+            for w in waits {
+                keys.extend(
+                    w.await
+                        .map_err(|_| Error::Internal("shard stopped".into()))?,
+                );
+            }
+            keys.sort_unstable();
+            Ok(keys)
+        }
+        .await;
+        let keys = match keys {
+            Ok(k) => k,
+            Err(e) => {
+                release(&fences).await;
+                return Err(e);
+            }
+        };
+        let mut st = WriteState {
+            rev: None,
+            base_rev: visible,
+            next_sub: 0,
+            parts: Vec::new(),
+        };
+        if let Err(e) = self.apply_deletes(&via, keys.iter(), &mut st).await {
+            if st.rev.is_none() {
+                release(&fences).await;
+                return Err(e);
+            }
+            log::error!("lease revoke failed after applying: {e}; stopping");
+            std::process::exit(2);
+        }
+        self.commit(fences, &st, Some((self.lease_shard(id), id)))
+            .await;
+        Ok(st.header_rev())
     }
 
     /// Compact every shard at `rev`; returns the revision for the header.
@@ -817,15 +986,24 @@ fn collect_shards(t: &pb::TxnRequest, n: u32, out: &mut std::collections::BTreeS
         add(&c.key, &c.range_end);
     }
     let mut nested = Vec::new();
+    let mut leases = Vec::new();
     for op in t.success.iter().chain(t.failure.iter()) {
         match &op.request {
             Some(pb::request_op::Request::RequestRange(r)) => add(&r.key, &r.range_end),
-            Some(pb::request_op::Request::RequestPut(p)) => add(&p.key, &[]),
+            Some(pb::request_op::Request::RequestPut(p)) => {
+                add(&p.key, &[]);
+                if p.lease != 0 {
+                    // The lease's existence is checked under its fence, so
+                    // it cannot be revoked between check and write.
+                    leases.push(p.lease);
+                }
+            }
             Some(pb::request_op::Request::RequestDeleteRange(d)) => add(&d.key, &d.range_end),
             Some(pb::request_op::Request::RequestTxn(t)) => nested.push(t),
             None => {}
         }
     }
+    out.extend(leases.into_iter().map(|l| lease_shard(l, n)));
     for t in nested {
         collect_shards(t, n, out);
     }

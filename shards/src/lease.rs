@@ -127,8 +127,14 @@ impl LeaseTable {
     }
 
     /// KeepAlive: the lease's deadline moves to `now + ttl`; returns the TTL.
+    /// A lease past its deadline is being revoked: as in etcd, renewing it
+    /// answers not found rather than bringing it back.
     pub fn renew(&mut self, id: i64, now: Instant) -> Result<i64, Error> {
-        let ttl = self.leases.get(&id).ok_or(Error::LeaseNotFound)?.ttl;
+        let l = self.leases.get(&id).ok_or(Error::LeaseNotFound)?;
+        if l.expiry.is_some_and(|at| at <= now) {
+            return Err(Error::LeaseNotFound);
+        }
+        let ttl = l.ttl;
         self.refresh(id, now);
         Ok(ttl)
     }
@@ -272,6 +278,7 @@ mod tests {
         assert_eq!(t.get(10).unwrap().remaining_secs(now + secs(5)), 10);
         assert_eq!(t.get(10).unwrap().remaining_secs(now + secs(6)), 9);
         assert_eq!(t.expired(now + secs(16), 10), vec![10]);
+        assert_eq!(t.renew(10, now + secs(16)), Err(Error::LeaseNotFound));
         // Not revoked: handed out again after the retry interval, not before.
         assert!(t.expired(now + secs(18), 10).is_empty());
         assert_eq!(t.expired(now + secs(31), 10), vec![10, 20, 30]);

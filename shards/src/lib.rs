@@ -26,6 +26,7 @@ pub use kv::Engine;
 pub use sequencer::Sequencer;
 pub use shard::ShardStatus;
 
+use lease::LeaseTable;
 use record::Record;
 use recovery::Summary;
 use shard::{Shard, ShardMsg, SHARD_MESSAGES_PENDING_MAX};
@@ -43,6 +44,14 @@ pub struct Config {
     pub wal_metrics: Arc<WalMetrics>,
     pub heartbeat_interval_ms: u64,
     pub election_ticks: usize,
+}
+
+impl Config {
+    /// etcd's minimum lease TTL: 3/2 of the election timeout, in whole
+    /// seconds rounded up.
+    pub fn min_lease_ttl(&self) -> i64 {
+        LeaseTable::min_ttl_for(self.heartbeat_interval_ms * self.election_ticks as u64)
+    }
 }
 
 /// Checks (or records, on first start) the shard count of a data dir:
@@ -136,9 +145,10 @@ where
                         }
                     };
                 let log = shard.log.clone();
-                glommio::spawn_local(shard.run(rx)).detach();
+                glommio::spawn_local(shard.clone().run(rx)).detach();
                 barrier.wait();
                 let engine = Engine::new(senders, seq);
+                glommio::spawn_local(lease_expiry(shard, engine.clone())).detach();
                 serve(engine, i).await;
                 // The executor ends with this future and drops its other
                 // tasks unpolled, which leaks the WAL's open segment files
@@ -175,8 +185,14 @@ async fn open_shard(
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::create_dir_all(&wal_dir).map_err(|e| format!("{}: {e}", wal_dir.display()))?;
     let snap_path = dir.join("snapshot.rkyv");
+    let mut leases = LeaseTable::new(cfg.min_lease_ttl());
     let (store, applied) = if snap_path.exists() {
-        let (s, idx, _meta) = Store::open_snapshot(&snap_path).map_err(|e| e.to_string())?;
+        let (s, idx, meta) = Store::open_snapshot(&snap_path).map_err(|e| e.to_string())?;
+        for (lease, ttl) in shard::decode_lease_meta(&meta)
+            .map_err(|e| format!("shard {id}: {}: {e}", snap_path.display()))?
+        {
+            leases.restore(lease, ttl);
+        }
         (s, idx)
     } else {
         (Store::new(), 0)
@@ -222,14 +238,19 @@ async fn open_shard(
         seq.clone(),
         snap_path,
         cfg.snapshot_count,
+        leases,
     );
     let mut dropped = false;
     for rec in &records {
-        match rec {
-            Record::Write { rev, .. } if *rev > cut => dropped = true,
-            other => shard.apply_recovered(other),
+        if rec.voided_above(cut) {
+            dropped = true;
+        } else {
+            shard.apply_recovered(rec);
         }
     }
+    // etcd's Promote: restored leases get their full TTL from now, so a
+    // restart never expires one early.
+    shard.leases.borrow_mut().promote(std::time::Instant::now());
     if dropped {
         log::warn!("shard {id}: dropping unacknowledged writes above revision {cut}");
         let marker = log
@@ -245,4 +266,27 @@ async fn open_shard(
     // etcd's store starts at revision 1 with no keys; the first write is 2.
     seq.recover(cut.max(1), compact);
     Ok(shard)
+}
+
+/// The expiry timer of one lease-owning shard: every `REVOKE_TICK` at most
+/// `REVOKE_BATCH` expired leases are revoked (etcd's rate of 1000/s), each
+/// as its own cross-shard write; one not revoked is handed out again later.
+async fn lease_expiry(shard: Rc<Shard>, engine: Engine) {
+    loop {
+        glommio::timer::sleep(lease::REVOKE_TICK).await;
+        let expired = shard
+            .leases
+            .borrow_mut()
+            .expired(std::time::Instant::now(), lease::REVOKE_BATCH);
+        for id in expired {
+            let engine = engine.clone();
+            glommio::spawn_local(async move {
+                match engine.lease_revoke(id).await {
+                    Ok(_) | Err(Error::LeaseNotFound) => {}
+                    Err(e) => log::warn!("lease {id:x}: expiry revoke failed: {e}"),
+                }
+            })
+            .detach();
+        }
+    }
 }

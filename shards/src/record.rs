@@ -37,11 +37,24 @@ pub enum Record {
         ttl: i64,
     },
     /// A lease revoked from this shard's lease table. The attached keys'
-    /// deletion is a `Write` at its own revision `rev`.
+    /// deletion is a `Write` at revision `rev` (0: there were none).
     LeaseRevoke {
         id: i64,
         rev: i64,
     },
+}
+
+impl Record {
+    /// Whether a recovery cut at `cut` voids this record: writes above it,
+    /// and lease revokes whose deletes were above it (a revoke that deleted
+    /// nothing, `rev` 0, stands on its own).
+    pub fn voided_above(&self, cut: i64) -> bool {
+        match self {
+            Record::Write { rev, .. } => *rev > cut,
+            Record::LeaseRevoke { rev, .. } => *rev > cut,
+            _ => false,
+        }
+    }
 }
 
 const TAG_WRITE: u8 = 1;

@@ -47,7 +47,7 @@ pub fn resolve_truncations(records: Vec<Record>) -> Vec<Record> {
     for r in records {
         match r {
             Record::TruncateAbove { rev } => {
-                out.retain(|x| !matches!(x, Record::Write { rev: w, .. } if *w > rev));
+                out.retain(|x| !x.voided_above(rev));
             }
             other => out.push(other),
         }
@@ -130,6 +130,24 @@ mod tests {
             w(2),
         ]);
         assert_eq!(out, vec![w(1), w(2)]);
+    }
+
+    /// A revoke's lease-table change is void with its deletes; one that
+    /// deleted nothing (rev 0), and grants, are never voided.
+    #[test]
+    fn lease_revoke_is_voided_with_its_deletes() {
+        let revoke = |rev| Record::LeaseRevoke { id: 9, rev };
+        let grant = Record::LeaseGrant { id: 9, ttl: 5 };
+        let out = resolve_truncations(vec![
+            grant.clone(),
+            revoke(0),
+            revoke(2),
+            revoke(3),
+            Record::TruncateAbove { rev: 2 },
+        ]);
+        assert_eq!(out, vec![grant.clone(), revoke(0), revoke(2)]);
+        assert!(revoke(3).voided_above(2) && !revoke(2).voided_above(2));
+        assert!(!revoke(0).voided_above(1) && !grant.voided_above(0));
     }
 
     proptest! {

@@ -4,17 +4,21 @@
 //! shard's log is in revision order.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ferrokv_mvcc::{Event, RangeResult, Revision, Store, WriteOp};
 use ferrokv_raft::ShardLog;
 use futures_channel::oneshot;
 use glommio::sync::Semaphore;
 
+use crate::lease::LeaseTable;
 use crate::record::Record;
 use crate::sequencer::Sequencer;
+use crate::Error;
 
 /// Bound on messages queued for one shard core.
 pub const SHARD_MESSAGES_PENDING_MAX: usize = 4096;
@@ -55,6 +59,21 @@ pub enum ShardMsg {
     Status(Reply<ShardStatus>),
     /// History for watchers; needs no lock (only visible revisions are asked).
     Events(EventsArgs, Reply<EventsResult>),
+    /// Grant a lease owned by this shard; the reply (the TTL granted) comes
+    /// once the grant is durable.
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+        reply: Reply<Result<i64, Error>>,
+    },
+    /// KeepAlive: the lease's TTL, or `LeaseNotFound` (also once expired).
+    LeaseRenew(i64, Reply<Result<i64, Error>>),
+    /// A lease of this shard: (granted TTL, whole seconds remaining).
+    LeaseGet(i64, Reply<Option<(i64, i64)>>),
+    /// Every lease this shard owns.
+    LeaseIds(Reply<Vec<i64>>),
+    /// This shard's keys attached to a lease (for TimeToLive).
+    KeysWithLease(i64, Reply<Vec<Vec<u8>>>),
 }
 
 pub enum FencedOp {
@@ -66,13 +85,58 @@ pub enum FencedOp {
         ops: Vec<WriteOp>,
         reply: Reply<Vec<Event>>,
     },
-    /// Submit the record and release the lock; the reply comes once durable.
+    /// Whether this shard owns the lease now.
+    LeaseExists(i64, Reply<bool>),
+    /// Keys attached to the lease in the latest state.
+    KeysWithLease(i64, Reply<Vec<Vec<u8>>>),
+    /// Submit the records and release the lock; the reply comes once
+    /// durable. `revoke` leaves the lease table at submission, so no write
+    /// fenced after this one can attach a key to it.
     Commit {
-        record: Record,
+        records: Vec<Record>,
+        revoke: Option<i64>,
         reply: Reply<Result<(), String>>,
     },
     /// Nothing was written here: release the lock.
     Release,
+}
+
+const LEASE_META_V1: u8 = 1;
+
+/// The lease table in a snapshot's meta bytes: a version byte, then
+/// (id, TTL) pairs as little-endian i64s.
+pub fn encode_lease_meta(leases: &[(i64, i64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + leases.len() * 16);
+    out.push(LEASE_META_V1);
+    for (id, ttl) in leases {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&ttl.to_le_bytes());
+    }
+    out
+}
+
+/// Reads [`encode_lease_meta`]; empty meta (a snapshot without leases) is
+/// no leases.
+pub fn decode_lease_meta(meta: &[u8]) -> Result<Vec<(i64, i64)>, String> {
+    let Some((&version, body)) = meta.split_first() else {
+        return Ok(Vec::new());
+    };
+    if version != LEASE_META_V1 || body.len() % 16 != 0 {
+        return Err(format!(
+            "snapshot lease table: unknown layout (version {version}, {} bytes)",
+            body.len()
+        ));
+    }
+    Ok(body
+        .chunks_exact(16)
+        .map(|c| {
+            let mut id = [0u8; 8];
+            let mut ttl = [0u8; 8];
+            id.copy_from_slice(&c[..8]);
+            ttl.copy_from_slice(&c[8..]);
+            (i64::from_le_bytes(id), i64::from_le_bytes(ttl))
+        })
+        .collect())
 }
 
 #[derive(Clone, Debug, Default)]
@@ -95,6 +159,15 @@ pub struct Shard {
     snapshot_count: u64,
     entries_since_snapshot: Cell<u64>,
     snapshotting: Cell<bool>,
+    /// The leases this shard owns (id mod shard count).
+    pub leases: RefCell<LeaseTable>,
+    /// Grants in the log but not yet durable (id -> TTL): a second grant of
+    /// the id is refused, and a snapshot includes them.
+    granting: RefCell<HashMap<i64, i64>>,
+    /// The highest revision a lease revoke of this shard deleted keys at: a
+    /// snapshot waits for it to be visible, since the deletes may all live
+    /// in other shards.
+    revoke_rev: Cell<i64>,
 }
 
 impl Shard {
@@ -105,6 +178,7 @@ impl Shard {
         seq: Arc<Sequencer>,
         snapshot_path: PathBuf,
         snapshot_count: u64,
+        leases: LeaseTable,
     ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
@@ -116,6 +190,9 @@ impl Shard {
             snapshot_count,
             entries_since_snapshot: Cell::new(0),
             snapshotting: Cell::new(false),
+            leases: RefCell::new(leases),
+            granting: RefCell::new(HashMap::new()),
+            revoke_rev: Cell::new(0),
         })
     }
 
@@ -141,6 +218,33 @@ impl Shard {
                 }
                 ShardMsg::Events(a, reply) => {
                     let _ = reply.send(self.events(&a));
+                }
+                ShardMsg::LeaseGrant { id, ttl, reply } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let r = me.lease_grant(id, ttl).await;
+                        let _ = reply.send(r);
+                    })
+                    .detach();
+                }
+                ShardMsg::LeaseRenew(id, reply) => {
+                    let r = self.leases.borrow_mut().renew(id, Instant::now());
+                    let _ = reply.send(r);
+                }
+                ShardMsg::LeaseGet(id, reply) => {
+                    let now = Instant::now();
+                    let r = self
+                        .leases
+                        .borrow()
+                        .get(id)
+                        .map(|l| (l.ttl, l.remaining_secs(now)));
+                    let _ = reply.send(r);
+                }
+                ShardMsg::LeaseIds(reply) => {
+                    let _ = reply.send(self.leases.borrow().ids());
+                }
+                ShardMsg::KeysWithLease(id, reply) => {
+                    let _ = reply.send(self.store.borrow().keys_with_lease(id));
                 }
                 ShardMsg::Status(reply) => {
                     let store = self.store.borrow();
@@ -206,14 +310,44 @@ impl Shard {
                     let events = self.store.borrow_mut().apply_at_sub(rev, first_sub, &ops);
                     let _ = reply.send(events);
                 }
-                FencedOp::Commit { record, reply } => {
-                    // The proposal is queued while the lock is held, so the
-                    // log order is the revision order; durability is awaited
-                    // after releasing it, letting later writes share the fsync.
-                    let submitted = self.log.submit(record.encode());
+                FencedOp::LeaseExists(id, reply) => {
+                    let _ = reply.send(self.leases.borrow().contains(id));
+                }
+                FencedOp::KeysWithLease(id, reply) => {
+                    let _ = reply.send(self.store.borrow().keys_with_lease(id));
+                }
+                FencedOp::Commit {
+                    records,
+                    revoke,
+                    reply,
+                } => {
+                    if let Some(id) = revoke {
+                        let _ = self.leases.borrow_mut().revoke(id);
+                        for r in &records {
+                            if let Record::LeaseRevoke { rev, .. } = r {
+                                self.revoke_rev.set(self.revoke_rev.get().max(*rev));
+                            }
+                        }
+                    }
+                    // The proposals are queued while the lock is held, so
+                    // the log order is the revision order; durability is
+                    // awaited after releasing it, letting later writes share
+                    // the fsync.
+                    let submitted: Result<Vec<_>, _> = records
+                        .iter()
+                        .map(|r| self.log.submit(r.encode()))
+                        .collect();
                     drop(_permit);
                     let result = match submitted {
-                        Ok(fut) => fut.await.map(|_| ()).map_err(|e| e.to_string()),
+                        Ok(futs) => {
+                            let mut r = Ok(());
+                            for fut in futs {
+                                if let Err(e) = fut.await {
+                                    r = Err(e.to_string());
+                                }
+                            }
+                            r
+                        }
                         Err(e) => Err(e.to_string()),
                     };
                     if let Err(e) = &result {
@@ -276,11 +410,45 @@ impl Shard {
                 let _ = store.compact(*rev);
             }
             Record::TruncateAbove { .. } => {}
-            // Nothing writes lease records yet (the Lease service is not
-            // wired to the shards, docs/leases.md); the lease table will
-            // replay them here.
-            Record::LeaseGrant { .. } | Record::LeaseRevoke { .. } => {}
+            Record::LeaseGrant { id, ttl } => self.leases.borrow_mut().restore(*id, *ttl),
+            Record::LeaseRevoke { id, .. } => {
+                let _ = self.leases.borrow_mut().revoke(*id);
+            }
         }
+    }
+
+    /// A grant is in the table only once durable, so nothing can attach a
+    /// key to a lease a crash could still lose.
+    async fn lease_grant(&self, id: i64, ttl: i64) -> Result<i64, Error> {
+        if self.granting.borrow().contains_key(&id) {
+            return Err(Error::LeaseExists);
+        }
+        let ttl = self.leases.borrow().check_grant(id, ttl)?;
+        let fut = self
+            .log
+            .submit(Record::LeaseGrant { id, ttl }.encode())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        self.granting.borrow_mut().insert(id, ttl);
+        let durable = fut.await;
+        self.granting.borrow_mut().remove(&id);
+        if let Err(e) = durable {
+            log::error!("shard {}: log write failed, stopping: {e}", self.id);
+            std::process::exit(2);
+        }
+        self.leases.borrow_mut().grant(id, ttl, Instant::now())
+    }
+
+    /// The leases a snapshot must hold: granted ones and durable-pending
+    /// grants whose log entries the snapshot may let go.
+    fn lease_meta(&self) -> Vec<u8> {
+        let table = self.leases.borrow();
+        let mut leases: Vec<(i64, i64)> = table
+            .ids()
+            .into_iter()
+            .filter_map(|id| table.get(id).map(|l| (id, l.ttl)))
+            .collect();
+        leases.extend(self.granting.borrow().iter().map(|(id, ttl)| (*id, *ttl)));
+        encode_lease_meta(&leases)
     }
 
     /// Counts committed entries and, every `--snapshot-count`, writes a
@@ -313,12 +481,13 @@ impl Shard {
             .await
             .map_err(|e| e.to_string())?;
         let last = self.store.borrow().last_revision();
-        self.seq.wait_visible(last).await;
+        self.seq.wait_visible(last.max(self.revoke_rev.get())).await;
         let index = self.log.commit_index();
+        let meta = self.lease_meta();
         let written = self
             .store
             .borrow()
-            .write_snapshot(&self.snapshot_path, index, &[])
+            .write_snapshot(&self.snapshot_path, index, &meta)
             .map_err(|e| e.to_string())?;
         self.entries_since_snapshot.set(0);
         drop(_permit);
@@ -331,5 +500,29 @@ impl Shard {
             self.id
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn lease_meta_round_trips(leases in proptest::collection::vec((any::<i64>(), any::<i64>()), 0..20)) {
+            let enc = encode_lease_meta(&leases);
+            prop_assert_eq!(decode_lease_meta(&enc), Ok(leases));
+            // A torn table is refused, never misread.
+            if enc.len() > 1 {
+                prop_assert!(decode_lease_meta(&enc[..enc.len() - 1]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn empty_meta_is_no_leases() {
+        assert_eq!(decode_lease_meta(&[]), Ok(Vec::new()));
+        assert!(decode_lease_meta(&[9]).is_err());
     }
 }

@@ -10,18 +10,26 @@
 //! a start revision the hub already passed) catch up from history in the
 //! background and rejoin the synced set once they reach the hub. Writers
 //! never wait for watchers.
+//!
+//! Matching is indexed: watchers of one key are found by a hash lookup per
+//! event, only range watchers are tested one by one. Each event is encoded
+//! to protobuf at most once per shape (with or without prev_kv) for all the
+//! watchers of this core (`SharedEvent::encoded`).
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
+use bytes::Bytes;
 use ferrokv_mvcc::{Event, EventKind, Revision};
+use ferrokv_wire::pb::mvccpb;
+use ferrokv_wire::Message;
 use futures_channel::oneshot;
 
 use crate::error::Error;
-use crate::kv::{shard_of, Engine};
+use crate::kv::{shard_of, to_pb, Engine};
 use crate::shard::{EventsArgs, ShardMsg};
 
 /// Events one watcher may have queued for its client before it is moved
@@ -113,12 +121,56 @@ impl WatchSpec {
     }
 }
 
+/// An event shared by every watcher of a core that receives it, with its
+/// protobuf encoding made once per shape on first use.
+#[derive(Debug)]
+pub struct SharedEvent {
+    pub event: Event,
+    /// `mvccpb.Event` bytes without and with prev_kv.
+    encoded: [OnceCell<Bytes>; 2],
+}
+
+impl SharedEvent {
+    pub fn new(event: Event) -> Rc<SharedEvent> {
+        Rc::new(SharedEvent {
+            event,
+            encoded: [OnceCell::new(), OnceCell::new()],
+        })
+    }
+
+    /// The event as etcd sends it; prev_kv only when the watcher asked.
+    pub fn to_pb(&self, prev_kv: bool) -> mvccpb::Event {
+        let e = &self.event;
+        mvccpb::Event {
+            r#type: match e.kind {
+                EventKind::Put => mvccpb::event::EventType::Put as i32,
+                EventKind::Delete => mvccpb::event::EventType::Delete as i32,
+            },
+            kv: Some(to_pb(e.kv.clone())),
+            prev_kv: if prev_kv {
+                e.prev_kv.clone().map(to_pb)
+            } else {
+                None
+            },
+        }
+    }
+
+    /// [`Self::to_pb`] encoded, computed once per shape.
+    pub fn encoded(&self, prev_kv: bool) -> Bytes {
+        // Without a previous value both shapes are the same bytes.
+        let shape = usize::from(prev_kv && self.event.prev_kv.is_some());
+        self.encoded[shape]
+            .get_or_init(|| Bytes::from(self.to_pb(prev_kv).encode_to_vec()))
+            .clone()
+    }
+}
+
 /// One response for a client stream, produced by the hub or the stream.
 #[derive(Debug, Default)]
 pub struct WatchOut {
     pub watch_id: i64,
     pub header_rev: i64,
-    pub events: Vec<Rc<Event>>,
+    pub events: Vec<Rc<SharedEvent>>,
     pub created: bool,
     pub canceled: bool,
     pub compact_revision: i64,
@@ -193,6 +245,64 @@ struct HubState {
     hub_rev: i64,
     next_key: u64,
     watchers: BTreeMap<u64, Watcher>,
+    /// Watchers of one key, by that key.
+    by_key: HashMap<Vec<u8>, BTreeSet<u64>>,
+    /// Watchers of a range (prefix, from-key, interval).
+    ranged: BTreeSet<u64>,
+    /// Watchers that asked for prev_kv: reads fetch it only if any did.
+    prev_kv_watchers: usize,
+}
+
+impl HubState {
+    fn insert(&mut self, key: u64, w: Watcher) {
+        match &w.spec.range {
+            KeyRange::Key(k) => {
+                self.by_key.entry(k.clone()).or_default().insert(key);
+            }
+            _ => {
+                self.ranged.insert(key);
+            }
+        }
+        if w.spec.prev_kv {
+            self.prev_kv_watchers += 1;
+        }
+        self.watchers.insert(key, w);
+    }
+
+    fn remove(&mut self, key: u64) -> bool {
+        let Some(w) = self.watchers.remove(&key) else {
+            return false;
+        };
+        match &w.spec.range {
+            KeyRange::Key(k) => {
+                if let Some(set) = self.by_key.get_mut(k) {
+                    set.remove(&key);
+                    if set.is_empty() {
+                        self.by_key.remove(k);
+                    }
+                }
+            }
+            _ => {
+                self.ranged.remove(&key);
+            }
+        }
+        if w.spec.prev_kv {
+            self.prev_kv_watchers -= 1;
+        }
+        true
+    }
+
+    /// The watchers whose key or range holds `key`, in hub-key order.
+    fn candidates(&self, key: &[u8], out: &mut Vec<u64>) {
+        if let Some(set) = self.by_key.get(key) {
+            out.extend(set.iter().copied());
+        }
+        out.extend(self.ranged.iter().copied().filter(|k| {
+            self.watchers
+                .get(k)
+                .is_some_and(|w| w.spec.range.contains(key))
+        }));
+    }
 }
 
 pub struct WatchHub {
@@ -210,6 +320,9 @@ impl WatchHub {
                 hub_rev: engine.sequencer().visible(),
                 next_key: 0,
                 watchers: BTreeMap::new(),
+                by_key: HashMap::new(),
+                ranged: BTreeSet::new(),
+                prev_kv_watchers: 0,
             }),
             engine,
             resync: event_listener::Event::new(),
@@ -242,7 +355,7 @@ impl WatchHub {
         if !synced {
             WATCHERS_SLOW_TOTAL.fetch_add(1, Relaxed);
         }
-        st.watchers.insert(
+        st.insert(
             key,
             Watcher {
                 spec,
@@ -261,7 +374,7 @@ impl WatchHub {
     }
 
     pub fn cancel(&self, key: u64) -> bool {
-        self.state.borrow_mut().watchers.remove(&key).is_some()
+        self.state.borrow_mut().remove(key)
     }
 
     /// The stream sent `n` events of watcher `key`.
@@ -289,7 +402,11 @@ impl WatchHub {
     /// Stop serving (tests): the loops end at their next wake-up.
     pub fn stop(&self) {
         self.stopped.set(true);
-        self.state.borrow_mut().watchers.clear();
+        let mut st = self.state.borrow_mut();
+        st.watchers.clear();
+        st.by_key.clear();
+        st.ranged.clear();
+        st.prev_kv_watchers = 0;
         self.resync.notify(usize::MAX);
     }
 
@@ -349,14 +466,9 @@ impl WatchHub {
             let visible = self.engine.sequencer().visible();
             let (any, prev_kv) = {
                 let st = self.state.borrow();
-                let synced = st.watchers.values().filter(|w| w.synced);
-                let mut any = false;
-                let mut prev = false;
-                for w in synced {
-                    any = true;
-                    prev |= w.spec.prev_kv;
-                }
-                (any, prev)
+                // Counted, not scanned: this runs once per visible
+                // revision step, with possibly 100k idle watchers here.
+                (!st.watchers.is_empty(), st.prev_kv_watchers > 0)
             };
             if !any {
                 // Nobody to serve: a later watcher starting below this
@@ -395,11 +507,15 @@ impl WatchHub {
     /// Hand the events of revisions up to `covered` (all read, merged) to
     /// the synced watchers: one response per watcher and revision.
     fn dispatch(&self, evs: Vec<(Revision, Event)>, covered: i64) {
-        let mut st = self.state.borrow_mut();
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
         debug_assert!(covered > st.hub_rev);
-        let evs: Vec<(i64, Rc<Event>)> =
-            evs.into_iter().map(|(r, e)| (r.main, Rc::new(e))).collect();
+        let evs: Vec<(i64, Rc<SharedEvent>)> = evs
+            .into_iter()
+            .map(|(r, e)| (r.main, SharedEvent::new(e)))
+            .collect();
         let mut slow = false;
+        let mut candidates = Vec::new();
         let mut i = 0;
         while i < evs.len() {
             let rev = evs[i].0;
@@ -407,19 +523,25 @@ impl WatchHub {
             while j < evs.len() && evs[j].0 == rev {
                 j += 1;
             }
-            let group = &evs[i..j];
-            for (key, w) in st.watchers.iter_mut() {
-                if !w.synced || rev < w.min_rev {
-                    continue;
+            // Per watcher, the events of this revision it matches, in
+            // event (sub revision) order.
+            let mut selected: BTreeMap<u64, Vec<Rc<SharedEvent>>> = BTreeMap::new();
+            for (_, e) in &evs[i..j] {
+                candidates.clear();
+                st.candidates(&e.event.kv.key, &mut candidates);
+                for key in &candidates {
+                    let Some(w) = st.watchers.get(key) else {
+                        continue;
+                    };
+                    if w.synced && rev >= w.min_rev && w.spec.matches(&e.event) {
+                        selected.entry(*key).or_default().push(e.clone());
+                    }
                 }
-                let sel: Vec<Rc<Event>> = group
-                    .iter()
-                    .filter(|(_, e)| w.spec.matches(e))
-                    .map(|(_, e)| e.clone())
-                    .collect();
-                if sel.is_empty() {
+            }
+            for (key, sel) in selected {
+                let Some(w) = st.watchers.get_mut(&key) else {
                     continue;
-                }
+                };
                 if w.pending_events > 0 && w.pending_events + sel.len() > WATCH_EVENTS_PENDING_MAX {
                     // The client is not keeping up: stop queueing, catch up
                     // from history once it drains (etcd's slow watchers).
@@ -435,15 +557,15 @@ impl WatchHub {
                     watch_id: w.watch_id,
                     header_rev: rev,
                     events: sel,
-                    hub_key: Some(*key),
+                    hub_key: Some(key),
                     ..WatchOut::default()
                 });
             }
             i = j;
         }
-        for w in st.watchers.values_mut().filter(|w| w.synced) {
-            w.min_rev = w.min_rev.max(covered + 1);
-        }
+        // A synced watcher's min_rev is not advanced here (that would touch
+        // every idle watcher per step): below hub_rev it is stale and
+        // harmless, since later events are all above hub_rev.
         st.hub_rev = covered;
         if slow {
             self.resync.notify(usize::MAX);
@@ -518,10 +640,10 @@ impl WatchHub {
         w.busy = false;
         match result {
             Ok((evs, covered)) => {
-                let sel: Vec<Rc<Event>> = evs
+                let sel: Vec<Rc<SharedEvent>> = evs
                     .into_iter()
                     .filter(|(_, e)| w.spec.matches(e))
-                    .map(|(_, e)| Rc::new(e))
+                    .map(|(_, e)| SharedEvent::new(e))
                     .collect();
                 if !sel.is_empty() {
                     w.pending_events += sel.len();
@@ -551,7 +673,7 @@ impl WatchHub {
                     compact_revision: self.engine.sequencer().compact_revision(),
                     ..WatchOut::default()
                 });
-                st.watchers.remove(&key);
+                st.remove(key);
             }
             Err(e) => {
                 log::warn!("watch hub: catch-up read {from}..={to}: {e}");

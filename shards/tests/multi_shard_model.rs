@@ -6,8 +6,12 @@
 //! branches with puts, deletes and ranges), ranges at the latest and older
 //! revisions, and compactions. Every response (header revision, every field
 //! of every kv, count, more, deleted, prev_kvs, succeeded, error) must equal
-//! the model's. Then the engine is stopped and started again on the same
-//! data dir, and every retained revision must read back as the model has it.
+//! the model's. Leases take part: grants (of ids owned by every shard),
+//! puts attached to a lease (unknown ones refused), keys moving between
+//! leases, and revokes deleting every attached key at one revision. Then
+//! the engine is stopped and started again on the same data dir, and every
+//! retained revision, every lease and its keys must read back as the model
+//! has them.
 //!
 //! The model is deliberately naive: one `BTreeMap` per revision, written
 //! from etcd's rules (a write request takes exactly one new revision if it
@@ -18,7 +22,7 @@
 //! Limits: `CASES` cases of at most `OPS_MAX` ops, every engine call bounded
 //! by `ENGINE_CALL_TIMEOUT`, idle cores by `IDLE_CORE_WAIT_MAX`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,6 +51,9 @@ const KEYS: &[&str] = &[
 ];
 const PREFIXES: &[&str] = &["a", "b", "c/", "a/", ""];
 const VALUES: &[&str] = &["", "x", "y", "zz"];
+/// Lease ids owned by each of the four shards (id mod 4).
+const LEASE_IDS: &[i64] = &[4, 5, 6, 7];
+const LEASE_TTL: i64 = 600;
 
 // ---------------------------------------------------------------- workload
 
@@ -85,6 +92,7 @@ enum TxnOp {
         key: usize,
         value: usize,
         prev_kv: bool,
+        lease: Option<usize>,
     },
     Del {
         spec: KeySpec,
@@ -108,7 +116,10 @@ enum Op {
         key: usize,
         value: usize,
         prev_kv: bool,
+        lease: Option<usize>,
     },
+    Grant(usize),
+    Revoke(usize),
     Del {
         spec: KeySpec,
         prev_kv: bool,
@@ -196,10 +207,14 @@ fn cmp() -> impl Strategy<Value = Cmp> {
         })
 }
 
+fn lease_sel() -> impl Strategy<Value = Option<usize>> {
+    proptest::option::weighted(0.3, 0..LEASE_IDS.len())
+}
+
 fn txn_op() -> impl Strategy<Value = TxnOp> {
     prop_oneof![
-        3 => (0..KEYS.len(), 0..VALUES.len(), any::<bool>())
-            .prop_map(|(key, value, prev_kv)| TxnOp::Put { key, value, prev_kv }),
+        3 => (0..KEYS.len(), 0..VALUES.len(), any::<bool>(), lease_sel())
+            .prop_map(|(key, value, prev_kv, lease)| TxnOp::Put { key, value, prev_kv, lease }),
         2 => (del_spec(), any::<bool>()).prop_map(|(spec, prev_kv)| TxnOp::Del { spec, prev_kv }),
         2 => range_sel().prop_map(TxnOp::Range),
     ]
@@ -208,8 +223,10 @@ fn txn_op() -> impl Strategy<Value = TxnOp> {
 fn op() -> impl Strategy<Value = Op> {
     let branch = || proptest::collection::vec(txn_op(), 0..4);
     prop_oneof![
-        5 => (0..KEYS.len(), 0..VALUES.len(), any::<bool>())
-            .prop_map(|(key, value, prev_kv)| Op::Put { key, value, prev_kv }),
+        5 => (0..KEYS.len(), 0..VALUES.len(), any::<bool>(), lease_sel())
+            .prop_map(|(key, value, prev_kv, lease)| Op::Put { key, value, prev_kv, lease }),
+        2 => (0..LEASE_IDS.len()).prop_map(Op::Grant),
+        1 => (0..LEASE_IDS.len()).prop_map(Op::Revoke),
         2 => (del_spec(), any::<bool>()).prop_map(|(spec, prev_kv)| Op::Del { spec, prev_kv }),
         4 => (proptest::collection::vec(cmp(), 0..3), branch(), branch())
             .prop_map(|(compare, success, failure)| Op::Txn { compare, success, failure }),
@@ -226,6 +243,7 @@ struct Val {
     create: i64,
     modr: i64,
     version: i64,
+    lease: i64,
 }
 
 type State = BTreeMap<Vec<u8>, Val>;
@@ -236,6 +254,7 @@ struct Model {
     /// revision 1 with no keys (`history[0]` is unused).
     history: Vec<State>,
     compact: i64,
+    leases: BTreeSet<i64>,
 }
 
 fn header(rev: i64) -> Option<pb::ResponseHeader> {
@@ -252,7 +271,7 @@ fn kv_of(key: &[u8], v: &Val) -> mvccpb::KeyValue {
         mod_revision: v.modr,
         version: v.version,
         value: Bytes::copy_from_slice(&v.value),
-        lease: 0,
+        lease: v.lease,
     }
 }
 
@@ -311,6 +330,7 @@ fn compare_holds(s: &State, c: &pb::Compare) -> bool {
         create: 0,
         modr: 0,
         version: 0,
+        lease: 0,
     };
     if kvs.is_empty() && target == T::Value {
         return false;
@@ -342,6 +362,7 @@ impl Model {
         Model {
             history: vec![State::new(), State::new()],
             compact: 0,
+            leases: BTreeSet::new(),
         }
     }
 
@@ -395,6 +416,14 @@ impl Model {
         let next = base + 1;
         let succeeded = t.compare.iter().all(|c| compare_holds(self.current(), c));
         let ops = if succeeded { &t.success } else { &t.failure };
+        // etcd checks every put of the chosen branch, then every range.
+        for op in ops {
+            if let Some(Q::RequestPut(p)) = &op.request {
+                if p.lease != 0 && !self.leases.contains(&p.lease) {
+                    return Err(Error::LeaseNotFound);
+                }
+            }
+        }
         for op in ops {
             if let Some(Q::RequestRange(r)) = &op.request {
                 if r.revision > 0 {
@@ -424,12 +453,14 @@ impl Model {
                             create: old.create,
                             modr: next,
                             version: old.version + 1,
+                            lease: p.lease,
                         },
                         None => Val {
                             value: p.value.to_vec(),
                             create: next,
                             modr: next,
                             version: 1,
+                            lease: p.lease,
                         },
                     };
                     work.insert(p.key.to_vec(), v);
@@ -475,6 +506,39 @@ impl Model {
             succeeded,
             responses,
         })
+    }
+
+    fn grant(&mut self, id: i64) -> Result<i64, Error> {
+        if !self.leases.insert(id) {
+            return Err(Error::LeaseExists);
+        }
+        Ok(LEASE_TTL)
+    }
+
+    /// Keys attached to `id` now, in key order.
+    fn lease_keys(&self, id: i64) -> Vec<Vec<u8>> {
+        self.current()
+            .iter()
+            .filter(|(_, v)| v.lease == id)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Deletes every key attached to `id` at one new revision (none if it
+    /// has no keys); the header revision.
+    fn revoke(&mut self, id: i64) -> Result<i64, Error> {
+        if !self.leases.remove(&id) {
+            return Err(Error::LeaseNotFound);
+        }
+        let keys = self.lease_keys(id);
+        if !keys.is_empty() {
+            let mut next = self.current().clone();
+            for k in keys {
+                next.remove(&k);
+            }
+            self.history.push(next);
+        }
+        Ok(self.rev())
     }
 
     fn put(&mut self, p: &pb::PutRequest) -> Result<pb::PutResponse, Error> {
@@ -557,11 +621,12 @@ fn range_req(r: &RangeSel, m: &Model) -> pb::RangeRequest {
     }
 }
 
-fn put_req(key: usize, value: usize, prev_kv: bool) -> pb::PutRequest {
+fn put_req(key: usize, value: usize, prev_kv: bool, lease: Option<usize>) -> pb::PutRequest {
     pb::PutRequest {
         key: Bytes::from_static(KEYS[key].as_bytes()),
         value: Bytes::from_static(VALUES[value].as_bytes()),
         prev_kv,
+        lease: lease.map_or(0, |l| LEASE_IDS[l]),
         ..Default::default()
     }
 }
@@ -623,13 +688,14 @@ fn branch_req(ops: &[TxnOp], m: &Model) -> Vec<pb::RequestOp> {
                 key,
                 value,
                 prev_kv,
+                lease,
             } => {
                 let k = KEYS[*key].as_bytes();
                 if put_keys.contains(&k) || dels.iter().any(|(s, e)| in_range(k, s, e)) {
                     continue;
                 }
                 put_keys.push(k);
-                Q::RequestPut(put_req(*key, *value, *prev_kv))
+                Q::RequestPut(put_req(*key, *value, *prev_kv, *lease))
             }
             TxnOp::Del { spec, prev_kv } => Q::RequestDeleteRange(del_req(spec, *prev_kv)),
             TxnOp::Range(r) => Q::RequestRange(range_req(r, m)),
@@ -673,11 +739,24 @@ async fn run_workload(engine: &Engine, ops: &[Op], m: &mut Model) -> Result<(), 
                 key,
                 value,
                 prev_kv,
+                lease,
             } => {
-                let req = put_req(*key, *value, *prev_kv);
+                let req = put_req(*key, *value, *prev_kv, *lease);
                 let want = m.put(&req);
                 let got = bounded("put", engine.put(req.clone())).await?;
                 same(i, "put", &req, got, want)?;
+            }
+            Op::Grant(l) => {
+                let id = LEASE_IDS[*l];
+                let want = m.grant(id);
+                let got = bounded("lease_grant", engine.lease_grant(id, LEASE_TTL)).await?;
+                same(i, "lease_grant", &id, got, want)?;
+            }
+            Op::Revoke(l) => {
+                let id = LEASE_IDS[*l];
+                let want = m.revoke(id);
+                let got = bounded("lease_revoke", engine.lease_revoke(id)).await?;
+                same(i, "lease_revoke", &id, got, want)?;
             }
             Op::Del { spec, prev_kv } => {
                 let req = del_req(spec, *prev_kv);
@@ -751,7 +830,20 @@ async fn check_recovered(engine: &Engine, m: &mut Model) -> Result<(), String> {
         let got = bounded("compact", engine.compact(rev)).await?;
         same(0, "compact again after restart", &rev, got, m.compact(rev))?;
     }
-    let req = put_req(0, 1, true);
+    let ids = bounded("lease_ids", engine.lease_ids()).await?;
+    let want: Vec<i64> = m.leases.iter().copied().collect();
+    same(0, "leases after restart", &"", ids, Ok(want))?;
+    for id in LEASE_IDS {
+        let got = bounded("lease_time_to_live", engine.lease_time_to_live(*id, true))
+            .await?
+            .map(|l| l.map(|(granted, _, keys)| (granted, keys)));
+        let want = m
+            .leases
+            .contains(id)
+            .then(|| (LEASE_TTL, m.lease_keys(*id)));
+        same(0, "lease after restart", id, got, Ok(want))?;
+    }
+    let req = put_req(0, 1, true, None);
     let want = m.put(&req);
     let got = bounded("put", engine.put(req.clone())).await?;
     same(0, "put after restart", &req, got, want)?;
@@ -854,10 +946,10 @@ fn keys_cover_every_shard() {
 fn model_follows_etcd_revision_rules() {
     let mut m = Model::new();
     assert_eq!(m.rev(), 1);
-    let p = m.put(&put_req(0, 1, true)).unwrap();
+    let p = m.put(&put_req(0, 1, true, None)).unwrap();
     assert_eq!(p.header.unwrap().revision, 2);
     assert_eq!(p.prev_kv, None);
-    let p = m.put(&put_req(0, 2, true)).unwrap();
+    let p = m.put(&put_req(0, 2, true, None)).unwrap();
     let prev = p.prev_kv.unwrap();
     assert_eq!(
         (
@@ -911,6 +1003,23 @@ fn model_follows_etcd_revision_rules() {
         (r.count, &r.kvs[0].value[..], r.header.unwrap().revision),
         (1, &b"x"[..], 3)
     );
+    // Leases: an unknown one refuses the put and takes no revision; a
+    // revoke deletes its keys at one revision, or takes none without keys.
+    assert_eq!(
+        m.put(&put_req(1, 1, false, Some(0))),
+        Err(Error::LeaseNotFound)
+    );
+    assert_eq!(m.grant(LEASE_IDS[0]), Ok(LEASE_TTL));
+    assert_eq!(m.grant(LEASE_IDS[0]), Err(Error::LeaseExists));
+    m.put(&put_req(1, 1, false, Some(0))).unwrap();
+    m.put(&put_req(2, 1, false, Some(0))).unwrap();
+    assert_eq!(m.rev(), 5);
+    assert_eq!(m.lease_keys(LEASE_IDS[0]).len(), 2);
+    assert_eq!(m.revoke(LEASE_IDS[0]), Ok(6));
+    assert_eq!(m.current().len(), 1);
+    assert_eq!(m.revoke(LEASE_IDS[0]), Err(Error::LeaseNotFound));
+    m.grant(LEASE_IDS[1]).unwrap();
+    assert_eq!(m.revoke(LEASE_IDS[1]), Ok(6));
 }
 
 proptest! {

@@ -10,6 +10,8 @@
 //!   that are always stopped (SIGKILL + wait) when dropped, also on panic.
 //! - [`etcdctl()`]: one bounded-in-time `etcdctl` invocation.
 //! - [`http_get()`]: one bounded HTTP/1.1 GET (`/health`, `/metrics`, ...).
+//! - [`grpc`]: a bounded etcd v3 gRPC client (unary calls, bidi streams)
+//!   for stream-level tests.
 //! - [`normalize`]: removes what legitimately differs between two servers
 //!   (ids, terms, addresses, timings) before outputs are compared.
 //! - [`script`]: the data-driven golden runner for `testdata/compat/*.txt`.
@@ -20,6 +22,7 @@
 pub mod addr;
 pub mod diff;
 pub mod etcdctl;
+pub mod grpc;
 pub mod http;
 pub mod normalize;
 pub mod script;

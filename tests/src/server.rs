@@ -363,6 +363,11 @@ impl ServerProcess {
         &self.data_dir
     }
 
+    /// One ferrokv shard's directory (its `snapshot.rkyv` and `wal/`).
+    pub fn shard_dir(&self, shard: u32) -> PathBuf {
+        self.data_dir.join("member").join(format!("shard-{shard}"))
+    }
+
     /// The directory holding this member's data dir and log.
     pub fn member_dir(&self) -> &Path {
         &self.member_dir

@@ -54,6 +54,7 @@ compat_scripts! {
     cluster_status => "cluster_status.txt",
     watch_live => "watch_live.txt",
     watch_history => "watch_history.txt",
+    lease => "lease.txt",
 }
 
 /// A script added to testdata/compat but not to the list above would

@@ -324,11 +324,7 @@ fn kill_9_during_concurrent_cross_shard_txns() {
 // ------------------------------------------------------------- WAL damage
 
 fn wal_dir(server: &ServerProcess, shard: u32) -> PathBuf {
-    server
-        .data_dir()
-        .join("member")
-        .join(format!("shard-{shard}"))
-        .join("wal")
+    server.shard_dir(shard).join("wal")
 }
 
 /// `*.wal` segments (not `.wal.tmp` preallocations), oldest first: names
@@ -559,11 +555,7 @@ fn torn_wal_tail_is_cut_and_mid_log_damage_refuses_to_start() {
 // ------------------------------------------------- snapshots and truncation
 
 fn snapshot_path(server: &ServerProcess, shard: u32) -> PathBuf {
-    server
-        .data_dir()
-        .join("member")
-        .join(format!("shard-{shard}"))
-        .join("snapshot.rkyv")
+    server.shard_dir(shard).join("snapshot.rkyv")
 }
 
 /// Puts `count` keys `{prefix}{i:03}` in txns of `per_txn` puts.

@@ -10,118 +10,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ferrokv_tests::grpc::{
+    compact, connect, delete, prefix_end, put, txn_puts, BidiStream, CALL_TIMEOUT,
+};
 use ferrokv_tests::{EtcdProcess, FerrokvProcess, ServerOptions, ServerProcess};
 use ferrokv_wire::pb::etcdserverpb::{
-    request_op, watch_create_request::FilterType, watch_request::RequestUnion, CompactionRequest,
-    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RequestOp, TxnRequest, TxnResponse, WatchCancelRequest, WatchCreateRequest,
-    WatchProgressRequest, WatchRequest, WatchResponse,
+    watch_create_request::FilterType, watch_request::RequestUnion, WatchCancelRequest,
+    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use ferrokv_wire::pb::mvccpb::event::EventType;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
-use tonic::Streaming;
+use tonic::transport::Channel;
 
-/// Bound on one unary call or one awaited watch response.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long "nothing more arrives" is observed.
 const QUIET_PERIOD: Duration = Duration::from_millis(700);
-/// Larger than any response these tests provoke (fragments stay < 2.1 MiB).
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
-
-// ---------------------------------------------------------------- client
-
-async fn connect(server: &ServerProcess) -> Channel {
-    let endpoint = Endpoint::from_shared(server.endpoint())
-        .expect("endpoint")
-        .connect_timeout(CALL_TIMEOUT);
-    tokio::time::timeout(CALL_TIMEOUT, endpoint.connect())
-        .await
-        .expect("connect within bound")
-        .expect("connect")
-}
-
-async fn unary<Req, Resp>(channel: &Channel, path: &'static str, req: Req) -> Resp
-where
-    Req: prost::Message + Send + Sync + 'static,
-    Resp: prost::Message + Default + Send + Sync + 'static,
-{
-    let call = async {
-        let mut grpc =
-            tonic::client::Grpc::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE);
-        grpc.ready().await.expect("connection ready");
-        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-        grpc.unary(
-            tonic::Request::new(req),
-            PathAndQuery::from_static(path),
-            codec,
-        )
-        .await
-        .map(tonic::Response::into_inner)
-    };
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(status)) => panic!("{path}: {status}"),
-        Err(_) => panic!("{path}: no answer within {CALL_TIMEOUT:?}"),
-    }
-}
-
-async fn put(channel: &Channel, key: &str, value: impl Into<Bytes>) -> i64 {
-    let req = PutRequest {
-        key: Bytes::copy_from_slice(key.as_bytes()),
-        value: value.into(),
-        ..Default::default()
-    };
-    let resp: PutResponse = unary(channel, "/etcdserverpb.KV/Put", req).await;
-    resp.header.expect("header").revision
-}
-
-async fn delete(channel: &Channel, key: &str) -> i64 {
-    let req = DeleteRangeRequest {
-        key: Bytes::copy_from_slice(key.as_bytes()),
-        ..Default::default()
-    };
-    let resp: DeleteRangeResponse = unary(channel, "/etcdserverpb.KV/DeleteRange", req).await;
-    assert_eq!(resp.deleted, 1, "delete {key}");
-    resp.header.expect("header").revision
-}
-
-/// One unconditional txn putting every `(key, value)`; its revision.
-async fn txn_puts(channel: &Channel, kvs: Vec<(String, Bytes)>) -> i64 {
-    let success = kvs
-        .into_iter()
-        .map(|(k, v)| RequestOp {
-            request: Some(request_op::Request::RequestPut(PutRequest {
-                key: k.into_bytes().into(),
-                value: v,
-                ..Default::default()
-            })),
-        })
-        .collect();
-    let req = TxnRequest {
-        success,
-        ..Default::default()
-    };
-    let resp: TxnResponse = unary(channel, "/etcdserverpb.KV/Txn", req).await;
-    assert!(resp.succeeded);
-    resp.header.expect("header").revision
-}
-
-async fn compact(channel: &Channel, revision: i64) {
-    let req = CompactionRequest {
-        revision,
-        physical: true,
-    };
-    let _: CompactionResponse = unary(channel, "/etcdserverpb.KV/Compact", req).await;
-}
-
-fn prefix_end(prefix: &str) -> Bytes {
-    let mut end = prefix.as_bytes().to_vec();
-    *end.last_mut().expect("non-empty prefix") += 1;
-    end.into()
-}
 
 fn create(key: &str, range_end: Bytes) -> WatchCreateRequest {
     WatchCreateRequest {
@@ -138,49 +39,19 @@ fn create_req(c: WatchCreateRequest) -> WatchRequest {
 }
 
 /// One bidirectional Watch stream.
-struct WatchStream {
-    tx: mpsc::Sender<WatchRequest>,
-    rx: Streaming<WatchResponse>,
-}
+struct WatchStream(BidiStream<WatchRequest, WatchResponse>);
 
 impl WatchStream {
-    /// Opens a stream whose first request is `first` (sent before the call,
-    /// since a server may send its response headers only with a response).
     async fn open(channel: &Channel, first: WatchCreateRequest) -> Self {
-        let (tx, rx) = mpsc::channel(64);
-        tx.send(create_req(first))
-            .await
-            .expect("queue first request");
-        let call = async {
-            let mut grpc =
-                tonic::client::Grpc::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE);
-            grpc.ready().await.expect("connection ready");
-            let codec = tonic_prost::ProstCodec::<WatchRequest, WatchResponse>::default();
-            grpc.streaming(
-                tonic::Request::new(ReceiverStream::new(rx)),
-                PathAndQuery::from_static("/etcdserverpb.Watch/Watch"),
-                codec,
-            )
-            .await
-            .expect("open watch stream")
-            .into_inner()
-        };
-        let rx = tokio::time::timeout(CALL_TIMEOUT, call)
-            .await
-            .expect("watch stream opened within bound");
-        WatchStream { tx, rx }
+        WatchStream(BidiStream::open(channel, "/etcdserverpb.Watch/Watch", create_req(first)).await)
     }
 
     async fn send(&self, req: RequestUnion) {
-        tokio::time::timeout(
-            CALL_TIMEOUT,
-            self.tx.send(WatchRequest {
+        self.0
+            .send(WatchRequest {
                 request_union: Some(req),
-            }),
-        )
-        .await
-        .expect("request queued within bound")
-        .expect("stream open");
+            })
+            .await;
     }
 
     async fn create(&self, c: WatchCreateRequest) {
@@ -188,18 +59,11 @@ impl WatchStream {
     }
 
     async fn next_within(&mut self, bound: Duration) -> Option<WatchResponse> {
-        match tokio::time::timeout(bound, self.rx.message()).await {
-            Err(_) => None,
-            Ok(Ok(Some(resp))) => Some(resp),
-            Ok(Ok(None)) => panic!("watch stream ended"),
-            Ok(Err(status)) => panic!("watch stream failed: {status}"),
-        }
+        self.0.next_within(bound).await
     }
 
     async fn next(&mut self) -> WatchResponse {
-        self.next_within(CALL_TIMEOUT)
-            .await
-            .unwrap_or_else(|| panic!("no watch response within {CALL_TIMEOUT:?}"))
+        self.0.next().await
     }
 
     async fn expect_quiet(&mut self) {
@@ -520,8 +384,7 @@ async fn cancel_progress_scenario(server: &ServerProcess) -> Vec<Shape> {
     // After the client half-closes, events keep flowing (etcd).
     let mut h = WatchStream::open(&channel, create("/c/h", Bytes::new())).await;
     out.push(shape(&h.next().await));
-    let (closed_tx, _) = mpsc::channel(1);
-    drop(std::mem::replace(&mut h.tx, closed_tx));
+    h.0.close_send();
     tokio::time::sleep(Duration::from_millis(200)).await;
     put(&channel, "/c/h", "1").await;
     out.push(shape(&h.next().await));
