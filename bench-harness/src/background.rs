@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 use crate::args::{Args, Workload};
 use crate::ops::{self, Shared};
 use crate::run::{join_until, record};
-use crate::stats::{Errors, Recorder};
+use crate::stats::{lock, Errors, Recorder};
 use crate::watch::{create_from, share};
 
 #[derive(Default)]
@@ -133,11 +133,7 @@ pub fn start(
 }
 
 fn add_error(counts: &WatchCounts, status: &tonic::Status) {
-    counts
-        .errors
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .add_status(status);
+    lock(&counts.errors).add_status(status);
 }
 
 fn watch_create(args: &Args, i: usize, first_revision: i64) -> WatchRequest {
@@ -202,11 +198,7 @@ impl Background {
         let _ = self.stop.send(true);
         join_until(self.tasks, deadline).await;
         let (counts, watchers, streams) = self.watch?;
-        let errors = counts
-            .errors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let errors = lock(&counts.errors).clone();
         Some(json!({
             "watchers": watchers,
             "streams": streams,

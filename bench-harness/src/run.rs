@@ -21,7 +21,7 @@ use tonic::Status;
 use crate::args::{Args, Workload};
 use crate::background::{self, Window};
 use crate::ops::{self, Client, Kind, Shared};
-use crate::stats::{Errors, Measured, Recorder};
+use crate::stats::{lock, Errors, Measured, Recorder};
 
 /// Upper bound on the time spent setting up a run (writing the key space,
 /// granting leases).
@@ -163,10 +163,6 @@ async fn setup(args: &Args, channels: &[Channel]) -> (Option<Preload>, Shared) {
         ..Default::default()
     };
     (Some(preload), shared)
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Waits for the tasks until `deadline`, then aborts the rest. Returns true

@@ -28,6 +28,12 @@ pub struct ErrorCount {
     pub sample: String,
 }
 
+/// Locks a mutex shared by a run's tasks even if one of them panicked
+/// holding it: a half-updated count matters less than losing the report.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGFIG).expect("valid histogram bounds")
 }
@@ -149,11 +155,7 @@ impl Default for Recorder {
 
 impl Recorder {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panicking client task cannot leave the counts half-updated in a
-        // way that matters more than losing the whole report would.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     pub fn on_sent(&self) {

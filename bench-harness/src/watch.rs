@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use tonic::transport::Channel;
 
 use crate::args::parse_duration;
-use crate::stats::new_histogram;
+use crate::stats::{lock, new_histogram};
 
 pub const USAGE: &str = "\
 ferro-bench watch-idle|watch [flags]
@@ -453,7 +453,7 @@ async fn run_events(a: &WatchArgs, channels: &[Channel]) -> Result<Value, String
                     last_event.fetch_max(t, Ordering::Relaxed);
                 }
             }
-            let mut g = merged.lock().expect("merge lock");
+            let mut g = lock(&merged);
             let _ = g.0.add(&from_ack);
             let _ = g.1.add(&from_send);
             g.2 += events;
@@ -499,7 +499,7 @@ async fn run_events(a: &WatchArgs, channels: &[Channel]) -> Result<Value, String
             acked[i as usize].store(k, Ordering::Release);
             if r.is_ok() {
                 ok.fetch_add(1, Ordering::Relaxed);
-                let _ = put_lat.lock().expect("lock").record((k - s) / 1000);
+                let _ = lock(&put_lat).record((k - s) / 1000);
             } else {
                 failed.fetch_add(1, Ordering::Relaxed);
             }
@@ -529,14 +529,14 @@ async fn run_events(a: &WatchArgs, channels: &[Channel]) -> Result<Value, String
         let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
     }
     drop(holders);
-    let g = merged.lock().expect("lock");
+    let g = lock(&merged);
     let first_put = sent
         .iter()
         .map(|s| s.load(Ordering::Relaxed))
         .find(|&s| s > 0)
         .unwrap_or(1);
     let span = last_event.load(Ordering::Relaxed).saturating_sub(first_put) as f64 / 1e9;
-    let put_lat = put_lat.lock().expect("lock");
+    let put_lat = lock(&put_lat);
     Ok(json!({
         "workload": "watch",
         "watchers": a.watchers,
