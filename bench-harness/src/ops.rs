@@ -301,11 +301,53 @@ pub struct Client {
     created: VecDeque<(Bytes, i64)>,
     created_seq: u64,
     event_seq: u64,
-    event_lease: Option<i64>,
+    event_lease: EventLease,
+}
+
+/// The lease k8s events are attached to, as the apiserver reuses one lease
+/// for many events. No I/O here: the client asks what to do and reports
+/// what happened. Fails soft: after a failed grant (e.g. a server without
+/// the Lease service) the next `events_per_lease` events go without a
+/// lease, then a grant is tried again.
+#[derive(Debug, Default)]
+pub struct EventLease {
+    lease: Option<i64>,
     events_on_lease: u64,
-    /// k8s: events still to put without a lease before granting is retried
-    /// (after a grant failed, e.g. on a server without the Lease service).
-    lease_backoff: u64,
+    /// Events still to put without a lease before granting is retried.
+    backoff: u64,
+}
+
+impl EventLease {
+    /// Whether the next event operation should be a grant.
+    pub fn grant_due(&self, events_per_lease: u64) -> bool {
+        let used_up = self.lease.is_none() || self.events_on_lease >= events_per_lease;
+        used_up && self.backoff == 0
+    }
+
+    pub fn granted(&mut self, result: Option<i64>, events_per_lease: u64) {
+        self.events_on_lease = 0;
+        self.lease = result;
+        if result.is_none() {
+            self.backoff = events_per_lease;
+        }
+    }
+
+    /// The lease for the next event's Put (0: none).
+    pub fn for_put(&mut self) -> i64 {
+        self.backoff = self.backoff.saturating_sub(1);
+        self.lease.unwrap_or(0)
+    }
+
+    pub fn put_done(&mut self, ok: bool) {
+        if !ok {
+            // The lease may be gone (expired, revoked, a server that lost
+            // it): the next event grants a new one rather than failing on
+            // it forever.
+            self.lease = None;
+        } else if self.lease.is_some() {
+            self.events_on_lease += 1;
+        }
+    }
 }
 
 impl Client {
@@ -334,9 +376,7 @@ impl Client {
             created: VecDeque::new(),
             created_seq: 0,
             event_seq: 0,
-            event_lease: None,
-            events_on_lease: 0,
-            lease_backoff: 0,
+            event_lease: EventLease::default(),
         }
     }
 
@@ -608,15 +648,10 @@ impl Client {
             K8sOp::Create => self.create(channel, timeout).await,
             K8sOp::Delete => self.delete(channel, timeout).await,
             K8sOp::Event => {
-                let due = self.event_lease.is_none()
-                    || self.events_on_lease >= self.args.events_per_lease;
-                if due && self.lease_backoff == 0 {
+                if self.event_lease.grant_due(self.args.events_per_lease) {
                     let r = lease_grant(channel, self.args.lease_ttl_s, timeout).await;
-                    self.events_on_lease = 0;
-                    self.event_lease = r.as_ref().ok().copied();
-                    if r.is_err() {
-                        self.lease_backoff = self.args.events_per_lease;
-                    }
+                    self.event_lease
+                        .granted(r.as_ref().ok().copied(), self.args.events_per_lease);
                     return ("lease-grant", r.map(|_| Outcome::default()));
                 }
                 self.event(channel, timeout).await
@@ -755,27 +790,16 @@ impl Client {
         )
         .into();
         self.event_seq += 1;
-        self.lease_backoff = self.lease_backoff.saturating_sub(1);
         let req = PutRequest {
             key,
             value: self.value.clone(),
-            lease: self.event_lease.unwrap_or(0),
+            lease: self.event_lease.for_put(),
             ..Default::default()
         };
-        let resp: PutResponse = match unary(channel, "/etcdserverpb.KV/Put", req, timeout).await {
-            Ok(r) => r,
-            Err(status) => {
-                // The lease may be gone (expired, revoked, a server that
-                // lost it): the next event grants a new one rather than
-                // failing on it forever.
-                self.event_lease = None;
-                return Err(status);
-            }
-        };
+        let r = unary::<_, PutResponse>(channel, "/etcdserverpb.KV/Put", req, timeout).await;
+        self.event_lease.put_done(r.is_ok());
+        let resp = r?;
         self.shared.saw(resp.header.as_ref());
-        if self.event_lease.is_some() {
-            self.events_on_lease += 1;
-        }
         Ok(Outcome::default())
     }
 }
@@ -894,5 +918,33 @@ mod tests {
             Some(compare::TargetUnion::ModRevision(5))
         );
         assert_eq!(t.failure.len(), 1);
+    }
+
+    #[test]
+    fn event_leases_are_reused_and_fail_soft() {
+        let mut l = EventLease::default();
+        assert!(l.grant_due(3));
+        l.granted(Some(7), 3);
+        // Three events on lease 7, then a new grant.
+        for _ in 0..3 {
+            assert!(!l.grant_due(3));
+            assert_eq!(l.for_put(), 7);
+            l.put_done(true);
+        }
+        assert!(l.grant_due(3));
+        // A failed grant (no Lease service): three events without a lease,
+        // then granting is tried again.
+        l.granted(None, 3);
+        for _ in 0..3 {
+            assert!(!l.grant_due(3));
+            assert_eq!(l.for_put(), 0);
+            l.put_done(true);
+        }
+        assert!(l.grant_due(3));
+        // A put that fails on its lease drops it: the next event grants.
+        l.granted(Some(8), 3);
+        assert_eq!(l.for_put(), 8);
+        l.put_done(false);
+        assert!(l.grant_due(3));
     }
 }
