@@ -9,7 +9,7 @@
 //! written, leases granted) has its own bound, [`PRELOAD_TIME_MAX`].
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +98,7 @@ async fn setup(args: &Args, channels: &[Channel]) -> (Option<Preload>, Shared) {
     let next = Arc::new(AtomicU64::new(0));
     let written = Arc::new(AtomicU64::new(0));
     let first_revision = Arc::new(AtomicI64::new(i64::MAX));
+    let give_up = Arc::new(AtomicBool::new(false));
     let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
     let errors = Arc::new(std::sync::Mutex::new(Errors::default()));
     let value = ops::value_bytes(args.val_size, args.seed);
@@ -111,12 +112,16 @@ async fn setup(args: &Args, channels: &[Channel]) -> (Option<Preload>, Shared) {
             let client = Client::new(args, 0, value.clone(), Arc::default());
             let (next, written, errors) = (next.clone(), written.clone(), errors.clone());
             let (first_revision, granted) = (first_revision.clone(), granted.clone());
+            let give_up = give_up.clone();
             let (timeout, ttl) = (args.timeout, args.lease_ttl_s);
             let value = value.clone();
             tokio::spawn(async move {
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= keys + leases || Instant::now() >= deadline {
+                    if n >= keys.saturating_add(leases)
+                        || Instant::now() >= deadline
+                        || give_up.load(Ordering::Relaxed)
+                    {
                         return;
                     }
                     let r = if n < keys {
@@ -139,7 +144,7 @@ async fn setup(args: &Args, channels: &[Channel]) -> (Option<Preload>, Shared) {
                             && written.load(Ordering::Relaxed) == 0
                             && lock(&granted).is_empty()
                         {
-                            next.fetch_add(keys + leases, Ordering::Relaxed);
+                            give_up.store(true, Ordering::Relaxed);
                         }
                     }
                 }
