@@ -266,6 +266,11 @@ impl Shared {
 /// Objects a k8s client remembers having created, for its deletes; past
 /// this it deletes before creating more.
 const K8S_CREATED_MAX: usize = 10_000;
+/// Keys whose mod_revision all clients together remember (a few hundred
+/// MB at most), shared out evenly.
+const MOD_REVISIONS_TOTAL_MAX: usize = 4 << 20;
+/// ... but at least this many per client.
+const MOD_REVISIONS_CLIENT_MIN: usize = 1024;
 /// Txns of one k8s update: the first, and retries after conflicts.
 const UPDATE_ATTEMPTS_MAX: u32 = 3;
 /// Upper bound on the pages of one k8s list (besides its deadline).
@@ -513,9 +518,21 @@ impl Client {
         };
         let resp = range(channel, req, timeout).await?;
         self.shared.saw(resp.header.as_ref());
-        self.mod_revisions
-            .insert(n, resp.kvs.first().map_or(0, |kv| kv.mod_revision));
+        self.remember(n, resp.kvs.first().map_or(0, |kv| kv.mod_revision));
         Ok(Outcome::default())
+    }
+
+    /// Bounded memory of mod_revisions: past its share of
+    /// [`MOD_REVISIONS_TOTAL_MAX`] keys the client forgets them all, which
+    /// only costs a compare failure (and a relearn) on each key's next
+    /// update.
+    fn remember(&mut self, n: u64, mod_revision: i64) {
+        let max =
+            (MOD_REVISIONS_TOTAL_MAX / self.args.clients.max(1)).max(MOD_REVISIONS_CLIENT_MIN);
+        if self.mod_revisions.len() >= max && !self.mod_revisions.contains_key(&n) {
+            self.mod_revisions.clear();
+        }
+        self.mod_revisions.insert(n, mod_revision);
     }
 
     /// Kubernetes' GuaranteedUpdate of key `n` from the last mod_revision
@@ -536,8 +553,7 @@ impl Client {
         });
         let resp = txn(channel, txn_on_mod_revision(key, last, put), timeout).await?;
         self.shared.saw(resp.header.as_ref());
-        self.mod_revisions
-            .insert(n, mod_revision_after(&resp, false));
+        self.remember(n, mod_revision_after(&resp, false));
         Ok(Outcome {
             compare_failed: !resp.succeeded,
         })
