@@ -63,6 +63,9 @@ connection and load shape:
                         the whole run ends by setup + warmup + duration
                         + grace whatever the server does
   --threads N           client runtime threads (default: cores)
+  --user NAME[:PASSWORD] authenticate first (etcd's Auth.Authenticate) and
+                        send the token with every request, as etcdctl does
+  --password P          the password, when not given with --user
 
 workload parameters:
   --key-size B          key bytes (default 32), as --key-prefix + zero-padded
@@ -227,6 +230,8 @@ pub struct Args {
     pub warmup: Duration,
     pub timeout: Duration,
     pub dial_timeout: Duration,
+    /// `--user`/`--password`: (name, password).
+    pub user: Option<(String, String)>,
     pub grace: Duration,
     pub threads: usize,
     pub key_size: usize,
@@ -323,6 +328,35 @@ fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
         .map_err(|_| format!("{flag}: cannot parse {v:?} as a number"))
 }
 
+/// etcdctl's `--user name[:password]` and `--password`.
+pub fn parse_user(
+    user: Option<String>,
+    password: Option<String>,
+) -> Result<Option<(String, String)>, String> {
+    let Some(user) = user else {
+        return match password {
+            Some(_) => Err("--password needs --user".into()),
+            None => Ok(None),
+        };
+    };
+    let (name, inline) = match user.split_once(':') {
+        Some((n, p)) => (n.to_string(), Some(p.to_string())),
+        None => (user, None),
+    };
+    if name.is_empty() {
+        return Err("--user: empty user name".into());
+    }
+    match (inline, password) {
+        (Some(_), Some(_)) => {
+            Err("--password given twice (--user name:password and --password)".into())
+        }
+        (Some(p), None) | (None, Some(p)) => Ok(Some((name, p))),
+        (None, None) => {
+            Err("--user NAME needs a password (--user NAME:PASSWORD or --password)".into())
+        }
+    }
+}
+
 /// Normalizes `host:port` / `http://host:port` to a URI tonic accepts.
 pub fn endpoint_uri(e: &str) -> Result<String, String> {
     let e = e.trim().trim_end_matches('/');
@@ -352,6 +386,8 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
     let mut dial_timeout = Duration::from_secs(2);
     let mut grace = None;
     let mut threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut user: Option<String> = None;
+    let mut password: Option<String> = None;
     let mut key_size = 32usize;
     let mut key_prefix: Option<String> = None;
     let mut val_size = 256usize;
@@ -430,6 +466,8 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
                     .map(endpoint_uri)
                     .collect::<Result<Vec<_>, _>>()?
             }
+            "user" => user = Some(v.to_string()),
+            "password" => password = Some(v.to_string()),
             "conns" => conns = parse_num(name, v)?,
             "clients" => clients = parse_num(name, v)?,
             "total" => total = Some(parse_num(name, v)?),
@@ -477,6 +515,7 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
             "/bench/".into()
         }
     });
+    let user = parse_user(user, password)?;
     if !(1..=CONNS_MAX).contains(&conns) {
         return Err(format!("--conns must be 1..={CONNS_MAX}"));
     }
@@ -603,6 +642,7 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
         warmup,
         timeout,
         dial_timeout,
+        user,
         grace: grace.unwrap_or(timeout + Duration::from_secs(1)),
         threads,
         key_size,
@@ -715,6 +755,19 @@ mod tests {
         assert_eq!(a.key(Some(3), 7).len(), a.key_size);
         assert_eq!(a.resource_prefix(3), "/registry/r3/");
         assert_eq!(args("k8s --watchers 0").unwrap().watchers, 0);
+    }
+
+    #[test]
+    fn users() {
+        let a = args("put --user root:secret").unwrap();
+        assert_eq!(a.user, Some(("root".into(), "secret".into())));
+        let a = args("put --user root --password p:w").unwrap();
+        assert_eq!(a.user, Some(("root".into(), "p:w".into())));
+        assert_eq!(args("put").unwrap().user, None);
+        assert!(args("put --user root").is_err());
+        assert!(args("put --password x").is_err());
+        assert!(args("put --user :x").is_err());
+        assert!(args("put --user a:b --password c").is_err());
     }
 
     #[test]

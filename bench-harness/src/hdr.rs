@@ -118,6 +118,7 @@ mod tests {
                 preload: None,
                 cut_off: false,
                 watch: None,
+                auth_error: None,
             },
         }
     }

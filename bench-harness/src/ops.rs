@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferrokv_wire::pb::etcdserverpb::{
-    compare, request_op, response_op, CompactionRequest, CompactionResponse, Compare,
-    DeleteRangeRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
-    LeaseKeepAliveResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
+    compare, request_op, response_op, AuthenticateRequest, AuthenticateResponse, CompactionRequest,
+    CompactionResponse, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest,
+    TxnResponse,
 };
 use tonic::codegen::http::uri::PathAndQuery;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::Status;
 
@@ -42,6 +44,7 @@ where
             .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
         let mut request = tonic::Request::new(req);
         request.set_timeout(timeout);
+        with_token(&mut request);
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
         grpc.unary(request, PathAndQuery::from_static(path), codec)
             .await
@@ -121,14 +124,48 @@ where
         .await
         .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
     let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    let mut request = tonic::Request::new(rx);
+    with_token(&mut request);
     let resp = grpc
-        .streaming(
-            tonic::Request::new(rx),
-            PathAndQuery::from_static(path),
-            codec,
-        )
+        .streaming(request, PathAndQuery::from_static(path), codec)
         .await?;
     Ok((tx, resp.into_inner()))
+}
+
+/// The auth token of this process's run (`--user`), sent as etcd's
+/// clients send it: gRPC metadata `token` on every call. Set once, before
+/// any request; a process runs one workload.
+static TOKEN: std::sync::OnceLock<MetadataValue<Ascii>> = std::sync::OnceLock::new();
+
+fn with_token<T>(request: &mut tonic::Request<T>) {
+    if let Some(token) = TOKEN.get() {
+        request.metadata_mut().insert("token", token.clone());
+    }
+}
+
+/// Auth.Authenticate; on success every later request carries the token.
+/// etcd drops a simple token after `--auth-token-ttl` (300 s) unused; a run
+/// keeps it in use, and an expired one shows as failed requests.
+pub async fn authenticate(
+    channel: &Channel,
+    name: &str,
+    password: &str,
+    timeout: Duration,
+) -> Result<(), Status> {
+    let resp: AuthenticateResponse = unary(
+        channel,
+        "/etcdserverpb.Auth/Authenticate",
+        AuthenticateRequest {
+            name: name.to_string(),
+            password: password.to_string(),
+        },
+        timeout,
+    )
+    .await?;
+    let token = MetadataValue::try_from(resp.token.as_str())
+        .map_err(|_| Status::internal("the server's auth token is not ASCII metadata"))?;
+    let _ = TOKEN.set(token);
+    Ok(())
 }
 
 pub async fn range(

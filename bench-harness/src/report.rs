@@ -172,6 +172,9 @@ pub fn run_json(a: &Args, r: &Report) -> Value {
     if let Some(w) = &r.watch {
         v["watch"] = w.clone();
     }
+    if let Some(e) = &r.auth_error {
+        v["auth_error"] = json!(e);
+    }
     if let Some(p) = &r.preload {
         v["preload"] = json!({
             "keys": p.keys,
@@ -324,6 +327,9 @@ pub fn run_text(a: &Args, r: &Report) -> String {
                 let _ = writeln!(s, "  watch err    {code}: {} ({})", e["count"], e["sample"]);
             }
         }
+    }
+    if let Some(e) = &r.auth_error {
+        let _ = writeln!(s, "  auth error   {e}");
     }
     for (code, e) in &m.errors.0 {
         let _ = writeln!(s, "  error        {code}: {} ({})", e.count, e.sample);

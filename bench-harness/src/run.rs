@@ -55,6 +55,9 @@ pub struct Report {
     pub cut_off: bool,
     /// What the background tasks saw (watch-get's and k8s's watchers).
     pub watch: Option<serde_json::Value>,
+    /// `--user` given and authentication failed: the run went on without a
+    /// token (its requests' failures say what the server thought of that).
+    pub auth_error: Option<String>,
 }
 
 /// `conns` lazy channels over the endpoints, round-robin, each able to
@@ -201,6 +204,13 @@ pub async fn run(args: &Args, label: &str) -> Report {
     let channels = match connect(&args.endpoints, args.conns, args.dial_timeout, args.clients) {
         Ok(c) => c,
         Err(e) => unreachable!("endpoints are validated when parsed: {e}"),
+    };
+    let auth_error = match &args.user {
+        Some((name, password)) => ops::authenticate(&channels[0], name, password, args.timeout)
+            .await
+            .err()
+            .map(|s| format!("authenticate as {name}: {:?}: {}", s.code(), s.message())),
+        None => None,
     };
     let (preload, shared) = setup(args, &channels).await;
     let shared = Arc::new(shared);
@@ -375,5 +385,6 @@ pub async fn run(args: &Args, label: &str) -> Report {
         preload,
         cut_off,
         watch,
+        auth_error,
     }
 }

@@ -46,7 +46,7 @@ ferro-bench watch-idle|watch [flags]
   common      --endpoints, --timeout D (setup deadline, default 120s),
               --duration D (writer bound, default 60s), --grace D (event
               drain after the last put, default 5s), --dial-timeout,
-              --threads, --json";
+              --threads, --user NAME[:PASSWORD], --password, --json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -71,6 +71,7 @@ pub struct WatchArgs {
     pub duration: Duration,
     pub grace: Duration,
     pub dial_timeout: Duration,
+    pub user: Option<(String, String)>,
     pub threads: usize,
     pub json: bool,
 }
@@ -114,10 +115,12 @@ pub fn parse(argv: &[String]) -> Result<WatchArgs, String> {
         duration: Duration::from_secs(60),
         grace: Duration::from_secs(5),
         dial_timeout: Duration::from_secs(2),
+        user: None,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         json: false,
     };
     let mut mode = None;
+    let (mut user, mut password) = (None, None);
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
         if arg == "-h" || arg == "--help" {
@@ -163,6 +166,8 @@ pub fn parse(argv: &[String]) -> Result<WatchArgs, String> {
                     .map(crate::args::endpoint_uri)
                     .collect::<Result<_, _>>()?
             }
+            "user" => user = Some(v),
+            "password" => password = Some(v),
             "conns" => a.conns = num(&v)? as usize,
             "streams" => a.streams = num(&v)? as usize,
             "watchers" => a.watchers = num(&v)? as usize,
@@ -185,6 +190,7 @@ pub fn parse(argv: &[String]) -> Result<WatchArgs, String> {
         }
     }
     a.mode = mode.ok_or("no workload given")?;
+    a.user = crate::args::parse_user(user, password)?;
     if a.watchers == 0 {
         a.watchers = if a.mode == Mode::Idle { 10_000 } else { 1_000 };
     }
@@ -342,6 +348,11 @@ async fn setup(
 
 pub async fn run(a: &WatchArgs) -> Result<Value, String> {
     let channels = crate::run::connect(&a.endpoints, a.conns, a.dial_timeout, 0)?;
+    if let Some((name, password)) = &a.user {
+        crate::ops::authenticate(&channels[0], name, password, a.timeout)
+            .await
+            .map_err(|s| format!("authenticate as {name}: {:?}: {}", s.code(), s.message()))?;
+    }
     match a.mode {
         Mode::Idle => run_idle(a, &channels).await,
         Mode::Events => run_events(a, &channels).await,

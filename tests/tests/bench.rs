@@ -11,7 +11,8 @@
 //! the workload also runs against a server without the Lease service;
 //! against a stalled one every workload ends in bound). A sweep gives one row per
 //! point, and its `--hdr-out` log and `--plot` SVG are read back. The watch
-//! modes (watch, watch-idle) run briefly too.
+//! modes (watch, watch-idle) run briefly too, and `--user` against an etcd
+//! with auth enabled.
 //!
 //! These tests check the tool's accounting, never performance: no assertion
 //! here depends on how fast the machine is, beyond generous time bounds.
@@ -967,4 +968,73 @@ fn watch_modes_report_their_counts() {
     assert!(received > 0 && received <= expected, "{v:#}");
     assert_eq!(u(v, &["events_unknown"]), 0, "{v:#}");
     assert_eq!(u(v, &["latency_from_send_us", "count"]), received, "{v:#}");
+}
+
+#[test]
+fn user_flag_authenticates_against_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = EtcdProcess::start(dir.path());
+    let ep = server.endpoint();
+    for args in [&["user", "add", "root:rootpw"][..], &["auth", "enable"][..]] {
+        let out = ferrokv_tests::etcdctl(&ep, args, None);
+        assert_eq!(
+            out.code, 0,
+            "etcdctl {args:?}: {}{}",
+            out.stdout, out.stderr
+        );
+    }
+    let bound = Duration::from_secs(30) + RUN_SLACK;
+
+    let run = bench(
+        &[
+            "put",
+            "--endpoints",
+            &ep,
+            "--clients",
+            "2",
+            "--total",
+            "20",
+            "--user",
+            "root:rootpw",
+        ],
+        bound,
+    );
+    check_clean(&run, "put --user");
+    // Streams (LeaseKeepAlive) carry the token too.
+    let run = bench(
+        &[
+            "lease-keepalive",
+            "--endpoints",
+            &ep,
+            "--clients",
+            "2",
+            "--duration",
+            "500ms",
+            "--leases",
+            "4",
+            "--user",
+            "root",
+            "--password",
+            "rootpw",
+        ],
+        bound,
+    );
+    check_clean(&run, "lease-keepalive --user");
+
+    // No token, or a wrong password: every request fails, counted by
+    // status, and the failed authentication is reported.
+    for user in [None, Some("root:wrong")] {
+        let mut args = vec!["put", "--endpoints", &ep, "--total", "5"];
+        if let Some(u) = user {
+            args.extend(["--user", u]);
+        }
+        let run = bench(&args, bound);
+        check_accounting(&run.json);
+        assert_eq!(run.code, Some(1), "{:#}", run.json);
+        assert_eq!(u(&run.json, &["requests", "failed"]), 5, "{:#}", run.json);
+        if user.is_some() {
+            let e = run.json["auth_error"].as_str().unwrap_or_default();
+            assert!(e.contains("authentication failed"), "{:#}", run.json);
+        }
+    }
 }
