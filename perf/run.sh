@@ -2,13 +2,15 @@
 # Side by side: the real etcd (Debian etcd-server) and ferrokv, single member
 # on loopback, the same ferro-bench workloads against each in alternation.
 #
-#   perf/run.sh                 # all workloads, 10 s each (about 6 minutes)
+#   perf/run.sh                 # all workloads, 10 s each (about 10 minutes)
 #   DURATION=5s perf/run.sh     # shorter
 #   ONLY=put-c16 perf/run.sh    # one workload (names below)
+#   SWEEP=clients=1,64 perf/run.sh   # the put-sweep's points
 #
 # Writes perf/results/<UTC date>/: results.json, results.md (table with
-# ferrokv/etcd ratios), plot.svg, machine.txt, raw/ (every ferro-bench JSON,
-# server logs, /metrics after each run).
+# ferrokv/etcd ratios, and a table per sweep), plot.svg, sweep-*.svg,
+# machine.txt, raw/ (every ferro-bench JSON, its latency-percentile SVG and
+# HdrHistogram log, server logs, /metrics after each run).
 #
 # Durability is equal: both fsync the WAL before acknowledging a write (etcd
 # always does; ferrokv by design), both with their defaults otherwise, each
@@ -24,6 +26,7 @@ OUT=${OUT:-$ROOT/perf/results/$DATE}
 WORK=${WORK:-$ROOT/target/perf-work}
 CLIENT_PORT=${CLIENT_PORT:-22379}
 ONLY=${ONLY:-}
+SWEEP=${SWEEP:-clients=1,8,64,256,1024}
 # Each server start takes fresh ports (base + 2 x start number): the previous
 # server's closed connections leave its port in TIME_WAIT for a while, and
 # not every server binds with SO_REUSEADDR.
@@ -39,6 +42,11 @@ WORKLOADS=(
   "range-l-c16|range --consistency l --conns 4 --clients 16 --key-space 1000"
   "range-l-c64|range --consistency l --conns 8 --clients 64 --key-space 1000"
   "txn-put-c16|txn-put --conns 4 --clients 16 --key-space 100000"
+  "txn-mixed-c16|txn-mixed --conns 4 --clients 16 --key-space 10000 --read-ratio 0.5"
+  "watch-get-c16|watch-get --conns 4 --clients 16 --key-space 1000 --watchers 100 --consistency s"
+  "lease-keepalive-c16|lease-keepalive --conns 4 --clients 16 --leases 1000 --churn 0.1"
+  "k8s-c16|k8s --conns 4 --clients 16 --key-space 10000"
+  "put-sweep|put --conns 8 --key-space 100000 --sweep $SWEEP"
 )
 
 log() { printf '[perf %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -51,11 +59,15 @@ if ! command -v etcd >/dev/null; then
 fi
 ETCD=$(command -v etcd)
 
-log "building ferrokv and ferro-bench (release)"
-(cd "$ROOT" && cargo build --release --bin ferrokv --bin ferro-bench)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-FERROKV=$TARGET_DIR/release/ferrokv
-BENCH=$TARGET_DIR/release/ferro-bench
+# FERROKV and BENCH (paths to binaries) skip the build: for a quick check of
+# the script itself with debug binaries, never for recorded results.
+if [ -z "${FERROKV:-}" ] || [ -z "${BENCH:-}" ]; then
+  log "building ferrokv and ferro-bench (release)"
+  (cd "$ROOT" && cargo build --release --bin ferrokv --bin ferro-bench)
+  TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+  FERROKV=$TARGET_DIR/release/ferrokv
+  BENCH=$TARGET_DIR/release/ferro-bench
+fi
 
 mkdir -p "$OUT/raw" "$WORK"
 # shellcheck source=perf/servers.sh
@@ -86,6 +98,7 @@ for i in "${!WORKLOADS[@]}"; do
     start_server "$kind" "$name"
     # shellcheck disable=SC2086 # args is a word list on purpose
     "$BENCH" $args --endpoints "$ENDPOINT" --duration "$DURATION" --warmup "$WARMUP" \
+      --plot "$OUT/raw/$name-$kind.svg" --hdr-out "$OUT/raw/$name-$kind.hlog" \
       --no-progress --json >"$OUT/raw/$name-$kind.json" ||
       log "$name against $kind: no successful request (see raw/$name-$kind.json)"
     # Only the disk and server metrics are kept (etcd's full dump is ~75 KB).
@@ -97,4 +110,4 @@ done
 log "runs took $(( $(date +%s) - RUN_START )) s"
 
 python3 "$ROOT/perf/report.py" "$OUT"
-log "wrote $OUT/results.json, $OUT/results.md, $OUT/plot.svg"
+log "wrote $OUT/results.json, $OUT/results.md, $OUT/plot.svg, $OUT/sweep-*.svg"

@@ -24,11 +24,10 @@ use ferrokv_wire::pb::etcdserverpb::{
 };
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::args::parse_duration;
-use crate::stats::new_histogram;
+use crate::stats::{lock, new_histogram};
 
 pub const USAGE: &str = "\
 ferro-bench watch-idle|watch [flags]
@@ -47,7 +46,7 @@ ferro-bench watch-idle|watch [flags]
   common      --endpoints, --timeout D (setup deadline, default 120s),
               --duration D (writer bound, default 60s), --grace D (event
               drain after the last put, default 5s), --dial-timeout,
-              --threads, --json";
+              --threads, --user NAME[:PASSWORD], --password, --json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -72,6 +71,7 @@ pub struct WatchArgs {
     pub duration: Duration,
     pub grace: Duration,
     pub dial_timeout: Duration,
+    pub user: Option<(String, String)>,
     pub threads: usize,
     pub json: bool,
 }
@@ -115,10 +115,12 @@ pub fn parse(argv: &[String]) -> Result<WatchArgs, String> {
         duration: Duration::from_secs(60),
         grace: Duration::from_secs(5),
         dial_timeout: Duration::from_secs(2),
+        user: None,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         json: false,
     };
     let mut mode = None;
+    let (mut user, mut password) = (None, None);
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
         if arg == "-h" || arg == "--help" {
@@ -161,18 +163,11 @@ pub fn parse(argv: &[String]) -> Result<WatchArgs, String> {
             "endpoints" => {
                 a.endpoints = v
                     .split(',')
-                    .map(|e| {
-                        let e = e.trim().trim_end_matches('/');
-                        if e.is_empty() || e.starts_with("https://") {
-                            Err(format!("bad endpoint {e:?} (plain http only)"))
-                        } else if e.starts_with("http://") {
-                            Ok(e.to_string())
-                        } else {
-                            Ok(format!("http://{e}"))
-                        }
-                    })
+                    .map(crate::args::endpoint_uri)
                     .collect::<Result<_, _>>()?
             }
+            "user" => user = Some(v),
+            "password" => password = Some(v),
             "conns" => a.conns = num(&v)? as usize,
             "streams" => a.streams = num(&v)? as usize,
             "watchers" => a.watchers = num(&v)? as usize,
@@ -195,6 +190,7 @@ pub fn parse(argv: &[String]) -> Result<WatchArgs, String> {
         }
     }
     a.mode = mode.ok_or("no workload given")?;
+    a.user = crate::args::parse_user(user, password)?;
     if a.watchers == 0 {
         a.watchers = if a.mode == Mode::Idle { 10_000 } else { 1_000 };
     }
@@ -255,54 +251,27 @@ pub fn seq_of(key: &[u8], prefix: &[u8]) -> Option<u64> {
         .ok()
 }
 
-fn connect(a: &WatchArgs) -> Result<Vec<Channel>, String> {
-    (0..a.conns)
-        .map(|i| {
-            let uri = &a.endpoints[i % a.endpoints.len()];
-            Ok(Endpoint::from_shared(uri.clone())
-                .map_err(|e| format!("endpoint {uri}: {e}"))?
-                .connect_timeout(a.dial_timeout)
-                .tcp_nodelay(true)
-                .connect_lazy())
-        })
-        .collect()
-}
-
 type Inbound = tonic::Streaming<WatchResponse>;
 
-/// Opens one watch stream with `first` queued before the call starts: a
-/// grpc-go server (etcd) sends the response headers only with its first
-/// message, so awaiting the call with nothing sent would never return.
-/// The returned sender feeds further requests.
 async fn open_stream(
     channel: Channel,
     first: Vec<WatchRequest>,
 ) -> Result<(async_channel::Sender<WatchRequest>, Inbound), tonic::Status> {
-    let (tx, rx) = async_channel::unbounded::<WatchRequest>();
-    for r in first {
-        let _ = tx.try_send(r);
-    }
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
-    let codec = tonic_prost::ProstCodec::<WatchRequest, WatchResponse>::default();
-    let resp = grpc
-        .streaming(
-            tonic::Request::new(rx),
-            PathAndQuery::from_static("/etcdserverpb.Watch/Watch"),
-            codec,
-        )
-        .await?;
-    Ok((tx, resp.into_inner()))
+    crate::ops::open_bidi(channel, "/etcdserverpb.Watch/Watch", first).await
 }
 
 fn create(key: Bytes, range_end: Bytes) -> WatchRequest {
+    create_from(key, range_end, 0)
+}
+
+/// A watch create request from `start_revision` (0: from now).
+pub fn create_from(key: Bytes, range_end: Bytes, start_revision: i64) -> WatchRequest {
     WatchRequest {
         request_union: Some(watch_request::RequestUnion::CreateRequest(
             WatchCreateRequest {
                 key,
                 range_end,
+                start_revision,
                 ..Default::default()
             },
         )),
@@ -378,7 +347,12 @@ async fn setup(
 }
 
 pub async fn run(a: &WatchArgs) -> Result<Value, String> {
-    let channels = connect(a)?;
+    let channels = crate::run::connect(&a.endpoints, a.conns, a.dial_timeout, 0)?;
+    if let Some((name, password)) = &a.user {
+        crate::ops::authenticate(&channels[0], name, password, a.timeout)
+            .await
+            .map_err(|s| format!("authenticate as {name}: {:?}: {}", s.code(), s.message()))?;
+    }
     match a.mode {
         Mode::Idle => run_idle(a, &channels).await,
         Mode::Events => run_events(a, &channels).await,
@@ -490,7 +464,7 @@ async fn run_events(a: &WatchArgs, channels: &[Channel]) -> Result<Value, String
                     last_event.fetch_max(t, Ordering::Relaxed);
                 }
             }
-            let mut g = merged.lock().expect("merge lock");
+            let mut g = lock(&merged);
             let _ = g.0.add(&from_ack);
             let _ = g.1.add(&from_send);
             g.2 += events;
@@ -536,7 +510,7 @@ async fn run_events(a: &WatchArgs, channels: &[Channel]) -> Result<Value, String
             acked[i as usize].store(k, Ordering::Release);
             if r.is_ok() {
                 ok.fetch_add(1, Ordering::Relaxed);
-                let _ = put_lat.lock().expect("lock").record((k - s) / 1000);
+                let _ = lock(&put_lat).record((k - s) / 1000);
             } else {
                 failed.fetch_add(1, Ordering::Relaxed);
             }
@@ -566,14 +540,14 @@ async fn run_events(a: &WatchArgs, channels: &[Channel]) -> Result<Value, String
         let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
     }
     drop(holders);
-    let g = merged.lock().expect("lock");
+    let g = lock(&merged);
     let first_put = sent
         .iter()
         .map(|s| s.load(Ordering::Relaxed))
         .find(|&s| s > 0)
         .unwrap_or(1);
     let span = last_event.load(Ordering::Relaxed).saturating_sub(first_put) as f64 / 1e9;
-    let put_lat = put_lat.lock().expect("lock");
+    let put_lat = lock(&put_lat);
     Ok(json!({
         "workload": "watch",
         "watchers": a.watchers,
