@@ -31,6 +31,9 @@ use record::Record;
 use recovery::Summary;
 use shard::{Shard, ShardMsg, SHARD_MESSAGES_PENDING_MAX};
 
+/// How long an idle shard core polls before it parks (see its use).
+const SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_micros(100);
+
 /// glommio's registered I/O buffer memory per shard core.
 const IO_MEMORY_BYTES_PER_CORE: usize = 1 << 20;
 
@@ -134,6 +137,13 @@ where
             // Registered I/O memory counts against RLIMIT_MEMLOCK (often
             // 8 MiB for all cores together); the WAL needs little of it.
             .io_memory(IO_MEMORY_BYTES_PER_CORE)
+            // Under load a core is often idle for a few microseconds (a
+            // reply from another core, an fsync completing); parking and
+            // waking through io_uring costs more than the wait itself
+            // (async cancels, timeout re-arming: half the kernel time in a
+            // put profile). Spinning this long first took put throughput
+            // at 64 clients from 0.7x to about etcd's on 2 cores.
+            .spin_before_park(SPIN_BEFORE_PARK)
             .spawn(move || async move {
                 let shard =
                     match open_shard(i as u32, &cfg, &seq, &barrier, &summaries, &compacts).await {
