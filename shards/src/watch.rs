@@ -240,29 +240,76 @@ impl Drop for Watcher {
     }
 }
 
+/// Which watchers an event on a key can concern: watchers of one key are
+/// found by hash, only range watchers (prefix, from-key, interval) are
+/// tested one by one.
+#[derive(Default)]
+pub struct WatcherIndex {
+    by_key: HashMap<Vec<u8>, BTreeSet<u64>>,
+    ranged: BTreeMap<u64, KeyRange>,
+}
+
+impl WatcherIndex {
+    pub fn insert(&mut self, id: u64, range: &KeyRange) {
+        match range {
+            KeyRange::Key(k) => {
+                self.by_key.entry(k.clone()).or_default().insert(id);
+            }
+            _ => {
+                self.ranged.insert(id, range.clone());
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: u64, range: &KeyRange) {
+        match range {
+            KeyRange::Key(k) => {
+                if let Some(set) = self.by_key.get_mut(k) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        self.by_key.remove(k);
+                    }
+                }
+            }
+            _ => {
+                self.ranged.remove(&id);
+            }
+        }
+    }
+
+    /// Appends the watchers whose key or range holds `key`: the single-key
+    /// ones first, then the range ones, each in id order.
+    pub fn candidates(&self, key: &[u8], out: &mut Vec<u64>) {
+        if let Some(set) = self.by_key.get(key) {
+            out.extend(set.iter().copied());
+        }
+        out.extend(
+            self.ranged
+                .iter()
+                .filter(|(_, r)| r.contains(key))
+                .map(|(id, _)| *id),
+        );
+    }
+
+    pub fn clear(&mut self) {
+        self.by_key.clear();
+        self.ranged.clear();
+    }
+}
+
 struct HubState {
     /// Every event <= this was handed to the watchers synced at the time.
     hub_rev: i64,
     next_key: u64,
     watchers: BTreeMap<u64, Watcher>,
-    /// Watchers of one key, by that key.
-    by_key: HashMap<Vec<u8>, BTreeSet<u64>>,
-    /// Watchers of a range (prefix, from-key, interval).
-    ranged: BTreeSet<u64>,
+    index: WatcherIndex,
     /// Watchers that asked for prev_kv: reads fetch it only if any did.
     prev_kv_watchers: usize,
 }
 
 impl HubState {
     fn insert(&mut self, key: u64, w: Watcher) {
-        match &w.spec.range {
-            KeyRange::Key(k) => {
-                self.by_key.entry(k.clone()).or_default().insert(key);
-            }
-            _ => {
-                self.ranged.insert(key);
-            }
-        }
+        self.index.insert(key, &w.spec.range);
         if w.spec.prev_kv {
             self.prev_kv_watchers += 1;
         }
@@ -273,35 +320,11 @@ impl HubState {
         let Some(w) = self.watchers.remove(&key) else {
             return false;
         };
-        match &w.spec.range {
-            KeyRange::Key(k) => {
-                if let Some(set) = self.by_key.get_mut(k) {
-                    set.remove(&key);
-                    if set.is_empty() {
-                        self.by_key.remove(k);
-                    }
-                }
-            }
-            _ => {
-                self.ranged.remove(&key);
-            }
-        }
+        self.index.remove(key, &w.spec.range);
         if w.spec.prev_kv {
             self.prev_kv_watchers -= 1;
         }
         true
-    }
-
-    /// The watchers whose key or range holds `key`, in hub-key order.
-    fn candidates(&self, key: &[u8], out: &mut Vec<u64>) {
-        if let Some(set) = self.by_key.get(key) {
-            out.extend(set.iter().copied());
-        }
-        out.extend(self.ranged.iter().copied().filter(|k| {
-            self.watchers
-                .get(k)
-                .is_some_and(|w| w.spec.range.contains(key))
-        }));
     }
 }
 
@@ -320,8 +343,7 @@ impl WatchHub {
                 hub_rev: engine.sequencer().visible(),
                 next_key: 0,
                 watchers: BTreeMap::new(),
-                by_key: HashMap::new(),
-                ranged: BTreeSet::new(),
+                index: WatcherIndex::default(),
                 prev_kv_watchers: 0,
             }),
             engine,
@@ -404,8 +426,7 @@ impl WatchHub {
         self.stopped.set(true);
         let mut st = self.state.borrow_mut();
         st.watchers.clear();
-        st.by_key.clear();
-        st.ranged.clear();
+        st.index.clear();
         st.prev_kv_watchers = 0;
         self.resync.notify(usize::MAX);
     }
@@ -528,7 +549,7 @@ impl WatchHub {
             let mut selected: BTreeMap<u64, Vec<Rc<SharedEvent>>> = BTreeMap::new();
             for (_, e) in &evs[i..j] {
                 candidates.clear();
-                st.candidates(&e.event.kv.key, &mut candidates);
+                st.index.candidates(&e.event.kv.key, &mut candidates);
                 for key in &candidates {
                     let Some(w) = st.watchers.get(key) else {
                         continue;
@@ -685,6 +706,38 @@ impl WatchHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_finds_exactly_the_watchers_whose_range_holds_the_key() {
+        let ranges = [
+            KeyRange::from_request(b"a", b"").unwrap(),
+            KeyRange::from_request(b"a", b"b").unwrap(),
+            KeyRange::from_request(b"m", b"\0").unwrap(),
+            KeyRange::from_request(b"a", b"").unwrap(),
+            KeyRange::from_request(b"", b"\0").unwrap(),
+        ];
+        let mut idx = WatcherIndex::default();
+        for (id, r) in ranges.iter().enumerate() {
+            idx.insert(id as u64, r);
+        }
+        let find = |idx: &WatcherIndex, key: &[u8]| {
+            let mut out = Vec::new();
+            idx.candidates(key, &mut out);
+            out.sort_unstable();
+            out
+        };
+        for key in [&b"a"[..], b"ab", b"b", b"m", b"zz", b"\0"] {
+            let want: Vec<u64> = (0..ranges.len() as u64)
+                .filter(|i| ranges[*i as usize].contains(key))
+                .collect();
+            assert_eq!(find(&idx, key), want, "key {key:?}");
+        }
+        idx.remove(0, &ranges[0]);
+        idx.remove(1, &ranges[1]);
+        assert_eq!(find(&idx, b"a"), vec![3, 4]);
+        idx.remove(3, &ranges[3]);
+        assert!(idx.by_key.is_empty(), "an emptied key leaves no entry");
+    }
 
     #[test]
     fn key_range_normalization_matches_etcd() {
