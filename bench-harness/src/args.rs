@@ -45,7 +45,8 @@ workloads:
              (own flags: ferro-bench watch --help)
 
 connection and load shape:
-  --endpoints A[,B..]   host:port or http://host:port (default 127.0.0.1:2379)
+  --endpoints A[,B..]   host:port, http://host:port or https://host:port
+                        (default 127.0.0.1:2379)
   --conns N             gRPC (HTTP/2) connections (default 1)
   --clients N           concurrent in-flight requests, spread over the
                         connections (default 1)
@@ -66,6 +67,13 @@ connection and load shape:
   --user NAME[:PASSWORD] authenticate first (etcd's Auth.Authenticate) and
                         send the token with every request, as etcdctl does
   --password P          the password, when not given with --user
+  --cacert FILE         TLS: verify the server with this CA (PEM); without
+                        it, https endpoints are verified with the system's
+                        roots
+  --cert FILE --key FILE
+                        TLS: the client certificate and key (PEM), for a
+                        server that wants client certificates
+                        (a bare host:port is https once a TLS file is given)
 
 workload parameters:
   --key-size B          key bytes (default 32), as --key-prefix + zero-padded
@@ -232,6 +240,7 @@ pub struct Args {
     pub dial_timeout: Duration,
     /// `--user`/`--password`: (name, password).
     pub user: Option<(String, String)>,
+    pub tls: Tls,
     pub grace: Duration,
     pub threads: usize,
     pub key_size: usize,
@@ -357,25 +366,68 @@ pub fn parse_user(
     }
 }
 
-/// Normalizes `host:port` / `http://host:port` to a URI tonic accepts.
-pub fn endpoint_uri(e: &str) -> Result<String, String> {
+/// Normalizes `host:port` / `http(s)://host:port` to a URI tonic accepts;
+/// a bare `host:port` is https when TLS files were given, as in etcdctl.
+pub fn endpoint_uri(e: &str, tls: &Tls) -> Result<String, String> {
     let e = e.trim().trim_end_matches('/');
     if e.is_empty() {
         return Err("empty endpoint".into());
     }
-    if e.starts_with("https://") {
-        return Err(format!("{e}: TLS is not supported yet by ferro-bench"));
-    }
-    Ok(if e.starts_with("http://") {
+    Ok(if e.starts_with("http://") || e.starts_with("https://") {
         e.to_string()
+    } else if tls.is_set() {
+        format!("https://{e}")
     } else {
         format!("http://{e}")
     })
 }
 
+/// etcdctl's transport security flags: PEM files of the CA that signed the
+/// server's certificate and of the client's own certificate and key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    pub cacert: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+impl Tls {
+    pub fn is_set(&self) -> bool {
+        self.cacert.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    /// Takes `--name value` if it is a TLS flag; false if it is not one.
+    pub fn flag(&mut self, name: &str, value: &str) -> Result<bool, String> {
+        match name {
+            "cacert" => self.cacert = Some(value.to_string()),
+            "cert" => self.cert = Some(value.to_string()),
+            "key" => self.key = Some(value.to_string()),
+            // etcdctl's default; only has an effect without TLS files.
+            "insecure-transport" => {}
+            "insecure-skip-tls-verify" => {
+                return Err(
+                    "--insecure-skip-tls-verify is not supported by ferro-bench: \
+                     pass the server's CA with --cacert"
+                        .into(),
+                )
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err("--cert and --key go together".into());
+        }
+        Ok(())
+    }
+}
+
 pub fn parse(argv: &[String]) -> Result<Args, String> {
     let mut workload = None;
-    let mut endpoints = vec!["http://127.0.0.1:2379".to_string()];
+    let mut endpoints = vec!["127.0.0.1:2379".to_string()];
+    let mut tls = Tls::default();
     let mut conns = 1usize;
     let mut clients = 1usize;
     let mut total = None;
@@ -460,12 +512,8 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
         };
         let v = value.as_str();
         match name {
-            "endpoints" => {
-                endpoints = v
-                    .split(',')
-                    .map(endpoint_uri)
-                    .collect::<Result<Vec<_>, _>>()?
-            }
+            "endpoints" => endpoints = v.split(',').map(str::to_string).collect(),
+            _ if tls.flag(name, v)? => {}
             "user" => user = Some(v.to_string()),
             "password" => password = Some(v.to_string()),
             "conns" => conns = parse_num(name, v)?,
@@ -516,6 +564,11 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
         }
     });
     let user = parse_user(user, password)?;
+    tls.check()?;
+    let endpoints = endpoints
+        .iter()
+        .map(|e| endpoint_uri(e, &tls))
+        .collect::<Result<Vec<_>, _>>()?;
     if !(1..=CONNS_MAX).contains(&conns) {
         return Err(format!("--conns must be 1..={CONNS_MAX}"));
     }
@@ -643,6 +696,7 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
         timeout,
         dial_timeout,
         user,
+        tls,
         grace: grace.unwrap_or(timeout + Duration::from_secs(1)),
         threads,
         key_size,
@@ -713,7 +767,15 @@ mod tests {
         assert!(args("put --rate 0").is_err());
         assert!(args("watch-all").unwrap_err().contains("unknown workload"));
         assert!(args("put --bogus 1").is_err());
-        assert!(args("put --endpoints https://x:1").is_err());
+        assert_eq!(
+            args("put --endpoints https://x:1").unwrap().endpoints,
+            ["https://x:1"]
+        );
+        let a = args("put --endpoints x:1,http://y:2 --cacert ca.pem").unwrap();
+        assert_eq!(a.endpoints, ["https://x:1", "http://y:2"]);
+        assert_eq!(a.tls.cacert.as_deref(), Some("ca.pem"));
+        assert!(args("put --cert c.pem").is_err(), "--cert needs --key");
+        assert!(args("put --insecure-skip-tls-verify").is_err());
         assert!(args("--json").is_err());
         assert!(args("txn-mixed --read-ratio 1.5").is_err());
         assert!(args("lease-keepalive --churn -0.1").is_err());

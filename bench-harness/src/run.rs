@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Status;
 
 use crate::args::{Args, Workload};
@@ -64,23 +64,46 @@ pub struct Report {
 /// queue `in_flight` requests.
 pub fn connect(
     endpoints: &[String],
+    tls: &crate::args::Tls,
     conns: usize,
     dial_timeout: Duration,
     in_flight: usize,
 ) -> Result<Vec<Channel>, String> {
+    let tls_config = tls_config(tls)?;
     (0..conns)
         .map(|i| {
             let uri = &endpoints[i % endpoints.len()];
-            let endpoint = Endpoint::from_shared(uri.clone())
+            let mut endpoint = Endpoint::from_shared(uri.clone())
                 .map_err(|e| format!("endpoint {uri}: {e}"))?
                 .connect_timeout(dial_timeout)
                 .tcp_nodelay(true)
                 .buffer_size(in_flight.max(CHANNEL_BUFFER_MIN));
+            if uri.starts_with("https://") {
+                endpoint = endpoint
+                    .tls_config(tls_config.clone())
+                    .map_err(|e| format!("endpoint {uri}: TLS: {e}"))?;
+            }
             // Lazy: an unreachable endpoint fails each request with
             // Unavailable (counted), instead of aborting the run.
             Ok(endpoint.connect_lazy())
         })
         .collect()
+}
+
+/// The client side of TLS from etcdctl's flags: the CA (or the system's
+/// roots) and, when given, the client's certificate.
+fn tls_config(tls: &crate::args::Tls) -> Result<ClientTlsConfig, String> {
+    let read =
+        |flag: &str, path: &str| std::fs::read(path).map_err(|e| format!("--{flag} {path}: {e}"));
+    let mut config = ClientTlsConfig::new();
+    config = match &tls.cacert {
+        Some(path) => config.ca_certificate(Certificate::from_pem(read("cacert", path)?)),
+        None => config.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        config = config.identity(Identity::from_pem(read("cert", cert)?, read("key", key)?));
+    }
+    Ok(config)
 }
 
 /// Writes `--preload` keys and, for lease-keepalive, grants `--leases`
@@ -201,7 +224,13 @@ pub fn record(rec: &Recorder, kind: Kind, result: Result<ops::Outcome, Status>, 
 
 /// One run; `label` prefixes the progress line (a sweep's point).
 pub async fn run(args: &Args, label: &str) -> Report {
-    let channels = match connect(&args.endpoints, args.conns, args.dial_timeout, args.clients) {
+    let channels = match connect(
+        &args.endpoints,
+        &args.tls,
+        args.conns,
+        args.dial_timeout,
+        args.clients,
+    ) {
         Ok(c) => c,
         Err(e) => unreachable!("endpoints are validated when parsed: {e}"),
     };

@@ -46,7 +46,8 @@ ferro-bench watch-idle|watch [flags]
   common      --endpoints, --timeout D (setup deadline, default 120s),
               --duration D (writer bound, default 60s), --grace D (event
               drain after the last put, default 5s), --dial-timeout,
-              --threads, --user NAME[:PASSWORD], --password, --json";
+              --threads, --user NAME[:PASSWORD], --password,
+              --cacert, --cert, --key, --json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -72,6 +73,7 @@ pub struct WatchArgs {
     pub grace: Duration,
     pub dial_timeout: Duration,
     pub user: Option<(String, String)>,
+    pub tls: crate::args::Tls,
     pub threads: usize,
     pub json: bool,
 }
@@ -101,7 +103,7 @@ const TOTAL_MAX: u64 = 1_000_000;
 pub fn parse(argv: &[String]) -> Result<WatchArgs, String> {
     let mut a = WatchArgs {
         mode: Mode::Idle,
-        endpoints: vec!["http://127.0.0.1:2379".into()],
+        endpoints: vec!["127.0.0.1:2379".into()],
         conns: 4,
         streams: 100,
         watchers: 0,
@@ -116,6 +118,7 @@ pub fn parse(argv: &[String]) -> Result<WatchArgs, String> {
         grace: Duration::from_secs(5),
         dial_timeout: Duration::from_secs(2),
         user: None,
+        tls: crate::args::Tls::default(),
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         json: false,
     };
@@ -160,12 +163,8 @@ pub fn parse(argv: &[String]) -> Result<WatchArgs, String> {
                 .map_err(|_| format!("--{name}: cannot parse {v:?} as a number"))
         };
         match name {
-            "endpoints" => {
-                a.endpoints = v
-                    .split(',')
-                    .map(crate::args::endpoint_uri)
-                    .collect::<Result<_, _>>()?
-            }
+            "endpoints" => a.endpoints = v.split(',').map(str::to_string).collect(),
+            _ if a.tls.flag(name, &v)? => {}
             "user" => user = Some(v),
             "password" => password = Some(v),
             "conns" => a.conns = num(&v)? as usize,
@@ -191,6 +190,12 @@ pub fn parse(argv: &[String]) -> Result<WatchArgs, String> {
     }
     a.mode = mode.ok_or("no workload given")?;
     a.user = crate::args::parse_user(user, password)?;
+    a.tls.check()?;
+    a.endpoints = a
+        .endpoints
+        .iter()
+        .map(|e| crate::args::endpoint_uri(e, &a.tls))
+        .collect::<Result<_, _>>()?;
     if a.watchers == 0 {
         a.watchers = if a.mode == Mode::Idle { 10_000 } else { 1_000 };
     }
@@ -347,7 +352,7 @@ async fn setup(
 }
 
 pub async fn run(a: &WatchArgs) -> Result<Value, String> {
-    let channels = crate::run::connect(&a.endpoints, a.conns, a.dial_timeout, 0)?;
+    let channels = crate::run::connect(&a.endpoints, &a.tls, a.conns, a.dial_timeout, 0)?;
     if let Some((name, password)) = &a.user {
         crate::ops::authenticate(&channels[0], name, password, a.timeout)
             .await

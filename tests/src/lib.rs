@@ -15,6 +15,7 @@
 //! - [`normalize`]: removes what legitimately differs between two servers
 //!   (ids, terms, addresses, timings) before outputs are compared.
 //! - [`script`]: the data-driven golden runner for `testdata/compat/*.txt`.
+//! - [`tls`]: a test CA and certificate (openssl) for servers run with TLS.
 //!
 //! Limits: every wait in this crate has a named upper bound
 //! ([`server::SERVER_READY_TIMEOUT`], [`etcdctl::ETCDCTL_TIMEOUT`]).
@@ -27,6 +28,7 @@ pub mod http;
 pub mod normalize;
 pub mod script;
 pub mod server;
+pub mod tls;
 
 pub use addr::{free_addr, free_addr_pair};
 pub use etcdctl::{etcdctl, etcdctl_bin, Output};

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crate::addr::free_addr_pair;
 use crate::etcdctl::etcdctl_with_timeout;
 use crate::normalize::json_u64_field;
+use crate::tls::TlsFiles;
 
 /// Upper bound on the time from spawn until `endpoint health` succeeds.
 pub const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -63,6 +64,9 @@ pub struct ServerOptions {
     pub shards: Option<u32>,
     /// Further flags, appended after the standard ones.
     pub extra_args: Vec<String>,
+    /// Serve clients over TLS with these files, requiring client
+    /// certificates (etcd only: ferrokv does not serve TLS yet).
+    pub tls: Option<TlsFiles>,
 }
 
 /// `/usr/bin/etcd`, or `FERROKV_TEST_ETCD` if set. (Not `ETCD_*`: etcd reads
@@ -128,6 +132,7 @@ pub struct ServerProcess {
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
     extra_args: Vec<String>,
+    tls: Option<TlsFiles>,
     child: Option<Child>,
 }
 
@@ -144,6 +149,8 @@ impl ServerProcess {
     pub fn start(kind: ServerKind, binary: PathBuf, dir: &Path, opts: ServerOptions) -> Self {
         if kind == ServerKind::Etcd {
             assert!(opts.shards.is_none(), "--shards is a ferrokv-only flag");
+        } else {
+            assert!(opts.tls.is_none(), "ferrokv does not serve TLS yet");
         }
         let name = opts.name.clone().unwrap_or_else(|| kind.to_string());
         let mut extra_args = Vec::new();
@@ -172,6 +179,7 @@ impl ServerProcess {
                 client_addr,
                 peer_addr,
                 extra_args: extra_args.clone(),
+                tls: opts.tls.clone(),
                 child: None,
             };
             match server.spawn_and_wait() {
@@ -236,17 +244,17 @@ impl ServerProcess {
                 self.child = None;
                 return Err(StartError::Exited(status));
             }
-            let probe = etcdctl_with_timeout(
-                &endpoint,
-                &[
+            let mut args = self.tls.as_ref().map_or(Vec::new(), TlsFiles::client_flags);
+            args.extend(
+                [
                     "--dial-timeout=1s",
                     "--command-timeout=2s",
                     "endpoint",
                     "health",
-                ],
-                None,
-                READY_PROBE_TIMEOUT,
+                ]
+                .map(String::from),
             );
+            let probe = etcdctl_with_timeout(&endpoint, &args, None, READY_PROBE_TIMEOUT);
             if probe.code == 0 {
                 return Ok(());
             }
@@ -292,6 +300,12 @@ impl ServerProcess {
             // Quiet etcd: its log is only read when a start fails.
             args.push("--logger=zap".to_string());
             args.push("--log-level=error".to_string());
+        }
+        if let Some(tls) = &self.tls {
+            args.push(format!("--cert-file={}", tls.cert.display()));
+            args.push(format!("--key-file={}", tls.key.display()));
+            args.push(format!("--trusted-ca-file={}", tls.ca.display()));
+            args.push("--client-cert-auth".to_string());
         }
         args.extend(self.extra_args.iter().cloned());
         args
@@ -344,7 +358,8 @@ impl ServerProcess {
     }
 
     pub fn client_url(&self) -> String {
-        format!("http://{}", self.client_addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.client_addr)
     }
 
     pub fn peer_url(&self) -> String {
