@@ -1,5 +1,6 @@
 //! `ferrokv`: one member of a ferrokv cluster, speaking the etcd v3 API.
 
+mod backup;
 mod config;
 mod errors;
 mod lease;

@@ -17,7 +17,7 @@ use ferrokv_wire::Message;
 use http::Method;
 
 use crate::maintenance::Alarms;
-use crate::{errors, lease, validate};
+use crate::{backup, errors, lease, validate};
 
 /// The etcd API version ferrokv implements and reports.
 pub const ETCD_VERSION: &str = "3.4.23";
@@ -221,6 +221,14 @@ impl Service {
                     alarms,
                 }))
             }
+            "/etcdserverpb.Maintenance/Defragment" => {
+                Ok(encode(&backup::defragment(&self, msg).await?))
+            }
+            "/etcdserverpb.Maintenance/Hash" => Ok(encode(&backup::hash(&self, msg).await?)),
+            "/etcdserverpb.Maintenance/HashKV" => Ok(encode(&backup::hash_kv(&self, msg).await?)),
+            "/etcdserverpb.Maintenance/MoveLeader" => {
+                Ok(encode(&backup::move_leader(&self, msg).await?))
+            }
             "/etcdserverpb.Lease/LeaseGrant" => Ok(encode(&lease::grant(&self, msg).await?)),
             "/etcdserverpb.Lease/LeaseRevoke" => Ok(encode(&lease::revoke(&self, msg).await?)),
             "/etcdserverpb.Lease/LeaseTimeToLive" => {
@@ -352,6 +360,9 @@ impl Handler for Service {
                 "/etcdserverpb.Watch/Watch" => crate::watch::serve(self, requests, sink).await,
                 "/etcdserverpb.Lease/LeaseKeepAlive" => {
                     lease::keep_alive(self, requests, sink).await
+                }
+                "/etcdserverpb.Maintenance/Snapshot" => {
+                    backup::snapshot(self, requests, sink).await
                 }
                 _ => errors::not_implemented(&method),
             }

@@ -3,6 +3,7 @@
 //! one revision, applies each shard's part and commits them all.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -1015,6 +1016,60 @@ impl Engine {
         self.commit(fences, &st, Some((self.lease_shard(id), id)))
             .await;
         Ok(st.header_rev())
+    }
+
+    /// etcd's Defragment: every shard writes a fresh snapshot (compacted
+    /// history dropped) and truncates its log, online.
+    pub async fn defragment(&self) -> Result<(), Error> {
+        for s in 0..self.shard_count() {
+            self.ask(s, ShardMsg::Defragment)
+                .await?
+                .map_err(Error::Internal)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every shard's part of one consistent backup (`backup.rs`):
+    /// all shards are fenced, so the parts hold exactly the writes up to
+    /// one revision. Returns the header and the part files, in shard order;
+    /// the caller streams and then removes them.
+    pub async fn backup(&self) -> Result<(crate::backup::Header, Vec<PathBuf>), Error> {
+        static BACKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = BACKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fences = self.fence(0..self.shard_count()).await?;
+        let mut waits = Vec::with_capacity(fences.len());
+        for ch in fences.values() {
+            let (tx, rx) = oneshot::channel();
+            if ch.send(FencedOp::Backup(n, tx)).await.is_err() {
+                release(&fences).await;
+                return Err(Error::Internal("shard stopped".into()));
+            }
+            waits.push(rx);
+        }
+        let mut parts = Vec::with_capacity(waits.len());
+        let mut failed = None;
+        for w in waits {
+            match w.await {
+                Ok(Ok(path)) => parts.push(path),
+                Ok(Err(e)) => failed = Some(Error::Internal(e)),
+                Err(_) => failed = Some(Error::Internal("shard stopped".into())),
+            }
+        }
+        // Nothing can commit while every shard is fenced: this is the
+        // revision every part holds.
+        let header = crate::backup::Header {
+            shards: self.shard_count(),
+            revision: self.inner.seq.visible(),
+            compact_revision: self.inner.seq.compact_revision(),
+        };
+        release(&fences).await;
+        if let Some(e) = failed {
+            for p in &parts {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        Ok((header, parts))
     }
 
     /// Compact every shard at `rev`; returns the revision for the header.

@@ -2,6 +2,7 @@
 //! core; key -> shard routing; the revision sequencer; cross-shard writes.
 //! See `docs/revisions-and-shards.md` for the protocol and its invariants.
 
+pub mod backup;
 pub mod error;
 pub mod kv;
 pub mod lease;

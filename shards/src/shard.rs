@@ -74,6 +74,9 @@ pub enum ShardMsg {
     LeaseIds(Reply<Vec<i64>>),
     /// This shard's keys attached to a lease (for TimeToLive).
     KeysWithLease(i64, Reply<Vec<Vec<u8>>>),
+    /// Write a fresh snapshot (compacted history folded in) and let the
+    /// log drop what it covers: etcd's Defragment.
+    Defragment(Reply<Result<(), String>>),
     /// A write touching only this shard, coordinated on its core.
     Txn(
         ferrokv_wire::pb::etcdserverpb::TxnRequest,
@@ -94,6 +97,8 @@ pub enum FencedOp {
     LeaseExists(i64, Reply<bool>),
     /// Keys attached to the lease in the latest state.
     KeysWithLease(i64, Reply<Vec<Vec<u8>>>),
+    /// Write this shard's part of backup number `n`; its path.
+    Backup(u64, Reply<Result<PathBuf, String>>),
     /// Submit the records and release the lock; the reply comes once
     /// durable. `revoke` leaves the lease table at submission, so no write
     /// fenced after this one can attach a key to it.
@@ -206,6 +211,13 @@ impl Shard {
     pub async fn run(self: Rc<Self>, rx: async_channel::Receiver<ShardMsg>, engine: Engine) {
         while let Ok(msg) = rx.recv().await {
             match msg {
+                ShardMsg::Defragment(reply) => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(me.snapshot().await);
+                    })
+                    .detach();
+                }
                 ShardMsg::Txn(t, reply) => {
                     let engine = engine.clone();
                     glommio::spawn_local(async move {
@@ -327,6 +339,9 @@ impl Shard {
                 }
                 FencedOp::KeysWithLease(id, reply) => {
                     let _ = reply.send(self.keys_with_lease(id));
+                }
+                FencedOp::Backup(n, reply) => {
+                    let _ = reply.send(self.backup_part(n).await);
                 }
                 FencedOp::Commit {
                     records,
@@ -523,15 +538,9 @@ impl Shard {
             .acquire_permit(1)
             .await
             .map_err(|e| e.to_string())?;
-        let last = self.store.borrow().last_revision();
-        self.seq.wait_visible(last.max(self.revoke_rev.get())).await;
+        self.wait_all_visible().await;
         let index = self.log.commit_index();
-        let meta = self.lease_meta();
-        let written = self
-            .store
-            .borrow()
-            .write_snapshot(&self.snapshot_path, index, &meta)
-            .map_err(|e| e.to_string())?;
+        let written = self.write_store(&self.snapshot_path, index)?;
         self.entries_since_snapshot.set(0);
         drop(_permit);
         self.log
@@ -543,6 +552,34 @@ impl Shard {
             self.id
         );
         Ok(())
+    }
+
+    /// Waits until everything this shard holds is visible (durable in
+    /// every shard), so that what is written next is exactly committed
+    /// state; called under the lock.
+    async fn wait_all_visible(&self) {
+        let last = self.store.borrow().last_revision();
+        self.seq.wait_visible(last.max(self.revoke_rev.get())).await;
+    }
+
+    /// The store and lease table as a snapshot file; its size.
+    fn write_store(&self, path: &std::path::Path, index: u64) -> Result<u64, String> {
+        let meta = self.lease_meta();
+        self.store
+            .borrow()
+            .write_snapshot(path, index, &meta)
+            .map_err(|e| e.to_string())
+    }
+
+    /// This shard's part of a backup (under a fence): a snapshot file next
+    /// to its own, with applied index 0 so that a restore starts a fresh log.
+    async fn backup_part(&self, n: u64) -> Result<PathBuf, String> {
+        self.wait_all_visible().await;
+        let path = self
+            .snapshot_path
+            .with_file_name(format!("backup-{n}.rkyv"));
+        self.write_store(&path, 0)?;
+        Ok(path)
     }
 }
 
