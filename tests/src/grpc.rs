@@ -189,6 +189,15 @@ where
             .expect("stream open");
     }
 
+    /// Queues `req` unless the stream stays full for `bound` (the server
+    /// stopped reading): whether it was queued.
+    pub async fn send_within(&self, req: Req, bound: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(bound, self.tx.send(req)).await,
+            Ok(Ok(()))
+        )
+    }
+
     /// Half-closes the stream: the server sees the end of the requests.
     pub fn close_send(&mut self) {
         let (closed, _) = mpsc::channel(1);

@@ -2,7 +2,8 @@
 //! a lease's keys live in several shards) and, for every scenario whose
 //! outcome a client sees, the same against the real etcd: revoke and expiry
 //! delete every attached key at one revision (one watch response), the
-//! keep-alive stream renews many leases, etcd's errors, and leases that
+//! keep-alive stream renews many leases (and one that is never read holds
+//! up no one else), etcd's errors, and leases that
 //! survive kill -9 with their keys, through snapshots and log truncation,
 //! without expiring early.
 //!
@@ -366,7 +367,60 @@ async fn keepalive_stream_renews_many_leases_like_etcd() {
     assert_eq!(got, want);
 }
 
-// ----------------------------------------------------------- 4. restart
+// ------------------------------------------- 4. a client that never reads
+
+/// A keep-alive stream whose client sends without ever reading is slowed
+/// down by flow control (its sends stop being taken), holds bounded memory,
+/// and affects no one else: another connection's puts, grants and
+/// keep-alives go on, and the server is fine once the stream goes away.
+async fn never_reads_scenario(server: &ServerProcess) -> (bool, i64, i64) {
+    const SENDS_MAX: usize = 200_000;
+    const STALL: Duration = Duration::from_millis(200);
+    let quiet = connect(server).await;
+    let (id, _) = grant(&quiet, 0, 60).await.expect("grant");
+    let greedy = connect(server).await;
+    let ka: BidiStream<LeaseKeepAliveRequest, LeaseKeepAliveResponse> = BidiStream::open(
+        &greedy,
+        "/etcdserverpb.Lease/LeaseKeepAlive",
+        LeaseKeepAliveRequest { id },
+    )
+    .await;
+    let mut stalled = false;
+    for _ in 0..SENDS_MAX {
+        if !ka.send_within(LeaseKeepAliveRequest { id }, STALL).await {
+            stalled = true;
+            break;
+        }
+    }
+    // Others are served meanwhile.
+    put_with_lease(&quiet, "/nr/k", "v", id).await;
+    let (other, _) = grant(&quiet, 0, 60).await.expect("grant while stalled");
+    let mut ka2: BidiStream<LeaseKeepAliveRequest, LeaseKeepAliveResponse> = BidiStream::open(
+        &quiet,
+        "/etcdserverpb.Lease/LeaseKeepAlive",
+        LeaseKeepAliveRequest { id: other },
+    )
+    .await;
+    let renewed = ka2.next().await.ttl;
+    drop(ka);
+    drop(greedy);
+    let after = put(&quiet, "/nr/after", "v").await;
+    (stalled, renewed, i64::from(after > 0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_client_that_never_reads_affects_no_one_else() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let ours_dir = tempfile::tempdir().expect("tempdir");
+    let etcd = start_etcd(etcd_dir.path());
+    let ours = start_ferrokv(ours_dir.path(), Vec::new());
+    let want = never_reads_scenario(&etcd).await;
+    let got = never_reads_scenario(&ours).await;
+    assert_eq!(want, (true, 60, 1), "etcd");
+    assert_eq!(got, want, "ferrokv (left) vs etcd (right)");
+}
+
+// ----------------------------------------------------------- 5. restart
 
 /// Leases and their keys survive kill -9 — also when the snapshot holds
 /// them and the log that granted them is gone — revoked ones stay revoked,
