@@ -181,6 +181,41 @@ async fn snapshot_save_under_writes_is_one_consistent_revision() {
     bad[mid] ^= 0x40;
     let e = backup::parse(&bad, false).unwrap_err();
     assert!(e.contains("integrity check failed"), "{e}");
+
+    // Restored into a fresh member: the same keys, revisions and leases,
+    // and the next write continues after the backup's revision.
+    let status = backup::status(&bytes, &dir.path().join("status")).unwrap();
+    assert_eq!(
+        (status.revision, status.total_keys),
+        (header.revision, rows.len() as u64)
+    );
+    let restored_dir = tempfile::tempdir().unwrap();
+    let mut restored = start(restored_dir.path());
+    restored.kill_9();
+    std::fs::remove_dir_all(restored.data_dir()).unwrap();
+    let e = backup::restore(&bad, restored.data_dir(), false).unwrap_err();
+    assert!(e.contains("integrity check failed"), "{e}");
+    assert!(
+        !restored.data_dir().join("member").exists(),
+        "nothing left behind"
+    );
+    backup::restore(&bytes, restored.data_dir(), false).unwrap();
+    let again = backup::restore(&bytes, restored.data_dir(), false).unwrap_err();
+    assert!(again.contains("holds a member"), "{again}");
+    restored.start_again();
+    assert_eq!(rows_at(&restored, 0).await, rows);
+    let channel = connect(&restored).await;
+    let leases: ferrokv_wire::pb::etcdserverpb::LeaseLeasesResponse = unary(
+        &channel,
+        "/etcdserverpb.Lease/LeaseLeases",
+        ferrokv_wire::pb::etcdserverpb::LeaseLeasesRequest {},
+    )
+    .await;
+    assert_eq!(
+        leases.leases.iter().map(|l| l.id).collect::<Vec<_>>(),
+        vec![lease.id]
+    );
+    assert_eq!(put(&channel, "/restored", "x").await, header.revision + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
