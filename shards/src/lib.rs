@@ -302,3 +302,56 @@ async fn lease_expiry(shard: Rc<Shard>, engine: Engine) {
         }
     }
 }
+
+/// The shard count a data dir was created with (`--shards`).
+pub fn data_dir_shards(data_dir: &Path) -> Result<usize, String> {
+    let meta = data_dir.join("member").join("shards");
+    let s = std::fs::read_to_string(&meta).map_err(|e| format!("{}: {e}", meta.display()))?;
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{} is corrupt: {s:?}", meta.display()))
+}
+
+/// Offline defragmentation (`ferroutl defrag --data-dir`): opens the member
+/// as the server would (recovery included), writes a fresh snapshot of
+/// every shard, which truncates its log, and stops. The member must not be
+/// running.
+pub fn defrag_offline(data_dir: &Path, wal_dir: Option<&Path>) -> Result<(), String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let shards = data_dir_shards(data_dir)?;
+    let cfg = Config {
+        data_dir: data_dir.to_path_buf(),
+        wal_dir: wal_dir.map(Path::to_path_buf),
+        shards,
+        snapshot_count: 0,
+        wal_metrics: Arc::default(),
+        heartbeat_interval_ms: 100,
+        election_ticks: 10,
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let result: Arc<Mutex<Option<Result<(), String>>>> = Arc::new(Mutex::new(None));
+    let (d, r) = (done.clone(), result.clone());
+    run(cfg, move |engine, core| {
+        let (done, result) = (d.clone(), r.clone());
+        async move {
+            if core == 0 {
+                let r = engine.defragment().await.map_err(|e| e.to_string());
+                if let Ok(mut slot) = result.lock() {
+                    *slot = Some(r);
+                }
+                done.store(true, Ordering::SeqCst);
+            } else {
+                // The other cores keep their shards served until core 0 is
+                // done with them.
+                while !done.load(Ordering::SeqCst) {
+                    glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })?;
+    let outcome = result
+        .lock()
+        .map_err(|_| "defrag state poisoned".to_string())?
+        .take();
+    outcome.unwrap_or_else(|| Err("defrag did not run".into()))
+}

@@ -260,6 +260,16 @@ async fn defragment_and_hashkv() {
         rows,
         "every key after defrag + restart"
     );
+    // Offline (`ferroutl defrag --data-dir`), on the stopped member.
+    server.kill_9();
+    tokio::task::block_in_place(|| ferrokv_shards::defrag_offline(server.data_dir(), None))
+        .unwrap();
+    server.start_again();
+    assert_eq!(
+        rows_at(&server, 0).await,
+        rows,
+        "every key after offline defrag"
+    );
     let after_restart = tokio::task::block_in_place(|| hash(&server, rev));
     assert_eq!(after_restart, before);
     let channel = connect(&server).await;
