@@ -50,3 +50,33 @@ mod storage;
 
 pub use error::Error;
 pub use shard_log::{LogConfig, NoopTransport, Recovered, ShardLog, Transport};
+
+/// One WAL payload of a shard log, described for `ferroutl wal`: what it is
+/// and, for a normal entry with data, that data (the shard's own record).
+pub fn describe_wal_record(payload: &[u8]) -> (String, Option<Vec<u8>>) {
+    use record::Record;
+    match record::decode(payload) {
+        Ok(Record::Entry(e)) => {
+            let text = format!(
+                "entry index {} term {} {:?}",
+                e.index,
+                e.term,
+                e.get_entry_type()
+            );
+            let data = (!e.data.is_empty()).then(|| e.data.to_vec());
+            (text, data)
+        }
+        Ok(Record::HardState(hs)) => (
+            format!(
+                "hard state term {} vote {} commit {}",
+                hs.term, hs.vote, hs.commit
+            ),
+            None,
+        ),
+        Ok(Record::Compaction { index, term, .. }) => (
+            format!("compaction: entries up to index {index} (term {term}) are in the snapshot"),
+            None,
+        ),
+        Err(e) => (format!("undecodable raft record: {e}"), None),
+    }
+}

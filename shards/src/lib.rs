@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod error;
+pub mod inspect;
 pub mod kv;
 pub mod lease;
 pub mod record;

@@ -57,6 +57,48 @@ impl Record {
     }
 }
 
+impl std::fmt::Display for Record {
+    /// One line for `ferroutl wal`; keys and values are shown with Rust's
+    /// escaping, values shortened.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const VALUE_SHOWN_MAX: usize = 32;
+        let bytes = |b: &[u8]| {
+            let shown = &b[..b.len().min(VALUE_SHOWN_MAX)];
+            let more = if b.len() > shown.len() { "..." } else { "" };
+            format!("\"{}\"{more}", shown.escape_ascii())
+        };
+        match self {
+            Record::Write { rev, parts } => {
+                write!(f, "write revision {rev}:")?;
+                for p in parts {
+                    write!(f, " [shard {} sub {}:", p.shard, p.first_sub)?;
+                    for op in &p.ops {
+                        match op {
+                            WriteOp::Put { key, value, lease } => {
+                                write!(f, " put {}={}", bytes(key), bytes(value))?;
+                                if *lease != 0 {
+                                    write!(f, " lease {lease:x}")?;
+                                }
+                            }
+                            WriteOp::Delete { key } => write!(f, " delete {}", bytes(key))?,
+                        }
+                    }
+                    write!(f, "]")?;
+                }
+                Ok(())
+            }
+            Record::Compact { rev } => write!(f, "compact at revision {rev}"),
+            Record::TruncateAbove { rev } => {
+                write!(f, "recovery: records above revision {rev} void")
+            }
+            Record::LeaseGrant { id, ttl } => write!(f, "lease grant {id:x} ttl {ttl}s"),
+            Record::LeaseRevoke { id, rev } => {
+                write!(f, "lease revoke {id:x} (keys deleted at revision {rev})")
+            }
+        }
+    }
+}
+
 const TAG_WRITE: u8 = 1;
 const TAG_COMPACT: u8 = 2;
 const TAG_TRUNCATE: u8 = 3;
@@ -222,6 +264,36 @@ mod tests {
                 .prop_map(|(key, value, lease)| WriteOp::Put { key, value, lease }),
             any::<Vec<u8>>().prop_map(|key| WriteOp::Delete { key }),
         ]
+    }
+
+    #[test]
+    fn records_describe_themselves_in_one_line() {
+        let w = Record::Write {
+            rev: 5,
+            parts: vec![Part {
+                shard: 1,
+                first_sub: 0,
+                ops: vec![
+                    WriteOp::Put {
+                        key: b"k\n".to_vec(),
+                        value: vec![b'v'; 40],
+                        lease: 0x1f,
+                    },
+                    WriteOp::Delete { key: b"d".to_vec() },
+                ],
+            }],
+        };
+        let text = w.to_string();
+        assert!(
+            text.starts_with("write revision 5: [shard 1 sub 0: put \"k\\n\"="),
+            "{text}"
+        );
+        assert!(text.contains("...") && text.contains("lease 1f") && text.contains("delete \"d\""));
+        assert!(!text.contains('\n'));
+        assert_eq!(
+            Record::LeaseGrant { id: 255, ttl: 60 }.to_string(),
+            "lease grant ff ttl 60s"
+        );
     }
 
     proptest! {

@@ -42,6 +42,7 @@
 //! by a batch that alone is larger than a segment.
 
 pub mod frame;
+pub mod inspect;
 pub mod metrics;
 
 mod error;
