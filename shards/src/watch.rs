@@ -17,7 +17,7 @@
 //! watchers of this core (`SharedEvent::encoded`).
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
@@ -245,16 +245,30 @@ impl Drop for Watcher {
 /// tested one by one.
 #[derive(Default)]
 pub struct WatcherIndex {
-    by_key: HashMap<Vec<u8>, BTreeSet<u64>>,
+    by_key: HashMap<Box<[u8]>, Ids>,
     ranged: BTreeMap<u64, KeyRange>,
+}
+
+/// The watchers of one key: almost always one, so no collection for it
+/// (idle watchers are counted in bytes).
+enum Ids {
+    One(u64),
+    Many(Vec<u64>),
 }
 
 impl WatcherIndex {
     pub fn insert(&mut self, id: u64, range: &KeyRange) {
         match range {
-            KeyRange::Key(k) => {
-                self.by_key.entry(k.clone()).or_default().insert(id);
-            }
+            KeyRange::Key(k) => match self.by_key.get_mut(k.as_slice()) {
+                None => {
+                    self.by_key
+                        .insert(k.clone().into_boxed_slice(), Ids::One(id));
+                }
+                Some(ids) => match ids {
+                    Ids::One(first) => *ids = Ids::Many(vec![*first, id]),
+                    Ids::Many(v) => v.push(id),
+                },
+            },
             _ => {
                 self.ranged.insert(id, range.clone());
             }
@@ -264,11 +278,21 @@ impl WatcherIndex {
     pub fn remove(&mut self, id: u64, range: &KeyRange) {
         match range {
             KeyRange::Key(k) => {
-                if let Some(set) = self.by_key.get_mut(k) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        self.by_key.remove(k);
+                let emptied = match self.by_key.get_mut(k.as_slice()) {
+                    None => false,
+                    Some(Ids::One(only)) => *only == id,
+                    Some(ids @ Ids::Many(_)) => {
+                        if let Ids::Many(v) = ids {
+                            v.retain(|x| *x != id);
+                            if let [last] = v[..] {
+                                *ids = Ids::One(last);
+                            }
+                        }
+                        false
                     }
+                };
+                if emptied {
+                    self.by_key.remove(k.as_slice());
                 }
             }
             _ => {
@@ -280,8 +304,10 @@ impl WatcherIndex {
     /// Appends the watchers whose key or range holds `key`: the single-key
     /// ones first, then the range ones, each in id order.
     pub fn candidates(&self, key: &[u8], out: &mut Vec<u64>) {
-        if let Some(set) = self.by_key.get(key) {
-            out.extend(set.iter().copied());
+        match self.by_key.get(key) {
+            Some(Ids::One(id)) => out.push(*id),
+            Some(Ids::Many(v)) => out.extend(v.iter().copied()),
+            None => {}
         }
         out.extend(
             self.ranged
@@ -545,9 +571,11 @@ impl WatchHub {
                 j += 1;
             }
             // Per watcher, the events of this revision it matches, in
-            // event (sub revision) order.
-            let mut selected: BTreeMap<u64, Vec<Rc<SharedEvent>>> = BTreeMap::new();
-            for (_, e) in &evs[i..j] {
+            // event (sub revision) order: (watcher, event index) pairs,
+            // sorted stably by watcher (a sort, not a map: one revision may
+            // concern every one of 100k watchers).
+            let mut pairs: Vec<(u64, usize)> = Vec::new();
+            for (n, (_, e)) in evs[i..j].iter().enumerate() {
                 candidates.clear();
                 st.index.candidates(&e.event.kv.key, &mut candidates);
                 for key in &candidates {
@@ -555,11 +583,21 @@ impl WatchHub {
                         continue;
                     };
                     if w.synced && rev >= w.min_rev && w.spec.matches(&e.event) {
-                        selected.entry(*key).or_default().push(e.clone());
+                        pairs.push((*key, i + n));
                     }
                 }
             }
-            for (key, sel) in selected {
+            if j - i > 1 {
+                pairs.sort_by_key(|(key, _)| *key);
+            }
+            let mut p = 0;
+            while p < pairs.len() {
+                let key = pairs[p].0;
+                let mut sel = Vec::new();
+                while p < pairs.len() && pairs[p].0 == key {
+                    sel.push(evs[pairs[p].1].1.clone());
+                    p += 1;
+                }
                 let Some(w) = st.watchers.get_mut(&key) else {
                     continue;
                 };
