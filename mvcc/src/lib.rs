@@ -778,6 +778,19 @@ impl Store {
         applied_index: u64,
         meta: &[u8],
     ) -> Result<u64, Error> {
+        self.snapshot_image(path, applied_index, meta)?.write(path)
+    }
+
+    /// The snapshot of [`Store::write_snapshot`] as an owned image, not yet
+    /// serialized: copying it out is the part that needs the store; the
+    /// serialization and the file write can then run on another thread.
+    /// `path` only names the file in errors.
+    pub fn snapshot_image(
+        &self,
+        path: &Path,
+        applied_index: u64,
+        meta: &[u8],
+    ) -> Result<SnapshotImage, Error> {
         let mut keys: Vec<SnapKey> = Vec::new();
         let mut revs: Vec<SnapRevEntry> = Vec::new();
         let bounds: KeyBounds<'_> = (Bound::Unbounded, Bound::Unbounded);
@@ -819,7 +832,7 @@ impl Store {
             return Err(e);
         }
         revs.sort_unstable_by_key(|e| (e.main, e.sub));
-        let snap = Snapshot {
+        Ok(SnapshotImage(Snapshot {
             compact_rev: self.compact_rev,
             last_main: self.last_main,
             last_written_main: self.last_written.main,
@@ -828,8 +841,7 @@ impl Store {
             meta: meta.to_vec(),
             keys,
             revs,
-        };
-        snapshot::write(path, &snap)
+        }))
     }
 
     /// Maps a snapshot written by [`Store::write_snapshot`] and returns a
@@ -869,6 +881,18 @@ impl Store {
         let meta = root.meta.as_slice().to_vec();
         store.base = Some(mapped);
         Ok((store, applied_index, meta))
+    }
+}
+
+/// A store's snapshot copied out of it ([`Store::snapshot_image`]); owns
+/// its data, so it can be written from any thread.
+pub struct SnapshotImage(Snapshot);
+
+impl SnapshotImage {
+    /// Serializes and writes the snapshot to `path` atomically (temp file,
+    /// fsync, rename, directory fsync); the file size in bytes.
+    pub fn write(self, path: &Path) -> Result<u64, Error> {
+        snapshot::write(path, &self.0)
     }
 }
 

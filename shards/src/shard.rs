@@ -164,6 +164,9 @@ pub struct Shard {
     pub store: RefCell<Store>,
     pub log: Rc<ShardLog>,
     lock: Semaphore,
+    /// Held for a whole snapshot, whose file write runs after `lock` is
+    /// released.
+    snapshot_lock: Semaphore,
     seq: Arc<Sequencer>,
     snapshot_path: PathBuf,
     snapshot_count: u64,
@@ -195,6 +198,7 @@ impl Shard {
             store: RefCell::new(store),
             log,
             lock: Semaphore::new(1),
+            snapshot_lock: Semaphore::new(1),
             seq,
             snapshot_path,
             snapshot_count,
@@ -533,16 +537,35 @@ impl Shard {
     /// taken under the write lock once everything this shard holds is
     /// visible (durable in every shard).
     pub async fn snapshot(&self) -> Result<(), String> {
-        let _permit = self
+        // One snapshot at a time: an older one finishing last would replace
+        // a newer file after the log was cut to the newer one's index.
+        let _one = self
+            .snapshot_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| e.to_string())?;
+        let permit = self
             .lock
             .acquire_permit(1)
             .await
             .map_err(|e| e.to_string())?;
         self.wait_all_visible().await;
         let index = self.log.commit_index();
-        let written = self.write_store(&self.snapshot_path, index)?;
+        // Only copying the store out needs the lock (and this core); the
+        // serialization and the file write of what can be 100 MB run on
+        // glommio's blocking thread, so writes to this shard go on.
+        let image = self
+            .store
+            .borrow()
+            .snapshot_image(&self.snapshot_path, index, &self.lease_meta())
+            .map_err(|e| e.to_string())?;
         self.entries_since_snapshot.set(0);
-        drop(_permit);
+        drop(permit);
+        let path = self.snapshot_path.clone();
+        let written = glommio::executor()
+            .spawn_blocking(move || image.write(&path))
+            .await
+            .map_err(|e| e.to_string())?;
         self.log
             .compact_to(index)
             .await
