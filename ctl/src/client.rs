@@ -1,0 +1,287 @@
+//! A small etcd v3 client over tonic: one channel to the first reachable
+//! endpoint, unary calls with a deadline, and the two bidirectional streams
+//! (Watch, LeaseKeepAlive). Message types are `ferrokv_wire::pb`; calls go
+//! through tonic's generic `Grpc` with the method path, so there is no second
+//! copy of the protos and no generated stubs.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status, Streaming};
+
+/// Requests queued on an outgoing stream before `send` waits.
+const STREAM_SEND_QUEUE_MAX: usize = 64;
+
+/// How a client connects; etcdctl's global flags.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub endpoints: Vec<String>,
+    pub dial_timeout: Duration,
+    pub keepalive_time: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+/// Why a call failed, in the terms etcdctl prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RpcError {
+    /// The server answered with a gRPC status.
+    Status { code: Code, message: String },
+    /// No answer within the deadline (the caller's, or the dial's).
+    DeadlineExceeded { detail: String },
+}
+
+impl RpcError {
+    fn from_status(status: Status) -> Self {
+        if status.code() == Code::DeadlineExceeded
+            || (status.code() == Code::Cancelled && status.message() == "Timeout expired")
+        {
+            return RpcError::DeadlineExceeded {
+                detail: status.message().to_string(),
+            };
+        }
+        // Transport failures (refused, reset) surface as Unknown or
+        // Unavailable with tonic's own words; grpc-go's client keeps
+        // retrying those until the deadline, so they end the same way.
+        if status.code() == Code::Unavailable || is_transport_error(&status) {
+            return RpcError::DeadlineExceeded {
+                detail: "latest balancer error: all SubConns are in TransientFailure".into(),
+            };
+        }
+        RpcError::Status {
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+
+    /// The message etcdctl prints after `Error: `: clientv3 turns the
+    /// errors etcd defines (all `etcdserver: ...`) into their bare text and
+    /// leaves any other status in grpc-go's `rpc error: ...` form.
+    pub fn message(&self) -> String {
+        match self {
+            RpcError::Status { message, .. } if message.starts_with("etcdserver: ") => {
+                message.clone()
+            }
+            RpcError::Status { .. } => self.grpc_text(),
+            RpcError::DeadlineExceeded { .. } => "context deadline exceeded".into(),
+        }
+    }
+
+    /// grpc-go's `rpc error: code = X desc = Y`, as clientv3 logs it.
+    pub fn grpc_text(&self) -> String {
+        match self {
+            RpcError::Status { code, message } => {
+                format!("rpc error: code = {} desc = {message}", code_name(*code))
+            }
+            RpcError::DeadlineExceeded { detail } => {
+                format!("rpc error: code = DeadlineExceeded desc = {detail}")
+            }
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            RpcError::Status { code, .. } => *code,
+            RpcError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+        }
+    }
+}
+
+fn is_transport_error(status: &Status) -> bool {
+    status.code() == Code::Unknown
+        && (status.message().contains("transport error")
+            || status.message().contains("connection")
+            || status.message().contains("h2 protocol error"))
+}
+
+/// grpc-go's names of the status codes (`codes.Code.String()`).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// An endpoint as etcdctl accepts it (`host:port` or a URL) as a URI.
+pub fn endpoint_uri(endpoint: &str) -> String {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        endpoint.to_string()
+    } else if let Some(rest) = endpoint.strip_prefix("unix://") {
+        format!("http://{rest}")
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+/// A connection to one etcd v3 endpoint.
+#[derive(Clone, Debug)]
+pub struct Client {
+    channel: Channel,
+    endpoint: String,
+}
+
+impl Client {
+    /// A client for the first endpoint that accepts a connection within the
+    /// dial timeout; when none does, one for the first endpoint that connects
+    /// lazily, so the first call fails with the deadline as etcdctl's does.
+    pub async fn connect(config: &ClientConfig) -> Result<Client, String> {
+        let mut first = None;
+        for ep in &config.endpoints {
+            let endpoint = Endpoint::from_shared(endpoint_uri(ep))
+                .map_err(|e| format!("invalid endpoint {ep:?}: {e}"))?
+                .connect_timeout(config.dial_timeout)
+                .http2_keep_alive_interval(config.keepalive_time)
+                .keep_alive_timeout(config.keepalive_timeout)
+                .keep_alive_while_idle(true);
+            if first.is_none() {
+                first = Some((endpoint.clone(), ep.clone()));
+            }
+            if let Ok(Ok(channel)) =
+                tokio::time::timeout(config.dial_timeout, endpoint.connect()).await
+            {
+                return Ok(Client {
+                    channel,
+                    endpoint: ep.clone(),
+                });
+            }
+        }
+        let (endpoint, ep) = first.ok_or("no endpoints given")?;
+        Ok(Client {
+            channel: endpoint.connect_lazy(),
+            endpoint: ep,
+        })
+    }
+
+    /// The underlying channel, for calls this type has no helper for.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The endpoint this client talks to, as the user wrote it.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// One unary call bounded by `timeout` even if the server never answers.
+    pub async fn unary<Req, Resp>(
+        &self,
+        path: &'static str,
+        req: Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let call = async {
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+            grpc.ready().await.map_err(|e| {
+                RpcError::from_status(Status::unavailable(format!("connection not ready: {e}")))
+            })?;
+            let mut request = tonic::Request::new(req);
+            request.set_timeout(timeout);
+            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+            grpc.unary(request, PathAndQuery::from_static(path), codec)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(RpcError::from_status)
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(RpcError::DeadlineExceeded {
+                detail: "context deadline exceeded".into(),
+            }),
+        }
+    }
+
+    /// Opens a bidirectional stream; requests go through the returned
+    /// sender, responses come from the returned stream. `open_timeout`
+    /// bounds only the opening.
+    pub async fn bidi<Req, Resp>(
+        &self,
+        path: &'static str,
+        open_timeout: Duration,
+    ) -> Result<(mpsc::Sender<Req>, Streaming<Resp>), RpcError>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let (tx, rx) = mpsc::channel(STREAM_SEND_QUEUE_MAX);
+        let open = async {
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+            grpc.ready().await.map_err(|e| {
+                RpcError::from_status(Status::unavailable(format!("connection not ready: {e}")))
+            })?;
+            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+            grpc.streaming(
+                tonic::Request::new(ReceiverStream::new(rx)),
+                PathAndQuery::from_static(path),
+                codec,
+            )
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(RpcError::from_status)
+        };
+        match tokio::time::timeout(open_timeout, open).await {
+            Ok(Ok(stream)) => Ok((tx, stream)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(RpcError::DeadlineExceeded {
+                detail: "context deadline exceeded".into(),
+            }),
+        }
+    }
+}
+
+/// Receives the next message of a stream as an `RpcError` result;
+/// `Ok(None)` when the server closed it.
+pub async fn next_message<Resp>(stream: &mut Streaming<Resp>) -> Result<Option<Resp>, RpcError> {
+    stream.message().await.map_err(RpcError::from_status)
+}
+
+/// A status as etcdctl prints a failed stream's error.
+pub fn status_text(status: &Status) -> String {
+    RpcError::from_status(status.clone()).message()
+}
+
+/// gRPC method paths of the etcd v3 services.
+pub mod path {
+    pub const RANGE: &str = "/etcdserverpb.KV/Range";
+    pub const PUT: &str = "/etcdserverpb.KV/Put";
+    pub const DELETE_RANGE: &str = "/etcdserverpb.KV/DeleteRange";
+    pub const TXN: &str = "/etcdserverpb.KV/Txn";
+    pub const COMPACT: &str = "/etcdserverpb.KV/Compact";
+    pub const WATCH: &str = "/etcdserverpb.Watch/Watch";
+    pub const LEASE_GRANT: &str = "/etcdserverpb.Lease/LeaseGrant";
+    pub const LEASE_REVOKE: &str = "/etcdserverpb.Lease/LeaseRevoke";
+    pub const LEASE_KEEP_ALIVE: &str = "/etcdserverpb.Lease/LeaseKeepAlive";
+    pub const LEASE_TIME_TO_LIVE: &str = "/etcdserverpb.Lease/LeaseTimeToLive";
+    pub const LEASE_LEASES: &str = "/etcdserverpb.Lease/LeaseLeases";
+    pub const MEMBER_ADD: &str = "/etcdserverpb.Cluster/MemberAdd";
+    pub const MEMBER_REMOVE: &str = "/etcdserverpb.Cluster/MemberRemove";
+    pub const MEMBER_UPDATE: &str = "/etcdserverpb.Cluster/MemberUpdate";
+    pub const MEMBER_LIST: &str = "/etcdserverpb.Cluster/MemberList";
+    pub const MEMBER_PROMOTE: &str = "/etcdserverpb.Cluster/MemberPromote";
+    pub const ALARM: &str = "/etcdserverpb.Maintenance/Alarm";
+    pub const STATUS: &str = "/etcdserverpb.Maintenance/Status";
+    pub const DEFRAGMENT: &str = "/etcdserverpb.Maintenance/Defragment";
+    pub const HASH_KV: &str = "/etcdserverpb.Maintenance/HashKV";
+    pub const SNAPSHOT: &str = "/etcdserverpb.Maintenance/Snapshot";
+    pub const MOVE_LEADER: &str = "/etcdserverpb.Maintenance/MoveLeader";
+}

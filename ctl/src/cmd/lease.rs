@@ -1,0 +1,168 @@
+//! lease grant / revoke / timetolive / list / keep-alive.
+
+use std::time::Duration;
+
+use ferrokv_wire::pb::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+
+use crate::client::{next_message, path, Client, RpcError};
+use crate::ctx::{emit, Ctx};
+use crate::error::{CmdError, EXIT_BAD_CONNECTION};
+use crate::printer::Format;
+
+/// etcdctl's `leaseFromArgs`: a hex lease id.
+pub fn lease_from_arg(arg: &str) -> Result<i64, CmdError> {
+    super::kv::parse_hex_id(arg)
+        .map_err(|e| CmdError::bad_args(format!("bad lease ID arg ({e}), expecting ID in Hex")))
+}
+
+/// etcdctl calls the lease RPCs other than grant and revoke without a
+/// deadline (`context.TODO()`); ferroctl bounds them anyway, generously.
+const LEASE_CALL_TIMEOUT_MAX: Duration = Duration::from_secs(300);
+
+pub async fn grant(ctx: Ctx) -> Result<(), CmdError> {
+    if ctx.inv.args.len() != 1 {
+        return Err(CmdError::bad_args("lease grant command needs TTL argument"));
+    }
+    let ttl = super::kv::parse_decimal(&ctx.inv.args[0])
+        .map_err(|e| CmdError::bad_args(format!("bad TTL ({e})")))?;
+    let client = ctx.client().await?;
+    let resp: LeaseGrantResponse = client
+        .unary(
+            path::LEASE_GRANT,
+            LeaseGrantRequest { ttl, id: 0 },
+            ctx.command_timeout,
+        )
+        .await
+        .map_err(|e| {
+            CmdError::rpc_wrapped(&e, client.endpoint(), |m| {
+                format!("failed to grant lease ({m})")
+            })
+        })?;
+    emit(&ctx.printer.grant(&resp)?)
+}
+
+pub async fn revoke(ctx: Ctx) -> Result<(), CmdError> {
+    if ctx.inv.args.len() != 1 {
+        return Err(CmdError::bad_args("lease revoke command needs 1 argument"));
+    }
+    let id = lease_from_arg(&ctx.inv.args[0])?;
+    let client = ctx.client().await?;
+    let resp: LeaseRevokeResponse = client
+        .unary(
+            path::LEASE_REVOKE,
+            LeaseRevokeRequest { id },
+            ctx.command_timeout,
+        )
+        .await
+        .map_err(|e| {
+            CmdError::rpc_wrapped(&e, client.endpoint(), |m| {
+                format!("failed to revoke lease ({m})")
+            })
+        })?;
+    emit(&ctx.printer.revoke(id, &resp)?)
+}
+
+pub async fn time_to_live(ctx: Ctx) -> Result<(), CmdError> {
+    if ctx.inv.args.len() != 1 {
+        return Err(CmdError::bad_args(
+            "lease timetolive command needs lease ID as argument",
+        ));
+    }
+    let keys = ctx.inv.bool("keys");
+    let id = lease_from_arg(&ctx.inv.args[0])?;
+    let client = ctx.client().await?;
+    let resp: LeaseTimeToLiveResponse = client
+        .unary(
+            path::LEASE_TIME_TO_LIVE,
+            LeaseTimeToLiveRequest { id, keys },
+            LEASE_CALL_TIMEOUT_MAX,
+        )
+        .await
+        .map_err(|e| bad_connection(&e, &client))?;
+    emit(&ctx.printer.time_to_live(&resp, keys)?)
+}
+
+fn bad_connection(e: &RpcError, client: &Client) -> CmdError {
+    let mut err = CmdError::rpc(e, client.endpoint());
+    err.code = EXIT_BAD_CONNECTION;
+    err
+}
+
+pub async fn list(ctx: Ctx) -> Result<(), CmdError> {
+    let client = ctx.client().await?;
+    let resp: LeaseLeasesResponse = client
+        .unary(
+            path::LEASE_LEASES,
+            LeaseLeasesRequest {},
+            LEASE_CALL_TIMEOUT_MAX,
+        )
+        .await
+        .map_err(|e| bad_connection(&e, &client))?;
+    emit(&ctx.printer.leases(&resp)?)
+}
+
+pub async fn keep_alive(ctx: Ctx) -> Result<(), CmdError> {
+    if ctx.inv.args.len() != 1 {
+        return Err(CmdError::bad_args(
+            "lease keep-alive command needs lease ID as argument",
+        ));
+    }
+    let id = lease_from_arg(&ctx.inv.args[0])?;
+    let client = ctx.client().await?;
+    let stream_err = |e: RpcError| CmdError::new(EXIT_BAD_CONNECTION, e.message());
+    let (tx, mut rx) = client
+        .bidi::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>(
+            path::LEASE_KEEP_ALIVE,
+            ctx.command_timeout,
+        )
+        .await
+        .map_err(stream_err)?;
+    let not_found = || CmdError::new(EXIT_BAD_CONNECTION, "etcdserver: requested lease not found");
+    if ctx.inv.bool("once") {
+        if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+            return Err(not_found());
+        }
+        let resp = match tokio::time::timeout(ctx.command_timeout, next_message(&mut rx)).await {
+            Ok(r) => r.map_err(stream_err)?,
+            Err(_) => {
+                return Err(CmdError::new(
+                    EXIT_BAD_CONNECTION,
+                    "context deadline exceeded",
+                ))
+            }
+        };
+        let resp = resp.ok_or_else(not_found)?;
+        if resp.ttl <= 0 {
+            return Err(not_found());
+        }
+        return emit(&ctx.printer.keep_alive(&resp)?);
+    }
+    // clientv3 renews every TTL/3 (at least every 500ms) until the lease
+    // is gone, then the loop ends.
+    let mut next_send = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep_until(next_send).await;
+        if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+            break;
+        }
+        let resp = match tokio::time::timeout(ctx.command_timeout, next_message(&mut rx)).await {
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) | Err(_) => break,
+            Ok(Err(e)) => return Err(stream_err(e)),
+        };
+        if resp.ttl <= 0 {
+            break;
+        }
+        emit(&ctx.printer.keep_alive(&resp)?)?;
+        let every = Duration::from_millis((resp.ttl as u64 * 1000 / 3).max(500));
+        next_send = tokio::time::Instant::now() + every;
+    }
+    if ctx.printer.format == Format::Simple {
+        emit(format!("lease {id:016x} expired or revoked.\n").as_bytes())?;
+    }
+    Ok(())
+}

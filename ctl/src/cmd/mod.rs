@@ -1,0 +1,52 @@
+//! The commands, one module per etcdctl area.
+
+pub mod cluster;
+pub mod kv;
+pub mod lease;
+pub mod maintenance;
+pub mod txn;
+pub mod watch;
+
+use crate::ctx::{emit, Ctx};
+use crate::error::CmdError;
+
+/// Runs the parsed command.
+pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
+    match ctx.inv.command.path {
+        "get" => kv::get(ctx).await,
+        "put" => kv::put(ctx).await,
+        "del" => kv::del(ctx).await,
+        "compaction" => kv::compaction(ctx).await,
+        "txn" => txn::txn(ctx).await,
+        "watch" => watch::watch(ctx).await,
+        "lease grant" => lease::grant(ctx).await,
+        "lease revoke" => lease::revoke(ctx).await,
+        "lease timetolive" => lease::time_to_live(ctx).await,
+        "lease list" => lease::list(ctx).await,
+        "lease keep-alive" => lease::keep_alive(ctx).await,
+        "member list" => cluster::list(ctx).await,
+        "member add" => cluster::add(ctx).await,
+        "member remove" => cluster::remove(ctx).await,
+        "member update" => cluster::update(ctx).await,
+        "member promote" => cluster::promote(ctx).await,
+        "endpoint health" => maintenance::health(ctx).await,
+        "endpoint status" => maintenance::status(ctx).await,
+        "endpoint hashkv" => maintenance::hashkv(ctx).await,
+        "alarm list" => maintenance::alarm(ctx, false).await,
+        "alarm disarm" => maintenance::alarm(ctx, true).await,
+        "defrag" => maintenance::defrag(ctx).await,
+        "snapshot save" => maintenance::snapshot_save(ctx).await,
+        "move-leader" => maintenance::move_leader(ctx).await,
+        "version" => emit(
+            format!(
+                "etcdctl version: {}\nAPI version: {}\n",
+                crate::VERSION,
+                crate::API_VERSION
+            )
+            .as_bytes(),
+        ),
+        other => Err(CmdError::bad_feature(format!(
+            "{other}: not supported by ferroctl yet"
+        ))),
+    }
+}
