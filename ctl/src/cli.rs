@@ -265,9 +265,14 @@ pub const COMMANDS: &[Command] = &[
     cmd("user revoke-role", "Revokes a role from a user", "", &[]),
 ];
 
-/// Flags where endpoint-wide `--cluster` is a common (later) addition;
-/// every `--cluster` flag of `endpoint *` is hidden until served.
-const ENDPOINT_CLUSTER: Flag = hidden("cluster", Bool, "false");
+/// `endpoint`'s persistent flag, inherited by its subcommands.
+const ENDPOINT_CLUSTER: Flag = flag(
+    "cluster",
+    None,
+    Bool,
+    "false",
+    "use all endpoints from the cluster member list",
+);
 
 /// A parsed command line.
 #[derive(Debug)]
@@ -747,6 +752,9 @@ pub fn usage(path: &str) -> String {
     if path.is_empty() {
         locals.extend(GLOBAL_FLAGS.iter().copied());
     }
+    if path == "endpoint" {
+        locals.push(ENDPOINT_CLUSTER);
+    }
     locals.push(help);
     locals.sort_by_key(|f| f.name);
     for f in &locals {
@@ -760,7 +768,12 @@ pub fn usage(path: &str) -> String {
     }
     if !path.is_empty() {
         text.push_str("\nGLOBAL OPTIONS:\n");
-        for f in GLOBAL_FLAGS {
+        let mut globals: Vec<Flag> = GLOBAL_FLAGS.to_vec();
+        if path.starts_with("endpoint ") {
+            globals.push(ENDPOINT_CLUSTER);
+            globals.sort_by_key(|f| f.name);
+        }
+        for f in &globals {
             text.push_str(&flag_line(f));
         }
     }

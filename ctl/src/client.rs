@@ -211,48 +211,62 @@ impl Client {
         }
     }
 
-    /// Opens a bidirectional stream; requests go through the returned
-    /// sender, responses come from the returned stream. `open_timeout`
-    /// bounds only the opening.
-    pub async fn bidi<Req, Resp>(
+    /// Opens a bidirectional stream in the background: requests go in
+    /// through the returned sender, responses (or the error that ended the
+    /// stream) come out of the receiver, which closes with the stream.
+    /// Opening does not wait for the server: grpc-go servers send their
+    /// response headers only with the first message, so a client that
+    /// waited before sending its first request would wait forever.
+    pub fn bidi<Req, Resp>(
         &self,
         path: &'static str,
-        open_timeout: Duration,
-    ) -> Result<(mpsc::Sender<Req>, Streaming<Resp>), RpcError>
+    ) -> (mpsc::Sender<Req>, mpsc::Receiver<Result<Resp, RpcError>>)
     where
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        let (tx, rx) = mpsc::channel(STREAM_SEND_QUEUE_MAX);
-        let open = async {
-            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-            grpc.ready().await.map_err(|e| {
-                RpcError::from_status(Status::unavailable(format!("connection not ready: {e}")))
-            })?;
+        let (req_tx, req_rx) = mpsc::channel(STREAM_SEND_QUEUE_MAX);
+        let (resp_tx, resp_rx) = mpsc::channel(STREAM_SEND_QUEUE_MAX);
+        let channel = self.channel.clone();
+        tokio::spawn(async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            if let Err(e) = grpc.ready().await {
+                let status = Status::unavailable(format!("connection not ready: {e}"));
+                let _ = resp_tx.send(Err(RpcError::from_status(status))).await;
+                return;
+            }
             let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-            grpc.streaming(
-                tonic::Request::new(ReceiverStream::new(rx)),
-                PathAndQuery::from_static(path),
-                codec,
-            )
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(RpcError::from_status)
-        };
-        match tokio::time::timeout(open_timeout, open).await {
-            Ok(Ok(stream)) => Ok((tx, stream)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(RpcError::DeadlineExceeded {
-                detail: "context deadline exceeded".into(),
-            }),
-        }
+            let opened = grpc
+                .streaming(
+                    tonic::Request::new(ReceiverStream::new(req_rx)),
+                    PathAndQuery::from_static(path),
+                    codec,
+                )
+                .await;
+            let mut stream: Streaming<Resp> = match opened {
+                Ok(r) => r.into_inner(),
+                Err(status) => {
+                    let _ = resp_tx.send(Err(RpcError::from_status(status))).await;
+                    return;
+                }
+            };
+            loop {
+                match stream.message().await {
+                    Ok(Some(msg)) => {
+                        if resp_tx.send(Ok(msg)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = resp_tx.send(Err(RpcError::from_status(status))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        (req_tx, resp_rx)
     }
-}
-
-/// Receives the next message of a stream as an `RpcError` result;
-/// `Ok(None)` when the server closed it.
-pub async fn next_message<Resp>(stream: &mut Streaming<Resp>) -> Result<Option<Resp>, RpcError> {
-    stream.message().await.map_err(RpcError::from_status)
 }
 
 /// A status as etcdctl prints a failed stream's error.

@@ -236,13 +236,10 @@ impl Printer {
                 Ok(out)
             }
             Format::Json => {
-                // clientv3.WatchResponse: Go field names, no omitempty.
-                let events = if r.events.is_empty() {
-                    "null".to_string()
-                } else {
-                    json::array(r.events.iter().map(json::event).collect())
-                };
-                let h = r.header.clone().unwrap_or_default();
+                // clientv3.WatchResponse: Go field names, no omitempty; its
+                // Events slice is always made, so never null.
+                let events = json::array(r.events.iter().map(json::event).collect());
+                let h = r.header.unwrap_or_default();
                 text(
                     Obj::new()
                         .raw("Header", json::header(&h))
@@ -278,7 +275,7 @@ impl Printer {
                 r.id, r.ttl
             )),
             Format::Json => {
-                let h = r.header.clone().unwrap_or_default();
+                let h = r.header.unwrap_or_default();
                 text(
                     Obj::new()
                         .splice(json::header_fields(&h).inner())
@@ -326,7 +323,7 @@ impl Printer {
                 r.id, r.ttl
             )),
             Format::Json => {
-                let h = r.header.clone().unwrap_or_default();
+                let h = r.header.unwrap_or_default();
                 text(
                     Obj::new()
                         .splice(json::header_fields(&h).inner())
@@ -365,7 +362,7 @@ impl Printer {
                 text(line)
             }
             Format::Json => {
-                let h = r.header.clone().unwrap_or_default();
+                let h = r.header.unwrap_or_default();
                 let keys = if r.keys.is_empty() {
                     "null".to_string()
                 } else {
@@ -414,7 +411,7 @@ impl Printer {
                 text(out)
             }
             Format::Json => {
-                let h = r.header.clone().unwrap_or_default();
+                let h = r.header.unwrap_or_default();
                 let leases = if r.leases.is_empty() {
                     "null".to_string()
                 } else {
@@ -580,7 +577,7 @@ impl Printer {
 
     pub fn endpoint_status(&self, eps: &[(String, StatusResponse)]) -> Out {
         let row = |ep: &str, s: &StatusResponse| {
-            let h = s.header.clone().unwrap_or_default();
+            let h = s.header.unwrap_or_default();
             vec![
                 ep.to_string(),
                 format!("{:x}", h.member_id),
@@ -794,7 +791,7 @@ fn event_type_name(t: i32) -> String {
 }
 
 fn fields_header(out: &mut String, h: Option<&ResponseHeader>) {
-    let h = h.cloned().unwrap_or_default();
+    let h = h.copied().unwrap_or_default();
     out.push_str(&format!(
         "\"ClusterID\" : {}\n\"MemberID\" : {}\n\"Revision\" : {}\n\"RaftTerm\" : {}\n",
         h.cluster_id, h.member_id, h.revision, h.raft_term

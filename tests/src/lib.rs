@@ -13,11 +13,14 @@
 //! - [`normalize`]: removes what legitimately differs between two servers
 //!   (ids, terms, addresses, timings) before outputs are compared.
 //! - [`script`]: the data-driven golden runner for `testdata/compat/*.txt`.
+//! - [`ctl`]: the same scripts (and `testdata/ctl/*.txt`) run with etcdctl
+//!   and with `ferroctl`, compared step by step.
 //!
 //! Limits: every wait in this crate has a named upper bound
 //! ([`server::SERVER_READY_TIMEOUT`], [`etcdctl::ETCDCTL_TIMEOUT`]).
 
 pub mod addr;
+pub mod ctl;
 pub mod diff;
 pub mod etcdctl;
 pub mod http;

@@ -57,7 +57,7 @@ pub fn range_request(inv: &Invocation) -> Result<RangeRequest, CmdError> {
     if args.len() > 1 {
         if prefix || from_key {
             return Err(CmdError::bad_args(
-                "too many arguments, only accept one argument when `--prefix` or `--from-key` is set.",
+                "too many arguments, only accept one argument when `--prefix` or `--from-key` is set",
             ));
         }
         end = crate::cli::arg_bytes(&args[1]);
@@ -234,7 +234,7 @@ pub fn delete_request(inv: &Invocation) -> Result<DeleteRangeRequest, CmdError> 
     if args.len() > 1 {
         if prefix || from_key {
             return Err(CmdError::bad_args(
-                "too many arguments, only accept one argument when `--prefix` or `--from-key` is set.",
+                "too many arguments, only accept one argument when `--prefix` or `--from-key` is set",
             ));
         }
         end = crate::cli::arg_bytes(&args[1]);

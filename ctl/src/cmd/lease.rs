@@ -8,7 +8,7 @@ use ferrokv_wire::pb::etcdserverpb::{
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 
-use crate::client::{next_message, path, Client, RpcError};
+use crate::client::{path, Client, RpcError};
 use crate::ctx::{emit, Ctx};
 use crate::error::{CmdError, EXIT_BAD_CONNECTION};
 use crate::printer::Format;
@@ -114,20 +114,16 @@ pub async fn keep_alive(ctx: Ctx) -> Result<(), CmdError> {
     let id = lease_from_arg(&ctx.inv.args[0])?;
     let client = ctx.client().await?;
     let stream_err = |e: RpcError| CmdError::new(EXIT_BAD_CONNECTION, e.message());
-    let (tx, mut rx) = client
-        .bidi::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>(
-            path::LEASE_KEEP_ALIVE,
-            ctx.command_timeout,
-        )
-        .await
-        .map_err(stream_err)?;
+    let (tx, mut rx) =
+        client.bidi::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>(path::LEASE_KEEP_ALIVE);
     let not_found = || CmdError::new(EXIT_BAD_CONNECTION, "etcdserver: requested lease not found");
     if ctx.inv.bool("once") {
         if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
             return Err(not_found());
         }
-        let resp = match tokio::time::timeout(ctx.command_timeout, next_message(&mut rx)).await {
-            Ok(r) => r.map_err(stream_err)?,
+        let resp = match tokio::time::timeout(ctx.command_timeout, rx.recv()).await {
+            Ok(Some(r)) => r.map_err(stream_err)?,
+            Ok(None) => return Err(not_found()),
             Err(_) => {
                 return Err(CmdError::new(
                     EXIT_BAD_CONNECTION,
@@ -135,7 +131,6 @@ pub async fn keep_alive(ctx: Ctx) -> Result<(), CmdError> {
                 ))
             }
         };
-        let resp = resp.ok_or_else(not_found)?;
         if resp.ttl <= 0 {
             return Err(not_found());
         }
@@ -149,10 +144,10 @@ pub async fn keep_alive(ctx: Ctx) -> Result<(), CmdError> {
         if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
             break;
         }
-        let resp = match tokio::time::timeout(ctx.command_timeout, next_message(&mut rx)).await {
-            Ok(Ok(Some(r))) => r,
-            Ok(Ok(None)) | Err(_) => break,
-            Ok(Err(e)) => return Err(stream_err(e)),
+        let resp = match tokio::time::timeout(ctx.command_timeout, rx.recv()).await {
+            Ok(Some(Ok(r))) => r,
+            Ok(None) | Err(_) => break,
+            Ok(Some(Err(e))) => return Err(stream_err(e)),
         };
         if resp.ttl <= 0 {
             break;

@@ -81,7 +81,7 @@ fn scan_quoted(s: &str) -> Option<(Vec<u8>, &str)> {
     let s = s.trim_start();
     if let Some(body) = s.strip_prefix('`') {
         let end = body.find('`')?;
-        return Some((body[..end].as_bytes().to_vec(), &body[end + 1..]));
+        return Some((body.as_bytes()[..end].to_vec(), &body[end + 1..]));
     }
     let body = s.strip_prefix('"')?;
     let mut out = Vec::new();
@@ -337,7 +337,10 @@ mod tests {
 
     #[test]
     fn request_lines() {
-        assert_eq!(argify(r#"put "a b" 'c d' e"#), vec!["a b", "c d", "e"]);
+        assert_eq!(
+            argify(r#"put "a b" 'c d' e"#),
+            vec!["put", "a b", "c d", "e"]
+        );
         let op = parse_request("get foo --prefix").unwrap();
         match op.request {
             Some(request_op::Request::RequestRange(r)) => assert_eq!(&r.range_end[..], b"fop"),
