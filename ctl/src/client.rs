@@ -34,7 +34,8 @@ pub enum RpcError {
 }
 
 impl RpcError {
-    fn from_status(status: Status) -> Self {
+    /// Maps a received status to what etcdctl reports for it.
+    pub fn from_status(status: Status) -> Self {
         if status.code() == Code::DeadlineExceeded
             || (status.code() == Code::Cancelled && status.message() == "Timeout expired")
         {

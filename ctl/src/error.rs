@@ -68,7 +68,10 @@ impl CmdError {
             s.push_str(log);
             s.push('\n');
         }
-        s.push_str(&format!("Error: {}\n", self.message));
+        // An empty message is etcdctl's bare `os.Exit(code)`.
+        if !self.message.is_empty() {
+            s.push_str(&format!("Error: {}\n", self.message));
+        }
         s
     }
 }

@@ -319,3 +319,19 @@ mod tests {
         assert_eq!(hex_prefixed(b"bin"), r"\x62\x69\x6e");
     }
 }
+
+/// An I/O error as Go's `os` package words it: `open PATH: no such file or
+/// directory` (lower-case strerror, no Rust "(os error N)" suffix).
+pub fn io_error(op: &str, path: &str, err: &std::io::Error) -> String {
+    let text = err.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    let lowered = match chars.next() {
+        Some(first) => first.to_lowercase().collect::<String>() + chars.as_str(),
+        None => String::new(),
+    };
+    format!("{op} {path}: {lowered}")
+}

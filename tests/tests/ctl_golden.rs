@@ -68,6 +68,8 @@ mod ctl_scripts_on_etcd {
     golden! { Etcd, ctl_dir:
         usage => "usage.txt",
         txn_syntax => "txn_syntax.txt",
+        lease => "lease.txt",
+        maintenance => "maintenance.txt",
     }
 }
 
@@ -76,10 +78,16 @@ mod ctl_scripts_on_ferrokv {
     golden! { Ferrokv, ctl_dir:
         usage => "usage.txt",
         txn_syntax => "txn_syntax.txt",
+        maintenance => "maintenance.txt",
     }
 }
 
-const CTL_SCRIPTS: &[&str] = &["usage.txt", "txn_syntax.txt"];
+const CTL_SCRIPTS: &[&str] = &[
+    "usage.txt",
+    "txn_syntax.txt",
+    "lease.txt",
+    "maintenance.txt",
+];
 
 /// A script added to testdata/ctl but not listed above would never run.
 #[test]

@@ -147,7 +147,7 @@ pub async fn status(ctx: Ctx) -> Result<(), CmdError> {
 pub async fn hashkv(ctx: Ctx) -> Result<(), CmdError> {
     let revision = ctx.inv.int("rev");
     let mut list = Vec::new();
-    let mut failed = false;
+    let mut failed = None;
     for ep in endpoints(&ctx).await? {
         let client = ctx.client_for(&ep).await?;
         match client
@@ -160,7 +160,7 @@ pub async fn hashkv(ctx: Ctx) -> Result<(), CmdError> {
         {
             Ok(resp) => list.push((ep, resp)),
             Err(e) => {
-                failed = true;
+                failed = Some(e.message());
                 eprint_now(&format!(
                     "{}\nFailed to get the hash of endpoint {ep} ({})\n",
                     crate::error::retry_warning(&e, &ep),
@@ -170,8 +170,8 @@ pub async fn hashkv(ctx: Ctx) -> Result<(), CmdError> {
         }
     }
     emit(&ctx.printer.endpoint_hashkv(&list)?)?;
-    if failed {
-        return Err(silent_exit(EXIT_ERROR));
+    if let Some(message) = failed {
+        return Err(CmdError::error(message));
     }
     Ok(())
 }
@@ -242,6 +242,11 @@ pub async fn defrag(ctx: Ctx) -> Result<(), CmdError> {
     Ok(())
 }
 
+/// zap's warning line (ISO timestamp, as clientv3's logger writes it).
+fn zap_warn(caller: &str, msg: &str, fields: &[(&str, String)]) -> String {
+    zap_info(caller, msg, fields, true).replacen("\"level\":\"info\"", "\"level\":\"warn\"", 1)
+}
+
 /// zap's production logger line, as etcdctl's snapshot code logs.
 fn zap_info(caller: &str, msg: &str, fields: &[(&str, String)], iso_ts: bool) -> String {
     let now = std::time::SystemTime::now();
@@ -282,8 +287,15 @@ pub async fn snapshot_save(ctx: Ctx) -> Result<(), CmdError> {
     let ep = ctx.config.endpoints[0].clone();
     let js = crate::gofmt::json_string;
     let part = format!("{target}.part");
-    let mut file = std::fs::File::create(&part)
-        .map_err(|e| CmdError::new(EXIT_INTERRUPTED, format!("could not open {part} ({e})")))?;
+    let mut file = std::fs::File::create(&part).map_err(|e| {
+        CmdError::new(
+            EXIT_INTERRUPTED,
+            format!(
+                "could not open {part} ({})",
+                crate::gofmt::io_error("open", &part, &e)
+            ),
+        )
+    })?;
     eprint_now(&zap_info(
         "snapshot/v3_snapshot.go:119",
         "created temporary db file",
@@ -299,6 +311,30 @@ pub async fn snapshot_save(ctx: Ctx) -> Result<(), CmdError> {
     } else {
         std::time::Duration::from_secs(24 * 3600)
     };
+    // grpc-go opens a stream without waiting for the server, so etcdctl
+    // logs these two lines before any answer, also when the call fails.
+    eprint_now(&zap_info(
+        "clientv3/maintenance.go:200",
+        "opened snapshot stream; downloading",
+        &[],
+        true,
+    ));
+    eprint_now(&zap_info(
+        "snapshot/v3_snapshot.go:127",
+        "fetching snapshot",
+        &[("endpoint", js(&ep))],
+        false,
+    ));
+    let stream_failed = |status: tonic::Status| {
+        let text = crate::client::status_text(&status);
+        let grpc = crate::client::RpcError::from_status(status).grpc_text();
+        eprint_now(&zap_warn(
+            "clientv3/maintenance.go:210",
+            "failed to receive from snapshot stream; closing",
+            &[("error", js(&grpc))],
+        ));
+        text
+    };
     let fetch = async {
         let mut grpc = tonic::client::Grpc::new(client.channel());
         grpc.ready().await.map_err(|e| e.to_string())?;
@@ -310,27 +346,12 @@ pub async fn snapshot_save(ctx: Ctx) -> Result<(), CmdError> {
                 codec,
             )
             .await
-            .map_err(|s| crate::client::status_text(&s))?
+            .map_err(stream_failed)?
             .into_inner();
-        eprint_now(&zap_info(
-            "clientv3/maintenance.go:200",
-            "opened snapshot stream; downloading",
-            &[],
-            true,
-        ));
-        eprint_now(&zap_info(
-            "snapshot/v3_snapshot.go:127",
-            "fetching snapshot",
-            &[("endpoint", js(&ep))],
-            false,
-        ));
         let mut size: u64 = 0;
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|s| crate::client::status_text(&s))?
-        {
-            file.write_all(&chunk.blob).map_err(|e| e.to_string())?;
+        while let Some(chunk) = stream.message().await.map_err(stream_failed)? {
+            file.write_all(&chunk.blob)
+                .map_err(|e| crate::gofmt::io_error("write", &part, &e))?;
             size += chunk.blob.len() as u64;
         }
         eprint_now(&zap_info(
@@ -339,7 +360,8 @@ pub async fn snapshot_save(ctx: Ctx) -> Result<(), CmdError> {
             &[],
             true,
         ));
-        file.sync_all().map_err(|e| e.to_string())?;
+        file.sync_all()
+            .map_err(|e| crate::gofmt::io_error("sync", &part, &e))?;
         Ok::<u64, String>(size)
     };
     let size = match tokio::time::timeout(deadline, fetch).await {
