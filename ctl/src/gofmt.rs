@@ -256,6 +256,22 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// An I/O error as Go's `os` package words it: `open PATH: no such file or
+/// directory` (lower-case strerror, no Rust "(os error N)" suffix).
+pub fn io_error(op: &str, path: &str, err: &std::io::Error) -> String {
+    let text = err.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    let lowered = match chars.next() {
+        Some(first) => first.to_lowercase().collect::<String>() + chars.as_str(),
+        None => String::new(),
+    };
+    format!("{op} {path}: {lowered}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,20 +334,4 @@ mod tests {
     fn hex_prefix_every_byte() {
         assert_eq!(hex_prefixed(b"bin"), r"\x62\x69\x6e");
     }
-}
-
-/// An I/O error as Go's `os` package words it: `open PATH: no such file or
-/// directory` (lower-case strerror, no Rust "(os error N)" suffix).
-pub fn io_error(op: &str, path: &str, err: &std::io::Error) -> String {
-    let text = err.to_string();
-    let text = match text.find(" (os error") {
-        Some(at) => &text[..at],
-        None => &text,
-    };
-    let mut chars = text.chars();
-    let lowered = match chars.next() {
-        Some(first) => first.to_lowercase().collect::<String>() + chars.as_str(),
-        None => String::new(),
-    };
-    format!("{op} {path}: {lowered}")
 }
