@@ -5,11 +5,13 @@
 //! - [`cli`]: etcdctl's command tree, flags, parser and usage text.
 //! - [`printer`], [`json`], [`gofmt`], [`table`]: output byte-for-byte as
 //!   etcdctl prints it.
+//! - [`concurrency`]: etcd's lock and election recipes (sessions on leases).
 //! - [`cmd`]: the commands.
 
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod concurrency;
 pub mod ctx;
 pub mod error;
 pub mod gofmt;

@@ -1,6 +1,7 @@
 //! The commands, one module per etcdctl area.
 
 pub mod cluster;
+pub mod concurrency;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
@@ -37,6 +38,8 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
         "defrag" => maintenance::defrag(ctx).await,
         "snapshot save" => maintenance::snapshot_save(ctx).await,
         "move-leader" => maintenance::move_leader(ctx).await,
+        "lock" => concurrency::lock(ctx).await,
+        "elect" => concurrency::elect(ctx).await,
         "version" => emit(
             format!(
                 "etcdctl version: {}\nAPI version: {}\n",
