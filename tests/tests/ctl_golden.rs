@@ -70,6 +70,7 @@ mod ctl_scripts_on_etcd {
         txn_syntax => "txn_syntax.txt",
         lease => "lease.txt",
         maintenance => "maintenance.txt",
+        watch => "watch.txt",
     }
 }
 
@@ -79,6 +80,7 @@ mod ctl_scripts_on_ferrokv {
         usage => "usage.txt",
         txn_syntax => "txn_syntax.txt",
         maintenance => "maintenance.txt",
+        watch => "watch.txt",
     }
 }
 

@@ -71,7 +71,7 @@ pub async fn lock(ctx: Ctx) -> Result<(), CmdError> {
                 Some(code) => format!("exit status {code}"),
                 None => "signal: killed".to_string(),
             })),
-            Err(e) => Err(CmdError::error(e.to_string())),
+            Err(e) => Err(CmdError::error(super::watch::exec_error(program, &e))),
         };
     }
     let held: RangeResponse = ctx

@@ -147,7 +147,7 @@ pub async fn watch(ctx: Ctx) -> Result<(), CmdError> {
                     None => eprint_now(&format!("Invalid command: {line} (watch and progress supported)\n")),
                     Some("watch") => {
                         if args.len() < 2 && env_key.is_empty() {
-                            eprint_now(&format!("Invalid command {line} (command type watch requires a key)\n"));
+                            eprint_now(&format!("Invalid command {line} (command type or key is not provided)\n"));
                             continue;
                         }
                         let inv = match crate::cli::parse(&args) {
@@ -240,7 +240,7 @@ async fn run_exec(exec: &[String], resp: &WatchResponse) -> Result<(), CmdError>
                 Some(code) => format!("exit status {code}"),
                 None => "signal: killed".to_string(),
             },
-            Err(e) => e.to_string(),
+            Err(e) => exec_error(&exec[0], &e),
         };
         let quoted: Vec<String> = exec
             .iter()
@@ -257,6 +257,17 @@ async fn run_exec(exec: &[String], resp: &WatchResponse) -> Result<(), CmdError>
         });
     }
     Ok(())
+}
+
+/// Go's `exec.Cmd.Run` error for a command that could not start.
+pub fn exec_error(program: &str, err: &std::io::Error) -> String {
+    if !program.contains('/') && err.kind() == std::io::ErrorKind::NotFound {
+        return format!(
+            "exec: {}: executable file not found in $PATH",
+            crate::gofmt::quote(program.as_bytes())
+        );
+    }
+    crate::gofmt::io_error("fork/exec", program, err)
 }
 
 #[cfg(test)]
