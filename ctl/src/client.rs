@@ -12,6 +12,8 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
+/// Pause between two connection attempts of one call.
+const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Requests queued on an outgoing stream before `send` waits.
 const STREAM_SEND_QUEUE_MAX: usize = 64;
 
@@ -31,6 +33,9 @@ pub enum RpcError {
     Status { code: Code, message: String },
     /// No answer within the deadline (the caller's, or the dial's).
     DeadlineExceeded { detail: String },
+    /// No connection could be made until the deadline; `refused` when the
+    /// last attempt was actively refused (the address, as grpc-go names it).
+    Unreachable { refused: Option<String> },
 }
 
 impl RpcError {
@@ -47,9 +52,7 @@ impl RpcError {
         // Unavailable with tonic's own words; grpc-go's client keeps
         // retrying those until the deadline, so they end the same way.
         if status.code() == Code::Unavailable || is_transport_error(&status) {
-            return RpcError::DeadlineExceeded {
-                detail: "latest balancer error: all SubConns are in TransientFailure".into(),
-            };
+            return RpcError::Unreachable { refused: None };
         }
         RpcError::Status {
             code: status.code(),
@@ -66,6 +69,7 @@ impl RpcError {
                 message.clone()
             }
             RpcError::Status { .. } => self.grpc_text(),
+            RpcError::Unreachable { .. } => "context deadline exceeded".into(),
             RpcError::DeadlineExceeded { .. } => "context deadline exceeded".into(),
         }
     }
@@ -79,13 +83,34 @@ impl RpcError {
             RpcError::DeadlineExceeded { detail } => {
                 format!("rpc error: code = DeadlineExceeded desc = {detail}")
             }
+            RpcError::Unreachable { .. } => "rpc error: code = DeadlineExceeded desc = latest \
+                 balancer error: all SubConns are in TransientFailure"
+                .into(),
+        }
+    }
+
+    /// The same for a call on a direct (`passthrough:///`) connection, as
+    /// clientv3's per-endpoint maintenance calls make: grpc-go then names
+    /// the dial error itself.
+    pub fn grpc_text_direct(&self) -> String {
+        match self {
+            RpcError::Unreachable {
+                refused: Some(addr),
+            } => format!(
+                "rpc error: code = DeadlineExceeded desc = latest balancer error: connection \
+                 error: desc = \"transport: Error while dialing dial tcp {addr}: connect: \
+                 connection refused\""
+            ),
+            other => other.grpc_text(),
         }
     }
 
     pub fn code(&self) -> Code {
         match self {
             RpcError::Status { code, .. } => *code,
-            RpcError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            RpcError::DeadlineExceeded { .. } | RpcError::Unreachable { .. } => {
+                Code::DeadlineExceeded
+            }
         }
     }
 }
@@ -188,27 +213,67 @@ impl Client {
         timeout: Duration,
     ) -> Result<Resp, RpcError>
     where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        // grpc-go keeps trying to connect until the call's deadline, so
+        // a server that comes up within it still answers; so does this.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last_unreachable = None;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let attempt =
+                tokio::time::timeout(remaining, self.unary_once(path, req.clone(), remaining))
+                    .await;
+            match attempt {
+                Ok(Err(RpcError::Unreachable { .. })) => {
+                    last_unreachable = Some(RpcError::Unreachable {
+                        refused: self.refused_addr().await,
+                    });
+                    tokio::time::sleep(CONNECT_RETRY_PAUSE.min(remaining)).await;
+                }
+                Ok(result) => return result,
+                Err(_) => break,
+            }
+        }
+        Err(last_unreachable.unwrap_or(RpcError::DeadlineExceeded {
+            detail: "context deadline exceeded".into(),
+        }))
+    }
+
+    async fn unary_once<Req, Resp>(
+        &self,
+        path: &'static str,
+        req: Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError>
+    where
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        let call = async {
-            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-            grpc.ready().await.map_err(|e| {
-                RpcError::from_status(Status::unavailable(format!("connection not ready: {e}")))
-            })?;
-            let mut request = tonic::Request::new(req);
-            request.set_timeout(timeout);
-            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-            grpc.unary(request, PathAndQuery::from_static(path), codec)
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(RpcError::from_status)
-        };
-        match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(RpcError::DeadlineExceeded {
-                detail: "context deadline exceeded".into(),
-            }),
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready().await.map_err(|e| {
+            RpcError::from_status(Status::unavailable(format!("connection not ready: {e}")))
+        })?;
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(timeout);
+        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+        grpc.unary(request, PathAndQuery::from_static(path), codec)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(RpcError::from_status)
+    }
+
+    /// `host:port` when a plain TCP connect to the endpoint is refused.
+    async fn refused_addr(&self) -> Option<String> {
+        let uri = endpoint_uri(&self.endpoint);
+        let addr = uri.split("://").nth(1)?.trim_end_matches('/').to_string();
+        match tokio::net::TcpStream::connect(&addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(addr),
+            _ => None,
         }
     }
 

@@ -101,7 +101,7 @@ impl Ctx {
         req: Req,
     ) -> Result<Resp, CmdError>
     where
-        Req: prost::Message + Send + Sync + 'static,
+        Req: prost::Message + Clone + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
         client

@@ -79,13 +79,26 @@ impl CmdError {
 /// clientv3's zap warning from its retry interceptor, which etcdctl 3.4
 /// prints for every failed unary call (`ts` and `target` differ per run).
 pub fn retry_warning(err: &RpcError, endpoint: &str) -> String {
-    let ts = crate::gofmt::zap_timestamp(std::time::SystemTime::now());
     let target = format!("endpoint://client-{}/{}", client_uuid(), endpoint);
+    warning_line(&target, &err.grpc_text())
+}
+
+/// The warning for a call on a direct connection to one endpoint
+/// (clientv3's Status, HashKV, Defragment).
+pub fn retry_warning_direct(err: &RpcError, endpoint: &str) -> String {
+    warning_line(
+        &format!("passthrough:///{endpoint}"),
+        &err.grpc_text_direct(),
+    )
+}
+
+fn warning_line(target: &str, error: &str) -> String {
+    let ts = crate::gofmt::zap_timestamp(std::time::SystemTime::now());
     format!(
         "{{\"level\":\"warn\",\"ts\":{},\"caller\":\"clientv3/retry_interceptor.go:62\",\"msg\":\"retrying of unary invoker failed\",\"target\":{},\"attempt\":0,\"error\":{}}}",
         crate::gofmt::json_string(&ts),
-        crate::gofmt::json_string(&target),
-        crate::gofmt::json_string(&err.grpc_text())
+        crate::gofmt::json_string(target),
+        crate::gofmt::json_string(error)
     )
 }
 

@@ -135,3 +135,51 @@ fn ferroctl_elect_observes_and_defers_to_an_etcdctl_leader() {
     assert_eq!(seen.stdout, lines.join("\n") + "\n");
     drop(leader);
 }
+
+/// Nothing listens on the endpoint: the same warning, error line and exit
+/// code as etcdctl (for a call through clientv3's balancer and for a
+/// per-endpoint maintenance call, which grpc-go words differently).
+#[test]
+fn unreachable_endpoint_fails_like_etcdctl() {
+    let dead = ferrokv_tests::free_addr().to_string();
+    let norm = ferrokv_tests::Normalizer::new();
+    // A later --command-timeout overrides the harness's (10s): each run
+    // lasts until it.
+    for args in [
+        &["--command-timeout=2s", "get", "foo"][..],
+        &["--command-timeout=2s", "endpoint", "status"][..],
+    ] {
+        let run = |bin: &Path| {
+            norm.normalize_output(&ferrokv_tests::etcdctl::ctl_with_timeout(
+                bin,
+                &dead,
+                args,
+                None,
+                ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+            ))
+        };
+        let want = run(&etcdctl_bin());
+        let got = run(&ferroctl());
+        assert_eq!(want.code, 1, "{want:?}");
+        assert_eq!(got, want, "{args:?}");
+    }
+}
+
+/// With a dead endpoint first in `--endpoints`, a live second one answers.
+#[test]
+fn a_live_endpoint_is_used_when_the_first_is_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdProcess::start(dir.path());
+    let dead = ferrokv_tests::free_addr().to_string();
+    let both = format!("{dead},{}", etcd.endpoint());
+    let put = etcdctl(&etcd.endpoint(), &["put", "k", "v"], None);
+    assert_eq!(put.code, 0, "{put:?}");
+    let out = ferrokv_tests::etcdctl::ctl_with_timeout(
+        &ferroctl(),
+        &both,
+        &["get", "k"],
+        None,
+        ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+    );
+    assert_eq!((out.code, out.stdout.as_str()), (0, "k\nv\n"), "{out:?}");
+}

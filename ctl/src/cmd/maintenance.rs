@@ -131,7 +131,7 @@ pub async fn status(ctx: Ctx) -> Result<(), CmdError> {
                 failed = true;
                 eprint_now(&format!(
                     "{}\nFailed to get the status of endpoint {ep} ({})\n",
-                    crate::error::retry_warning(&e, &ep),
+                    crate::error::retry_warning_direct(&e, &ep),
                     e.message()
                 ));
             }
@@ -163,7 +163,7 @@ pub async fn hashkv(ctx: Ctx) -> Result<(), CmdError> {
                 failed = Some(e.message());
                 eprint_now(&format!(
                     "{}\nFailed to get the hash of endpoint {ep} ({})\n",
-                    crate::error::retry_warning(&e, &ep),
+                    crate::error::retry_warning_direct(&e, &ep),
                     e.message()
                 ));
             }
@@ -230,7 +230,7 @@ pub async fn defrag(ctx: Ctx) -> Result<(), CmdError> {
                 failures += 1;
                 eprint_now(&format!(
                     "{}\nFailed to defragment etcd member[{ep}] ({})\n",
-                    crate::error::retry_warning(&e, &ep),
+                    crate::error::retry_warning_direct(&e, &ep),
                     e.message()
                 ));
             }
