@@ -248,21 +248,35 @@ pub const COMMANDS: &[Command] = &[
     cmd("help", "Help about any command", "", &[]),
     cmd("make-mirror", "Makes a mirror at the destination etcd cluster", "", &[]),
     cmd("migrate", "Migrates keys in a v2 store to a mvcc store", "", &[]),
-    cmd("role add", "Adds a new role", "", &[]),
-    cmd("role delete", "Deletes a role", "", &[]),
-    cmd("role get", "Gets detailed information of a role", "", &[]),
-    cmd("role grant-permission", "Grants a key to a role", "", &[]),
+    cmd("role add", "Adds a new role", "<role name>", &[]),
+    cmd("role delete", "Deletes a role", "<role name>", &[]),
+    cmd("role get", "Gets detailed information of a role", "<role name>", &[]),
+    cmd("role grant-permission", "Grants a key to a role", "[options] <role name> <permission type> <key> [endkey]", &[
+        flag("from-key", None, Bool, "false", "grant a permission of keys that are greater than or equal to the given key using byte compare"),
+        flag("prefix", None, Bool, "false", "grant a prefix permission"),
+    ]),
     cmd("role list", "Lists all roles", "", &[]),
-    cmd("role revoke-permission", "Revokes a key from a role", "", &[]),
+    cmd("role revoke-permission", "Revokes a key from a role", "<role name> <key> [endkey]", &[
+        flag("from-key", None, Bool, "false", "revoke a permission of keys that are greater than or equal to the given key using byte compare"),
+        flag("prefix", None, Bool, "false", "revoke a prefix permission"),
+    ]),
     cmd("snapshot restore", "Restores an etcd member snapshot to an etcd directory", "", &[]),
     cmd("snapshot status", "Gets backend snapshot status of a given file", "", &[]),
-    cmd("user add", "Adds a new user", "", &[]),
-    cmd("user delete", "Deletes a user", "", &[]),
-    cmd("user get", "Gets detailed information of a user", "", &[]),
-    cmd("user grant-role", "Grants a role to a user", "", &[]),
+    cmd("user add", "Adds a new user", "<user name or user:password> [options]", &[
+        flag("interactive", None, Bool, "true", "Read password from stdin instead of interactive terminal"),
+        flag("new-user-password", None, Str, "", "Supply password from the command line flag"),
+        flag("no-password", None, Bool, "false", "Create a user without password (CN based auth only)"),
+    ]),
+    cmd("user delete", "Deletes a user", "<user name>", &[]),
+    cmd("user get", "Gets detailed information of a user", "<user name> [options]", &[
+        flag("detail", None, Bool, "false", "Show permissions of roles granted to the user"),
+    ]),
+    cmd("user grant-role", "Grants a role to a user", "<user name> <role name>", &[]),
     cmd("user list", "Lists all users", "", &[]),
-    cmd("user passwd", "Changes password of user", "", &[]),
-    cmd("user revoke-role", "Revokes a role from a user", "", &[]),
+    cmd("user passwd", "Changes password of user", "<user name> [options]", &[
+        flag("interactive", None, Bool, "true", "If true, read password from stdin instead of interactive terminal"),
+    ]),
+    cmd("user revoke-role", "Revokes a role from a user", "<user name> <role name>", &[]),
 ];
 
 /// `endpoint`'s persistent flag, inherited by its subcommands.

@@ -161,6 +161,8 @@ pub fn endpoint_uri(endpoint: &str) -> String {
 pub struct Client {
     channel: Channel,
     endpoint: String,
+    /// An auth token (from `Authenticate`), sent with every request.
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Client {
@@ -185,6 +187,7 @@ impl Client {
                 return Ok(Client {
                     channel,
                     endpoint: ep.clone(),
+                    token: None,
                 });
             }
         }
@@ -192,7 +195,32 @@ impl Client {
         Ok(Client {
             channel: endpoint.connect_lazy(),
             endpoint: ep,
+            token: None,
         })
+    }
+
+    /// Authenticates as `user` and sends the token with every later call.
+    pub async fn authenticate(
+        &mut self,
+        user: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<(), RpcError> {
+        let req = ferrokv_wire::pb::etcdserverpb::AuthenticateRequest {
+            name: user.to_string(),
+            password: password.to_string(),
+        };
+        let resp: ferrokv_wire::pb::etcdserverpb::AuthenticateResponse =
+            self.unary(path::AUTHENTICATE, req, timeout).await?;
+        self.token = resp.token.parse().ok();
+        Ok(())
+    }
+
+    fn with_token<T>(&self, mut request: tonic::Request<T>) -> tonic::Request<T> {
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        request
     }
 
     /// The underlying channel, for calls this type has no helper for.
@@ -258,7 +286,7 @@ impl Client {
         grpc.ready().await.map_err(|e| {
             RpcError::from_status(Status::unavailable(format!("connection not ready: {e}")))
         })?;
-        let mut request = tonic::Request::new(req);
+        let mut request = self.with_token(tonic::Request::new(req));
         request.set_timeout(timeout);
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
         grpc.unary(request, PathAndQuery::from_static(path), codec)
@@ -294,6 +322,7 @@ impl Client {
         let (req_tx, req_rx) = mpsc::channel(STREAM_SEND_QUEUE_MAX);
         let (resp_tx, resp_rx) = mpsc::channel(STREAM_SEND_QUEUE_MAX);
         let channel = self.channel.clone();
+        let request = self.with_token(tonic::Request::new(ReceiverStream::new(req_rx)));
         tokio::spawn(async move {
             let mut grpc = tonic::client::Grpc::new(channel);
             if let Err(e) = grpc.ready().await {
@@ -303,11 +332,7 @@ impl Client {
             }
             let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
             let opened = grpc
-                .streaming(
-                    tonic::Request::new(ReceiverStream::new(req_rx)),
-                    PathAndQuery::from_static(path),
-                    codec,
-                )
+                .streaming(request, PathAndQuery::from_static(path), codec)
                 .await;
             let mut stream: Streaming<Resp> = match opened {
                 Ok(r) => r.into_inner(),
@@ -342,6 +367,7 @@ pub fn status_text(status: &Status) -> String {
 
 /// gRPC method paths of the etcd v3 services.
 pub mod path {
+    pub const AUTHENTICATE: &str = "/etcdserverpb.Auth/Authenticate";
     pub const RANGE: &str = "/etcdserverpb.KV/Range";
     pub const PUT: &str = "/etcdserverpb.KV/Put";
     pub const DELETE_RANGE: &str = "/etcdserverpb.KV/DeleteRange";

@@ -46,9 +46,48 @@ impl Ctx {
     /// does not serve yet are refused here, before any request.
     pub async fn client(&self) -> Result<Client, CmdError> {
         self.check_settings()?;
-        Client::connect(&self.config)
+        let client = Client::connect(&self.config)
             .await
-            .map_err(|e| CmdError::new(crate::error::EXIT_BAD_CONNECTION, e))
+            .map_err(|e| CmdError::new(crate::error::EXIT_BAD_CONNECTION, e))?;
+        self.authenticate(client).await
+    }
+
+    /// With `--user`, logs in as clientv3 does when it is created; a
+    /// refused login is a connection failure (exit 2), as in etcdctl.
+    async fn authenticate(&self, mut client: Client) -> Result<Client, CmdError> {
+        let user_flag = self.inv.string("user");
+        if user_flag.is_empty() {
+            return Ok(client);
+        }
+        let password_flag = self.inv.string("password");
+        let (user, password) = match user_flag.split_once(':') {
+            Some((u, p)) if password_flag.is_empty() => (u.to_string(), p.to_string()),
+            Some(_) => {
+                return Err(CmdError::bad_args(
+                    "--user flag contains password while --password is also given",
+                ))
+            }
+            None if !password_flag.is_empty() => (user_flag.clone(), password_flag),
+            None => {
+                crate::ctx::eprint_now("Password: ");
+                let mut line = String::new();
+                let _ = std::io::stdin().read_line(&mut line);
+                (
+                    user_flag.clone(),
+                    line.trim_end_matches(['\n', '\r']).to_string(),
+                )
+            }
+        };
+        let endpoint = client.endpoint().to_string();
+        client
+            .authenticate(&user, &password, self.command_timeout)
+            .await
+            .map_err(|e| {
+                let mut err = CmdError::rpc(&e, &endpoint);
+                err.code = crate::error::EXIT_BAD_CONNECTION;
+                err
+            })?;
+        Ok(client)
     }
 
     /// A client for one endpoint (commands that visit each endpoint).
@@ -58,9 +97,10 @@ impl Ctx {
             endpoints: vec![endpoint.to_string()],
             ..self.config.clone()
         };
-        Client::connect(&config)
+        let client = Client::connect(&config)
             .await
-            .map_err(|e| CmdError::new(crate::error::EXIT_BAD_CONNECTION, e))
+            .map_err(|e| CmdError::new(crate::error::EXIT_BAD_CONNECTION, e))?;
+        self.authenticate(client).await
     }
 
     pub fn check_settings(&self) -> Result<(), CmdError> {
@@ -78,11 +118,6 @@ impl Ctx {
         if self.inv.bool("insecure-skip-tls-verify") || !self.inv.bool("insecure-transport") {
             return Err(CmdError::bad_feature(
                 "TLS transport is not supported by ferroctl yet",
-            ));
-        }
-        if !self.inv.raw("user").is_empty() || !self.inv.raw("password").is_empty() {
-            return Err(CmdError::bad_feature(
-                "--user/--password: authentication is not supported by ferroctl yet",
             ));
         }
         if !self.inv.raw("discovery-srv").is_empty() {

@@ -5,9 +5,9 @@
 //!
 //! Against real etcd: every script. Against ferrokv: the scripts whose
 //! server side ferrokv serves (KV, Watch, Maintenance Status and Alarm,
-//! Cluster MemberList, /health). The lease script runs against etcd only
-//! until ferrokv serves the Lease service; it is written so that adding it
-//! to the ferrokv list is all that is needed then.
+//! Cluster MemberList, /health). The lease and auth scripts run against etcd only
+//! until ferrokv serves the Lease and Auth services; they are written so that
+//! adding them to the ferrokv list is all that is needed then.
 
 use std::collections::BTreeSet;
 
@@ -71,6 +71,7 @@ mod ctl_scripts_on_etcd {
         lease => "lease.txt",
         maintenance => "maintenance.txt",
         watch => "watch.txt",
+        auth => "auth.txt",
     }
 }
 
@@ -88,7 +89,9 @@ const CTL_SCRIPTS: &[&str] = &[
     "usage.txt",
     "txn_syntax.txt",
     "lease.txt",
+    "auth.txt",
     "maintenance.txt",
+    "watch.txt",
 ];
 
 /// A script added to testdata/ctl but not listed above would never run.

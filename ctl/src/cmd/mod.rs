@@ -1,5 +1,6 @@
 //! The commands, one module per etcdctl area.
 
+pub mod auth;
 pub mod cluster;
 pub mod concurrency;
 pub mod kv;
@@ -48,6 +49,9 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
             )
             .as_bytes(),
         ),
+        p if p.starts_with("user ") || p.starts_with("role ") || p.starts_with("auth ") => {
+            auth::run(ctx).await
+        }
         other => Err(CmdError::bad_feature(format!(
             "{other}: not supported by ferroctl yet"
         ))),
