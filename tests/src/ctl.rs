@@ -88,10 +88,17 @@ pub fn run_ctl_golden_file(path: &Path, kind: ServerKind) {
     let reference_server = start(kind, dir.path());
     let candidate_server = start(kind, dir.path());
 
-    let mut ref_norm = Normalizer::for_server(&reference_server);
-    ref_norm.add_keys(&script.normalize_keys);
-    let mut cand_norm = Normalizer::for_server(&candidate_server);
-    cand_norm.add_keys(&script.normalize_keys);
+    let normalizer = |server: &ServerProcess| {
+        let mut n = Normalizer::for_server(server);
+        n.add_keys(&script.normalize_keys);
+        // `member add/update/remove` print the cluster id in hex.
+        if let Some((cluster_id, _)) = server.ids() {
+            n.add_literal(&format!("{cluster_id:x}"), "<cluster_id>");
+        }
+        n
+    };
+    let ref_norm = normalizer(&reference_server);
+    let cand_norm = normalizer(&candidate_server);
 
     let ref_out = run_script_with(
         &script,

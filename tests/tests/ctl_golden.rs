@@ -72,6 +72,7 @@ mod ctl_scripts_on_etcd {
         maintenance => "maintenance.txt",
         watch => "watch.txt",
         auth => "auth.txt",
+        member => "member.txt",
     }
 }
 
@@ -90,6 +91,7 @@ const CTL_SCRIPTS: &[&str] = &[
     "txn_syntax.txt",
     "lease.txt",
     "auth.txt",
+    "member.txt",
     "maintenance.txt",
     "watch.txt",
 ];

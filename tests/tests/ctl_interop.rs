@@ -183,3 +183,69 @@ fn a_live_endpoint_is_used_when_the_first_is_down() {
     );
     assert_eq!((out.code, out.stdout.as_str()), (0, "k\nv\n"), "{out:?}");
 }
+
+/// `member add --learner`, `update` and `remove` through ferroctl on a
+/// one-member etcd (a learner never counts towards quorum), checked with
+/// etcdctl's `member list`.
+#[test]
+fn ferroctl_adds_updates_and_removes_a_learner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdProcess::start(dir.path());
+    let ep = etcd.endpoint();
+    let ctl = |args: &[&str]| {
+        ferrokv_tests::etcdctl::ctl_with_timeout(
+            &ferroctl(),
+            &ep,
+            args,
+            None,
+            ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+        )
+    };
+    let (cluster_id, _) = etcd.ids().expect("ids");
+    let added = ctl(&[
+        "member",
+        "add",
+        "l1",
+        "--learner",
+        "--peer-urls=http://127.0.0.1:1",
+    ]);
+    assert_eq!(added.code, 0, "{added:?}");
+    let first = added.stdout.lines().next().unwrap_or("");
+    let id = first
+        .strip_prefix("Member ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{added:?}"))
+        .to_string();
+    assert_eq!(
+        first,
+        format!("Member {id:>16} added to cluster {cluster_id:>16x}")
+    );
+    assert!(added.stdout.contains("ETCD_NAME=\"l1\"\n"), "{added:?}");
+    assert!(
+        added
+            .stdout
+            .ends_with("ETCD_INITIAL_CLUSTER_STATE=\"existing\"\n"),
+        "{added:?}"
+    );
+    let list = etcdctl(&ep, &["member", "list"], None);
+    assert!(
+        list.stdout
+            .contains(&format!("{id}, unstarted, , http://127.0.0.1:1, , true")),
+        "{list:?}"
+    );
+
+    let updated = ctl(&["member", "update", &id, "--peer-urls=http://127.0.0.1:2"]);
+    assert_eq!(
+        updated.stdout,
+        format!("Member {id:>16} updated in cluster {cluster_id:>16x}\n"),
+        "{updated:?}"
+    );
+    let removed = ctl(&["member", "remove", &id]);
+    assert_eq!(
+        removed.stdout,
+        format!("Member {id:>16} removed from cluster {cluster_id:>16x}\n"),
+        "{removed:?}"
+    );
+    let list = etcdctl(&ep, &["member", "list"], None);
+    assert_eq!(list.stdout.lines().count(), 1, "{list:?}");
+}

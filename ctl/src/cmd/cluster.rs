@@ -67,6 +67,34 @@ fn print_members<M: Message>(
     }
 }
 
+/// etcd's `types.NewURLs` checks on each peer URL (a failure is exit 1).
+fn check_peer_urls(urls: &[String]) -> Result<(), CmdError> {
+    for u in urls {
+        let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+        if !matches!(scheme, "http" | "https" | "unix" | "unixs") {
+            return Err(CmdError::error(format!(
+                "URL scheme must be http, https, unix, or unixs: {u}"
+            )));
+        }
+        let (host, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, ""),
+        };
+        let has_port = host
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() || p.chars().all(|c| c.is_ascii_digit()));
+        if !has_port {
+            return Err(CmdError::error(format!(
+                "URL address does not have the form \"host:port\": {u}"
+            )));
+        }
+        if !path.is_empty() {
+            return Err(CmdError::error(format!("URL must not contain a path: {u}")));
+        }
+    }
+    Ok(())
+}
+
 pub async fn add(ctx: Ctx) -> Result<(), CmdError> {
     if ctx.inv.args.len() != 1 {
         return Err(CmdError::bad_args("member name not provided"));
@@ -77,6 +105,7 @@ pub async fn add(ctx: Ctx) -> Result<(), CmdError> {
         return Err(CmdError::bad_args("member peer urls not provided"));
     }
     let urls: Vec<String> = peer_urls.split(',').map(str::to_string).collect();
+    check_peer_urls(&urls)?;
     let client = ctx.client().await?;
     let req = MemberAddRequest {
         peer_ur_ls: urls,
@@ -85,13 +114,9 @@ pub async fn add(ctx: Ctx) -> Result<(), CmdError> {
     let resp: MemberAddResponse = ctx.call(&client, path::MEMBER_ADD, req).await?;
     let member = resp.member.clone().unwrap_or_default();
     let cluster_id = resp.header.as_ref().map_or(0, |h| h.cluster_id);
-    let as_learner = if member.is_learner {
-        " as learner "
-    } else {
-        " "
-    };
+    // etcdctl 3.4 says "added" for learners too (3.5: "added as learner").
     let mut simple = format!(
-        "Member {:>16x} added{as_learner}to cluster {:>16x}\n",
+        "Member {:>16x} added to cluster {:>16x}\n",
         member.id, cluster_id
     );
     let mut conf = Vec::new();
@@ -147,10 +172,12 @@ pub async fn update(ctx: Ctx) -> Result<(), CmdError> {
     if peer_urls.is_empty() {
         return Err(CmdError::bad_args("member peer urls not provided"));
     }
+    let urls: Vec<String> = peer_urls.split(',').map(str::to_string).collect();
+    check_peer_urls(&urls)?;
     let client = ctx.client().await?;
     let req = MemberUpdateRequest {
         id,
-        peer_ur_ls: peer_urls.split(',').map(str::to_string).collect(),
+        peer_ur_ls: urls,
     };
     let resp: MemberUpdateResponse = ctx.call(&client, path::MEMBER_UPDATE, req).await?;
     let cluster_id = resp.header.as_ref().map_or(0, |h| h.cluster_id);
