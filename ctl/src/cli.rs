@@ -261,7 +261,13 @@ pub const COMMANDS: &[Command] = &[
         flag("prefix", None, Bool, "false", "revoke a prefix permission"),
     ]),
     cmd("snapshot restore", "Restores an etcd member snapshot to an etcd directory", "", &[]),
-    cmd("snapshot status", "Gets backend snapshot status of a given file", "", &[]),
+    Command {
+        path: "snapshot status",
+        short: "Gets backend snapshot status of a given file",
+        args: "<filename>",
+        long: "When --write-out is set to simple, this command prints out comma-separated status lists for each endpoint.\nThe items in the lists are hash, revision, total keys, total size.\n",
+        flags: &[],
+    },
     cmd("user add", "Adds a new user", "<user name or user:password> [options]", &[
         flag("interactive", None, Bool, "true", "Read password from stdin instead of interactive terminal"),
         flag("new-user-password", None, Str, "", "Supply password from the command line flag"),

@@ -6,8 +6,10 @@
 //! - [`printer`], [`json`], [`gofmt`], [`table`]: output byte-for-byte as
 //!   etcdctl prints it.
 //! - [`concurrency`]: etcd's lock and election recipes (sessions on leases).
+//! - [`bolt`]: read-only bbolt walk for `snapshot status`.
 //! - [`cmd`]: the commands.
 
+pub mod bolt;
 pub mod cli;
 pub mod client;
 pub mod cmd;

@@ -249,3 +249,57 @@ fn ferroctl_adds_updates_and_removes_a_learner() {
     let list = etcdctl(&ep, &["member", "list"], None);
     assert_eq!(list.stdout.lines().count(), 1, "{list:?}");
 }
+
+/// `snapshot status` of a snapshot etcd wrote (with enough keys and large
+/// enough values for branch pages and overflow pages): ferroctl prints
+/// what etcdctl prints, in every format, and the same errors.
+#[test]
+fn snapshot_status_matches_etcdctl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdProcess::start(dir.path());
+    let ep = etcd.endpoint();
+    let mut txn = String::from("\n");
+    for i in 0..100 {
+        txn.push_str(&format!("put key{i:04} value-{i}\n"));
+    }
+    txn.push_str("\n\n");
+    for _ in 0..3 {
+        let out = etcdctl(&ep, &["txn"], Some(txn.as_bytes()));
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let big = vec![b'x'; 10_000];
+    for i in 0..5 {
+        let out = etcdctl(&ep, &["put", &format!("big{i}")], Some(&big));
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let snap = dir.path().join("s.db").display().to_string();
+    let saved = etcdctl(&ep, &["snapshot", "save", &snap], None);
+    assert_eq!(saved.code, 0, "{saved:?}");
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, b"not a bolt file").expect("write garbage");
+    let garbage = garbage.display().to_string();
+    let missing = dir.path().join("missing.db").display().to_string();
+
+    for args in [
+        vec!["snapshot", "status", snap.as_str()],
+        vec!["snapshot", "status", snap.as_str(), "-w", "json"],
+        vec!["snapshot", "status", snap.as_str(), "-w", "fields"],
+        vec!["snapshot", "status", snap.as_str(), "-w", "table"],
+        vec!["snapshot", "status", snap.as_str(), "-w", "protobuf"],
+        vec!["snapshot", "status", garbage.as_str()],
+        vec!["snapshot", "status", missing.as_str()],
+        vec!["snapshot", "status"],
+    ] {
+        let run = |bin: &Path| {
+            ferrokv_tests::etcdctl::ctl_with_timeout(
+                bin,
+                &ep,
+                &args,
+                None,
+                ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+            )
+        };
+        let want = run(&etcdctl_bin());
+        assert_eq!(run(&ferroctl()), want, "{args:?}");
+    }
+}

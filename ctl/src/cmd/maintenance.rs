@@ -431,3 +431,42 @@ pub async fn move_leader(ctx: Ctx) -> Result<(), CmdError> {
         ctx.config.endpoints.join(" ")
     )))
 }
+
+pub async fn snapshot_status(ctx: Ctx) -> Result<(), CmdError> {
+    if ctx.inv.args.len() != 1 {
+        return Err(CmdError::bad_args(
+            "snapshot status requires exactly one argument",
+        ));
+    }
+    let file = &ctx.inv.args[0];
+    let data = std::fs::read(file)
+        .map_err(|e| CmdError::error(crate::gofmt::io_error("stat", file, &e)))?;
+    let st = crate::bolt::snapshot_status(&data).map_err(CmdError::error)?;
+    let size = crate::gofmt::human_bytes(u64::try_from(st.total_size).unwrap_or(0));
+    let out = match ctx.printer.format {
+        Format::Simple => format!("{:x}, {}, {}, {size}\n", st.hash, st.revision, st.total_key),
+        Format::Json => format!(
+            "{{\"hash\":{},\"revision\":{},\"totalKey\":{},\"totalSize\":{}}}\n",
+            st.hash, st.revision, st.total_key, st.total_size
+        ),
+        Format::Fields => format!(
+            "\"Hash\" : {}\n\"Revision\" : {}\n\"Keys\" : {}\n\"Size\" : {}\n",
+            st.hash, st.revision, st.total_key, st.total_size
+        ),
+        Format::Table => crate::table::ascii_table(
+            &["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"],
+            &[vec![
+                format!("{:x}", st.hash),
+                st.revision.to_string(),
+                st.total_key.to_string(),
+                size,
+            ]],
+        ),
+        Format::Protobuf => {
+            return Err(CmdError::bad_feature(
+                "protobuf not supported as output format",
+            ))
+        }
+    };
+    emit(out.as_bytes())
+}

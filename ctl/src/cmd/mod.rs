@@ -38,6 +38,7 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
         "alarm disarm" => maintenance::alarm(ctx, true).await,
         "defrag" => maintenance::defrag(ctx).await,
         "snapshot save" => maintenance::snapshot_save(ctx).await,
+        "snapshot status" => maintenance::snapshot_status(ctx).await,
         "move-leader" => maintenance::move_leader(ctx).await,
         "lock" => concurrency::lock(ctx).await,
         "elect" => concurrency::elect(ctx).await,
