@@ -30,6 +30,9 @@ pub struct SnapshotStatus {
     pub total_size: i64,
 }
 
+/// Called for each entry of a page walk: (db, key, value, is_bucket).
+type Visit<'v, 'a> = dyn FnMut(&mut Db<'a>, &'a [u8], &'a [u8], bool) -> Result<(), String> + 'v;
+
 struct Db<'a> {
     data: &'a [u8],
     page_size: usize,
@@ -66,7 +69,7 @@ impl<'a> Db<'a> {
     fn walk(
         &mut self,
         page: &'a [u8],
-        f: &mut dyn FnMut(&mut Db<'a>, &'a [u8], &'a [u8], bool) -> Result<(), String>,
+        f: &mut Visit<'_, 'a>,
     ) -> Result<(), String> {
         self.visited += 1;
         if self.visited > PAGES_VISITED_MAX {
