@@ -66,11 +66,7 @@ impl<'a> Db<'a> {
 
     /// Calls `f(key, value, is_bucket)` for every entry under the page
     /// `page` (a slice starting with a page header), in key order.
-    fn walk(
-        &mut self,
-        page: &'a [u8],
-        f: &mut Visit<'_, 'a>,
-    ) -> Result<(), String> {
+    fn walk(&mut self, page: &'a [u8], f: &mut Visit<'_, 'a>) -> Result<(), String> {
         self.visited += 1;
         if self.visited > PAGES_VISITED_MAX {
             return Err(INVALID.into());

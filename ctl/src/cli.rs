@@ -240,7 +240,12 @@ pub const COMMANDS: &[Command] = &[
     cmd("auth disable", "Disables authentication", "", &[]),
     cmd("auth enable", "Enables authentication", "", &[]),
     cmd("check datascale", "Check the memory usage of holding data for different workloads on a given server endpoint.", "", &[]),
-    cmd("check perf", "Check the performance of the etcd cluster", "", &[]),
+    cmd("check perf", "Check the performance of the etcd cluster", "[options]", &[
+        flag("auto-compact", None, Bool, "false", "Compact storage with last revision after test is finished."),
+        flag("auto-defrag", None, Bool, "false", "Defragment storage after test is finished."),
+        flag("load", None, Str, "s", "The performance check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)"),
+        flag("prefix", None, Str, "/etcdctl-check-perf/", "The prefix for writing the performance check's keys."),
+    ]),
     cmd("completion bash", "Generate the autocompletion script for bash", "", &[]),
     cmd("completion fish", "Generate the autocompletion script for fish", "", &[]),
     cmd("completion powershell", "Generate the autocompletion script for powershell", "", &[]),

@@ -303,3 +303,30 @@ fn snapshot_status_matches_etcdctl() {
         assert_eq!(run(&ferroctl()), want, "{args:?}");
     }
 }
+
+/// `check perf` runs its load, prints etcdctl's verdict lines and removes
+/// its keys. (Shortened by ferroctl's test knob; the verdict itself depends
+/// on the machine, so only the form is checked.)
+#[test]
+fn check_perf_prints_verdicts_and_cleans_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdProcess::start(dir.path());
+    let ep = etcd.endpoint();
+    // Each nextest test is its own process: this reaches only ferroctl.
+    std::env::set_var("FERROCTL_CHECK_PERF_DURATION", "2s");
+    let out = ferrokv_tests::etcdctl::ctl_with_timeout(
+        &ferroctl(),
+        &ep,
+        &["check", "perf", "--auto-compact"],
+        None,
+        ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{out:?}");
+    assert!(lines[0].contains("Throughput"), "{out:?}");
+    assert!(lines[1].contains("Slowest request took"), "{out:?}");
+    assert!(lines[2].contains("Stddev"), "{out:?}");
+    assert!(lines[3] == "PASS" || lines[3] == "FAIL", "{out:?}");
+    assert_eq!(out.code, if lines[3] == "PASS" { 0 } else { 1 }, "{out:?}");
+    assert_eq!(keys_under(&ep, "/etcdctl-check-perf/"), 0);
+}

@@ -1,6 +1,7 @@
 //! The commands, one module per etcdctl area.
 
 pub mod auth;
+pub mod check;
 pub mod cluster;
 pub mod concurrency;
 pub mod kv;
@@ -40,6 +41,7 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
         "snapshot save" => maintenance::snapshot_save(ctx).await,
         "snapshot status" => maintenance::snapshot_status(ctx).await,
         "move-leader" => maintenance::move_leader(ctx).await,
+        "check perf" => check::perf(ctx).await,
         "lock" => concurrency::lock(ctx).await,
         "elect" => concurrency::elect(ctx).await,
         "version" => emit(
