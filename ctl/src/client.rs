@@ -1,9 +1,12 @@
-//! A small etcd v3 client over tonic: one channel to the first reachable
-//! endpoint, unary calls with a deadline, and the two bidirectional streams
+//! A small etcd v3 client over tonic: a lazily connecting channel per
+//! endpoint, calls on the first reachable one (moving on when it fails),
+//! unary calls with a deadline, and the two bidirectional streams
 //! (Watch, LeaseKeepAlive). Message types are `ferrokv_wire::pb`; calls go
 //! through tonic's generic `Grpc` with the method path, so there is no second
 //! copy of the protos and no generated stubs.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -145,6 +148,12 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// `host:port` of an endpoint.
+fn host_port(endpoint: &str) -> Option<String> {
+    let uri = endpoint_uri(endpoint);
+    Some(uri.split("://").nth(1)?.trim_end_matches('/').to_string())
+}
+
 /// An endpoint as etcdctl accepts it (`host:port` or a URL) as a URI.
 pub fn endpoint_uri(endpoint: &str) -> String {
     if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
@@ -156,21 +165,23 @@ pub fn endpoint_uri(endpoint: &str) -> String {
     }
 }
 
-/// A connection to one etcd v3 endpoint.
+/// Connections to the endpoints of one cluster; calls go to the current
+/// one and move on to the next when it cannot be reached.
 #[derive(Clone, Debug)]
 pub struct Client {
-    channel: Channel,
-    endpoint: String,
+    /// (endpoint as the user wrote it, lazily connecting channel)
+    endpoints: Arc<Vec<(String, Channel)>>,
+    current: Arc<AtomicUsize>,
     /// An auth token (from `Authenticate`), sent with every request.
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Client {
-    /// A client for the first endpoint that accepts a connection within the
-    /// dial timeout; when none does, one for the first endpoint that connects
-    /// lazily, so the first call fails with the deadline as etcdctl's does.
+    /// A client whose current endpoint is the first that accepts a TCP
+    /// connection within the dial timeout (else the first one, so that the
+    /// first call fails with the deadline as etcdctl's does).
     pub async fn connect(config: &ClientConfig) -> Result<Client, String> {
-        let mut first = None;
+        let mut endpoints = Vec::new();
         for ep in &config.endpoints {
             let endpoint = Endpoint::from_shared(endpoint_uri(ep))
                 .map_err(|e| format!("invalid endpoint {ep:?}: {e}"))?
@@ -178,25 +189,38 @@ impl Client {
                 .http2_keep_alive_interval(config.keepalive_time)
                 .keep_alive_timeout(config.keepalive_timeout)
                 .keep_alive_while_idle(true);
-            if first.is_none() {
-                first = Some((endpoint.clone(), ep.clone()));
-            }
-            if let Ok(Ok(channel)) =
-                tokio::time::timeout(config.dial_timeout, endpoint.connect()).await
-            {
-                return Ok(Client {
-                    channel,
-                    endpoint: ep.clone(),
-                    token: None,
-                });
+            endpoints.push((ep.clone(), endpoint.connect_lazy()));
+        }
+        if endpoints.is_empty() {
+            return Err("no endpoints given".into());
+        }
+        let mut current = 0;
+        for (i, (ep, _)) in endpoints.iter().enumerate() {
+            let Some(addr) = host_port(ep) else { continue };
+            let dial = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(_)) = tokio::time::timeout(config.dial_timeout, dial).await {
+                current = i;
+                break;
             }
         }
-        let (endpoint, ep) = first.ok_or("no endpoints given")?;
         Ok(Client {
-            channel: endpoint.connect_lazy(),
-            endpoint: ep,
+            endpoints: Arc::new(endpoints),
+            current: Arc::new(AtomicUsize::new(current)),
             token: None,
         })
+    }
+
+    fn current(&self) -> &(String, Channel) {
+        let i = self.current.load(Ordering::Relaxed) % self.endpoints.len();
+        &self.endpoints[i]
+    }
+
+    /// Moves calls on to the next endpoint (clientv3's balancer does the
+    /// same when a connection fails).
+    fn fail_over(&self) {
+        if self.endpoints.len() > 1 {
+            self.current.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Authenticates as `user` and sends the token with every later call.
@@ -223,14 +247,15 @@ impl Client {
         request
     }
 
-    /// The underlying channel, for calls this type has no helper for.
+    /// The current endpoint's channel, for calls this type has no helper
+    /// for.
     pub fn channel(&self) -> Channel {
-        self.channel.clone()
+        self.current().1.clone()
     }
 
-    /// The endpoint this client talks to, as the user wrote it.
+    /// The endpoint calls currently go to, as the user wrote it.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.current().0
     }
 
     /// One unary call bounded by `timeout` even if the server never answers.
@@ -261,6 +286,8 @@ impl Client {
                     last_unreachable = Some(RpcError::Unreachable {
                         refused: self.refused_addr().await,
                     });
+                    // Nothing was sent: any request may go to another one.
+                    self.fail_over();
                     tokio::time::sleep(CONNECT_RETRY_PAUSE.min(remaining)).await;
                 }
                 Ok(result) => return result,
@@ -282,7 +309,7 @@ impl Client {
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        let mut grpc = tonic::client::Grpc::new(self.channel());
         grpc.ready().await.map_err(|e| {
             RpcError::from_status(Status::unavailable(format!("connection not ready: {e}")))
         })?;
@@ -297,8 +324,7 @@ impl Client {
 
     /// `host:port` when a plain TCP connect to the endpoint is refused.
     async fn refused_addr(&self) -> Option<String> {
-        let uri = endpoint_uri(&self.endpoint);
-        let addr = uri.split("://").nth(1)?.trim_end_matches('/').to_string();
+        let addr = host_port(self.endpoint())?;
         match tokio::net::TcpStream::connect(&addr).await {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(addr),
             _ => None,
@@ -321,7 +347,7 @@ impl Client {
     {
         let (req_tx, req_rx) = mpsc::channel(STREAM_SEND_QUEUE_MAX);
         let (resp_tx, resp_rx) = mpsc::channel(STREAM_SEND_QUEUE_MAX);
-        let channel = self.channel.clone();
+        let channel = self.channel();
         let request = self.with_token(tonic::Request::new(ReceiverStream::new(req_rx)));
         tokio::spawn(async move {
             let mut grpc = tonic::client::Grpc::new(channel);
