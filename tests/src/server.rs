@@ -86,6 +86,12 @@ pub fn ferroctl_bin() -> Result<PathBuf, String> {
     workspace_bin("ferroctl", "FERROCTL_BIN")
 }
 
+/// The `ferroutl` binary, found as [`ferrokv_bin`] finds the server
+/// (`FERROUTL_BIN` overrides).
+pub fn ferroutl_bin() -> Result<PathBuf, String> {
+    workspace_bin("ferroutl", "FERROUTL_BIN")
+}
+
 /// A binary of this workspace: `$env_var` if set, else next to the test
 /// executable's profile dir, else `<workspace>/target/debug`.
 fn workspace_bin(name: &str, env_var: &str) -> Result<PathBuf, String> {

@@ -301,6 +301,11 @@ fn snapshot_status_matches_etcdctl() {
         };
         let want = run(&etcdctl_bin());
         assert_eq!(run(&ferroctl()), want, "{args:?}");
+        // ferroutl, the offline tool, reads snapshots the same way.
+        if args.len() > 2 {
+            let ferroutl = ferrokv_tests::server::ferroutl_bin().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(run(&ferroutl), want, "ferroutl {args:?}");
+        }
     }
 }
 
