@@ -339,10 +339,13 @@ impl Invocation {
             return v.clone();
         }
         let spec = self.flag_spec(name);
-        if spec.is_some_and(|f| GLOBAL_FLAGS.iter().any(|g| g.name == f.name)) {
-            let env = format!("ETCDCTL_{}", name.to_uppercase().replace('-', "_"));
-            if let Ok(v) = std::env::var(env) {
-                return v;
+        if let Some(f) = spec.filter(|f| GLOBAL_FLAGS.iter().any(|g| g.name == f.name)) {
+            // etcdctl takes a non-empty ETCDCTL_<NAME> and ignores a value
+            // its flag would refuse (pkg/flags drops that error).
+            if let Ok(v) = std::env::var(env_key(name)) {
+                if !v.is_empty() && env_value_valid(f.kind, &v) {
+                    return v;
+                }
             }
         }
         match spec {
@@ -383,6 +386,65 @@ impl Invocation {
             )
         })
     }
+}
+
+/// `ETCDCTL_<NAME>` of a global flag.
+pub fn env_key(flag: &str) -> String {
+    format!("ETCDCTL_{}", flag.to_uppercase().replace('-', "_"))
+}
+
+fn env_value_valid(kind: Kind, value: &str) -> bool {
+    match kind {
+        Bool => matches!(
+            value,
+            "1" | "t"
+                | "T"
+                | "true"
+                | "TRUE"
+                | "True"
+                | "0"
+                | "f"
+                | "F"
+                | "false"
+                | "FALSE"
+                | "False"
+        ),
+        Int => parse_go_int(value).is_ok(),
+        Uint => value.parse::<u64>().is_ok(),
+        Duration => crate::gofmt::parse_duration(value).is_ok(),
+        Str | StrSlice => true,
+    }
+}
+
+/// etcd's pkg/flags `verifyEnv` over `ETCDCTL_*`, run when etcdctl makes
+/// its client: a variable shadowed by a flag given on the command line is
+/// fatal, one that names no flag is warned about. Returns the capnslog
+/// lines to print and whether to exit.
+pub fn verify_env(inv: &Invocation, env: &[(String, String)]) -> (Vec<String>, bool) {
+    let stamp = crate::gofmt::capnslog_timestamp(std::time::SystemTime::now());
+    let mut lines = Vec::new();
+    for (key, value) in env {
+        if !key.starts_with("ETCDCTL_") || key == "ETCDCTL_API" {
+            continue;
+        }
+        let flag = GLOBAL_FLAGS.iter().find(|f| env_key(f.name) == *key);
+        let watch_var = inv.command.path == "watch"
+            && (key == "ETCDCTL_WATCH_KEY" || key == "ETCDCTL_WATCH_RANGE_END");
+        match flag {
+            Some(f) if inv.is_set(f.name) => {
+                lines.push(format!(
+                    "{stamp} C | pkg/flags: conflicting environment variable \"{key}\" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)"
+                ));
+                return (lines, true);
+            }
+            Some(_) if !value.is_empty() => {}
+            _ if watch_var && !value.is_empty() => {}
+            _ => lines.push(format!(
+                "{stamp} W | pkg/flags: unrecognized environment variable {key}={value}"
+            )),
+        }
+    }
+    (lines, false)
 }
 
 fn find_flag(command: &Command, name: &str) -> Option<&'static Flag> {
@@ -877,6 +939,35 @@ mod tests {
         assert_eq!(inv.dash_at, Some(1));
         let inv = parse(&args("put -- k -v")).unwrap();
         assert_eq!(inv.args, vec!["k", "-v"]);
+    }
+
+    #[test]
+    fn env_shadowed_by_a_flag_is_fatal_and_unknown_ones_warned() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let inv = parse(&args("--endpoints=x:1 get foo")).unwrap();
+        let (lines, fatal) = verify_env(&inv, &env(&[("ETCDCTL_ENDPOINTS", "y:2")]));
+        assert!(fatal);
+        assert!(lines[0].ends_with("C | pkg/flags: conflicting environment variable \"ETCDCTL_ENDPOINTS\" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)"));
+        let inv = parse(&args("get foo")).unwrap();
+        let (lines, fatal) = verify_env(
+            &inv,
+            &env(&[
+                ("ETCDCTL_BOGUS", "1"),
+                ("ETCDCTL_HEX", "true"),
+                ("ETCDCTL_API", "3"),
+                ("PATH", "/bin"),
+            ]),
+        );
+        assert!(!fatal);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].ends_with("W | pkg/flags: unrecognized environment variable ETCDCTL_BOGUS=1")
+        );
     }
 
     #[test]

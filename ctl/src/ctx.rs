@@ -104,6 +104,25 @@ impl Ctx {
     }
 
     pub fn check_settings(&self) -> Result<(), CmdError> {
+        let env: Vec<(String, String)> = std::env::vars_os()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        let (lines, fatal) = crate::cli::verify_env(&self.inv, &env);
+        for line in &lines {
+            eprint_now(&format!("{line}\n"));
+        }
+        if fatal {
+            return Err(CmdError {
+                code: crate::error::EXIT_ERROR,
+                message: String::new(),
+                log: None,
+            });
+        }
         if Format::parse(&self.inv.string("write-out")).is_none() {
             return Err(CmdError::bad_feature("unsupported output format"));
         }
