@@ -770,6 +770,14 @@ fn flag_line(f: &Flag) -> String {
     line
 }
 
+/// Whether `path` names a command or a group of commands.
+pub fn is_known_path(path: &str) -> bool {
+    path.is_empty()
+        || COMMANDS
+            .iter()
+            .any(|c| c.path == path || c.path.starts_with(&format!("{path} ")))
+}
+
 /// etcdctl's usage text of a command (or of a group / the root when
 /// `path` names no runnable command).
 pub fn usage(path: &str) -> String {
@@ -793,6 +801,7 @@ pub fn usage(path: &str) -> String {
         Some(c) if c.args.is_empty() => text.push_str(&format!("\tetcdctl {} [flags]\n", c.path)),
         Some(c) => text.push_str(&format!("\tetcdctl {} {} [flags]\n", c.path, c.args)),
         None if path.is_empty() => text.push_str("\tetcdctl [flags]\n"),
+        None if path == "auth" => text.push_str("\tetcdctl auth <enable or disable> [flags]\n"),
         None => text.push_str(&format!("\tetcdctl {path} <subcommand> [flags]\n")),
     }
     if path.is_empty() {

@@ -44,6 +44,20 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
         "check perf" => check::perf(ctx).await,
         "lock" => concurrency::lock(ctx).await,
         "elect" => concurrency::elect(ctx).await,
+        "help" => {
+            let path = ctx.inv.args.join(" ");
+            if crate::cli::is_known_path(&path) {
+                return emit(crate::cli::usage(&path).as_bytes());
+            }
+            // cobra: the complaint on stderr, then the root usage.
+            let words: Vec<String> = ctx.inv.args.iter().map(|a| format!("`{a}`")).collect();
+            crate::ctx::eprint_now(&format!("Unknown help topic [{}]\n", words.join(" ")));
+            // The root's help flag is only added when the root itself
+            // runs, so this usage lacks it.
+            let usage =
+                crate::cli::usage("").replace("  -h, --help[=false]\t\t\t\thelp for etcdctl\n", "");
+            emit(usage.as_bytes())
+        }
         "version" => emit(
             format!(
                 "etcdctl version: {}\nAPI version: {}\n",
