@@ -335,6 +335,12 @@ pub async fn snapshot_save(ctx: Ctx) -> Result<(), CmdError> {
         ));
         text
     };
+    // A running byte count on a terminal only: piped output stays exactly
+    // etcdctl's.
+    let progress = {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal()
+    };
     let fetch = async {
         let mut grpc = tonic::client::Grpc::new(client.channel());
         grpc.ready().await.map_err(|e| e.to_string())?;
@@ -353,6 +359,16 @@ pub async fn snapshot_save(ctx: Ctx) -> Result<(), CmdError> {
             file.write_all(&chunk.blob)
                 .map_err(|e| crate::gofmt::io_error("write", &part, &e))?;
             size += chunk.blob.len() as u64;
+            if progress {
+                eprint_now(&format!(
+                    "\rdownloading snapshot: {}",
+                    crate::gofmt::human_bytes(size)
+                ));
+            }
+        }
+        if progress {
+            // Clear the progress line before the log lines go on.
+            eprint_now("\r\x1b[K");
         }
         eprint_now(&zap_info(
             "clientv3/maintenance.go:208",
