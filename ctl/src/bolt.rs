@@ -58,7 +58,12 @@ impl<'a> Db<'a> {
             .and_then(|i| i.checked_mul(self.page_size))
             .ok_or(INVALID)?;
         let overflow = u32_at(self.data, start + 12).ok_or(INVALID)? as usize;
-        let end = start + (overflow + 1) * self.page_size;
+        // The file decides these numbers: no arithmetic may overflow.
+        let end = overflow
+            .checked_add(1)
+            .and_then(|pages| pages.checked_mul(self.page_size))
+            .and_then(|len| len.checked_add(start))
+            .ok_or(INVALID)?;
         self.data
             .get(start..end.min(self.data.len()))
             .ok_or_else(|| INVALID.to_string())
@@ -131,6 +136,9 @@ pub fn snapshot_status(data: &[u8]) -> Result<SnapshotStatus, String> {
         Some(s) if s.3 > first.3 => s,
         _ => first,
     };
+    if page_size < 1024 {
+        return Err(INVALID.into());
+    }
     let mut db = Db {
         data,
         page_size: page_size as usize,

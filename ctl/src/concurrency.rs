@@ -78,7 +78,9 @@ impl Session {
             let (tx, mut rx) = ka_client
                 .bidi::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>(path::LEASE_KEEP_ALIVE);
             // clientv3 renews every TTL/3.
-            let every = Duration::from_millis((grant.ttl.max(1) as u64 * 1000 / 3).max(500));
+            let every = Duration::from_millis(
+                ((grant.ttl.max(1) as u64).saturating_mul(1000) / 3).max(500),
+            );
             loop {
                 if tx
                     .send(LeaseKeepAliveRequest { id: lease_id })

@@ -153,7 +153,7 @@ pub async fn keep_alive(ctx: Ctx) -> Result<(), CmdError> {
             break;
         }
         emit(&ctx.printer.keep_alive(&resp)?)?;
-        let every = Duration::from_millis((resp.ttl as u64 * 1000 / 3).max(500));
+        let every = Duration::from_millis(((resp.ttl as u64).saturating_mul(1000) / 3).max(500));
         next_send = tokio::time::Instant::now() + every;
     }
     if ctx.printer.format == Format::Simple {
