@@ -847,3 +847,180 @@ fn fields_txn(out: &mut String, r: &TxnResponse) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrokv_wire::pb::etcdserverpb::{Member, ResponseOp};
+    use ferrokv_wire::pb::mvccpb::Event;
+
+    fn header(rev: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: 1,
+            member_id: 2,
+            revision: rev,
+            raft_term: 3,
+        })
+    }
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.as_bytes().to_vec().into(),
+            value: value.as_bytes().to_vec().into(),
+            create_revision: 2,
+            mod_revision: 2,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    fn printer(format: Format) -> Printer {
+        Printer {
+            format,
+            hex: false,
+            value_only: false,
+        }
+    }
+
+    fn text(out: Out) -> String {
+        String::from_utf8(out.unwrap_or_else(|e| panic!("{e:?}"))).unwrap_or_default()
+    }
+
+    #[test]
+    fn get_in_every_format() {
+        let r = RangeResponse {
+            header: header(3),
+            kvs: vec![kv("foo", "bar")],
+            count: 1,
+            more: false,
+        };
+        assert_eq!(text(printer(Format::Simple).get(&r)), "foo\nbar\n");
+        assert_eq!(
+            text(printer(Format::Json).get(&r)),
+            "{\"header\":{\"cluster_id\":1,\"member_id\":2,\"revision\":3,\"raft_term\":3},\
+             \"kvs\":[{\"key\":\"Zm9v\",\"create_revision\":2,\"mod_revision\":2,\"version\":1,\
+             \"value\":\"YmFy\"}],\"count\":1}\n"
+        );
+        assert_eq!(
+            text(printer(Format::Fields).get(&r)),
+            "\"ClusterID\" : 1\n\"MemberID\" : 2\n\"Revision\" : 3\n\"RaftTerm\" : 3\n\
+             \"Key\" : \"foo\"\n\"CreateRevision\" : 2\n\"ModRevision\" : 2\n\"Version\" : 1\n\
+             \"Value\" : \"bar\"\n\"Lease\" : 0\n\"More\" : false\n\"Count\" : 1\n"
+        );
+        let hex = Printer {
+            hex: true,
+            ..printer(Format::Simple)
+        };
+        assert_eq!(text(hex.get(&r)), "\\x66\\x6f\\x6f\n\\x62\\x61\\x72\n");
+        let e = printer(Format::Table).get(&r).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (4, "table not supported as output format")
+        );
+    }
+
+    #[test]
+    fn txn_json_uses_go_field_names_of_the_oneof() {
+        let r = TxnResponse {
+            header: header(5),
+            succeeded: true,
+            responses: vec![ResponseOp {
+                response: Some(response_op::Response::ResponsePut(PutResponse {
+                    header: Some(ResponseHeader {
+                        revision: 5,
+                        ..Default::default()
+                    }),
+                    prev_kv: None,
+                })),
+            }],
+        };
+        assert!(text(printer(Format::Json).txn(&r)).ends_with(
+            "\"succeeded\":true,\"responses\":[{\"Response\":{\"ResponsePut\":{\"header\":{\"revision\":5}}}}]}\n"
+        ));
+        assert_eq!(text(printer(Format::Simple).txn(&r)), "SUCCESS\n\nOK\n");
+    }
+
+    #[test]
+    fn watch_json_always_has_an_events_array() {
+        let r = WatchResponse {
+            header: header(7),
+            events: vec![Event {
+                r#type: 1,
+                kv: Some(KeyValue {
+                    key: b"k".to_vec().into(),
+                    mod_revision: 7,
+                    ..Default::default()
+                }),
+                prev_kv: None,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(text(printer(Format::Simple).watch(&r)), "DELETE\nk\n\n");
+        assert!(text(printer(Format::Json).watch(&r))
+            .contains("\"Events\":[{\"type\":1,\"kv\":{\"key\":\"aw==\",\"mod_revision\":7}}],\"CompactRevision\":0"));
+        let empty = WatchResponse {
+            header: header(7),
+            canceled: true,
+            compact_revision: 5,
+            ..Default::default()
+        };
+        assert!(text(printer(Format::Json).watch(&empty))
+            .contains("\"Events\":[],\"CompactRevision\":5,\"Canceled\":true"));
+    }
+
+    #[test]
+    fn member_list_simple_and_table() {
+        let r = MemberListResponse {
+            header: header(0),
+            members: vec![Member {
+                id: 0xfe45,
+                name: "m1".into(),
+                peer_ur_ls: vec!["http://a:2380".into()],
+                client_ur_ls: vec!["http://a:2379".into()],
+                is_learner: false,
+            }],
+        };
+        assert_eq!(
+            text(printer(Format::Simple).member_list(&r)),
+            "fe45, started, m1, http://a:2380, http://a:2379, false\n"
+        );
+        let table = text(printer(Format::Table).member_list(&r));
+        assert!(
+            table.contains(
+                "|  ID  | STATUS  | NAME |  PEER ADDRS   | CLIENT ADDRS  | IS LEARNER |\n"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| fe45 | started |   m1 | http://a:2380 | http://a:2379 |      false |\n"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn lease_lines() {
+        let ttl = LeaseTimeToLiveResponse {
+            header: header(1),
+            id: 0x1234,
+            ttl: -1,
+            granted_ttl: 0,
+            keys: vec![],
+        };
+        assert_eq!(
+            text(printer(Format::Simple).time_to_live(&ttl, false)),
+            "lease 0000000000001234 already expired\n"
+        );
+        let grant = LeaseGrantResponse {
+            header: header(1),
+            id: 0x1234,
+            ttl: 60,
+            error: String::new(),
+        };
+        assert_eq!(
+            text(printer(Format::Json).grant(&grant)),
+            "{\"cluster_id\":1,\"member_id\":2,\"revision\":1,\"raft_term\":3,\"ID\":4660,\"TTL\":60,\"Error\":\"\"}\n"
+        );
+    }
+}
