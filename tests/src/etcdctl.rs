@@ -120,6 +120,19 @@ impl Background {
         }
     }
 
+    /// Waits (at most `timeout`) until the child has printed at least
+    /// `bytes` bytes on stdout and stderr together; whether it did.
+    pub fn wait_printed(&self, bytes: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.printed() < bytes {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        true
+    }
+
     fn printed(&self) -> usize {
         let n = |b: &Arc<Mutex<Vec<u8>>>| b.lock().map_or(0, |b| b.len());
         n(&self.stdout) + n(&self.stderr)
