@@ -217,7 +217,7 @@ impl Client {
 
     /// Moves calls on to the next endpoint (clientv3's balancer does the
     /// same when a connection fails).
-    fn fail_over(&self) {
+    pub fn fail_over(&self) {
         if self.endpoints.len() > 1 {
             self.current.fetch_add(1, Ordering::Relaxed);
         }

@@ -345,3 +345,32 @@ fn check_perf_prints_verdicts_and_cleans_up() {
     assert_eq!(out.code, if lines[3] == "PASS" { 0 } else { 1 }, "{out:?}");
     assert_eq!(keys_under(&ep, "/etcdctl-check-perf/"), 0);
 }
+
+/// A watch outlives a restart of its server: ferroctl reconnects and
+/// resumes after the last revision it printed, as etcdctl does.
+#[test]
+fn watch_resumes_after_a_server_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut etcd = EtcdProcess::start(dir.path());
+    let ep = etcd.endpoint();
+    let watch = Background::start_with(&ferroctl(), &ep, &["watch", "k"]);
+    // The watch is set up once a put shows up in it.
+    let event = "PUT\nk\n1\n";
+    let deadline = Instant::now() + STATE_WAIT_MAX;
+    while !watch.wait_printed(event.len(), POLL * 4) {
+        assert!(Instant::now() < deadline, "the watch never saw a put");
+        let put = etcdctl(&ep, &["put", "k", "1"], None);
+        assert_eq!(put.code, 0, "{put:?}");
+    }
+    etcd.restart();
+    let put = etcdctl(&ep, &["put", "k", "2"], None);
+    assert_eq!(put.code, 0, "{put:?}");
+    let two = watch.wait_printed(event.len() + "PUT\nk\n2\n".len(), STATE_WAIT_MAX);
+    let out = watch.stop(QUIET, STATE_WAIT_MAX);
+    assert!(two, "no event after the restart: {out:?}");
+    assert!(out.stdout.ends_with("PUT\nk\n2\n"), "{out:?}");
+    assert!(
+        !out.stdout.contains("PUT\nk\n2\nPUT\nk\n2\n"),
+        "an event twice: {out:?}"
+    );
+}

@@ -82,6 +82,39 @@ pub fn watch_spec(inv: &Invocation, env_key: &str, env_range: &str) -> Result<Wa
     })
 }
 
+/// Pause before reconnecting a watch stream that lost its server.
+const WATCH_RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// One watch of a run and where to resume it.
+struct Watching {
+    create: WatchCreateRequest,
+    exec: Vec<String>,
+    /// The first revision not yet delivered (0 until known).
+    next_rev: i64,
+    active: bool,
+}
+
+impl Watching {
+    fn new(spec: WatchSpec) -> Self {
+        Watching {
+            next_rev: spec.create.start_revision,
+            create: spec.create,
+            exec: spec.exec,
+            active: true,
+        }
+    }
+
+    fn resume(&self) -> WatchRequest {
+        let mut create = self.create.clone();
+        if self.next_rev > 0 {
+            create.start_revision = self.next_rev;
+        }
+        WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
+        }
+    }
+}
+
 fn create(spec: &WatchSpec) -> WatchRequest {
     WatchRequest {
         request_union: Some(watch_request::RequestUnion::CreateRequest(
@@ -123,17 +156,20 @@ pub async fn watch(ctx: Ctx) -> Result<(), CmdError> {
         Some(watch_spec(&ctx.inv, &env_key, &env_range).map_err(CmdError::bad_args)?)
     };
     let client = ctx.client().await?;
-    let (tx, mut rx) = client.bidi::<WatchRequest, WatchResponse>(path::WATCH);
-    // Exec commands of watches sent but not yet confirmed, in order.
-    let mut pending: VecDeque<Vec<String>> = VecDeque::new();
-    let mut exec_by_id: HashMap<i64, Vec<String>> = HashMap::new();
+    let (mut tx, mut rx) = client.bidi::<WatchRequest, WatchResponse>(path::WATCH);
+    // Every watch of this run, in creation order; `pending` holds those
+    // sent but not yet confirmed (the server confirms in order).
+    let mut watches: Vec<Watching> = Vec::new();
+    let mut pending: VecDeque<usize> = VecDeque::new();
+    let mut by_id: HashMap<i64, usize> = HashMap::new();
     let closed = || CmdError::error("watch stream closed");
-    if let Some(spec) = &first {
-        tx.send(create(spec)).await.map_err(|_| closed())?;
-        pending.push_back(spec.exec.clone());
+    if let Some(spec) = first {
+        tx.send(create(&spec)).await.map_err(|_| closed())?;
+        watches.push(Watching::new(spec));
+        pending.push_back(0);
     }
     let mut stdin = interactive.then(|| tokio::io::BufReader::new(tokio::io::stdin()).lines());
-    let mut live = usize::from(first.is_some());
+    let mut live = watches.len();
     loop {
         tokio::select! {
             line = async { match stdin.as_mut() { Some(l) => l.next_line().await, None => std::future::pending().await } } => {
@@ -164,7 +200,8 @@ pub async fn watch(ctx: Ctx) -> Result<(), CmdError> {
                             Err(e) => return Err(CmdError::new(EXIT_BAD_ARGS, e)),
                         };
                         tx.send(create(&spec)).await.map_err(|_| closed())?;
-                        pending.push_back(spec.exec);
+                        watches.push(Watching::new(spec));
+                        pending.push_back(watches.len() - 1);
                         live += 1;
                     }
                     Some("progress") => {
@@ -180,14 +217,41 @@ pub async fn watch(ctx: Ctx) -> Result<(), CmdError> {
                 let resp = match msg {
                     Some(Ok(r)) => r,
                     None => break,
+                    Some(Err(crate::client::RpcError::Unreachable { .. })) => {
+                        // As clientv3: reconnect (to the next endpoint, if
+                        // any) and resume every watch after the last
+                        // revision it delivered, for as long as it takes.
+                        tokio::time::sleep(WATCH_RECONNECT_PAUSE).await;
+                        client.fail_over();
+                        (tx, rx) = client.bidi::<WatchRequest, WatchResponse>(path::WATCH);
+                        pending.clear();
+                        by_id.clear();
+                        for (i, w) in watches.iter().enumerate().filter(|(_, w)| w.active) {
+                            tx.send(w.resume()).await.map_err(|_| closed())?;
+                            pending.push_back(i);
+                        }
+                        continue;
+                    }
                     Some(Err(e)) => return Err(CmdError::error(e.message())),
                 };
-                if resp.created {
-                    let exec = pending.pop_front().unwrap_or_default();
-                    exec_by_id.insert(resp.watch_id, exec);
+                let index = if resp.created {
+                    let index = pending.pop_front();
+                    if let Some(i) = index {
+                        by_id.insert(resp.watch_id, i);
+                        let w = &mut watches[i];
+                        if w.next_rev == 0 {
+                            w.next_rev = resp.header.as_ref().map_or(0, |h| h.revision) + 1;
+                        }
+                    }
                     if !resp.canceled {
                         continue;
                     }
+                    index
+                } else {
+                    by_id.get(&resp.watch_id).copied()
+                };
+                if let (Some(i), Some(last)) = (index, resp.events.last()) {
+                    watches[i].next_rev = last.kv.as_ref().map_or(0, |kv| kv.mod_revision) + 1;
                 }
                 if resp.canceled {
                     eprint_now(&format!("watch was canceled ({})\n", cancel_text(&resp)));
@@ -198,14 +262,20 @@ pub async fn watch(ctx: Ctx) -> Result<(), CmdError> {
                     && resp.header.as_ref().is_some_and(|h| h.revision != 0);
                 if progress {
                     let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+                    if let Some(i) = index {
+                        watches[i].next_rev = watches[i].next_rev.max(rev + 1);
+                    }
                     emit(format!("progress notify: {rev}\n").as_bytes())?;
                 }
                 emit(&ctx.printer.watch(&resp)?)?;
-                if let Some(exec) = exec_by_id.get(&resp.watch_id).filter(|e| !e.is_empty()) {
-                    run_exec(exec, &resp).await?;
+                if let Some(w) = index.map(|i| &watches[i]).filter(|w| !w.exec.is_empty()) {
+                    run_exec(&w.exec, &resp).await?;
                 }
                 if resp.canceled {
-                    exec_by_id.remove(&resp.watch_id);
+                    if let Some(i) = index {
+                        watches[i].active = false;
+                    }
+                    by_id.remove(&resp.watch_id);
                     live = live.saturating_sub(1);
                     if live == 0 && !interactive {
                         break;
