@@ -75,28 +75,44 @@ impl Session {
         let (done_tx, done) = watch::channel(false);
         let ka_client = client.clone();
         let keep_alive = tokio::spawn(async move {
-            let (tx, mut rx) = ka_client
+            let (mut tx, mut rx) = ka_client
                 .bidi::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>(path::LEASE_KEEP_ALIVE);
             // clientv3 renews every TTL/3.
             let every = Duration::from_millis(
                 ((grant.ttl.max(1) as u64).saturating_mul(1000) / 3).max(500),
             );
+            // Renew through lost streams until the TTL has passed since the
+            // last renewal; the server says when the lease is gone.
+            let mut renewed_until = tokio::time::Instant::now() + every * 3;
             loop {
-                if tx
+                let answer = if tx
                     .send(LeaseKeepAliveRequest { id: lease_id })
                     .await
                     .is_err()
                 {
-                    break;
+                    None
+                } else {
+                    match tokio::time::timeout(timeout, rx.recv()).await {
+                        Ok(Some(Ok(r))) => Some(r),
+                        _ => None,
+                    }
+                };
+                match answer {
+                    Some(r) if r.ttl > 0 => {
+                        renewed_until =
+                            tokio::time::Instant::now() + Duration::from_secs(r.ttl as u64);
+                        tokio::time::sleep(every).await;
+                    }
+                    Some(_) => break,
+                    None if tokio::time::Instant::now() < renewed_until => {
+                        ka_client.fail_over();
+                        (tx, rx) = ka_client.bidi::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>(
+                            path::LEASE_KEEP_ALIVE,
+                        );
+                        tokio::time::sleep(crate::cmd::lease::KEEP_ALIVE_RECONNECT_PAUSE).await;
+                    }
+                    None => break,
                 }
-                match tokio::time::timeout(timeout, rx.recv()).await {
-                    Ok(Some(Ok(r))) if r.ttl > 0 => {}
-                    Ok(Some(Ok(_))) | Ok(None) | Ok(Some(Err(_))) => break,
-                    // No answer in time: try again rather than give up a
-                    // lease that may well still be alive.
-                    Err(_) => continue,
-                }
-                tokio::time::sleep(every).await;
             }
             let _ = done_tx.send(true);
         });

@@ -111,14 +111,15 @@ fn ferroctl_elect_observes_and_defers_to_an_etcdctl_leader() {
     let leader = Background::start(&ep, &["elect", "E", "alice"]);
     wait_for("etcdctl to be elected", || keys_under(&ep, "E/") == 1);
 
-    // "E/<16 hex digits>\nalice\n"
-    let leader_line_bytes = 2 + 16 + 1 + 6;
+    // "E/<lease id in hex, at most 16 digits>\nalice\n"
+    let leader_line_bytes = "E/0\nalice\n".len();
     let observer = Background::start_with(&ferroctl(), &ep, &["elect", "-l", "E"]);
     assert!(
         observer.wait_printed(leader_line_bytes, STATE_WAIT_MAX),
         "ferroctl elect -l printed no leader"
     );
     let out = observer.stop(QUIET, STATE_WAIT_MAX);
+    let out_len = out.stdout.len();
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "observer printed {out:?}");
     assert!(lines[0].starts_with("E/"), "{out:?}");
@@ -137,11 +138,9 @@ fn ferroctl_elect_observes_and_defers_to_an_etcdctl_leader() {
 
     // etcdctl's observer sees the same leader ferroctl saw.
     let etcd_observer = Background::start(&ep, &["elect", "-l", "E"]);
-    assert!(
-        etcd_observer.wait_printed(leader_line_bytes, STATE_WAIT_MAX),
-        "etcdctl elect -l printed no leader"
-    );
+    let printed = etcd_observer.wait_printed(out_len, STATE_WAIT_MAX);
     let seen = etcd_observer.stop(QUIET, STATE_WAIT_MAX);
+    assert!(printed, "etcdctl elect -l printed no leader: {seen:?}");
     assert_eq!(seen.stdout, lines.join("\n") + "\n");
     drop(leader);
 }

@@ -23,6 +23,9 @@ pub fn lease_from_arg(arg: &str) -> Result<i64, CmdError> {
 /// deadline (`context.TODO()`); ferroctl bounds them anyway, generously.
 const LEASE_CALL_TIMEOUT_MAX: Duration = Duration::from_secs(300);
 
+/// Pause before a keep-alive stream that lost its server is reopened.
+pub const KEEP_ALIVE_RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
 pub async fn grant(ctx: Ctx) -> Result<(), CmdError> {
     if ctx.inv.args.len() != 1 {
         return Err(CmdError::bad_args("lease grant command needs TTL argument"));
@@ -138,21 +141,44 @@ pub async fn keep_alive(ctx: Ctx) -> Result<(), CmdError> {
     }
     // clientv3 renews every TTL/3 (at least every 500ms) until the lease
     // is gone, then the loop ends.
+    let (mut tx, mut rx) = (tx, rx);
     let mut next_send = tokio::time::Instant::now();
+    // As clientv3: the lease is given up once its TTL has passed since the
+    // last renewal; until then a lost stream is reopened (to the next
+    // endpoint, if any).
+    let mut renewed_until: Option<tokio::time::Instant> = None;
     loop {
         tokio::time::sleep_until(next_send).await;
-        if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
-            break;
-        }
-        let resp = match tokio::time::timeout(ctx.command_timeout, rx.recv()).await {
-            Ok(Some(Ok(r))) => r,
-            Ok(None) | Err(_) => break,
-            Ok(Some(Err(e))) => return Err(stream_err(e)),
+        let answer = if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+            None
+        } else {
+            match tokio::time::timeout(ctx.command_timeout, rx.recv()).await {
+                Ok(Some(Ok(r))) => Some(r),
+                Ok(Some(Err(e))) if !matches!(e, RpcError::Unreachable { .. }) => {
+                    return Err(stream_err(e))
+                }
+                _ => None,
+            }
+        };
+        let Some(resp) = answer else {
+            match renewed_until {
+                Some(until) if tokio::time::Instant::now() < until => {
+                    client.fail_over();
+                    (tx, rx) = client.bidi::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>(
+                        path::LEASE_KEEP_ALIVE,
+                    );
+                    next_send = tokio::time::Instant::now() + KEEP_ALIVE_RECONNECT_PAUSE;
+                    continue;
+                }
+                _ => break,
+            }
         };
         if resp.ttl <= 0 {
             break;
         }
         emit(&ctx.printer.keep_alive(&resp)?)?;
+        let ttl = Duration::from_secs(resp.ttl as u64);
+        renewed_until = Some(tokio::time::Instant::now() + ttl);
         let every = Duration::from_millis(((resp.ttl as u64).saturating_mul(1000) / 3).max(500));
         next_send = tokio::time::Instant::now() + every;
     }
