@@ -56,14 +56,14 @@ fn print_members<M: Message>(
             emit(format!("{body}\n").as_bytes())
         }
         Format::Protobuf => emit(&resp.encode_to_vec()),
-        Format::Fields | Format::Table => {
-            // etcdctl prints these as the member list they carry.
-            let list = MemberListResponse {
-                header: header.cloned(),
-                members: members.to_vec(),
-            };
-            emit(&ctx.printer.member_list(&list)?)
-        }
+        // etcdctl has no fields or table form for membership changes; the
+        // change is made first, then the format refused.
+        Format::Fields => Err(CmdError::bad_feature(
+            "fields not supported as output format",
+        )),
+        Format::Table => Err(CmdError::bad_feature(
+            "table not supported as output format",
+        )),
     }
 }
 
