@@ -292,7 +292,9 @@ impl Printer {
                 out.push_str(&format!("\"ID\" : {}\n\"TTL\" : {}\n", r.id, r.ttl));
                 text(out)
             }
-            Format::Protobuf => Ok(r.encode_to_vec()),
+            // etcdctl marshals clientv3's response, whose only
+            // proto part is the embedded header.
+            Format::Protobuf => Ok(r.header.unwrap_or_default().encode_to_vec()),
             Format::Table => self.unsupported(),
         }
     }
@@ -339,7 +341,9 @@ impl Printer {
                 out.push_str(&format!("\"ID\" : {}\n\"TTL\" : {}\n", r.id, r.ttl));
                 text(out)
             }
-            Format::Protobuf => Ok(r.encode_to_vec()),
+            // etcdctl marshals clientv3's response, whose only
+            // proto part is the embedded header.
+            Format::Protobuf => Ok(r.header.unwrap_or_default().encode_to_vec()),
             Format::Table => self.unsupported(),
         }
     }
@@ -396,7 +400,9 @@ impl Printer {
                 }
                 text(out)
             }
-            Format::Protobuf => Ok(r.encode_to_vec()),
+            // etcdctl marshals clientv3's response, whose only
+            // proto part is the embedded header.
+            Format::Protobuf => Ok(r.header.unwrap_or_default().encode_to_vec()),
             Format::Table => self.unsupported(),
         }
     }
@@ -438,7 +444,9 @@ impl Printer {
                 }
                 text(out)
             }
-            Format::Protobuf => Ok(r.encode_to_vec()),
+            // etcdctl marshals clientv3's response, whose only
+            // proto part is the embedded header.
+            Format::Protobuf => Ok(r.header.unwrap_or_default().encode_to_vec()),
             Format::Table => self.unsupported(),
         }
     }
