@@ -373,3 +373,40 @@ fn watch_resumes_after_a_server_restart() {
         "an event twice: {out:?}"
     );
 }
+
+/// `-w protobuf` on one server for read-only commands: ferroctl writes the
+/// same bytes as etcdctl (values with `%` included: etcdctl writes the
+/// message as is, not through a format string).
+#[test]
+fn protobuf_output_matches_etcdctl_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdProcess::start(dir.path());
+    let ep = etcd.endpoint();
+    for (k, v) in [
+        ("p1", "100%d of %% and %"),
+        ("p2", "plain"),
+        ("p3", "%5.2f %s"),
+    ] {
+        let put = etcdctl(&ep, &["put", k, v], None);
+        assert_eq!(put.code, 0, "{put:?}");
+    }
+    for args in [
+        &["get", "p1", "-w", "protobuf"][..],
+        &["get", "p", "--prefix", "-w", "protobuf"][..],
+        &["member", "list", "-w", "protobuf"][..],
+        &["get", "p3", "-w", "protobuf", "--hex"][..],
+    ] {
+        let run = |bin: &Path| {
+            ferrokv_tests::etcdctl::ctl_with_timeout(
+                bin,
+                &ep,
+                args,
+                None,
+                ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+            )
+        };
+        let want = run(&etcdctl_bin());
+        assert_eq!(want.code, 0, "{want:?}");
+        assert_eq!(run(&ferroctl()), want, "{args:?}");
+    }
+}
