@@ -68,26 +68,25 @@ impl Ctx {
                 ))
             }
             None if !password_flag.is_empty() => (user_flag.clone(), password_flag),
-            None => {
-                crate::ctx::eprint_now("Password: ");
-                let mut line = String::new();
-                let _ = std::io::stdin().read_line(&mut line);
-                (
-                    user_flag.clone(),
-                    line.trim_end_matches(['\n', '\r']).to_string(),
-                )
-            }
+            None => (user_flag.clone(), crate::password::ask("Password: ")),
         };
         let endpoint = client.endpoint().to_string();
-        client
+        match client
             .authenticate(&user, &password, self.command_timeout)
             .await
-            .map_err(|e| {
+        {
+            Ok(()) => Ok(client),
+            // clientv3 goes on without a token when auth is off.
+            Err(e) if e.message() == "etcdserver: authentication is not enabled" => {
+                eprint_now(&format!("{}\n", crate::error::retry_warning(&e, &endpoint)));
+                Ok(client)
+            }
+            Err(e) => {
                 let mut err = CmdError::rpc(&e, &endpoint);
                 err.code = crate::error::EXIT_BAD_CONNECTION;
-                err
-            })?;
-        Ok(client)
+                Err(err)
+            }
+        }
     }
 
     /// A client for one endpoint (commands that visit each endpoint).

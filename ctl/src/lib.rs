@@ -18,6 +18,7 @@ pub mod ctx;
 pub mod error;
 pub mod gofmt;
 pub mod json;
+pub mod password;
 pub mod printer;
 pub mod table;
 

@@ -77,15 +77,6 @@ fn strings_json(v: &[String]) -> Vec<String> {
     v.iter().map(|s| crate::gofmt::json_string(s)).collect()
 }
 
-/// A password from the rest of stdin's first line (etcdctl's
-/// `fmt.Scanf("%s")` with `--interactive=false`; ferroctl also reads it so
-/// when stdin is not a terminal, since it has no terminal prompt).
-fn password_from_stdin() -> String {
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    line.split_whitespace().next().unwrap_or("").to_string()
-}
-
 pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
     let args = ctx.inv.args.clone();
     let need = |ok: bool, msg: &str| {
@@ -170,8 +161,10 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
                 (u.to_string(), p.to_string())
             } else if no_password {
                 (args[0].clone(), String::new())
+            } else if ctx.inv.bool("interactive") {
+                (args[0].clone(), crate::password::ask_new(&args[0])?)
             } else {
-                (args[0].clone(), password_from_stdin())
+                (args[0].clone(), crate::password::first_word())
             };
             let client = ctx.client().await?;
             let req = AuthUserAddRequest {
@@ -214,7 +207,11 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
                 args.len() == 1,
                 "user passwd command requires user name as its argument",
             )?;
-            let password = password_from_stdin();
+            let password = if ctx.inv.bool("interactive") {
+                crate::password::ask_new(&args[0])?
+            } else {
+                crate::password::first_word()
+            };
             let client = ctx.client().await?;
             let req = AuthUserChangePasswordRequest {
                 name: args[0].clone(),
