@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -47,14 +47,26 @@ pub fn etcdctl_with_timeout<S: AsRef<OsStr>>(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Output {
-    let child = etcdctl_command(endpoint, args, stdin.is_some())
+    ctl_with_timeout(&etcdctl_bin(), endpoint, args, stdin, timeout)
+}
+
+/// Runs an etcdctl-compatible client `bin` (etcdctl or ferroctl) exactly
+/// as [`etcdctl()`] runs etcdctl: same environment and global flags.
+pub fn ctl_with_timeout<S: AsRef<OsStr>>(
+    bin: &Path,
+    endpoint: &str,
+    args: &[S],
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Output {
+    let child = ctl_command(bin, endpoint, args, stdin.is_some())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", etcdctl_bin().display()));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
     run_bounded(child, stdin.map(<[u8]>::to_vec), timeout)
 }
 
-fn etcdctl_command<S: AsRef<OsStr>>(endpoint: &str, args: &[S], stdin: bool) -> Command {
-    let mut cmd = Command::new(etcdctl_bin());
+fn ctl_command<S: AsRef<OsStr>>(bin: &Path, endpoint: &str, args: &[S], stdin: bool) -> Command {
+    let mut cmd = Command::new(bin);
     // A developer's ETCDCTL_ENDPOINTS, ETCDCTL_USER, ... must not leak into
     // the tests: only our flags decide what etcdctl talks to.
     for (key, _) in std::env::vars_os() {
@@ -86,9 +98,14 @@ pub struct Background {
 impl Background {
     /// Starts `etcdctl --endpoints=<endpoint> <args>` without stdin.
     pub fn start<S: AsRef<OsStr>>(endpoint: &str, args: &[S]) -> Background {
-        let mut child = etcdctl_command(endpoint, args, false)
+        Background::start_with(&etcdctl_bin(), endpoint, args)
+    }
+
+    /// [`Background::start`] with another etcdctl-compatible client.
+    pub fn start_with<S: AsRef<OsStr>>(bin: &Path, endpoint: &str, args: &[S]) -> Background {
+        let mut child = ctl_command(bin, endpoint, args, false)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", etcdctl_bin().display()));
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let readers = vec![
@@ -101,6 +118,19 @@ impl Background {
             stderr,
             readers,
         }
+    }
+
+    /// Waits (at most `timeout`) until the child has printed at least
+    /// `bytes` bytes on stdout and stderr together; whether it did.
+    pub fn wait_printed(&self, bytes: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.printed() < bytes {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        true
     }
 
     fn printed(&self) -> usize {

@@ -16,11 +16,14 @@
 //!   (ids, terms, addresses, timings) before outputs are compared.
 //! - [`script`]: the data-driven golden runner for `testdata/compat/*.txt`.
 //! - [`tls`]: a test CA and certificate (openssl) for servers run with TLS.
+//! - [`ctl`]: the same scripts (and `testdata/ctl/*.txt`) run with etcdctl
+//!   and with `ferroctl`, compared step by step.
 //!
 //! Limits: every wait in this crate has a named upper bound
 //! ([`server::SERVER_READY_TIMEOUT`], [`etcdctl::ETCDCTL_TIMEOUT`]).
 
 pub mod addr;
+pub mod ctl;
 pub mod diff;
 pub mod etcdctl;
 pub mod grpc;

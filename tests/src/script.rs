@@ -61,7 +61,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::diff::{line_diff, shorten};
-use crate::etcdctl::{etcdctl, Background, Output};
+use crate::etcdctl::{ctl_with_timeout, Background, Output};
 use crate::normalize::Normalizer;
 use crate::server::{EtcdProcess, FerrokvProcess, ServerOptions, ServerProcess};
 
@@ -413,19 +413,43 @@ fn tokenize(line: &str) -> Result<Vec<Token>, String> {
 
 /// Runs every step against `server`, returning normalized outputs.
 pub fn run_script(script: &Script, server: &ServerProcess, normalizer: &Normalizer) -> Vec<Output> {
+    run_script_with(script, server, normalizer, &crate::etcdctl_bin(), &[])
+}
+
+/// [`run_script`] with another etcdctl-compatible client binary, and
+/// variables set before the first step (`$NAME` substituted in arguments
+/// and hidden in outputs, as `!capture` values are).
+pub fn run_script_with(
+    script: &Script,
+    server: &ServerProcess,
+    normalizer: &Normalizer,
+    client: &Path,
+    preset: &[(String, String)],
+) -> Vec<Output> {
     let endpoint = server.endpoint();
     // Killed on drop if a step panics.
     let mut background: std::collections::HashMap<String, Background> = Default::default();
-    let mut captured = Captured::default();
+    let mut captured = Captured {
+        vars: preset.to_vec(),
+    };
     script
         .steps
         .iter()
         .map(|step| {
             let args = captured.substitute(&step.args);
             let raw = match &step.kind {
-                StepKind::Run => etcdctl(&endpoint, &args, step.stdin.as_deref()),
+                StepKind::Run => ctl_with_timeout(
+                    client,
+                    &endpoint,
+                    &args,
+                    step.stdin.as_deref(),
+                    crate::etcdctl::ETCDCTL_TIMEOUT,
+                ),
                 StepKind::Start(name) => {
-                    background.insert(name.clone(), Background::start(&endpoint, &args));
+                    background.insert(
+                        name.clone(),
+                        Background::start_with(client, &endpoint, &args),
+                    );
                     std::thread::sleep(BACKGROUND_SETTLE);
                     Output {
                         stdout: String::new(),

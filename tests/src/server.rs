@@ -81,13 +81,31 @@ pub fn etcd_bin() -> PathBuf {
 /// test executable's profile dir (`<target>/<profile>/deps/..`, which follows
 /// CARGO_TARGET_DIR and the build profile); else `<workspace>/target/debug`.
 pub fn ferrokv_bin() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("FERROKV_BIN") {
+    workspace_bin("ferrokv", "FERROKV_BIN")
+}
+
+/// The `ferroctl` binary, found as [`ferrokv_bin`] finds the server
+/// (`FERROCTL_BIN` overrides).
+pub fn ferroctl_bin() -> Result<PathBuf, String> {
+    workspace_bin("ferroctl", "FERROCTL_BIN")
+}
+
+/// The `ferroutl` binary, found as [`ferrokv_bin`] finds the server
+/// (`FERROUTL_BIN` overrides).
+pub fn ferroutl_bin() -> Result<PathBuf, String> {
+    workspace_bin("ferroutl", "FERROUTL_BIN")
+}
+
+/// A binary of this workspace: `$env_var` if set, else next to the test
+/// executable's profile dir, else `<workspace>/target/debug`.
+fn workspace_bin(name: &str, env_var: &str) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(env_var) {
         let path = PathBuf::from(path);
         return if path.is_file() {
             Ok(path)
         } else {
             Err(format!(
-                "FERROKV_BIN={} does not exist or is not a file",
+                "{env_var}={} does not exist or is not a file",
                 path.display()
             ))
         };
@@ -95,13 +113,13 @@ pub fn ferrokv_bin() -> Result<PathBuf, String> {
     let mut tried = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
         if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
-            tried.push(profile_dir.join("ferrokv"));
+            tried.push(profile_dir.join(name));
         }
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent");
-    let default_path = workspace.join("target").join("debug").join("ferrokv");
+    let default_path = workspace.join("target").join("debug").join(name);
     if !tried.contains(&default_path) {
         tried.push(default_path);
     }
@@ -111,8 +129,8 @@ pub fn ferrokv_bin() -> Result<PathBuf, String> {
         }
     }
     Err(format!(
-        "ferrokv binary not found (tried {}); build it with `cargo build --workspace --bins` \
-         or point FERROKV_BIN at it",
+        "{name} binary not found (tried {}); build it with `cargo build --workspace --bins` \
+         or point {env_var} at it",
         tried
             .iter()
             .map(|p| p.display().to_string())

@@ -1,0 +1,203 @@
+//! A read-only walk over a bbolt file (etcd's backend and snapshot
+//! format), enough for `snapshot status`: etcd's hash (CRC-32C over every
+//! bucket name, key and value in order), the latest revision, the key
+//! count and the size bbolt reports.
+//!
+//! Layout (bbolt's, little-endian): every page starts with a 16-byte
+//! header (id u64, flags u16, count u16, overflow u32); pages 0 and 1 are
+//! meta pages (magic, version, page size, flags, root bucket {pgid, seq},
+//! freelist, high-water pgid, txid, checksum) and the valid one with the
+//! higher txid wins; branch elements are (pos u32, ksize u32, pgid u64),
+//! leaf elements (flags u32, pos u32, ksize u32, vsize u32), positions
+//! relative to the element; a bucket's value is {root pgid u64, seq u64},
+//! followed by an inline page when root is 0.
+
+const PAGE_HEADER: usize = 16;
+const ELEMENT: usize = 16;
+const MAGIC: u32 = 0xED0C_DAED;
+const BRANCH_PAGE: u16 = 0x01;
+const LEAF_PAGE: u16 = 0x02;
+const BUCKET_LEAF_FLAG: u32 = 0x01;
+/// Bounds the walk of a corrupt file whose pages point in a circle.
+const PAGES_VISITED_MAX: usize = 1 << 24;
+
+/// What `etcdctl snapshot status` reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotStatus {
+    pub hash: u32,
+    pub revision: i64,
+    pub total_key: i64,
+    pub total_size: i64,
+}
+
+/// Called for each entry of a page walk: (db, key, value, is_bucket).
+type Visit<'v, 'a> = dyn FnMut(&mut Db<'a>, &'a [u8], &'a [u8], bool) -> Result<(), String> + 'v;
+
+struct Db<'a> {
+    data: &'a [u8],
+    page_size: usize,
+    visited: usize,
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+const INVALID: &str = "invalid database";
+
+impl<'a> Db<'a> {
+    fn page(&self, id: u64) -> Result<&'a [u8], String> {
+        let start = usize::try_from(id)
+            .ok()
+            .and_then(|i| i.checked_mul(self.page_size))
+            .ok_or(INVALID)?;
+        let overflow = u32_at(self.data, start + 12).ok_or(INVALID)? as usize;
+        // The file decides these numbers: no arithmetic may overflow.
+        let end = overflow
+            .checked_add(1)
+            .and_then(|pages| pages.checked_mul(self.page_size))
+            .and_then(|len| len.checked_add(start))
+            .ok_or(INVALID)?;
+        self.data
+            .get(start..end.min(self.data.len()))
+            .ok_or_else(|| INVALID.to_string())
+    }
+
+    /// Calls `f(key, value, is_bucket)` for every entry under the page
+    /// `page` (a slice starting with a page header), in key order.
+    fn walk(&mut self, page: &'a [u8], f: &mut Visit<'_, 'a>) -> Result<(), String> {
+        self.visited += 1;
+        if self.visited > PAGES_VISITED_MAX {
+            return Err(INVALID.into());
+        }
+        let flags = u16_at(page, 8).ok_or(INVALID)?;
+        let count = u16_at(page, 10).ok_or(INVALID)? as usize;
+        for i in 0..count {
+            let elem = PAGE_HEADER + i * ELEMENT;
+            if flags & BRANCH_PAGE != 0 {
+                let child = u64_at(page, elem + 8).ok_or(INVALID)?;
+                let child_page = self.page(child)?;
+                self.walk(child_page, f)?;
+            } else if flags & LEAF_PAGE != 0 {
+                let eflags = u32_at(page, elem).ok_or(INVALID)?;
+                let pos = u32_at(page, elem + 4).ok_or(INVALID)? as usize;
+                let ksize = u32_at(page, elem + 8).ok_or(INVALID)? as usize;
+                let vsize = u32_at(page, elem + 12).ok_or(INVALID)? as usize;
+                let kstart = elem + pos;
+                let key = page.get(kstart..kstart + ksize).ok_or(INVALID)?;
+                let value = page
+                    .get(kstart + ksize..kstart + ksize + vsize)
+                    .ok_or(INVALID)?;
+                f(self, key, value, eflags & BUCKET_LEAF_FLAG != 0)?;
+            } else {
+                return Err(INVALID.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The root page of a bucket from its value in the parent.
+    fn bucket_root(&self, value: &'a [u8]) -> Result<&'a [u8], String> {
+        let root = u64_at(value, 0).ok_or(INVALID)?;
+        if root == 0 {
+            return value.get(16..).ok_or_else(|| INVALID.to_string());
+        }
+        self.page(root)
+    }
+}
+
+/// Reads a snapshot (or a stopped member's `db`) as etcdctl's
+/// `snapshot status` does.
+pub fn snapshot_status(data: &[u8]) -> Result<SnapshotStatus, String> {
+    let meta_at = |offset: usize| -> Option<(u32, u64, u64, u64)> {
+        let m = offset + PAGE_HEADER;
+        if u32_at(data, m)? != MAGIC || u32_at(data, m + 4)? != 2 {
+            return None;
+        }
+        let page_size = u32_at(data, m + 8)?;
+        let root = u64_at(data, m + 16)?;
+        let pgid = u64_at(data, m + 40)?;
+        let txid = u64_at(data, m + 48)?;
+        let checksum = u64_at(data, m + 56)?;
+        if fnv64a(data.get(m..m + 56)?) != checksum {
+            return None;
+        }
+        Some((page_size, root, pgid, txid))
+    };
+    let first = meta_at(0).ok_or(INVALID)?;
+    let second = meta_at(first.0 as usize);
+    let (page_size, root, pgid, _) = match second {
+        Some(s) if s.3 > first.3 => s,
+        _ => first,
+    };
+    if page_size < 1024 {
+        return Err(INVALID.into());
+    }
+    let mut db = Db {
+        data,
+        page_size: page_size as usize,
+        visited: 0,
+    };
+    let mut status = SnapshotStatus {
+        total_size: i64::try_from(pgid.saturating_mul(u64::from(page_size))).unwrap_or(i64::MAX),
+        ..SnapshotStatus::default()
+    };
+    let mut crc = 0u32;
+    let root_page = db.page(root)?;
+    db.walk(root_page, &mut |db, name, value, is_bucket| {
+        if !is_bucket {
+            return Err(format!(
+                "cannot get hash of bucket {}",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        crc = crc32c::crc32c_append(crc, name);
+        let is_key_bucket = name == b"key";
+        let bucket = db.bucket_root(value)?;
+        db.walk(bucket, &mut |_, k, v, _| {
+            crc = crc32c::crc32c_append(crc, k);
+            crc = crc32c::crc32c_append(crc, v);
+            if is_key_bucket {
+                if let Some(main) = k.get(..8) {
+                    status.revision = i64::from_be_bytes(main.try_into().unwrap_or([0; 8]));
+                }
+            }
+            status.total_key += 1;
+            Ok(())
+        })
+    })?;
+    status.hash = crc;
+    Ok(status)
+}
+
+fn fnv64a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_invalid_database() {
+        assert_eq!(
+            snapshot_status(b"garbage\n").unwrap_err(),
+            "invalid database"
+        );
+        assert_eq!(
+            snapshot_status(&[0u8; 8192]).unwrap_err(),
+            "invalid database"
+        );
+    }
+}

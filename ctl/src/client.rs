@@ -1,0 +1,419 @@
+//! A small etcd v3 client over tonic: a lazily connecting channel per
+//! endpoint, calls on the first reachable one (moving on when it fails),
+//! unary calls with a deadline, and the two bidirectional streams
+//! (Watch, LeaseKeepAlive). Message types are `ferrokv_wire::pb`; calls go
+//! through tonic's generic `Grpc` with the method path, so there is no second
+//! copy of the protos and no generated stubs.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status, Streaming};
+
+/// Pause between two connection attempts of one call.
+const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Requests queued on an outgoing stream before `send` waits.
+const STREAM_SEND_QUEUE_MAX: usize = 64;
+
+/// How a client connects; etcdctl's global flags.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub endpoints: Vec<String>,
+    pub dial_timeout: Duration,
+    pub keepalive_time: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+/// Why a call failed, in the terms etcdctl prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RpcError {
+    /// The server answered with a gRPC status.
+    Status { code: Code, message: String },
+    /// No answer within the deadline (the caller's, or the dial's).
+    DeadlineExceeded { detail: String },
+    /// No connection could be made until the deadline; `refused` when the
+    /// last attempt was actively refused (the address, as grpc-go names it).
+    Unreachable { refused: Option<String> },
+}
+
+impl RpcError {
+    /// Maps a received status to what etcdctl reports for it.
+    pub fn from_status(status: Status) -> Self {
+        if status.code() == Code::DeadlineExceeded
+            || (status.code() == Code::Cancelled && status.message() == "Timeout expired")
+        {
+            return RpcError::DeadlineExceeded {
+                detail: status.message().to_string(),
+            };
+        }
+        // Transport failures (refused, reset) surface as Unknown or
+        // Unavailable with tonic's own words; grpc-go's client keeps
+        // retrying those until the deadline, so they end the same way.
+        if status.code() == Code::Unavailable || is_transport_error(&status) {
+            return RpcError::Unreachable { refused: None };
+        }
+        RpcError::Status {
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+
+    /// The message etcdctl prints after `Error: `: clientv3 turns the
+    /// errors etcd defines (all `etcdserver: ...`) into their bare text and
+    /// leaves any other status in grpc-go's `rpc error: ...` form.
+    pub fn message(&self) -> String {
+        match self {
+            RpcError::Status { message, .. } if message.starts_with("etcdserver: ") => {
+                message.clone()
+            }
+            RpcError::Status { .. } => self.grpc_text(),
+            RpcError::Unreachable { .. } => "context deadline exceeded".into(),
+            RpcError::DeadlineExceeded { .. } => "context deadline exceeded".into(),
+        }
+    }
+
+    /// grpc-go's `rpc error: code = X desc = Y`, as clientv3 logs it.
+    pub fn grpc_text(&self) -> String {
+        match self {
+            RpcError::Status { code, message } => {
+                format!("rpc error: code = {} desc = {message}", code_name(*code))
+            }
+            RpcError::DeadlineExceeded { detail } => {
+                format!("rpc error: code = DeadlineExceeded desc = {detail}")
+            }
+            RpcError::Unreachable { .. } => "rpc error: code = DeadlineExceeded desc = latest \
+                 balancer error: all SubConns are in TransientFailure"
+                .into(),
+        }
+    }
+
+    /// The same for a call on a direct (`passthrough:///`) connection, as
+    /// clientv3's per-endpoint maintenance calls make: grpc-go then names
+    /// the dial error itself.
+    pub fn grpc_text_direct(&self) -> String {
+        match self {
+            RpcError::Unreachable {
+                refused: Some(addr),
+            } => format!(
+                "rpc error: code = DeadlineExceeded desc = latest balancer error: connection \
+                 error: desc = \"transport: Error while dialing dial tcp {addr}: connect: \
+                 connection refused\""
+            ),
+            other => other.grpc_text(),
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            RpcError::Status { code, .. } => *code,
+            RpcError::DeadlineExceeded { .. } | RpcError::Unreachable { .. } => {
+                Code::DeadlineExceeded
+            }
+        }
+    }
+}
+
+fn is_transport_error(status: &Status) -> bool {
+    status.code() == Code::Unknown
+        && (status.message().contains("transport error")
+            || status.message().contains("connection")
+            || status.message().contains("h2 protocol error"))
+}
+
+/// grpc-go's names of the status codes (`codes.Code.String()`).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// `host:port` of an endpoint.
+fn host_port(endpoint: &str) -> Option<String> {
+    let uri = endpoint_uri(endpoint);
+    Some(uri.split("://").nth(1)?.trim_end_matches('/').to_string())
+}
+
+/// An endpoint as etcdctl accepts it (`host:port` or a URL) as a URI.
+pub fn endpoint_uri(endpoint: &str) -> String {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        endpoint.to_string()
+    } else if let Some(rest) = endpoint.strip_prefix("unix://") {
+        format!("http://{rest}")
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+/// Connections to the endpoints of one cluster; calls go to the current
+/// one and move on to the next when it cannot be reached.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// (endpoint as the user wrote it, lazily connecting channel)
+    endpoints: Arc<Vec<(String, Channel)>>,
+    current: Arc<AtomicUsize>,
+    /// An auth token (from `Authenticate`), sent with every request.
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Client {
+    /// A client whose current endpoint is the first that accepts a TCP
+    /// connection within the dial timeout (else the first one, so that the
+    /// first call fails with the deadline as etcdctl's does).
+    pub async fn connect(config: &ClientConfig) -> Result<Client, String> {
+        let mut endpoints = Vec::new();
+        for ep in &config.endpoints {
+            let endpoint = Endpoint::from_shared(endpoint_uri(ep))
+                .map_err(|e| format!("invalid endpoint {ep:?}: {e}"))?
+                .connect_timeout(config.dial_timeout)
+                .http2_keep_alive_interval(config.keepalive_time)
+                .keep_alive_timeout(config.keepalive_timeout)
+                .keep_alive_while_idle(true);
+            endpoints.push((ep.clone(), endpoint.connect_lazy()));
+        }
+        if endpoints.is_empty() {
+            return Err("no endpoints given".into());
+        }
+        let mut current = 0;
+        for (i, (ep, _)) in endpoints.iter().enumerate() {
+            let Some(addr) = host_port(ep) else { continue };
+            let dial = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(_)) = tokio::time::timeout(config.dial_timeout, dial).await {
+                current = i;
+                break;
+            }
+        }
+        Ok(Client {
+            endpoints: Arc::new(endpoints),
+            current: Arc::new(AtomicUsize::new(current)),
+            token: None,
+        })
+    }
+
+    fn current(&self) -> &(String, Channel) {
+        let i = self.current.load(Ordering::Relaxed) % self.endpoints.len();
+        &self.endpoints[i]
+    }
+
+    /// Moves calls on to the next endpoint (clientv3's balancer does the
+    /// same when a connection fails).
+    pub fn fail_over(&self) {
+        if self.endpoints.len() > 1 {
+            self.current.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Authenticates as `user` and sends the token with every later call.
+    pub async fn authenticate(
+        &mut self,
+        user: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<(), RpcError> {
+        let req = ferrokv_wire::pb::etcdserverpb::AuthenticateRequest {
+            name: user.to_string(),
+            password: password.to_string(),
+        };
+        let resp: ferrokv_wire::pb::etcdserverpb::AuthenticateResponse =
+            self.unary(path::AUTHENTICATE, req, timeout).await?;
+        self.token = resp.token.parse().ok();
+        Ok(())
+    }
+
+    fn with_token<T>(&self, mut request: tonic::Request<T>) -> tonic::Request<T> {
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        request
+    }
+
+    /// The current endpoint's channel, for calls this type has no helper
+    /// for.
+    pub fn channel(&self) -> Channel {
+        self.current().1.clone()
+    }
+
+    /// The endpoint calls currently go to, as the user wrote it.
+    pub fn endpoint(&self) -> &str {
+        &self.current().0
+    }
+
+    /// One unary call bounded by `timeout` even if the server never answers.
+    pub async fn unary<Req, Resp>(
+        &self,
+        path: &'static str,
+        req: Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        // grpc-go keeps trying to connect until the call's deadline, so
+        // a server that comes up within it still answers; so does this.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last_unreachable = None;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let attempt =
+                tokio::time::timeout(remaining, self.unary_once(path, req.clone(), remaining))
+                    .await;
+            match attempt {
+                Ok(Err(RpcError::Unreachable { .. })) => {
+                    last_unreachable = Some(RpcError::Unreachable {
+                        refused: self.refused_addr().await,
+                    });
+                    // Nothing was sent: any request may go to another one.
+                    self.fail_over();
+                    tokio::time::sleep(CONNECT_RETRY_PAUSE.min(remaining)).await;
+                }
+                Ok(result) => return result,
+                Err(_) => break,
+            }
+        }
+        Err(last_unreachable.unwrap_or(RpcError::DeadlineExceeded {
+            detail: "context deadline exceeded".into(),
+        }))
+    }
+
+    async fn unary_once<Req, Resp>(
+        &self,
+        path: &'static str,
+        req: Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let mut grpc = tonic::client::Grpc::new(self.channel());
+        grpc.ready().await.map_err(|e| {
+            RpcError::from_status(Status::unavailable(format!("connection not ready: {e}")))
+        })?;
+        let mut request = self.with_token(tonic::Request::new(req));
+        request.set_timeout(timeout);
+        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+        grpc.unary(request, PathAndQuery::from_static(path), codec)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(RpcError::from_status)
+    }
+
+    /// `host:port` when a plain TCP connect to the endpoint is refused.
+    async fn refused_addr(&self) -> Option<String> {
+        let addr = host_port(self.endpoint())?;
+        match tokio::net::TcpStream::connect(&addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(addr),
+            _ => None,
+        }
+    }
+
+    /// Opens a bidirectional stream in the background: requests go in
+    /// through the returned sender, responses (or the error that ended the
+    /// stream) come out of the receiver, which closes with the stream.
+    /// Opening does not wait for the server: grpc-go servers send their
+    /// response headers only with the first message, so a client that
+    /// waited before sending its first request would wait forever.
+    pub fn bidi<Req, Resp>(
+        &self,
+        path: &'static str,
+    ) -> (mpsc::Sender<Req>, mpsc::Receiver<Result<Resp, RpcError>>)
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let (req_tx, req_rx) = mpsc::channel(STREAM_SEND_QUEUE_MAX);
+        let (resp_tx, resp_rx) = mpsc::channel(STREAM_SEND_QUEUE_MAX);
+        let channel = self.channel();
+        let request = self.with_token(tonic::Request::new(ReceiverStream::new(req_rx)));
+        tokio::spawn(async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            if let Err(e) = grpc.ready().await {
+                let status = Status::unavailable(format!("connection not ready: {e}"));
+                let _ = resp_tx.send(Err(RpcError::from_status(status))).await;
+                return;
+            }
+            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+            let opened = grpc
+                .streaming(request, PathAndQuery::from_static(path), codec)
+                .await;
+            let mut stream: Streaming<Resp> = match opened {
+                Ok(r) => r.into_inner(),
+                Err(status) => {
+                    let _ = resp_tx.send(Err(RpcError::from_status(status))).await;
+                    return;
+                }
+            };
+            loop {
+                match stream.message().await {
+                    Ok(Some(msg)) => {
+                        if resp_tx.send(Ok(msg)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = resp_tx.send(Err(RpcError::from_status(status))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        (req_tx, resp_rx)
+    }
+}
+
+/// A status as etcdctl prints a failed stream's error.
+pub fn status_text(status: &Status) -> String {
+    RpcError::from_status(status.clone()).message()
+}
+
+/// gRPC method paths of the etcd v3 services.
+pub mod path {
+    pub const AUTHENTICATE: &str = "/etcdserverpb.Auth/Authenticate";
+    pub const RANGE: &str = "/etcdserverpb.KV/Range";
+    pub const PUT: &str = "/etcdserverpb.KV/Put";
+    pub const DELETE_RANGE: &str = "/etcdserverpb.KV/DeleteRange";
+    pub const TXN: &str = "/etcdserverpb.KV/Txn";
+    pub const COMPACT: &str = "/etcdserverpb.KV/Compact";
+    pub const WATCH: &str = "/etcdserverpb.Watch/Watch";
+    pub const LEASE_GRANT: &str = "/etcdserverpb.Lease/LeaseGrant";
+    pub const LEASE_REVOKE: &str = "/etcdserverpb.Lease/LeaseRevoke";
+    pub const LEASE_KEEP_ALIVE: &str = "/etcdserverpb.Lease/LeaseKeepAlive";
+    pub const LEASE_TIME_TO_LIVE: &str = "/etcdserverpb.Lease/LeaseTimeToLive";
+    pub const LEASE_LEASES: &str = "/etcdserverpb.Lease/LeaseLeases";
+    pub const MEMBER_ADD: &str = "/etcdserverpb.Cluster/MemberAdd";
+    pub const MEMBER_REMOVE: &str = "/etcdserverpb.Cluster/MemberRemove";
+    pub const MEMBER_UPDATE: &str = "/etcdserverpb.Cluster/MemberUpdate";
+    pub const MEMBER_LIST: &str = "/etcdserverpb.Cluster/MemberList";
+    pub const MEMBER_PROMOTE: &str = "/etcdserverpb.Cluster/MemberPromote";
+    pub const ALARM: &str = "/etcdserverpb.Maintenance/Alarm";
+    pub const STATUS: &str = "/etcdserverpb.Maintenance/Status";
+    pub const DEFRAGMENT: &str = "/etcdserverpb.Maintenance/Defragment";
+    pub const HASH_KV: &str = "/etcdserverpb.Maintenance/HashKV";
+    pub const SNAPSHOT: &str = "/etcdserverpb.Maintenance/Snapshot";
+    pub const MOVE_LEADER: &str = "/etcdserverpb.Maintenance/MoveLeader";
+}

@@ -1,0 +1,269 @@
+//! `check perf`: etcdctl's write-throughput check. For the duration of a
+//! load model, `clients` writers put 1 KiB values under random 256-byte
+//! keys below `--prefix` at the model's rate; then the verdicts (PASS/FAIL
+//! on throughput, slowest request, standard deviation) and the clean-up.
+
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferrokv_wire::pb::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DefragmentRequest, DefragmentResponse,
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+};
+
+use crate::client::path;
+use crate::ctx::{emit, Ctx};
+use crate::error::{CmdError, EXIT_ERROR};
+
+/// etcdctl's load models: (writes/s, clients).
+fn load_model(name: &str) -> Option<(u64, usize)> {
+    Some(match name {
+        "s" => (150, 50),
+        "m" => (1000, 200),
+        "l" => (8000, 500),
+        "xl" => (15000, 1000),
+        _ => return None,
+    })
+}
+
+/// Every model runs this long in etcdctl. `FERROCTL_CHECK_PERF_DURATION`
+/// (a Go duration) shortens it for tests; etcdctl has no such knob.
+const CHECK_PERF_DURATION: Duration = Duration::from_secs(60);
+/// Connections shared by the writers (etcdctl opens one per writer).
+const CHECK_PERF_CONNECTIONS_MAX: usize = 16;
+const KEY_SIZE: usize = 256;
+const VALUE_SIZE: usize = 1024;
+
+pub async fn perf(ctx: Ctx) -> Result<(), CmdError> {
+    let load = ctx.inv.string("load");
+    let Some((limit, clients)) = load_model(&load) else {
+        return Err(CmdError::bad_feature(format!("unknown load option {load}")));
+    };
+    let duration = std::env::var("FERROCTL_CHECK_PERF_DURATION")
+        .ok()
+        .and_then(|d| crate::gofmt::parse_duration(&d).ok())
+        .unwrap_or(CHECK_PERF_DURATION);
+    let prefix = ctx.inv.string("prefix");
+    let mut conns = Vec::new();
+    for _ in 0..clients.min(CHECK_PERF_CONNECTIONS_MAX) {
+        conns.push(ctx.client().await?);
+    }
+    let first = conns[0].clone();
+    let existing: RangeResponse = ctx
+        .call(
+            &first,
+            path::RANGE,
+            RangeRequest {
+                key: Bytes::from(prefix.clone()),
+                range_end: Bytes::from(super::kv::prefix_end(prefix.as_bytes())),
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
+    if !existing.kvs.is_empty() {
+        return Err(CmdError::invalid_input(format!(
+            "prefix {} has keys. Delete with etcdctl del --prefix {prefix} first",
+            crate::gofmt::quote(prefix.as_bytes())
+        )));
+    }
+
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + duration;
+    let interval = Duration::from_secs_f64(1.0 / limit as f64);
+    let next_slot = Arc::new(Mutex::new(tokio::time::Instant::now()));
+    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let errors = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
+    let mut workers = Vec::new();
+    for i in 0..clients {
+        let conn = conns[i % conns.len()].clone();
+        let (prefix, next_slot, latencies, errors) = (
+            prefix.clone(),
+            next_slot.clone(),
+            latencies.clone(),
+            errors.clone(),
+        );
+        let timeout = ctx.command_timeout;
+        let mut rng = splitmix(i as u64 ^ started.elapsed().as_nanos() as u64);
+        workers.push(tokio::spawn(async move {
+            loop {
+                // A shared token bucket of one: the writers together stay
+                // at the model's rate.
+                let slot = {
+                    let Ok(mut next) = next_slot.lock() else {
+                        return;
+                    };
+                    let slot = (*next).max(tokio::time::Instant::now());
+                    *next = slot + interval;
+                    slot
+                };
+                if slot >= deadline {
+                    return;
+                }
+                tokio::time::sleep_until(slot).await;
+                rng = splitmix(rng);
+                let mut key = prefix.clone().into_bytes();
+                let mut raw = vec![0u8; KEY_SIZE];
+                raw[..8].copy_from_slice(&rng.to_le_bytes());
+                key.extend_from_slice(&raw);
+                let req = PutRequest {
+                    key: Bytes::from(key),
+                    value: Bytes::from(vec![0u8; VALUE_SIZE]),
+                    ..Default::default()
+                };
+                let sent = Instant::now();
+                let result: Result<PutResponse, _> = conn.unary(path::PUT, req, timeout).await;
+                match result {
+                    Ok(_) => {
+                        if let Ok(mut l) = latencies.lock() {
+                            l.push(sent.elapsed().as_secs_f64());
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut errs) = errors.lock() {
+                            *errs.entry(e.message()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let progress = std::io::stdout().is_terminal();
+    let total_s = duration.as_secs().max(1);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut elapsed_s = 0;
+    while tokio::time::Instant::now() < deadline {
+        ticker.tick().await;
+        if progress {
+            let pct = (elapsed_s as f64 / total_s as f64 * 100.0).min(100.0);
+            emit(
+                format!(
+                    "\r {elapsed_s} / {total_s} {}! {pct:.2}%",
+                    "o".repeat(elapsed_s as usize % 40)
+                )
+                .as_bytes(),
+            )?;
+        }
+        elapsed_s += 1;
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    if progress {
+        emit(format!("\r {total_s} / {total_s} 100.00%\n\n").as_bytes())?;
+    }
+    let took_s = started.elapsed().as_secs_f64();
+    let lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    let rps = lat.len() as f64 / took_s;
+    let slowest = lat.iter().copied().fold(0.0, f64::max);
+    let mean = if lat.is_empty() {
+        0.0
+    } else {
+        lat.iter().sum::<f64>() / lat.len() as f64
+    };
+    let stddev = if lat.is_empty() {
+        0.0
+    } else {
+        (lat.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / lat.len() as f64).sqrt()
+    };
+
+    let mut out = String::new();
+    let mut ok = true;
+    let errs = errors.lock().map(|e| e.clone()).unwrap_or_default();
+    if !errs.is_empty() {
+        out.push_str("FAIL: too many errors\n");
+        for (e, n) in &errs {
+            out.push_str(&format!("FAIL: ERROR({e}) -> {n}\n"));
+        }
+        ok = false;
+    }
+    if rps / limit as f64 <= 0.9 {
+        out.push_str(&format!(
+            "FAIL: Throughput too low: {} writes/s\n",
+            rps as u64 + 1
+        ));
+        ok = false;
+    } else {
+        out.push_str(&format!(
+            "PASS: Throughput is {} writes/s\n",
+            rps as u64 + 1
+        ));
+    }
+    if slowest > 0.5 {
+        out.push_str(&format!("Slowest request took too long: {slowest:.6}s\n"));
+        ok = false;
+    } else {
+        out.push_str(&format!("PASS: Slowest request took {slowest:.6}s\n"));
+    }
+    if stddev > 0.1 {
+        out.push_str(&format!("Stddev too high: {stddev:.6}s\n"));
+        ok = false;
+    } else {
+        out.push_str(&format!("PASS: Stddev is {stddev:.6}s\n"));
+    }
+    out.push_str(if ok { "PASS\n" } else { "FAIL\n" });
+    emit(out.as_bytes())?;
+
+    let deleted: DeleteRangeResponse = first
+        .unary(
+            path::DELETE_RANGE,
+            DeleteRangeRequest {
+                key: Bytes::from(prefix.clone()),
+                range_end: Bytes::from(super::kv::prefix_end(prefix.as_bytes())),
+                ..Default::default()
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| CmdError::rpc(&e, first.endpoint()))?;
+    if ctx.inv.bool("auto-compact") {
+        let revision = deleted.header.map_or(0, |h| h.revision);
+        let _: CompactionResponse = ctx
+            .call(
+                &first,
+                path::COMPACT,
+                CompactionRequest {
+                    revision,
+                    physical: true,
+                },
+            )
+            .await?;
+    }
+    if ctx.inv.bool("auto-defrag") {
+        for ep in ctx.config.endpoints.clone() {
+            let c = ctx.client_for(&ep).await?;
+            if let Err(e) = c
+                .unary::<_, DefragmentResponse>(
+                    path::DEFRAGMENT,
+                    DefragmentRequest {},
+                    ctx.command_timeout,
+                )
+                .await
+            {
+                crate::ctx::eprint_now(&format!(
+                    "Failed to defragment etcd member[{ep}] ({})\n",
+                    e.message()
+                ));
+            } else {
+                emit(format!("Finished defragmenting etcd member[{ep}]\n").as_bytes())?;
+            }
+        }
+    }
+    if !ok {
+        return Err(CmdError {
+            code: EXIT_ERROR,
+            message: String::new(),
+            log: None,
+        });
+    }
+    Ok(())
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
