@@ -6,7 +6,9 @@
 //! - [`printer`], [`json`], [`gofmt`], [`table`]: output byte-for-byte as
 //!   etcdctl prints it.
 //! - [`concurrency`]: etcd's lock and election recipes (sessions on leases).
-//! - [`bolt`]: read-only bbolt walk for `snapshot status`.
+//! - [`bolt`]: read-only bbolt walk for `snapshot status` of etcd files.
+//! - [`snapshot_file`]: `snapshot status` of either kind of file (an etcd
+//!   bbolt database or a ferrokv backup); `ferroutl snapshot restore`.
 //! - [`cmd`]: the commands.
 
 pub mod bolt;
@@ -20,6 +22,7 @@ pub mod gofmt;
 pub mod json;
 pub mod password;
 pub mod printer;
+pub mod snapshot_file;
 pub mod table;
 
 /// The etcdctl version ferroctl reports (and matches byte-for-byte).

@@ -65,6 +65,21 @@ pub fn ctl_with_timeout<S: AsRef<OsStr>>(
     run_bounded(child, stdin.map(<[u8]>::to_vec), timeout)
 }
 
+/// Runs an offline tool (`ferroutl`) with `args` only, bounded by
+/// `timeout`, stdout and stderr captured.
+pub fn tool<S: AsRef<OsStr>>(bin: &Path, args: &[S], timeout: Duration) -> Output {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    crate::server::die_with_test(&mut cmd);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    run_bounded(child, None, timeout)
+}
+
 fn ctl_command<S: AsRef<OsStr>>(bin: &Path, endpoint: &str, args: &[S], stdin: bool) -> Command {
     let mut cmd = Command::new(bin);
     // A developer's ETCDCTL_ENDPOINTS, ETCDCTL_USER, ... must not leak into

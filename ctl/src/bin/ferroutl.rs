@@ -1,28 +1,54 @@
-//! `ferroutl`: the offline tool (etcdutl's role). So far it reads snapshot
-//! files: `ferroutl snapshot status FILE [-w simple|json|fields|table]`,
-//! printed exactly as `etcdctl snapshot status` prints them.
+//! `ferroutl`: the offline tool (etcdutl's role), for files and stopped
+//! members:
+//!
+//! - `snapshot status FILE [-w simple|json|fields|table]`: an etcd snapshot
+//!   or a ferrokv backup, printed exactly as `etcdctl snapshot status`;
+//! - `snapshot restore FILE [--data-dir D] [--name N] [--initial-cluster C]
+//!   [--initial-cluster-token T] [--initial-advertise-peer-urls U]
+//!   [--skip-hash-check]`: a ferrokv backup into a new member data dir;
+//! - `defrag --data-dir D [--wal-dir W]`: a stopped member's shards
+//!   snapshotted afresh and their logs truncated;
+//! - `wal --data-dir D [--wal-dir W]`: every log record, one line each;
+//! - `version`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 const USAGE: &str = "\
 ferroutl: offline tool for ferrokv and etcd files
 
 Usage:
   ferroutl snapshot status <filename> [-w simple|json|fields|table]
+  ferroutl snapshot restore <filename> [--data-dir DIR] [--name NAME]
+      [--initial-cluster NAME=URL,...] [--initial-cluster-token TOKEN]
+      [--initial-advertise-peer-urls URL,...] [--skip-hash-check]
+  ferroutl defrag --data-dir DIR [--wal-dir DIR]
+  ferroutl wal --data-dir DIR [--wal-dir DIR]
   ferroutl version
 ";
+
+/// Exit code of a usage error (etcdctl's ExitBadArgs).
+const EXIT_BAD_ARGS: i32 = 3;
+/// Exit code of a failed command (etcdctl's ExitError).
+const EXIT_ERROR: i32 = 1;
 
 fn main() {
     let argv: Vec<String> = std::env::args_os()
         .skip(1)
         .map(|a| ferrokv_ctl::cli::arg_from_os(&a))
         .collect();
-    let words: Vec<&str> = argv
+    let command: Vec<&str> = argv
         .iter()
+        .take(2)
         .map(String::as_str)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let code = match words.as_slice() {
+    let code = match command.as_slice() {
         ["snapshot", "status", ..] => ferrokv_ctl::main_with_args(argv),
-        ["version"] => {
+        ["snapshot", "restore", ..] => run(&argv[2..], restore),
+        ["defrag", ..] => run(&argv[1..], defrag),
+        ["wal", ..] => run(&argv[1..], wal),
+        ["version", ..] => {
             println!("ferroutl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: {}", ferrokv_ctl::API_VERSION);
             0
@@ -32,14 +58,182 @@ fn main() {
             0
         }
         other => {
-            eprintln!(
-                "Error: {}: not supported by ferroutl yet (snapshot restore, defrag --data-dir \
-                 and the WAL inspector are next; see docs/ctl.md)",
-                other.join(" ")
-            );
+            eprintln!("Error: unknown command {:?}", other.join(" "));
             eprint!("{USAGE}");
-            4
+            EXIT_BAD_ARGS
         }
     };
     std::process::exit(code);
+}
+
+/// Flags and positional arguments of one command.
+struct Args {
+    positional: Vec<String>,
+    flags: HashMap<String, String>,
+}
+
+impl Args {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.flags.get(name).map(String::as_str)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.flags.contains_key(name)
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Error(String),
+}
+
+/// `--name value`, `--name=value`; `switches` take no value.
+fn parse(argv: &[String], valued: &[&str], switches: &[&str]) -> Result<Args, Failure> {
+    let mut out = Args {
+        positional: Vec::new(),
+        flags: HashMap::new(),
+    };
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        let Some(flag) = a.strip_prefix("--") else {
+            out.positional.push(a.clone());
+            continue;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
+        };
+        if switches.contains(&name) {
+            let on = inline.as_deref().unwrap_or("true");
+            if on != "false" {
+                out.flags.insert(name.to_string(), on.to_string());
+            }
+        } else if valued.contains(&name) {
+            let value = match inline {
+                Some(v) => v,
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| Failure::Usage(format!("flag needs an argument: --{name}")))?,
+            };
+            out.flags.insert(name.to_string(), value);
+        } else {
+            return Err(Failure::Usage(format!("unknown flag: --{name}")));
+        }
+    }
+    Ok(out)
+}
+
+fn run(argv: &[String], command: fn(&[String]) -> Result<String, Failure>) -> i32 {
+    match command(argv) {
+        Ok(out) => {
+            print!("{out}");
+            0
+        }
+        Err(Failure::Usage(e)) => {
+            eprintln!("Error: {e}");
+            eprint!("{USAGE}");
+            EXIT_BAD_ARGS
+        }
+        Err(Failure::Error(e)) => {
+            eprintln!("Error: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+fn data_dirs(a: &Args) -> Result<(PathBuf, Option<PathBuf>), Failure> {
+    let data_dir = a
+        .get("data-dir")
+        .ok_or_else(|| Failure::Usage("--data-dir is required".into()))?;
+    Ok((PathBuf::from(data_dir), a.get("wal-dir").map(PathBuf::from)))
+}
+
+fn restore(argv: &[String]) -> Result<String, Failure> {
+    let a = parse(
+        argv,
+        &[
+            "data-dir",
+            "name",
+            "initial-cluster",
+            "initial-cluster-token",
+            "initial-advertise-peer-urls",
+        ],
+        &["skip-hash-check"],
+    )?;
+    let [file] = a.positional.as_slice() else {
+        return Err(Failure::Usage(
+            "snapshot restore requires exactly one argument".into(),
+        ));
+    };
+    let name = a.get("name").unwrap_or("default");
+    let peer_urls = a
+        .get("initial-advertise-peer-urls")
+        .unwrap_or("http://localhost:2380");
+    let default_cluster = format!("{name}={peer_urls}");
+    let cluster = a.get("initial-cluster").unwrap_or(&default_cluster);
+    // etcd's own check: the restored member must be in the cluster it is
+    // told about, with the peer URLs it will advertise.
+    let mine: Vec<&str> = cluster
+        .split(',')
+        .filter_map(|m| m.split_once('='))
+        .filter(|(n, _)| *n == name)
+        .map(|(_, u)| u)
+        .collect();
+    if mine.is_empty() {
+        return Err(Failure::Error(format!(
+            "couldn't find local name {name:?} in the initial cluster configuration"
+        )));
+    }
+    let mut want: Vec<&str> = peer_urls.split(',').collect();
+    let mut have = mine.clone();
+    want.sort_unstable();
+    have.sort_unstable();
+    if want != have {
+        return Err(Failure::Error(format!(
+            "--initial-cluster has {name}={} but --initial-advertise-peer-urls is {peer_urls}",
+            mine.join(",")
+        )));
+    }
+    let data_dir = PathBuf::from(
+        a.get("data-dir")
+            .map_or_else(|| format!("{name}.ferrokv"), str::to_string),
+    );
+    let data = std::fs::read(file)
+        .map_err(|e| Failure::Error(ferrokv_ctl::gofmt::io_error("open", file, &e)))?;
+    let st = ferrokv_ctl::snapshot_file::restore(&data, &data_dir, a.has("skip-hash-check"))
+        .map_err(Failure::Error)?;
+    Ok(format!(
+        "restored snapshot {file} at revision {} ({} keys, {} shards) into {}\n\
+         start the member with: ferrokv --name {name} --data-dir {} --shards {} \
+         --initial-advertise-peer-urls {peer_urls} --initial-cluster {cluster}\n",
+        st.revision,
+        st.total_keys,
+        st.shards,
+        data_dir.display(),
+        data_dir.display(),
+        st.shards,
+    ))
+}
+
+fn defrag(argv: &[String]) -> Result<String, Failure> {
+    let a = parse(argv, &["data-dir", "wal-dir"], &[])?;
+    if !a.positional.is_empty() {
+        return Err(Failure::Usage("defrag takes no arguments".into()));
+    }
+    let (data_dir, wal_dir) = data_dirs(&a)?;
+    ferrokv_shards::defrag_offline(&data_dir, wal_dir.as_deref()).map_err(Failure::Error)?;
+    Ok(format!(
+        "Finished defragmenting etcd data[{}]\n",
+        data_dir.display()
+    ))
+}
+
+fn wal(argv: &[String]) -> Result<String, Failure> {
+    let a = parse(argv, &["data-dir", "wal-dir"], &[])?;
+    if !a.positional.is_empty() {
+        return Err(Failure::Usage("wal takes no arguments".into()));
+    }
+    let (data_dir, wal_dir) = data_dirs(&a)?;
+    ferrokv_shards::inspect::describe_wal(&data_dir, wal_dir.as_deref()).map_err(Failure::Error)
 }

@@ -457,7 +457,7 @@ pub async fn snapshot_status(ctx: Ctx) -> Result<(), CmdError> {
     let file = &ctx.inv.args[0];
     let data = std::fs::read(file)
         .map_err(|e| CmdError::error(crate::gofmt::io_error("stat", file, &e)))?;
-    let st = crate::bolt::snapshot_status(&data).map_err(CmdError::error)?;
+    let st = crate::snapshot_file::status(&data).map_err(CmdError::error)?;
     let size = crate::gofmt::human_bytes(u64::try_from(st.total_size).unwrap_or(0));
     let out = match ctx.printer.format {
         Format::Simple => format!("{:x}, {}, {}, {size}\n", st.hash, st.revision, st.total_key),
