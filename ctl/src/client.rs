@@ -27,6 +27,39 @@ pub struct ClientConfig {
     pub dial_timeout: Duration,
     pub keepalive_time: Duration,
     pub keepalive_timeout: Duration,
+    /// Transport security, as etcdctl's flags ask for it.
+    pub tls: Option<Tls>,
+}
+
+/// etcdctl's TLS flags: the CA to verify servers with (else the system's
+/// roots), and the client's own certificate and key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    pub cacert: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+impl Tls {
+    fn config(&self) -> Result<tonic::transport::ClientTlsConfig, String> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |flag: &str, path: &str| {
+            std::fs::read(path).map_err(|e| format!("--{flag}: open {path}: {e}"))
+        };
+        let mut config = ClientTlsConfig::new();
+        config = match &self.cacert {
+            Some(path) => config.ca_certificate(Certificate::from_pem(read("cacert", path)?)),
+            None => config.with_native_roots(),
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                config = config.identity(Identity::from_pem(read("cert", cert)?, read("key", key)?))
+            }
+            (None, None) => {}
+            _ => return Err("--cert and --key go together".into()),
+        }
+        Ok(config)
+    }
 }
 
 /// Why a call failed, in the terms etcdctl prints.
@@ -181,14 +214,29 @@ impl Client {
     /// connection within the dial timeout (else the first one, so that the
     /// first call fails with the deadline as etcdctl's does).
     pub async fn connect(config: &ClientConfig) -> Result<Client, String> {
+        let tls = config.tls.as_ref().map(Tls::config).transpose()?;
         let mut endpoints = Vec::new();
         for ep in &config.endpoints {
-            let endpoint = Endpoint::from_shared(endpoint_uri(ep))
+            let mut uri = endpoint_uri(ep);
+            if tls.is_some() && !ep.starts_with("http://") {
+                // As etcdctl: with TLS asked for, a bare host:port is https.
+                uri = uri.replacen("http://", "https://", 1);
+            }
+            let mut endpoint = Endpoint::from_shared(uri.clone())
                 .map_err(|e| format!("invalid endpoint {ep:?}: {e}"))?
                 .connect_timeout(config.dial_timeout)
                 .http2_keep_alive_interval(config.keepalive_time)
                 .keep_alive_timeout(config.keepalive_timeout)
                 .keep_alive_while_idle(true);
+            if uri.starts_with("https://") {
+                let tls = match &tls {
+                    Some(t) => t.clone(),
+                    None => Tls::default().config()?,
+                };
+                endpoint = endpoint
+                    .tls_config(tls)
+                    .map_err(|e| format!("endpoint {ep:?}: TLS: {e}"))?;
+            }
             endpoints.push((ep.clone(), endpoint.connect_lazy()));
         }
         if endpoints.is_empty() {

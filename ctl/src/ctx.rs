@@ -27,6 +27,7 @@ impl Ctx {
             dial_timeout: dur("dial-timeout")?,
             keepalive_time: dur("keepalive-time")?,
             keepalive_timeout: dur("keepalive-timeout")?,
+            tls: tls_of(&inv),
         };
         let printer = Printer {
             // Checked when the client is made, as etcdctl does.
@@ -125,17 +126,10 @@ impl Ctx {
         if Format::parse(&self.inv.string("write-out")).is_none() {
             return Err(CmdError::bad_feature("unsupported output format"));
         }
-        for tls in ["cacert", "cert", "key"] {
-            if !self.inv.raw(tls).is_empty() {
-                return Err(CmdError::new(
-                    crate::error::EXIT_BAD_FEATURE,
-                    format!("--{tls}: TLS is not supported by ferroctl yet"),
-                ));
-            }
-        }
-        if self.inv.bool("insecure-skip-tls-verify") || !self.inv.bool("insecure-transport") {
+        if self.inv.bool("insecure-skip-tls-verify") {
             return Err(CmdError::bad_feature(
-                "TLS transport is not supported by ferroctl yet",
+                "--insecure-skip-tls-verify is not supported by ferroctl: pass the \
+                 server's CA with --cacert",
             ));
         }
         if !self.inv.raw("discovery-srv").is_empty() {
@@ -176,4 +170,20 @@ pub fn eprint_now(text: &str) {
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(text.as_bytes());
     let _ = err.flush();
+}
+
+/// TLS as etcdctl decides it: any of `--cacert/--cert/--key`, or
+/// `--insecure-transport=false`.
+fn tls_of(inv: &crate::cli::Invocation) -> Option<crate::client::Tls> {
+    let file = |name: &str| {
+        let v = inv.raw(name);
+        (!v.is_empty()).then(|| v.to_string())
+    };
+    let tls = crate::client::Tls {
+        cacert: file("cacert"),
+        cert: file("cert"),
+        key: file("key"),
+    };
+    let wanted = tls != crate::client::Tls::default() || !inv.bool("insecure-transport");
+    wanted.then_some(tls)
 }

@@ -37,17 +37,26 @@ fn main() {
         .skip(1)
         .map(|a| ferrokv_ctl::cli::arg_from_os(&a))
         .collect();
-    let command: Vec<&str> = argv
-        .iter()
+    // The command is the first words that are not flags (etcdctl's global
+    // flags may come first for `snapshot status`).
+    let words: Vec<usize> = (0..argv.len())
+        .filter(|i| !argv[*i].starts_with('-'))
         .take(2)
-        .map(String::as_str)
-        .filter(|a| !a.starts_with('-'))
         .collect();
+    let command: Vec<&str> = words.iter().map(|i| argv[*i].as_str()).collect();
+    // A command's own arguments: everything but its command words.
+    let rest = |n: usize| -> Vec<String> {
+        argv.iter()
+            .enumerate()
+            .filter(|(i, _)| !words[..n].contains(i))
+            .map(|(_, a)| a.clone())
+            .collect()
+    };
     let code = match command.as_slice() {
         ["snapshot", "status", ..] => ferrokv_ctl::main_with_args(argv),
-        ["snapshot", "restore", ..] => run(&argv[2..], restore),
-        ["defrag", ..] => run(&argv[1..], defrag),
-        ["wal", ..] => run(&argv[1..], wal),
+        ["snapshot", "restore", ..] => run(&rest(2), restore),
+        ["defrag", ..] => run(&rest(1), defrag),
+        ["wal", ..] => run(&rest(1), wal),
         ["version", ..] => {
             println!("ferroutl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: {}", ferrokv_ctl::API_VERSION);

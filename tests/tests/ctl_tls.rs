@@ -1,0 +1,86 @@
+//! ferroctl over TLS, side by side with etcdctl against an etcd that serves
+//! https and wants client certificates: the same output and exit code with
+//! `--cacert/--cert/--key` (a bare host:port becomes https, as etcdctl
+//! does), and both refuse to work without a client certificate.
+
+use std::time::Duration;
+
+use ferrokv_tests::etcdctl::{ctl_with_timeout, etcdctl_bin};
+use ferrokv_tests::server::ferroctl_bin;
+use ferrokv_tests::{EtcdProcess, ServerOptions};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[test]
+fn ferroctl_and_etcdctl_agree_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = ferrokv_tests::tls::generate(&dir.path().join("tls"));
+    let server = EtcdProcess::start_with(
+        dir.path(),
+        ServerOptions {
+            tls: Some(tls.clone()),
+            ..ServerOptions::default()
+        },
+    )
+    .into_inner();
+    let bare = server.client_addr().to_string();
+    let ferroctl = ferroctl_bin().unwrap_or_else(|e| panic!("{e}"));
+    let etcdctl = etcdctl_bin();
+    let flags = tls.client_flags();
+    // Steps whose output is the same whichever client runs first.
+    let steps: [&[&str]; 4] = [
+        &["put", "tls-key", "v1"],
+        &["get", "tls-key"],
+        &["get", "tls-key", "-w", "json"],
+        &["put", "tls-key", "v1", "--prev-kv"],
+    ];
+    for step in steps {
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+        args.extend_from_slice(step);
+        let want = ctl_with_timeout(&etcdctl, &bare, &args, None, RUN_TIMEOUT);
+        let got = ctl_with_timeout(&ferroctl, &bare, &args, None, RUN_TIMEOUT);
+        assert_eq!(want.code, 0, "etcdctl {step:?}: {want:?}");
+        assert_eq!(
+            (got.code, &got.stdout),
+            (want.code, &want.stdout),
+            "ferroctl {step:?} (left) vs etcdctl (right); stderr {:?}",
+            got.stderr
+        );
+    }
+    // Without the client certificate both fail (the server requires one).
+    let ca_only = format!("--cacert={}", tls.ca.display());
+    for bin in [&etcdctl, &ferroctl] {
+        let out = ctl_with_timeout(
+            bin,
+            &bare,
+            &[
+                ca_only.as_str(),
+                "--dial-timeout=2s",
+                "--command-timeout=3s",
+                "get",
+                "tls-key",
+            ],
+            None,
+            RUN_TIMEOUT,
+        );
+        assert_ne!(
+            out.code,
+            0,
+            "{} without a client cert: {out:?}",
+            bin.display()
+        );
+    }
+    let skip = ctl_with_timeout(
+        &ferroctl,
+        &bare,
+        &["--insecure-skip-tls-verify", "get", "tls-key"],
+        None,
+        RUN_TIMEOUT,
+    );
+    assert_ne!(skip.code, 0);
+    assert!(
+        skip.stderr
+            .contains("--insecure-skip-tls-verify is not supported"),
+        "{skip:?}"
+    );
+}
