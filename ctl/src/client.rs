@@ -38,14 +38,30 @@ pub struct Tls {
     pub cacert: Option<String>,
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// `--insecure-skip-tls-verify`: the server's certificate is not checked.
+    pub skip_verify: bool,
 }
 
 impl Tls {
+    fn read(flag: &str, path: &str) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| format!("--{flag}: open {path}: {e}"))
+    }
+
+    /// The connection setup of `--insecure-skip-tls-verify`.
+    fn insecure(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let (cert, key) = (Self::read("cert", cert)?, Self::read("key", key)?);
+                crate::insecure_tls::config(Some((&cert, &key)))
+            }
+            (None, None) => crate::insecure_tls::config(None),
+            _ => Err("--cert and --key go together".into()),
+        }
+    }
+
     fn config(&self) -> Result<tonic::transport::ClientTlsConfig, String> {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        let read = |flag: &str, path: &str| {
-            std::fs::read(path).map_err(|e| format!("--{flag}: open {path}: {e}"))
-        };
+        let read = Self::read;
         let mut config = ClientTlsConfig::new();
         config = match &self.cacert {
             Some(path) => config.ca_certificate(Certificate::from_pem(read("cacert", path)?)),
@@ -198,6 +214,15 @@ pub fn endpoint_uri(endpoint: &str) -> String {
     }
 }
 
+/// A start index in `0..n` that differs from process to process.
+fn random_start(n: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    // std's RandomState is seeded randomly per process.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    (h.finish() % n.max(1) as u64) as usize
+}
+
 /// Connections to the endpoints of one cluster; calls go to the current
 /// one and move on to the next when it cannot be reached.
 #[derive(Clone, Debug)]
@@ -214,9 +239,31 @@ impl Client {
     /// connection within the dial timeout (else the first one, so that the
     /// first call fails with the deadline as etcdctl's does).
     pub async fn connect(config: &ClientConfig) -> Result<Client, String> {
-        let tls = config.tls.as_ref().map(Tls::config).transpose()?;
+        let insecure = match &config.tls {
+            Some(t) if t.skip_verify => Some(crate::insecure_tls::connector(t.insecure()?)),
+            _ => None,
+        };
+        let tls = match &config.tls {
+            Some(t) if !t.skip_verify => Some(t.config()?),
+            _ => None,
+        };
         let mut endpoints = Vec::new();
         for ep in &config.endpoints {
+            if let Some(connector) = &insecure {
+                // The connector makes the TLS connection; tonic sees http.
+                let uri = endpoint_uri(ep).replacen("https://", "http://", 1);
+                let endpoint = Endpoint::from_shared(uri)
+                    .map_err(|e| format!("invalid endpoint {ep:?}: {e}"))?
+                    .connect_timeout(config.dial_timeout)
+                    .http2_keep_alive_interval(config.keepalive_time)
+                    .keep_alive_timeout(config.keepalive_timeout)
+                    .keep_alive_while_idle(true);
+                endpoints.push((
+                    ep.clone(),
+                    endpoint.connect_with_connector_lazy(connector.clone()),
+                ));
+                continue;
+            }
             let mut uri = endpoint_uri(ep);
             if tls.is_some() && !ep.starts_with("http://") {
                 // As etcdctl: with TLS asked for, a bare host:port is https.
@@ -242,9 +289,18 @@ impl Client {
         if endpoints.is_empty() {
             return Err("no endpoints given".into());
         }
+        // clientv3's round-robin balancer starts each client at a random
+        // endpoint; so does this one, and a command's calls then stay on
+        // the first endpoint from there that accepts a connection. If none
+        // does, calls start at the first (the one etcdctl's errors name).
+        let n = endpoints.len();
+        let start = random_start(n);
         let mut current = 0;
-        for (i, (ep, _)) in endpoints.iter().enumerate() {
-            let Some(addr) = host_port(ep) else { continue };
+        for k in 0..n {
+            let i = (start + k) % n;
+            let Some(addr) = host_port(&endpoints[i].0) else {
+                continue;
+            };
             let dial = tokio::net::TcpStream::connect(addr);
             if let Ok(Ok(_)) = tokio::time::timeout(config.dial_timeout, dial).await {
                 current = i;

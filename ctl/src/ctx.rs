@@ -126,12 +126,6 @@ impl Ctx {
         if Format::parse(&self.inv.string("write-out")).is_none() {
             return Err(CmdError::bad_feature("unsupported output format"));
         }
-        if self.inv.bool("insecure-skip-tls-verify") {
-            return Err(CmdError::bad_feature(
-                "--insecure-skip-tls-verify is not supported by ferroctl: pass the \
-                 server's CA with --cacert",
-            ));
-        }
         if !self.inv.raw("discovery-srv").is_empty() {
             return Err(CmdError::bad_feature(
                 "--discovery-srv: DNS discovery is not supported by ferroctl yet",
@@ -172,8 +166,8 @@ pub fn eprint_now(text: &str) {
     let _ = err.flush();
 }
 
-/// TLS as etcdctl decides it: any of `--cacert/--cert/--key`, or
-/// `--insecure-transport=false`.
+/// TLS as etcdctl decides it: any of `--cacert/--cert/--key`,
+/// `--insecure-skip-tls-verify`, or `--insecure-transport=false`.
 fn tls_of(inv: &crate::cli::Invocation) -> Option<crate::client::Tls> {
     let file = |name: &str| {
         let v = inv.raw(name);
@@ -183,6 +177,7 @@ fn tls_of(inv: &crate::cli::Invocation) -> Option<crate::client::Tls> {
         cacert: file("cacert"),
         cert: file("cert"),
         key: file("key"),
+        skip_verify: inv.bool("insecure-skip-tls-verify"),
     };
     let wanted = tls != crate::client::Tls::default() || !inv.bool("insecure-transport");
     wanted.then_some(tls)

@@ -19,6 +19,7 @@ pub mod concurrency;
 pub mod ctx;
 pub mod error;
 pub mod gofmt;
+pub mod insecure_tls;
 pub mod json;
 pub mod password;
 pub mod printer;

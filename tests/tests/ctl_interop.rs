@@ -193,6 +193,42 @@ fn a_live_endpoint_is_used_when_the_first_is_down() {
     assert_eq!((out.code, out.stdout.as_str()), (0, "k\nv\n"), "{out:?}");
 }
 
+/// Reads are spread over the endpoints as clientv3's round-robin balancer
+/// spreads them (each client starts at a random endpoint): two servers
+/// holding different values for one key both answer over repeated runs.
+#[test]
+fn reads_are_balanced_over_the_endpoints() {
+    const RUNS: usize = 30;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = EtcdProcess::start(&dir.path().join("a"));
+    let b = EtcdProcess::start(&dir.path().join("b"));
+    for (server, value) in [(&a, "a"), (&b, "b")] {
+        let put = etcdctl(&server.endpoint(), &["put", "who", value], None);
+        assert_eq!(put.code, 0, "{put:?}");
+    }
+    let both = format!("{},{}", a.endpoint(), b.endpoint());
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..RUNS {
+        let out = ferrokv_tests::etcdctl::ctl_with_timeout(
+            &ferroctl(),
+            &both,
+            &["get", "who", "--print-value-only"],
+            None,
+            ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        seen.insert(out.stdout.trim().to_string());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    // Both after at most 30 runs: missing one has probability 2^-29.
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec!["a".to_string(), "b".to_string()]
+    );
+}
+
 /// `member add --learner`, `update` and `remove` through ferroctl on a
 /// one-member etcd (a learner never counts towards quorum), checked with
 /// etcdctl's `member list`.
