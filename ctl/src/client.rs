@@ -17,6 +17,10 @@ use tonic::{Code, Status, Streaming};
 
 /// Pause between two connection attempts of one call.
 const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// clientv3's limit on the attempts of one unary call.
+const UNARY_ATTEMPTS_MAX: u32 = 100;
+/// clientv3's pause between two attempts, before its +-10% jitter.
+const RETRY_BACKOFF: Duration = Duration::from_millis(25);
 /// Requests queued on an outgoing stream before `send` waits.
 const STREAM_SEND_QUEUE_MAX: usize = 64;
 
@@ -81,13 +85,22 @@ impl Tls {
 /// Why a call failed, in the terms etcdctl prints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RpcError {
-    /// The server answered with a gRPC status.
-    Status { code: Code, message: String },
+    /// The server answered with a gRPC status (`attempt`: how many earlier
+    /// attempts of the call failed and were retried).
+    Status {
+        code: Code,
+        message: String,
+        attempt: u32,
+    },
     /// No answer within the deadline (the caller's, or the dial's).
     DeadlineExceeded { detail: String },
     /// No connection could be made until the deadline; `refused` when the
     /// last attempt was actively refused (the address, as grpc-go names it).
+    /// Nothing was sent.
     Unreachable { refused: Option<String> },
+    /// The connection broke after the request went out: the server may or
+    /// may not have executed it.
+    Lost { attempt: u32 },
 }
 
 impl RpcError {
@@ -100,15 +113,25 @@ impl RpcError {
                 detail: status.message().to_string(),
             };
         }
-        // Transport failures (refused, reset) surface as Unknown or
-        // Unavailable with tonic's own words; grpc-go's client keeps
-        // retrying those until the deadline, so they end the same way.
-        if status.code() == Code::Unavailable || is_transport_error(&status) {
-            return RpcError::Unreachable { refused: None };
+        // A status with a source was made on this side from a failure
+        // below gRPC; one without came from the server.
+        let source = std::error::Error::source(&status);
+        if source.is_some() || is_transport_error(&status) {
+            // hyper cancels the requests still queued on a connection that
+            // closes: those, like failed connects, were never sent.
+            let unsent = status.code() == Code::Cancelled
+                || std::iter::successors(source, |e| e.source())
+                    .any(|e| e.is::<tonic::ConnectError>());
+            return if unsent {
+                RpcError::Unreachable { refused: None }
+            } else {
+                RpcError::Lost { attempt: 0 }
+            };
         }
         RpcError::Status {
             code: status.code(),
             message: status.message().to_string(),
+            attempt: 0,
         }
     }
 
@@ -120,7 +143,7 @@ impl RpcError {
             RpcError::Status { message, .. } if message.starts_with("etcdserver: ") => {
                 message.clone()
             }
-            RpcError::Status { .. } => self.grpc_text(),
+            RpcError::Status { .. } | RpcError::Lost { .. } => self.grpc_text(),
             RpcError::Unreachable { .. } => "context deadline exceeded".into(),
             RpcError::DeadlineExceeded { .. } => "context deadline exceeded".into(),
         }
@@ -129,7 +152,7 @@ impl RpcError {
     /// grpc-go's `rpc error: code = X desc = Y`, as clientv3 logs it.
     pub fn grpc_text(&self) -> String {
         match self {
-            RpcError::Status { code, message } => {
+            RpcError::Status { code, message, .. } => {
                 format!("rpc error: code = {} desc = {message}", code_name(*code))
             }
             RpcError::DeadlineExceeded { detail } => {
@@ -138,6 +161,10 @@ impl RpcError {
             RpcError::Unreachable { .. } => "rpc error: code = DeadlineExceeded desc = latest \
                  balancer error: all SubConns are in TransientFailure"
                 .into(),
+            // grpc-go's words for a call whose connection closed under it.
+            RpcError::Lost { .. } => {
+                "rpc error: code = Unavailable desc = transport is closing".into()
+            }
         }
     }
 
@@ -160,11 +187,67 @@ impl RpcError {
     pub fn code(&self) -> Code {
         match self {
             RpcError::Status { code, .. } => *code,
+            RpcError::Lost { .. } => Code::Unavailable,
             RpcError::DeadlineExceeded { .. } | RpcError::Unreachable { .. } => {
                 Code::DeadlineExceeded
             }
         }
     }
+
+    /// Attempts of the call that failed before this one (clientv3 logs
+    /// each with its number).
+    pub fn attempt(&self) -> u32 {
+        match self {
+            RpcError::Status { attempt, .. } | RpcError::Lost { attempt } => *attempt,
+            RpcError::DeadlineExceeded { .. } | RpcError::Unreachable { .. } => 0,
+        }
+    }
+
+    fn with_attempt(mut self, n: u32) -> Self {
+        if let RpcError::Status { attempt, .. } | RpcError::Lost { attempt } = &mut self {
+            *attempt = n;
+        }
+        self
+    }
+
+    /// clientv3's `isSafeRetryImmutableRPC`: a repeatable call (or a
+    /// stream) is tried again after a transient failure (no connection, a
+    /// connection lost under it, the server's `Unavailable`), never after
+    /// any other answer.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            RpcError::Unreachable { .. }
+                | RpcError::Lost { .. }
+                | RpcError::Status {
+                    code: Code::Unavailable,
+                    ..
+                }
+        )
+    }
+}
+
+/// clientv3's retry policy: these calls change nothing (or nothing twice)
+/// and are retried after transient failures; every other call only when
+/// it was never sent, since it may have been executed.
+fn is_repeatable(path: &str) -> bool {
+    matches!(
+        path,
+        path::RANGE
+            | path::LEASE_GRANT
+            | path::LEASE_REVOKE
+            | path::LEASE_TIME_TO_LIVE
+            | path::LEASE_LEASES
+            | path::MEMBER_LIST
+            | path::ALARM
+            | path::STATUS
+            | path::HASH_KV
+            | path::MOVE_LEADER
+            | path::USER_LIST
+            | path::USER_GET
+            | path::ROLE_LIST
+            | path::ROLE_GET
+    )
 }
 
 fn is_transport_error(status: &Status) -> bool {
@@ -214,8 +297,16 @@ pub fn endpoint_uri(endpoint: &str) -> String {
     }
 }
 
-/// A start index in `0..n` that differs from process to process.
-fn random_start(n: usize) -> usize {
+/// [`RETRY_BACKOFF`] with clientv3's jitter, so clients that failed
+/// together do not retry in step.
+fn retry_backoff() -> Duration {
+    let tenth = RETRY_BACKOFF.as_micros() as usize / 10;
+    let jitter = random_below(2 * tenth + 1) as u64;
+    RETRY_BACKOFF - Duration::from_micros(tenth as u64) + Duration::from_micros(jitter)
+}
+
+/// A number in `0..n` that differs from call to call and process to process.
+fn random_below(n: usize) -> usize {
     use std::hash::{BuildHasher, Hasher};
     // std's RandomState is seeded randomly per process.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -294,7 +385,7 @@ impl Client {
         // the first endpoint from there that accepts a connection. If none
         // does, calls start at the first (the one etcdctl's errors name).
         let n = endpoints.len();
-        let start = random_start(n);
+        let start = random_below(n);
         let mut current = 0;
         for k in 0..n {
             let i = (start + k) % n;
@@ -377,6 +468,7 @@ impl Client {
         // a server that comes up within it still answers; so does this.
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last_unreachable = None;
+        let mut failed: u32 = 0;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
@@ -394,7 +486,21 @@ impl Client {
                     self.fail_over();
                     tokio::time::sleep(CONNECT_RETRY_PAUSE.min(remaining)).await;
                 }
-                Ok(result) => return result,
+                Ok(Err(e))
+                    if e.is_transient()
+                        && is_repeatable(path)
+                        && failed + 1 < UNARY_ATTEMPTS_MAX =>
+                {
+                    let e = e.with_attempt(failed);
+                    crate::ctx::eprint_now(&format!(
+                        "{}\n",
+                        crate::error::retry_warning(&e, self.endpoint())
+                    ));
+                    failed += 1;
+                    self.fail_over();
+                    tokio::time::sleep(retry_backoff().min(remaining)).await;
+                }
+                Ok(result) => return result.map_err(|e| e.with_attempt(failed)),
                 Err(_) => break,
             }
         }
@@ -498,6 +604,21 @@ pub fn status_text(status: &Status) -> String {
 /// gRPC method paths of the etcd v3 services.
 pub mod path {
     pub const AUTHENTICATE: &str = "/etcdserverpb.Auth/Authenticate";
+    pub const AUTH_ENABLE: &str = "/etcdserverpb.Auth/AuthEnable";
+    pub const AUTH_DISABLE: &str = "/etcdserverpb.Auth/AuthDisable";
+    pub const USER_ADD: &str = "/etcdserverpb.Auth/UserAdd";
+    pub const USER_GET: &str = "/etcdserverpb.Auth/UserGet";
+    pub const USER_LIST: &str = "/etcdserverpb.Auth/UserList";
+    pub const USER_DELETE: &str = "/etcdserverpb.Auth/UserDelete";
+    pub const USER_CHANGE_PASSWORD: &str = "/etcdserverpb.Auth/UserChangePassword";
+    pub const USER_GRANT_ROLE: &str = "/etcdserverpb.Auth/UserGrantRole";
+    pub const USER_REVOKE_ROLE: &str = "/etcdserverpb.Auth/UserRevokeRole";
+    pub const ROLE_ADD: &str = "/etcdserverpb.Auth/RoleAdd";
+    pub const ROLE_GET: &str = "/etcdserverpb.Auth/RoleGet";
+    pub const ROLE_LIST: &str = "/etcdserverpb.Auth/RoleList";
+    pub const ROLE_DELETE: &str = "/etcdserverpb.Auth/RoleDelete";
+    pub const ROLE_GRANT_PERMISSION: &str = "/etcdserverpb.Auth/RoleGrantPermission";
+    pub const ROLE_REVOKE_PERMISSION: &str = "/etcdserverpb.Auth/RoleRevokePermission";
     pub const RANGE: &str = "/etcdserverpb.KV/Range";
     pub const PUT: &str = "/etcdserverpb.KV/Put";
     pub const DELETE_RANGE: &str = "/etcdserverpb.KV/DeleteRange";
@@ -520,4 +641,66 @@ pub mod path {
     pub const HASH_KV: &str = "/etcdserverpb.Maintenance/HashKV";
     pub const SNAPSHOT: &str = "/etcdserverpb.Maintenance/Snapshot";
     pub const MOVE_LEADER: &str = "/etcdserverpb.Maintenance/MoveLeader";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> Box<dyn std::error::Error + Send + Sync> {
+        Box::new(std::io::Error::new(kind, "test"))
+    }
+
+    #[test]
+    fn failures_are_told_apart_by_whether_the_request_went_out() {
+        let refused = Status::from_error(Box::new(tonic::ConnectError(io(
+            std::io::ErrorKind::ConnectionRefused,
+        ))));
+        assert_eq!(
+            RpcError::from_status(refused),
+            RpcError::Unreachable { refused: None }
+        );
+        let reset = Status::from_error(io(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(RpcError::from_status(reset), RpcError::Lost { attempt: 0 });
+        let no_leader = Status::unavailable("etcdserver: no leader");
+        let e = RpcError::from_status(no_leader);
+        assert!(e.is_transient());
+        assert_eq!(e.message(), "etcdserver: no leader");
+        let compacted = RpcError::from_status(Status::out_of_range(
+            "etcdserver: mvcc: required revision has been compacted",
+        ));
+        assert!(!compacted.is_transient());
+    }
+
+    #[test]
+    fn only_calls_that_change_nothing_twice_are_repeatable() {
+        for p in [
+            path::RANGE,
+            path::LEASE_GRANT,
+            path::MEMBER_LIST,
+            path::STATUS,
+        ] {
+            assert!(is_repeatable(p), "{p}");
+        }
+        for p in [
+            path::PUT,
+            path::TXN,
+            path::DELETE_RANGE,
+            path::COMPACT,
+            path::DEFRAGMENT,
+        ] {
+            assert!(!is_repeatable(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn backoff_stays_within_clientv3s_jitter() {
+        for _ in 0..100 {
+            let b = retry_backoff();
+            assert!(
+                (Duration::from_micros(22_500)..=Duration::from_micros(27_500)).contains(&b),
+                "{b:?}"
+            );
+        }
+    }
 }

@@ -80,7 +80,7 @@ impl CmdError {
 /// prints for every failed unary call (`ts` and `target` differ per run).
 pub fn retry_warning(err: &RpcError, endpoint: &str) -> String {
     let target = format!("endpoint://client-{}/{}", client_uuid(), endpoint);
-    warning_line(&target, &err.grpc_text())
+    warning_line(&target, err.attempt(), &err.grpc_text())
 }
 
 /// The warning for a call on a direct connection to one endpoint
@@ -88,14 +88,15 @@ pub fn retry_warning(err: &RpcError, endpoint: &str) -> String {
 pub fn retry_warning_direct(err: &RpcError, endpoint: &str) -> String {
     warning_line(
         &format!("passthrough:///{endpoint}"),
+        err.attempt(),
         &err.grpc_text_direct(),
     )
 }
 
-fn warning_line(target: &str, error: &str) -> String {
+fn warning_line(target: &str, attempt: u32, error: &str) -> String {
     let ts = crate::gofmt::zap_timestamp(std::time::SystemTime::now());
     format!(
-        "{{\"level\":\"warn\",\"ts\":{},\"caller\":\"clientv3/retry_interceptor.go:62\",\"msg\":\"retrying of unary invoker failed\",\"target\":{},\"attempt\":0,\"error\":{}}}",
+        "{{\"level\":\"warn\",\"ts\":{},\"caller\":\"clientv3/retry_interceptor.go:62\",\"msg\":\"retrying of unary invoker failed\",\"target\":{},\"attempt\":{attempt},\"error\":{}}}",
         crate::gofmt::json_string(&ts),
         crate::gofmt::json_string(target),
         crate::gofmt::json_string(error)

@@ -15,6 +15,8 @@
 //! - [`normalize`]: removes what legitimately differs between two servers
 //!   (ids, terms, addresses, timings) before outputs are compared.
 //! - [`script`]: the data-driven golden runner for `testdata/compat/*.txt`.
+//! - [`proxy`]: TCP proxies that delay client bytes or cut a connection
+//!   when its first request arrives.
 //! - [`tls`]: a test CA and certificate (openssl) for servers run with TLS.
 //! - [`ctl`]: the same scripts (and `testdata/ctl/*.txt`) run with etcdctl
 //!   and with `ferroctl`, compared step by step.
@@ -29,6 +31,7 @@ pub mod etcdctl;
 pub mod grpc;
 pub mod http;
 pub mod normalize;
+pub mod proxy;
 pub mod script;
 pub mod server;
 pub mod tls;

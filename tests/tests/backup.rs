@@ -262,10 +262,26 @@ async fn defragment_and_hashkv() {
         rows,
         "every key after defrag + restart"
     );
-    // Offline (`ferroutl defrag --data-dir`), on the stopped member.
+    // Offline, on the stopped member, as etcdctl 3.4 does it
+    // (`ferroctl defrag --data-dir`: silent when it worked).
     server.kill_9();
-    tokio::task::block_in_place(|| ferrokv_shards::defrag_offline(server.data_dir(), None))
-        .unwrap();
+    let data_dir = server.data_dir().to_str().unwrap().to_string();
+    let offline = tokio::task::block_in_place(|| {
+        ferrokv_tests::etcdctl::tool(
+            &ferrokv_tests::server::ferroctl_bin().unwrap(),
+            &["defrag", "--data-dir", &data_dir],
+            ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+        )
+    });
+    assert_eq!(
+        (
+            offline.code,
+            offline.stdout.as_str(),
+            offline.stderr.as_str()
+        ),
+        (0, "", ""),
+        "{offline:?}"
+    );
     server.start_again();
     assert_eq!(
         rows_at(&server, 0).await,

@@ -17,8 +17,8 @@
 //! These tests check the tool's accounting, never performance: no assertion
 //! here depends on how fast the machine is, beyond generous time bounds.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ferrokv_tests::proxy::{Fault, Proxy};
 use ferrokv_tests::server::ferrokv_bin;
 use ferrokv_tests::{free_addr, EtcdProcess, FerrokvProcess};
 use serde_json::Value;
@@ -417,53 +418,13 @@ fn stalled_server_ends_in_bound_and_reports_deadline_exceeded() {
     }
 }
 
-/// Forwards client bytes to `upstream` after holding each chunk for
-/// `delay`, so every request is answered no sooner than `delay` after it
-/// was sent: a server that sleeps.
-fn delaying_proxy(upstream: SocketAddr, delay: Duration) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { return };
-            let Ok(server) = TcpStream::connect(upstream) else {
-                return;
-            };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let pipe = |mut from: TcpStream, mut to: TcpStream, hold: Duration| {
-                thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n) = from.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        thread::sleep(hold);
-                        if to.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = to.shutdown(Shutdown::Write);
-                });
-            };
-            pipe(
-                client.try_clone().unwrap(),
-                server.try_clone().unwrap(),
-                delay,
-            );
-            pipe(server, client, Duration::ZERO);
-        }
-    });
-    addr
-}
-
 #[test]
 fn open_loop_measures_from_intended_send_time() {
     let dir = tempfile::tempdir().unwrap();
     let server = FerrokvProcess::start(dir.path());
     let delay = Duration::from_millis(200);
-    let proxy = delaying_proxy(server.client_addr(), delay);
-    let ep = format!("http://{proxy}");
+    let proxy = Proxy::start(server.client_addr(), Fault::Delay(delay));
+    let ep = proxy.endpoint();
     let common = [
         "--endpoints",
         ep.as_str(),

@@ -14,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ferrokv_tests::etcdctl::Background;
+use ferrokv_tests::proxy::{Fault, Proxy};
 use ferrokv_tests::server::ferroctl_bin;
 use ferrokv_tests::{etcdctl, etcdctl_bin, EtcdProcess};
 
@@ -484,5 +485,101 @@ fn read_only_tables_match_etcdctl_on_one_server() {
                 "{ep} {args:?}"
             );
         }
+    }
+}
+
+/// A request whose connection is cut after the client sent it (the server
+/// never saw it) is retried as clientv3 retries: reads and the other
+/// repeatable calls again until they succeed, each failed attempt logged
+/// with its number; writes not (they may have been applied), which fail
+/// with etcdctl's error and exit code. Same output as etcdctl's, against
+/// etcd and against ferrokv; the cut write is not applied.
+#[test]
+fn requests_cut_in_flight_are_retried_only_when_repeatable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdProcess::start(&dir.path().join("etcd"));
+    let ferrokv = ferrokv_tests::FerrokvProcess::start(&dir.path().join("ferrokv"));
+    let cases: [(&[&str], usize); 9] = [
+        (&["get", "k"], 1),
+        (&["get", "k", "-w", "json"], 3),
+        (&["put", "k", "w"], 1),
+        (&["del", "k"], 1),
+        (&["txn"], 1),
+        (&["member", "list"], 2),
+        (&["lease", "grant", "100", "-w", "json"], 1),
+        (&["endpoint", "status"], 1),
+        (&["user", "list"], 1),
+    ];
+    for (server, upstream) in [
+        (etcd.endpoint(), etcd.client_addr()),
+        (ferrokv.endpoint(), ferrokv.client_addr()),
+    ] {
+        let put = etcdctl(&server, &["put", "k", "v"], None);
+        assert_eq!(put.code, 0, "{put:?}");
+        for (args, cuts) in cases {
+            let stdin = (args == ["txn"]).then_some(&b"\nput k w\n\n\n"[..]);
+            let run = |bin: &Path| {
+                let proxy = Proxy::start(upstream, Fault::CutFirstRequests(cuts));
+                let out = ferrokv_tests::etcdctl::ctl_with_timeout(
+                    bin,
+                    &proxy.endpoint(),
+                    args,
+                    stdin,
+                    ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+                );
+                assert_eq!(proxy.cuts(), cuts, "{bin:?} {args:?}: {out:?}");
+                let mut norm = ferrokv_tests::Normalizer::new();
+                norm.add_literal(&proxy.addr().to_string(), "<proxy>");
+                norm.add_keys(&["ID"]);
+                norm.normalize_output(&out)
+            };
+            let want = run(&etcdctl_bin());
+            let got = run(&ferroctl());
+            assert_eq!(got, want, "{args:?} on {server}");
+            // Nothing that was cut reached the server.
+            let now = etcdctl(&server, &["get", "k", "--print-value-only"], None);
+            assert_eq!(now.stdout, "v\n", "{args:?} on {server}");
+        }
+    }
+}
+
+/// Long work shows progress on a terminal (a pseudo-terminal made by
+/// util-linux's `script`) and nothing of it when piped: defrag names the
+/// member it works on, snapshot save counts bytes, check perf draws its
+/// bar.
+#[test]
+fn long_work_shows_progress_only_on_a_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ferrokv_tests::FerrokvProcess::start(&dir.path().join("ferrokv"));
+    let ep = server.endpoint();
+    let db = dir.path().join("backup.db");
+    let db = db.to_str().expect("utf-8 path");
+    let ctl = ferroctl();
+    let ctl = ctl.to_str().expect("utf-8 path");
+    let cases: [(&[&str], &str); 2] = [
+        (&["defrag"], "] (1/1)..."),
+        (&["snapshot", "save", db], "downloading snapshot: "),
+    ];
+    for (args, shown) in cases {
+        let line = format!("{ctl} --endpoints={ep} {}", args.join(" "));
+        let on_tty = ferrokv_tests::etcdctl::tool(
+            std::path::Path::new("script"),
+            &["-qec", &line, "/dev/null"],
+            ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+        );
+        assert_eq!(on_tty.code, 0, "{on_tty:?}");
+        assert!(on_tty.stdout.contains(shown), "{args:?}: {on_tty:?}");
+        let piped = ferrokv_tests::etcdctl::ctl_with_timeout(
+            &ferroctl(),
+            &ep,
+            args,
+            None,
+            ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+        );
+        assert_eq!(piped.code, 0, "{piped:?}");
+        assert!(
+            !piped.stdout.contains(shown) && !piped.stderr.contains(shown),
+            "{args:?}: {piped:?}"
+        );
     }
 }

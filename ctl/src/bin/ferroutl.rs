@@ -231,11 +231,15 @@ fn defrag(argv: &[String]) -> Result<String, Failure> {
         return Err(Failure::Usage("defrag takes no arguments".into()));
     }
     let (data_dir, wal_dir) = data_dirs(&a)?;
-    ferrokv_shards::defrag_offline(&data_dir, wal_dir.as_deref()).map_err(Failure::Error)?;
-    Ok(format!(
-        "Finished defragmenting etcd data[{}]\n",
-        data_dir.display()
-    ))
+    // etcdutl says nothing when it worked.
+    ferrokv_shards::defrag_offline(&data_dir, wal_dir.as_deref())
+        .map(|()| String::new())
+        .map_err(|e| {
+            Failure::Error(format!(
+                "Failed to defragment etcd data[{}] ({e})",
+                data_dir.display()
+            ))
+        })
 }
 
 fn wal(argv: &[String]) -> Result<String, Failure> {

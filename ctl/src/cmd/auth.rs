@@ -14,23 +14,7 @@ use crate::gofmt::quote;
 use crate::json::{self, Obj};
 use crate::printer::Format;
 
-mod rpc {
-    pub const AUTH_ENABLE: &str = "/etcdserverpb.Auth/AuthEnable";
-    pub const AUTH_DISABLE: &str = "/etcdserverpb.Auth/AuthDisable";
-    pub const USER_ADD: &str = "/etcdserverpb.Auth/UserAdd";
-    pub const USER_GET: &str = "/etcdserverpb.Auth/UserGet";
-    pub const USER_LIST: &str = "/etcdserverpb.Auth/UserList";
-    pub const USER_DELETE: &str = "/etcdserverpb.Auth/UserDelete";
-    pub const USER_CHANGE_PASSWORD: &str = "/etcdserverpb.Auth/UserChangePassword";
-    pub const USER_GRANT_ROLE: &str = "/etcdserverpb.Auth/UserGrantRole";
-    pub const USER_REVOKE_ROLE: &str = "/etcdserverpb.Auth/UserRevokeRole";
-    pub const ROLE_ADD: &str = "/etcdserverpb.Auth/RoleAdd";
-    pub const ROLE_GET: &str = "/etcdserverpb.Auth/RoleGet";
-    pub const ROLE_LIST: &str = "/etcdserverpb.Auth/RoleList";
-    pub const ROLE_DELETE: &str = "/etcdserverpb.Auth/RoleDelete";
-    pub const ROLE_GRANT_PERMISSION: &str = "/etcdserverpb.Auth/RoleGrantPermission";
-    pub const ROLE_REVOKE_PERMISSION: &str = "/etcdserverpb.Auth/RoleRevokePermission";
-}
+use crate::client::path as rpc;
 
 /// How a response without lists prints in each format.
 fn print_plain<M: Message>(

@@ -154,9 +154,7 @@ pub async fn keep_alive(ctx: Ctx) -> Result<(), CmdError> {
         } else {
             match tokio::time::timeout(ctx.command_timeout, rx.recv()).await {
                 Ok(Some(Ok(r))) => Some(r),
-                Ok(Some(Err(e))) if !matches!(e, RpcError::Unreachable { .. }) => {
-                    return Err(stream_err(e))
-                }
+                Ok(Some(Err(e))) if !e.is_transient() => return Err(stream_err(e)),
                 _ => None,
             }
         };

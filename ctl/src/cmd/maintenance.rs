@@ -209,22 +209,51 @@ pub async fn alarm(ctx: Ctx, disarm: bool) -> Result<(), CmdError> {
 }
 
 pub async fn defrag(ctx: Ctx) -> Result<(), CmdError> {
-    if !ctx.inv.string("data-dir").is_empty() {
-        return Err(CmdError::bad_feature(
-            "defrag --data-dir: offline defragmentation belongs to ferroutl, not yet available",
-        ));
+    let data_dir = ctx.inv.string("data-dir");
+    if !data_dir.is_empty() {
+        // etcdctl 3.4 defragments a stopped member's files itself (3.5
+        // moved this to etcdutl; ferroutl has it too), silently when it
+        // works.
+        let dir = std::path::PathBuf::from(&data_dir);
+        let done = tokio::task::spawn_blocking(move || ferrokv_shards::defrag_offline(&dir, None))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        return done.map_err(|e| {
+            eprint_now(&format!(
+                "Failed to defragment etcd data[{data_dir}] ({e})\n"
+            ));
+            silent_exit(EXIT_ERROR)
+        });
     }
     let mut failures = 0;
-    for ep in endpoints(&ctx).await? {
+    let all = endpoints(&ctx).await?;
+    // Which member is being worked on, on a terminal only: piped output
+    // stays exactly etcdctl's.
+    let progress = {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal()
+    };
+    for (i, ep) in all.iter().enumerate() {
+        let ep = ep.clone();
+        if progress {
+            eprint_now(&format!(
+                "\rdefragmenting etcd member[{ep}] ({}/{})...",
+                i + 1,
+                all.len()
+            ));
+        }
         let client = ctx.client_for(&ep).await?;
-        match client
+        let outcome = client
             .unary::<_, DefragmentResponse>(
                 path::DEFRAGMENT,
                 DefragmentRequest {},
                 ctx.command_timeout,
             )
-            .await
-        {
+            .await;
+        if progress {
+            eprint_now("\r\x1b[K");
+        }
+        match outcome {
             Ok(_) => emit(format!("Finished defragmenting etcd member[{ep}]\n").as_bytes())?,
             Err(e) => {
                 failures += 1;

@@ -217,7 +217,7 @@ pub async fn watch(ctx: Ctx) -> Result<(), CmdError> {
                 let resp = match msg {
                     Some(Ok(r)) => r,
                     None => break,
-                    Some(Err(crate::client::RpcError::Unreachable { .. })) => {
+                    Some(Err(e)) if e.is_transient() => {
                         // As clientv3: reconnect (to the next endpoint, if
                         // any) and resume every watch after the last
                         // revision it delivered, for as long as it takes.
