@@ -235,8 +235,8 @@ pub const COMMANDS: &[Command] = &[
         flag("listen", Some('l'), Bool, "false", "observation mode"),
     ]),
     cmd("move-leader", "Transfers leadership to another etcd cluster member.", "<transferee-member-id>", &[]),
-    // Listed (so help text and group names match etcdctl) but answered
-    // "not supported by ferroctl yet"; see docs/ctl.md.
+    // The rest in etcdctl's help order; `check datascale`, `completion`
+    // and `migrate` answer "not supported by ferroctl yet" (docs/ctl.md).
     cmd("auth disable", "Disables authentication", "", &[]),
     cmd("auth enable", "Enables authentication", "", &[]),
     cmd("check datascale", "Check the memory usage of holding data for different workloads on a given server endpoint.", "", &[]),
@@ -251,7 +251,15 @@ pub const COMMANDS: &[Command] = &[
     cmd("completion powershell", "Generate the autocompletion script for powershell", "", &[]),
     cmd("completion zsh", "Generate the autocompletion script for zsh", "", &[]),
     cmd("help", "Help about any command", "", &[]),
-    cmd("make-mirror", "Makes a mirror at the destination etcd cluster", "", &[]),
+    cmd("make-mirror", "Makes a mirror at the destination etcd cluster", "[options] <destination>", &[
+        flag("dest-cacert", None, Str, "", "Verify certificates of TLS enabled secure servers using this CA bundle"),
+        flag("dest-cert", None, Str, "", "Identify secure client using this TLS certificate file for the destination cluster"),
+        flag("dest-insecure-transport", None, Bool, "true", "Disable transport security for client connections"),
+        flag("dest-key", None, Str, "", "Identify secure client using this TLS key file"),
+        flag("dest-prefix", None, Str, "", "destination prefix to mirror a prefix to a different prefix in the destination cluster"),
+        flag("no-dest-prefix", None, Bool, "false", "mirror key-values to the root of the destination cluster"),
+        flag("prefix", None, Str, "", "Key-value prefix to mirror"),
+    ]),
     cmd("migrate", "Migrates keys in a v2 store to a mvcc store", "", &[]),
     cmd("role add", "Adds a new role", "<role name>", &[]),
     cmd("role delete", "Deletes a role", "<role name>", &[]),
@@ -265,7 +273,15 @@ pub const COMMANDS: &[Command] = &[
         flag("from-key", None, Bool, "false", "revoke a permission of keys that are greater than or equal to the given key using byte compare"),
         flag("prefix", None, Bool, "false", "revoke a prefix permission"),
     ]),
-    cmd("snapshot restore", "Restores an etcd member snapshot to an etcd directory", "", &[]),
+    cmd("snapshot restore", "Restores an etcd member snapshot to an etcd directory", "<filename> [options]", &[
+        flag("data-dir", None, Str, "", "Path to the data directory"),
+        flag("initial-advertise-peer-urls", None, Str, "http://localhost:2380", "List of this member's peer URLs to advertise to the rest of the cluster"),
+        flag("initial-cluster", None, Str, "default=http://localhost:2380", "Initial cluster configuration for restore bootstrap"),
+        flag("initial-cluster-token", None, Str, "etcd-cluster", "Initial cluster token for the etcd cluster during restore bootstrap"),
+        flag("name", None, Str, "default", "Human-readable name for this member"),
+        flag("skip-hash-check", None, Bool, "false", "Ignore snapshot integrity hash value (required if copied from data directory)"),
+        flag("wal-dir", None, Str, "", "Path to the WAL directory (use --data-dir if none given)"),
+    ]),
     Command {
         path: "snapshot status",
         short: "Gets backend snapshot status of a given file",

@@ -41,6 +41,71 @@ pub fn restore(
     backup::restore(data, data_dir, skip_hash_check)
 }
 
+/// etcd's `snapshot restore` flags.
+pub struct RestoreRequest<'a> {
+    pub file: &'a str,
+    pub name: &'a str,
+    /// `--initial-cluster` (etcd's default: `default=http://localhost:2380`).
+    pub initial_cluster: &'a str,
+    pub peer_urls: &'a str,
+    /// `NAME.ferrokv` when not given.
+    pub data_dir: Option<&'a str>,
+    pub wal_dir: Option<&'a str>,
+    pub skip_hash_check: bool,
+}
+
+/// `snapshot restore` into a new member data dir, with etcd's check that
+/// the member is in the cluster it is told about with the peer URLs it
+/// will advertise; the answer says how to start the member.
+pub fn restore_member(req: &RestoreRequest) -> Result<String, String> {
+    let (name, peer_urls) = (req.name, req.peer_urls);
+    let cluster = req.initial_cluster;
+    let mine: Vec<&str> = cluster
+        .split(',')
+        .filter_map(|m| m.split_once('='))
+        .filter(|(n, _)| *n == name)
+        .map(|(_, u)| u)
+        .collect();
+    if mine.is_empty() {
+        return Err(format!(
+            "couldn't find local name {name:?} in the initial cluster configuration"
+        ));
+    }
+    let mut want: Vec<&str> = peer_urls.split(',').collect();
+    let mut have = mine.clone();
+    want.sort_unstable();
+    have.sort_unstable();
+    if want != have {
+        return Err(format!(
+            "--initial-cluster has {name}={} but --initial-advertise-peer-urls is {peer_urls}",
+            mine.join(",")
+        ));
+    }
+    let data_dir = std::path::PathBuf::from(
+        req.data_dir
+            .map_or_else(|| format!("{name}.ferrokv"), str::to_string),
+    );
+    let data = std::fs::read(req.file).map_err(|e| crate::gofmt::io_error("open", req.file, &e))?;
+    let st = restore(&data, &data_dir, req.skip_hash_check)?;
+    // A restored member's logs start empty: with --wal-dir they are made
+    // there when it starts with the same flag.
+    let wal_flag = req
+        .wal_dir
+        .map_or_else(String::new, |w| format!(" --wal-dir {w}"));
+    Ok(format!(
+        "restored snapshot {} at revision {} ({} keys, {} shards) into {}\n\
+         start the member with: ferrokv --name {name} --data-dir {}{wal_flag} --shards {} \
+         --initial-advertise-peer-urls {peer_urls} --initial-cluster {cluster}\n",
+        req.file,
+        st.revision,
+        st.total_keys,
+        st.shards,
+        data_dir.display(),
+        data_dir.display(),
+        st.shards,
+    ))
+}
+
 /// A private directory under the system temp dir, removed on drop.
 struct Scratch(std::path::PathBuf);
 

@@ -118,7 +118,18 @@ impl Background {
 
     /// [`Background::start`] with another etcdctl-compatible client.
     pub fn start_with<S: AsRef<OsStr>>(bin: &Path, endpoint: &str, args: &[S]) -> Background {
+        Background::start_with_env(bin, endpoint, args, &[])
+    }
+
+    /// [`Background::start_with`] with extra environment variables.
+    pub fn start_with_env<S: AsRef<OsStr>>(
+        bin: &Path,
+        endpoint: &str,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> Background {
         let mut child = ctl_command(bin, endpoint, args, false)
+            .envs(env.iter().copied())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
         let stdout = Arc::new(Mutex::new(Vec::new()));

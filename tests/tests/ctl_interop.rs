@@ -583,3 +583,132 @@ fn long_work_shows_progress_only_on_a_terminal() {
         );
     }
 }
+
+/// Keys under `prefix` with their values (`get --prefix`, simple format).
+fn dump_prefix(endpoint: &str, prefix: &str) -> String {
+    let out = etcdctl(endpoint, &["get", "--prefix", prefix], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    out.stdout
+}
+
+/// `make-mirror` copies a prefix at one revision (more keys than one page)
+/// and then follows every change, renamed to `--dest-prefix`: etcdctl
+/// mirrors etcd into a second etcd, ferroctl the same etcd into ferrokv;
+/// both destinations end with the same keys and values, a source
+/// transaction lands as one destination revision, keys outside the prefix
+/// stay behind, and ferroctl reports its running total.
+#[test]
+fn make_mirror_copies_and_follows_like_etcdctl() {
+    const BASE_KEYS: usize = 1_200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = EtcdProcess::start(&dir.path().join("source"));
+    let to_etcd = EtcdProcess::start(&dir.path().join("to-etcd"));
+    let to_ferrokv = ferrokv_tests::FerrokvProcess::start_with_shards(&dir.path().join("to-f"), 4);
+    let src = source.endpoint();
+    // The base, in txns of 100 puts (etcd's default op limit is 128).
+    for chunk in 0..BASE_KEYS / 100 {
+        let mut lines = String::from("\n");
+        for i in chunk * 100..(chunk + 1) * 100 {
+            lines.push_str(&format!("put /m/{i:04} v{i}\n"));
+        }
+        lines.push_str("\n\n");
+        let out = etcdctl(&src, &["txn"], Some(lines.as_bytes()));
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let args = ["make-mirror", "--prefix", "/m/", "--dest-prefix", "/copy/"];
+    let with_dest = |dest: &str| {
+        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        a.push(dest.to_string());
+        a
+    };
+    let by_etcdctl = Background::start(&src, &with_dest(&to_etcd.endpoint()));
+    let by_ferroctl = Background::start_with_env(
+        &ferroctl(),
+        &src,
+        &with_dest(&to_ferrokv.endpoint()),
+        &[("FERROCTL_MIRROR_REPORT_MS", "300")],
+    );
+    let count = |ep: &str| {
+        let out = etcdctl(
+            ep,
+            &["get", "--prefix", "/copy/", "--limit", "1", "-w", "json"],
+            None,
+        );
+        ferrokv_tests::normalize::json_u64_field(&out.stdout, "count").unwrap_or(0)
+    };
+    for dest in [to_etcd.endpoint(), to_ferrokv.endpoint()] {
+        wait_for("the base copied", || count(&dest) == BASE_KEYS as u64);
+    }
+    // Changes after the base: single puts, a txn of three puts, a delete,
+    // a ranged delete of ten keys, and a key outside the prefix.
+    for step in [
+        &["put", "/m/new", "n"][..],
+        &["del", "/m/0001"][..],
+        &["del", "/m/002", "--prefix"][..],
+        &["put", "/elsewhere", "x"][..],
+    ] {
+        let out = etcdctl(&src, step, None);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let out = etcdctl(
+        &src,
+        &["txn"],
+        Some(b"\nput /m/t1 a\nput /m/t2 b\nput /m/t3 c\n\n\n"),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let want_count = (BASE_KEYS + 1 - 1 - 10 + 3) as u64;
+    for dest in [to_etcd.endpoint(), to_ferrokv.endpoint()] {
+        wait_for("the changes mirrored", || {
+            count(&dest) == want_count && dump_prefix(&dest, "/copy/t3") == "/copy/t3\nc\n"
+        });
+    }
+    assert_eq!(
+        dump_prefix(&to_ferrokv.endpoint(), "/copy/"),
+        dump_prefix(&to_etcd.endpoint(), "/copy/")
+    );
+    assert_eq!(dump_prefix(&to_ferrokv.endpoint(), "/elsewhere"), "");
+    // The source txn is one destination revision.
+    let mod_revs: std::collections::BTreeSet<u64> = ["/copy/t1", "/copy/t2", "/copy/t3"]
+        .iter()
+        .map(|k| {
+            let out = etcdctl(&to_ferrokv.endpoint(), &["get", k, "-w", "json"], None);
+            ferrokv_tests::normalize::json_u64_field(&out.stdout, "mod_revision").unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(mod_revs.len(), 1, "{mod_revs:?}");
+    let mirrored = by_ferroctl.stop(QUIET, STATE_WAIT_MAX);
+    let _ = by_etcdctl.stop(Duration::ZERO, STATE_WAIT_MAX);
+    // Base keys, 1 put, 1 + 10 deletes, 3 txn puts.
+    let last = mirrored.stdout.lines().last().unwrap_or_default();
+    assert_eq!(last, (BASE_KEYS + 1 + 11 + 3).to_string(), "{mirrored:?}");
+}
+
+/// make-mirror's argument errors, as etcdctl words them.
+#[test]
+fn make_mirror_argument_errors_match_etcdctl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdProcess::start(dir.path());
+    let other = etcd.endpoint();
+    for args in [
+        &["make-mirror"][..],
+        &["make-mirror", "a", "b"][..],
+        &[
+            "make-mirror",
+            "--dest-prefix",
+            "x",
+            "--no-dest-prefix",
+            other.as_str(),
+        ][..],
+    ] {
+        let run = |bin: &Path| {
+            ferrokv_tests::etcdctl::ctl_with_timeout(
+                bin,
+                &etcd.endpoint(),
+                args,
+                None,
+                ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+            )
+        };
+        assert_eq!(run(&ferroctl()), run(&etcdctl_bin()), "{args:?}");
+    }
+}

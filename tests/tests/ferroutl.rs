@@ -40,6 +40,15 @@ fn utl(args: &[&str]) -> Output {
     )
 }
 
+/// ferroctl's offline commands (no server involved).
+fn ctl_offline(args: &[&str]) -> Output {
+    tool(
+        &ferroctl_bin().unwrap_or_else(|e| panic!("{e}")),
+        args,
+        TOOL_TIMEOUT,
+    )
+}
+
 /// Every key with all its fields, without the header.
 fn dump(server: &ServerProcess) -> serde_json::Value {
     let out = ok(server, &["get", "--prefix", "", "-w", "json"]);
@@ -161,25 +170,31 @@ fn snapshot_status_restore_defrag_and_wal() {
     tail[last] ^= 1;
     let tail_file = dir.path().join("tail.db");
     std::fs::write(&tail_file, &tail).unwrap();
-    let elsewhere = dir.path().join("skip").join("data");
-    let elsewhere = elsewhere.to_str().unwrap();
-    let no = utl(&[
-        "snapshot",
-        "restore",
-        tail_file.to_str().unwrap(),
-        "--data-dir",
-        elsewhere,
-    ]);
-    assert_eq!(no.code, 1, "{no:?}");
-    let yes = utl(&[
-        "snapshot",
-        "restore",
-        tail_file.to_str().unwrap(),
-        "--data-dir",
-        elsewhere,
-        "--skip-hash-check",
-    ]);
-    assert_eq!(yes.code, 0, "{yes:?}");
+    // ferroutl and ferroctl (etcdctl 3.4 restores too) alike.
+    for (tool, restore) in [
+        ("ferroutl", utl as fn(&[&str]) -> Output),
+        ("ferroctl", ctl_offline),
+    ] {
+        let elsewhere = dir.path().join(tool).join("data");
+        let elsewhere = elsewhere.to_str().unwrap();
+        let tail = tail_file.to_str().unwrap();
+        let no = restore(&["snapshot", "restore", tail, "--data-dir", elsewhere]);
+        assert_eq!(no.code, 1, "{tool}: {no:?}");
+        assert!(no.stderr.starts_with("Error: "), "{tool}: {no:?}");
+        let yes = restore(&[
+            "snapshot",
+            "restore",
+            tail,
+            "--data-dir",
+            elsewhere,
+            "--skip-hash-check",
+        ]);
+        assert_eq!(yes.code, 0, "{tool}: {yes:?}");
+        assert!(
+            yes.stdout.contains("at revision 23 (20 keys, 2 shards)"),
+            "{tool}: {yes:?}"
+        );
+    }
 
     // defrag and wal on the stopped original member.
     let mut server = server;

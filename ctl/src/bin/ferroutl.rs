@@ -163,6 +163,7 @@ fn restore(argv: &[String]) -> Result<String, Failure> {
         argv,
         &[
             "data-dir",
+            "wal-dir",
             "name",
             "initial-cluster",
             "initial-cluster-token",
@@ -175,54 +176,20 @@ fn restore(argv: &[String]) -> Result<String, Failure> {
             "snapshot restore requires exactly one argument".into(),
         ));
     };
-    let name = a.get("name").unwrap_or("default");
-    let peer_urls = a
-        .get("initial-advertise-peer-urls")
-        .unwrap_or("http://localhost:2380");
-    let default_cluster = format!("{name}={peer_urls}");
-    let cluster = a.get("initial-cluster").unwrap_or(&default_cluster);
-    // etcd's own check: the restored member must be in the cluster it is
-    // told about, with the peer URLs it will advertise.
-    let mine: Vec<&str> = cluster
-        .split(',')
-        .filter_map(|m| m.split_once('='))
-        .filter(|(n, _)| *n == name)
-        .map(|(_, u)| u)
-        .collect();
-    if mine.is_empty() {
-        return Err(Failure::Error(format!(
-            "couldn't find local name {name:?} in the initial cluster configuration"
-        )));
-    }
-    let mut want: Vec<&str> = peer_urls.split(',').collect();
-    let mut have = mine.clone();
-    want.sort_unstable();
-    have.sort_unstable();
-    if want != have {
-        return Err(Failure::Error(format!(
-            "--initial-cluster has {name}={} but --initial-advertise-peer-urls is {peer_urls}",
-            mine.join(",")
-        )));
-    }
-    let data_dir = PathBuf::from(
-        a.get("data-dir")
-            .map_or_else(|| format!("{name}.ferrokv"), str::to_string),
-    );
-    let data = std::fs::read(file)
-        .map_err(|e| Failure::Error(ferrokv_ctl::gofmt::io_error("open", file, &e)))?;
-    let st = ferrokv_ctl::snapshot_file::restore(&data, &data_dir, a.has("skip-hash-check"))
-        .map_err(Failure::Error)?;
-    Ok(format!(
-        "restored snapshot {file} at revision {} ({} keys, {} shards) into {}\n\
-         start the member with: ferrokv --name {name} --data-dir {} --shards {} \
-         --initial-advertise-peer-urls {peer_urls} --initial-cluster {cluster}\n",
-        st.revision,
-        st.total_keys,
-        st.shards,
-        data_dir.display(),
-        data_dir.display(),
-        st.shards,
-    ))
+    ferrokv_ctl::snapshot_file::restore_member(&ferrokv_ctl::snapshot_file::RestoreRequest {
+        file,
+        name: a.get("name").unwrap_or("default"),
+        initial_cluster: a
+            .get("initial-cluster")
+            .unwrap_or("default=http://localhost:2380"),
+        peer_urls: a
+            .get("initial-advertise-peer-urls")
+            .unwrap_or("http://localhost:2380"),
+        data_dir: a.get("data-dir"),
+        wal_dir: a.get("wal-dir"),
+        skip_hash_check: a.has("skip-hash-check"),
+    })
+    .map_err(Failure::Error)
 }
 
 fn defrag(argv: &[String]) -> Result<String, Failure> {

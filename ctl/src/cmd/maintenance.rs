@@ -439,6 +439,38 @@ pub async fn snapshot_save(ctx: Ctx) -> Result<(), CmdError> {
     emit(format!("Snapshot saved at {target}\n").as_bytes())
 }
 
+/// etcdctl 3.4's `snapshot restore` (3.5 moved it to etcdutl; ferroutl
+/// has the same): a ferrokv backup into a new member data dir.
+pub async fn snapshot_restore(ctx: Ctx) -> Result<(), CmdError> {
+    let [file] = ctx.inv.args.as_slice() else {
+        return Err(CmdError::bad_args(
+            "snapshot restore requires exactly one argument",
+        ));
+    };
+    let inv = &ctx.inv;
+    let given = |name: &str| inv.is_set(name).then(|| inv.string(name));
+    let cluster = inv.string("initial-cluster");
+    let (data_dir, wal_dir) = (
+        given("data-dir").filter(|d| !d.is_empty()),
+        given("wal-dir").filter(|d| !d.is_empty()),
+    );
+    let (name, peer_urls) = (
+        inv.string("name"),
+        inv.string("initial-advertise-peer-urls"),
+    );
+    let req = crate::snapshot_file::RestoreRequest {
+        file,
+        name: &name,
+        initial_cluster: &cluster,
+        peer_urls: &peer_urls,
+        data_dir: data_dir.as_deref(),
+        wal_dir: wal_dir.as_deref(),
+        skip_hash_check: inv.bool("skip-hash-check"),
+    };
+    let text = crate::snapshot_file::restore_member(&req).map_err(CmdError::error)?;
+    emit(text.as_bytes())
+}
+
 pub async fn move_leader(ctx: Ctx) -> Result<(), CmdError> {
     if ctx.inv.args.len() != 1 {
         return Err(CmdError::bad_args("move-leader command needs 1 argument"));

@@ -7,6 +7,7 @@ pub mod concurrency;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod mirror;
 pub mod txn;
 pub mod watch;
 
@@ -40,7 +41,9 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
         "defrag" => maintenance::defrag(ctx).await,
         "snapshot save" => maintenance::snapshot_save(ctx).await,
         "snapshot status" => maintenance::snapshot_status(ctx).await,
+        "snapshot restore" => maintenance::snapshot_restore(ctx).await,
         "move-leader" => maintenance::move_leader(ctx).await,
+        "make-mirror" => mirror::make_mirror(ctx).await,
         "check perf" => check::perf(ctx).await,
         "lock" => concurrency::lock(ctx).await,
         "elect" => concurrency::elect(ctx).await,
