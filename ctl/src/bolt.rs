@@ -1,7 +1,8 @@
 //! A read-only walk over a bbolt file (etcd's backend and snapshot
-//! format), enough for `snapshot status`: etcd's hash (CRC-32C over every
-//! bucket name, key and value in order), the latest revision, the key
-//! count and the size bbolt reports.
+//! format), enough for `snapshot status` (etcd's hash: CRC-32C over every
+//! bucket name, key and value in order; the latest revision, the key
+//! count and the size bbolt reports) and for `snapshot restore` of an etcd
+//! snapshot into ferrokv (the `key`, `lease` and `meta` buckets).
 //!
 //! Layout (bbolt's, little-endian): every page starts with a 16-byte
 //! header (id u64, flags u16, count u16, overflow u32); pages 0 and 1 are
@@ -112,9 +113,9 @@ impl<'a> Db<'a> {
     }
 }
 
-/// Reads a snapshot (or a stopped member's `db`) as etcdctl's
-/// `snapshot status` does.
-pub fn snapshot_status(data: &[u8]) -> Result<SnapshotStatus, String> {
+/// The newest valid meta page's database: the walker, its root page and
+/// its size in bytes as bbolt reports it.
+fn open(data: &[u8]) -> Result<(Db<'_>, &[u8], i64), String> {
     let meta_at = |offset: usize| -> Option<(u32, u64, u64, u64)> {
         let m = offset + PAGE_HEADER;
         if u32_at(data, m)? != MAGIC || u32_at(data, m + 4)? != 2 {
@@ -139,17 +140,25 @@ pub fn snapshot_status(data: &[u8]) -> Result<SnapshotStatus, String> {
     if page_size < 1024 {
         return Err(INVALID.into());
     }
-    let mut db = Db {
+    let db = Db {
         data,
         page_size: page_size as usize,
         visited: 0,
     };
+    let root_page = db.page(root)?;
+    let size = i64::try_from(pgid.saturating_mul(u64::from(page_size))).unwrap_or(i64::MAX);
+    Ok((db, root_page, size))
+}
+
+/// Reads a snapshot (or a stopped member's `db`) as etcdctl's
+/// `snapshot status` does.
+pub fn snapshot_status(data: &[u8]) -> Result<SnapshotStatus, String> {
+    let (mut db, root_page, total_size) = open(data)?;
     let mut status = SnapshotStatus {
-        total_size: i64::try_from(pgid.saturating_mul(u64::from(page_size))).unwrap_or(i64::MAX),
+        total_size,
         ..SnapshotStatus::default()
     };
     let mut crc = 0u32;
-    let root_page = db.page(root)?;
     db.walk(root_page, &mut |db, name, value, is_bucket| {
         if !is_bucket {
             return Err(format!(
@@ -174,6 +183,82 @@ pub fn snapshot_status(data: &[u8]) -> Result<SnapshotStatus, String> {
     })?;
     status.hash = crc;
     Ok(status)
+}
+
+/// etcd's lease record (`leasepb.Lease`): the fields a restore needs.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LeaseRecord {
+    #[prost(int64, tag = "1")]
+    id: i64,
+    #[prost(int64, tag = "2")]
+    ttl: i64,
+}
+
+/// A revision as etcd's backend writes it: main and sub big-endian around
+/// a `_` (17 bytes), then `t` for a tombstone.
+fn revision_key(k: &[u8]) -> Option<(i64, i64, bool)> {
+    if k.len() < 17 || k[8] != b'_' {
+        return None;
+    }
+    let main = i64::from_be_bytes(k[..8].try_into().ok()?);
+    let sub = i64::from_be_bytes(k[9..17].try_into().ok()?);
+    Some((main, sub, k.get(17) == Some(&b't')))
+}
+
+/// The keyspace of an etcd database for `snapshot restore` into ferrokv:
+/// every record of the `key` bucket (revision order, as bbolt sorts the
+/// revision keys), the `lease` bucket, and the compaction point from
+/// `meta`. A record that does not decode is an error naming its revision.
+pub fn etcd_history(data: &[u8]) -> Result<ferrokv_shards::backup::Imported, String> {
+    use prost::Message;
+    let (mut db, root_page, _) = open(data)?;
+    let mut out = ferrokv_shards::backup::Imported::default();
+    let mut saw_keys = false;
+    db.walk(root_page, &mut |db, name, value, is_bucket| {
+        if !is_bucket {
+            return Ok(());
+        }
+        let bucket = db.bucket_root(value)?;
+        match name {
+            b"key" => {
+                saw_keys = true;
+                db.walk(bucket, &mut |_, k, v, _| {
+                    let (main, sub, tombstone) = revision_key(k)
+                        .ok_or_else(|| format!("key bucket: bad revision key {k:02x?}"))?;
+                    let kv = ferrokv_wire::pb::mvccpb::KeyValue::decode(v)
+                        .map_err(|e| format!("key bucket: revision {main}_{sub}: {e}"))?;
+                    out.records.push(ferrokv_shards::backup::ImportedRecord {
+                        key: kv.key.to_vec(),
+                        main,
+                        sub,
+                        create: kv.create_revision,
+                        version: if tombstone { 0 } else { kv.version.max(1) },
+                        lease: kv.lease,
+                        value: kv.value.to_vec(),
+                    });
+                    Ok(())
+                })
+            }
+            b"lease" => db.walk(bucket, &mut |_, _, v, _| {
+                let l = LeaseRecord::decode(v).map_err(|e| format!("lease bucket: {e}"))?;
+                out.leases.push((l.id, l.ttl));
+                Ok(())
+            }),
+            b"meta" => db.walk(bucket, &mut |_, k, v, _| {
+                if k == b"finishedCompactRev" {
+                    if let Some((main, _, _)) = revision_key(v) {
+                        out.compact_revision = main;
+                    }
+                }
+                Ok(())
+            }),
+            _ => Ok(()),
+        }
+    })?;
+    if !saw_keys {
+        return Err("not an etcd database: it has no key bucket".into());
+    }
+    Ok(out)
 }
 
 fn fnv64a(bytes: &[u8]) -> u64 {

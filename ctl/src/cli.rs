@@ -279,6 +279,7 @@ pub const COMMANDS: &[Command] = &[
         flag("initial-cluster", None, Str, "default=http://localhost:2380", "Initial cluster configuration for restore bootstrap"),
         flag("initial-cluster-token", None, Str, "etcd-cluster", "Initial cluster token for the etcd cluster during restore bootstrap"),
         flag("name", None, Str, "default", "Human-readable name for this member"),
+        hidden("shards", Str, ""),
         flag("skip-hash-check", None, Bool, "false", "Ignore snapshot integrity hash value (required if copied from data directory)"),
         flag("wal-dir", None, Str, "", "Path to the WAL directory (use --data-dir if none given)"),
     ]),

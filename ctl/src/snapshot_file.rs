@@ -1,7 +1,8 @@
 //! The two kinds of snapshot file the tools meet: an etcd bbolt database
 //! (`etcdctl snapshot save` against etcd) and a ferrokv backup (the same
 //! command against ferrokv, `ferrokv_shards::backup`). `snapshot status`
-//! reports either in etcdctl's shape; restore handles ferrokv backups.
+//! reports either in etcdctl's shape; restore makes a ferrokv member of
+//! either.
 
 use std::path::Path;
 
@@ -24,21 +25,53 @@ pub fn status(data: &[u8]) -> Result<SnapshotStatus, String> {
     })
 }
 
-/// `snapshot restore` of a ferrokv backup into a new data dir; an etcd
-/// database is refused with what to use instead.
+/// `snapshot restore` into a new data dir: a ferrokv backup as it was
+/// taken; an etcd snapshot (or a stopped etcd member's `db`) imported
+/// with its whole retained history, split over `shards` shards.
 pub fn restore(
     data: &[u8],
     data_dir: &Path,
     skip_hash_check: bool,
+    shards: u32,
 ) -> Result<backup::Status, String> {
-    if !data.starts_with(backup::MAGIC) {
-        return Err(
-            "not a ferrokv backup: an etcd snapshot is restored with etcdctl/etcdutl \
-             snapshot restore into an etcd member"
-                .into(),
-        );
+    if data.starts_with(backup::MAGIC) {
+        return backup::restore(data, data_dir, skip_hash_check);
     }
-    backup::restore(data, data_dir, skip_hash_check)
+    let db = etcd_db(data, skip_hash_check)?;
+    let imported = crate::bolt::etcd_history(db)?;
+    backup::restore_imported(&imported, data_dir, shards, data.len() as u64)
+}
+
+/// An etcd snapshot's database, its SHA-256 checked as etcd's restore
+/// checks it (in etcd's words): `etcdctl snapshot save` appends one after
+/// a database of 512-byte pages; a `db` copied from a data dir has none.
+fn etcd_db(data: &[u8], skip_hash_check: bool) -> Result<&[u8], String> {
+    use sha2::Digest;
+    let has_hash = data.len() % 512 == backup::HASH_LEN;
+    if !has_hash {
+        if !skip_hash_check {
+            return Err("snapshot missing hash but --skip-hash-check=false".into());
+        }
+        return Ok(data);
+    }
+    let (db, want) = data.split_at(data.len() - backup::HASH_LEN);
+    if !skip_hash_check {
+        let got = sha2::Sha256::digest(db);
+        if got.as_slice() != want {
+            return Err(format!(
+                "expected sha256 {}, got {}",
+                go_bytes(want),
+                go_bytes(&got)
+            ));
+        }
+    }
+    Ok(db)
+}
+
+/// A byte slice as Go's `%v` prints it.
+fn go_bytes(b: &[u8]) -> String {
+    let words: Vec<String> = b.iter().map(u8::to_string).collect();
+    format!("[{}]", words.join(" "))
 }
 
 /// etcd's `snapshot restore` flags.
@@ -52,6 +85,9 @@ pub struct RestoreRequest<'a> {
     pub data_dir: Option<&'a str>,
     pub wal_dir: Option<&'a str>,
     pub skip_hash_check: bool,
+    /// `--shards` (ferrokv's): how an etcd snapshot's keys are split; a
+    /// ferrokv backup keeps its own count.
+    pub shards: Option<u32>,
 }
 
 /// `snapshot restore` into a new member data dir, with etcd's check that
@@ -86,7 +122,11 @@ pub fn restore_member(req: &RestoreRequest) -> Result<String, String> {
             .map_or_else(|| format!("{name}.ferrokv"), str::to_string),
     );
     let data = std::fs::read(req.file).map_err(|e| crate::gofmt::io_error("open", req.file, &e))?;
-    let st = restore(&data, &data_dir, req.skip_hash_check)?;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let shards = req
+        .shards
+        .unwrap_or_else(|| u32::try_from(cores).unwrap_or(1));
+    let st = restore(&data, &data_dir, req.skip_hash_check, shards)?;
     // A restored member's logs start empty: with --wal-dir they are made
     // there when it starts with the same flag.
     let wal_flag = req

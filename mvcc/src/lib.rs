@@ -532,41 +532,8 @@ impl Store {
                 "mvcc: revision {r:?} not above last written {:?}",
                 self.last_written
             );
-            self.last_written = r;
             sub += 1;
-
-            if let Some(p) = &prev {
-                if p.lease != 0 {
-                    self.untrack_lease(p.lease, key);
-                }
-            } else {
-                self.live_count += 1;
-            }
-            if kind == EventKind::Put {
-                if rec.lease != 0 {
-                    self.lease_keys
-                        .entry(rec.lease)
-                        .or_default()
-                        .insert(key.to_vec());
-                }
-            } else {
-                self.live_count -= 1;
-            }
-            let kv = RecView::from_delta(&rec).to_kv(key, false);
-            self.delta_bytes += rec_cost(key, &rec.value);
-            self.delta_by_rev.insert(r, key.to_vec());
-            match self.delta.get_mut(key) {
-                Some(d) => d.recs.push(rec),
-                None => {
-                    self.delta.insert(
-                        key.to_vec(),
-                        DeltaKey {
-                            recs: vec![rec],
-                            base_hidden: false,
-                        },
-                    );
-                }
-            }
+            let kv = self.insert(key, rec, prev.as_ref());
             events.push(Event {
                 kind,
                 kv,
@@ -575,6 +542,88 @@ impl Store {
         }
         self.last_main = rev;
         events
+    }
+
+    /// Adds one record of a history written elsewhere (an etcd backend
+    /// being imported), keeping its create revision and version instead of
+    /// deriving them; version 0 is a tombstone. Records must come in
+    /// (main, sub) order above everything written and above the compaction
+    /// point; anything else is refused, since the source is a file.
+    #[allow(clippy::too_many_arguments)]
+    pub fn import_record(
+        &mut self,
+        key: &[u8],
+        main: i64,
+        sub: i64,
+        create: i64,
+        version: i64,
+        lease: i64,
+        value: Vec<u8>,
+    ) -> Result<(), Error> {
+        let r = Revision { main, sub };
+        if main <= 0 || main <= self.compact_rev || r <= self.last_written {
+            return Err(Error::Snapshot(format!(
+                "imported revision {main}_{sub} out of order (last written {}_{})",
+                self.last_written.main, self.last_written.sub
+            )));
+        }
+        let tombstone = version == 0;
+        let rec = Rec {
+            rev: r,
+            create: if tombstone { 0 } else { create },
+            version,
+            lease: if tombstone { 0 } else { lease },
+            value: if tombstone { Vec::new() } else { value },
+        };
+        let prev = self.get(key);
+        if tombstone && prev.is_none() {
+            // Nothing live to delete: etcd would not have written it.
+            return Ok(());
+        }
+        self.insert(key, rec, prev.as_ref());
+        self.last_main = main;
+        Ok(())
+    }
+
+    /// Records `rec` as the newest record of `key` (whose live value was
+    /// `prev`): history, lease index, live count, size; returns the record
+    /// as a key-value.
+    fn insert(&mut self, key: &[u8], rec: Rec, prev: Option<&KeyValue>) -> KeyValue {
+        let r = rec.rev;
+        self.last_written = r;
+        if let Some(p) = prev {
+            if p.lease != 0 {
+                self.untrack_lease(p.lease, key);
+            }
+        } else {
+            self.live_count += 1;
+        }
+        if rec.version != 0 {
+            if rec.lease != 0 {
+                self.lease_keys
+                    .entry(rec.lease)
+                    .or_default()
+                    .insert(key.to_vec());
+            }
+        } else {
+            self.live_count -= 1;
+        }
+        let kv = RecView::from_delta(&rec).to_kv(key, false);
+        self.delta_bytes += rec_cost(key, &rec.value);
+        self.delta_by_rev.insert(r, key.to_vec());
+        match self.delta.get_mut(key) {
+            Some(d) => d.recs.push(rec),
+            None => {
+                self.delta.insert(
+                    key.to_vec(),
+                    DeltaKey {
+                        recs: vec![rec],
+                        base_hidden: false,
+                    },
+                );
+            }
+        }
+        kv
     }
 
     fn untrack_lease(&mut self, lease: i64, key: &[u8]) {

@@ -193,6 +193,32 @@ fn summary(b: &Backup<'_>, parts: &[(PathBuf, u64)], file_len: usize) -> Status 
 /// member at the backup's revision, with a fresh log. Refuses a data dir
 /// that already has a member.
 pub fn restore(file: &[u8], data_dir: &Path, skip_hash_check: bool) -> Result<Status, String> {
+    let b = parse(file, skip_hash_check)?;
+    let mut status = None;
+    install_member(data_dir, b.header.shards, |scratch| {
+        let parts = open_parts(&b, scratch)?;
+        status = Some(summary(&b, &parts, file.len()));
+        for (i, (path, _)) in parts.iter().enumerate() {
+            let shard_dir = scratch.join(format!("shard-{i}"));
+            std::fs::create_dir_all(&shard_dir)
+                .map_err(|e| format!("{}: {e}", shard_dir.display()))?;
+            let dest = shard_dir.join("snapshot.rkyv");
+            std::fs::rename(path, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        }
+        Ok(())
+    })?;
+    status.ok_or_else(|| "restore wrote no member".to_string())
+}
+
+/// Writes a new member into `data_dir` through `fill(scratch)`, which puts
+/// `shard-i/snapshot.rkyv` for every shard into the scratch dir; only a
+/// complete member directory ever carries the name ferrokv opens. Refuses
+/// a data dir that already has a member.
+fn install_member(
+    data_dir: &Path,
+    shards: u32,
+    fill: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), String> {
     let member = data_dir.join("member");
     if member.exists() {
         return Err(format!(
@@ -200,22 +226,112 @@ pub fn restore(file: &[u8], data_dir: &Path, skip_hash_check: bool) -> Result<St
             data_dir.display().to_string()
         ));
     }
-    let b = parse(file, skip_hash_check)?;
     let scratch = data_dir.join("member.restoring");
-    let parts = open_parts(&b, &scratch)?;
-    let status = summary(&b, &parts, file.len());
-    for (i, (path, _)) in parts.iter().enumerate() {
-        let shard_dir = scratch.join(format!("shard-{i}"));
-        std::fs::create_dir_all(&shard_dir).map_err(|e| format!("{}: {e}", shard_dir.display()))?;
-        let dest = shard_dir.join("snapshot.rkyv");
-        std::fs::rename(path, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    if scratch.exists() {
+        // Left by a restore that did not finish.
+        std::fs::remove_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     }
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    fill(&scratch)?;
     let shards_file = scratch.join("shards");
-    std::fs::write(&shards_file, format!("{}\n", b.header.shards))
+    std::fs::write(&shards_file, format!("{shards}\n"))
         .map_err(|e| format!("{}: {e}", shards_file.display()))?;
-    // Only a complete member directory ever carries the name ferrokv opens.
-    std::fs::rename(&scratch, &member).map_err(|e| format!("{}: {e}", member.display()))?;
-    Ok(status)
+    std::fs::rename(&scratch, &member).map_err(|e| format!("{}: {e}", member.display()))
+}
+
+/// One record of a history written by another store (etcd's `key`
+/// bucket): the key's state at (main, sub); version 0 is a tombstone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportedRecord {
+    pub key: Vec<u8>,
+    pub main: i64,
+    pub sub: i64,
+    pub create: i64,
+    pub version: i64,
+    pub lease: i64,
+    pub value: Vec<u8>,
+}
+
+/// A keyspace read from another store, ready to become a member.
+#[derive(Clone, Debug, Default)]
+pub struct Imported {
+    /// In (main, sub) order.
+    pub records: Vec<ImportedRecord>,
+    /// (id, TTL) of every lease.
+    pub leases: Vec<(i64, i64)>,
+    /// The source's compaction point (0: never compacted).
+    pub compact_revision: i64,
+}
+
+/// `snapshot restore` of an etcd snapshot: the imported keyspace split
+/// over `shards` shards by ferrokv's routing, each record keeping its
+/// revision, create revision and version, the source's compaction
+/// applied, leases on their owning shards; every shard ends at the
+/// source's last revision. `file_len` is reported as the total size.
+pub fn restore_imported(
+    imported: &Imported,
+    data_dir: &Path,
+    shards: u32,
+    file_len: u64,
+) -> Result<Status, String> {
+    if shards == 0 {
+        return Err("--shards must be at least 1".into());
+    }
+    let mut stores: Vec<ferrokv_mvcc::Store> =
+        (0..shards).map(|_| ferrokv_mvcc::Store::new()).collect();
+    let mut last = 0;
+    for r in &imported.records {
+        let shard = crate::kv::shard_of(&r.key, shards) as usize;
+        stores[shard]
+            .import_record(
+                &r.key,
+                r.main,
+                r.sub,
+                r.create,
+                r.version,
+                r.lease,
+                r.value.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+        last = last.max(r.main);
+    }
+    let mut leases: Vec<Vec<(i64, i64)>> = vec![Vec::new(); shards as usize];
+    for &(id, ttl) in &imported.leases {
+        leases[crate::kv::lease_shard(id, shards) as usize].push((id, ttl));
+    }
+    let compact = imported.compact_revision.min(last);
+    let mut hash = 0u32;
+    let mut total_keys = 0u64;
+    install_member(data_dir, shards, |scratch| {
+        for (i, store) in stores.iter_mut().enumerate() {
+            // Every shard at the source's revision, as after a backup.
+            if last > 0 {
+                store.apply(last, &[]);
+            }
+            if compact > 0 {
+                store.compact(compact).map_err(|e| e.to_string())?;
+            }
+            total_keys += store.key_count() as u64;
+            let shard_dir = scratch.join(format!("shard-{i}"));
+            std::fs::create_dir_all(&shard_dir)
+                .map_err(|e| format!("{}: {e}", shard_dir.display()))?;
+            let path = shard_dir.join("snapshot.rkyv");
+            let meta = crate::shard::encode_lease_meta(&leases[i]);
+            store
+                .write_snapshot(&path, 0, &meta)
+                .map_err(|e| e.to_string())?;
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            hash = crc32c::crc32c_append(hash, &bytes);
+        }
+        Ok(())
+    })?;
+    Ok(Status {
+        hash,
+        revision: last,
+        total_keys,
+        total_size: file_len,
+        shards,
+    })
 }
 
 /// Assembles a backup in memory (tests; the server streams it instead).

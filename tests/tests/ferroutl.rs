@@ -239,3 +239,165 @@ fn usage_errors() {
     let missing = utl(&["wal", "--data-dir", "/nonexistent/ferroutl"]);
     assert_eq!(missing.code, 1, "{missing:?}");
 }
+
+/// What a client sees of a server's keyspace: the latest keys, the state
+/// at every retained revision, the answer below the compaction point, the
+/// leases and the keys attached to each.
+fn observe(server: &ServerProcess, revs: std::ops::RangeInclusive<i64>) -> Vec<String> {
+    let mut seen = vec![serde_json::to_string(&dump(server)).unwrap()];
+    for rev in revs {
+        let out = etcdctl(
+            &server.endpoint(),
+            &[
+                "get",
+                "--prefix",
+                "",
+                "--rev",
+                &rev.to_string(),
+                "-w",
+                "json",
+            ],
+            None,
+        );
+        let kvs = serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .map(|v| v["kvs"].to_string())
+            .unwrap_or_default();
+        seen.push(format!(
+            "rev {rev}: {} {kvs} {}",
+            out.code,
+            out.stderr.lines().last().unwrap_or("")
+        ));
+    }
+    let leases = ok(server, &["lease", "list"]);
+    for id in leases.lines().skip(1) {
+        let ttl = ok(server, &["lease", "timetolive", id, "--keys"]);
+        // The remaining TTL ticks; the lease and its keys do not (etcd
+        // lists them in map order).
+        let keys = ttl.split("attached keys([").nth(1).unwrap_or("");
+        let mut keys: Vec<&str> = keys.trim_end_matches("])\n").split(' ').collect();
+        keys.sort_unstable();
+        seen.push(format!("lease {id} keys {keys:?}"));
+    }
+    seen
+}
+
+/// An etcd snapshot (`etcdctl snapshot save` against etcd) restored into
+/// ferrokv over 4 shards: the same keys with the same revisions, create
+/// revisions and versions, the same history at every retained revision,
+/// the same compaction point, the same leases with their keys, and the
+/// next write at the next revision: a way from etcd to ferrokv. A damaged
+/// snapshot and a `db` without a hash are refused in etcd's words.
+#[test]
+fn an_etcd_snapshot_restores_into_ferrokv() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = ferrokv_tests::EtcdProcess::start(&dir.path().join("etcd")).into_inner();
+    let lease = ok(&etcd, &["lease", "grant", "600"]);
+    let lease = lease.split_whitespace().nth(1).unwrap().to_string();
+    for i in 0..30 {
+        ok(&etcd, &["put", &format!("/k/{i:02}"), &format!("v{i}")]);
+    }
+    ok(&etcd, &["put", "--lease", &lease, "/leased/a", "x"]);
+    ok(&etcd, &["put", "--lease", &lease, "/leased/b", "y"]);
+    for i in 0..10 {
+        ok(&etcd, &["put", &format!("/k/{i:02}"), &format!("w{i}")]);
+    }
+    ok(&etcd, &["del", "/k/1", "--prefix"]);
+    let txn = etcdctl(
+        &etcd.endpoint(),
+        &["txn"],
+        Some(b"\nput /t/1 one\nput /t/2 two\ndel /k/05\n\n\n"),
+    );
+    assert_eq!(txn.code, 0, "{txn:?}");
+    ok(&etcd, &["compaction", "20"]);
+    ok(&etcd, &["put", "/k/00", "after-compaction"]);
+    let file = dir.path().join("etcd.db");
+    let file = file.to_str().unwrap();
+    ok(&etcd, &["snapshot", "save", file]);
+    let last = ferrokv_tests::normalize::json_u64_field(
+        &ok(&etcd, &["get", "/none", "-w", "json"]),
+        "revision",
+    )
+    .unwrap() as i64;
+    let want = observe(&etcd, 18..=last);
+    assert!(
+        want[1].contains("required revision has been compacted"),
+        "{want:?}"
+    );
+
+    let mut ferrokv = FerrokvProcess::start_with(
+        &dir.path().join("ferrokv"),
+        ServerOptions {
+            shards: Some(4),
+            ..ServerOptions::default()
+        },
+    )
+    .into_inner();
+    ferrokv.kill_9();
+    std::fs::remove_dir_all(ferrokv.data_dir()).unwrap();
+    let target = ferrokv.data_dir().to_str().unwrap().to_string();
+    let restored = utl(&[
+        "snapshot",
+        "restore",
+        file,
+        "--data-dir",
+        &target,
+        "--shards",
+        "4",
+    ]);
+    assert_eq!(restored.code, 0, "{restored:?}");
+    assert!(
+        restored.stdout.contains(&format!("at revision {last} (")),
+        "{restored:?}"
+    );
+    ferrokv.start_again();
+    let got = observe(&ferrokv, 18..=last);
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w);
+    }
+    let next = |s: &ServerProcess| {
+        let out = ok(s, &["put", "/next", "n", "-w", "json"]);
+        ferrokv_tests::normalize::json_u64_field(&out, "revision")
+    };
+    assert_eq!(next(&ferrokv), next(&etcd));
+
+    // A damaged snapshot, and a db copied without etcdctl's hash.
+    let mut bad = std::fs::read(file).unwrap();
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    let bad_file = dir.path().join("bad.db");
+    std::fs::write(&bad_file, &bad).unwrap();
+    let bad_file = bad_file.to_str().unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    let elsewhere = elsewhere.to_str().unwrap();
+    let refused = ctl_offline(&["snapshot", "restore", bad_file, "--data-dir", elsewhere]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.starts_with("Error: expected sha256 ["),
+        "{refused:?}"
+    );
+    let db = std::fs::read(file).unwrap();
+    let bare = dir.path().join("bare.db");
+    std::fs::write(&bare, &db[..db.len() - 32]).unwrap();
+    let bare = bare.to_str().unwrap();
+    let no_hash = utl(&["snapshot", "restore", bare, "--data-dir", elsewhere]);
+    assert_eq!(
+        (no_hash.code, no_hash.stderr.lines().next()),
+        (
+            1,
+            Some("Error: snapshot missing hash but --skip-hash-check=false")
+        ),
+        "{no_hash:?}"
+    );
+    let skipped = ctl_offline(&[
+        "snapshot",
+        "restore",
+        bare,
+        "--data-dir",
+        elsewhere,
+        "--skip-hash-check",
+        "--shards",
+        "1",
+    ]);
+    assert_eq!(skipped.code, 0, "{skipped:?}");
+}

@@ -21,7 +21,10 @@ Usage:
   ferroutl snapshot status <filename> [-w simple|json|fields|table]
   ferroutl snapshot restore <filename> [--data-dir DIR] [--name NAME]
       [--initial-cluster NAME=URL,...] [--initial-cluster-token TOKEN]
-      [--initial-advertise-peer-urls URL,...] [--skip-hash-check]
+      [--initial-advertise-peer-urls URL,...] [--wal-dir DIR] [--skip-hash-check]
+      [--shards N]    (a ferrokv backup, or an etcd snapshot: its keys,
+                       history and leases split over N shards; default
+                       the cores available)
   ferroutl defrag --data-dir DIR [--wal-dir DIR]
   ferroutl wal --data-dir DIR [--wal-dir DIR]
   ferroutl version
@@ -168,6 +171,7 @@ fn restore(argv: &[String]) -> Result<String, Failure> {
             "initial-cluster",
             "initial-cluster-token",
             "initial-advertise-peer-urls",
+            "shards",
         ],
         &["skip-hash-check"],
     )?;
@@ -188,6 +192,13 @@ fn restore(argv: &[String]) -> Result<String, Failure> {
         data_dir: a.get("data-dir"),
         wal_dir: a.get("wal-dir"),
         skip_hash_check: a.has("skip-hash-check"),
+        shards: a
+            .get("shards")
+            .map(|n| {
+                n.parse()
+                    .map_err(|_| Failure::Usage(format!("--shards: not a number: {n:?}")))
+            })
+            .transpose()?,
     })
     .map_err(Failure::Error)
 }

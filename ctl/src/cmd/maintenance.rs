@@ -466,6 +466,13 @@ pub async fn snapshot_restore(ctx: Ctx) -> Result<(), CmdError> {
         data_dir: data_dir.as_deref(),
         wal_dir: wal_dir.as_deref(),
         skip_hash_check: inv.bool("skip-hash-check"),
+        shards: match given("shards") {
+            Some(n) => Some(
+                n.parse()
+                    .map_err(|_| CmdError::bad_args(format!("--shards: not a number: {n:?}")))?,
+            ),
+            None => None,
+        },
     };
     let text = crate::snapshot_file::restore_member(&req).map_err(CmdError::error)?;
     emit(text.as_bytes())
