@@ -235,8 +235,9 @@ pub const COMMANDS: &[Command] = &[
         flag("listen", Some('l'), Bool, "false", "observation mode"),
     ]),
     cmd("move-leader", "Transfers leadership to another etcd cluster member.", "<transferee-member-id>", &[]),
-    // The rest in etcdctl's help order; `check datascale`, `completion`
-    // and `migrate` answer "not supported by ferroctl yet" (docs/ctl.md).
+    // The rest in etcdctl's help order; `check datascale`, `completion
+    // powershell` and `migrate` answer "not supported by ferroctl yet"
+    // (docs/ctl.md).
     cmd("auth disable", "Disables authentication", "", &[]),
     cmd("auth enable", "Enables authentication", "", &[]),
     cmd("check datascale", "Check the memory usage of holding data for different workloads on a given server endpoint.", "", &[]),

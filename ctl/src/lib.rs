@@ -15,6 +15,7 @@ pub mod bolt;
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod completion;
 pub mod concurrency;
 pub mod ctx;
 pub mod error;

@@ -712,3 +712,32 @@ fn make_mirror_argument_errors_match_etcdctl() {
         assert_eq!(run(&ferroctl()), run(&etcdctl_bin()), "{args:?}");
     }
 }
+
+/// `ferroctl completion bash`, sourced by a real bash, completes command
+/// groups, subcommands after global flags with values, and each command's
+/// own flags.
+#[test]
+fn bash_completion_knows_commands_and_flags() {
+    let ctl = ferroctl();
+    let script = format!(
+        r#"source <("{}" completion bash)
+t() {{ COMP_WORDS=("$@"); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); _ferroctl; echo "${{COMPREPLY[*]}}"; }}
+t ferroctl le
+t ferroctl --endpoints 127.0.0.1:2379 lease keep
+t ferroctl get --pre
+t ferroctl endpoint status --cl
+t ferroctl make-mirror --dest-p
+"#,
+        ctl.display()
+    );
+    let out = ferrokv_tests::etcdctl::tool(
+        Path::new("bash"),
+        &["-c", &script],
+        ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "lease\nkeep-alive\n--prefix\n--cluster\n--dest-prefix\n"),
+        "{out:?}"
+    );
+}

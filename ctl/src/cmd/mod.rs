@@ -69,6 +69,11 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
             )
             .as_bytes(),
         ),
+        p if p.starts_with("completion ") => {
+            let shell = p.trim_start_matches("completion ");
+            let text = crate::completion::script(shell).map_err(CmdError::bad_feature)?;
+            emit(text.as_bytes())
+        }
         p if p.starts_with("user ") || p.starts_with("role ") || p.starts_with("auth ") => {
             auth::run(ctx).await
         }
