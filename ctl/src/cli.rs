@@ -235,12 +235,22 @@ pub const COMMANDS: &[Command] = &[
         flag("listen", Some('l'), Bool, "false", "observation mode"),
     ]),
     cmd("move-leader", "Transfers leadership to another etcd cluster member.", "<transferee-member-id>", &[]),
-    // The rest in etcdctl's help order; `check datascale`, `completion
-    // powershell` and `migrate` answer "not supported by ferroctl yet"
-    // (docs/ctl.md).
+    // The rest in etcdctl's help order; `completion powershell` and
+    // `migrate` answer "not supported by ferroctl yet" (docs/ctl.md).
     cmd("auth disable", "Disables authentication", "", &[]),
     cmd("auth enable", "Enables authentication", "", &[]),
-    cmd("check datascale", "Check the memory usage of holding data for different workloads on a given server endpoint.", "", &[]),
+    Command {
+        path: "check datascale",
+        short: "Check the memory usage of holding data for different workloads on a given server endpoint.",
+        args: "[options]",
+        long: "If no endpoint is provided, localhost will be used. If multiple endpoints are provided, first endpoint will be used.",
+        flags: &[
+            flag("auto-compact", None, Bool, "false", "Compact storage with last revision after test is finished."),
+            flag("auto-defrag", None, Bool, "false", "Defragment storage after test is finished."),
+            flag("load", None, Str, "s", "The datascale check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)"),
+            flag("prefix", None, Str, "/etcdctl-check-datascale/", "The prefix for writing the datascale check's keys."),
+        ],
+    },
     cmd("check perf", "Check the performance of the etcd cluster", "[options]", &[
         flag("auto-compact", None, Bool, "false", "Compact storage with last revision after test is finished."),
         flag("auto-defrag", None, Bool, "false", "Defragment storage after test is finished."),

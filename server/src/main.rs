@@ -6,6 +6,7 @@ mod errors;
 mod lease;
 mod logger;
 mod maintenance;
+mod process_metrics;
 mod service;
 mod validate;
 mod watch;

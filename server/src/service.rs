@@ -332,6 +332,7 @@ impl Service {
                 .to_string(),
         );
         out.push_str(&WalMetrics::render_prometheus(&[&self.wal_metrics]));
+        out.push_str(&crate::process_metrics::render());
         out
     }
 }

@@ -355,9 +355,10 @@ fn snapshot_status_matches_etcdctl() {
     }
 }
 
-/// `check perf` runs its load, prints etcdctl's verdict lines and removes
-/// its keys. (Shortened by ferroctl's test knob; the verdict itself depends
-/// on the machine, so only the form is checked.)
+/// `check perf` runs its load, removes its keys, compacts as etcdctl's
+/// helper does (its two lines first) and prints etcdctl's verdict lines.
+/// (Shortened by ferroctl's test knob; the verdict itself depends on the
+/// machine, so only the form is checked.)
 #[test]
 fn check_perf_prints_verdicts_and_cleans_up() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -372,8 +373,11 @@ fn check_perf_prints_verdicts_and_cleans_up() {
         None,
         ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
     );
-    let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{out:?}");
+    let all: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(all.len(), 6, "{out:?}");
+    assert!(all[0].starts_with("Compacting with revision "), "{out:?}");
+    assert!(all[1].starts_with("Compacted with revision "), "{out:?}");
+    let lines = &all[2..];
     assert!(lines[0].contains("Throughput"), "{out:?}");
     assert!(lines[1].contains("Slowest request took"), "{out:?}");
     assert!(lines[2].contains("Stddev"), "{out:?}");
@@ -740,4 +744,50 @@ t ferroctl make-mirror --dest-p
         (0, "lease\nkeep-alive\n--prefix\n--cluster\n--dest-prefix\n"),
         "{out:?}"
     );
+}
+
+/// etcdctl's and ferroctl's `check datascale` (with compaction and
+/// defragmentation), on etcd and on ferrokv: the same lines but for
+/// etcdctl's progress bar, the revision and the memory figure (which
+/// comes from each server's `process_resident_memory_bytes`); the keys
+/// are gone afterwards.
+#[test]
+fn check_datascale_matches_etcdctl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdProcess::start(&dir.path().join("etcd"));
+    let ferrokv = ferrokv_tests::FerrokvProcess::start(&dir.path().join("ferrokv"));
+    const MEMORY: &str = "PASS: Approximate system memory used : ";
+    let shape = |out: &ferrokv_tests::Output| -> Vec<String> {
+        out.stdout
+            .split(['\n', '\r'])
+            .filter(|l| !l.is_empty() && !l.contains(" / 10000"))
+            .map(|l| {
+                if l.starts_with(MEMORY) && l.ends_with(" MB.") {
+                    format!("{MEMORY}<figure> MB.")
+                } else if l.starts_with("Compact") {
+                    l.trim_end_matches(|c: char| c.is_ascii_digit()).to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect()
+    };
+    for server in [etcd.endpoint(), ferrokv.endpoint()] {
+        let args = ["check", "datascale", "--auto-compact", "--auto-defrag"];
+        let mut outputs = Vec::new();
+        for bin in [etcdctl_bin(), ferroctl()] {
+            let out = ferrokv_tests::etcdctl::ctl_with_timeout(
+                &bin,
+                &server,
+                &args,
+                None,
+                ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+            );
+            assert_eq!(out.code, 0, "{bin:?} on {server}: {out:?}");
+            assert_eq!(keys_under(&server, "/etcdctl-check-datascale/"), 0);
+            outputs.push(shape(&out));
+        }
+        assert_eq!(outputs[1], outputs[0], "on {server}");
+        assert_eq!(outputs[0].len(), 6, "{outputs:?}");
+    }
 }

@@ -45,6 +45,12 @@ fn metrics_carry_etcds_names_and_count_fsyncs() {
         "etcd_disk_wal_fsync_duration_seconds_count",
         "etcd_mvcc_db_total_size_in_bytes",
         "etcd_debugging_mvcc_current_revision",
+        "# TYPE process_resident_memory_bytes gauge",
+        "# TYPE process_cpu_seconds_total counter",
+        "# TYPE process_open_fds gauge",
+        "# TYPE process_max_fds gauge",
+        "# TYPE process_start_time_seconds gauge",
+        "# TYPE process_virtual_memory_bytes gauge",
     ] {
         assert!(etcd_metrics.contains(name), "etcd itself lacks {name:?}");
         assert!(
@@ -61,6 +67,12 @@ fn metrics_carry_etcds_names_and_count_fsyncs() {
         fsyncs >= 1,
         "a put was acknowledged without any fsync: {fsyncs}"
     );
+    let rss: f64 = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("resident memory");
+    assert!(rss > 1e6, "a running server holds more than 1 MB: {rss}");
 }
 
 /// gRPC by curl (HTTP/2 prior knowledge): a request whose body is not a

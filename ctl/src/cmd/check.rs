@@ -1,7 +1,10 @@
-//! `check perf`: etcdctl's write-throughput check. For the duration of a
-//! load model, `clients` writers put 1 KiB values under random 256-byte
-//! keys below `--prefix` at the model's rate; then the verdicts (PASS/FAIL
-//! on throughput, slowest request, standard deviation) and the clean-up.
+//! etcdctl's checks. `check perf`: for the duration of a load model,
+//! `clients` writers put 1 KiB values under random 256-byte keys below
+//! `--prefix` at the model's rate; then the clean-up and the verdicts
+//! (PASS/FAIL on throughput, slowest request, standard deviation).
+//! `check datascale`: a model's number of 512-byte keys with 512-byte
+//! values written as fast as its clients go, and the server's resident
+//! memory (its `/metrics`) before and after.
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -13,18 +16,38 @@ use ferrokv_wire::pb::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
 };
 
-use crate::client::path;
+use crate::client::{path, Client, RpcError};
 use crate::ctx::{emit, Ctx};
 use crate::error::{CmdError, EXIT_ERROR};
 
-/// etcdctl's load models: (writes/s, clients).
-fn load_model(name: &str) -> Option<(u64, usize)> {
+/// etcdctl's model names and their aliases.
+fn model(name: &str) -> Option<&'static str> {
     Some(match name {
+        "s" | "small" => "s",
+        "m" | "medium" => "m",
+        "l" | "large" => "l",
+        "xl" | "xLarge" => "xl",
+        _ => return None,
+    })
+}
+
+/// etcdctl's perf load models: (writes/s, clients).
+fn load_model(name: &str) -> Option<(u64, usize)> {
+    Some(match model(name)? {
         "s" => (150, 50),
         "m" => (1000, 200),
         "l" => (8000, 500),
-        "xl" => (15000, 1000),
-        _ => return None,
+        _ => (15000, 1000),
+    })
+}
+
+/// etcdctl's datascale models: (keys, clients).
+fn datascale_model(name: &str) -> Option<(usize, usize)> {
+    Some(match model(name)? {
+        "s" => (10_000, 50),
+        "m" => (100_000, 200),
+        "l" => (1_000_000, 500),
+        _ => (3_000_000, 1000),
     })
 }
 
@@ -35,6 +58,12 @@ const CHECK_PERF_DURATION: Duration = Duration::from_secs(60);
 const CHECK_PERF_CONNECTIONS_MAX: usize = 16;
 const KEY_SIZE: usize = 256;
 const VALUE_SIZE: usize = 1024;
+const DATASCALE_KEY_SIZE: usize = 512;
+const DATASCALE_VALUE_SIZE: usize = 512;
+/// etcdctl's bound on the clean-up, compaction and defragmentation calls.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// A `/metrics` page larger than this is not read further.
+const METRICS_BYTES_MAX: u64 = 16 << 20;
 
 pub async fn perf(ctx: Ctx) -> Result<(), CmdError> {
     let load = ctx.inv.string("load");
@@ -169,6 +198,26 @@ pub async fn perf(ctx: Ctx) -> Result<(), CmdError> {
         (lat.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / lat.len() as f64).sqrt()
     };
 
+    // As etcdctl: the clean-up (and its compaction, defragmentation)
+    // before the verdicts.
+    match delete_prefix(&first, &prefix).await {
+        Ok(revision) => {
+            if ctx.inv.bool("auto-compact") {
+                compact(&first, revision).await?;
+            }
+        }
+        Err(e) => emit(
+            format!(
+                "FAIL: Cleanup failed during key deletion: ERROR({})\n",
+                e.message()
+            )
+            .as_bytes(),
+        )?,
+    }
+    if ctx.inv.bool("auto-defrag") {
+        defrag_all(&ctx).await?;
+    }
+
     let mut out = String::new();
     let mut ok = true;
     let errs = errors.lock().map(|e| e.clone()).unwrap_or_default();
@@ -205,52 +254,6 @@ pub async fn perf(ctx: Ctx) -> Result<(), CmdError> {
     }
     out.push_str(if ok { "PASS\n" } else { "FAIL\n" });
     emit(out.as_bytes())?;
-
-    let deleted: DeleteRangeResponse = first
-        .unary(
-            path::DELETE_RANGE,
-            DeleteRangeRequest {
-                key: Bytes::from(prefix.clone()),
-                range_end: Bytes::from(super::kv::prefix_end(prefix.as_bytes())),
-                ..Default::default()
-            },
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|e| CmdError::rpc(&e, first.endpoint()))?;
-    if ctx.inv.bool("auto-compact") {
-        let revision = deleted.header.map_or(0, |h| h.revision);
-        let _: CompactionResponse = ctx
-            .call(
-                &first,
-                path::COMPACT,
-                CompactionRequest {
-                    revision,
-                    physical: true,
-                },
-            )
-            .await?;
-    }
-    if ctx.inv.bool("auto-defrag") {
-        for ep in ctx.config.endpoints.clone() {
-            let c = ctx.client_for(&ep).await?;
-            if let Err(e) = c
-                .unary::<_, DefragmentResponse>(
-                    path::DEFRAGMENT,
-                    DefragmentRequest {},
-                    ctx.command_timeout,
-                )
-                .await
-            {
-                crate::ctx::eprint_now(&format!(
-                    "Failed to defragment etcd member[{ep}] ({})\n",
-                    e.message()
-                ));
-            } else {
-                emit(format!("Finished defragmenting etcd member[{ep}]\n").as_bytes())?;
-            }
-        }
-    }
     if !ok {
         return Err(CmdError {
             code: EXIT_ERROR,
@@ -259,6 +262,215 @@ pub async fn perf(ctx: Ctx) -> Result<(), CmdError> {
         });
     }
     Ok(())
+}
+
+/// etcdctl's clean-up: every key under `prefix` deleted; the revision.
+async fn delete_prefix(client: &Client, prefix: &str) -> Result<i64, RpcError> {
+    let deleted: DeleteRangeResponse = client
+        .unary(
+            path::DELETE_RANGE,
+            DeleteRangeRequest {
+                key: Bytes::from(prefix.to_string()),
+                range_end: Bytes::from(super::kv::prefix_end(prefix.as_bytes())),
+                ..Default::default()
+            },
+            CLEANUP_TIMEOUT,
+        )
+        .await?;
+    Ok(deleted.header.map_or(0, |h| h.revision))
+}
+
+/// etcdctl's `compact` helper (physical, 30 s), with its two lines.
+async fn compact(client: &Client, revision: i64) -> Result<(), CmdError> {
+    emit(format!("Compacting with revision {revision}\n").as_bytes())?;
+    let _: CompactionResponse = client
+        .unary(
+            path::COMPACT,
+            CompactionRequest {
+                revision,
+                physical: true,
+            },
+            CLEANUP_TIMEOUT,
+        )
+        .await
+        .map_err(|e| CmdError::rpc(&e, client.endpoint()))?;
+    emit(format!("Compacted with revision {revision}\n").as_bytes())
+}
+
+/// etcdctl's `defrag` helper on every endpoint, with its two lines each.
+async fn defrag_all(ctx: &Ctx) -> Result<(), CmdError> {
+    for ep in ctx.config.endpoints.clone() {
+        emit(format!("Defragmenting {}\n", crate::gofmt::quote(ep.as_bytes())).as_bytes())?;
+        let c = ctx.client_for(&ep).await?;
+        c.unary::<_, DefragmentResponse>(path::DEFRAGMENT, DefragmentRequest {}, CLEANUP_TIMEOUT)
+            .await
+            .map_err(|e| CmdError::rpc(&e, &ep))?;
+        emit(format!("Defragmented {}\n", crate::gofmt::quote(ep.as_bytes())).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `process_resident_memory_bytes` from the endpoint's `/metrics`, as
+/// etcdctl reads it (plain HTTP); what went wrong, in etcdctl's words.
+async fn resident_memory(endpoint: &str) -> Result<f64, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const KEY: &str = "process_resident_memory_bytes";
+    let host = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    if host.starts_with("https://") {
+        return Err("fetch error: /metrics over TLS is not supported by ferroctl yet".into());
+    }
+    let url = format!("http://{host}/metrics");
+    let fetch = async {
+        let mut conn = tokio::net::TcpStream::connect(&host).await?;
+        conn.write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let mut body = Vec::new();
+        conn.take(METRICS_BYTES_MAX).read_to_end(&mut body).await?;
+        Ok::<Vec<u8>, std::io::Error>(body)
+    };
+    let body = match tokio::time::timeout(CLEANUP_TIMEOUT, fetch).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Err(format!("fetch error: Get {url:?}: {e}")),
+        Err(_) => return Err(format!("fetch error: Get {url:?}: timeout")),
+    };
+    let text = String::from_utf8_lossy(&body);
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(KEY))
+        .map(str::trim)
+        .ok_or_else(|| format!("could not find: {KEY}"))?;
+    value
+        .parse()
+        .map_err(|_| format!("parse error: strconv.ParseFloat: parsing {value:?}: invalid syntax"))
+}
+
+pub async fn datascale(ctx: Ctx) -> Result<(), CmdError> {
+    let load = ctx.inv.string("load");
+    let Some((keys, clients)) = datascale_model(&load) else {
+        return Err(CmdError::bad_feature(format!("unknown load option {load}")));
+    };
+    let prefix = ctx.inv.string("prefix");
+    let mut conns = Vec::new();
+    for _ in 0..clients.min(CHECK_PERF_CONNECTIONS_MAX) {
+        conns.push(ctx.client().await?);
+    }
+    let first = conns[0].clone();
+    let existing: RangeResponse = ctx
+        .call(
+            &first,
+            path::RANGE,
+            RangeRequest {
+                key: Bytes::from(prefix.clone()),
+                range_end: Bytes::from(super::kv::prefix_end(prefix.as_bytes())),
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
+    if !existing.kvs.is_empty() {
+        return Err(CmdError::invalid_input(format!(
+            "prefix {} has keys. Delete with etcdctl del --prefix {prefix} first",
+            crate::gofmt::quote(prefix.as_bytes())
+        )));
+    }
+    let endpoint = ctx.config.endpoints.first().cloned().unwrap_or_default();
+    let memory_failed = |when: &str, why: String| {
+        let _ = emit(format!("{why}\nFAIL: Could not read process_resident_memory_bytes {when} the put operations.\n").as_bytes());
+        CmdError {
+            code: EXIT_ERROR,
+            message: String::new(),
+            log: None,
+        }
+    };
+    let before = resident_memory(&endpoint)
+        .await
+        .map_err(|e| memory_failed("before", e))?;
+    emit(
+        format!(
+            "Start data scale check for work load [{keys} key-value pairs, {} bytes per key-value, {clients} concurrent clients].\n",
+            DATASCALE_KEY_SIZE + DATASCALE_VALUE_SIZE
+        )
+        .as_bytes(),
+    )?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let errors = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
+    let seed = Instant::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
+    let mut workers = Vec::new();
+    for i in 0..clients {
+        let conn = conns[i % conns.len()].clone();
+        let (prefix, next, errors) = (prefix.clone(), next.clone(), errors.clone());
+        let timeout = ctx.command_timeout;
+        let mut rng = splitmix(seed ^ i as u64);
+        workers.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < keys {
+                rng = splitmix(rng);
+                let mut key = prefix.clone().into_bytes();
+                let mut raw = vec![0u8; DATASCALE_KEY_SIZE];
+                raw[..8].copy_from_slice(&rng.to_le_bytes());
+                key.extend_from_slice(&raw);
+                let req = PutRequest {
+                    key: Bytes::from(key),
+                    value: Bytes::from(vec![0u8; DATASCALE_VALUE_SIZE]),
+                    ..Default::default()
+                };
+                let result: Result<PutResponse, _> = conn.unary(path::PUT, req, timeout).await;
+                if let Err(e) = result {
+                    if let Ok(mut errs) = errors.lock() {
+                        *errs.entry(e.message()).or_default() += 1;
+                    }
+                }
+            }
+        }));
+    }
+    let progress = std::io::stdout().is_terminal();
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    while workers.iter().any(|w| !w.is_finished()) {
+        ticker.tick().await;
+        if progress {
+            let done = next.load(std::sync::atomic::Ordering::Relaxed).min(keys);
+            let pct = done as f64 / keys as f64 * 100.0;
+            emit(format!("\r {done} / {keys} {pct:6.2}%").as_bytes())?;
+        }
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    if progress {
+        emit(format!("\r {keys} / {keys} 100.00%\n").as_bytes())?;
+    }
+    let after = resident_memory(&endpoint)
+        .await
+        .map_err(|e| memory_failed("after", e))?;
+    let revision = delete_prefix(&first, &prefix)
+        .await
+        .map_err(|e| CmdError::rpc(&e, first.endpoint()))?;
+    if ctx.inv.bool("auto-compact") {
+        compact(&first, revision).await?;
+    }
+    if ctx.inv.bool("auto-defrag") {
+        defrag_all(&ctx).await?;
+    }
+    let errs = errors.lock().map(|e| e.clone()).unwrap_or_default();
+    if !errs.is_empty() {
+        let mut out = String::from("FAIL: too many errors\n");
+        for (e, n) in &errs {
+            out.push_str(&format!("FAIL: ERROR({e}) -> {n}\n"));
+        }
+        emit(out.as_bytes())?;
+        return Err(CmdError {
+            code: EXIT_ERROR,
+            message: String::new(),
+            log: None,
+        });
+    }
+    let mb = (after - before) / (1024.0 * 1024.0);
+    emit(format!("PASS: Approximate system memory used : {mb:.2} MB.\n").as_bytes())
 }
 
 fn splitmix(x: u64) -> u64 {

@@ -45,6 +45,7 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
         "move-leader" => maintenance::move_leader(ctx).await,
         "make-mirror" => mirror::make_mirror(ctx).await,
         "check perf" => check::perf(ctx).await,
+        "check datascale" => check::datascale(ctx).await,
         "lock" => concurrency::lock(ctx).await,
         "elect" => concurrency::elect(ctx).await,
         "help" => {
