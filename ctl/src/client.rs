@@ -321,9 +321,23 @@ pub struct Client {
     /// (endpoint as the user wrote it, lazily connecting channel)
     endpoints: Arc<Vec<(String, Channel)>>,
     current: Arc<AtomicUsize>,
-    /// An auth token (from `Authenticate`), sent with every request.
-    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// With `--user`: the credentials and the current token, sent with
+    /// every request and renewed when the server no longer knows it.
+    auth: Option<Arc<Auth>>,
 }
+
+type Token = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+#[derive(Debug)]
+struct Auth {
+    user: String,
+    password: String,
+    token: std::sync::Mutex<Option<Token>>,
+}
+
+/// etcd's answer to a token it does not know (expired, or issued by
+/// another member before a restart).
+const INVALID_AUTH_TOKEN: &str = "etcdserver: invalid auth token";
 
 impl Client {
     /// A client whose current endpoint is the first that accepts a TCP
@@ -401,7 +415,7 @@ impl Client {
         Ok(Client {
             endpoints: Arc::new(endpoints),
             current: Arc::new(AtomicUsize::new(current)),
-            token: None,
+            auth: None,
         })
     }
 
@@ -425,19 +439,53 @@ impl Client {
         password: &str,
         timeout: Duration,
     ) -> Result<(), RpcError> {
-        let req = ferrokv_wire::pb::etcdserverpb::AuthenticateRequest {
-            name: user.to_string(),
+        let auth = Arc::new(Auth {
+            user: user.to_string(),
             password: password.to_string(),
-        };
-        let resp: ferrokv_wire::pb::etcdserverpb::AuthenticateResponse =
-            self.unary(path::AUTHENTICATE, req, timeout).await?;
-        self.token = resp.token.parse().ok();
+            token: std::sync::Mutex::new(None),
+        });
+        self.auth = None;
+        let token = self.fetch_token(&auth, timeout).await?;
+        if let Ok(mut slot) = auth.token.lock() {
+            *slot = token;
+        }
+        self.auth = Some(auth);
         Ok(())
     }
 
+    async fn fetch_token(&self, auth: &Auth, timeout: Duration) -> Result<Option<Token>, RpcError> {
+        let req = ferrokv_wire::pb::etcdserverpb::AuthenticateRequest {
+            name: auth.user.clone(),
+            password: auth.password.clone(),
+        };
+        let resp: ferrokv_wire::pb::etcdserverpb::AuthenticateResponse =
+            self.unary(path::AUTHENTICATE, req, timeout).await?;
+        Ok(resp.token.parse().ok())
+    }
+
+    /// clientv3's `retryAuth`: a call refused for its token gets a new
+    /// one and goes again. Whether it did.
+    async fn renew_token(&self, timeout: Duration) -> Result<bool, RpcError> {
+        let Some(auth) = &self.auth else {
+            return Ok(false);
+        };
+        if let Ok(mut slot) = auth.token.lock() {
+            *slot = None;
+        }
+        let token = self.fetch_token(auth, timeout).await?;
+        if let Ok(mut slot) = auth.token.lock() {
+            *slot = token;
+        }
+        Ok(true)
+    }
+
     fn with_token<T>(&self, mut request: tonic::Request<T>) -> tonic::Request<T> {
-        if let Some(token) = &self.token {
-            request.metadata_mut().insert("token", token.clone());
+        let token = self
+            .auth
+            .as_ref()
+            .and_then(|a| a.token.lock().ok().and_then(|t| t.clone()));
+        if let Some(token) = token {
+            request.metadata_mut().insert("token", token);
         }
         request
     }
@@ -499,6 +547,24 @@ impl Client {
                     failed += 1;
                     self.fail_over();
                     tokio::time::sleep(retry_backoff().min(remaining)).await;
+                }
+                Ok(Err(e @ RpcError::Status { .. }))
+                    if e.message() == INVALID_AUTH_TOKEN
+                        && path != path::AUTHENTICATE
+                        && failed + 1 < UNARY_ATTEMPTS_MAX =>
+                {
+                    let e = e.with_attempt(failed);
+                    crate::ctx::eprint_now(&format!(
+                        "{}\n",
+                        crate::error::retry_warning(&e, self.endpoint())
+                    ));
+                    failed += 1;
+                    let renewed = Box::pin(self.renew_token(remaining)).await;
+                    match renewed {
+                        Ok(true) => {}
+                        Ok(false) => return Err(e),
+                        Err(why) => return Err(why),
+                    }
                 }
                 Ok(result) => return result.map_err(|e| e.with_attempt(failed)),
                 Err(_) => break,

@@ -791,3 +791,64 @@ fn check_datascale_matches_etcdctl() {
         assert_eq!(outputs[0].len(), 6, "{outputs:?}");
     }
 }
+
+/// A token that expires while a command runs is renewed as clientv3 does:
+/// `lock` outlives etcd's token TTL (1 s here) and still releases its lock
+/// with the same output as etcdctl (the refused attempt logged).
+#[test]
+fn an_expired_token_is_renewed_like_etcdctl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdProcess::start_with(
+        dir.path(),
+        ferrokv_tests::ServerOptions {
+            extra_args: vec!["--auth-token-ttl".into(), "1".into()],
+            ..Default::default()
+        },
+    );
+    let ep = etcd.endpoint();
+    for step in [
+        &["user", "add", "root:pw"][..],
+        &["user", "grant-role", "root", "root"][..],
+        &["auth", "enable"][..],
+    ] {
+        let out = etcdctl(&ep, step, None);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let norm = ferrokv_tests::Normalizer::new();
+    let args = [
+        "--user",
+        "root:pw",
+        "lock",
+        "expiring",
+        "--",
+        "sh",
+        "-c",
+        "sleep 2.5; echo held",
+    ];
+    let run = |bin: &Path| {
+        let out = ferrokv_tests::etcdctl::ctl_with_timeout(
+            bin,
+            &ep,
+            &args,
+            None,
+            ferrokv_tests::etcdctl::ETCDCTL_TIMEOUT,
+        );
+        let left = etcdctl(
+            &ep,
+            &[
+                "--user",
+                "root:pw",
+                "get",
+                "--prefix",
+                "expiring",
+                "--keys-only",
+            ],
+            None,
+        );
+        assert_eq!(left.stdout, "", "the lock was released: {out:?}");
+        norm.normalize_output(&out)
+    };
+    let want = run(&etcdctl_bin());
+    assert!(want.stderr.contains("invalid auth token"), "{want:?}");
+    assert_eq!(run(&ferroctl()), want);
+}
