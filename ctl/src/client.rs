@@ -539,11 +539,7 @@ impl Client {
                         && is_repeatable(path)
                         && failed + 1 < UNARY_ATTEMPTS_MAX =>
                 {
-                    let e = e.with_attempt(failed);
-                    crate::ctx::eprint_now(&format!(
-                        "{}\n",
-                        crate::error::retry_warning(&e, self.endpoint())
-                    ));
+                    self.log_failed_attempt(e, failed);
                     failed += 1;
                     self.fail_over();
                     tokio::time::sleep(retry_backoff().min(remaining)).await;
@@ -553,11 +549,7 @@ impl Client {
                         && path != path::AUTHENTICATE
                         && failed + 1 < UNARY_ATTEMPTS_MAX =>
                 {
-                    let e = e.with_attempt(failed);
-                    crate::ctx::eprint_now(&format!(
-                        "{}\n",
-                        crate::error::retry_warning(&e, self.endpoint())
-                    ));
+                    let e = self.log_failed_attempt(e, failed);
                     failed += 1;
                     let renewed = Box::pin(self.renew_token(remaining)).await;
                     match renewed {
@@ -573,6 +565,16 @@ impl Client {
         Err(last_unreachable.unwrap_or(RpcError::DeadlineExceeded {
             detail: "context deadline exceeded".into(),
         }))
+    }
+
+    /// clientv3's warning for an attempt that failed and is retried.
+    fn log_failed_attempt(&self, e: RpcError, attempt: u32) -> RpcError {
+        let e = e.with_attempt(attempt);
+        crate::ctx::eprint_now(&format!(
+            "{}\n",
+            crate::error::retry_warning(&e, self.endpoint())
+        ));
+        e
     }
 
     async fn unary_once<Req, Resp>(

@@ -69,6 +69,20 @@ pub enum WriteOp {
     },
 }
 
+/// One record of a history written by another store (etcd's `key`
+/// bucket), for [`Store::import_record`]: the key's state at (main, sub);
+/// version 0 is a tombstone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportedRecord {
+    pub key: Vec<u8>,
+    pub main: i64,
+    pub sub: i64,
+    pub create: i64,
+    pub version: i64,
+    pub lease: i64,
+    pub value: Vec<u8>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     Put,
@@ -549,17 +563,16 @@ impl Store {
     /// deriving them; version 0 is a tombstone. Records must come in
     /// (main, sub) order above everything written and above the compaction
     /// point; anything else is refused, since the source is a file.
-    #[allow(clippy::too_many_arguments)]
-    pub fn import_record(
-        &mut self,
-        key: &[u8],
-        main: i64,
-        sub: i64,
-        create: i64,
-        version: i64,
-        lease: i64,
-        value: Vec<u8>,
-    ) -> Result<(), Error> {
+    pub fn import_record(&mut self, rec: ImportedRecord) -> Result<(), Error> {
+        let ImportedRecord {
+            key,
+            main,
+            sub,
+            create,
+            version,
+            lease,
+            value,
+        } = rec;
         let r = Revision { main, sub };
         if main <= 0 || main <= self.compact_rev || r <= self.last_written {
             return Err(Error::Snapshot(format!(
@@ -575,12 +588,12 @@ impl Store {
             lease: if tombstone { 0 } else { lease },
             value: if tombstone { Vec::new() } else { value },
         };
-        let prev = self.get(key);
+        let prev = self.get(&key);
         if tombstone && prev.is_none() {
             // Nothing live to delete: etcd would not have written it.
             return Ok(());
         }
-        self.insert(key, rec, prev.as_ref());
+        self.insert(&key, rec, prev.as_ref());
         self.last_main = main;
         Ok(())
     }

@@ -519,6 +519,26 @@ fn empty_store_snapshot() {
     });
 }
 
+fn rec(
+    key: &str,
+    main: i64,
+    sub: i64,
+    create: i64,
+    version: i64,
+    lease: i64,
+    value: &str,
+) -> ImportedRecord {
+    ImportedRecord {
+        key: key.into(),
+        main,
+        sub,
+        create,
+        version,
+        lease,
+        value: value.into(),
+    }
+}
+
 /// An imported history keeps the source's create revisions and versions
 /// (its older records were compacted away), tombstones end a key, and the
 /// result survives a snapshot round trip; out-of-order records are
@@ -526,21 +546,14 @@ fn empty_store_snapshot() {
 #[test]
 fn imported_history_keeps_its_create_revisions_and_versions() {
     let mut s = Store::new();
-    s.import_record(b"a", 10, 0, 3, 5, 0, b"a5".to_vec())
-        .unwrap();
-    s.import_record(b"b", 10, 1, 10, 1, 7, b"b1".to_vec())
-        .unwrap();
-    s.import_record(b"a", 12, 0, 3, 6, 0, b"a6".to_vec())
-        .unwrap();
-    s.import_record(b"b", 13, 0, 0, 0, 0, Vec::new()).unwrap();
+    s.import_record(rec("a", 10, 0, 3, 5, 0, "a5")).unwrap();
+    s.import_record(rec("b", 10, 1, 10, 1, 7, "b1")).unwrap();
+    s.import_record(rec("a", 12, 0, 3, 6, 0, "a6")).unwrap();
+    s.import_record(rec("b", 13, 0, 0, 0, 0, "")).unwrap();
     // A tombstone of a key that is not live changes nothing.
-    s.import_record(b"zz", 14, 0, 0, 0, 0, Vec::new()).unwrap();
-    assert!(s
-        .import_record(b"c", 13, 0, 13, 1, 0, b"late".to_vec())
-        .is_err());
-    assert!(s
-        .import_record(b"c", 0, 1, 1, 1, 0, b"zero".to_vec())
-        .is_err());
+    s.import_record(rec("zz", 14, 0, 0, 0, 0, "")).unwrap();
+    assert!(s.import_record(rec("c", 13, 0, 13, 1, 0, "late")).is_err());
+    assert!(s.import_record(rec("c", 0, 1, 1, 1, 0, "zero")).is_err());
     s.compact(11).unwrap();
     both(s, |s| {
         assert_eq!(all(s, 0).kvs, vec![kv("a", "a6", 3, 12, 6)]);

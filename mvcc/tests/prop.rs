@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use ferrokv_mvcc::{Error, Event, EventKind, KeyValue, RangeResult, Store, WriteOp};
+use ferrokv_mvcc::{
+    Error, Event, EventKind, ImportedRecord, KeyValue, RangeResult, Store, WriteOp,
+};
 use proptest::prelude::*;
 
 const KEYS: [&str; 5] = ["a", "ab", "b", "ba", "c"];
@@ -439,15 +441,15 @@ fn import_run(actions: Vec<Action>) -> Result<(), TestCaseError> {
     let mut imported = Store::new();
     for ((main, sub), kv) in retained(&original) {
         imported
-            .import_record(
-                &kv.key,
+            .import_record(ImportedRecord {
+                key: kv.key,
                 main,
                 sub,
-                kv.create_revision,
-                kv.version,
-                kv.lease,
-                kv.value,
-            )
+                create: kv.create_revision,
+                version: kv.version,
+                lease: kv.lease,
+                value: kv.value,
+            })
             .unwrap();
     }
     if model.last > 0 {

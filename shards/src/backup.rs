@@ -239,18 +239,7 @@ fn install_member(
     std::fs::rename(&scratch, &member).map_err(|e| format!("{}: {e}", member.display()))
 }
 
-/// One record of a history written by another store (etcd's `key`
-/// bucket): the key's state at (main, sub); version 0 is a tombstone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImportedRecord {
-    pub key: Vec<u8>,
-    pub main: i64,
-    pub sub: i64,
-    pub create: i64,
-    pub version: i64,
-    pub lease: i64,
-    pub value: Vec<u8>,
-}
+pub use ferrokv_mvcc::ImportedRecord;
 
 /// A keyspace read from another store, ready to become a member.
 #[derive(Clone, Debug, Default)]
@@ -283,15 +272,7 @@ pub fn restore_imported(
     for r in &imported.records {
         let shard = crate::kv::shard_of(&r.key, shards) as usize;
         stores[shard]
-            .import_record(
-                &r.key,
-                r.main,
-                r.sub,
-                r.create,
-                r.version,
-                r.lease,
-                r.value.clone(),
-            )
+            .import_record(r.clone())
             .map_err(|e| e.to_string())?;
         last = last.max(r.main);
     }

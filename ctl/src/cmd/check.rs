@@ -75,29 +75,8 @@ pub async fn perf(ctx: Ctx) -> Result<(), CmdError> {
         .and_then(|d| crate::gofmt::parse_duration(&d).ok())
         .unwrap_or(CHECK_PERF_DURATION);
     let prefix = ctx.inv.string("prefix");
-    let mut conns = Vec::new();
-    for _ in 0..clients.min(CHECK_PERF_CONNECTIONS_MAX) {
-        conns.push(ctx.client().await?);
-    }
+    let conns = connect_to_empty_prefix(&ctx, &prefix, clients).await?;
     let first = conns[0].clone();
-    let existing: RangeResponse = ctx
-        .call(
-            &first,
-            path::RANGE,
-            RangeRequest {
-                key: Bytes::from(prefix.clone()),
-                range_end: Bytes::from(super::kv::prefix_end(prefix.as_bytes())),
-                limit: 1,
-                ..Default::default()
-            },
-        )
-        .await?;
-    if !existing.kvs.is_empty() {
-        return Err(CmdError::invalid_input(format!(
-            "prefix {} has keys. Delete with etcdctl del --prefix {prefix} first",
-            crate::gofmt::quote(prefix.as_bytes())
-        )));
-    }
 
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + duration;
@@ -264,6 +243,38 @@ pub async fn perf(ctx: Ctx) -> Result<(), CmdError> {
     Ok(())
 }
 
+/// The connections the writers share, once it is known that `prefix`
+/// holds no keys (etcdctl refuses to write over existing ones).
+async fn connect_to_empty_prefix(
+    ctx: &Ctx,
+    prefix: &str,
+    clients: usize,
+) -> Result<Vec<Client>, CmdError> {
+    let mut conns = Vec::new();
+    for _ in 0..clients.clamp(1, CHECK_PERF_CONNECTIONS_MAX) {
+        conns.push(ctx.client().await?);
+    }
+    let existing: RangeResponse = ctx
+        .call(
+            &conns[0],
+            path::RANGE,
+            RangeRequest {
+                key: Bytes::from(prefix.to_string()),
+                range_end: Bytes::from(super::kv::prefix_end(prefix.as_bytes())),
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
+    if !existing.kvs.is_empty() {
+        return Err(CmdError::invalid_input(format!(
+            "prefix {} has keys. Delete with etcdctl del --prefix {prefix} first",
+            crate::gofmt::quote(prefix.as_bytes())
+        )));
+    }
+    Ok(conns)
+}
+
 /// etcdctl's clean-up: every key under `prefix` deleted; the revision.
 async fn delete_prefix(client: &Client, prefix: &str) -> Result<i64, RpcError> {
     let deleted: DeleteRangeResponse = client
@@ -356,29 +367,8 @@ pub async fn datascale(ctx: Ctx) -> Result<(), CmdError> {
         return Err(CmdError::bad_feature(format!("unknown load option {load}")));
     };
     let prefix = ctx.inv.string("prefix");
-    let mut conns = Vec::new();
-    for _ in 0..clients.min(CHECK_PERF_CONNECTIONS_MAX) {
-        conns.push(ctx.client().await?);
-    }
+    let conns = connect_to_empty_prefix(&ctx, &prefix, clients).await?;
     let first = conns[0].clone();
-    let existing: RangeResponse = ctx
-        .call(
-            &first,
-            path::RANGE,
-            RangeRequest {
-                key: Bytes::from(prefix.clone()),
-                range_end: Bytes::from(super::kv::prefix_end(prefix.as_bytes())),
-                limit: 1,
-                ..Default::default()
-            },
-        )
-        .await?;
-    if !existing.kvs.is_empty() {
-        return Err(CmdError::invalid_input(format!(
-            "prefix {} has keys. Delete with etcdctl del --prefix {prefix} first",
-            crate::gofmt::quote(prefix.as_bytes())
-        )));
-    }
     let endpoint = ctx.config.endpoints.first().cloned().unwrap_or_default();
     let memory_failed = |when: &str, why: String| {
         let _ = emit(format!("{why}\nFAIL: Could not read process_resident_memory_bytes {when} the put operations.\n").as_bytes());
