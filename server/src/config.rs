@@ -28,6 +28,9 @@ pub struct Config {
     pub auto_compaction_retention: String,
     pub log_level: String,
     pub shards: usize,
+    /// TLS for `https://` client URLs (`--cert-file`, `--key-file`,
+    /// `--trusted-ca-file`, `--client-cert-auth`).
+    pub client_tls: Option<ferrokv_wire::tls::TlsFlags>,
 }
 
 /// One accepted option: its etcd name, whether it takes a value, help text.
@@ -188,20 +191,24 @@ fn num<T: std::str::FromStr>(
 
 fn build(vals: &BTreeMap<&str, String>) -> Result<Config, String> {
     let get = |k: &str, d: &str| vals.get(k).cloned().unwrap_or_else(|| d.to_string());
-    for tls in [
-        "cert-file",
-        "key-file",
-        "trusted-ca-file",
-        "peer-cert-file",
-        "peer-key-file",
-        "peer-trusted-ca-file",
-    ] {
+    for tls in ["peer-cert-file", "peer-key-file", "peer-trusted-ca-file"] {
         if vals.get(tls).is_some_and(|v| !v.is_empty()) {
             return Err(format!(
-                "--{tls}: TLS is not supported by this ferrokv build yet"
+                "--{tls}: peer TLS is not supported by this ferrokv build yet (members do not replicate yet)"
             ));
         }
     }
+    let file = |k: &str| vals.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let client_tls = match (file("cert-file"), file("key-file")) {
+        (Some(cert_file), Some(key_file)) => Some(ferrokv_wire::tls::TlsFlags {
+            cert_file,
+            key_file,
+            trusted_ca_file: file("trusted-ca-file"),
+            client_cert_auth: vals.get("client-cert-auth").is_some_and(|v| v == "true"),
+        }),
+        (None, None) => None,
+        _ => return Err("--cert-file and --key-file must be given together".into()),
+    };
     let name = get("name", "default");
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let cfg = Config {
@@ -233,6 +240,7 @@ fn build(vals: &BTreeMap<&str, String>) -> Result<Config, String> {
         auto_compaction_retention: get("auto-compaction-retention", "0"),
         log_level: get("log-level", "info"),
         shards: num(vals, "shards", cores)?,
+        client_tls,
         name,
     };
     if cfg.shards == 0 || cfg.shards > 1024 {
@@ -259,6 +267,13 @@ fn build(vals: &BTreeMap<&str, String>) -> Result<Config, String> {
         .chain(cfg.listen_peer_urls.iter())
     {
         listen_addr(u)?;
+    }
+    for u in &cfg.listen_client_urls {
+        if is_tls_url(u) && cfg.client_tls.is_none() {
+            return Err(format!(
+                "TLS key/cert (--cert-file, --key-file) must be provided for client url {u} with HTTPS scheme"
+            ));
+        }
     }
     check_initial_cluster(&cfg)?;
     if !matches!(cfg.auto_compaction_mode.as_str(), "periodic" | "revision") {
@@ -320,15 +335,15 @@ fn check_initial_cluster(cfg: &Config) -> Result<(), String> {
 
 /// `http://host:port` -> a socket address to bind. Names other than
 /// localhost are not resolved: etcd also requires IPs in listen URLs.
+/// Whether clients on this URL speak TLS.
+pub fn is_tls_url(u: &str) -> bool {
+    u.starts_with("https://")
+}
+
 pub fn listen_addr(u: &str) -> Result<std::net::SocketAddr, String> {
     let parsed = url::Url::parse(u).map_err(|e| format!("invalid URL {u:?}: {e}"))?;
     match parsed.scheme() {
-        "http" | "unix" => {}
-        "https" => {
-            return Err(format!(
-                "{u}: TLS is not supported by this ferrokv build yet"
-            ))
-        }
+        "http" | "unix" | "https" => {}
         s => {
             return Err(format!(
                 "URL scheme must be http, https, unix, or unixs: {s}"
@@ -361,6 +376,35 @@ mod tests {
             Parsed::Run(c) => Ok(*c),
             _ => Err("not a run".into()),
         }
+    }
+
+    #[test]
+    fn https_client_urls_need_a_key_and_certificate() {
+        let e = run(&["--listen-client-urls", "https://127.0.0.1:2379"], &[]).unwrap_err();
+        assert!(
+            e.contains("must be provided for client url https://127.0.0.1:2379"),
+            "{e}"
+        );
+        let e = run(&["--cert-file", "c.pem"], &[]).unwrap_err();
+        assert_eq!(e, "--cert-file and --key-file must be given together");
+        let c = run(
+            &[
+                "--listen-client-urls",
+                "https://127.0.0.1:2379",
+                "--cert-file",
+                "c.pem",
+                "--key-file",
+                "k.pem",
+                "--trusted-ca-file",
+                "ca.pem",
+                "--client-cert-auth",
+            ],
+            &[],
+        )
+        .unwrap();
+        let tls = c.client_tls.unwrap();
+        assert!(tls.client_cert_auth);
+        assert_eq!(tls.trusted_ca_file, Some(PathBuf::from("ca.pem")));
     }
 
     #[test]

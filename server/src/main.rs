@@ -87,9 +87,15 @@ fn main() {
     };
     logger::init(&cfg.log_level);
     let mut addrs = Vec::new();
+    let mut tls_addrs = Vec::new();
     for u in &cfg.listen_client_urls {
         match listen_addr(u) {
-            Ok(a) => addrs.push(a),
+            Ok(a) => {
+                addrs.push(a);
+                if config::is_tls_url(u) {
+                    tls_addrs.push(a);
+                }
+            }
             Err(e) => {
                 eprintln!("{e}");
                 std::process::exit(2);
@@ -122,6 +128,18 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let tls = match cfg
+        .client_tls
+        .as_ref()
+        .map(ferrokv_wire::tls::server_config)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
     let quota_backend_bytes = cfg.quota_backend_bytes;
     let alarms = Arc::new(maintenance::Alarms::default());
     let member = Arc::new(member_of(&cfg));
@@ -147,6 +165,7 @@ fn main() {
     let shards = cfg.shards;
     let (max_request_bytes, max_txn_ops) = (cfg.max_request_bytes, cfg.max_txn_ops);
     let result = ferrokv_shards::run(engine_cfg, move |engine, core| {
+        let (tls, tls_addrs) = (tls.clone(), tls_addrs.clone());
         let (addrs, member, wal_metrics, ready, alarms) = (
             addrs.clone(),
             member.clone(),
@@ -177,8 +196,13 @@ fn main() {
             ));
             let mut listeners = Vec::new();
             for a in &addrs {
+                // TLS on the https URLs (the config checked their keys).
+                let acceptor = tls
+                    .clone()
+                    .filter(|_| tls_addrs.contains(a))
+                    .map(futures_rustls::TlsAcceptor::from);
                 match glommio::net::TcpListener::bind(a) {
-                    Ok(l) => listeners.push(l),
+                    Ok(l) => listeners.push((l, acceptor)),
                     Err(e) => {
                         log::error!("core {core}: listen tcp {a}: {e}");
                         std::process::exit(1);
@@ -190,15 +214,25 @@ fn main() {
                 notify_ready();
             }
             let mut tasks = Vec::new();
-            for l in listeners {
+            for (l, acceptor) in listeners {
                 let service = service.clone();
                 tasks.push(glommio::spawn_local(async move {
                     loop {
                         match l.accept().await {
                             Ok(stream) => {
                                 let service = service.clone();
-                                glommio::spawn_local(ferrokv_wire::conn::serve(stream, service))
-                                    .detach();
+                                match &acceptor {
+                                    Some(a) => glommio::spawn_local(ferrokv_wire::conn::serve_tls(
+                                        stream,
+                                        a.clone(),
+                                        service,
+                                    ))
+                                    .detach(),
+                                    None => glommio::spawn_local(ferrokv_wire::conn::serve(
+                                        stream, service,
+                                    ))
+                                    .detach(),
+                                };
                             }
                             Err(e) => {
                                 // Out of descriptors and the like: back off

@@ -65,7 +65,7 @@ pub struct ServerOptions {
     /// Further flags, appended after the standard ones.
     pub extra_args: Vec<String>,
     /// Serve clients over TLS with these files, requiring client
-    /// certificates (etcd only: ferrokv does not serve TLS yet).
+    /// certificates.
     pub tls: Option<TlsFiles>,
 }
 
@@ -167,8 +167,6 @@ impl ServerProcess {
     pub fn start(kind: ServerKind, binary: PathBuf, dir: &Path, opts: ServerOptions) -> Self {
         if kind == ServerKind::Etcd {
             assert!(opts.shards.is_none(), "--shards is a ferrokv-only flag");
-        } else {
-            assert!(opts.tls.is_none(), "ferrokv does not serve TLS yet");
         }
         let name = opts.name.clone().unwrap_or_else(|| kind.to_string());
         let mut extra_args = Vec::new();

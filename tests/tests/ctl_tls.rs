@@ -1,29 +1,40 @@
-//! ferroctl over TLS, side by side with etcdctl against an etcd that serves
-//! https and wants client certificates: the same output and exit code with
-//! `--cacert/--cert/--key` (a bare host:port becomes https, as etcdctl
-//! does) and with `--insecure-skip-tls-verify`, and both refuse to work
-//! without a client certificate.
+//! TLS on the client port, side by side: ferroctl and etcdctl against an
+//! etcd and against a ferrokv that serve https and want client
+//! certificates: the same output and exit code with `--cacert/--cert/--key`
+//! (a bare host:port becomes https, as etcdctl does) and with
+//! `--insecure-skip-tls-verify`; both refuse to work without a client
+//! certificate; curl reads `/health` over https with one and is refused
+//! without; and a plain-text client gets nothing from the https port.
 
 use std::time::Duration;
 
 use ferrokv_tests::etcdctl::{ctl_with_timeout, etcdctl_bin};
-use ferrokv_tests::server::ferroctl_bin;
-use ferrokv_tests::{EtcdProcess, ServerOptions};
+use ferrokv_tests::server::{ferroctl_bin, ServerKind};
+use ferrokv_tests::{EtcdProcess, FerrokvProcess, ServerOptions};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
-fn ferroctl_and_etcdctl_agree_over_tls() {
+fn ferroctl_and_etcdctl_agree_over_tls_on_etcd() {
+    agree_over_tls(ServerKind::Etcd);
+}
+
+#[test]
+fn ferroctl_and_etcdctl_agree_over_tls_on_ferrokv() {
+    agree_over_tls(ServerKind::Ferrokv);
+}
+
+fn agree_over_tls(kind: ServerKind) {
     let dir = tempfile::tempdir().unwrap();
     let tls = ferrokv_tests::tls::generate(&dir.path().join("tls"));
-    let server = EtcdProcess::start_with(
-        dir.path(),
-        ServerOptions {
-            tls: Some(tls.clone()),
-            ..ServerOptions::default()
-        },
-    )
-    .into_inner();
+    let opts = ServerOptions {
+        tls: Some(tls.clone()),
+        ..ServerOptions::default()
+    };
+    let server = match kind {
+        ServerKind::Etcd => EtcdProcess::start_with(dir.path(), opts).into_inner(),
+        ServerKind::Ferrokv => FerrokvProcess::start_with(dir.path(), opts).into_inner(),
+    };
     let bare = server.client_addr().to_string();
     let ferroctl = ferroctl_bin().unwrap_or_else(|e| panic!("{e}"));
     let etcdctl = etcdctl_bin();
@@ -92,4 +103,43 @@ fn ferroctl_and_etcdctl_agree_over_tls() {
         "{got:?}"
     );
     assert_eq!(got.stdout, "tls-key\nv1\n");
+    // HTTP endpoints over the same TLS port (curl offers h2 and http/1.1).
+    let url = format!("https://{bare}/health");
+    let curl = |with_cert: bool| {
+        let mut args = vec![
+            "-s".to_string(),
+            "--max-time".to_string(),
+            "10".to_string(),
+            "--cacert".to_string(),
+            tls.ca.display().to_string(),
+        ];
+        if with_cert {
+            args.extend([
+                "--cert".to_string(),
+                tls.cert.display().to_string(),
+                "--key".to_string(),
+                tls.key.display().to_string(),
+            ]);
+        }
+        args.push(url.clone());
+        ferrokv_tests::etcdctl::tool(std::path::Path::new("curl"), &args, RUN_TIMEOUT)
+    };
+    let health = curl(true);
+    assert_eq!(health.code, 0, "{health:?}");
+    assert!(health.stdout.contains("\"health\":\"true\""), "{health:?}");
+    assert_ne!(curl(false).code, 0, "no client certificate, no answer");
+    // A plain-text client on the TLS port gets no answer.
+    let plain = ctl_with_timeout(
+        &etcdctl,
+        &format!("http://{bare}"),
+        &[
+            "--dial-timeout=1s",
+            "--command-timeout=2s",
+            "get",
+            "tls-key",
+        ],
+        None,
+        RUN_TIMEOUT,
+    );
+    assert_ne!(plain.code, 0, "{plain:?}");
 }

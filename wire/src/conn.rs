@@ -31,6 +31,8 @@ pub const STREAM_RESPONSES_PENDING_MAX: usize = 128;
 
 /// Bound on concurrent HTTP/2 streams per connection.
 pub const HTTP2_STREAMS_CONCURRENT_MAX: u32 = 1024;
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_MAX: Duration = Duration::from_secs(30);
 
 /// An HTTP/1.1 (or plain HTTP/2) reply.
 pub struct HttpReply {
@@ -130,7 +132,41 @@ pub async fn serve<H: Handler>(stream: glommio::net::TcpStream, handler: Rc<H>) 
         Some(v) => v,
         None => return,
     };
-    let io = HyperIo::new(stream);
+    serve_http(stream, is_h2, handler).await;
+}
+
+/// [`serve`] behind a TLS handshake; HTTP/2 when the client chose `h2`
+/// by ALPN (gRPC clients do), else HTTP/1.1. A client that does not
+/// finish the handshake within a bound is dropped.
+pub async fn serve_tls<H: Handler>(
+    stream: glommio::net::TcpStream,
+    acceptor: futures_rustls::TlsAcceptor,
+    handler: Rc<H>,
+) {
+    let _ = stream.set_nodelay(true);
+    let handshake = async { Some(acceptor.accept(stream).await) };
+    let bound = async {
+        glommio::timer::sleep(TLS_HANDSHAKE_MAX).await;
+        None
+    };
+    let tls = match futures_lite::future::or(handshake, bound).await {
+        Some(Ok(tls)) => tls,
+        Some(Err(e)) => {
+            log::debug!("TLS handshake failed: {e}");
+            return;
+        }
+        None => return,
+    };
+    let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_http(tls, is_h2, handler).await;
+}
+
+async fn serve_http<H, T>(io: T, is_h2: bool, handler: Rc<H>)
+where
+    H: Handler,
+    T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
+    let io = HyperIo::new(io);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(route(handler, req).await) }

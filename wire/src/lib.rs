@@ -7,6 +7,7 @@
 pub mod conn;
 pub mod grpc;
 mod io;
+pub mod tls;
 
 /// Generated message types, in etcd's proto packages.
 pub mod pb {
