@@ -587,10 +587,7 @@ impl Client {
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        let mut grpc = tonic::client::Grpc::new(self.channel());
-        grpc.ready().await.map_err(|e| {
-            RpcError::from_status(Status::unavailable(format!("connection not ready: {e}")))
-        })?;
+        let mut grpc = ready(self.channel()).await?;
         let mut request = self.with_token(tonic::Request::new(req));
         request.set_timeout(timeout);
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
@@ -628,12 +625,13 @@ impl Client {
         let channel = self.channel();
         let request = self.with_token(tonic::Request::new(ReceiverStream::new(req_rx)));
         tokio::spawn(async move {
-            let mut grpc = tonic::client::Grpc::new(channel);
-            if let Err(e) = grpc.ready().await {
-                let status = Status::unavailable(format!("connection not ready: {e}"));
-                let _ = resp_tx.send(Err(RpcError::from_status(status))).await;
-                return;
-            }
+            let mut grpc = match ready(channel).await {
+                Ok(g) => g,
+                Err(e) => {
+                    let _ = resp_tx.send(Err(e)).await;
+                    return;
+                }
+            };
             let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
             let opened = grpc
                 .streaming(request, PathAndQuery::from_static(path), codec)
@@ -661,6 +659,46 @@ impl Client {
             }
         });
         (req_tx, resp_rx)
+    }
+}
+
+/// A `Watch` stream's two ends.
+pub type WatchStream = (
+    mpsc::Sender<ferrokv_wire::pb::etcdserverpb::WatchRequest>,
+    mpsc::Receiver<Result<ferrokv_wire::pb::etcdserverpb::WatchResponse, RpcError>>,
+);
+
+/// The request that creates `create` on a Watch stream.
+pub fn create_watch(
+    create: ferrokv_wire::pb::etcdserverpb::WatchCreateRequest,
+) -> ferrokv_wire::pb::etcdserverpb::WatchRequest {
+    ferrokv_wire::pb::etcdserverpb::WatchRequest {
+        request_union: Some(
+            ferrokv_wire::pb::etcdserverpb::watch_request::RequestUnion::CreateRequest(create),
+        ),
+    }
+}
+
+impl Client {
+    /// Opens a Watch stream with `create` as its first watch; None when
+    /// the stream closed before taking it.
+    pub async fn watch(
+        &self,
+        create: ferrokv_wire::pb::etcdserverpb::WatchCreateRequest,
+    ) -> Option<WatchStream> {
+        let (tx, rx) = self.bidi(path::WATCH);
+        tx.send(create_watch(create)).await.ok()?;
+        Some((tx, rx))
+    }
+}
+
+/// A gRPC client on `channel` once it can take a call; when it cannot,
+/// nothing was sent.
+async fn ready(channel: Channel) -> Result<tonic::client::Grpc<Channel>, RpcError> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    match grpc.ready().await {
+        Ok(()) => Ok(grpc),
+        Err(_) => Err(RpcError::Unreachable { refused: None }),
     }
 }
 

@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferrokv_wire::pb::etcdserverpb::{
-    compare, request_op, response_op, watch_request, Compare, DeleteRangeRequest,
-    DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
-    LeaseKeepAliveResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, RangeRequest,
-    RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse, WatchCreateRequest,
-    WatchRequest, WatchResponse,
+    compare, request_op, response_op, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, TxnRequest, TxnResponse, WatchCreateRequest,
 };
 use ferrokv_wire::pb::mvccpb::KeyValue;
 use tokio::sync::watch;
@@ -253,19 +252,14 @@ async fn wait_deletes(
 
 /// Watches `key` from `rev` until it is deleted.
 async fn wait_delete(client: &Client, key: Bytes, rev: i64) -> Result<(), RecipeError> {
-    let (tx, mut rx) = client.bidi::<WatchRequest, WatchResponse>(path::WATCH);
-    let create = WatchRequest {
-        request_union: Some(watch_request::RequestUnion::CreateRequest(
-            WatchCreateRequest {
-                key,
-                start_revision: rev,
-                ..Default::default()
-            },
-        )),
-    };
-    tx.send(create)
+    let (_tx, mut rx) = client
+        .watch(WatchCreateRequest {
+            key,
+            start_revision: rev,
+            ..Default::default()
+        })
         .await
-        .map_err(|_| RecipeError::LostWatcher)?;
+        .ok_or(RecipeError::LostWatcher)?;
     while let Some(msg) = rx.recv().await {
         let resp = msg?;
         if resp.events.iter().any(|e| e.r#type == 1) {
@@ -407,19 +401,14 @@ pub async fn observe(
         })
         .map_err(|_| RecipeError::LostWatcher)?;
         // Follow the leader key until it is deleted.
-        let (tx, mut rx) = client.bidi::<WatchRequest, WatchResponse>(path::WATCH);
-        let create = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(
-                WatchCreateRequest {
-                    key: kv.key.clone(),
-                    start_revision: header.revision + 1,
-                    ..Default::default()
-                },
-            )),
-        };
-        tx.send(create)
+        let (_tx, mut rx) = client
+            .watch(WatchCreateRequest {
+                key: kv.key.clone(),
+                start_revision: header.revision + 1,
+                ..Default::default()
+            })
             .await
-            .map_err(|_| RecipeError::LostWatcher)?;
+            .ok_or(RecipeError::LostWatcher)?;
         'follow: loop {
             let Some(msg) = rx.recv().await else {
                 return Err(RecipeError::LostWatcher);
@@ -449,20 +438,15 @@ async fn wait_first_put(
     prefix: &[u8],
     rev: i64,
 ) -> Result<(ResponseHeader, KeyValue), RecipeError> {
-    let (tx, mut rx) = client.bidi::<WatchRequest, WatchResponse>(path::WATCH);
-    let create = WatchRequest {
-        request_union: Some(watch_request::RequestUnion::CreateRequest(
-            WatchCreateRequest {
-                key: Bytes::copy_from_slice(prefix),
-                range_end: Bytes::from(crate::cmd::kv::prefix_end(prefix)),
-                start_revision: rev,
-                ..Default::default()
-            },
-        )),
-    };
-    tx.send(create)
+    let (_tx, mut rx) = client
+        .watch(WatchCreateRequest {
+            key: Bytes::copy_from_slice(prefix),
+            range_end: Bytes::from(crate::cmd::kv::prefix_end(prefix)),
+            start_revision: rev,
+            ..Default::default()
+        })
         .await
-        .map_err(|_| RecipeError::LostWatcher)?;
+        .ok_or(RecipeError::LostWatcher)?;
     while let Some(msg) = rx.recv().await {
         let wr = msg?;
         if let Some(kv) = wr

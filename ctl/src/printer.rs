@@ -300,20 +300,26 @@ impl Printer {
     }
 
     pub fn revoke(&self, id: i64, r: &LeaseRevokeResponse) -> Out {
+        self.header_only(r, r.header.as_ref(), format!("lease {id:016x} revoked\n"))
+    }
+
+    /// A response that carries only its header (auth changes, a revoke):
+    /// `simple`, or the header in each format; no table.
+    pub fn header_only<M: Message>(
+        &self,
+        resp: &M,
+        header: Option<&ResponseHeader>,
+        simple: String,
+    ) -> Out {
         match self.format {
-            Format::Simple => text(format!("lease {id:016x} revoked\n")),
-            Format::Json => text(
-                Obj::new()
-                    .opt("header", r.header.as_ref().map(json::header))
-                    .build()
-                    + "\n",
-            ),
+            Format::Simple => text(simple),
+            Format::Json => text(Obj::new().opt("header", header.map(json::header)).build() + "\n"),
             Format::Fields => {
                 let mut out = String::new();
-                fields_header(&mut out, r.header.as_ref());
+                fields_header(&mut out, header);
                 text(out)
             }
-            Format::Protobuf => Ok(r.encode_to_vec()),
+            Format::Protobuf => Ok(resp.encode_to_vec()),
             Format::Table => self.unsupported(),
         }
     }
@@ -798,7 +804,8 @@ fn event_type_name(t: i32) -> String {
     }
 }
 
-fn fields_header(out: &mut String, h: Option<&ResponseHeader>) {
+/// The header as etcdctl's `fields` format prints it.
+pub(crate) fn fields_header(out: &mut String, h: Option<&ResponseHeader>) {
     let h = h.copied().unwrap_or_default();
     out.push_str(&format!(
         "\"ClusterID\" : {}\n\"MemberID\" : {}\n\"Revision\" : {}\n\"RaftTerm\" : {}\n",

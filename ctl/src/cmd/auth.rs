@@ -23,29 +23,43 @@ fn print_plain<M: Message>(
     header: Option<&ResponseHeader>,
     simple: String,
 ) -> Result<(), CmdError> {
-    match ctx.printer.format {
-        Format::Simple => emit(simple.as_bytes()),
-        Format::Json => emit(
+    emit(&ctx.printer.header_only(resp, header, simple)?)
+}
+
+/// A response that is a list of names (users, roles): `simple`, JSON with
+/// the names under `field`, `fields` where etcdctl has that format, or
+/// protobuf; etcdctl refuses the rest.
+fn print_names<M: Message>(
+    ctx: &Ctx,
+    resp: &M,
+    header: Option<&ResponseHeader>,
+    field: &str,
+    names: &[String],
+    simple: String,
+    fields: Option<String>,
+) -> Result<(), CmdError> {
+    match (ctx.printer.format, fields) {
+        (Format::Simple, _) => emit(simple.as_bytes()),
+        (Format::Json, _) => emit(
             format!(
                 "{}\n",
-                Obj::new().opt("header", header.map(json::header)).build()
+                Obj::new()
+                    .opt("header", header.map(json::header))
+                    .list_omit(field, strings_json(names))
+                    .build()
             )
             .as_bytes(),
         ),
-        Format::Fields => emit(fields_header(header).as_bytes()),
-        Format::Protobuf => emit(&resp.encode_to_vec()),
-        Format::Table => Err(CmdError::bad_feature(
-            "table not supported as output format",
-        )),
+        (Format::Fields, Some(text)) => emit(text.as_bytes()),
+        (Format::Protobuf, _) => emit(&resp.encode_to_vec()),
+        (f, _) => Err(unsupported(f)),
     }
 }
 
 fn fields_header(h: Option<&ResponseHeader>) -> String {
-    let h = h.copied().unwrap_or_default();
-    format!(
-        "\"ClusterID\" : {}\n\"MemberID\" : {}\n\"Revision\" : {}\n\"RaftTerm\" : {}\n",
-        h.cluster_id, h.member_id, h.revision, h.raft_term
-    )
+    let mut out = String::new();
+    crate::printer::fields_header(&mut out, h);
+    out
 }
 
 fn unsupported(format: Format) -> CmdError {
@@ -246,27 +260,16 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
             let resp: AuthUserListResponse = ctx
                 .call(&client, rpc::USER_LIST, AuthUserListRequest {})
                 .await?;
-            match ctx.printer.format {
-                Format::Simple => emit(
-                    resp.users
-                        .iter()
-                        .map(|u| format!("{u}\n"))
-                        .collect::<String>()
-                        .as_bytes(),
-                ),
-                Format::Json => emit(
-                    format!(
-                        "{}\n",
-                        Obj::new()
-                            .opt("header", resp.header.as_ref().map(json::header))
-                            .list_omit("users", strings_json(&resp.users))
-                            .build()
-                    )
-                    .as_bytes(),
-                ),
-                Format::Protobuf => emit(&resp.encode_to_vec()),
-                f => Err(unsupported(f)),
-            }
+            let simple: String = resp.users.iter().map(|u| format!("{u}\n")).collect();
+            print_names(
+                &ctx,
+                &resp,
+                resp.header.as_ref(),
+                "users",
+                &resp.users,
+                simple,
+                None,
+            )
         }
         "user get" => {
             need(
@@ -292,28 +295,20 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
                 }
                 return Ok(());
             }
-            match ctx.printer.format {
-                Format::Simple => {
-                    let mut s = format!("User: {}\nRoles:", args[0]);
-                    for r in &resp.roles {
-                        s.push_str(&format!(" {r}"));
-                    }
-                    s.push('\n');
-                    emit(s.as_bytes())
-                }
-                Format::Json => emit(
-                    format!(
-                        "{}\n",
-                        Obj::new()
-                            .opt("header", resp.header.as_ref().map(json::header))
-                            .list_omit("roles", strings_json(&resp.roles))
-                            .build()
-                    )
-                    .as_bytes(),
-                ),
-                Format::Protobuf => emit(&resp.encode_to_vec()),
-                f => Err(unsupported(f)),
+            let mut simple = format!("User: {}\nRoles:", args[0]);
+            for r in &resp.roles {
+                simple.push_str(&format!(" {r}"));
             }
+            simple.push('\n');
+            print_names(
+                &ctx,
+                &resp,
+                resp.header.as_ref(),
+                "roles",
+                &resp.roles,
+                simple,
+                None,
+            )
         }
         "role add" => {
             need(
@@ -374,36 +369,22 @@ pub async fn run(ctx: Ctx) -> Result<(), CmdError> {
             let resp: AuthRoleListResponse = ctx
                 .call(&client, rpc::ROLE_LIST, AuthRoleListRequest {})
                 .await?;
-            match ctx.printer.format {
-                Format::Simple => emit(
-                    resp.roles
-                        .iter()
-                        .map(|r| format!("{r}\n"))
-                        .collect::<String>()
-                        .as_bytes(),
-                ),
-                Format::Json => emit(
-                    format!(
-                        "{}\n",
-                        Obj::new()
-                            .opt("header", resp.header.as_ref().map(json::header))
-                            .list_omit("roles", strings_json(&resp.roles))
-                            .build()
-                    )
-                    .as_bytes(),
-                ),
-                Format::Fields => {
-                    let mut s = fields_header(resp.header.as_ref());
-                    s.push_str("\"Roles\" :");
-                    for r in &resp.roles {
-                        s.push_str(&format!(" {}", quote(r.as_bytes())));
-                    }
-                    s.push('\n');
-                    emit(s.as_bytes())
-                }
-                Format::Protobuf => emit(&resp.encode_to_vec()),
-                f => Err(unsupported(f)),
+            let simple: String = resp.roles.iter().map(|r| format!("{r}\n")).collect();
+            let mut fields = fields_header(resp.header.as_ref());
+            fields.push_str("\"Roles\" :");
+            for r in &resp.roles {
+                fields.push_str(&format!(" {}", quote(r.as_bytes())));
             }
+            fields.push('\n');
+            print_names(
+                &ctx,
+                &resp,
+                resp.header.as_ref(),
+                "roles",
+                &resp.roles,
+                simple,
+                Some(fields),
+            )
         }
         "role grant-permission" => {
             need(

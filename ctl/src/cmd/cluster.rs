@@ -142,11 +142,16 @@ pub async fn add(ctx: Ctx) -> Result<(), CmdError> {
     )
 }
 
-pub async fn remove(ctx: Ctx) -> Result<(), CmdError> {
-    if ctx.inv.args.len() != 1 {
-        return Err(CmdError::bad_args("member ID is not provided"));
+/// The one argument of remove, update and promote: a member id in hex.
+fn target_member(ctx: &Ctx) -> Result<u64, CmdError> {
+    match ctx.inv.args.as_slice() {
+        [id] => member_id(id),
+        _ => Err(CmdError::bad_args("member ID is not provided")),
     }
-    let id = member_id(&ctx.inv.args[0])?;
+}
+
+pub async fn remove(ctx: Ctx) -> Result<(), CmdError> {
+    let id = target_member(&ctx)?;
     let client = ctx.client().await?;
     let resp: MemberRemoveResponse = ctx
         .call(&client, path::MEMBER_REMOVE, MemberRemoveRequest { id })
@@ -164,10 +169,7 @@ pub async fn remove(ctx: Ctx) -> Result<(), CmdError> {
 }
 
 pub async fn update(ctx: Ctx) -> Result<(), CmdError> {
-    if ctx.inv.args.len() != 1 {
-        return Err(CmdError::bad_args("member ID is not provided"));
-    }
-    let id = member_id(&ctx.inv.args[0])?;
+    let id = target_member(&ctx)?;
     let peer_urls = ctx.inv.string("peer-urls");
     if peer_urls.is_empty() {
         return Err(CmdError::bad_args("member peer urls not provided"));
@@ -193,10 +195,7 @@ pub async fn update(ctx: Ctx) -> Result<(), CmdError> {
 }
 
 pub async fn promote(ctx: Ctx) -> Result<(), CmdError> {
-    if ctx.inv.args.len() != 1 {
-        return Err(CmdError::bad_args("member ID is not provided"));
-    }
-    let id = member_id(&ctx.inv.args[0])?;
+    let id = target_member(&ctx)?;
     let client = ctx.client().await?;
     let resp: MemberPromoteResponse = ctx
         .call(&client, path::MEMBER_PROMOTE, MemberPromoteRequest { id })

@@ -26,6 +26,29 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// clientv3's `WithPrefix`: every key starting with `prefix`; the empty
+/// prefix is every key.
+pub fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    if prefix.is_empty() {
+        (vec![0], vec![0])
+    } else {
+        (prefix.to_vec(), prefix_end(prefix))
+    }
+}
+
+/// `key` to `end` as `--prefix` / `--from-key` turn them (clientv3's
+/// `WithPrefix` / `WithFromKey`).
+fn flag_range(key: Vec<u8>, end: Vec<u8>, prefix: bool, from_key: bool) -> (Vec<u8>, Vec<u8>) {
+    if prefix {
+        return prefix_range(&key);
+    }
+    if from_key {
+        let key = if key.is_empty() { vec![0] } else { key };
+        return (key, vec![0]);
+    }
+    (key, end)
+}
+
 /// Flags of `get` that shape the request, also used by `txn` lines.
 pub fn range_request(inv: &Invocation) -> Result<RangeRequest, CmdError> {
     let args = &inv.args;
@@ -52,7 +75,7 @@ pub fn range_request(inv: &Invocation) -> Result<RangeRequest, CmdError> {
             )))
         }
     }
-    let mut key = crate::cli::arg_bytes(&args[0]);
+    let key = crate::cli::arg_bytes(&args[0]);
     let mut end = Vec::new();
     if args.len() > 1 {
         if prefix || from_key {
@@ -94,20 +117,7 @@ pub fn range_request(inv: &Invocation) -> Result<RangeRequest, CmdError> {
     // clientv3.WithSort: ascending by key is the server's natural order.
     req.sort_order = if target == 0 && order == 1 { 0 } else { order };
     req.sort_target = target;
-    if prefix {
-        if key.is_empty() {
-            key = vec![0];
-            end = vec![0];
-        } else {
-            end = prefix_end(&key);
-        }
-    }
-    if from_key {
-        if key.is_empty() {
-            key = vec![0];
-        }
-        end = vec![0];
-    }
+    let (key, end) = flag_range(key, end, prefix, from_key);
     req.keys_only = inv.bool("keys-only");
     req.count_only = inv.is_set("count-only") && inv.bool("count-only");
     req.min_mod_revision = inv.int("min-mod-rev");
@@ -229,7 +239,7 @@ pub fn delete_request(inv: &Invocation) -> Result<DeleteRangeRequest, CmdError> 
             "`--prefix` and `--from-key` cannot be set at the same time, choose one",
         ));
     }
-    let mut key = crate::cli::arg_bytes(&args[0]);
+    let key = crate::cli::arg_bytes(&args[0]);
     let mut end = Vec::new();
     if args.len() > 1 {
         if prefix || from_key {
@@ -239,20 +249,7 @@ pub fn delete_request(inv: &Invocation) -> Result<DeleteRangeRequest, CmdError> 
         }
         end = crate::cli::arg_bytes(&args[1]);
     }
-    if prefix {
-        if key.is_empty() {
-            key = vec![0];
-            end = vec![0];
-        } else {
-            end = prefix_end(&key);
-        }
-    }
-    if from_key {
-        if key.is_empty() {
-            key = vec![0];
-        }
-        end = vec![0];
-    }
+    let (key, end) = flag_range(key, end, prefix, from_key);
     Ok(DeleteRangeRequest {
         key: Bytes::from(key),
         range_end: Bytes::from(end),

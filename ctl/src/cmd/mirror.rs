@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferrokv_wire::pb::etcdserverpb::{
-    request_op, watch_request, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse,
-    RequestOp, TxnRequest, TxnResponse, WatchCreateRequest, WatchRequest, WatchResponse,
+    request_op, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    TxnResponse, WatchCreateRequest,
 };
 use ferrokv_wire::pb::mvccpb::event::EventType;
 
@@ -147,11 +147,7 @@ async fn mirror(
         .await
         .map_err(|e| rpc_error(&e, source))?;
     let rev = probe.header.map_or(0, |h| h.revision);
-    let (mut key, range_end) = if rename.prefix.is_empty() {
-        (vec![0u8], vec![0u8])
-    } else {
-        (rename.prefix.clone(), super::kv::prefix_end(&rename.prefix))
-    };
+    let (mut key, range_end) = super::kv::prefix_range(&rename.prefix);
     loop {
         let page: RangeResponse = source
             .unary(
@@ -201,26 +197,17 @@ async fn follow(
     total: &AtomicU64,
     mut start: i64,
 ) -> Result<(), CmdError> {
-    let (key, range_end) = if rename.prefix.is_empty() {
-        (vec![0u8], vec![0u8])
-    } else {
-        (rename.prefix.clone(), super::kv::prefix_end(&rename.prefix))
-    };
+    let (key, range_end) = super::kv::prefix_range(&rename.prefix);
     loop {
-        let (tx, mut rx) = source.bidi::<WatchRequest, WatchResponse>(path::WATCH);
-        let create = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(
-                WatchCreateRequest {
-                    key: key.clone().into(),
-                    range_end: range_end.clone().into(),
-                    start_revision: start,
-                    ..Default::default()
-                },
-            )),
+        let create = WatchCreateRequest {
+            key: key.clone().into(),
+            range_end: range_end.clone().into(),
+            start_revision: start,
+            ..Default::default()
         };
-        if tx.send(create).await.is_err() {
+        let Some((_tx, mut rx)) = source.watch(create).await else {
             return Err(CmdError::error("watch stream closed"));
-        }
+        };
         while let Some(msg) = rx.recv().await {
             let resp = match msg {
                 Ok(r) => r,

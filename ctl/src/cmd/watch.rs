@@ -62,12 +62,7 @@ pub fn watch_spec(inv: &Invocation, env_key: &str, env_range: &str) -> Result<Wa
         end = crate::cli::arg_bytes(&args[1]);
     }
     if prefix {
-        if key.is_empty() {
-            key = vec![0];
-            end = vec![0];
-        } else {
-            end = super::kv::prefix_end(&key);
-        }
+        (key, end) = super::kv::prefix_range(&key);
     }
     Ok(WatchSpec {
         create: WatchCreateRequest {
@@ -109,18 +104,12 @@ impl Watching {
         if self.next_rev > 0 {
             create.start_revision = self.next_rev;
         }
-        WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
-        }
+        crate::client::create_watch(create)
     }
 }
 
 fn create(spec: &WatchSpec) -> WatchRequest {
-    WatchRequest {
-        request_union: Some(watch_request::RequestUnion::CreateRequest(
-            spec.create.clone(),
-        )),
-    }
+    crate::client::create_watch(spec.create.clone())
 }
 
 /// clientv3's `WatchResponse.Err()` text for a canceled watch.
