@@ -20,6 +20,9 @@ pub enum Error {
     AppliedBelowCompaction { applied: u64, compacted: u64 },
     #[error("raft: compaction index {index} is beyond the applied index {applied}")]
     CompactBeyondApplied { index: u64, applied: u64 },
+    /// Too many requests of this kind are waiting; the caller may retry.
+    #[error("raft: too many requests pending")]
+    Busy,
     #[error("raft: shut down")]
     Shutdown,
 }

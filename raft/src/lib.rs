@@ -49,7 +49,7 @@ mod shard_log;
 mod storage;
 
 pub use error::Error;
-pub use shard_log::{LogConfig, NoopTransport, Recovered, ShardLog, Transport};
+pub use shard_log::{Apply, LogConfig, NoopTransport, Recovered, Role, ShardLog, Transport};
 
 /// One WAL payload of a shard log, described for `ferroutl wal`: what it is
 /// and, for a normal entry with data, that data (the shard's own record).

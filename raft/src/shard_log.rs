@@ -1,4 +1,10 @@
 //! The glommio shell around raft-rs's `RawNode` for one shard group.
+//!
+//! `RawNode` is the sans-IO core: ticks, peer messages and proposals go in,
+//! `Ready`s come out. This shell feeds it from three queues (proposals,
+//! inbound peer messages, ticks), persists every `Ready` with one WAL append
+//! and one fdatasync, sends its messages through a [`Transport`], and hands
+//! committed entries and role changes to the shard's [`Apply`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -15,22 +21,34 @@ use crate::storage::{replay, ShardStorage};
 use crate::Error;
 use ferrokv_wal::notify::Notify;
 
+/// Bound on peer messages waiting for the driver. Raft tolerates loss (it
+/// retransmits), so a message arriving over the bound is dropped.
+pub const INBOUND_MESSAGES_PENDING_MAX: usize = 4096;
+
+/// Bound on ReadIndex requests waiting for the leader's confirmation.
+pub const READS_PENDING_MAX: usize = 4096;
+
 /// Configuration of one shard's raft log.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub wal: WalConfig,
     pub node_id: u64,
+    /// The group's voters when its log is new (the cluster's members at
+    /// bootstrap); a log that has entries keeps the membership it recorded.
+    pub voters: Vec<u64>,
     pub election_tick: usize,
     pub heartbeat_tick: usize,
     pub tick_interval: Duration,
 }
 
 impl LogConfig {
-    /// etcd's defaults: 100 ms heartbeat, 1 s election timeout.
+    /// etcd's defaults: 100 ms heartbeat, 1 s election timeout; this member
+    /// the only voter.
     pub fn new(wal: WalConfig, node_id: u64) -> Self {
         LogConfig {
             wal,
             node_id,
+            voters: vec![node_id],
             election_tick: 10,
             heartbeat_tick: 1,
             tick_interval: Duration::from_millis(100),
@@ -50,8 +68,8 @@ pub struct Recovered {
     pub commit_index: u64,
 }
 
-/// Where `Ready::messages` go. Replication to other members plugs in here;
-/// a single voter has nobody to talk to.
+/// Where `Ready::messages` go: the peer transport, or nowhere for a single
+/// voter.
 pub trait Transport {
     fn send(&self, msgs: Vec<Message>);
 }
@@ -66,7 +84,27 @@ impl Transport for NoopTransport {
     }
 }
 
-/// Completion slot of one proposal or compaction request.
+/// This member's place in the group, as of the last `Ready`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Role {
+    pub leader: bool,
+    pub term: u64,
+    pub leader_id: u64,
+}
+
+/// The state machine fed by the log (the shard). Called on the log's
+/// executor from the driver, never re-entered.
+pub trait Apply {
+    /// A committed normal entry with data, in index order, each once.
+    /// `term` is the entry's term: an entry of the term this member leads
+    /// was proposed by it.
+    fn committed(&self, index: u64, term: u64, data: &[u8]);
+    /// Leadership or term changed. Called before the committed entries of
+    /// the same `Ready`.
+    fn role_changed(&self, role: Role);
+}
+
+/// Completion slot of one proposal, read or compaction request.
 #[derive(Default)]
 struct Slot {
     result: RefCell<Option<Result<u64, Error>>>,
@@ -94,18 +132,43 @@ impl Slot {
     }
 }
 
+/// A proposal waiting for its entry to commit. The entry is matched by
+/// its context (the proposal id) *and* its term: only this member proposes
+/// in a term it leads, so an entry of another term that happens to carry
+/// the same id (another leader's, or ours from before a restart) is not it.
+struct Waiter {
+    term: u64,
+    slot: Rc<Slot>,
+}
+
+struct Proposal {
+    id: u64,
+    /// The term the proposer saw this member lead; proposed only if the
+    /// member still leads that term when raft gets it.
+    term: u64,
+    data: Vec<u8>,
+}
+
 struct State {
-    /// Proposals not yet handed to raft: (proposal id, data).
-    queue: VecDeque<(u64, Vec<u8>)>,
+    /// Proposals not yet handed to raft.
+    queue: VecDeque<Proposal>,
     queue_bytes: usize,
+    inbound: VecDeque<Message>,
+    inbound_dropped: u64,
+    reads: VecDeque<(u64, Rc<Slot>)>,
+    /// ReadIndex id -> waiter, until raft reports its read state.
+    reading: HashMap<u64, Rc<Slot>>,
     compactions: VecDeque<(u64, Rc<Slot>)>,
-    /// Proposal id (the entry context) -> waiter.
-    waiters: HashMap<u64, Rc<Slot>>,
+    transfer: Option<u64>,
+    campaign: bool,
+    waiters: HashMap<u64, Waiter>,
     next_proposal_id: u64,
     ticks_pending: u32,
     failed: Option<Error>,
     shutdown: bool,
     driver_exited: bool,
+    /// Committed entries seen before an `Apply` was attached (recovery).
+    unapplied: Vec<Entry>,
 }
 
 struct Inner {
@@ -113,6 +176,7 @@ struct Inner {
     node: RefCell<RawNode<ShardStorage>>,
     wal: Wal,
     transport: Box<dyn Transport>,
+    apply: RefCell<Option<Rc<dyn Apply>>>,
     st: RefCell<State>,
     /// Wakes the driver.
     work: Notify,
@@ -121,31 +185,38 @@ struct Inner {
     driver_exit: Notify,
     /// Hard state last written to the WAL.
     persisted_hs: RefCell<HardState>,
-    term: Cell<u64>,
+    role: Cell<Role>,
     commit_index: Cell<u64>,
     applied_index: Cell<u64>,
-    leader_id: Cell<u64>,
-    is_leader: Cell<bool>,
+    /// Whether this leader has committed an entry of its own term (so
+    /// everything committed before it is in its log and applied).
+    term_committed: Cell<bool>,
 }
 
 /// Raft log of one shard group. Lives on one glommio executor; a background
-/// task drives the `RawNode` (ticks, proposals, ready handling).
+/// task drives the `RawNode` (ticks, peer messages, proposals, ready
+/// handling).
 pub struct ShardLog {
     inner: Rc<Inner>,
 }
 
 impl ShardLog {
-    /// Opens the WAL in `dir`, rebuilds raft storage from it and returns the
-    /// committed entries with index > `applied_index`. Campaigns at once, so
-    /// a single voter is leader when this returns.
+    /// Opens a single-voter log (no transport) and starts it.
     pub async fn open(
         dir: &Path,
         cfg: LogConfig,
         applied_index: u64,
     ) -> Result<(Rc<ShardLog>, Recovered), Error> {
-        Self::open_with_transport(dir, cfg, applied_index, Box::new(NoopTransport)).await
+        let (log, rec) =
+            Self::open_with_transport(dir, cfg, applied_index, Box::new(NoopTransport)).await?;
+        log.start(None);
+        Ok((log, rec))
     }
 
+    /// Opens the WAL in `dir`, rebuilds raft storage from it and returns the
+    /// committed entries with index > `applied_index`. A single voter
+    /// campaigns at once and is leader when this returns; a member of a
+    /// larger group waits for an election. Call [`ShardLog::start`] next.
     pub async fn open_with_transport(
         dir: &Path,
         cfg: LogConfig,
@@ -153,7 +224,7 @@ impl ShardLog {
         transport: Box<dyn Transport>,
     ) -> Result<(Rc<ShardLog>, Recovered), Error> {
         let (wal, records) = Wal::open(dir, cfg.wal.clone()).await?;
-        let mut storage = replay(&records, cfg.node_id).map_err(Error::Corrupt)?;
+        let mut storage = replay(&records, &cfg.voters).map_err(Error::Corrupt)?;
         drop(records);
         let single_voter =
             storage.conf_state.voters == [cfg.node_id] && storage.conf_state.learners.is_empty();
@@ -197,38 +268,50 @@ impl ShardLog {
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             pre_vote: true,
+            // A leader that cannot hear a quorum steps down instead of
+            // holding leases and accepting writes it cannot commit.
+            check_quorum: true,
             ..Default::default()
         };
         raft_cfg.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut node = RawNode::new(&raft_cfg, storage, &logger)?;
-        node.campaign()?;
+        if single_voter {
+            node.campaign()?;
+        }
 
         let inner = Rc::new(Inner {
             cfg,
             node: RefCell::new(node),
             wal,
             transport,
+            apply: RefCell::new(None),
             st: RefCell::new(State {
                 queue: VecDeque::new(),
                 queue_bytes: 0,
+                inbound: VecDeque::new(),
+                inbound_dropped: 0,
+                reads: VecDeque::new(),
+                reading: HashMap::new(),
                 compactions: VecDeque::new(),
+                transfer: None,
+                campaign: false,
                 waiters: HashMap::new(),
                 next_proposal_id: 1,
                 ticks_pending: 0,
                 failed: None,
                 shutdown: false,
                 driver_exited: false,
+                unapplied: Vec::new(),
             }),
             work: Notify::default(),
             room: Notify::default(),
             driver_exit: Notify::default(),
             persisted_hs: RefCell::new(persisted_hs),
-            term: Cell::new(0),
+            role: Cell::new(Role::default()),
             commit_index: Cell::new(commit),
             applied_index: Cell::new(commit),
-            leader_id: Cell::new(0),
-            is_leader: Cell::new(false),
+            term_committed: Cell::new(false),
         });
         // Persist the new term and vote (and the leader's empty entry) before
         // returning, so the caller sees a leader with a durable term.
@@ -236,19 +319,33 @@ impl ShardLog {
             inner.handle_ready().await?;
         }
         inner.refresh_status();
-        glommio::spawn_local(Inner::drive(inner.clone())).detach();
-        glommio::spawn_local(Inner::tick_loop(Rc::downgrade(&inner))).detach();
         let recovered = Recovered {
             entries,
-            term: inner.term.get(),
+            term: inner.role.get().term,
             commit_index: commit,
         };
         Ok((Rc::new(ShardLog { inner }), recovered))
     }
 
+    /// Attaches the state machine and starts the driver and the ticker.
+    /// Entries committed since `open` are handed to `apply` first.
+    pub fn start(&self, apply: Option<Rc<dyn Apply>>) {
+        let inner = &self.inner;
+        if let Some(a) = apply {
+            let pending = std::mem::take(&mut inner.st.borrow_mut().unapplied);
+            a.role_changed(inner.role.get());
+            for e in pending {
+                a.committed(e.index, e.term, &e.data);
+            }
+            *inner.apply.borrow_mut() = Some(a);
+        }
+        glommio::spawn_local(Inner::drive(inner.clone())).detach();
+        glommio::spawn_local(Inner::tick_loop(Rc::downgrade(inner))).detach();
+    }
+
     /// Proposes `data` and resolves with its raft index once it is committed
-    /// (durable in the WAL). Proposals made while a WAL flush is running are
-    /// batched into one raft `Ready`, one WAL append and one fdatasync.
+    /// (durable on a quorum). Proposals made while a WAL flush is running
+    /// are batched into one raft `Ready`, one WAL append and one fdatasync.
     pub async fn propose(&self, data: Vec<u8>) -> Result<u64, Error> {
         self.reserve().await;
         self.submit(data)?.await
@@ -273,9 +370,11 @@ impl ShardLog {
 
     /// Enqueues a proposal synchronously, so proposals submitted inside one
     /// critical section reach the log in submission order (the shard's
-    /// revision order). The queue bound is honoured by calling `reserve`
-    /// first; `submit` itself never waits. The returned future resolves
-    /// once the entry is committed.
+    /// revision order). Refused unless this member leads the group; the
+    /// proposal is dropped (its future fails with `ProposalDropped`) if the
+    /// member no longer leads the same term when raft gets it. The queue
+    /// bound is honoured by calling `reserve` first; `submit` itself never
+    /// waits. The returned future resolves once the entry is committed.
     pub fn submit(
         &self,
         data: Vec<u8>,
@@ -290,24 +389,94 @@ impl ShardLog {
             if st.shutdown {
                 return Err(Error::Shutdown);
             }
-            if !inner.is_leader.get() {
+            let role = inner.role.get();
+            if !role.leader {
                 return Err(Error::NotLeader {
-                    leader_id: inner.leader_id.get(),
+                    leader_id: role.leader_id,
                 });
             }
             let id = st.next_proposal_id;
             st.next_proposal_id += 1;
-            st.waiters.insert(id, slot.clone());
+            st.waiters.insert(
+                id,
+                Waiter {
+                    term: role.term,
+                    slot: slot.clone(),
+                },
+            );
             st.queue_bytes += data.len().max(1);
-            st.queue.push_back((id, data));
+            st.queue.push_back(Proposal {
+                id,
+                term: role.term,
+                data,
+            });
         }
         inner.work.notify_all();
         Ok(async move { slot.wait().await })
     }
 
+    /// A message from a peer of this group. Dropped (and counted) when the
+    /// inbound queue is full: raft retransmits.
+    pub fn step(&self, msg: Message) {
+        let mut st = self.inner.st.borrow_mut();
+        if st.inbound.len() >= INBOUND_MESSAGES_PENDING_MAX {
+            st.inbound_dropped += 1;
+            return;
+        }
+        st.inbound.push_back(msg);
+        drop(st);
+        self.inner.work.notify_all();
+    }
+
+    /// Messages dropped because the inbound queue was full.
+    pub fn inbound_dropped(&self) -> u64 {
+        self.inner.st.borrow().inbound_dropped
+    }
+
+    /// raft's ReadIndex: resolves with a commit index once a quorum has
+    /// confirmed this member still leads (on a follower: the leader's
+    /// commit index as the leader confirmed it). A read that then waits
+    /// until that index is applied is linearizable.
+    pub async fn read_index(&self) -> Result<u64, Error> {
+        let slot = Rc::new(Slot::default());
+        {
+            let mut st = self.inner.st.borrow_mut();
+            if let Some(e) = &st.failed {
+                return Err(e.clone());
+            }
+            if st.shutdown {
+                return Err(Error::Shutdown);
+            }
+            if st.reads.len() + st.reading.len() >= READS_PENDING_MAX {
+                return Err(Error::Busy);
+            }
+            let id = st.next_proposal_id;
+            st.next_proposal_id += 1;
+            st.reads.push_back((id, slot.clone()));
+        }
+        self.inner.work.notify_all();
+        slot.wait().await
+    }
+
+    /// Asks raft to hand this group's leadership to `to` (only a leader
+    /// acts on it).
+    pub fn transfer_leader(&self, to: u64) {
+        self.inner.st.borrow_mut().transfer = Some(to);
+        self.inner.work.notify_all();
+    }
+
+    /// Starts an election now (pre-vote first), instead of waiting for the
+    /// election timeout.
+    pub fn campaign(&self) {
+        self.inner.st.borrow_mut().campaign = true;
+        self.inner.work.notify_all();
+    }
+
     /// The caller's state machine durably covers entries <= `index`: write a
     /// compaction marker, drop those entries from raft storage and delete the
-    /// WAL segments that only hold records no longer needed.
+    /// WAL segments that only hold records no longer needed. A leader keeps
+    /// what a voter has not acknowledged yet (it will be sent those entries;
+    /// sending the state machine's snapshot instead is not built yet).
     pub async fn compact_to(&self, index: u64) -> Result<(), Error> {
         let inner = &self.inner;
         let slot = Rc::new(Slot::default());
@@ -325,8 +494,11 @@ impl ShardLog {
         slot.wait().await.map(|_| ())
     }
 
+    pub fn role(&self) -> Role {
+        self.inner.role.get()
+    }
     pub fn term(&self) -> u64 {
-        self.inner.term.get()
+        self.inner.role.get().term
     }
     pub fn commit_index(&self) -> u64 {
         self.inner.commit_index.get()
@@ -335,10 +507,25 @@ impl ShardLog {
         self.inner.applied_index.get()
     }
     pub fn is_leader(&self) -> bool {
-        self.inner.is_leader.get()
+        self.inner.role.get().leader
     }
     pub fn leader_id(&self) -> u64 {
-        self.inner.leader_id.get()
+        self.inner.role.get().leader_id
+    }
+    /// A leader that has committed an entry of its own term: everything
+    /// committed by earlier leaders is in its log and has been applied.
+    pub fn leads_committed_term(&self) -> bool {
+        self.inner.role.get().leader && self.inner.term_committed.get()
+    }
+    pub fn node_id(&self) -> u64 {
+        self.inner.cfg.node_id
+    }
+    /// The group's voters.
+    pub fn voters(&self) -> Vec<u64> {
+        let node = self.inner.node.borrow();
+        let mut v: Vec<u64> = node.raft.prs().conf().voters().ids().iter().collect();
+        v.sort_unstable();
+        v
     }
 
     /// Number of fdatasyncs the shared WAL histogram has seen (for tests and
@@ -361,7 +548,33 @@ impl ShardLog {
             let w = inner.driver_exit.wait();
             w.await;
         }
+        // The shard holds this log and the log its `Apply`: break the cycle.
+        inner.apply.borrow_mut().take();
         inner.wal.close().await;
+    }
+}
+
+/// What the driver takes from the queues in one round.
+struct Work {
+    shutdown: bool,
+    ticks: u32,
+    proposals: Vec<Proposal>,
+    inbound: Vec<Message>,
+    reads: Vec<(u64, Rc<Slot>)>,
+    compaction: Option<(u64, Rc<Slot>)>,
+    transfer: Option<u64>,
+    campaign: bool,
+}
+
+impl Work {
+    fn is_empty(&self) -> bool {
+        self.ticks == 0
+            && self.proposals.is_empty()
+            && self.inbound.is_empty()
+            && self.reads.is_empty()
+            && self.compaction.is_none()
+            && self.transfer.is_none()
+            && !self.campaign
     }
 }
 
@@ -385,50 +598,38 @@ impl Inner {
         }
     }
 
+    fn take_work(&self) -> Work {
+        let mut st = self.st.borrow_mut();
+        st.queue_bytes = 0;
+        Work {
+            shutdown: st.shutdown,
+            ticks: std::mem::take(&mut st.ticks_pending),
+            proposals: st.queue.drain(..).collect(),
+            inbound: st.inbound.drain(..).collect(),
+            reads: st.reads.drain(..).collect(),
+            compaction: st.compactions.pop_front(),
+            transfer: st.transfer.take(),
+            campaign: std::mem::take(&mut st.campaign),
+        }
+    }
+
     async fn drive(self: Rc<Inner>) {
         loop {
             let wait = self.work.wait();
-            let (shutdown, ticks, proposals, compaction) = {
-                let mut st = self.st.borrow_mut();
-                let ticks = std::mem::take(&mut st.ticks_pending);
-                let proposals: Vec<(u64, Vec<u8>)> = st.queue.drain(..).collect();
-                st.queue_bytes = 0;
-                (st.shutdown, ticks, proposals, st.compactions.pop_front())
-            };
-            if !proposals.is_empty() {
+            let work = self.take_work();
+            if !work.proposals.is_empty() {
                 self.room.notify_all();
             }
-            if shutdown {
+            if work.shutdown {
                 self.fail_all(Error::Shutdown);
                 break;
             }
-            let idle = ticks == 0
-                && proposals.is_empty()
-                && compaction.is_none()
-                && !self.node.borrow().has_ready();
-            if idle {
+            if work.is_empty() && !self.node.borrow().has_ready() {
                 wait.await;
                 continue;
             }
-            {
-                let mut node = self.node.borrow_mut();
-                for _ in 0..ticks {
-                    node.tick();
-                }
-                for (id, data) in proposals {
-                    if let Err(e) = node.propose(id.to_le_bytes().to_vec(), data) {
-                        let err = match e {
-                            raft::Error::ProposalDropped => Error::NotLeader {
-                                leader_id: node.raft.leader_id,
-                            },
-                            e => Error::from(e),
-                        };
-                        if let Some(slot) = self.st.borrow_mut().waiters.remove(&id) {
-                            slot.complete(Err(err));
-                        }
-                    }
-                }
-            }
+            let compaction = work.compaction.clone();
+            self.feed(work);
             let mut res = Ok(());
             while res.is_ok() && self.node.borrow().has_ready() {
                 res = self.handle_ready().await;
@@ -455,60 +656,150 @@ impl Inner {
             }
         }
         self.st.borrow_mut().driver_exited = true;
-        self.is_leader.set(false);
+        let mut role = self.role.get();
+        role.leader = false;
+        self.role.set(role);
         self.driver_exit.notify_all();
         self.room.notify_all();
     }
 
+    /// Hands one round of inputs to raft.
+    fn feed(&self, work: Work) {
+        let mut node = self.node.borrow_mut();
+        for _ in 0..work.ticks {
+            node.tick();
+        }
+        for m in work.inbound {
+            // A message raft refuses (from a member no longer in the group,
+            // a local message type from the network) is dropped: it must not
+            // stop the group.
+            if let Err(e) = node.step(m) {
+                log::debug!("raft: dropped peer message: {e}");
+            }
+        }
+        if work.campaign {
+            let _ = node.campaign();
+        }
+        if let Some(to) = work.transfer {
+            if node.raft.state == StateRole::Leader && to != self.cfg.node_id {
+                node.transfer_leader(to);
+            }
+        }
+        let leading = (node.raft.state == StateRole::Leader).then_some(node.raft.term);
+        for p in work.proposals {
+            let dropped = if leading != Some(p.term) {
+                // Leadership changed since the proposer looked: its effects
+                // were rolled back with the old term, so the entry must not
+                // appear under a new one.
+                Some(Error::ProposalDropped)
+            } else {
+                match node.propose(p.id.to_le_bytes().to_vec(), p.data) {
+                    Ok(()) => None,
+                    Err(raft::Error::ProposalDropped) => Some(Error::NotLeader {
+                        leader_id: node.raft.leader_id,
+                    }),
+                    Err(e) => Some(Error::from(e)),
+                }
+            };
+            if let Some(err) = dropped {
+                if let Some(w) = self.st.borrow_mut().waiters.remove(&p.id) {
+                    w.slot.complete(Err(err));
+                }
+            }
+        }
+        for (id, slot) in work.reads {
+            node.read_index(id.to_le_bytes().to_vec());
+            self.st.borrow_mut().reading.insert(id, slot);
+        }
+    }
+
     fn fail_all(&self, e: Error) {
-        let (waiters, compactions) = {
+        let (waiters, compactions, reads) = {
             let mut st = self.st.borrow_mut();
             st.queue.clear();
             st.queue_bytes = 0;
+            let mut reads: Vec<Rc<Slot>> = st.reading.drain().map(|(_, s)| s).collect();
+            reads.extend(st.reads.drain(..).map(|(_, s)| s));
             (
                 std::mem::take(&mut st.waiters),
                 std::mem::take(&mut st.compactions),
+                reads,
             )
         };
-        for (_, slot) in waiters {
-            slot.complete(Err(e.clone()));
+        for (_, w) in waiters {
+            w.slot.complete(Err(e.clone()));
         }
         for (_, slot) in compactions {
             slot.complete(Err(e.clone()));
         }
+        for slot in reads {
+            slot.complete(Err(e.clone()));
+        }
     }
 
+    /// Publishes raft's state; tells the state machine when the role or
+    /// term changed, and fails what the change makes unanswerable.
     fn refresh_status(&self) {
-        let node = self.node.borrow();
-        self.term.set(node.raft.term);
-        self.commit_index.set(node.raft.raft_log.committed);
-        self.applied_index.set(node.raft.raft_log.applied);
-        self.leader_id.set(node.raft.leader_id);
-        self.is_leader.set(node.raft.state == StateRole::Leader);
+        let (role, commit, applied, term_committed) = {
+            let node = self.node.borrow();
+            let r = &node.raft;
+            (
+                Role {
+                    leader: r.state == StateRole::Leader,
+                    term: r.term,
+                    leader_id: r.leader_id,
+                },
+                r.raft_log.committed,
+                r.raft_log.applied,
+                r.commit_to_current_term(),
+            )
+        };
+        self.commit_index.set(commit);
+        self.applied_index.set(applied);
+        self.term_committed.set(term_committed);
+        let old = self.role.replace(role);
+        if old == role {
+            return;
+        }
+        if old.leader && (!role.leader || role.term != old.term) {
+            // Proposals in flight may or may not commit under the new
+            // leader; their callers learn the outcome is unknown. Reads
+            // waiting for this leader's confirmation will not get it.
+            let (waiters, reads) = {
+                let mut st = self.st.borrow_mut();
+                let reads: Vec<Rc<Slot>> = st.reading.drain().map(|(_, s)| s).collect();
+                (std::mem::take(&mut st.waiters), reads)
+            };
+            for (_, w) in waiters {
+                w.slot.complete(Err(Error::ProposalDropped));
+            }
+            for slot in reads {
+                slot.complete(Err(Error::ProposalDropped));
+            }
+        }
+        let apply = self.apply.borrow().clone();
+        if let Some(a) = apply {
+            a.role_changed(role);
+        }
     }
 
     /// One `Ready`: send, persist (one WAL append, one fdatasync), advance,
     /// apply.
     async fn handle_ready(&self) -> Result<(), Error> {
         let mut ready = self.node.borrow_mut().ready();
+        // A leader's appends go out before its own write: the followers'
+        // fsyncs run in parallel with this one.
         self.transport.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            return Err(Error::Raft(
-                "installing a snapshot from the leader is not supported yet".to_string(),
-            ));
+            // Leaders never send one yet (their storage has none to give),
+            // so this would be another implementation's leader: refuse it
+            // rather than stop the group.
+            log::error!("raft: a snapshot from the leader arrived; installing one is not supported yet, ignored");
         }
-        self.apply(ready.take_committed_entries());
+        self.refresh_role_from_ready(&ready);
+        self.commit_entries(ready.take_committed_entries());
+        self.read_states(ready.take_read_states());
         let entries = ready.take_entries();
-        if let Some(ss) = ready.ss() {
-            if ss.raft_state != StateRole::Leader {
-                // Proposals in flight may or may not commit under the new
-                // leader; tell their callers the outcome is unknown.
-                let waiters = std::mem::take(&mut self.st.borrow_mut().waiters);
-                for (_, slot) in waiters {
-                    slot.complete(Err(Error::ProposalDropped));
-                }
-            }
-        }
         let mut hs = ready.hs().cloned();
         if hs.is_none() {
             // A commit advanced through LightReady is not repeated by raft in
@@ -548,36 +839,79 @@ impl Inner {
             self.node.borrow_mut().mut_store().hard_state.commit = commit;
         }
         self.transport.send(light.take_messages());
-        self.apply(light.take_committed_entries());
+        self.commit_entries(light.take_committed_entries());
         self.node.borrow_mut().advance_apply();
         self.refresh_status();
         Ok(())
     }
 
-    /// Hands committed entries back to their proposers.
-    fn apply(&self, committed: Vec<Entry>) {
+    /// A role change must reach the state machine before the entries
+    /// committed in the same `Ready` (a new leader applies them as another
+    /// leader's, not as its own).
+    fn refresh_role_from_ready(&self, ready: &raft::Ready) {
+        if ready.ss().is_some() || ready.hs().is_some() {
+            self.refresh_status();
+        }
+    }
+
+    /// Hands committed entries to the state machine and to their proposers.
+    fn commit_entries(&self, committed: Vec<Entry>) {
         if committed.is_empty() {
             return;
         }
-        let mut st = self.st.borrow_mut();
+        let apply = self.apply.borrow().clone();
         for e in committed {
+            if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+                match &apply {
+                    Some(a) => a.committed(e.index, e.term, &e.data),
+                    None => self.st.borrow_mut().unapplied.push(e.clone()),
+                }
+            }
             if e.context.len() == 8 {
                 let mut id = [0u8; 8];
                 id.copy_from_slice(&e.context);
-                if let Some(slot) = st.waiters.remove(&u64::from_le_bytes(id)) {
-                    slot.complete(Ok(e.index));
+                let id = u64::from_le_bytes(id);
+                let mut st = self.st.borrow_mut();
+                if st.waiters.get(&id).is_some_and(|w| w.term == e.term) {
+                    if let Some(w) = st.waiters.remove(&id) {
+                        drop(st);
+                        w.slot.complete(Ok(e.index));
+                    }
                 }
             }
         }
     }
 
+    fn read_states(&self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            if rs.request_ctx.len() != 8 {
+                continue;
+            }
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&rs.request_ctx);
+            let slot = self.st.borrow_mut().reading.remove(&u64::from_le_bytes(id));
+            if let Some(slot) = slot {
+                slot.complete(Ok(rs.index));
+            }
+        }
+    }
+
     async fn compact(&self, index: u64) -> Result<(), Error> {
-        let (term, hs, cs, applied) = {
+        let (index, term, hs, cs) = {
             let node = self.node.borrow();
             let store = node.store();
             let applied = node.raft.raft_log.applied;
             if index > applied {
                 return Err(Error::CompactBeyondApplied { index, applied });
+            }
+            let mut index = index;
+            if node.raft.state == StateRole::Leader {
+                // Keep what some voter still needs from this log.
+                for (id, pr) in node.raft.prs().iter() {
+                    if *id != self.cfg.node_id {
+                        index = index.min(pr.matched);
+                    }
+                }
             }
             if index <= store.snap_index {
                 return Ok(());
@@ -586,13 +920,12 @@ impl Inner {
                 Error::Corrupt(format!("no term for index {index} below applied {applied}"))
             })?;
             (
+                index,
                 term,
                 store.hard_state.clone(),
                 store.conf_state.clone(),
-                applied,
             )
         };
-        debug_assert!(index <= applied);
         let marker_lsn = self
             .wal
             .append(vec![encode_compaction(index, term, &hs, &cs)])

@@ -24,9 +24,10 @@ pub(crate) struct ShardStorage {
 }
 
 impl ShardStorage {
-    pub fn new(node_id: u64) -> Self {
+    /// An empty log whose group is `voters`.
+    pub fn new(voters: &[u64]) -> Self {
         let mut cs = ConfState::default();
-        cs.voters = vec![node_id];
+        cs.voters = voters.to_vec();
         ShardStorage {
             conf_state: cs,
             ..Default::default()
@@ -115,13 +116,13 @@ impl ShardStorage {
 /// raft's rule "a write at index i replaces i and everything after it", so a
 /// suffix rewritten in a later term wins; what remains above the base must be
 /// contiguous. The last hard state (a marker carries one too) wins.
-pub(crate) fn replay(records: &[(u64, Vec<u8>)], node_id: u64) -> Result<ShardStorage, String> {
+pub(crate) fn replay(records: &[(u64, Vec<u8>)], voters: &[u64]) -> Result<ShardStorage, String> {
     let mut decoded = Vec::with_capacity(records.len());
     for (lsn, payload) in records {
         let rec = decode(payload).map_err(|e| format!("wal record at lsn {lsn}: {e}"))?;
         decoded.push((*lsn, rec));
     }
-    let mut st = ShardStorage::new(node_id);
+    let mut st = ShardStorage::new(voters);
     let mut log: BTreeMap<u64, (u64, Entry)> = BTreeMap::new();
     for (lsn, rec) in decoded {
         match rec {
@@ -268,7 +269,7 @@ mod tests {
             hs(2, 1),
             ent(2, 2, b"B"),
         ]);
-        let st = replay(&recs, 1).unwrap();
+        let st = replay(&recs, &[1]).unwrap();
         assert_eq!(st.last_index(), 2);
         assert_eq!(&st.entries[1].data[..], b"B");
         assert_eq!(st.term_of(2), Some(2));
@@ -281,14 +282,14 @@ mod tests {
         let mut h = HardState::default();
         h.term = 1;
         h.commit = 5;
-        let cs = ShardStorage::new(1).conf_state;
+        let cs = ShardStorage::new(&[1]).conf_state;
         // The WAL was truncated: records start mid-log.
         let recs = vec![
             (10, ent(1, 6, b"f")),
             (11, encode_compaction(5, 1, &h, &cs)),
             (12, ent(1, 7, b"g")),
         ];
-        let st = replay(&recs, 1).unwrap();
+        let st = replay(&recs, &[1]).unwrap();
         assert_eq!(st.snap_index, 5);
         assert_eq!(st.last_index(), 7);
         assert_eq!(st.term_of(5), Some(1));
@@ -297,13 +298,13 @@ mod tests {
     #[test]
     fn gap_is_corrupt() {
         let recs = lsns(vec![hs(1, 0), ent(1, 1, b"a"), ent(1, 3, b"c")]);
-        assert!(replay(&recs, 1).is_err());
-        assert!(replay(&[(1, vec![77])], 1).is_err());
+        assert!(replay(&recs, &[1]).is_err());
+        assert!(replay(&[(1, vec![77])], &[1]).is_err());
     }
 
     #[test]
     fn append_and_compact() {
-        let mut st = ShardStorage::new(1);
+        let mut st = ShardStorage::new(&[1]);
         let mk = |t, i| {
             let mut e = Entry::default();
             e.term = t;

@@ -35,6 +35,7 @@ fn cfg(segment_size_bytes: u64) -> LogConfig {
             metrics: Arc::new(WalMetrics::new()),
         },
         node_id: 1,
+        voters: vec![1],
         election_tick: 10,
         heartbeat_tick: 1,
         tick_interval: Duration::from_millis(10),
