@@ -106,6 +106,20 @@ pub enum Error {
     FutureRevision,
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// [`Store::rollback_above`] was asked to void revisions this store
+    /// holds as committed: at or below the compaction point, or records in
+    /// the mapped snapshot. A caller that sends this has lost track of what
+    /// was committed; the store is unchanged.
+    #[error(
+        "mvcc: cannot roll back to revision {rev}: revisions up to {committed} are committed ({held})"
+    )]
+    RollbackBelowCommitted {
+        rev: i64,
+        /// The lowest revision the store could roll back to.
+        committed: i64,
+        /// Why those revisions are committed: "compacted" or "in the snapshot".
+        held: &'static str,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -307,6 +321,12 @@ pub struct Store {
     last_main: i64,
     /// Highest revision actually written; the next write must be above it.
     last_written: Revision,
+    /// Newest revision written that the delta no longer holds: dropped by
+    /// compaction, or written before the base (the base's `last_written`).
+    /// A rollback restores `last_written` to the newest delta record or
+    /// this, whichever is newer, as a store that never saw the voided
+    /// writes would have it.
+    written_floor: Revision,
     /// Live keys by lease id (lease 0 is not tracked).
     lease_keys: HashMap<i64, BTreeSet<Vec<u8>>>,
     live_count: usize,
@@ -341,6 +361,7 @@ impl Store {
             compact_rev: 0,
             last_main: 0,
             last_written: Revision { main: 0, sub: 0 },
+            written_floor: Revision { main: 0, sub: 0 },
             lease_keys: HashMap::new(),
             live_count: 0,
             delta_bytes: 0,
@@ -682,12 +703,110 @@ impl Store {
             for r in d.recs.drain(..keep_from) {
                 self.delta_by_rev.remove(&r.rev);
                 self.delta_bytes -= rec_cost(&key, &r.value);
+                self.written_floor = self.written_floor.max(r.rev);
             }
             // An empty entry must stay while it hides base records.
             if d.recs.is_empty() && base_lookup(self.base.as_ref(), &key).is_none() {
                 self.delta.remove(&key);
             }
         }
+        Ok(())
+    }
+
+    /// Drops every record with main revision above `rev`, as if the writes at
+    /// those revisions had never been applied (a step-down or a recovery cut
+    /// voids them). `rev` must be at or above the compaction point (revisions
+    /// at or below it are committed and can never be voided): returns
+    /// [`Error::RollbackBelowCommitted`] otherwise, changing nothing. Records
+    /// in the mmapped base are all at or below the snapshot's revision, which
+    /// is committed; an attempt to drop base records is refused with the same
+    /// error (never a panic).
+    ///
+    /// Afterwards [`Store::last_revision`] is `min(last, rev)`, so the next
+    /// write may come at any revision above `rev` (the voided revisions are
+    /// handed out again). Costs O(dropped records · log n): only keys with a
+    /// delta record above `rev` are visited.
+    pub fn rollback_above(&mut self, rev: i64) -> Result<(), Error> {
+        if rev < self.compact_rev {
+            return Err(Error::RollbackBelowCommitted {
+                rev,
+                committed: self.compact_rev,
+                held: "compacted",
+            });
+        }
+        // The base's last written revision is its newest record unless
+        // compaction dropped that record, and then it is at or below the
+        // compaction point: this refuses exactly the cuts through base records.
+        let base_written = self
+            .base
+            .as_ref()
+            .map_or(0, |m| m.root().last_written_main.to_native());
+        if rev < base_written {
+            return Err(Error::RollbackBelowCommitted {
+                rev,
+                committed: base_written,
+                held: "in the snapshot",
+            });
+        }
+        self.last_main = self.last_main.min(rev);
+        if self.last_written.main <= rev {
+            return Ok(());
+        }
+        // `last_written.main > rev >= 0`, so `rev + 1` cannot overflow.
+        let dropped = self.delta_by_rev.split_off(&Revision {
+            main: rev + 1,
+            sub: i64::MIN,
+        });
+        let touched: BTreeSet<Vec<u8>> = dropped.into_values().collect();
+        for key in touched {
+            // The lease of the key's live value (None: not live) before and
+            // after: lease tracking and the live count follow the newest
+            // record.
+            let newest = |s: &Store| {
+                s.hist(&key)
+                    .last()
+                    .filter(|r| !r.is_tombstone())
+                    .map(|r| r.lease)
+            };
+            let before = newest(self);
+            let base_has_key = base_lookup(self.base.as_ref(), &key).is_some();
+            let Some(d) = self.delta.get_mut(&key) else {
+                debug_assert!(false, "delta revision index names a missing key");
+                continue;
+            };
+            let keep = d.recs.partition_point(|r| r.rev.main <= rev);
+            for r in d.recs.drain(keep..) {
+                self.delta_bytes -= rec_cost(&key, &r.value);
+            }
+            // `base_hidden` was set by a compaction at or below `rev`, whose
+            // effect stands; an empty entry stays only while it hides base
+            // records, as after `compact`.
+            if d.recs.is_empty() && !(d.base_hidden && base_has_key) {
+                self.delta.remove(&key);
+            }
+            let after = newest(self);
+            if let Some(lease) = before {
+                self.live_count -= 1;
+                if lease != 0 {
+                    self.untrack_lease(lease, &key);
+                }
+            }
+            if let Some(lease) = after {
+                self.live_count += 1;
+                if lease != 0 {
+                    self.lease_keys.entry(lease).or_default().insert(key);
+                }
+            }
+        }
+        // Every write at or below `rev` is either still in the delta or
+        // counted in the floor (compacted, or before the base), and the
+        // floor is at or below `rev`: compaction points and the base's
+        // records are.
+        debug_assert!(self.written_floor.main <= rev);
+        self.last_written = self
+            .delta_by_rev
+            .last_key_value()
+            .map_or(self.written_floor, |(r, _)| (*r).max(self.written_floor));
         Ok(())
     }
 
@@ -925,6 +1044,7 @@ impl Store {
             main: root.last_written_main.to_native(),
             sub: root.last_written_sub.to_native(),
         };
+        store.written_floor = store.last_written;
         for k in root.keys.iter() {
             let Some(last) = k.recs.last() else { continue };
             if last.version.to_native() != 0 {

@@ -565,3 +565,263 @@ fn imported_history_keeps_its_create_revisions_and_versions() {
         assert_eq!(s.last_revision(), 13);
     });
 }
+
+/// Everything a rollback must restore, internal counters included: `a` and
+/// `b` must agree field by field (their bases are compared by the answers
+/// they give, which is what the reads see).
+fn assert_same_state(a: &Store, b: &Store) {
+    assert_eq!(a.last_main, b.last_main, "last_main");
+    assert_eq!(a.compact_rev, b.compact_rev, "compact_rev");
+    assert_eq!(a.last_written, b.last_written, "last_written");
+    assert_eq!(a.written_floor, b.written_floor, "written_floor");
+    assert_eq!(a.lease_keys, b.lease_keys, "lease_keys");
+    assert_eq!(a.live_count, b.live_count, "live_count");
+    assert_eq!(a.delta_bytes, b.delta_bytes, "delta_bytes");
+    assert_eq!(a.size_bytes(), b.size_bytes(), "size_bytes");
+    assert_eq!(a.delta_by_rev, b.delta_by_rev, "delta_by_rev");
+    let delta = |s: &Store| {
+        s.delta
+            .iter()
+            .map(|(k, d)| {
+                let recs: Vec<_> = d
+                    .recs
+                    .iter()
+                    .map(|r| (r.rev, r.create, r.version, r.lease, r.value.clone()))
+                    .collect();
+                (k.clone(), recs, d.base_hidden)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(delta(a), delta(b), "delta");
+    let from = a.compact_rev.max(1);
+    for rev in from..=a.last_main + 1 {
+        assert_eq!(all(a, rev), all(b, rev), "range at {rev}");
+    }
+    assert_eq!(
+        a.events_with_rev(&[0], &[0], from, a.last_main + 1, true),
+        b.events_with_rev(&[0], &[0], from, a.last_main + 1, true),
+    );
+    assert_eq!(a.key_count(), b.key_count());
+    assert_eq!(a.leases(), b.leases());
+}
+
+/// A snapshot round trip of `s`, for checking that a rolled-back store
+/// writes a snapshot that opens and reads the same.
+fn reopened(s: &Store) -> Store {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    s.write_snapshot(&path, 1, b"").unwrap();
+    Store::open_snapshot(&path).unwrap().0
+}
+
+#[test]
+fn rollback_drops_puts_above_the_cut() {
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1"), put("b", "1")]);
+    s.apply(2, &[put("a", "2")]);
+    s.apply(4, &[put("a", "3"), put("b", "2")]);
+    s.rollback_above(2).unwrap();
+    let mut want = Store::new();
+    want.apply(1, &[put("a", "1"), put("b", "1")]);
+    want.apply(2, &[put("a", "2")]);
+    assert_same_state(&s, &want);
+    assert_eq!(s.get(b"a"), Some(kv("a", "2", 1, 2, 2)));
+    assert_eq!(s.get(b"b"), Some(kv("b", "1", 1, 1, 1)));
+    assert_eq!(s.last_revision(), 2);
+    assert_eq!(s.events(&[0], &[0], 3, 10, false).unwrap(), vec![]);
+    assert_same_state(&reopened(&s), &reopened(&want));
+}
+
+#[test]
+fn rollback_of_a_delete_brings_the_key_back_with_its_lease() {
+    let mut s = Store::new();
+    s.apply(1, &[put_l("a", "1", 5), put("b", "1")]);
+    s.apply(2, &[del("a"), del("b")]);
+    assert_eq!((s.key_count(), s.leases()), (0, vec![]));
+    s.rollback_above(1).unwrap();
+    let mut want = Store::new();
+    want.apply(1, &[put_l("a", "1", 5), put("b", "1")]);
+    assert_same_state(&s, &want);
+    assert_eq!(s.get(b"a").unwrap().lease, 5);
+    assert_eq!(s.keys_with_lease(5), vec![b"a".to_vec()]);
+    assert_eq!(s.key_count(), 2);
+}
+
+#[test]
+fn rollback_removes_a_key_created_above_the_cut() {
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1")]);
+    s.apply(3, &[put_l("b", "1", 9)]);
+    s.apply(4, &[put("b", "2"), del("a")]);
+    s.apply(5, &[del("b")]);
+    s.rollback_above(2).unwrap();
+    let mut want = Store::new();
+    want.apply(1, &[put("a", "1")]);
+    // apply advances the last revision even for a shard that wrote nothing
+    // at 2, and so does the rollback: the same store.
+    want.apply(2, &[]);
+    assert_same_state(&s, &want);
+    assert!(!s.delta.contains_key(&b"b"[..]), "no trace of b");
+    assert_eq!(s.live_keys(&[0], &[0]), vec![b"a".to_vec()]);
+    assert_eq!(s.range(b"b", b"", 4, 0, false, false).unwrap().count, 0);
+    assert!(s.events(b"b", b"", 1, 10, true).unwrap().is_empty());
+    assert!(s.leases().is_empty());
+}
+
+#[test]
+fn rollback_retracks_leases() {
+    let mut s = Store::new();
+    s.apply(1, &[put_l("a", "1", 10), put_l("b", "1", 10)]);
+    s.apply(2, &[put_l("a", "2", 20), put_l("c", "1", 20)]);
+    s.apply(3, &[put("b", "2")]);
+    s.apply(4, &[put_l("b", "3", 30), del("c")]);
+    s.rollback_above(2).unwrap();
+    assert_eq!(s.keys_with_lease(10), vec![b"b".to_vec()]);
+    assert_eq!(s.keys_with_lease(20), vec![b"a".to_vec(), b"c".to_vec()]);
+    assert!(s.keys_with_lease(30).is_empty());
+    assert_eq!(s.leases(), vec![10, 20]);
+    s.rollback_above(1).unwrap();
+    assert_eq!(s.keys_with_lease(10), vec![b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(s.leases(), vec![10]);
+    let mut want = Store::new();
+    want.apply(1, &[put_l("a", "1", 10), put_l("b", "1", 10)]);
+    assert_same_state(&s, &want);
+}
+
+#[test]
+fn rollback_to_the_compaction_point_is_allowed_below_it_refused() {
+    let build = || {
+        let mut s = Store::new();
+        s.apply(1, &[put("a", "1")]);
+        s.apply(2, &[put("a", "2"), put("b", "1")]);
+        s.apply(3, &[del("b")]);
+        s.apply(5, &[put("a", "3"), put("c", "1")]);
+        s.compact(3).unwrap();
+        s
+    };
+    let mut s = build();
+    let err = s.rollback_above(2).unwrap_err();
+    assert_eq!(
+        err,
+        Error::RollbackBelowCommitted {
+            rev: 2,
+            committed: 3,
+            held: "compacted"
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "mvcc: cannot roll back to revision 2: revisions up to 3 are committed (compacted)"
+    );
+    assert!(s.rollback_above(-1).is_err());
+    assert_same_state(&s, &build());
+    s.rollback_above(3).unwrap();
+    let mut want = Store::new();
+    want.apply(1, &[put("a", "1")]);
+    want.apply(2, &[put("a", "2"), put("b", "1")]);
+    want.apply(3, &[del("b")]);
+    want.compact(3).unwrap();
+    assert_same_state(&s, &want);
+    assert_eq!(keys(&all(&s, 0)), vec!["a"]);
+    // The next write may take any revision above the cut.
+    let ev = s.apply(4, &[put("c", "2")]);
+    assert_eq!(ev[0].kv, kv("c", "2", 4, 4, 1));
+}
+
+#[test]
+fn rollback_after_a_snapshot_keeps_the_base_and_drops_the_delta_above() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let mut s = Store::new();
+    s.apply(1, &[put_l("a", "1", 5), put("b", "1")]);
+    s.apply(3, &[put("b", "2")]);
+    s.compact(2).unwrap();
+    s.write_snapshot(&path, 1, b"").unwrap();
+    let open = || Store::open_snapshot(&path).unwrap().0;
+    let mut s = open();
+    s.apply(4, &[put("a", "2"), del("b")]);
+    s.apply(6, &[put_l("c", "1", 5), del("a")]);
+    // Base records are committed: the base holds b@3.
+    let err = s.rollback_above(2).unwrap_err();
+    assert_eq!(
+        err,
+        Error::RollbackBelowCommitted {
+            rev: 2,
+            committed: 3,
+            held: "in the snapshot"
+        }
+    );
+    assert_eq!(s.key_count(), 1);
+    assert_eq!(s.keys_with_lease(5), vec![b"c".to_vec()]);
+    s.rollback_above(4).unwrap();
+    let mut want = open();
+    want.apply(4, &[put("a", "2"), del("b")]);
+    assert_same_state(&s, &want);
+    s.rollback_above(3).unwrap();
+    assert_same_state(&s, &open());
+    assert!(s.delta.is_empty() && s.delta_by_rev.is_empty());
+    assert_eq!(s.keys_with_lease(5), vec![b"a".to_vec()]);
+    assert_eq!(s.get(b"b"), Some(kv("b", "2", 1, 3, 2)));
+    assert_same_state(&reopened(&s), &open());
+}
+
+#[test]
+fn rollback_keeps_base_records_that_compaction_hid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1"), put("b", "1")]);
+    s.write_snapshot(&path, 1, b"").unwrap();
+    let (mut s, _, _) = Store::open_snapshot(&path).unwrap();
+    s.apply(2, &[put("a", "2"), del("b")]);
+    s.compact(2).unwrap();
+    s.apply(3, &[put("a", "3"), put("b", "2")]);
+    s.rollback_above(2).unwrap();
+    let (mut want, _, _) = Store::open_snapshot(&path).unwrap();
+    want.apply(2, &[put("a", "2"), del("b")]);
+    want.compact(2).unwrap();
+    assert_same_state(&s, &want);
+    // b's only delta record (the tombstone) is compacted; the entry stays to
+    // hide b's base record.
+    assert!(s.delta[&b"b"[..]].recs.is_empty() && s.delta[&b"b"[..]].base_hidden);
+    assert_eq!(s.get(b"b"), None);
+    assert_eq!(keys(&all(&s, 2)), vec!["a"]);
+}
+
+#[test]
+fn writes_after_a_rollback_reuse_the_voided_revisions() {
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1")]);
+    s.apply(2, &[put("a", "2"), put("b", "1")]);
+    s.apply(3, &[del("a")]);
+    s.rollback_above(1).unwrap();
+    assert_eq!(s.last_revision(), 1);
+    let ev = s.apply(2, &[put("b", "x"), del("a")]);
+    assert_eq!(ev[0].kv, kv("b", "x", 2, 2, 1));
+    assert_eq!(ev[1].prev_kv, Some(kv("a", "1", 1, 1, 1)));
+    s.apply(3, &[put("a", "y")]);
+    let mut want = Store::new();
+    want.apply(1, &[put("a", "1")]);
+    want.apply(2, &[put("b", "x"), del("a")]);
+    want.apply(3, &[put("a", "y")]);
+    assert_same_state(&s, &want);
+    assert_eq!(s.get(b"a"), Some(kv("a", "y", 3, 3, 1)));
+}
+
+#[test]
+fn rollback_above_everything_changes_nothing_but_the_last_revision() {
+    let mut s = Store::new();
+    s.apply(1, &[put("a", "1")]);
+    s.apply(5, &[]);
+    s.rollback_above(7).unwrap();
+    assert_eq!(s.last_revision(), 5);
+    s.rollback_above(3).unwrap();
+    let mut want = Store::new();
+    want.apply(1, &[put("a", "1")]);
+    want.apply(3, &[]);
+    assert_same_state(&s, &want);
+    s.rollback_above(0).unwrap();
+    assert_same_state(&s, &Store::new());
+    s.rollback_above(i64::MAX).unwrap();
+    assert_same_state(&s, &Store::new());
+}

@@ -7,6 +7,7 @@
 //! - `range K [END] [rev=N] [limit=N] [keys_only] [count_only]`
 //! - `get K`, `live K [END]`, `leases ID`, `status`
 //! - `compact REV`
+//! - `rollback REV`: drop every write above REV (a voided speculative write)
 //! - `events K [END] from=N [to=N] [prev_kv]` (`to` defaults to last revision)
 //! - `snapshot`: write a snapshot, reopen it, continue on the reopened store
 //!
@@ -176,6 +177,10 @@ fn run(store: &mut Store, dir: &Path, cmd: &str) -> String {
             format!("[{}]", keys.join(" "))
         }
         "compact" => match store.compact(words[1].parse().unwrap()) {
+            Ok(()) => "ok".to_string(),
+            Err(err) => format!("error: {err}"),
+        },
+        "rollback" => match store.rollback_above(words[1].parse().unwrap()) {
             Ok(()) => "ok".to_string(),
             Err(err) => format!("error: {err}"),
         },

@@ -1,7 +1,8 @@
 //! Property tests: the store against a naive model that keeps a full copy of
 //! the keyspace per revision, and a snapshotted store (base + delta) against
-//! a never-snapshotted one, and a store rebuilt from another's retained
-//! records (an etcd snapshot restore) against the original.
+//! a never-snapshotted one, a store rebuilt from another's retained
+//! records (an etcd snapshot restore) against the original, and a rolled
+//! back store against one that never saw the voided writes.
 
 use std::collections::BTreeMap;
 
@@ -299,13 +300,63 @@ fn full_check(store: &Store, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(actions: Vec<Action>, with_snapshots: bool) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut model = Model::default();
-    let mut plain = Store::new();
-    let mut snapped = Store::new();
-    let mut snaps = 0;
-    for a in actions {
+/// A write or compaction as it was applied, with its absolute revision, so
+/// that a history can be replayed without some of its writes.
+#[derive(Clone, Debug)]
+enum Applied {
+    Txn(i64, Vec<WriteOp>),
+    Compact(i64),
+}
+
+/// The model and two stores driven by the same actions: `plain` is never
+/// snapshotted, `snapped` is reopened from its snapshot at every
+/// `Action::Snapshot`.
+struct Harness {
+    dir: tempfile::TempDir,
+    with_snapshots: bool,
+    model: Model,
+    plain: Store,
+    snapped: Store,
+    snaps: u64,
+    /// Newest revision of a record in `snapped`'s mapped base at or above
+    /// its compaction point (0 if none): no rollback may cut below it.
+    base_newest: i64,
+    log: Vec<Applied>,
+}
+
+impl Harness {
+    fn new(with_snapshots: bool) -> Harness {
+        Harness {
+            dir: tempfile::tempdir().unwrap(),
+            with_snapshots,
+            model: Model::default(),
+            plain: Store::new(),
+            snapped: Store::new(),
+            snaps: 0,
+            base_newest: 0,
+            log: Vec::new(),
+        }
+    }
+
+    fn check(&self) -> Result<(), TestCaseError> {
+        full_check(&self.plain, &self.model)?;
+        if self.with_snapshots {
+            full_check(&self.snapped, &self.model)?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, a: Action) -> Result<(), TestCaseError> {
+        let Harness {
+            dir,
+            model,
+            plain,
+            snapped,
+            snaps,
+            base_newest,
+            log,
+            ..
+        } = self;
         match a {
             Action::Txn { gap, ops } => {
                 let rev = model.last.max(model.compact) + gap;
@@ -313,6 +364,7 @@ fn run(actions: Vec<Action>, with_snapshots: bool) -> Result<(), TestCaseError> 
                 let want = model.apply(rev, &ops);
                 prop_assert_eq!(plain.apply(rev, &ops), want.clone());
                 prop_assert_eq!(snapped.apply(rev, &ops), want);
+                log.push(Applied::Txn(rev, ops));
             }
             Action::Compact { offset } => {
                 let rev = model.compact + offset;
@@ -320,6 +372,7 @@ fn run(actions: Vec<Action>, with_snapshots: bool) -> Result<(), TestCaseError> 
                     Err(Error::Compacted)
                 } else {
                     model.compact = rev;
+                    log.push(Applied::Compact(rev));
                     Ok(())
                 };
                 prop_assert_eq!(plain.compact(rev), want.clone());
@@ -359,23 +412,123 @@ fn run(actions: Vec<Action>, with_snapshots: bool) -> Result<(), TestCaseError> 
                 prop_assert_eq!(snapped.events(&k, &e, from, model.last, prev_kv), want);
             }
             Action::Snapshot => {
-                snaps += 1;
-                let path = dir.path().join(format!("snap{}", snaps % 2));
+                *snaps += 1;
+                let path = dir.path().join(format!("snap{}", *snaps % 2));
                 snapped
-                    .write_snapshot(&path, snaps, &snaps.to_le_bytes())
+                    .write_snapshot(&path, *snaps, &snaps.to_le_bytes())
                     .unwrap();
                 let (s, idx, meta) = Store::open_snapshot(&path).unwrap();
-                prop_assert_eq!(idx, snaps);
+                prop_assert_eq!(idx, *snaps);
                 prop_assert_eq!(meta, snaps.to_le_bytes().to_vec());
-                snapped = s;
+                *snapped = s;
+                // Records below the compaction point are older still.
+                let from = model.compact.max(1);
+                *base_newest = model
+                    .events(RangeSel::All, from, model.last, false)
+                    .unwrap()
+                    .last()
+                    .map_or(0, |e| e.kv.mod_revision);
             }
         }
-        full_check(&plain, &model)?;
-        if with_snapshots {
-            full_check(&snapped, &model)?;
-        }
+        self.check()
+    }
+}
+
+fn run(actions: Vec<Action>, with_snapshots: bool) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(with_snapshots);
+    for a in actions {
+        h.step(a)?;
     }
     Ok(())
+}
+
+impl Model {
+    /// The model of a store that never applied the writes above `rev`,
+    /// except that the last revision is `min(last, rev)`: the rollback keeps
+    /// the cut itself as applied.
+    fn rollback_above(&mut self, rev: i64) {
+        self.states.retain(|(r, _)| *r <= rev);
+        self.events.retain(|e| e.kv.mod_revision <= rev);
+        self.last = self.last.min(rev);
+    }
+}
+
+/// `got` (rolled back) answers as `want` (a store that never saw the voided
+/// writes) does, up to `got`'s last revision; `plain` stores (no base)
+/// also hold the same number of bytes.
+fn same_store(got: &Store, want: &Store, plain: bool) -> Result<(), TestCaseError> {
+    prop_assert!(got.last_revision() >= want.last_revision());
+    prop_assert_eq!(got.compact_revision(), want.compact_revision());
+    let from = got.compact_revision().max(1);
+    for rev in from..=got.last_revision() + 1 {
+        prop_assert_eq!(
+            got.range(&[0], &[0], rev, 0, false, false),
+            want.range(&[0], &[0], rev, 0, false, false),
+            "range at {}",
+            rev
+        );
+    }
+    prop_assert_eq!(
+        got.events_with_rev(&[0], &[0], from, got.last_revision(), true),
+        want.events_with_rev(&[0], &[0], from, got.last_revision(), true)
+    );
+    prop_assert_eq!(got.key_count(), want.key_count());
+    prop_assert_eq!(got.leases(), want.leases());
+    for lease in 0..3 {
+        prop_assert_eq!(got.keys_with_lease(lease), want.keys_with_lease(lease));
+    }
+    if plain {
+        prop_assert_eq!(got.size_bytes(), want.size_bytes());
+    }
+    Ok(())
+}
+
+/// Segments of random actions, each ended by a rollback to a cut picked
+/// from `[lowest allowed, last + 1]`, then a tail of actions: both stores
+/// must match the model of the writes that were never voided, and a
+/// store that replays only those writes (and the compactions).
+fn rollback_run(segments: Vec<(Vec<Action>, u64)>, tail: Vec<Action>) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(true);
+    for (actions, pick) in segments {
+        for a in actions {
+            h.step(a)?;
+        }
+        let compact = h.model.compact;
+        let lo = compact.max(h.base_newest);
+        // Just below what may be voided: refused, and nothing changes.
+        let probe = lo - 1;
+        let refused = |r: Result<(), Error>| matches!(r, Err(Error::RollbackBelowCommitted { rev, .. }) if rev == probe);
+        prop_assert!(refused(h.snapped.rollback_above(probe)));
+        if probe < compact {
+            prop_assert!(refused(h.plain.rollback_above(probe)));
+        }
+        h.check()?;
+        let cut = lo + (pick % (h.model.last - lo + 2).max(1) as u64) as i64;
+        prop_assert_eq!(h.plain.rollback_above(cut), Ok(()));
+        prop_assert_eq!(h.snapped.rollback_above(cut), Ok(()));
+        h.model.rollback_above(cut);
+        h.log
+            .retain(|a| !matches!(a, Applied::Txn(rev, _) if *rev > cut));
+        h.check()?;
+        // A rolled-back store writes a snapshot that opens to the same store.
+        let path = h.dir.path().join("rolled");
+        h.plain.write_snapshot(&path, 0, b"").unwrap();
+        full_check(&Store::open_snapshot(&path).unwrap().0, &h.model)?;
+    }
+    for a in tail {
+        h.step(a)?;
+    }
+    let mut replayed = Store::new();
+    for a in &h.log {
+        match a {
+            Applied::Txn(rev, ops) => {
+                replayed.apply(*rev, ops);
+            }
+            Applied::Compact(rev) => replayed.compact(*rev).unwrap(),
+        }
+    }
+    same_store(&h.plain, &replayed, true)?;
+    same_store(&h.snapped, &replayed, false)
 }
 
 /// The records a store retains, as another store's backend would hold
@@ -472,6 +625,17 @@ proptest! {
     #[test]
     fn store_matches_model(actions in prop::collection::vec(action(false), 1..40)) {
         run(actions, false)?;
+    }
+
+    #[test]
+    fn rollback_matches_a_store_that_never_saw_the_voided_writes(
+        segments in prop::collection::vec(
+            (prop::collection::vec(action(true), 1..30), any::<u64>()),
+            1..4,
+        ),
+        tail in prop::collection::vec(action(true), 0..20),
+    ) {
+        rollback_run(segments, tail)?;
     }
 
     #[test]
