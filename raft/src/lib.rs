@@ -44,6 +44,7 @@
 #![allow(clippy::field_reassign_with_default)]
 
 mod error;
+pub mod peer;
 mod record;
 mod shard_log;
 mod storage;

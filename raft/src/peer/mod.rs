@@ -1,0 +1,559 @@
+//! Peer transport (port 2380): the raft messages of every shard group, and
+//! request/response calls (a follower forwarding a write, a ReadIndex
+//! query, ...), between the members of one cluster.
+//!
+//! # Shape
+//!
+//! One TCP connection per *ordered* pair of members: A dials B and carries
+//! everything A originates for B on it (raft messages of all groups, call
+//! requests, pings); B answers on that same connection (call replies,
+//! pongs) and sends nothing else there. B's own traffic for A rides on the
+//! connection B dials. All groups' messages for one peer share one queue
+//! and one connection, and a writer drains everything queued into one frame
+//! and one write: the heartbeats of all groups travel together (coalesced
+//! per pair), so the per-tick cost of an idle cluster is one small frame
+//! per peer, whatever the shard count.
+//!
+//! Every socket lives on the glommio executor that called [`start`]
+//! (glommio streams are `!Send`). Other cores reach it through
+//! [`PeerHandle`] (`Send + Sync + Clone`), whose methods only touch bounded
+//! channels, a mutex-guarded table of pending calls, and atomics; the
+//! future of [`PeerHandle::call`] is `Send` and runs on any executor.
+//!
+//! The connection code is generic over `AsyncRead + AsyncWrite + Unpin`
+//! streams; only dialing and accepting name glommio's `TcpStream`, which is
+//! where futures-rustls will wrap it for peer TLS.
+//!
+//! # Wire format
+//!
+//! Integers are little-endian.
+//!
+//! ```text
+//! frame    = len u32 | crc32c(payload) u32 | payload        (len = payload bytes)
+//! payload  = HELLO   (1) | magic "FKVPEER\0" | version u16 (= 1) | cluster_id u64
+//!                        | from u64 | to u64 | shards u32 | name str | client_urls
+//!          | WELCOME (2) | magic | version u16 | cluster_id u64 | member_id u64
+//!                        | shards u32 | name str | client_urls
+//!          | REFUSED (3) | reason str
+//!          | BATCH   (4) | item*                               (items fill the payload)
+//! str         = len u16 | UTF-8 bytes
+//! client_urls = count u16 (at most 64) | str*
+//! item     = RAFT      (1) | group u32 | len u32 | protobuf raft::eraftpb::Message
+//!          | CALL      (2) | call_id u64 | kind u8 | len u32 | body
+//!          | REPLY_OK  (3) | call_id u64 | len u32 | body
+//!          | REPLY_ERR (4) | call_id u64 | len u32 | UTF-8 error message
+//!          | PING      (5) | nonce u64
+//!          | PONG      (6) | nonce u64                           (the ping's, echoed)
+//! ```
+//!
+//! The dialer sends HELLO and waits; the acceptor answers WELCOME, or
+//! REFUSED and closes. The acceptor refuses, logging the reason, when the
+//! magic or version is wrong, the cluster id differs (`request cluster ID
+//! mismatch (got X want Y)`), `to` is not itself, `from` is not a known
+//! peer (unknown or removed member), or the shard count differs (`peer X
+//! has --shards N, this member has M; a cluster has one shard count`). The
+//! dialer logs the reason it got, and checks the WELCOME the same way
+//! (cluster id, that the member at that address is the one it meant,
+//! shard count). After the handshake only BATCH frames flow: RAFT, CALL and
+//! PING from dialer to acceptor; REPLY_OK, REPLY_ERR and PONG back.
+//!
+//! A frame over its bound, a checksum mismatch, a frame cut short by the
+//! end of the stream, an undecodable item, an item sent the wrong way, or a
+//! raft item for a group this member does not have: one warning naming the
+//! peer and the reason, and the connection closes (the dialer reconnects).
+//! Nothing a peer sends can panic the transport.
+//!
+//! # Bounds, and what happens at each
+//!
+//! | bound | at the bound |
+//! |---|---|
+//! | `queue_messages_max` items queued per peer (raft messages and calls) | a raft message is dropped and counted (`raft_dropped`, and `heartbeat_send_failures` for heartbeats): raft retransmits. A call fails at once with [`PeerError::QueueFull`] (no back-pressure: a full queue means the peer is far behind, and the caller is better served by a quick error) |
+//! | `calls_in_flight_max` calls per peer (queued, waiting for a connection or for their reply) | [`PeerError::TooManyCalls`] at once. Inbound, the same number per connection may be with the handler; more get an error reply |
+//! | `call_timeout` from `call` | [`PeerError::Timeout`] (sent, or queued behind a connected peer) or [`PeerError::Unreachable`] (no connection came up; carries the last dial error). Deadlines are swept every `call_timeout / 10` (5 to 100 ms). Inbound, a handler that has not answered within this member's `call_timeout` is given up on: no reply is sent (the caller's deadline answers), the in-flight slot is freed |
+//! | `frame_bytes_max` bytes per frame, header included | outbound batches are cut there. A raft message that cannot fit one frame alone is dropped and counted (keep raft's `max_size_per_msg` well below it); a call that cannot is [`PeerError::TooLarge`]; a reply that cannot becomes an error reply. An inbound frame announcing more closes the connection before its payload is read |
+//! | 64 KiB and 5 s for the handshake; 32 connections in handshake at once | closed (extra connections at accept) |
+//! | one accepted connection per peer | a newer handshake from the same member closes the older connection |
+//! | 10 s without a frame (the dialer pings every second, so a live connection never idles) | closed; the dialer reconnects |
+//! | `Inbound::groups[g]` full | the raft message is dropped and counted (`raft_inbound_dropped`) |
+//! | `Inbound::calls` full | the call waits for room (in its own task: the connection goes on), within its `call_timeout` |
+//!
+//! Memory per peer is therefore at most `queue_messages_max` messages plus,
+//! per connection (two per pair), a read buffer and a write buffer of at
+//! most `frame_bytes_max` each (shrunk back after a large frame).
+//!
+//! # Reconnection and drop policy
+//!
+//! The dialer tries the peer's addresses in turn (1 s connect timeout, 5 s
+//! handshake timeout), then sleeps before the next round: 50 ms doubling
+//! to 1 s, each sleep a random 50-100 % of the step (splitmix64 seeded by
+//! the member pair, so the two members of a pair do not dial in lockstep),
+//! back to 50 ms after a successful handshake. The same failure is logged
+//! once, not every round.
+//!
+//! While no connection to a peer is up (dialing, handshaking, backing off),
+//! its queue is drained continuously: raft messages are dropped and
+//! counted, so a new connection never replays traffic older than itself
+//! (raft retransmits: the next heartbeat, an append after the probe);
+//! calls keep waiting for a connection until their deadline. When a
+//! connection breaks, the calls written on it fail with
+//! [`PeerError::ConnectionLost`] (the peer may or may not have acted on
+//! them). A partitioned peer thus costs an empty queue.
+//!
+//! # Stopping
+//!
+//! [`PeerHandle::stop`], or dropping the last `PeerHandle`, closes the
+//! listeners and connections and fails pending calls with
+//! [`PeerError::Stopped`]; later sends are dropped and counted, later calls
+//! get `Stopped`. [`PeerTransport::join`] resolves once every socket of the
+//! transport is closed (so its port can be bound again).
+
+mod conn;
+mod error;
+mod frame;
+mod shared;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use raft::eraftpb::Message;
+
+pub use error::PeerError;
+
+use shared::{lock, Counters, Learned, OutItem, PeerShared, PendingCall, Shared};
+
+pub const QUEUE_MESSAGES_MAX_DEFAULT: usize = 4096;
+pub const FRAME_BYTES_MAX_DEFAULT: usize = 4 << 20;
+pub const CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+pub const CALLS_IN_FLIGHT_MAX_DEFAULT: usize = 1024;
+/// The smallest `frame_bytes_max` accepted: room for a handshake.
+pub const FRAME_BYTES_MAX_MIN: usize = frame::HANDSHAKE_BYTES_MAX;
+
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    /// Shard (group) count of this member: a peer with another count is
+    /// refused with a clear message.
+    pub shards: u32,
+    /// `--listen-peer-urls`.
+    pub listen: Vec<SocketAddr>,
+    /// The other members: id -> peer addresses (tried in turn).
+    pub peers: BTreeMap<u64, Vec<SocketAddr>>,
+    /// Sent in the handshake so peers learn our name and client URLs (etcd
+    /// shows them in member list).
+    pub name: String,
+    pub client_urls: Vec<String>,
+    /// Per peer outbound queue bound (raft messages and calls together).
+    pub queue_messages_max: usize,
+    /// Max bytes of one frame, header included; larger inbound frames are
+    /// refused (the connection closes).
+    pub frame_bytes_max: usize,
+    pub call_timeout: Duration,
+    /// Calls per peer queued, waiting or awaiting their reply.
+    pub calls_in_flight_max: usize,
+}
+
+impl PeerConfig {
+    /// A member with no listeners and no peers yet, and the default bounds.
+    pub fn new(cluster_id: u64, member_id: u64, shards: u32) -> Self {
+        PeerConfig {
+            cluster_id,
+            member_id,
+            shards,
+            listen: Vec::new(),
+            peers: BTreeMap::new(),
+            name: String::new(),
+            client_urls: Vec::new(),
+            queue_messages_max: QUEUE_MESSAGES_MAX_DEFAULT,
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            call_timeout: CALL_TIMEOUT_DEFAULT,
+            calls_in_flight_max: CALLS_IN_FLIGHT_MAX_DEFAULT,
+        }
+    }
+
+    fn validate(&self, inbound: &Inbound) -> Result<(), PeerError> {
+        let bad = |s: String| Err(PeerError::Config(s));
+        if self.member_id == 0 {
+            return bad("member id 0 is raft's \"none\"".into());
+        }
+        if self.shards == 0 {
+            return bad("--shards must be at least 1".into());
+        }
+        if inbound.groups.len() != self.shards as usize {
+            return bad(format!(
+                "{} inbound group channels for {} shards",
+                inbound.groups.len(),
+                self.shards
+            ));
+        }
+        if self.peers.contains_key(&self.member_id) {
+            return bad(format!(
+                "member {:x} is listed among its own peers",
+                self.member_id
+            ));
+        }
+        if let Some((id, _)) = self.peers.iter().find(|(_, a)| a.is_empty()) {
+            return bad(format!("peer {id:x} has no address"));
+        }
+        if self.peers.contains_key(&0) {
+            return bad("peer id 0 is raft's \"none\"".into());
+        }
+        if self.queue_messages_max == 0 || self.calls_in_flight_max == 0 {
+            return bad("queue_messages_max and calls_in_flight_max must be at least 1".into());
+        }
+        if self.frame_bytes_max < FRAME_BYTES_MAX_MIN || self.frame_bytes_max > u32::MAX as usize {
+            return bad(format!(
+                "frame_bytes_max {} is outside {FRAME_BYTES_MAX_MIN}..={}",
+                self.frame_bytes_max,
+                u32::MAX
+            ));
+        }
+        if self.call_timeout.is_zero() {
+            return bad("call_timeout must not be zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// Inbound side: where messages arriving from peers go.
+pub struct Inbound {
+    /// One sender per group; an inbound raft message for group g goes to
+    /// `groups[g]` with `try_send` (dropped and counted when full).
+    pub groups: Vec<async_channel::Sender<Message>>,
+    /// Inbound calls; the handler answers on `reply`.
+    pub calls: async_channel::Sender<IncomingCall>,
+}
+
+/// A call from a peer. Answer on `reply` within `call_timeout` (after that
+/// the caller has been told the call timed out).
+#[derive(Debug)]
+pub struct IncomingCall {
+    pub from: u64,
+    pub kind: u8,
+    pub body: Vec<u8>,
+    pub reply: oneshot::Sender<Result<Vec<u8>, String>>,
+}
+
+/// What we know of a peer, from configuration and handshakes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub member_id: u64,
+    /// Empty until a handshake with the peer (either direction) succeeded.
+    pub name: String,
+    pub peer_addrs: Vec<SocketAddr>,
+    pub client_urls: Vec<String>,
+    /// Our connection to the peer is up (handshake done).
+    pub connected: bool,
+}
+
+/// Counters of one peer, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStats {
+    pub member_id: u64,
+    pub connected: bool,
+    /// Bytes written to the peer, both connections (etcd's
+    /// `etcd_network_peer_sent_bytes_total{To=..}`).
+    pub sent_bytes: u64,
+    /// Bytes read from the peer, both connections
+    /// (`etcd_network_peer_received_bytes_total{From=..}`).
+    pub received_bytes: u64,
+    /// Smoothed ping round trip (`etcd_network_peer_round_trip_time_seconds`).
+    pub round_trip: Option<Duration>,
+    /// Raft messages written to the peer.
+    pub raft_sent: u64,
+    /// Batch frames written on our connection to the peer: `raft_sent /
+    /// frames_sent` is how well messages are coalesced.
+    pub frames_sent: u64,
+    /// Raft messages received from the peer.
+    pub raft_received: u64,
+    /// Raft messages to the peer dropped: queue full, peer unreachable,
+    /// connection lost, too large, transport stopped.
+    pub raft_dropped: u64,
+    /// The heartbeats (and heartbeat responses) among `raft_dropped`
+    /// (`etcd_server_heartbeat_send_failures_total`).
+    pub heartbeat_send_failures: u64,
+    /// Raft messages from the peer dropped because their group's channel was
+    /// full or closed, or they were not addressed from that peer to us.
+    pub raft_inbound_dropped: u64,
+    pub calls_in_flight: usize,
+    /// Items in the peer's outbound queue now (at most `queue_messages_max`).
+    pub queued: usize,
+    /// Successful handshakes of our connection to the peer.
+    pub connects: u64,
+    /// Dial rounds that failed (connect, handshake, refusal).
+    pub connect_failures: u64,
+    /// Why the last dial failed or the connection was lost; `None` while up.
+    pub last_error: Option<String>,
+}
+
+struct HandleInner {
+    shared: Arc<Shared>,
+    /// Closing it (or dropping the last handle) stops the transport.
+    stop: async_channel::Sender<()>,
+}
+
+/// `Send + Sync + Clone` handle to the transport, usable from every core.
+#[derive(Clone)]
+pub struct PeerHandle {
+    inner: Arc<HandleInner>,
+}
+
+/// Removes an abandoned call (its future dropped) from the pending table.
+struct CallGuard<'a> {
+    peer: &'a PeerShared,
+    id: u64,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.peer.calls).remove(&self.id);
+    }
+}
+
+impl PeerHandle {
+    pub fn member_id(&self) -> u64 {
+        self.inner.shared.member_id
+    }
+
+    /// The addresses the listeners are bound to (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.shared.local_addrs.clone()
+    }
+
+    /// Queues raft messages of shard group `group` (`msg.to` is the
+    /// destination member, `msg.from` us). Never blocks: when the peer's
+    /// queue is full the message is dropped and counted, as it is while the
+    /// peer is unreachable; raft retransmits. Messages to an unknown member,
+    /// of a group this member does not have, or not from us are dropped and
+    /// counted (`raft_dropped_unknown`).
+    pub fn send_raft(&self, group: u32, msgs: Vec<Message>) {
+        let s = &self.inner.shared;
+        for msg in msgs {
+            let peer = match s.peers.get(&msg.to) {
+                Some(p) if group < s.shards && msg.from == s.member_id => p,
+                _ => {
+                    log::debug!(
+                        "peer transport: dropping raft message of group {group} from {:x} to {:x}: no such peer or group",
+                        msg.from,
+                        msg.to
+                    );
+                    s.raft_dropped_unknown.fetch_add(1, Relaxed);
+                    continue;
+                }
+            };
+            if let Err(e) = peer.queue.try_send(OutItem::Raft { group, msg }) {
+                if let OutItem::Raft { msg, .. } = e.into_inner() {
+                    peer.count_raft_dropped(&msg);
+                }
+            }
+        }
+    }
+
+    /// A request to member `to`: resolves with its reply body, or an error
+    /// if the peer is unreachable, the call times out (`call_timeout`), the
+    /// connection breaks, the bounds are hit, or the handler answered an
+    /// error ([`PeerError::Remote`]). The future is `Send` and needs no
+    /// particular executor (the transport enforces the deadline).
+    pub async fn call(&self, to: u64, kind: u8, body: Vec<u8>) -> Result<Vec<u8>, PeerError> {
+        let s = &self.inner.shared;
+        let peer = s.peers.get(&to).ok_or(PeerError::UnknownMember(to))?;
+        let bytes =
+            frame::BATCH_OVERHEAD + frame::PING_ITEM_BYTES + frame::CALL_ITEM_OVERHEAD + body.len();
+        if bytes > s.frame_bytes_max {
+            return Err(PeerError::TooLarge {
+                bytes,
+                max: s.frame_bytes_max,
+            });
+        }
+        let id = s.next_call_id.fetch_add(1, Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut calls = lock(&peer.calls);
+            if calls.len() >= s.calls_in_flight_max {
+                return Err(PeerError::TooManyCalls {
+                    member: to,
+                    max: s.calls_in_flight_max,
+                });
+            }
+            calls.insert(
+                id,
+                PendingCall {
+                    deadline: Instant::now() + s.call_timeout,
+                    reply: tx,
+                    sent_on: None,
+                },
+            );
+        }
+        let _guard = CallGuard { peer, id };
+        // The entry is in the table before the item is queued, and the
+        // transport closes the queue before failing the table on stop, so
+        // every call is answered.
+        match peer.queue.try_send(OutItem::Call { id, kind, body }) {
+            Ok(()) => {}
+            Err(async_channel::TrySendError::Full(_)) => {
+                return Err(PeerError::QueueFull { member: to })
+            }
+            Err(async_channel::TrySendError::Closed(_)) => return Err(PeerError::Stopped),
+        }
+        rx.await.unwrap_or(Err(PeerError::Stopped))
+    }
+
+    /// What we know of each peer, in member id order.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.inner
+            .shared
+            .peers
+            .values()
+            .map(|p| {
+                let l = lock(&p.learned).clone();
+                PeerInfo {
+                    member_id: p.id,
+                    name: l.name,
+                    peer_addrs: p.addrs.clone(),
+                    client_urls: l.client_urls,
+                    connected: p.connected.load(Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    /// Counters of each peer, in member id order.
+    pub fn stats(&self) -> Vec<PeerStats> {
+        self.inner
+            .shared
+            .peers
+            .values()
+            .map(|p| {
+                let c = &p.c;
+                let rtt = c.rtt_ns.load(Relaxed);
+                PeerStats {
+                    member_id: p.id,
+                    connected: p.connected.load(Relaxed),
+                    sent_bytes: c.sent_bytes.load(Relaxed),
+                    received_bytes: c.received_bytes.load(Relaxed),
+                    round_trip: (rtt > 0).then(|| Duration::from_nanos(rtt)),
+                    raft_sent: c.raft_sent.load(Relaxed),
+                    frames_sent: c.frames_sent.load(Relaxed),
+                    raft_received: c.raft_received.load(Relaxed),
+                    raft_dropped: c.raft_dropped.load(Relaxed),
+                    heartbeat_send_failures: c.heartbeat_dropped.load(Relaxed),
+                    raft_inbound_dropped: c.raft_inbound_dropped.load(Relaxed),
+                    calls_in_flight: lock(&p.calls).len(),
+                    queued: p.queue.len(),
+                    connects: c.connects.load(Relaxed),
+                    connect_failures: c.connect_failures.load(Relaxed),
+                    last_error: lock(&p.last_error).clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Raft messages dropped because their destination is not a peer (or
+    /// their group is not one of ours).
+    pub fn raft_dropped_unknown(&self) -> u64 {
+        self.inner.shared.raft_dropped_unknown.load(Relaxed)
+    }
+
+    /// Stops the transport (as dropping the last handle does).
+    pub fn stop(&self) {
+        self.inner.stop.close();
+    }
+}
+
+/// The running transport; [`PeerTransport::join`] waits for it to end.
+/// Dropping this does not stop it (stop through the handle).
+pub struct PeerTransport {
+    done: async_channel::Receiver<()>,
+}
+
+impl PeerTransport {
+    /// Resolves once the transport stopped and closed every socket.
+    pub async fn join(self) {
+        let _ = self.done.recv().await;
+    }
+}
+
+/// Starts the transport on the current glommio executor (call it from
+/// inside one; core 0 of the member): binds the listeners now (errors are
+/// returned), then dials every peer and serves in tasks of this executor
+/// until [`PeerHandle::stop`] is called or the last handle is dropped.
+pub fn start(cfg: PeerConfig, inbound: Inbound) -> Result<(PeerHandle, PeerTransport), PeerError> {
+    cfg.validate(&inbound)?;
+    let mut listeners = Vec::new();
+    let mut local_addrs = Vec::new();
+    for addr in &cfg.listen {
+        let l = conn::listen(*addr).map_err(|e| PeerError::Listen {
+            addr: *addr,
+            reason: e.to_string(),
+        })?;
+        local_addrs.push(l.local_addr().unwrap_or(*addr));
+        listeners.push(l);
+    }
+    let mut queues = Vec::new();
+    let mut peers = BTreeMap::new();
+    for (id, addrs) in &cfg.peers {
+        let (tx, rx) = async_channel::bounded(cfg.queue_messages_max);
+        let p = Arc::new(PeerShared {
+            id: *id,
+            addrs: addrs.clone(),
+            queue: tx,
+            calls: Mutex::new(Default::default()),
+            learned: Mutex::new(Learned::default()),
+            last_error: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            c: Counters::default(),
+        });
+        queues.push((p.clone(), rx));
+        peers.insert(*id, p);
+    }
+    let shared = Arc::new(Shared {
+        cluster_id: cfg.cluster_id,
+        member_id: cfg.member_id,
+        shards: cfg.shards,
+        name: cfg.name,
+        client_urls: cfg.client_urls,
+        frame_bytes_max: cfg.frame_bytes_max,
+        call_timeout: cfg.call_timeout,
+        calls_in_flight_max: cfg.calls_in_flight_max,
+        peers,
+        local_addrs,
+        raft_dropped_unknown: AtomicU64::new(0),
+        next_call_id: AtomicU64::new(1),
+    });
+    let (stop_tx, stop_rx) = async_channel::bounded(1);
+    let (done_tx, done_rx) = async_channel::bounded(1);
+    conn::spawn(shared.clone(), inbound, stop_rx, done_tx, listeners, queues);
+    Ok((
+        PeerHandle {
+            inner: Arc::new(HandleInner {
+                shared,
+                stop: stop_tx,
+            }),
+        },
+        PeerTransport { done: done_rx },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+
+    #[test]
+    fn handle_is_send_sync_clone_and_call_is_send() {
+        assert_send_sync_clone::<PeerHandle>();
+        // Type-level only: the future is built, never polled.
+        fn check(h: &PeerHandle) {
+            let f = h.call(2, 0, Vec::new());
+            assert_send(&f);
+        }
+        let _ = check;
+    }
+}
