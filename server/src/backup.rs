@@ -209,7 +209,7 @@ pub async fn hash(svc: &Service, msg: Bytes) -> Result<pb::HashResponse, Status>
 /// etcd's reply carries no header.
 pub async fn move_leader(svc: &Service, msg: Bytes) -> Result<pb::MoveLeaderResponse, Status> {
     let r: pb::MoveLeaderRequest = decode(msg)?;
-    if r.target_id != svc.member.member_id {
+    if r.target_id != svc.membership.local_id() {
         return Err(Status::new(
             Code::FailedPrecondition,
             "etcdserver: bad leader transferee",

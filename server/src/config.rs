@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use ferrokv::cluster::{self, ClusterState};
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub name: String,
@@ -13,10 +15,14 @@ pub struct Config {
     pub listen_client_urls: Vec<String>,
     pub advertise_client_urls: Vec<String>,
     pub listen_peer_urls: Vec<String>,
+    /// Normalized and sorted as etcd's URL flags (the text member ids
+    /// hash).
     pub initial_advertise_peer_urls: Vec<String>,
-    /// `--initial-cluster` parsed: member name -> peer URLs.
-    pub initial_cluster: BTreeMap<String, Vec<String>>,
-    pub initial_cluster_state: String,
+    /// `--initial-cluster` as given: parsed only when a member bootstraps
+    /// (`cluster::bootstrap`), as etcd parses it only then.
+    pub initial_cluster: String,
+    pub initial_cluster_state: ClusterState,
+    /// May be empty: etcd hashes an empty token as given.
     pub initial_cluster_token: String,
     pub snapshot_count: u64,
     pub heartbeat_interval_ms: u64,
@@ -95,6 +101,17 @@ fn env_name(flag: &str) -> String {
 }
 
 /// Parse argv (without the program name) and the environment.
+/// Where a setting came from: etcd words its errors by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Flag,
+    Env,
+    File,
+}
+
+/// The settings given, each with where it came from.
+type Given = BTreeMap<&'static str, (String, Source)>;
+
 pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed, String> {
     let mut given: BTreeMap<&'static str, String> = BTreeMap::new();
     let mut i = 0;
@@ -129,7 +146,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Pa
         given.insert(opt.name, value);
         i += 1;
     }
-    let mut vals: BTreeMap<&'static str, String> = BTreeMap::new();
+    let mut vals: Given = BTreeMap::new();
     let config_file = given
         .get("config-file")
         .cloned()
@@ -155,15 +172,16 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Pa
                     ))
                 }
             };
-            vals.insert(opt.name, s);
+            vals.insert(opt.name, (s, Source::File));
         }
     } else {
         for o in OPTS {
-            if let Some(v) = env(&env_name(o.name)) {
-                vals.insert(o.name, v);
+            // etcd reads a variable only when it is set to something.
+            if let Some(v) = env(&env_name(o.name)).filter(|v| !v.is_empty()) {
+                vals.insert(o.name, (v, Source::Env));
             }
         }
-        vals.extend(given);
+        vals.extend(given.into_iter().map(|(k, v)| (k, (v, Source::Flag))));
     }
     build(&vals).map(|c| Parsed::Run(Box::new(c)))
 }
@@ -175,12 +193,29 @@ fn list(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn num<T: std::str::FromStr>(
-    vals: &BTreeMap<&str, String>,
-    k: &str,
-    default: T,
-) -> Result<T, String> {
-    match vals.get(k) {
+/// etcd's (Go flag package's) words for a value a setting cannot take.
+fn invalid(vals: &Given, k: &str, why: &str) -> String {
+    let (v, source) = vals
+        .get(k)
+        .map_or(("", Source::Flag), |(v, s)| (v.as_str(), *s));
+    match source {
+        Source::Env => format!("invalid value {v:?} for {}: {why}", env_name(k)),
+        Source::Flag | Source::File => format!("invalid value {v:?} for flag -{k}: {why}"),
+    }
+}
+
+/// An etcd URL-list setting (`--initial-advertise-peer-urls`, ...):
+/// each URL checked and normalized, duplicates dropped, sorted.
+fn urls(vals: &Given, k: &str, default: &str) -> Result<Vec<String>, String> {
+    let given = vals.get(k).map_or(default, |(v, _)| v.as_str());
+    let mut out = cluster::normalize_urls(&given.split(',').collect::<Vec<_>>())
+        .map_err(|e| invalid(vals, k, &e))?;
+    out.dedup();
+    Ok(out)
+}
+
+fn num<T: std::str::FromStr>(vals: &Given, k: &str, default: T) -> Result<T, String> {
+    match vals.get(k).map(|(v, _)| v) {
         None => Ok(default),
         Some(v) => v
             .trim()
@@ -189,47 +224,73 @@ fn num<T: std::str::FromStr>(
     }
 }
 
-fn build(vals: &BTreeMap<&str, String>) -> Result<Config, String> {
-    let get = |k: &str, d: &str| vals.get(k).cloned().unwrap_or_else(|| d.to_string());
+/// etcd's `--initial-cluster` default, before it is made from `--name`.
+const DEFAULT_INITIAL_CLUSTER: &str = "default=http://localhost:2380";
+
+fn build(vals: &Given) -> Result<Config, String> {
+    let get = |k: &str, d: &str| {
+        vals.get(k)
+            .map_or_else(|| d.to_string(), |(v, _)| v.clone())
+    };
     for tls in ["peer-cert-file", "peer-key-file", "peer-trusted-ca-file"] {
-        if vals.get(tls).is_some_and(|v| !v.is_empty()) {
+        if vals.get(tls).is_some_and(|(v, _)| !v.is_empty()) {
             return Err(format!(
                 "--{tls}: peer TLS is not supported by this ferrokv build yet (members do not replicate yet)"
             ));
         }
     }
-    let file = |k: &str| vals.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let file = |k: &str| {
+        vals.get(k)
+            .filter(|(v, _)| !v.is_empty())
+            .map(|(v, _)| PathBuf::from(v))
+    };
     let client_tls = match (file("cert-file"), file("key-file")) {
         (Some(cert_file), Some(key_file)) => Some(ferrokv_wire::tls::TlsFlags {
             cert_file,
             key_file,
             trusted_ca_file: file("trusted-ca-file"),
-            client_cert_auth: vals.get("client-cert-auth").is_some_and(|v| v == "true"),
+            client_cert_auth: vals
+                .get("client-cert-auth")
+                .is_some_and(|(v, _)| v == "true"),
         }),
         (None, None) => None,
         _ => return Err("--cert-file and --key-file must be given together".into()),
     };
-    let name = get("name", "default");
+    let name = get("name", cluster::DEFAULT_NAME);
+    let initial_advertise_peer_urls = urls(
+        vals,
+        "initial-advertise-peer-urls",
+        cluster::DEFAULT_ADVERTISE_PEER_URL,
+    )?;
+    // etcd: a member named other than "default" whose --initial-cluster
+    // is the default gets one made of its name and advertised peer URLs.
+    let mut initial_cluster = get("initial-cluster", DEFAULT_INITIAL_CLUSTER);
+    if name != cluster::DEFAULT_NAME && initial_cluster == DEFAULT_INITIAL_CLUSTER {
+        let n = if name.is_empty() {
+            cluster::DEFAULT_NAME
+        } else {
+            &name
+        };
+        initial_cluster = initial_advertise_peer_urls
+            .iter()
+            .map(|u| format!("{n}={u}"))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    let initial_cluster_state = ClusterState::parse(&get("initial-cluster-state", "new"))
+        .ok_or_else(|| invalid(vals, "initial-cluster-state", "invalid value"))?;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let cfg = Config {
         data_dir: PathBuf::from(get("data-dir", &format!("{name}.ferrokv"))),
-        wal_dir: vals
-            .get("wal-dir")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from),
+        wal_dir: file("wal-dir"),
+        // Listening on 127.0.0.1 is etcd's localhost without the IPv6 half.
         listen_client_urls: list(&get("listen-client-urls", "http://127.0.0.1:2379")),
-        advertise_client_urls: list(&get("advertise-client-urls", "http://127.0.0.1:2379")),
+        advertise_client_urls: urls(vals, "advertise-client-urls", "http://localhost:2379")?,
         listen_peer_urls: list(&get("listen-peer-urls", "http://127.0.0.1:2380")),
-        initial_advertise_peer_urls: list(&get(
-            "initial-advertise-peer-urls",
-            "http://127.0.0.1:2380",
-        )),
-        initial_cluster: parse_initial_cluster(&get(
-            "initial-cluster",
-            &format!("{name}=http://127.0.0.1:2380"),
-        ))?,
-        initial_cluster_state: get("initial-cluster-state", "new"),
-        initial_cluster_token: get("initial-cluster-token", "etcd-cluster"),
+        initial_advertise_peer_urls,
+        initial_cluster,
+        initial_cluster_state,
+        initial_cluster_token: get("initial-cluster-token", cluster::DEFAULT_TOKEN),
         snapshot_count: num(vals, "snapshot-count", 100_000)?,
         heartbeat_interval_ms: num(vals, "heartbeat-interval", 100)?,
         election_timeout_ms: num(vals, "election-timeout", 1000)?,
@@ -255,12 +316,6 @@ fn build(vals: &BTreeMap<&str, String>) -> Result<Config, String> {
             cfg.election_timeout_ms, cfg.heartbeat_interval_ms
         ));
     }
-    if cfg.initial_cluster_state != "new" && cfg.initial_cluster_state != "existing" {
-        return Err(format!(
-            "invalid value {:?} for flag -initial-cluster-state",
-            cfg.initial_cluster_state
-        ));
-    }
     for u in cfg
         .listen_client_urls
         .iter()
@@ -275,7 +330,6 @@ fn build(vals: &BTreeMap<&str, String>) -> Result<Config, String> {
             ));
         }
     }
-    check_initial_cluster(&cfg)?;
     if !matches!(cfg.auto_compaction_mode.as_str(), "periodic" | "revision") {
         return Err(format!(
             "unknown auto-compaction-mode {:?}",
@@ -283,54 +337,6 @@ fn build(vals: &BTreeMap<&str, String>) -> Result<Config, String> {
         ));
     }
     Ok(cfg)
-}
-
-/// `name=url,name=url,...`; a name may repeat to give several URLs.
-fn parse_initial_cluster(s: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((name, url)) = part.split_once('=') else {
-            return Err(format!(
-                "invalid value {s:?} for flag -initial-cluster: missing '=' in {part:?}"
-            ));
-        };
-        out.entry(name.to_string())
-            .or_default()
-            .push(url.to_string());
-    }
-    Ok(out)
-}
-
-/// etcd's bootstrap checks: this member is in --initial-cluster with its
-/// advertised peer URLs. Members beyond this one are refused until
-/// replication lands: starting them as separate one-member clusters would
-/// split the data silently.
-fn check_initial_cluster(cfg: &Config) -> Result<(), String> {
-    let Some(urls) = cfg.initial_cluster.get(&cfg.name) else {
-        return Err(format!(
-            "couldn't find local name {:?} in the initial cluster configuration",
-            cfg.name
-        ));
-    };
-    let mut a = urls.clone();
-    let mut b = cfg.initial_advertise_peer_urls.clone();
-    a.sort();
-    b.sort();
-    if a != b {
-        return Err(format!(
-            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={}",
-            cfg.name,
-            urls.join(","),
-            cfg.initial_advertise_peer_urls.join(",")
-        ));
-    }
-    if cfg.initial_cluster.len() > 1 {
-        return Err(format!(
-            "--initial-cluster lists {} members; this ferrokv build serves one-member clusters only (replication is not implemented yet)",
-            cfg.initial_cluster.len()
-        ));
-    }
-    Ok(())
 }
 
 /// `http://host:port` -> a socket address to bind. Names other than
@@ -445,48 +451,65 @@ mod tests {
     }
 
     #[test]
-    fn initial_cluster_must_name_this_member_and_only_it() {
+    fn initial_cluster_defaults_as_etcd() {
+        // No arguments: etcd's default member, whose ids are etcd's.
+        let c = run(&[], &[]).unwrap();
+        assert_eq!(c.initial_cluster, "default=http://localhost:2380");
+        assert_eq!(c.initial_advertise_peer_urls, vec!["http://localhost:2380"]);
+        assert_eq!(c.advertise_client_urls, vec!["http://localhost:2379"]);
+        assert_eq!(c.initial_cluster_token, "etcd-cluster");
+        assert_eq!(c.initial_cluster_state, ClusterState::New);
+        // Another name: the initial cluster is made of it and the
+        // advertised peer URLs (sorted, duplicates dropped).
         let c = run(
             &[
-                "--name",
-                "m1",
-                "--initial-advertise-peer-urls",
-                "http://127.0.0.1:2380",
-                "--initial-cluster",
-                "m1=http://127.0.0.1:2380",
+                "--name=m1",
+                "--initial-advertise-peer-urls=http://127.0.0.1:2381,HTTP://127.0.0.1:2380,http://127.0.0.1:2381",
             ],
             &[],
         )
         .unwrap();
-        assert_eq!(c.initial_cluster.len(), 1);
-        let e = run(
-            &[
-                "--name",
-                "m2",
-                "--initial-cluster",
-                "m1=http://127.0.0.1:2380",
-            ],
-            &[],
-        )
-        .unwrap_err();
         assert_eq!(
-            e,
-            "couldn't find local name \"m2\" in the initial cluster configuration"
+            c.initial_advertise_peer_urls,
+            vec!["http://127.0.0.1:2380", "http://127.0.0.1:2381"]
         );
-        let e = run(&["--initial-cluster", "default=http://127.0.0.1:9999"], &[]).unwrap_err();
-        assert!(
-            e.contains("missing from --initial-advertise-peer-urls"),
-            "{e}"
+        assert_eq!(
+            c.initial_cluster,
+            "m1=http://127.0.0.1:2380,m1=http://127.0.0.1:2381"
         );
-        let e = run(
-            &[
-                "--initial-cluster",
-                "default=http://127.0.0.1:2380,b=http://127.0.0.2:2380",
-            ],
+        // The default name keeps etcd's default cluster (which the
+        // bootstrap checks then refuse, as etcd does).
+        let c = run(
+            &["--initial-advertise-peer-urls=http://127.0.0.1:2390"],
             &[],
         )
-        .unwrap_err();
-        assert!(e.contains("one-member clusters only"), "{e}");
+        .unwrap();
+        assert_eq!(c.initial_cluster, "default=http://localhost:2380");
+    }
+
+    #[test]
+    fn cluster_flags_are_refused_in_etcd_words() {
+        assert_eq!(
+            run(&["--initial-cluster-state", "foo"], &[]).unwrap_err(),
+            "invalid value \"foo\" for flag -initial-cluster-state: invalid value"
+        );
+        assert_eq!(
+            run(&[], &[("ETCD_INITIAL_CLUSTER_STATE", "foo")]).unwrap_err(),
+            "invalid value \"foo\" for ETCD_INITIAL_CLUSTER_STATE: invalid value"
+        );
+        let c = run(&["--initial-cluster-state=existing"], &[]).unwrap();
+        assert_eq!(c.initial_cluster_state, ClusterState::Existing);
+        assert_eq!(
+            run(&["--initial-advertise-peer-urls", "127.0.0.1:2380"], &[]).unwrap_err(),
+            "invalid value \"127.0.0.1:2380\" for flag -initial-advertise-peer-urls: \
+             parse \"127.0.0.1:2380\": first path segment in URL cannot contain colon"
+        );
+        // An empty token is a token (etcd hashes it as given); an empty
+        // variable is no setting at all (etcd ignores it).
+        let c = run(&["--initial-cluster-token="], &[]).unwrap();
+        assert_eq!(c.initial_cluster_token, "");
+        let c = run(&[], &[("ETCD_INITIAL_CLUSTER_TOKEN", "")]).unwrap();
+        assert_eq!(c.initial_cluster_token, "etcd-cluster");
     }
 
     #[test]

@@ -17,38 +17,70 @@ use std::sync::Arc;
 use ferrokv_wal::WalMetrics;
 
 use config::{listen_addr, Config, Parsed};
-use service::{Member, Service};
+use ferrokv::cluster::{self, Membership, Opened};
+use service::Service;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// FNV-1a: a stable id from text, as etcd derives member ids from peer
-/// URLs and the cluster token.
-fn id_of(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0)) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
+/// The membership this start serves: the one the data dir keeps, or a new
+/// one from the flags after etcd's bootstrap checks. A refusal exits: it is
+/// configuration at startup, before any member state is written.
+fn membership_of(cfg: &Config) -> Membership {
+    let fail = |e: String| -> ! {
+        eprintln!("{e}");
+        std::process::exit(1);
+    };
+    let flags = cluster::BootstrapFlags {
+        name: &cfg.name,
+        initial_cluster: &cfg.initial_cluster,
+        initial_cluster_state: cfg.initial_cluster_state,
+        initial_cluster_token: &cfg.initial_cluster_token,
+        advertise_peer_urls: &cfg.initial_advertise_peer_urls,
+        advertise_client_urls: &cfg.advertise_client_urls,
+    };
+    let member_dir = cluster::member_dir(&cfg.data_dir);
+    let opened = cluster::OnDisk::read(&member_dir)
+        .and_then(|on_disk| cluster::open(on_disk, &flags, &cluster::resolve_system))
+        .unwrap_or_else(|e| fail(e));
+    let (membership, write) = match opened {
+        Opened::Restarted {
+            membership,
+            published,
+        } => {
+            log::info!(
+                "restarting member {:x} in cluster {:x} from {} (--initial-cluster flags ignored)",
+                membership.local_id(),
+                membership.cluster_id(),
+                member_dir.join(cluster::CLUSTER_FILE).display()
+            );
+            (membership, published)
+        }
+        Opened::Bootstrapped(membership) => (membership, true),
+    };
+    // Until the peer transport lands, a member that started with others
+    // listed would serve as a cluster of its own and split the data
+    // silently.
+    if membership.members().len() > 1 {
+        fail(format!(
+            "--initial-cluster lists {} members; this ferrokv build serves one-member clusters only (replication is not implemented yet)",
+            membership.members().len()
+        ));
+    }
+    if write {
+        if let Err(e) = membership.save(&member_dir) {
+            fail(e);
         }
     }
-    h
-}
-
-fn member_of(cfg: &Config) -> Member {
-    let mut peers = cfg.initial_advertise_peer_urls.clone();
-    peers.sort();
-    let mut parts: Vec<&str> = peers.iter().map(String::as_str).collect();
-    parts.push(&cfg.initial_cluster_token);
-    let member_id = id_of(&parts);
-    let cluster_id = id_of(&[&member_id.to_string(), &cfg.initial_cluster_token]);
-    Member {
-        cluster_id,
-        member_id,
-        name: cfg.name.clone(),
-        peer_urls: cfg.initial_advertise_peer_urls.clone(),
-        client_urls: cfg.advertise_client_urls.clone(),
+    for m in membership.members() {
+        log::info!(
+            "member {:x} [{}] in cluster {:x}",
+            m.id,
+            m.peer_urls.join(","),
+            membership.cluster_id()
+        );
     }
+    membership
 }
 
 /// systemd `Type=notify`: READY=1 once every listener is bound.
@@ -142,7 +174,7 @@ fn main() {
     };
     let quota_backend_bytes = cfg.quota_backend_bytes;
     let alarms = Arc::new(maintenance::Alarms::default());
-    let member = Arc::new(member_of(&cfg));
+    let membership = Arc::new(membership_of(&cfg));
     let wal_metrics = Arc::new(WalMetrics::default());
     log::info!(
         "ferrokv {} starting: name={} data-dir={} shards={} client-urls={}",
@@ -166,9 +198,9 @@ fn main() {
     let (max_request_bytes, max_txn_ops) = (cfg.max_request_bytes, cfg.max_txn_ops);
     let result = ferrokv_shards::run(engine_cfg, move |engine, core| {
         let (tls, tls_addrs) = (tls.clone(), tls_addrs.clone());
-        let (addrs, member, wal_metrics, ready, alarms) = (
+        let (addrs, membership, wal_metrics, ready, alarms) = (
             addrs.clone(),
-            member.clone(),
+            membership.clone(),
             wal_metrics.clone(),
             ready.clone(),
             alarms.clone(),
@@ -187,7 +219,7 @@ fn main() {
             }
             let service = Rc::new(Service::new(
                 engine,
-                member,
+                membership,
                 max_request_bytes,
                 max_txn_ops,
                 wal_metrics,

@@ -18,23 +18,16 @@ use http::Method;
 
 use crate::maintenance::Alarms;
 use crate::{backup, errors, lease, validate};
+use ferrokv::cluster::Membership;
 
 /// The etcd API version ferrokv implements and reports.
 pub const ETCD_VERSION: &str = "3.4.23";
 pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 
-/// Identity of this member, fixed at start.
-pub struct Member {
-    pub cluster_id: u64,
-    pub member_id: u64,
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-}
-
 pub struct Service {
     pub engine: Engine,
-    pub member: Arc<Member>,
+    /// Who is in the cluster and which member this is, fixed at start.
+    pub membership: Arc<Membership>,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub wal_metrics: Arc<WalMetrics>,
@@ -54,7 +47,7 @@ fn encode<M: Message>(m: &M) -> Bytes {
 impl Service {
     pub fn new(
         engine: Engine,
-        member: Arc<Member>,
+        membership: Arc<Membership>,
         max_request_bytes: usize,
         max_txn_ops: usize,
         wal_metrics: Arc<WalMetrics>,
@@ -66,12 +59,12 @@ impl Service {
             .map_or(0, |d| d.as_millis() as u64);
         // etcd's ids carry the member id in their top 16 bits; each core
         // offsets it so cores never draw the same id.
-        let lease_ids = IdGen::new(member.member_id.wrapping_add(core as u64), unix_ms);
+        let lease_ids = IdGen::new(membership.local_id().wrapping_add(core as u64), unix_ms);
         Service {
             lease_ids: RefCell::new(lease_ids),
             hub: WatchHub::start(engine.clone()),
             engine,
-            member,
+            membership,
             max_request_bytes,
             max_txn_ops,
             wal_metrics,
@@ -96,8 +89,8 @@ impl Service {
 
     pub(crate) async fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
         Some(pb::ResponseHeader {
-            cluster_id: self.member.cluster_id,
-            member_id: self.member.member_id,
+            cluster_id: self.membership.cluster_id(),
+            member_id: self.membership.local_id(),
             revision,
             raft_term: self.term().await,
         })
@@ -175,23 +168,31 @@ impl Service {
             }
             "/etcdserverpb.Cluster/MemberList" => {
                 let _: pb::MemberListRequest = decode(msg)?;
-                // etcd's cluster service headers carry no revision.
+                // etcd's cluster service headers carry no revision. Every
+                // member, by id; client URLs only where published (this
+                // member's), as etcd lists a member that has not started.
                 Ok(encode(&pb::MemberListResponse {
                     header: self.header(0).await,
-                    members: vec![pb::Member {
-                        id: self.member.member_id,
-                        name: self.member.name.clone(),
-                        peer_ur_ls: self.member.peer_urls.clone(),
-                        client_ur_ls: self.member.client_urls.clone(),
-                        is_learner: false,
-                    }],
+                    members: self
+                        .membership
+                        .members()
+                        .iter()
+                        .map(|m| pb::Member {
+                            id: m.id,
+                            name: m.name.clone(),
+                            peer_ur_ls: m.peer_urls.clone(),
+                            client_ur_ls: m.client_urls.clone(),
+                            is_learner: m.is_learner,
+                        })
+                        .collect(),
                 }))
             }
             "/etcdserverpb.Maintenance/Alarm" => {
                 use pb::alarm_request::AlarmAction;
                 let r: pb::AlarmRequest = decode(msg)?;
                 let nospace = pb::AlarmType::Nospace as i32;
-                let mine = r.member_id == 0 || r.member_id == self.member.member_id;
+                let member_id = self.membership.local_id();
+                let mine = r.member_id == 0 || r.member_id == member_id;
                 match AlarmAction::try_from(r.action) {
                     Ok(AlarmAction::Activate) if mine && r.alarm == nospace => {
                         self.alarms
@@ -209,7 +210,7 @@ impl Service {
                 }
                 let alarms = if self.alarms.nospace() && (r.alarm == 0 || r.alarm == nospace) {
                     vec![pb::AlarmMember {
-                        member_id: self.member.member_id,
+                        member_id,
                         alarm: nospace,
                     }]
                 } else {
@@ -248,12 +249,15 @@ impl Service {
             header: self.header(rev).await,
             version: ETCD_VERSION.to_string(),
             db_size: db as i64,
-            leader: self.member.member_id,
+            leader: self.membership.local_id(),
             raft_index: shards.iter().map(|s| s.raft_index).sum(),
             raft_term: shards.iter().map(|s| s.raft_term).max().unwrap_or(0),
             raft_applied_index: shards.iter().map(|s| s.applied_index).sum(),
             errors: if self.alarms.nospace() {
-                vec!["memberID:{} alarm:NOSPACE ".replace("{}", &self.member.member_id.to_string())]
+                vec![format!(
+                    "memberID:{} alarm:NOSPACE ",
+                    self.membership.local_id()
+                )]
             } else {
                 Vec::new()
             },
@@ -283,6 +287,12 @@ impl Service {
             "Whether or not this member is a leader. 1 if is, 0 otherwise.",
             (leader as u8).to_string(),
         );
+        out.push_str(&format!(
+            "# HELP etcd_server_id Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.\n\
+             # TYPE etcd_server_id gauge\n\
+             etcd_server_id{{server_id=\"{:x}\"}} 1\n",
+            self.membership.local_id()
+        ));
         gauge(
             &mut out,
             "etcd_debugging_mvcc_current_revision",

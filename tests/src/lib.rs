@@ -7,7 +7,8 @@
 //! - [`addr`]: unused loopback addresses, spread over 127.0.0.2..=250 so that
 //!   parallel tests (nextest runs one process per test) do not collide.
 //! - [`server`]: [`EtcdProcess`] and [`FerrokvProcess`], single-member servers
-//!   that are always stopped (SIGKILL + wait) when dropped, also on panic.
+//!   that are always stopped (SIGKILL + wait) when dropped, also on panic;
+//!   [`EtcdCluster`], several etcd members started together.
 //! - [`etcdctl()`]: one bounded-in-time `etcdctl` invocation.
 //! - [`http_get()`]: one bounded HTTP/1.1 GET (`/health`, `/metrics`, ...).
 //! - [`grpc`]: a bounded etcd v3 gRPC client (unary calls, bidi streams)
@@ -40,4 +41,4 @@ pub use addr::{free_addr, free_addr_pair};
 pub use etcdctl::{etcdctl, etcdctl_bin, Output};
 pub use http::http_get;
 pub use normalize::Normalizer;
-pub use server::{EtcdProcess, FerrokvProcess, ServerOptions, ServerProcess};
+pub use server::{EtcdCluster, EtcdProcess, FerrokvProcess, ServerOptions, ServerProcess};

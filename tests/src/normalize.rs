@@ -5,10 +5,10 @@
 //!
 //! | what | where | why it differs |
 //! |---|---|---|
-//! | `cluster_id`, `member_id`, `ID` | `-w json` headers, member list | random per cluster |
+//! | `cluster_id`, `member_id`, `ID` | `-w json` headers, member list | derived from each server's own peer URL (etcd's rules, both servers) |
 //! | `raft_term` | `-w json` headers | counts elections, not KV semantics |
 //! | `ClusterID`, `MemberID`, `RaftTerm` | `-w fields` | the same three, other format |
-//! | the member's ids as literals | anywhere (e.g. hex id in `member list`) | random per cluster |
+//! | the member's ids as literals | anywhere (e.g. hex id in `member list`) | the same |
 //! | client/peer URLs and addresses | anywhere | each test server has its own port |
 //! | `ts`, `target` of etcdctl's client log lines | stderr | wall clock, random client UUID |
 //! | `took = ...`, `"took":...` | `endpoint health` | timing |
@@ -74,7 +74,9 @@ impl Normalizer {
         if let Some((cluster_id, member_id)) = server.ids() {
             n.add_literal(&cluster_id.to_string(), "<cluster_id>");
             n.add_literal(&member_id.to_string(), "<member_id>");
-            // `member list` and `endpoint status` print the member id in hex.
+            // `member list` and `endpoint status` print the member id in
+            // hex (ids are derived from the peer URL, which each test
+            // server has its own of).
             n.add_literal(&format!("{member_id:x}"), "<member_id>");
         }
         n

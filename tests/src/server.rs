@@ -219,6 +219,12 @@ impl ServerProcess {
 
     /// Spawns the child with the stored configuration and waits for health.
     fn spawn_and_wait(&mut self) -> Result<(), StartError> {
+        self.spawn();
+        self.wait_ready()
+    }
+
+    /// Spawns the child with the stored configuration.
+    fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.kind);
         let log = OpenOptions::new()
             .create(true)
@@ -248,7 +254,6 @@ impl ServerProcess {
             )
         });
         self.child = Some(child);
-        self.wait_ready()
     }
 
     fn wait_ready(&mut self) -> Result<(), StartError> {
@@ -341,6 +346,13 @@ impl ServerProcess {
         if let Err(err) = self.spawn_and_wait() {
             self.fail_start(err);
         }
+    }
+
+    /// Replaces the flags appended after the standard ones, for the next
+    /// [`start_again`](Self::start_again) (e.g. a restart told other
+    /// `--initial-cluster*` flags).
+    pub fn set_extra_args(&mut self, args: Vec<String>) {
+        self.extra_args = args;
     }
 
     /// `kill -9`, then start again on the same data dir and ports.
@@ -457,6 +469,103 @@ impl fmt::Debug for ServerProcess {
             .field("data_dir", &self.data_dir)
             .field("pid", &self.pid())
             .finish()
+    }
+}
+
+/// Runs a server `binary` with exactly `args` (none of the standard flags)
+/// until it exits, bounded by `timeout`: for starts that must be refused.
+/// `ETCD_*` variables are removed as for [`ServerProcess`].
+pub fn run_to_exit(binary: &Path, args: &[String], timeout: Duration) -> crate::Output {
+    let mut cmd = Command::new(binary);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ETCD_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    die_with_test(&mut cmd);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+    crate::etcdctl::run_bounded(child, None, timeout)
+}
+
+/// A real etcd cluster of several members on loopback, started together
+/// (a member is healthy only once a quorum runs, so they cannot be started
+/// one after the other as [`ServerProcess::start`] does). No retry on a
+/// port taken between choosing and binding: the start panics with the
+/// member's log instead.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    pub members: Vec<ServerProcess>,
+    initial_cluster: String,
+    token: String,
+}
+
+impl EtcdCluster {
+    /// Members named `names`, with `--initial-cluster-token=token`.
+    pub fn start(dir: &Path, names: &[&str], token: &str) -> EtcdCluster {
+        let addrs: Vec<(SocketAddr, SocketAddr)> = names.iter().map(|_| free_addr_pair()).collect();
+        let initial_cluster = names
+            .iter()
+            .zip(&addrs)
+            .map(|(name, (_, peer))| format!("{name}=http://{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<ServerProcess> = names
+            .iter()
+            .zip(&addrs)
+            .map(|(name, &(client_addr, peer_addr))| {
+                let member_dir = dir.join(format!(
+                    "etcd-{name}-{}-{}",
+                    client_addr.ip(),
+                    client_addr.port()
+                ));
+                fs::create_dir_all(&member_dir)
+                    .unwrap_or_else(|e| panic!("create {}: {e}", member_dir.display()));
+                ServerProcess {
+                    kind: ServerKind::Etcd,
+                    binary: etcd_bin(),
+                    name: name.to_string(),
+                    data_dir: member_dir.join("data"),
+                    log_path: member_dir.join("server.log"),
+                    member_dir,
+                    client_addr,
+                    peer_addr,
+                    extra_args: vec![
+                        format!("--initial-cluster={initial_cluster}"),
+                        format!("--initial-cluster-token={token}"),
+                    ],
+                    tls: None,
+                    child: None,
+                }
+            })
+            .collect();
+        for m in &mut members {
+            m.spawn();
+        }
+        for m in &mut members {
+            if let Err(err) = m.wait_ready() {
+                m.fail_start(err);
+            }
+        }
+        EtcdCluster {
+            members,
+            initial_cluster,
+            token: token.to_string(),
+        }
+    }
+
+    /// The `--initial-cluster` every member was started with.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
     }
 }
 
