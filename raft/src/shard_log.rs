@@ -379,6 +379,16 @@ impl ShardLog {
         &self,
         data: Vec<u8>,
     ) -> Result<impl std::future::Future<Output = Result<u64, Error>> + 'static, Error> {
+        self.submit_in(None, data)
+    }
+
+    /// [`ShardLog::submit`], refused unless this member leads `term` (the
+    /// term in which the caller applied the proposal's effects).
+    pub fn submit_in(
+        &self,
+        term: Option<u64>,
+        data: Vec<u8>,
+    ) -> Result<impl std::future::Future<Output = Result<u64, Error>> + 'static, Error> {
         let inner = &self.inner;
         let slot = Rc::new(Slot::default());
         {
@@ -390,7 +400,7 @@ impl ShardLog {
                 return Err(Error::Shutdown);
             }
             let role = inner.role.get();
-            if !role.leader {
+            if !role.leader || term.is_some_and(|t| t != role.term) {
                 return Err(Error::NotLeader {
                     leader_id: role.leader_id,
                 });
@@ -659,6 +669,12 @@ impl Inner {
         let mut role = self.role.get();
         role.leader = false;
         self.role.set(role);
+        // A failed log leads nothing: the state machine drops what it
+        // applied ahead of the log.
+        let apply = self.apply.borrow().clone();
+        if let Some(a) = apply {
+            a.role_changed(role);
+        }
         self.driver_exit.notify_all();
         self.room.notify_all();
     }

@@ -61,6 +61,8 @@ pub fn engine(e: EngineError) -> Status {
             Status::new(Code::OutOfRange, "etcdserver: too large lease TTL")
         }
         EngineError::KeyNotFound => Status::new(Code::InvalidArgument, "etcdserver: key not found"),
+        EngineError::LeaderChanged => Status::new(Code::Unavailable, "etcdserver: leader changed"),
+        EngineError::Timeout => Status::new(Code::Unavailable, "etcdserver: request timed out"),
         EngineError::Internal(m) => Status::new(Code::Unavailable, format!("etcdserver: {m}")),
     }
 }
@@ -97,6 +99,16 @@ mod tests {
                 no_space(),
                 Code::ResourceExhausted,
                 "etcdserver: mvcc: database space exceeded",
+            ),
+            (
+                engine(EngineError::LeaderChanged),
+                Code::Unavailable,
+                "etcdserver: leader changed",
+            ),
+            (
+                engine(EngineError::Timeout),
+                Code::Unavailable,
+                "etcdserver: request timed out",
             ),
             (
                 engine(EngineError::Compacted),

@@ -13,6 +13,13 @@ pub enum Error {
     LeaseTtlTooLarge,
     #[error("etcdserver: key not found")]
     KeyNotFound,
+    /// The write's outcome is unknown: this member stopped leading while it
+    /// was in flight.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    /// No member serves writes (no leader elected within the wait).
+    #[error("etcdserver: request timed out")]
+    Timeout,
     #[error("etcdserver: {0}")]
     Internal(String),
 }

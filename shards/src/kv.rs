@@ -14,6 +14,7 @@ use ferrokv_wire::pb::mvccpb;
 use futures_channel::oneshot;
 
 use crate::error::Error;
+use crate::leader::Leadership;
 use crate::record::{Part, Record};
 use crate::sequencer::Sequencer;
 use crate::shard::{FencedOp, RangeArgs, Shard, ShardMsg, ShardStatus};
@@ -34,11 +35,18 @@ pub struct Engine {
 struct Inner {
     shards: Vec<async_channel::Sender<ShardMsg>>,
     seq: Arc<Sequencer>,
+    leadership: Arc<Leadership>,
     /// The shard whose core this handle lives on.
     local: Rc<Shard>,
 }
 
-type Fences = BTreeMap<u32, async_channel::Sender<FencedOp>>;
+/// How long a write waits for a serving leader before it fails with etcd's
+/// `request timed out` (etcd: 5 s plus two election timeouts by default).
+const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(7);
+
+/// Fenced shards: the channel to each one's fenced task and the term its
+/// group is led in here (the coordinator writes in that term).
+type Fences = BTreeMap<u32, (async_channel::Sender<FencedOp>, u64)>;
 
 /// Where reads go: the visible state at a revision, or the latest state of
 /// shards fenced by this coordinator (which includes its own earlier writes).
@@ -47,7 +55,8 @@ enum Via<'a> {
     Fenced(&'a Fences),
     /// This core's own shard, its write lock held by this coordinator:
     /// reads and applies are direct calls, no message and no task switch.
-    Local(&'a Shard),
+    /// The term is the one this member leads the shard's group in.
+    Local(&'a Shard, u64),
 }
 
 /// Which branch each (nested) transaction takes, decided before any write.
@@ -58,6 +67,8 @@ struct Path {
 
 struct WriteState {
     rev: Option<i64>,
+    /// The void count when the revision was taken (see `wait_committed`).
+    voids: u64,
     base_rev: i64,
     next_sub: i64,
     parts: Vec<Part>,
@@ -101,11 +112,92 @@ impl Engine {
     pub(crate) fn new(
         shards: Vec<async_channel::Sender<ShardMsg>>,
         seq: Arc<Sequencer>,
+        leadership: Arc<Leadership>,
         local: Rc<Shard>,
     ) -> Engine {
         Engine {
-            inner: Rc::new(Inner { shards, seq, local }),
+            inner: Rc::new(Inner {
+                shards,
+                seq,
+                leadership,
+                local,
+            }),
         }
+    }
+
+    pub fn leadership(&self) -> &Leadership {
+        &self.inner.leadership
+    }
+
+    /// Waits (bounded) until this member serves writes.
+    async fn serving(&self) -> Result<(), Error> {
+        if self.inner.leadership.serving() || self.inner.leadership.wait_serving(LEADER_WAIT).await
+        {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
+    }
+
+    /// Leader start: every group led here in its term in `terms`, with an
+    /// entry of that term committed and all committed entries applied.
+    pub(crate) async fn wait_terms_committed(&self, terms: &[u64]) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + LEADER_WAIT;
+        for (s, term) in terms.iter().enumerate() {
+            loop {
+                let term = *term;
+                if self
+                    .ask(s as u32, |r| ShardMsg::TermCommitted(term, r))
+                    .await?
+                {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(Error::Timeout);
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Leader start: the marker in every group, committed.
+    pub(crate) async fn write_markers(
+        &self,
+        id: u64,
+        cut: i64,
+        through: i64,
+        terms: &[u64],
+    ) -> Result<(), Error> {
+        let mut waits = Vec::with_capacity(terms.len());
+        for (s, term) in terms.iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            self.send(
+                s as u32,
+                ShardMsg::Marker {
+                    id,
+                    cut,
+                    through,
+                    term: *term,
+                    reply: tx,
+                },
+            )
+            .await?;
+            waits.push(rx);
+        }
+        for w in waits {
+            w.await
+                .map_err(|_| Error::Internal("shard stopped".into()))??;
+        }
+        Ok(())
+    }
+
+    /// Leader start: leases get their full TTL from now (etcd's promote).
+    pub(crate) async fn promote_leases(&self) -> Result<(), Error> {
+        for s in 0..self.shard_count() {
+            self.ask(s, ShardMsg::PromoteLeases).await?;
+        }
+        Ok(())
     }
 
     pub fn shard_count(&self) -> u32 {
@@ -175,12 +267,12 @@ impl Engine {
             let (tx, rx) = oneshot::channel();
             match via {
                 Via::Visible(_) => self.send(s, ShardMsg::Range(args, tx)).await?,
-                Via::Local(shard) if shard.id == s => {
+                Via::Local(shard, _) if shard.id == s => {
                     let _ = tx.send(shard.range(&args));
                 }
-                Via::Local(_) => return Err(Error::Internal(format!("shard {s} not locked"))),
+                Via::Local(..) => return Err(Error::Internal(format!("shard {s} not locked"))),
                 Via::Fenced(f) => {
-                    let ch = f
+                    let (ch, _) = f
                         .get(&s)
                         .ok_or_else(|| Error::Internal(format!("shard {s} not fenced")))?;
                     ch.send(FencedOp::Range(args, tx))
@@ -349,6 +441,7 @@ impl Engine {
             self.check_ranges(&t, &path, visible)?;
             let mut st = WriteState {
                 rev: None,
+                voids: 0,
                 base_rev: visible,
                 next_sub: 0,
                 parts: Vec::new(),
@@ -360,6 +453,7 @@ impl Engine {
                 responses,
             });
         }
+        self.serving().await?;
         let mut involved = std::collections::BTreeSet::new();
         collect_shards(&t, self.shard_count(), &mut involved);
         if let [only] = involved.iter().copied().collect::<Vec<_>>()[..] {
@@ -400,6 +494,7 @@ impl Engine {
     }
 
     /// Fences the shards in shard order, so coordinators never deadlock.
+    /// A shard whose group is not led here refuses (`leader changed`).
     async fn fence(&self, involved: impl IntoIterator<Item = u32>) -> Result<Fences, Error> {
         let mut fences: Fences = BTreeMap::new();
         for s in involved {
@@ -409,22 +504,38 @@ impl Engine {
                 release(&fences).await;
                 return Err(e);
             }
-            if ack_rx.await.is_err() {
-                release(&fences).await;
-                return Err(Error::Internal("shard stopped".into()));
+            match ack_rx.await {
+                Ok(Some(term)) => {
+                    fences.insert(s, (tx, term));
+                }
+                Ok(None) => {
+                    let _ = tx.send(FencedOp::Release).await;
+                    release(&fences).await;
+                    return Err(Error::LeaderChanged);
+                }
+                Err(_) => {
+                    release(&fences).await;
+                    return Err(Error::Internal("shard stopped".into()));
+                }
             }
-            fences.insert(s, tx);
         }
         Ok(fences)
     }
 
-    /// Commits what the coordinator applied (and, for a lease revoke, the
-    /// lease shard's `LeaseRevoke`), releases every fence, and waits until
-    /// the revision is visible. Past this point nothing can be undone: a
-    /// failure stops the member rather than serve a store ahead of its log.
-    async fn commit(&self, fences: Fences, st: &WriteState, revoke: Option<(u32, i64)>) {
+    /// Submits what the coordinator applied (and, for a lease revoke, the
+    /// lease shard's `LeaseRevoke`) in every fenced shard, releases the
+    /// fences, and waits until the revision is visible and kept. A failure
+    /// leaves the outcome unknown to the client (`leader changed`): the
+    /// next leader's marker decides it.
+    async fn commit(
+        &self,
+        fences: Fences,
+        st: &WriteState,
+        revoke: Option<(u32, i64)>,
+    ) -> Result<(), Error> {
         let mut waits = Vec::new();
-        for (s, ch) in &fences {
+        let mut failed = None;
+        for (s, (ch, term)) in &fences {
             let mut records = Vec::new();
             if let Some(rev) = st.rev.filter(|_| st.parts.iter().any(|p| p.shard == *s)) {
                 records.push(Record::Write {
@@ -439,7 +550,9 @@ impl Engine {
                     rev: st.rev.unwrap_or(0),
                 });
             }
-            if records.is_empty() {
+            if records.is_empty() || failed.is_some() {
+                // A shard whose part is not submitted after an earlier
+                // failure drops its applied part when its fence goes away.
                 let _ = ch.send(FencedOp::Release).await;
                 continue;
             }
@@ -447,11 +560,12 @@ impl Engine {
             let op = FencedOp::Commit {
                 records,
                 revoke,
+                term: *term,
                 reply: tx,
             };
             if ch.send(op).await.is_err() {
-                log::error!("shard {s} stopped during commit; stopping");
-                std::process::exit(2);
+                failed = Some(Error::Internal(format!("shard {s} stopped")));
+                continue;
             }
             waits.push(rx);
         }
@@ -459,16 +573,26 @@ impl Engine {
         for w in waits {
             match w.await {
                 Ok(Ok(())) => {}
-                _ => {
-                    log::error!("commit of revision {:?} failed; stopping", st.rev);
-                    std::process::exit(2);
-                }
+                Ok(Err(e)) => failed = Some(e),
+                Err(_) => failed = Some(Error::Internal("shard stopped".into())),
             }
         }
-        if let Some(rev) = st.rev {
-            self.inner.seq.complete(rev);
-            self.inner.seq.wait_visible(rev).await;
+        if let Some(e) = failed {
+            if st.rev.is_some() {
+                self.inner
+                    .leadership
+                    .restart(&format!("write at revision {:?} failed: {e}", st.rev));
+            }
+            return Err(e);
         }
+        if let Some(rev) = st.rev {
+            self.inner
+                .seq
+                .wait_committed(rev, st.voids)
+                .await
+                .map_err(|_| Error::LeaderChanged)?;
+        }
+        Ok(())
     }
 
     async fn write_txn(
@@ -483,27 +607,43 @@ impl Engine {
             let Some(permit) = local.lock().await else {
                 return Err(Error::Internal("shard stopped".into()));
             };
-            let (path, st, responses) = match self.evaluate(&Via::Local(local), &t).await {
+            let term = local.leading_term().ok_or(Error::LeaderChanged)?;
+            let (path, st, responses) = match self.evaluate(&Via::Local(local, term), &t).await {
                 Ok(done) => done,
-                Err(e) => {
+                Err((e, applied)) => {
+                    if let Some(rev) = applied {
+                        local.abandon(rev, term);
+                    }
                     drop(permit);
                     return Err(e);
                 }
             };
-            match st.rev {
+            let header_rev = match st.rev {
                 Some(rev) => {
                     let records = vec![Record::Write {
                         rev,
                         parts: st.parts.clone(),
                     }];
-                    local.commit(records, None, permit).await;
-                    self.inner.seq.complete(rev);
-                    self.inner.seq.wait_visible(rev).await;
+                    if let Err(e) = local.commit(records, None, term, permit).await {
+                        self.inner
+                            .leadership
+                            .restart(&format!("write at revision {rev} failed: {e}"));
+                        return Err(e);
+                    }
+                    self.inner
+                        .seq
+                        .wait_committed(rev, st.voids)
+                        .await
+                        .map_err(|_| Error::LeaderChanged)?;
+                    rev
                 }
-                None => drop(permit),
-            }
+                None => {
+                    drop(permit);
+                    self.read_settled(st.base_rev).await?
+                }
+            };
             return Ok(pb::TxnResponse {
-                header: header(st.header_rev()),
+                header: header(header_rev),
                 succeeded: path.succeeded,
                 responses,
             });
@@ -511,45 +651,67 @@ impl Engine {
         let fences = self.fence(involved).await?;
         let (path, st, responses) = match self.evaluate(&Via::Fenced(&fences), &t).await {
             Ok(done) => done,
-            Err(e) => {
-                release(&fences).await;
+            Err((e, _)) => {
+                // Dropping the fences tells each fenced task; one that
+                // applied something drops it (`Shard::abandon`).
+                drop(fences);
                 return Err(e);
             }
         };
-        self.commit(fences, &st, None).await;
+        let wrote = st.rev.is_some();
+        self.commit(fences, &st, None).await?;
+        let header_rev = if wrote {
+            st.header_rev()
+        } else {
+            self.read_settled(st.base_rev).await?
+        };
         Ok(pb::TxnResponse {
-            header: header(st.header_rev()),
+            header: header(header_rev),
             succeeded: path.succeeded,
             responses,
         })
     }
 
+    /// A write transaction that wrote nothing read (and compared against)
+    /// the latest state of its shards, which may hold writes not yet
+    /// visible. Its reply waits until everything it could have read is
+    /// visible and kept, and its header covers it.
+    async fn read_settled(&self, base: i64) -> Result<i64, Error> {
+        let seen = self.inner.seq.last_assigned().max(base);
+        let voids = self.inner.seq.voids();
+        self.inner
+            .seq
+            .wait_committed(seen, voids)
+            .await
+            .map_err(|_| Error::LeaderChanged)?;
+        Ok(seen)
+    }
+
     /// Decides the branches, checks them and executes the chosen one under
-    /// the held locks. An error is returned only while nothing was applied;
-    /// once something was, failing to finish stops the member (the store
-    /// would be ahead of the log).
+    /// the held locks. An error carries the revision if something was
+    /// already applied at it.
     async fn evaluate(
         &self,
         via: &Via<'_>,
         t: &pb::TxnRequest,
-    ) -> Result<(Path, WriteState, Vec<pb::ResponseOp>), Error> {
+    ) -> Result<(Path, WriteState, Vec<pb::ResponseOp>), (Error, Option<i64>)> {
         let visible = self.inner.seq.visible();
-        let path = self.compare_path(via, t).await?;
-        self.check_puts(via, t, &path).await?;
-        self.check_ranges(t, &path, visible)?;
+        let path = self.compare_path(via, t).await.map_err(|e| (e, None))?;
+        self.check_puts(via, t, &path)
+            .await
+            .map_err(|e| (e, None))?;
+        self.check_ranges(t, &path, visible)
+            .map_err(|e| (e, None))?;
         let mut st = WriteState {
             rev: None,
+            voids: self.inner.seq.voids(),
             base_rev: visible,
             next_sub: 0,
             parts: Vec::new(),
         };
         match self.exec(via, t, &path, &mut st).await {
             Ok(responses) => Ok((path, st, responses)),
-            Err(e) if st.rev.is_none() => Err(e),
-            Err(e) => {
-                log::error!("write coordinator failed after applying: {e}; stopping");
-                std::process::exit(2);
-            }
+            Err(e) => Err((e, st.rev)),
         }
     }
 
@@ -577,7 +739,7 @@ impl Engine {
         use pb::compare::{CompareResult, CompareTarget, TargetUnion};
         let rev = match via {
             Via::Visible(v) => *v,
-            Via::Fenced(_) | Via::Local(_) => 0,
+            Via::Fenced(_) | Via::Local(..) => 0,
         };
         let rr = self
             .range_raw(via, &c.key, &c.range_end, rev, 0, false, false)
@@ -752,11 +914,11 @@ impl Engine {
         let rev = self.ensure_rev(st).await;
         let first_sub = st.next_sub;
         st.next_sub += ops.len() as i64;
-        if let Via::Local(local) = via {
+        if let Via::Local(local, term) = via {
             if local.id != shard {
                 return Err(Error::Internal(format!("shard {shard} not locked")));
             }
-            local.apply(rev, first_sub, &ops);
+            local.apply(rev, first_sub, &ops, *term)?;
             st.parts.push(Part {
                 shard,
                 first_sub,
@@ -767,25 +929,27 @@ impl Engine {
         let Via::Fenced(fences) = via else {
             return Err(Error::Internal("write outside a fence".into()));
         };
-        let ch = fences
+        let (ch, term) = fences
             .get(&shard)
             .ok_or_else(|| Error::Internal(format!("shard {shard} not fenced")))?;
         let (tx, rx) = oneshot::channel();
-        st.parts.push(Part {
+        let part = Part {
             shard,
             first_sub,
             ops: ops.clone(),
-        });
+        };
         ch.send(FencedOp::Apply {
             rev,
             first_sub,
             ops,
+            term: *term,
             reply: tx,
         })
         .await
         .map_err(|_| Error::Internal("shard stopped".into()))?;
         rx.await
-            .map_err(|_| Error::Internal("shard stopped".into()))?;
+            .map_err(|_| Error::Internal("shard stopped".into()))??;
+        st.parts.push(part);
         Ok(())
     }
 
@@ -881,7 +1045,7 @@ impl Engine {
 
     async fn lease_exists(&self, via: &Via<'_>, id: i64) -> Result<bool, Error> {
         let s = self.lease_shard(id);
-        if let Via::Local(local) = via {
+        if let Via::Local(local, _) = via {
             if local.id == s {
                 return Ok(local.lease_exists(id));
             }
@@ -889,7 +1053,7 @@ impl Engine {
         let Via::Fenced(fences) = via else {
             return Err(Error::Internal("lease check outside a fence".into()));
         };
-        let ch = fences
+        let (ch, _) = fences
             .get(&s)
             .ok_or_else(|| Error::Internal(format!("lease shard {s} not fenced")))?;
         let (tx, rx) = oneshot::channel();
@@ -914,6 +1078,7 @@ impl Engine {
 
     /// LeaseGrant: the TTL granted (raised to the minimum).
     pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<i64, Error> {
+        self.serving().await?;
         self.ask(self.lease_shard(id), |reply| ShardMsg::LeaseGrant {
             id,
             ttl,
@@ -924,6 +1089,7 @@ impl Engine {
 
     /// KeepAlive: the lease's TTL, renewed from now.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, Error> {
+        self.serving().await?;
         self.ask(self.lease_shard(id), |r| ShardMsg::LeaseRenew(id, r))
             .await?
     }
@@ -966,6 +1132,7 @@ impl Engine {
     /// shard's table in the same commit. All shards are fenced, so no put
     /// can attach a key meanwhile. Returns the revision for the header.
     pub async fn lease_revoke(&self, id: i64) -> Result<i64, Error> {
+        self.serving().await?;
         let fences = self.fence(0..self.shard_count()).await?;
         let via = Via::Fenced(&fences);
         let visible = self.inner.seq.visible();
@@ -974,7 +1141,7 @@ impl Engine {
                 return Err(Error::LeaseNotFound);
             }
             let mut waits = Vec::with_capacity(fences.len());
-            for ch in fences.values() {
+            for (ch, _) in fences.values() {
                 let (tx, rx) = oneshot::channel();
                 ch.send(FencedOp::KeysWithLease(id, tx))
                     .await
@@ -1001,20 +1168,19 @@ impl Engine {
         };
         let mut st = WriteState {
             rev: None,
+            voids: self.inner.seq.voids(),
             base_rev: visible,
             next_sub: 0,
             parts: Vec::new(),
         };
         if let Err(e) = self.apply_deletes(&via, keys.iter(), &mut st).await {
-            if st.rev.is_none() {
-                release(&fences).await;
-                return Err(e);
-            }
-            log::error!("lease revoke failed after applying: {e}; stopping");
-            std::process::exit(2);
+            // Dropping the fences makes a shard that applied a delete
+            // drop it again.
+            drop(fences);
+            return Err(e);
         }
         self.commit(fences, &st, Some((self.lease_shard(id), id)))
-            .await;
+            .await?;
         Ok(st.header_rev())
     }
 
@@ -1038,7 +1204,7 @@ impl Engine {
         let n = BACKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let fences = self.fence(0..self.shard_count()).await?;
         let mut waits = Vec::with_capacity(fences.len());
-        for ch in fences.values() {
+        for (ch, _) in fences.values() {
             let (tx, rx) = oneshot::channel();
             if ch.send(FencedOp::Backup(n, tx)).await.is_err() {
                 release(&fences).await;
@@ -1074,6 +1240,7 @@ impl Engine {
 
     /// Compact every shard at `rev`; returns the revision for the header.
     pub async fn compact(&self, rev: i64) -> Result<i64, Error> {
+        self.serving().await?;
         let visible = self.inner.seq.visible();
         if rev > visible {
             return Err(Error::FutureRevision);
@@ -1097,7 +1264,7 @@ impl Engine {
 }
 
 async fn release(fences: &Fences) {
-    for ch in fences.values() {
+    for (ch, _) in fences.values() {
         let _ = ch.send(FencedOp::Release).await;
     }
 }

@@ -6,11 +6,13 @@ pub mod backup;
 pub mod error;
 pub mod inspect;
 pub mod kv;
+pub mod leader;
 pub mod lease;
 pub mod record;
 pub mod recovery;
 pub mod sequencer;
 pub mod shard;
+pub mod visibility;
 pub mod watch;
 
 use std::future::Future;
@@ -28,10 +30,10 @@ pub use kv::Engine;
 pub use sequencer::Sequencer;
 pub use shard::ShardStatus;
 
+use leader::Leadership;
 use lease::LeaseTable;
 use record::Record;
-use recovery::Summary;
-use shard::{Shard, ShardMsg, SHARD_MESSAGES_PENDING_MAX};
+use shard::{Applier, Shard, ShardMsg, SHARD_MESSAGES_PENDING_MAX};
 
 /// How long an idle shard core polls before it parks (see its use).
 const SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_micros(100);
@@ -105,7 +107,10 @@ where
             Some(std::path::absolute(w).map_err(|e| format!("wal dir {}: {e}", w.display()))?);
     }
     check_layout(&cfg.data_dir, n)?;
-    let seq = Arc::new(Sequencer::new());
+    let seq = Arc::new(Sequencer::new(n as u32));
+    // Revision 1 is the empty store every member starts from (as in etcd).
+    seq.snapshot(1);
+    let leadership = Arc::new(Leadership::new(1, n as u32));
     let mut senders = Vec::with_capacity(n);
     let mut receivers = Vec::with_capacity(n);
     for _ in 0..n {
@@ -115,8 +120,6 @@ where
     }
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let barrier = Arc::new(Barrier::new(n));
-    let summaries: Arc<Mutex<Vec<Option<Summary>>>> = Arc::new(Mutex::new(vec![None; n]));
-    let compacts = Arc::new(Mutex::new(0i64));
     let cfg = Arc::new(cfg);
     let mut handles = Vec::with_capacity(n);
     for (i, rx) in receivers.into_iter().enumerate() {
@@ -125,12 +128,11 @@ where
         } else {
             Placement::Unbound
         };
-        let (senders, seq, barrier, summaries, compacts, cfg, serve) = (
+        let (senders, seq, leadership, barrier, cfg, serve) = (
             senders.clone(),
             seq.clone(),
+            leadership.clone(),
             barrier.clone(),
-            summaries.clone(),
-            compacts.clone(),
             cfg.clone(),
             serve.clone(),
         );
@@ -147,21 +149,25 @@ where
             // at 64 clients from 0.7x to about etcd's on 2 cores.
             .spin_before_park(SPIN_BEFORE_PARK)
             .spawn(move || async move {
-                let shard =
-                    match open_shard(i as u32, &cfg, &seq, &barrier, &summaries, &compacts).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            log::error!("{e}");
-                            eprintln!("ferrokv: {e}");
-                            std::process::exit(1);
-                        }
-                    };
+                let shard = match open_shard(i as u32, &cfg, &seq, &leadership, &barrier).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // A member that cannot read its own data refuses to
+                        // start (nothing is served yet).
+                        log::error!("{e}");
+                        eprintln!("ferrokv: {e}");
+                        std::process::exit(1);
+                    }
+                };
                 let log = shard.log.clone();
                 barrier.wait();
                 // Messages other cores send meanwhile wait in the channel.
-                let engine = Engine::new(senders, seq, shard.clone());
+                let engine = Engine::new(senders, seq, leadership, shard.clone());
                 glommio::spawn_local(shard.clone().run(rx, engine.clone())).detach();
                 glommio::spawn_local(lease_expiry(shard, engine.clone())).detach();
+                if i == 0 {
+                    glommio::spawn_local(leader::lead(engine.clone())).detach();
+                }
                 serve(engine, i).await;
                 // The executor ends with this future and drops its other
                 // tasks unpolled, which leaks the WAL's open segment files
@@ -180,15 +186,15 @@ where
     Ok(())
 }
 
-/// Open one shard's snapshot and log, agree with the other shards on the
-/// recovery cut, and replay up to it.
+/// Opens one shard's snapshot and log and replays the log's committed
+/// entries through the apply path every committed entry takes; what was
+/// never complete everywhere is voided by the leader's start marker.
 async fn open_shard(
     id: u32,
     cfg: &Config,
     seq: &Arc<Sequencer>,
+    leadership: &Arc<Leadership>,
     barrier: &Barrier,
-    summaries: &Mutex<Vec<Option<Summary>>>,
-    compacts: &Mutex<i64>,
 ) -> Result<Rc<Shard>, String> {
     let dir = cfg.data_dir.join("member").join(format!("shard-{id}"));
     let wal_dir = match &cfg.wal_dir {
@@ -199,17 +205,19 @@ async fn open_shard(
     std::fs::create_dir_all(&wal_dir).map_err(|e| format!("{}: {e}", wal_dir.display()))?;
     let snap_path = dir.join("snapshot.rkyv");
     let mut leases = LeaseTable::new(cfg.min_lease_ttl());
-    let (store, applied) = if snap_path.exists() {
+    let (store, applied, marker) = if snap_path.exists() {
         let (s, idx, meta) = Store::open_snapshot(&snap_path).map_err(|e| e.to_string())?;
         for (lease, ttl) in shard::decode_lease_meta(&meta)
             .map_err(|e| format!("shard {id}: {}: {e}", snap_path.display()))?
         {
             leases.restore(lease, ttl);
         }
-        (s, idx)
+        (s, idx, shard::decode_marker(&meta))
     } else {
-        (Store::new(), 0)
+        (Store::new(), 0, 0)
     };
+    seq.snapshot(store.last_revision());
+    seq.compacted(store.compact_revision());
     let wal = WalConfig {
         metrics: cfg.wal_metrics.clone(),
         ..WalConfig::default()
@@ -217,9 +225,14 @@ async fn open_shard(
     let mut log_cfg = LogConfig::new(wal, 1);
     log_cfg.tick_interval = std::time::Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
     log_cfg.election_tick = cfg.election_ticks.max(2);
-    let (log, recovered) = ShardLog::open(&wal_dir, log_cfg, applied)
-        .await
-        .map_err(|e| format!("shard {id}: cannot open log in {}: {e}", wal_dir.display()))?;
+    let (log, recovered) = ShardLog::open_with_transport(
+        &wal_dir,
+        log_cfg,
+        applied,
+        Box::new(ferrokv_raft::NoopTransport),
+    )
+    .await
+    .map_err(|e| format!("shard {id}: cannot open log in {}: {e}", wal_dir.display()))?;
     let mut records = Vec::with_capacity(recovered.entries.len());
     for (index, data) in &recovered.entries {
         let rec = Record::decode(data).map_err(|e| {
@@ -228,22 +241,11 @@ async fn open_shard(
                 wal_dir.display()
             )
         })?;
-        records.push(rec);
+        records.push((*index, rec));
     }
+    // Logs of older versions carry `TruncateAbove` markers: resolve them
+    // before the replay.
     let records = recovery::resolve_truncations(records);
-    let summary = Summary::of(id, store.last_revision(), &records);
-    if let Ok(mut s) = summaries.lock() {
-        s[id as usize] = Some(summary);
-    }
-    barrier.wait();
-    let all: Vec<Summary> = summaries
-        .lock()
-        .map_err(|_| "recovery state poisoned".to_string())?
-        .iter()
-        .flatten()
-        .cloned()
-        .collect();
-    let cut = recovery::cut(&all);
     let shard = Shard::new(
         id,
         store,
@@ -252,32 +254,18 @@ async fn open_shard(
         snap_path,
         cfg.snapshot_count,
         leases,
+        leadership.clone(),
     );
-    let mut dropped = false;
-    for rec in &records {
-        if rec.voided_above(cut) {
-            dropped = true;
-        } else {
-            shard.apply_recovered(rec);
-        }
+    shard.opened_after_marker(marker);
+    // Every shard's snapshot is known to the sequencer before any replay.
+    barrier.wait();
+    for (index, rec) in &records {
+        shard.apply_committed(*index, 0, &rec.encode());
     }
     // etcd's Promote: restored leases get their full TTL from now, so a
     // restart never expires one early.
     shard.leases.borrow_mut().promote(std::time::Instant::now());
-    if dropped {
-        log::warn!("shard {id}: dropping unacknowledged writes above revision {cut}");
-        let marker = log
-            .submit(Record::TruncateAbove { rev: cut }.encode())
-            .map_err(|e| e.to_string())?;
-        marker.await.map_err(|e| e.to_string())?;
-    }
-    if let Ok(mut c) = compacts.lock() {
-        *c = (*c).max(shard.store.borrow().compact_revision());
-    }
-    barrier.wait();
-    let compact = compacts.lock().map(|c| *c).unwrap_or(0);
-    // etcd's store starts at revision 1 with no keys; the first write is 2.
-    seq.recover(cut.max(1), compact);
+    log.start(Some(Rc::new(Applier(Rc::downgrade(&shard)))));
     Ok(shard)
 }
 
@@ -287,6 +275,10 @@ async fn open_shard(
 async fn lease_expiry(shard: Rc<Shard>, engine: Engine) {
     loop {
         glommio::timer::sleep(lease::REVOKE_TICK).await;
+        if !engine.leadership().serving() {
+            // Leases expire only on the serving leader.
+            continue;
+        }
         let expired = shard
             .leases
             .borrow_mut()

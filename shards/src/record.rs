@@ -25,10 +25,19 @@ pub enum Record {
     Compact {
         rev: i64,
     },
-    /// Written at recovery: every earlier record above `rev` is void,
-    /// because some revision <= it was not durable in all its shards.
+    /// Written by older versions at recovery: every earlier record above
+    /// `rev` is void. Still read (at replay), no longer written.
     TruncateAbove {
         rev: i64,
+    },
+    /// Written by a new cluster leader into every shard's log before it
+    /// serves: revisions `cut+1..=through` were never complete everywhere
+    /// and are void; every earlier record of them is dropped. `id`s
+    /// increase from one leader start to the next.
+    Marker {
+        id: u64,
+        cut: i64,
+        through: i64,
     },
     /// A lease granted in this (the lease-owning) shard; `ttl` in seconds,
     /// already raised to the minimum.
@@ -91,6 +100,13 @@ impl std::fmt::Display for Record {
             Record::TruncateAbove { rev } => {
                 write!(f, "recovery: records above revision {rev} void")
             }
+            Record::Marker { id, cut, through } => {
+                write!(
+                    f,
+                    "leader start {id}: revisions {}..={through} void",
+                    cut + 1
+                )
+            }
             Record::LeaseGrant { id, ttl } => write!(f, "lease grant {id:x} ttl {ttl}s"),
             Record::LeaseRevoke { id, rev } => {
                 write!(f, "lease revoke {id:x} (keys deleted at revision {rev})")
@@ -104,6 +120,7 @@ const TAG_COMPACT: u8 = 2;
 const TAG_TRUNCATE: u8 = 3;
 const TAG_LEASE_GRANT: u8 = 4;
 const TAG_LEASE_REVOKE: u8 = 5;
+const TAG_MARKER: u8 = 6;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 
@@ -146,6 +163,12 @@ impl Record {
             Record::TruncateAbove { rev } => {
                 out.push(TAG_TRUNCATE);
                 out.extend_from_slice(&rev.to_le_bytes());
+            }
+            Record::Marker { id, cut, through } => {
+                out.push(TAG_MARKER);
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&cut.to_le_bytes());
+                out.extend_from_slice(&through.to_le_bytes());
             }
             Record::LeaseGrant { id, ttl } => {
                 out.push(TAG_LEASE_GRANT);
@@ -194,6 +217,11 @@ impl Record {
             }
             TAG_COMPACT => Record::Compact { rev: r.i64()? },
             TAG_TRUNCATE => Record::TruncateAbove { rev: r.i64()? },
+            TAG_MARKER => Record::Marker {
+                id: r.i64()? as u64,
+                cut: r.i64()?,
+                through: r.i64()?,
+            },
             TAG_LEASE_GRANT => Record::LeaseGrant {
                 id: r.i64()?,
                 ttl: r.i64()?,
@@ -299,7 +327,8 @@ mod tests {
     proptest! {
         #[test]
         fn lease_records_round_trip(id in any::<i64>(), x in any::<i64>()) {
-            for rec in [Record::LeaseGrant { id, ttl: x }, Record::LeaseRevoke { id, rev: x }] {
+            let marker = Record::Marker { id: id as u64, cut: x, through: x.wrapping_add(id) };
+            for rec in [Record::LeaseGrant { id, ttl: x }, Record::LeaseRevoke { id, rev: x }, marker] {
                 let enc = rec.encode();
                 prop_assert_eq!(Record::decode(&enc), Ok(rec));
                 for cut in 0..enc.len() {

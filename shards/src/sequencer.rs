@@ -1,51 +1,79 @@
-//! The revision sequencer: hands out one global revision order and tracks
-//! which revisions are *visible* (every revision <= it is durable in all the
-//! shards it touched). Lock-free: three atomics and a ring of completion
-//! slots, shared by the cores.
+//! The revision sequencer: hands out one global revision order (on the
+//! serving leader) and publishes which revisions are *visible* on this
+//! member (every revision <= it complete in all the shards it touched, or
+//! void). Visibility is decided by the [`Visibility`] state machine, fed by
+//! every shard's apply path; the sequencer shares its result with the cores
+//! through atomics and wakes the waiters.
 
-use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::SeqCst};
+use std::sync::Mutex;
 
 use event_listener::Event;
 
-/// Revisions that may be assigned but not yet visible at once. Bounds the
-/// ring; writers wait (back-pressure) when it is full.
+use crate::visibility::Visibility;
+
+/// Revisions that may be assigned but not yet visible at once; writers
+/// wait (back-pressure) beyond it.
 pub const REVISIONS_INFLIGHT_MAX: i64 = 1 << 16;
+
+/// A write's revision was voided by a new leader's marker: the write was
+/// never acknowledged and is not in the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Voided;
 
 pub struct Sequencer {
     /// Last revision handed out.
     last_assigned: AtomicI64,
-    /// Every revision <= this is complete.
     visible: AtomicI64,
     compact: AtomicI64,
-    /// slot[r % MAX] == r once r is complete.
-    done: Box<[AtomicI64]>,
+    /// How many markers have voided revisions on this member; a waiter
+    /// that saw an older count checks whether its revision was among them.
+    voids: AtomicU64,
+    state: Mutex<State>,
     changed: Event,
 }
 
-impl Default for Sequencer {
-    fn default() -> Self {
-        Sequencer::new()
-    }
+struct State {
+    vis: Visibility,
+    /// (void count after it, cut, through) of every marker seen, newest last.
+    voided: Vec<(u64, i64, i64)>,
 }
 
+/// Bound on remembered void ranges: waiters older than this many leader
+/// changes are failed as voided rather than checked (their outcome is
+/// unknown to them either way).
+const VOIDS_REMEMBERED_MAX: usize = 64;
+
 impl Sequencer {
-    pub fn new() -> Sequencer {
+    pub fn new(shards: u32) -> Sequencer {
         Sequencer {
             last_assigned: AtomicI64::new(0),
             visible: AtomicI64::new(0),
             compact: AtomicI64::new(0),
-            done: (0..REVISIONS_INFLIGHT_MAX)
-                .map(|_| AtomicI64::new(-1))
-                .collect(),
+            voids: AtomicU64::new(0),
+            state: Mutex::new(State {
+                vis: Visibility::new(shards),
+                voided: Vec::new(),
+            }),
             changed: Event::new(),
         }
     }
 
-    /// Start from the state recovered from disk.
-    pub fn recover(&self, last: i64, compact: i64) {
-        self.last_assigned.fetch_max(last, SeqCst);
-        self.visible.fetch_max(last, SeqCst);
-        self.compact.fetch_max(compact, SeqCst);
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        // A panic while holding the lock would be a bug in `Visibility`;
+        // its state is still the last consistent one.
+        let mut st = match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let out = f(&mut st);
+        let v = st.vis.visible();
+        drop(st);
+        if self.visible.fetch_max(v, SeqCst) < v {
+            self.changed.notify(usize::MAX);
+        }
+        out
     }
 
     pub fn visible(&self) -> i64 {
@@ -64,6 +92,68 @@ impl Sequencer {
                 .compact
                 .compare_exchange(cur, rev, SeqCst, SeqCst)
                 .is_ok()
+    }
+
+    /// A compaction that is already decided (recovered, or applied from the
+    /// log on a follower).
+    pub fn compacted(&self, rev: i64) {
+        self.compact.fetch_max(rev, SeqCst);
+    }
+
+    /// A shard's store starts from a snapshot at `rev`.
+    pub fn snapshot(&self, rev: i64) {
+        self.with(|st| st.vis.snapshot(rev));
+    }
+
+    /// `shard` applied its part of `rev` (which touched `participants`).
+    pub fn written(&self, shard: u32, rev: i64, participants: &BTreeSet<u32>) {
+        self.with(|st| st.vis.written(shard, rev, participants));
+    }
+
+    /// `shard` applied marker `id`, voiding `cut+1..=through`.
+    pub fn marker(&self, shard: u32, id: u64, cut: i64, through: i64) {
+        self.with(|st| {
+            if cut < through && !st.voided.iter().any(|(_, c, t)| (*c, *t) == (cut, through)) {
+                let n = self.voids.fetch_add(1, SeqCst) + 1;
+                st.voided.push((n, cut, through));
+                if st.voided.len() > VOIDS_REMEMBERED_MAX {
+                    st.voided.remove(0);
+                }
+            }
+            st.vis.marker(shard, id, cut, through)
+        });
+        // Waiters must look at the new void range even if visible did not move.
+        self.changed.notify(usize::MAX);
+    }
+
+    /// `shard`'s snapshot folded in every marker up to `id`.
+    pub fn marker_folded(&self, shard: u32, id: u64) {
+        self.with(|st| st.vis.marker_folded(shard, id));
+    }
+
+    /// The highest revision this member has seen (void ones included).
+    pub fn last_seen(&self) -> i64 {
+        self.with(|st| st.vis.last_seen())
+    }
+
+    /// Whether a marker is still on its way through the shards.
+    pub fn marker_pending(&self) -> bool {
+        self.with(|st| st.vis.marker_pending())
+    }
+
+    /// This member starts assigning: the next revision comes after `last`.
+    pub fn start_assigning(&self, last: i64) {
+        self.last_assigned.store(last, SeqCst);
+    }
+
+    /// The last revision handed out.
+    pub fn last_assigned(&self) -> i64 {
+        self.last_assigned.load(SeqCst)
+    }
+
+    /// The current void count, to hand to [`Sequencer::wait_committed`].
+    pub fn voids(&self) -> u64 {
+        self.voids.load(SeqCst)
     }
 
     /// The next revision. Callers hold the locks of every shard the write
@@ -88,31 +178,6 @@ impl Sequencer {
         }
     }
 
-    /// Mark `rev` durable everywhere; advances `visible` over every
-    /// contiguous completed revision.
-    pub fn complete(&self, rev: i64) {
-        debug_assert!(rev > self.visible(), "revision {rev} completed twice");
-        self.done[(rev % REVISIONS_INFLIGHT_MAX) as usize].store(rev, SeqCst);
-        let mut advanced = false;
-        loop {
-            let v = self.visible.load(SeqCst);
-            let next = v + 1;
-            if self.done[(next % REVISIONS_INFLIGHT_MAX) as usize].load(SeqCst) != next {
-                break;
-            }
-            if self
-                .visible
-                .compare_exchange(v, next, SeqCst, SeqCst)
-                .is_ok()
-            {
-                advanced = true;
-            }
-        }
-        if advanced {
-            self.changed.notify(usize::MAX);
-        }
-    }
-
     /// Resolves once `rev` is visible.
     pub async fn wait_visible(&self, rev: i64) {
         while self.visible() < rev {
@@ -123,40 +188,71 @@ impl Sequencer {
             l.await;
         }
     }
+
+    /// Resolves once `rev` is visible and part of the history, or fails if
+    /// a marker seen after `voids` (the count when the write began) voided
+    /// it. A voided revision also becomes "visible" (as void), so only this
+    /// tells a waiter its write was lost.
+    pub async fn wait_committed(&self, rev: i64, voids: u64) -> Result<(), Voided> {
+        loop {
+            let l = self.changed.listen();
+            if self.voids() > voids {
+                let lost = self.with(|st| {
+                    let oldest = st.voided.first().map_or(u64::MAX, |(n, _, _)| *n);
+                    oldest > voids + 1
+                        || st
+                            .voided
+                            .iter()
+                            .any(|(n, c, t)| *n > voids && rev > *c && rev <= *t)
+                });
+                if lost {
+                    return Err(Voided);
+                }
+            }
+            if self.visible() >= rev {
+                return Ok(());
+            }
+            l.await;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
-    proptest! {
-        /// Whatever order revisions complete in, visible is exactly the
-        /// longest completed prefix.
-        #[test]
-        fn visible_is_longest_completed_prefix(order in Just((1..=200i64).collect::<Vec<_>>()).prop_shuffle()) {
-            let s = Sequencer::new();
-            for _ in 0..200 {
-                futures_lite::future::block_on(s.assign());
-            }
-            let mut done = std::collections::BTreeSet::new();
-            for r in order {
-                s.complete(r);
-                done.insert(r);
-                let mut prefix = 0;
-                while done.contains(&(prefix + 1)) { prefix += 1; }
-                prop_assert_eq!(s.visible(), prefix);
-            }
-        }
+    fn one(s: u32) -> BTreeSet<u32> {
+        [s].into_iter().collect()
     }
 
     #[test]
-    fn recover_continues_after_last() {
-        let s = Sequencer::new();
-        s.recover(41, 7);
+    fn assign_continues_after_the_start_and_visibility_follows_writes() {
+        let s = Sequencer::new(1);
+        s.snapshot(1);
+        s.start_assigning(41);
         assert_eq!(futures_lite::future::block_on(s.assign()), 42);
-        assert_eq!(s.visible(), 41);
+        assert_eq!(s.visible(), 1);
+        s.compacted(7);
         assert!(!s.try_compact(7));
         assert!(s.try_compact(8));
+    }
+
+    #[test]
+    fn a_voided_write_is_told_so_and_a_kept_one_is_not() {
+        let s = Sequencer::new(2);
+        s.snapshot(1);
+        let before = s.voids();
+        s.written(0, 2, &one(0));
+        // 3 reached shard 0 only; the new leader cuts at 2, voiding 3.
+        s.written(0, 3, &[0, 1].into_iter().collect());
+        s.marker(0, 1, 2, 3);
+        s.marker(1, 1, 2, 3);
+        assert_eq!(s.visible(), 3);
+        let fut = s.wait_committed(3, before);
+        assert_eq!(futures_lite::future::block_on(fut), Err(Voided));
+        assert_eq!(
+            futures_lite::future::block_on(s.wait_committed(2, before)),
+            Ok(())
+        );
     }
 }

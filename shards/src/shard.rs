@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ferrokv_mvcc::{Event, RangeResult, Revision, Store, WriteOp};
-use ferrokv_raft::ShardLog;
+use ferrokv_raft::{Apply, Role, ShardLog};
 use futures_channel::oneshot;
 use glommio::sync::Semaphore;
 
+use crate::leader::Leadership;
 use crate::lease::LeaseTable;
 use crate::record::Record;
 use crate::sequencer::Sequencer;
@@ -53,8 +54,10 @@ pub type EventsResult = Result<(Vec<(Revision, Event)>, i64), ferrokv_mvcc::Erro
 pub enum ShardMsg {
     /// A read at a visible revision: needs no lock.
     Range(RangeArgs, Reply<Result<RangeResult, ferrokv_mvcc::Error>>),
-    /// Take the write lock for one coordinator; its ops follow on the channel.
-    Fence(async_channel::Receiver<FencedOp>, Reply<()>),
+    /// Take the write lock for one coordinator; its ops follow on the
+    /// channel. The reply is the term this member leads the group in (None:
+    /// it does not lead it, and the lock is released).
+    Fence(async_channel::Receiver<FencedOp>, Reply<Option<u64>>),
     Compact(i64, Reply<Result<(), String>>),
     Status(Reply<ShardStatus>),
     /// History for watchers; needs no lock (only visible revisions are asked).
@@ -77,6 +80,19 @@ pub enum ShardMsg {
     /// Write a fresh snapshot (compacted history folded in) and let the
     /// log drop what it covers: etcd's Defragment.
     Defragment(Reply<Result<(), String>>),
+    /// Leader start: whether this shard's group is led here in `term` with
+    /// an entry of that term committed and everything committed applied.
+    TermCommitted(u64, Reply<bool>),
+    /// Leader start: log the marker (in `term`) and reply once committed.
+    Marker {
+        id: u64,
+        cut: i64,
+        through: i64,
+        term: u64,
+        reply: Reply<Result<(), Error>>,
+    },
+    /// Leader start: every lease gets its full TTL from now.
+    PromoteLeases(Reply<()>),
     /// A write touching only this shard, coordinated on its core.
     Txn(
         ferrokv_wire::pb::etcdserverpb::TxnRequest,
@@ -91,7 +107,9 @@ pub enum FencedOp {
         rev: i64,
         first_sub: i64,
         ops: Vec<WriteOp>,
-        reply: Reply<Vec<Event>>,
+        /// The term the coordinator writes in (this member leads it).
+        term: u64,
+        reply: Reply<Result<Vec<Event>, Error>>,
     },
     /// Whether this shard owns the lease now.
     LeaseExists(i64, Reply<bool>),
@@ -100,12 +118,13 @@ pub enum FencedOp {
     /// Write this shard's part of backup number `n`; its path.
     Backup(u64, Reply<Result<PathBuf, String>>),
     /// Submit the records and release the lock; the reply comes once
-    /// durable. `revoke` leaves the lease table at submission, so no write
-    /// fenced after this one can attach a key to it.
+    /// committed. `revoke` leaves the lease table at submission, so no
+    /// write fenced after this one can attach a key to it.
     Commit {
         records: Vec<Record>,
         revoke: Option<i64>,
-        reply: Reply<Result<(), String>>,
+        term: u64,
+        reply: Reply<Result<(), Error>>,
     },
     /// Nothing was written here: release the lock.
     Release,
@@ -125,13 +144,42 @@ pub fn encode_lease_meta(leases: &[(i64, i64)]) -> Vec<u8> {
     out
 }
 
-/// Reads [`encode_lease_meta`]; empty meta (a snapshot without leases) is
-/// no leases.
+/// A shard snapshot's meta: [`encode_lease_meta`]'s layout with version 2
+/// and, before the pairs, the id of the last leader-start marker the shard
+/// applied (little-endian u64): a marker the snapshot folded in still
+/// counts as applied by this shard after a restart.
+pub fn encode_shard_meta(marker: u64, leases: &[(i64, i64)]) -> Vec<u8> {
+    let mut out = encode_lease_meta(leases);
+    out[0] = SHARD_META_V2;
+    out.splice(1..1, marker.to_le_bytes());
+    out
+}
+
+/// The marker id in a snapshot's meta (0 for older layouts).
+pub fn decode_marker(meta: &[u8]) -> u64 {
+    match meta.split_first() {
+        Some((&SHARD_META_V2, body)) if body.len() >= 8 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&body[..8]);
+            u64::from_le_bytes(b)
+        }
+        _ => 0,
+    }
+}
+
+const SHARD_META_V2: u8 = 2;
+
+/// Reads [`encode_lease_meta`] and [`encode_shard_meta`]; empty meta (a
+/// snapshot without leases) is no leases.
 pub fn decode_lease_meta(meta: &[u8]) -> Result<Vec<(i64, i64)>, String> {
     let Some((&version, body)) = meta.split_first() else {
         return Ok(Vec::new());
     };
-    if version != LEASE_META_V1 || body.len() % 16 != 0 {
+    let body = match version {
+        SHARD_META_V2 if body.len() >= 8 => &body[8..],
+        _ => body,
+    };
+    if !(version == LEASE_META_V1 || version == SHARD_META_V2) || body.len() % 16 != 0 {
         return Err(format!(
             "snapshot lease table: unknown layout (version {version}, {} bytes)",
             body.len()
@@ -181,9 +229,41 @@ pub struct Shard {
     /// snapshot waits for it to be visible, since the deletes may all live
     /// in other shards.
     revoke_rev: Cell<i64>,
+    /// The term in which this shard applies writes before they commit (it
+    /// leads that term); committed entries of that term are its own and
+    /// already applied. None: every committed entry is applied as it comes.
+    spec_term: Cell<Option<u64>>,
+    /// Revision of the last write committed and applied in log order: what
+    /// a step-down rolls the store back to.
+    committed_rev: Cell<i64>,
+    /// Raft index of the last entry applied.
+    applied_index: Cell<u64>,
+    /// Leases revoked from the table whose revoke may still be voided:
+    /// (revision of the deletes, id, TTL, committed).
+    revoked: RefCell<Vec<(i64, i64, i64, bool)>>,
+    leadership: Arc<Leadership>,
+    /// The last leader-start marker applied (kept in snapshots).
+    last_marker: Cell<u64>,
+}
+
+/// The shard as its raft log's state machine.
+pub struct Applier(pub std::rc::Weak<Shard>);
+
+impl Apply for Applier {
+    fn committed(&self, index: u64, term: u64, data: &[u8]) {
+        if let Some(s) = self.0.upgrade() {
+            s.apply_committed(index, term, data);
+        }
+    }
+    fn role_changed(&self, role: Role) {
+        if let Some(s) = self.0.upgrade() {
+            s.role_changed(role);
+        }
+    }
 }
 
 impl Shard {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u32,
         store: Store,
@@ -192,7 +272,9 @@ impl Shard {
         snapshot_path: PathBuf,
         snapshot_count: u64,
         leases: LeaseTable,
+        leadership: Arc<Leadership>,
     ) -> Rc<Shard> {
+        let committed_rev = store.last_revision();
         Rc::new(Shard {
             id,
             store: RefCell::new(store),
@@ -207,6 +289,12 @@ impl Shard {
             leases: RefCell::new(leases),
             granting: RefCell::new(HashMap::new()),
             revoke_rev: Cell::new(0),
+            spec_term: Cell::new(None),
+            committed_rev: Cell::new(committed_rev),
+            applied_index: Cell::new(0),
+            revoked: RefCell::new(Vec::new()),
+            leadership,
+            last_marker: Cell::new(0),
         })
     }
 
@@ -221,6 +309,29 @@ impl Shard {
                         let _ = reply.send(me.snapshot().await);
                     })
                     .detach();
+                }
+                ShardMsg::TermCommitted(term, reply) => {
+                    let ok = self.log.leads_committed_term()
+                        && self.log.term() == term
+                        && self.log.applied_index() == self.log.commit_index();
+                    let _ = reply.send(ok);
+                }
+                ShardMsg::Marker {
+                    id,
+                    cut,
+                    through,
+                    term,
+                    reply,
+                } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(me.marker(id, cut, through, term).await);
+                    })
+                    .detach();
+                }
+                ShardMsg::PromoteLeases(reply) => {
+                    self.leases.borrow_mut().promote(Instant::now());
+                    let _ = reply.send(());
                 }
                 ShardMsg::Txn(t, reply) => {
                     let engine = engine.clone();
@@ -316,14 +427,19 @@ impl Shard {
         Ok((evs, last))
     }
 
-    async fn fenced(self: Rc<Self>, ops: async_channel::Receiver<FencedOp>, ack: Reply<()>) {
+    async fn fenced(
+        self: Rc<Self>,
+        ops: async_channel::Receiver<FencedOp>,
+        ack: Reply<Option<u64>>,
+    ) {
         let Some(permit) = self.lock().await else {
             return;
         };
-        if ack.send(()).is_err() {
+        let term = self.leading_term();
+        if ack.send(term).is_err() || term.is_none() {
             return;
         }
-        let mut wrote = false;
+        let mut wrote: Option<(i64, u64)> = None;
         while let Ok(op) = ops.recv().await {
             match op {
                 FencedOp::Range(a, reply) => {
@@ -333,10 +449,14 @@ impl Shard {
                     rev,
                     first_sub,
                     ops,
+                    term,
                     reply,
                 } => {
-                    wrote = true;
-                    let _ = reply.send(self.apply(rev, first_sub, &ops));
+                    let r = self.apply(rev, first_sub, &ops, term);
+                    if r.is_ok() {
+                        wrote = Some((rev, term));
+                    }
+                    let _ = reply.send(r);
                 }
                 FencedOp::LeaseExists(id, reply) => {
                     let _ = reply.send(self.lease_exists(id));
@@ -350,24 +470,37 @@ impl Shard {
                 FencedOp::Commit {
                     records,
                     revoke,
+                    term,
                     reply,
                 } => {
-                    self.commit(records, revoke, permit).await;
-                    let _ = reply.send(Ok(()));
+                    let _ = reply.send(self.commit(records, revoke, term, permit).await);
                     return;
                 }
                 FencedOp::Release => return,
             }
         }
-        if wrote {
-            // A coordinator vanished between applying and committing: the
-            // store is ahead of the log, which must never be served.
-            log::error!(
-                "shard {}: fenced write abandoned after apply, stopping",
-                self.id
-            );
-            std::process::exit(2);
+        if let Some((rev, term)) = wrote {
+            // The coordinator vanished between applying and committing.
+            self.abandon(rev, term);
         }
+    }
+
+    /// A write applied here at `rev` in `term` will never be submitted (its
+    /// coordinator failed; the lock is still held, so nothing above it was
+    /// applied since). Drop it from the store; if the log moved on, the
+    /// step-down already did. Its revision is a hole that only a marker
+    /// voids, so the leader starts again.
+    pub(crate) fn abandon(&self, rev: i64, term: u64) {
+        if self.spec_term.get() != Some(term) {
+            return;
+        }
+        if let Err(e) = self.store.borrow_mut().rollback_above(rev - 1) {
+            log::error!("shard {}: cannot drop abandoned write {rev}: {e}", self.id);
+        }
+        self.leadership.restart(&format!(
+            "shard {}: a write at revision {rev} was abandoned after it was applied",
+            self.id
+        ));
     }
 
     /// The write lock: held from a write's first read to its log
@@ -376,9 +509,43 @@ impl Shard {
         self.lock.acquire_permit(1).await.ok()
     }
 
-    /// Applies one part of a write at `rev` (under the lock).
-    pub(crate) fn apply(&self, rev: i64, first_sub: i64, ops: &[WriteOp]) -> Vec<Event> {
-        self.store.borrow_mut().apply_at_sub(rev, first_sub, ops)
+    /// Applies one part of a write at `rev` ahead of its commit (under the
+    /// lock), as the leader of `term`. Refused once this member no longer
+    /// leads that term: a step-down has rolled the store back, and nothing
+    /// may be applied on top of that.
+    pub(crate) fn apply(
+        &self,
+        rev: i64,
+        first_sub: i64,
+        ops: &[WriteOp],
+        term: u64,
+    ) -> Result<Vec<Event>, Error> {
+        self.check_term(term)?;
+        self.spec_term.set(Some(term));
+        Ok(self.store.borrow_mut().apply_at_sub(rev, first_sub, ops))
+    }
+
+    /// The snapshot the store was opened from folded in marker `id`.
+    pub fn opened_after_marker(&self, id: u64) {
+        self.last_marker.set(id);
+        self.seq.marker_folded(self.id, id);
+    }
+
+    /// Whether this shard may apply and submit writes of `term` now.
+    pub(crate) fn check_term(&self, term: u64) -> Result<(), Error> {
+        let role = self.log.role();
+        let spec_ok = self.spec_term.get().is_none_or(|t| t == term);
+        if role.leader && role.term == term && spec_ok && self.leadership.serving() {
+            Ok(())
+        } else {
+            Err(Error::LeaderChanged)
+        }
+    }
+
+    /// The term this shard's group is led in by this member, if it is.
+    pub(crate) fn leading_term(&self) -> Option<u64> {
+        let role = self.log.role();
+        role.leader.then_some(role.term)
     }
 
     pub(crate) fn lease_exists(&self, id: i64) -> bool {
@@ -390,50 +557,197 @@ impl Shard {
         self.store.borrow().keys_with_lease(id)
     }
 
-    /// Submits `records` while `permit` is held, releases it, and returns
-    /// once they are durable. The proposals are queued under the lock, so
-    /// the log order is the revision order; durability is awaited after
-    /// releasing it, letting later writes share the fsync. `revoke` leaves
-    /// the lease table at submission, so no write after this one can
-    /// attach a key to it. A log failure stops the member: the store
-    /// already holds the write, and serving on would expose a write the log
-    /// does not have.
+    /// Submits `records` (in `term`, whose leader applied them) while
+    /// `permit` is held, releases it, and returns once they are committed.
+    /// The proposals are queued under the lock, so the log order is the
+    /// revision order; the commit is awaited after releasing it, letting
+    /// later writes share the fsync. `revoke` leaves the lease table at
+    /// submission, so no write after this one can attach a key to it.
     pub(crate) async fn commit(
         self: &Rc<Self>,
         records: Vec<Record>,
         revoke: Option<i64>,
+        term: u64,
         permit: glommio::sync::Permit<'_>,
-    ) {
-        if let Some(id) = revoke {
-            let _ = self.leases.borrow_mut().revoke(id);
-            for r in &records {
-                if let Record::LeaseRevoke { rev, .. } = r {
-                    self.revoke_rev.set(self.revoke_rev.get().max(*rev));
+    ) -> Result<(), Error> {
+        self.check_term(term)?;
+        let mut futs = Vec::with_capacity(records.len());
+        for r in &records {
+            match self.log.submit_in(Some(term), r.encode()) {
+                Ok(f) => futs.push(f),
+                Err(e) if futs.is_empty() => {
+                    // Nothing of this write reached the log.
+                    if let Some(rev) = records.iter().find_map(|r| match r {
+                        Record::Write { rev, .. } => Some(*rev),
+                        _ => None,
+                    }) {
+                        self.abandon(rev, term);
+                    }
+                    return Err(log_error(e));
+                }
+                Err(e) => {
+                    // Part of it did: only a new leader's marker can sort
+                    // that out.
+                    self.leadership
+                        .break_member(&format!("shard {}: write half submitted: {e}", self.id));
+                    return Err(log_error(e));
                 }
             }
         }
-        let submitted: Result<Vec<_>, _> = records
-            .iter()
-            .map(|r| self.log.submit(r.encode()))
-            .collect();
-        drop(permit);
-        let result = match submitted {
-            Ok(futs) => {
-                let mut r = Ok(());
-                for fut in futs {
-                    if let Err(e) = fut.await {
-                        r = Err(e.to_string());
+        if let Some(id) = revoke {
+            if let Ok(lease) = self.leases.borrow_mut().revoke(id) {
+                for r in &records {
+                    if let Record::LeaseRevoke { rev, .. } = r {
+                        self.revoke_rev.set(self.revoke_rev.get().max(*rev));
+                        self.remember_revoke(*rev, id, lease.ttl, false);
                     }
                 }
-                r
             }
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = result {
-            log::error!("shard {}: log write failed, stopping: {e}", self.id);
-            std::process::exit(2);
         }
+        drop(permit);
+        let mut result = Ok(());
+        for fut in futs {
+            if let Err(e) = fut.await {
+                result = Err(log_error(e));
+            }
+        }
+        result
+    }
+
+    /// Keeps a revoke until it is visible, so a rollback can undo it.
+    fn remember_revoke(&self, rev: i64, id: i64, ttl: i64, committed: bool) {
+        let visible = self.seq.visible();
+        let mut r = self.revoked.borrow_mut();
+        r.retain(|(rv, ..)| *rv > visible);
+        if let Some(e) = r.iter_mut().find(|e| e.1 == id && e.0 == rev) {
+            e.3 |= committed;
+        } else {
+            r.push((rev, id, ttl, committed));
+        }
+    }
+
+    /// A committed entry of this shard's log, in log order, on every
+    /// member (and at restart): the one way state reaches the store apart
+    /// from a leader's own writes, which it applied before proposing.
+    pub fn apply_committed(self: &Rc<Self>, index: u64, term: u64, data: &[u8]) {
+        let rec = match Record::decode(data) {
+            Ok(r) => r,
+            Err(e) => {
+                // Applying around it would diverge from the other members.
+                self.leadership.break_member(&format!(
+                    "shard {}: committed log entry {index} is undecodable: {e}",
+                    self.id
+                ));
+                return;
+            }
+        };
+        let own = self.spec_term.get() == Some(term) && term != 0;
+        self.apply_record(&rec, own);
+        self.applied_index.set(index);
         self.after_commit();
+    }
+
+    /// `own`: this shard applied the record's effects before proposing it.
+    fn apply_record(&self, rec: &Record, own: bool) {
+        match rec {
+            Record::Write { rev, parts } => {
+                if !own && *rev > self.store.borrow().last_revision() {
+                    let mut store = self.store.borrow_mut();
+                    for p in parts.iter().filter(|p| p.shard == self.id) {
+                        store.apply_at_sub(*rev, p.first_sub, &p.ops);
+                    }
+                }
+                self.committed_rev.set(self.committed_rev.get().max(*rev));
+                let participants = parts.iter().map(|p| p.shard).collect();
+                self.seq.written(self.id, *rev, &participants);
+            }
+            Record::Compact { rev } => {
+                if !own {
+                    let _ = self.store.borrow_mut().compact(*rev);
+                }
+                self.seq.compacted(*rev);
+            }
+            Record::TruncateAbove { .. } => {}
+            Record::Marker { id, cut, through } => {
+                if let Err(e) = self.store.borrow_mut().rollback_above(*cut) {
+                    self.leadership.break_member(&format!(
+                        "shard {}: marker {id} cannot roll back to {cut}: {e}",
+                        self.id
+                    ));
+                }
+                self.committed_rev.set(self.committed_rev.get().min(*cut));
+                self.restore_revoked(|rev, _| rev > *cut);
+                self.last_marker.set(self.last_marker.get().max(*id));
+                self.seq.marker(self.id, *id, *cut, *through);
+            }
+            Record::LeaseGrant { id, ttl } => {
+                if !own {
+                    self.leases.borrow_mut().restore(*id, *ttl);
+                }
+            }
+            Record::LeaseRevoke { id, rev } => {
+                if own {
+                    self.remember_revoke(*rev, *id, 0, true);
+                } else if let Ok(lease) = self.leases.borrow_mut().revoke(*id) {
+                    self.remember_revoke(*rev, *id, lease.ttl, true);
+                }
+            }
+        }
+    }
+
+    /// Puts back revoked leases `undo(rev, committed)` selects.
+    fn restore_revoked(&self, undo: impl Fn(i64, bool) -> bool) {
+        let mut keep = Vec::new();
+        for (rev, id, ttl, committed) in self.revoked.borrow_mut().drain(..) {
+            if rev != 0 && undo(rev, committed) {
+                self.leases.borrow_mut().restore(id, ttl);
+            } else {
+                keep.push((rev, id, ttl, committed));
+            }
+        }
+        *self.revoked.borrow_mut() = keep;
+    }
+
+    /// This member's role in the group changed. A leader that lost its
+    /// term drops what it applied ahead of the log; committed entries of
+    /// that term then arrive like anyone else's.
+    pub fn role_changed(&self, role: Role) {
+        if let Some(t) = self.spec_term.get() {
+            if !role.leader || role.term != t {
+                let to = self.committed_rev.get();
+                if let Err(e) = self.store.borrow_mut().rollback_above(to) {
+                    self.leadership.break_member(&format!(
+                        "shard {}: step-down cannot roll back to {to}: {e}",
+                        self.id
+                    ));
+                }
+                self.restore_revoked(|_, committed| !committed);
+                self.spec_term.set(None);
+                log::info!(
+                    "shard {}: left leadership of term {t}; rolled back to revision {to}",
+                    self.id
+                );
+            }
+        }
+        self.leadership.publish(self.id, role);
+        if role.leader {
+            let leader = self.leadership.cluster_leader();
+            if self.id != 0 && leader != 0 && leader != self.log.node_id() {
+                // One member leads every group: hand this one over.
+                self.log.transfer_leader(leader);
+            }
+        }
+    }
+
+    /// Leader start: the marker of `id`, committed in `term`.
+    async fn marker(&self, id: u64, cut: i64, through: i64, term: u64) -> Result<(), Error> {
+        let _permit = self.lock().await.ok_or(Error::LeaderChanged)?;
+        let fut = self
+            .log
+            .submit_in(Some(term), Record::Marker { id, cut, through }.encode())
+            .map_err(log_error)?;
+        fut.await.map_err(log_error)?;
+        Ok(())
     }
 
     async fn compact(self: Rc<Self>, rev: i64) -> Result<(), String> {
@@ -442,40 +756,27 @@ impl Shard {
             .acquire_permit(1)
             .await
             .map_err(|e| e.to_string())?;
+        let Some(term) = self.leading_term() else {
+            return Err(Error::LeaderChanged.to_string());
+        };
+        self.check_term(term).map_err(|e| e.to_string())?;
+        self.spec_term.set(Some(term));
         let fut = self
             .log
-            .submit(Record::Compact { rev }.encode())
+            .submit_in(Some(term), Record::Compact { rev }.encode())
             .map_err(|e| e.to_string())?;
         fut.await.map_err(|e| e.to_string())?;
+        if self.spec_term.get() != Some(term) {
+            // Stepped down meanwhile: the entry, if it committed, was
+            // applied as another leader's.
+            return Ok(());
+        }
         let r = self.store.borrow_mut().compact(rev);
         // Another compaction may have reached this shard first; the global
         // check already ordered them, so an older point is simply done.
         match r {
             Ok(()) | Err(ferrokv_mvcc::Error::Compacted) => Ok(()),
             Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// Apply a recovered record (restart replay or roll-forward).
-    pub fn apply_recovered(&self, rec: &Record) {
-        let mut store = self.store.borrow_mut();
-        match rec {
-            Record::Write { rev, parts } => {
-                if *rev <= store.last_revision() {
-                    return;
-                }
-                for p in parts.iter().filter(|p| p.shard == self.id) {
-                    store.apply_at_sub(*rev, p.first_sub, &p.ops);
-                }
-            }
-            Record::Compact { rev } => {
-                let _ = store.compact(*rev);
-            }
-            Record::TruncateAbove { .. } => {}
-            Record::LeaseGrant { id, ttl } => self.leases.borrow_mut().restore(*id, *ttl),
-            Record::LeaseRevoke { id, .. } => {
-                let _ = self.leases.borrow_mut().revoke(*id);
-            }
         }
     }
 
@@ -486,16 +787,21 @@ impl Shard {
             return Err(Error::LeaseExists);
         }
         let ttl = self.leases.borrow().check_grant(id, ttl)?;
+        let term = self.leading_term().ok_or(Error::LeaderChanged)?;
+        self.check_term(term)?;
+        self.spec_term.set(Some(term));
         let fut = self
             .log
-            .submit(Record::LeaseGrant { id, ttl }.encode())
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .submit_in(Some(term), Record::LeaseGrant { id, ttl }.encode())
+            .map_err(log_error)?;
         self.granting.borrow_mut().insert(id, ttl);
-        let durable = fut.await;
+        let committed = fut.await;
         self.granting.borrow_mut().remove(&id);
-        if let Err(e) = durable {
-            log::error!("shard {}: log write failed, stopping: {e}", self.id);
-            std::process::exit(2);
+        committed.map_err(log_error)?;
+        if self.spec_term.get() != Some(term) {
+            // Stepped down meanwhile: the committed entry was applied as
+            // another leader's (and restored the lease).
+            return Ok(ttl);
         }
         self.leases.borrow_mut().grant(id, ttl, Instant::now())
     }
@@ -510,7 +816,7 @@ impl Shard {
             .filter_map(|id| table.get(id).map(|l| (id, l.ttl)))
             .collect();
         leases.extend(self.granting.borrow().iter().map(|(id, ttl)| (*id, *ttl)));
-        encode_lease_meta(&leases)
+        encode_shard_meta(self.last_marker.get(), &leases)
     }
 
     /// Counts committed entries and, every `--snapshot-count`, writes a
@@ -550,7 +856,7 @@ impl Shard {
             .await
             .map_err(|e| e.to_string())?;
         self.wait_all_visible().await;
-        let index = self.log.commit_index();
+        let index = self.applied_index.get();
         // Only copying the store out needs the lock (and this core); the
         // serialization and the file write of what can be 100 MB run on
         // glommio's blocking thread, so writes to this shard go on.
@@ -606,6 +912,17 @@ impl Shard {
     }
 }
 
+/// A log error as the client hears it: a lost leadership is etcd's
+/// `leader changed`; anything else is internal.
+fn log_error(e: ferrokv_raft::Error) -> Error {
+    match e {
+        ferrokv_raft::Error::NotLeader { .. } | ferrokv_raft::Error::ProposalDropped => {
+            Error::LeaderChanged
+        }
+        other => Error::Internal(other.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,6 +938,15 @@ mod tests {
                 prop_assert!(decode_lease_meta(&enc[..enc.len() - 1]).is_err());
             }
         }
+    }
+
+    #[test]
+    fn shard_meta_carries_the_marker() {
+        let leases = vec![(7, 60), (9, 5)];
+        let enc = encode_shard_meta(0x1234_5678_9abc, &leases);
+        assert_eq!(decode_lease_meta(&enc), Ok(leases.clone()));
+        assert_eq!(decode_marker(&enc), 0x1234_5678_9abc);
+        assert_eq!(decode_marker(&encode_lease_meta(&leases)), 0);
     }
 
     #[test]

@@ -1,0 +1,197 @@
+//! Whether this member is the cluster leader that assigns revisions.
+//!
+//! Every shard group elects its own raft leader; the member that leads all
+//! of them (group 0's leader pulls the others over by leader transfer) is
+//! the cluster leader. It *serves* writes only after its start: every group
+//! has committed an entry of the leader's term (so everything committed
+//! before is in its logs and applied), and a marker in every group voided
+//! what was never complete everywhere (see `visibility.rs`). Any group's
+//! leadership moving ends serving at once; the next start runs again.
+//!
+//! Shared by the cores: each shard publishes its group's role here from its
+//! apply path; core 0 runs [`lead`].
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use event_listener::Event;
+
+use ferrokv_raft::Role;
+
+/// How often the start is retried while it cannot complete.
+const START_RETRY: Duration = Duration::from_millis(20);
+
+#[derive(Default)]
+struct Group {
+    leader: AtomicBool,
+    term: AtomicU64,
+    leader_id: AtomicU64,
+}
+
+pub struct Leadership {
+    member_id: u64,
+    groups: Vec<Group>,
+    serving: AtomicBool,
+    /// Terms of every group when serving began; any change ends it.
+    serving_terms: Mutex<Vec<u64>>,
+    /// A shard could not finish a write it had applied (its log failed):
+    /// this member must not assign revisions again until restarted.
+    broken: AtomicBool,
+    starts: AtomicU64,
+    changed: Event,
+}
+
+impl Leadership {
+    pub fn new(member_id: u64, shards: u32) -> Leadership {
+        Leadership {
+            member_id,
+            groups: (0..shards).map(|_| Group::default()).collect(),
+            serving: AtomicBool::new(false),
+            serving_terms: Mutex::new(Vec::new()),
+            broken: AtomicBool::new(false),
+            starts: AtomicU64::new(0),
+            changed: Event::new(),
+        }
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    /// Whether this member assigns revisions now.
+    pub fn serving(&self) -> bool {
+        self.serving.load(SeqCst)
+    }
+
+    /// Group `shard`'s role changed on this member.
+    pub fn publish(&self, shard: u32, role: Role) {
+        let Some(g) = self.groups.get(shard as usize) else {
+            return;
+        };
+        g.leader.store(role.leader, SeqCst);
+        g.term.store(role.term, SeqCst);
+        g.leader_id.store(role.leader_id, SeqCst);
+        if self.serving() {
+            let terms = self
+                .serving_terms
+                .lock()
+                .map(|t| t.clone())
+                .unwrap_or_default();
+            if !role.leader || terms.get(shard as usize) != Some(&role.term) {
+                self.serving.store(false, SeqCst);
+                log::info!("shard {shard}: leadership changed (term {}); not serving writes until the next start", role.term);
+            }
+        }
+        self.changed.notify(usize::MAX);
+    }
+
+    /// The member every group should be led by: group 0's leader (0 when
+    /// there is none).
+    pub fn cluster_leader(&self) -> u64 {
+        self.groups.first().map_or(0, |g| g.leader_id.load(SeqCst))
+    }
+
+    /// Whether this member leads every group (terms as published).
+    fn leads_all(&self) -> Option<Vec<u64>> {
+        self.groups
+            .iter()
+            .map(|g| g.leader.load(SeqCst).then(|| g.term.load(SeqCst)))
+            .collect()
+    }
+
+    /// A shard could not finish a write it had applied: stop assigning.
+    pub fn break_member(&self, why: &str) {
+        if !self.broken.swap(true, SeqCst) {
+            log::error!("{why}; this member stops serving writes until it is restarted");
+        }
+        self.serving.store(false, SeqCst);
+        self.changed.notify(usize::MAX);
+    }
+
+    /// A write failed after it was applied or half submitted: its revision
+    /// leaves a hole only a new start's marker can void. Stop serving; the
+    /// start runs again (in the same terms if they still hold).
+    pub fn restart(&self, why: &str) {
+        if self.serving.swap(false, SeqCst) {
+            log::warn!("{why}; starting again as leader");
+        }
+        self.changed.notify(usize::MAX);
+    }
+
+    /// Resolves when serving begins, or after `timeout`; returns whether
+    /// this member serves.
+    pub async fn wait_serving(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let l = self.changed.listen();
+            if self.serving() {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline || self.broken.load(SeqCst) {
+                return false;
+            }
+            futures_lite::future::or(l, async {
+                glommio::timer::sleep(deadline - now).await;
+            })
+            .await;
+        }
+    }
+}
+
+/// The cluster leader's loop (core 0): whenever this member leads every
+/// group and does not serve yet, runs the start; returns never.
+pub async fn lead(engine: crate::Engine) {
+    let me = engine.leadership();
+    loop {
+        let l = me.changed.listen();
+        if !me.serving() && !me.broken.load(SeqCst) {
+            if let Some(terms) = me.leads_all() {
+                match start(&engine, &terms).await {
+                    Ok(()) => {
+                        if let Ok(mut t) = me.serving_terms.lock() {
+                            *t = terms.clone();
+                        }
+                        // Serve only if no group moved meanwhile.
+                        if me.leads_all().as_ref() == Some(&terms) {
+                            me.serving.store(true, SeqCst);
+                            me.changed.notify(usize::MAX);
+                            log::info!("serving as cluster leader (terms {terms:?})");
+                            continue;
+                        }
+                    }
+                    Err(e) => log::debug!("leader start not done yet: {e}"),
+                }
+                glommio::timer::sleep(START_RETRY).await;
+                continue;
+            }
+        }
+        futures_lite::future::or(l, async {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        })
+        .await;
+    }
+}
+
+/// What a new cluster leader does before it serves: see the module doc.
+async fn start(engine: &crate::Engine, terms: &[u64]) -> Result<(), crate::Error> {
+    let me = engine.leadership();
+    // Every group has committed its term's first entry: all that earlier
+    // leaders committed is applied here.
+    engine.wait_terms_committed(terms).await?;
+    let seq = engine.sequencer();
+    let cut = seq.visible();
+    // Past every revision held anywhere and every one handed out before
+    // (a write abandoned before its log entry leaves only the latter).
+    let through = seq.last_seen().max(seq.last_assigned()).max(cut);
+    let n = me.starts.fetch_add(1, SeqCst) + 1;
+    // Increasing across leaders: terms grow with every election.
+    let id = (terms.first().copied().unwrap_or(0) << 20) | (n & 0xf_ffff);
+    engine.write_markers(id, cut, through, terms).await?;
+    // Every shard has applied its marker: the void range is done.
+    seq.wait_visible(through).await;
+    seq.start_assigning(through);
+    engine.promote_leases().await?;
+    Ok(())
+}

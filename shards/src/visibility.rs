@@ -1,0 +1,369 @@
+//! Which revisions are visible on this member: a plain state machine (no
+//! I/O, no clock) fed by every shard's apply path, leader and follower
+//! alike.
+//!
+//! A revision is *complete* once every shard it touched has applied its
+//! committed part here; it is *visible* once every revision at or below it
+//! is complete or void. A new cluster leader voids the revisions that were
+//! never complete everywhere with a marker `(id, cut, through)` written into
+//! every shard's log after everything older: revisions in `cut+1..=through`
+//! are void. A shard that applies the marker rolls its store back to `cut`;
+//! until every shard has applied it, visibility waits at `cut`, because a
+//! shard that has not got there yet may still hold void writes. Then the
+//! void range counts as done and revisions after `through` may follow.
+//!
+//! Inputs arrive in each shard's log order; different shards interleave
+//! arbitrarily. `tests` check the outcome against a direct definition for
+//! random interleavings.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A marker not yet applied by every shard.
+#[derive(Debug, Clone)]
+struct Pending {
+    cut: i64,
+    through: i64,
+    applied: BTreeSet<u32>,
+}
+
+#[derive(Debug)]
+pub struct Visibility {
+    shards: u32,
+    visible: i64,
+    /// Revisions above `visible` and the shards yet to apply their part.
+    partial: BTreeMap<i64, BTreeSet<u32>>,
+    /// Complete revisions above `visible`, waiting for the ones below.
+    complete: BTreeSet<i64>,
+    /// The newest marker each shard has applied.
+    marker_of: Vec<u64>,
+    markers: BTreeMap<u64, Pending>,
+    /// Highest revision any shard has reported (void or not).
+    last_seen: i64,
+    /// The newest marker every shard has applied.
+    finished: u64,
+}
+
+impl Visibility {
+    pub fn new(shards: u32) -> Visibility {
+        Visibility {
+            shards,
+            visible: 0,
+            partial: BTreeMap::new(),
+            complete: BTreeSet::new(),
+            marker_of: vec![0; shards as usize],
+            markers: BTreeMap::new(),
+            last_seen: 0,
+            finished: 0,
+        }
+    }
+
+    pub fn visible(&self) -> i64 {
+        self.visible
+    }
+
+    /// The highest revision any shard holds or held (void ones included):
+    /// a new leader's next revision comes after it.
+    pub fn last_seen(&self) -> i64 {
+        self.last_seen.max(self.visible)
+    }
+
+    /// Whether a marker is still on its way through the shards.
+    pub fn marker_pending(&self) -> bool {
+        !self.markers.is_empty()
+    }
+
+    /// A shard's store starts from a snapshot at `rev`: snapshots hold
+    /// only visible state, so everything up to it is visible.
+    pub fn snapshot(&mut self, rev: i64) {
+        if rev > self.visible {
+            self.visible = rev;
+            self.partial = self.partial.split_off(&(rev + 1));
+            self.complete = self.complete.split_off(&(rev + 1));
+            self.advance();
+        }
+        self.last_seen = self.last_seen.max(rev);
+    }
+
+    /// `shard` starts from a snapshot that folded in every marker up to
+    /// `id`: those count as applied by it.
+    pub fn marker_folded(&mut self, shard: u32, id: u64) {
+        if let Some(slot) = self.marker_of.get_mut(shard as usize) {
+            *slot = (*slot).max(id);
+        }
+        for (mid, m) in self.markers.iter_mut() {
+            if *mid <= id {
+                m.applied.insert(shard);
+            }
+        }
+        self.finish_markers();
+    }
+
+    /// `shard` applied its part of revision `rev`, which touched
+    /// `participants`. Returns the new visible revision.
+    pub fn written(&mut self, shard: u32, rev: i64, participants: &BTreeSet<u32>) -> i64 {
+        self.last_seen = self.last_seen.max(rev);
+        if rev <= self.visible || self.voided_for(shard, rev) {
+            // Covered by a snapshot of another shard, or before a marker
+            // this shard has yet to reach.
+            return self.visible;
+        }
+        let left = self
+            .partial
+            .entry(rev)
+            .or_insert_with(|| participants.clone());
+        left.remove(&shard);
+        if left.is_empty() {
+            self.partial.remove(&rev);
+            self.complete.insert(rev);
+            self.advance();
+        }
+        self.visible
+    }
+
+    /// `shard` applied marker `id` voiding `cut+1..=through`. Returns the
+    /// new visible revision.
+    pub fn marker(&mut self, shard: u32, id: u64, cut: i64, through: i64) -> i64 {
+        self.last_seen = self.last_seen.max(through);
+        let Some(slot) = self.marker_of.get_mut(shard as usize) else {
+            return self.visible;
+        };
+        if id <= *slot {
+            return self.visible;
+        }
+        *slot = id;
+        if id > self.newest_finished() {
+            let folded: BTreeSet<u32> = (0..self.shards)
+                .filter(|s| self.marker_of[*s as usize] >= id)
+                .collect();
+            let m = self.markers.entry(id).or_insert_with(|| Pending {
+                cut,
+                through,
+                applied: BTreeSet::new(),
+            });
+            // Shards already past it (their snapshot folded it in) count.
+            m.applied.extend(folded);
+            m.applied.insert(shard);
+            // Whatever some shard reported in the void range is void.
+            let (lo, hi) = (cut + 1, through);
+            if lo <= hi {
+                let mid = self.partial.split_off(&lo);
+                let mut high = mid;
+                let keep = high.split_off(&(hi + 1));
+                self.partial.extend(keep);
+                drop(high);
+                let mid = self.complete.split_off(&lo);
+                let mut high = mid;
+                let keep = high.split_off(&(hi + 1));
+                self.complete.extend(keep);
+            }
+        }
+        self.finish_markers();
+        self.visible
+    }
+
+    /// Markers every shard has applied: their void range counts as done.
+    fn finish_markers(&mut self) {
+        while let Some((&id, m)) = self.markers.iter().next() {
+            if m.applied.len() < self.shards as usize {
+                return;
+            }
+            let m = m.clone();
+            self.markers.remove(&id);
+            self.finished = self.finished.max(id);
+            // Every shard is past the marker, so everything at or below
+            // the cut is applied everywhere: visible is the cut.
+            debug_assert!(self.visible >= m.cut, "marker cut above what is applied");
+            if m.through > self.visible {
+                self.visible = m.through;
+                self.partial = self.partial.split_off(&(m.through + 1));
+                self.complete = self.complete.split_off(&(m.through + 1));
+            }
+            self.advance();
+        }
+    }
+
+    fn newest_finished(&self) -> u64 {
+        self.finished
+    }
+
+    /// Whether `rev` from `shard` lies in the void range of a marker that
+    /// shard has not applied yet.
+    fn voided_for(&self, shard: u32, rev: i64) -> bool {
+        let own = self.marker_of.get(shard as usize).copied().unwrap_or(0);
+        self.markers
+            .range(own + 1..)
+            .any(|(_, m)| rev > m.cut && rev <= m.through)
+    }
+
+    fn advance(&mut self) {
+        if !self.markers.is_empty() {
+            // A shard may still hold void writes above the oldest cut.
+            let cut = self
+                .markers
+                .values()
+                .map(|m| m.cut)
+                .min()
+                .unwrap_or(i64::MAX);
+            while self.visible < cut && self.complete.remove(&(self.visible + 1)) {
+                self.visible += 1;
+            }
+            return;
+        }
+        while self.complete.remove(&(self.visible + 1)) {
+            self.visible += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn set(s: &[u32]) -> BTreeSet<u32> {
+        s.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_revision_is_visible_once_every_part_and_every_earlier_one_is_in() {
+        let mut v = Visibility::new(2);
+        v.snapshot(1);
+        assert_eq!(v.written(0, 3, &set(&[0])), 1, "2 is missing");
+        assert_eq!(v.written(0, 2, &set(&[0, 1])), 1, "2 lacks shard 1");
+        assert_eq!(v.written(1, 2, &set(&[0, 1])), 3);
+    }
+
+    #[test]
+    fn a_marker_a_snapshot_folded_in_counts_as_applied() {
+        let mut v = Visibility::new(2);
+        v.snapshot(1);
+        v.marker_folded(0, 7);
+        v.written(1, 2, &set(&[1]));
+        assert_eq!(v.marker(1, 7, 2, 2), 2);
+        assert!(!v.marker_pending());
+        assert_eq!(v.written(1, 3, &set(&[1])), 3);
+    }
+
+    #[test]
+    fn a_marker_voids_the_partial_range_and_gates_until_every_shard_has_it() {
+        let mut v = Visibility::new(2);
+        v.snapshot(1);
+        v.written(0, 2, &set(&[0]));
+        // 3 reached shard 0 only; 4 is complete but after the hole.
+        v.written(0, 3, &set(&[0, 1]));
+        v.written(0, 4, &set(&[0]));
+        assert_eq!(v.visible(), 2);
+        // New leader: cut 2, void 3..=4.
+        assert_eq!(v.marker(0, 1, 2, 4), 2);
+        // A new write after the marker on shard 0 waits for shard 1.
+        assert_eq!(v.written(0, 5, &set(&[0])), 2);
+        // Shard 1 still applies its old entry of 3 before its marker: void.
+        assert_eq!(v.written(1, 3, &set(&[0, 1])), 2);
+        assert_eq!(v.marker(1, 1, 2, 4), 5);
+        assert_eq!(v.last_seen(), 5);
+    }
+
+    /// One member's history: per shard, its log (writes and markers) in
+    /// order. Built from a random global sequence of revisions, some of
+    /// which lose their part in some shard, then a marker at the cut.
+    #[derive(Debug, Clone)]
+    enum Item {
+        Write(i64, BTreeSet<u32>),
+        Marker(u64, i64, i64),
+    }
+
+    fn history() -> impl Strategy<Value = (u32, Vec<Vec<Item>>, i64)> {
+        (
+            2u32..4,
+            proptest::collection::vec((any::<u8>(), any::<u8>()), 1..30),
+            0usize..3,
+        )
+            .prop_map(|(n, revs, rounds)| {
+                let mut logs: Vec<Vec<Item>> = vec![Vec::new(); n as usize];
+                let mut rev = 1i64;
+                let mut marker_id = 0u64;
+                let mut expect = 1i64;
+                let chunks: Vec<_> = revs.chunks(revs.len() / (rounds + 1) + 1).collect();
+                for chunk in chunks {
+                    // A leader's term: revisions in order, some partial.
+                    let mut cut = expect;
+                    let mut hole = false;
+                    for (mask, lose) in chunk {
+                        rev += 1;
+                        let parts: BTreeSet<u32> =
+                            (0..n).filter(|s| mask & (1 << s) != 0).collect();
+                        let parts = if parts.is_empty() { set(&[0]) } else { parts };
+                        let lost = (*lose as u32)
+                            .is_multiple_of(5)
+                            .then(|| *parts.iter().next().unwrap());
+                        for s in &parts {
+                            if Some(*s) != lost {
+                                logs[*s as usize].push(Item::Write(rev, parts.clone()));
+                            }
+                        }
+                        if lost.is_some() {
+                            hole = true;
+                        }
+                        if !hole {
+                            cut = rev;
+                        }
+                    }
+                    // The next leader voids what is above the cut.
+                    marker_id += 1;
+                    for l in logs.iter_mut() {
+                        l.push(Item::Marker(marker_id, cut, rev));
+                    }
+                    expect = rev;
+                }
+                (n, logs, expect)
+            })
+    }
+
+    proptest! {
+        /// Whatever the interleaving of the shards' logs, visibility ends
+        /// at the last marker's range end, never goes back, and never
+        /// passes a revision that is not complete (or void).
+        #[test]
+        fn visibility_never_passes_an_incomplete_revision(
+            (n, logs, expect) in history(),
+            picks in proptest::collection::vec(any::<u32>(), 0..400),
+        ) {
+            let mut v = Visibility::new(n);
+            v.snapshot(1);
+            let mut pos = vec![0usize; n as usize];
+            let mut picks = picks.into_iter();
+            let mut last = v.visible();
+            // Revisions applied per shard, void ones removed at markers.
+            let mut applied: Vec<BTreeSet<i64>> = vec![BTreeSet::new(); n as usize];
+            let mut participants: BTreeMap<i64, BTreeSet<u32>> = BTreeMap::new();
+            loop {
+                let open: Vec<u32> = (0..n).filter(|s| pos[*s as usize] < logs[*s as usize].len()).collect();
+                if open.is_empty() { break; }
+                let s = open[(picks.next().unwrap_or(0) as usize) % open.len()];
+                let item = logs[s as usize][pos[s as usize]].clone();
+                pos[s as usize] += 1;
+                let now = match item {
+                    Item::Write(r, p) => {
+                        applied[s as usize].insert(r);
+                        participants.insert(r, p.clone());
+                        v.written(s, r, &p)
+                    }
+                    Item::Marker(id, cut, through) => {
+                        applied[s as usize].retain(|r| *r <= cut);
+                        v.marker(s, id, cut, through)
+                    }
+                };
+                prop_assert!(now >= last, "visible went back from {} to {}", last, now);
+                last = now;
+                // Every revision <= visible that some shard still holds
+                // is held by every shard it touched.
+                for (r, p) in participants.range(..=now) {
+                    let held: Vec<bool> = p.iter().map(|s| applied[*s as usize].contains(r)).collect();
+                    prop_assert!(held.iter().all(|h| *h) || held.iter().all(|h| !*h),
+                        "revision {} visible but only partly applied", r);
+                }
+            }
+            prop_assert_eq!(v.visible(), expect);
+        }
+    }
+}
