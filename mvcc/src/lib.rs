@@ -972,6 +972,27 @@ impl Store {
         applied_index: u64,
         meta: &[u8],
     ) -> Result<SnapshotImage, Error> {
+        self.snapshot_image_upto(path, applied_index, meta, i64::MAX)
+    }
+
+    /// [`Store::snapshot_image`] of the store as of revision `upto`: every
+    /// record above it is left out, as if not yet written (a member that
+    /// goes on applying writes while a backup is cut at one revision).
+    /// `upto` must be at or above the compaction point.
+    pub fn snapshot_image_upto(
+        &self,
+        path: &Path,
+        applied_index: u64,
+        meta: &[u8],
+        upto: i64,
+    ) -> Result<SnapshotImage, Error> {
+        if upto < self.compact_rev {
+            return Err(Error::Snapshot(format!(
+                "{}: cannot cut a snapshot at {upto}, below the compaction point {}",
+                path.display(),
+                self.compact_rev
+            )));
+        }
         let mut keys: Vec<SnapKey> = Vec::new();
         let mut revs: Vec<SnapRevEntry> = Vec::new();
         let bounds: KeyBounds<'_> = (Bound::Unbounded, Bound::Unbounded);
@@ -984,6 +1005,10 @@ impl Store {
                     continue;
                 }
                 let r = hist.get(i);
+                if r.rev.main > upto {
+                    // Newer records of a key come later in its history.
+                    break;
+                }
                 match (u32::try_from(keys.len()), u32::try_from(recs.len())) {
                     (Ok(key_idx), Ok(rec_idx)) => revs.push(SnapRevEntry {
                         main: r.rev.main,
@@ -1013,11 +1038,27 @@ impl Store {
             return Err(e);
         }
         revs.sort_unstable_by_key(|e| (e.main, e.sub));
+        // Everything written survives in the image unless compacted away,
+        // so without a cut the store's own mark is the right one.
+        let last_written = if upto >= self.last_main {
+            self.last_written
+        } else {
+            // As a rollback to `upto` would leave it.
+            self.delta_by_rev
+                .range(
+                    ..=Revision {
+                        main: upto,
+                        sub: i64::MAX,
+                    },
+                )
+                .next_back()
+                .map_or(self.written_floor, |(r, _)| (*r).max(self.written_floor))
+        };
         Ok(SnapshotImage(Snapshot {
             compact_rev: self.compact_rev,
-            last_main: self.last_main,
-            last_written_main: self.last_written.main,
-            last_written_sub: self.last_written.sub,
+            last_main: self.last_main.min(upto),
+            last_written_main: last_written.main,
+            last_written_sub: last_written.sub,
             applied_index,
             meta: meta.to_vec(),
             keys,

@@ -825,3 +825,32 @@ fn rollback_above_everything_changes_nothing_but_the_last_revision() {
     s.rollback_above(i64::MAX).unwrap();
     assert_same_state(&s, &Store::new());
 }
+
+/// A snapshot cut at a revision is the snapshot of the store rolled back
+/// to it: a member can cut a backup at one revision while it applies more.
+#[test]
+fn snapshot_cut_at_a_revision_is_the_rolled_back_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::new();
+    s.apply(1, &[put_l("a", "1", 5), put("b", "1")]);
+    s.apply(2, &[del("a")]);
+    s.compact(2).unwrap();
+    s.apply(3, &[put("b", "2"), put("c", "1")]);
+    s.apply(5, &[del("b")]);
+    let cut = dir.path().join("cut");
+    s.snapshot_image_upto(&cut, 1, b"", 3)
+        .unwrap()
+        .write(&cut)
+        .unwrap();
+    let mut want = Store::new();
+    want.apply(1, &[put_l("a", "1", 5), put("b", "1")]);
+    want.apply(2, &[del("a")]);
+    want.compact(2).unwrap();
+    want.apply(3, &[put("b", "2"), put("c", "1")]);
+    let got = Store::open_snapshot(&cut).unwrap().0;
+    assert_same_state(&got, &reopened(&want));
+    assert!(
+        s.snapshot_image_upto(&cut, 1, b"", 1).is_err(),
+        "below the compaction point"
+    );
+}

@@ -50,7 +50,10 @@ mod shard_log;
 mod storage;
 
 pub use error::Error;
-pub use shard_log::{Apply, LogConfig, NoopTransport, Recovered, Role, ShardLog, Transport};
+pub use shard_log::{
+    Apply, LogConfig, NoopTransport, Recovered, Role, ShardLog, Transport,
+    INBOUND_MESSAGES_PENDING_MAX,
+};
 
 /// One WAL payload of a shard log, described for `ferroutl wal`: what it is
 /// and, for a normal entry with data, that data (the shard's own record).

@@ -25,6 +25,9 @@ use ferrokv_wal::notify::Notify;
 /// retransmits), so a message arriving over the bound is dropped.
 pub const INBOUND_MESSAGES_PENDING_MAX: usize = 4096;
 
+/// The raft node id of every single-voter group before members had ids.
+const LEGACY_NODE_ID: u64 = 1;
+
 /// Bound on ReadIndex requests waiting for the leader's confirmation.
 pub const READS_PENDING_MAX: usize = 4096;
 
@@ -226,6 +229,14 @@ impl ShardLog {
         let (wal, records) = Wal::open(dir, cfg.wal.clone()).await?;
         let mut storage = replay(&records, &cfg.voters).map_err(Error::Corrupt)?;
         drop(records);
+        if storage.conf_state.voters == [LEGACY_NODE_ID]
+            && cfg.voters == [cfg.node_id]
+            && cfg.node_id != LEGACY_NODE_ID
+        {
+            // Logs of versions that ran every group with node id 1: the
+            // member (its only voter) is now named by its member id.
+            storage.conf_state.voters = vec![cfg.node_id];
+        }
         let single_voter =
             storage.conf_state.voters == [cfg.node_id] && storage.conf_state.learners.is_empty();
         if single_voter {

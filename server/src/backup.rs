@@ -209,11 +209,27 @@ pub async fn hash(svc: &Service, msg: Bytes) -> Result<pb::HashResponse, Status>
 /// etcd's reply carries no header.
 pub async fn move_leader(svc: &Service, msg: Bytes) -> Result<pb::MoveLeaderResponse, Status> {
     let r: pb::MoveLeaderRequest = decode(msg)?;
-    if r.target_id != svc.membership.local_id() {
+    // etcd checks leadership first (the maintenance server), then the
+    // transferee (a voting member).
+    if !svc.engine.leadership().serving() {
+        return Err(errors::engine(ferrokv_shards::Error::NotLeader));
+    }
+    let known = svc
+        .membership
+        .members()
+        .iter()
+        .any(|m| m.id == r.target_id && !m.is_learner);
+    if !known {
         return Err(Status::new(
             Code::FailedPrecondition,
             "etcdserver: bad leader transferee",
         ));
     }
-    Ok(pb::MoveLeaderResponse { header: None })
+    svc.engine
+        .move_leader(r.target_id)
+        .await
+        .map_err(errors::engine)?;
+    Ok(pb::MoveLeaderResponse {
+        header: svc.header(svc.engine.sequencer().visible()).await,
+    })
 }

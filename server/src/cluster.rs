@@ -782,7 +782,7 @@ fn join_existing(flags: &BootstrapFlags) -> Result<Membership, String> {
         .collect();
     Err(format!(
         "--initial-cluster-state=existing: cannot join the running cluster at [{}]: \
-         fetching its membership needs the peer transport, which this ferrokv build does not have yet \
+         joining needs member add, which this ferrokv build does not serve yet \
          (bootstrap a new cluster with --initial-cluster-state=new)",
         others.join(" ")
     ))
@@ -1103,7 +1103,7 @@ mod tests {
     }
 
     #[test]
-    fn existing_state_needs_data_or_the_peer_transport() {
+    fn existing_state_needs_data_or_member_add() {
         let ap = urls(&["http://127.0.0.1:2380"]);
         let mut f = flags(
             "a",
@@ -1117,7 +1117,7 @@ mod tests {
             e.contains("cannot join the running cluster at [http://127.0.0.2:2380]"),
             "{e}"
         );
-        assert!(e.contains("peer transport"), "{e}");
+        assert!(e.contains("member add"), "{e}");
         // etcd's VerifyJoinExisting checks come first.
         f.name = "c";
         let e = open(OnDisk::Empty, &f, &no_dns).unwrap_err();

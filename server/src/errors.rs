@@ -62,6 +62,11 @@ pub fn engine(e: EngineError) -> Status {
         }
         EngineError::KeyNotFound => Status::new(Code::InvalidArgument, "etcdserver: key not found"),
         EngineError::LeaderChanged => Status::new(Code::Unavailable, "etcdserver: leader changed"),
+        EngineError::NotLeader => Status::new(Code::FailedPrecondition, "etcdserver: not leader"),
+        EngineError::LeaderTransferTimeout => Status::new(
+            Code::Unavailable,
+            "etcdserver: request timed out, leader transfer took too long",
+        ),
         EngineError::Timeout => Status::new(Code::Unavailable, "etcdserver: request timed out"),
         EngineError::Internal(m) => Status::new(Code::Unavailable, format!("etcdserver: {m}")),
     }
@@ -109,6 +114,16 @@ mod tests {
                 engine(EngineError::Timeout),
                 Code::Unavailable,
                 "etcdserver: request timed out",
+            ),
+            (
+                engine(EngineError::NotLeader),
+                Code::FailedPrecondition,
+                "etcdserver: not leader",
+            ),
+            (
+                engine(EngineError::LeaderTransferTimeout),
+                Code::Unavailable,
+                "etcdserver: request timed out, leader transfer took too long",
             ),
             (
                 engine(EngineError::Compacted),

@@ -58,15 +58,6 @@ fn membership_of(cfg: &Config) -> Membership {
         }
         Opened::Bootstrapped(membership) => (membership, true),
     };
-    // Until the peer transport lands, a member that started with others
-    // listed would serve as a cluster of its own and split the data
-    // silently.
-    if membership.members().len() > 1 {
-        fail(format!(
-            "--initial-cluster lists {} members; this ferrokv build serves one-member clusters only (replication is not implemented yet)",
-            membership.members().len()
-        ));
-    }
     if write {
         if let Err(e) = membership.save(&member_dir) {
             fail(e);
@@ -81,6 +72,65 @@ fn membership_of(cfg: &Config) -> Membership {
         );
     }
     membership
+}
+
+/// The engine's view of the membership: ids, voters and, with peers, the
+/// peer transport's addresses (peer URLs resolved once, at start).
+fn members_of(cfg: &Config, membership: &Membership) -> Result<ferrokv_shards::Members, String> {
+    let me = membership.local_id();
+    let voters = membership.voter_ids();
+    if voters == [me] {
+        return Ok(ferrokv_shards::Members::alone(me));
+    }
+    let tls = cfg
+        .listen_peer_urls
+        .iter()
+        .chain(membership.members().iter().flat_map(|m| m.peer_urls.iter()))
+        .find(|u| config::is_tls_url(u));
+    if let Some(u) = tls {
+        return Err(format!(
+            "peer URL {u}: TLS between members is not supported by this ferrokv build yet; use http peer URLs"
+        ));
+    }
+    let mut pc =
+        ferrokv_raft::peer::PeerConfig::new(membership.cluster_id(), me, cfg.shards as u32);
+    for u in &cfg.listen_peer_urls {
+        pc.listen.push(listen_addr(u)?);
+    }
+    for (id, urls) in membership.peer_urls() {
+        if id == me {
+            continue;
+        }
+        let mut addrs = Vec::new();
+        for u in urls {
+            addrs.extend(peer_addrs(u)?);
+        }
+        pc.peers.insert(id, addrs);
+    }
+    pc.name = cfg.name.clone();
+    pc.client_urls = cfg.advertise_client_urls.clone();
+    Ok(ferrokv_shards::Members {
+        member_id: me,
+        voters,
+        peer: Some(pc),
+    })
+}
+
+/// The socket addresses of a peer URL (host names resolved now).
+fn peer_addrs(u: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    let parsed = url::Url::parse(u).map_err(|e| format!("invalid peer URL {u:?}: {e}"))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| format!("peer URL {u}: missing host"))?;
+    let port = parsed
+        .port()
+        .ok_or_else(|| format!("peer URL {u}: missing port in address"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host, port)
+        .to_socket_addrs()
+        .map(|a| a.collect())
+        .map_err(|e| format!("peer URL {u}: cannot resolve: {e}"))
 }
 
 /// systemd `Type=notify`: READY=1 once every listener is bound.
@@ -184,7 +234,15 @@ fn main() {
         cfg.shards,
         cfg.listen_client_urls.join(",")
     );
+    let members = match members_of(&cfg, &membership) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
     let engine_cfg = ferrokv_shards::Config {
+        members,
         data_dir: cfg.data_dir.clone(),
         wal_dir: cfg.wal_dir.clone(),
         shards: cfg.shards,

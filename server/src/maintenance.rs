@@ -140,6 +140,10 @@ pub async fn auto_compact(engine: Engine, retention: Retention) {
 }
 
 async fn compact(engine: &Engine, rev: i64) {
+    // As etcd's compactor: only the leader compacts (for the cluster).
+    if !engine.leadership().serving() {
+        return;
+    }
     if rev <= engine.sequencer().compact_revision() || rev <= 1 {
         return;
     }

@@ -1,7 +1,7 @@
 //! gRPC service implementations: decode, check as etcd does, call the
 //! engine, fill the response header. No storage logic lives here.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -34,8 +34,6 @@ pub struct Service {
     pub alarms: Arc<Alarms>,
     /// This core's watch fanout.
     pub hub: Rc<WatchHub>,
-    /// Raft term, learned from the shards once.
-    term: Cell<u64>,
     /// Server-chosen lease ids of this core.
     lease_ids: RefCell<IdGen>,
 }
@@ -69,7 +67,6 @@ impl Service {
             max_txn_ops,
             wal_metrics,
             alarms,
-            term: Cell::new(0),
         }
     }
 
@@ -77,22 +74,12 @@ impl Service {
         self.lease_ids.borrow_mut().next_id()
     }
 
-    async fn term(&self) -> u64 {
-        if self.term.get() == 0 {
-            if let Ok(st) = self.engine.status().await {
-                self.term
-                    .set(st.iter().map(|s| s.raft_term).max().unwrap_or(0));
-            }
-        }
-        self.term.get()
-    }
-
     pub(crate) async fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
         Some(pb::ResponseHeader {
             cluster_id: self.membership.cluster_id(),
             member_id: self.membership.local_id(),
             revision,
-            raft_term: self.term().await,
+            raft_term: self.engine.leadership().term(),
         })
     }
 
@@ -169,20 +156,32 @@ impl Service {
             "/etcdserverpb.Cluster/MemberList" => {
                 let _: pb::MemberListRequest = decode(msg)?;
                 // etcd's cluster service headers carry no revision. Every
-                // member, by id; client URLs only where published (this
-                // member's), as etcd lists a member that has not started.
+                // member, by id; another member's name and client URLs as it
+                // told them in its peer handshake, empty until then, as etcd
+                // lists a member that has not published them yet.
+                let heard = self.engine.peers().map(|p| p.peers()).unwrap_or_default();
+                let me = self.membership.local_id();
                 Ok(encode(&pb::MemberListResponse {
                     header: self.header(0).await,
                     members: self
                         .membership
                         .members()
                         .iter()
-                        .map(|m| pb::Member {
-                            id: m.id,
-                            name: m.name.clone(),
-                            peer_ur_ls: m.peer_urls.clone(),
-                            client_ur_ls: m.client_urls.clone(),
-                            is_learner: m.is_learner,
+                        .map(|m| {
+                            let peer = heard.iter().find(|p| p.member_id == m.id && m.id != me);
+                            let (name, client_urls) = match peer {
+                                Some(p) if !p.name.is_empty() => {
+                                    (p.name.clone(), p.client_urls.clone())
+                                }
+                                _ => (m.name.clone(), m.client_urls.clone()),
+                            };
+                            pb::Member {
+                                id: m.id,
+                                name,
+                                peer_ur_ls: m.peer_urls.clone(),
+                                client_ur_ls: client_urls,
+                                is_learner: m.is_learner,
+                            }
                         })
                         .collect(),
                 }))
@@ -249,7 +248,7 @@ impl Service {
             header: self.header(rev).await,
             version: ETCD_VERSION.to_string(),
             db_size: db as i64,
-            leader: self.membership.local_id(),
+            leader: self.engine.leadership().cluster_leader(),
             raft_index: shards.iter().map(|s| s.raft_index).sum(),
             raft_term: shards.iter().map(|s| s.raft_term).max().unwrap_or(0),
             raft_applied_index: shards.iter().map(|s| s.applied_index).sum(),
@@ -269,7 +268,8 @@ impl Service {
     async fn metrics(&self) -> String {
         let mut out = String::new();
         let shards = self.engine.status().await.unwrap_or_default();
-        let leader = !shards.is_empty() && shards.iter().all(|s| s.leader);
+        let has_leader = self.engine.leadership().cluster_leader() != 0;
+        let leader = self.engine.leadership().serving();
         let gauge = |out: &mut String, name: &str, help: &str, v: String| {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
@@ -279,13 +279,84 @@ impl Service {
             &mut out,
             "etcd_server_has_leader",
             "Whether or not a leader exists. 1 is existence, 0 is not.",
-            (leader as u8).to_string(),
+            (has_leader as u8).to_string(),
         );
         gauge(
             &mut out,
             "etcd_server_is_leader",
             "Whether or not this member is a leader. 1 if is, 0 otherwise.",
             (leader as u8).to_string(),
+        );
+        let counter = |out: &mut String, name: &str, help: &str, v: String| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        };
+        counter(
+            &mut out,
+            "etcd_server_leader_changes_seen_total",
+            "The number of leader changes seen.",
+            self.engine.leadership().leader_changes().to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_server_proposals_committed_total",
+            "The total number of consensus proposals committed (summed over the shard groups).",
+            shards.iter().map(|s| s.raft_index).sum::<u64>().to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_server_proposals_applied_total",
+            "The total number of consensus proposals applied (summed over the shard groups).",
+            shards
+                .iter()
+                .map(|s| s.applied_index)
+                .sum::<u64>()
+                .to_string(),
+        );
+        let peers = self.engine.peers().map(|p| p.stats()).unwrap_or_default();
+        out.push_str(
+            "# HELP etcd_network_peer_sent_bytes_total The total number of bytes sent to peers.\n\
+             # TYPE etcd_network_peer_sent_bytes_total counter\n",
+        );
+        for p in &peers {
+            out.push_str(&format!(
+                "etcd_network_peer_sent_bytes_total{{To=\"{:x}\"}} {}\n",
+                p.member_id, p.sent_bytes
+            ));
+        }
+        out.push_str(
+            "# HELP etcd_network_peer_received_bytes_total The total number of bytes received from peers.\n\
+             # TYPE etcd_network_peer_received_bytes_total counter\n",
+        );
+        for p in &peers {
+            out.push_str(&format!(
+                "etcd_network_peer_received_bytes_total{{From=\"{:x}\"}} {}\n",
+                p.member_id, p.received_bytes
+            ));
+        }
+        out.push_str(
+            "# HELP etcd_network_peer_round_trip_time_seconds Round-Trip-Time between peers (smoothed, as a gauge here).\n\
+             # TYPE etcd_network_peer_round_trip_time_seconds gauge\n",
+        );
+        for p in &peers {
+            if let Some(rtt) = p.round_trip {
+                out.push_str(&format!(
+                    "etcd_network_peer_round_trip_time_seconds{{To=\"{:x}\"}} {}\n",
+                    p.member_id,
+                    rtt.as_secs_f64()
+                ));
+            }
+        }
+        counter(
+            &mut out,
+            "etcd_server_heartbeat_send_failures_total",
+            "The total number of leader heartbeat send failures (likely overloaded from slow disk).",
+            peers
+                .iter()
+                .map(|p| p.heartbeat_send_failures)
+                .sum::<u64>()
+                .to_string(),
         );
         out.push_str(&format!(
             "# HELP etcd_server_id Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.\n\
@@ -392,7 +463,8 @@ impl Handler for Service {
             match (method, path.as_str()) {
                 (Method::GET, "/health") | (Method::GET, "/readyz") | (Method::GET, "/livez") => {
                     // Healthy means a read goes through the engine now.
-                    let ok = self.engine.status().await.is_ok_and(|s| s.iter().all(|s| s.leader));
+                    let ok = self.engine.status().await.is_ok()
+                        && self.engine.leadership().cluster_leader() != 0;
                     HttpReply {
                         status: if ok { 200 } else { 503 },
                         content_type: json,

@@ -17,6 +17,11 @@ pub enum Error {
     /// was in flight.
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    /// A leader-only request (MoveLeader) reached a member that does not lead.
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     /// No member serves writes (no leader elected within the wait).
     #[error("etcdserver: request timed out")]
     Timeout,

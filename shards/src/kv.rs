@@ -14,6 +14,7 @@ use ferrokv_wire::pb::mvccpb;
 use futures_channel::oneshot;
 
 use crate::error::Error;
+use crate::forward;
 use crate::leader::Leadership;
 use crate::record::{Part, Record};
 use crate::sequencer::Sequencer;
@@ -36,8 +37,21 @@ struct Inner {
     shards: Vec<async_channel::Sender<ShardMsg>>,
     seq: Arc<Sequencer>,
     leadership: Arc<Leadership>,
+    /// The peer transport, once core 0 started it (none for one member).
+    peers: crate::Peers,
+    /// This member is the only voter: no read needs a leader's word.
+    single_voter: bool,
     /// The shard whose core this handle lives on.
     local: Rc<Shard>,
+}
+
+/// A lease's granted TTL, seconds remaining, and attached keys (sorted when
+/// asked for).
+pub type LeaseLife = (i64, i64, Vec<Vec<u8>>);
+
+enum Route {
+    Here,
+    To(u64),
 }
 
 /// How long a write waits for a serving leader before it fails with etcd's
@@ -113,6 +127,8 @@ impl Engine {
         shards: Vec<async_channel::Sender<ShardMsg>>,
         seq: Arc<Sequencer>,
         leadership: Arc<Leadership>,
+        peers: crate::Peers,
+        single_voter: bool,
         local: Rc<Shard>,
     ) -> Engine {
         Engine {
@@ -120,9 +136,116 @@ impl Engine {
                 shards,
                 seq,
                 leadership,
+                peers,
+                single_voter,
                 local,
             }),
         }
+    }
+
+    /// The peer transport's handle, if this member has peers.
+    pub fn peers(&self) -> Option<&ferrokv_raft::peer::PeerHandle> {
+        self.inner.peers.get()
+    }
+
+    /// Where a request that needs the leader goes: here once this member
+    /// serves, else the cluster leader; waits (bounded) while there is
+    /// none or while this member is starting.
+    async fn route(&self) -> Result<Route, Error> {
+        let me = self.inner.leadership.member_id();
+        let deadline = std::time::Instant::now() + LEADER_WAIT;
+        loop {
+            if self.inner.leadership.serving() {
+                return Ok(Route::Here);
+            }
+            let leader = self.inner.leadership.cluster_leader();
+            if leader != 0 && leader != me && self.inner.peers.get().is_some() {
+                return Ok(Route::To(leader));
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout);
+            }
+            let wait = (deadline - now).min(std::time::Duration::from_millis(20));
+            self.inner.leadership.wait_serving(wait).await;
+        }
+    }
+
+    /// A request to the cluster leader over the peer transport.
+    async fn forward(&self, to: u64, kind: u8, body: Vec<u8>) -> Result<Vec<u8>, Error> {
+        let Some(peers) = self.inner.peers.get() else {
+            return Err(Error::Timeout);
+        };
+        use ferrokv_raft::peer::PeerError;
+        match peers.call(to, kind, body).await {
+            Ok(b) => Ok(b),
+            Err(PeerError::Remote(msg)) => Err(forward::error_from_wire(&msg)),
+            Err(e) => {
+                log::debug!("forward to {to:x}: {e}");
+                Err(Error::Timeout)
+            }
+        }
+    }
+
+    /// Makes the next read at this member's visible revision linearizable:
+    /// on the leader, raft's ReadIndex confirms it still leads; on a
+    /// follower, the leader's visible revision (after its ReadIndex) is
+    /// waited for here.
+    async fn linearizable(&self) -> Result<(), Error> {
+        if self.inner.single_voter {
+            return Ok(());
+        }
+        let target = match self.route().await? {
+            Route::Here => return self.read_index_here().await.map(|_| ()),
+            Route::To(l) => {
+                forward::read_ints(&self.forward(l, forward::READ_INDEX, Vec::new()).await?, 1)?[0]
+            }
+        };
+        let wait = self.inner.seq.wait_visible(target);
+        futures_lite::future::or(
+            async {
+                wait.await;
+                Ok(())
+            },
+            async {
+                glommio::timer::sleep(LEADER_WAIT).await;
+                Err(Error::Timeout)
+            },
+        )
+        .await
+    }
+
+    /// etcd's MoveLeader, on the serving leader: group 0's leadership goes
+    /// to `to` and the other groups follow it there (every group's leader
+    /// hands over to group 0's). Resolves once `to` leads group 0, or fails
+    /// with etcd's words after etcd's request timeout.
+    pub async fn move_leader(&self, to: u64) -> Result<(), Error> {
+        if !self.inner.leadership.serving() {
+            return Err(Error::NotLeader);
+        }
+        if to == self.inner.leadership.member_id() {
+            return Ok(());
+        }
+        self.send(0, ShardMsg::TransferLeader(to)).await?;
+        let deadline = std::time::Instant::now() + LEADER_WAIT;
+        while self.inner.leadership.cluster_leader() != to {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::LeaderTransferTimeout);
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// ReadIndex on the leader: the visible revision once group 0's quorum
+    /// confirmed this member still leads.
+    pub(crate) async fn read_index_here(&self) -> Result<i64, Error> {
+        self.serving().await?;
+        self.ask(0, ShardMsg::ReadIndex).await??;
+        if !self.inner.leadership.serving() {
+            return Err(Error::LeaderChanged);
+        }
+        Ok(self.inner.seq.visible())
     }
 
     pub fn leadership(&self) -> &Leadership {
@@ -390,6 +513,9 @@ impl Engine {
     /// A linearizable (or serializable: one member, the same) read at the
     /// visible revision or an older one.
     pub async fn range(&self, r: &pb::RangeRequest) -> Result<pb::RangeResponse, Error> {
+        if !r.serializable {
+            self.linearizable().await?;
+        }
         let visible = self.inner.seq.visible();
         let rev = if r.revision <= 0 { visible } else { r.revision };
         self.check_revision(rev, visible)?;
@@ -434,6 +560,23 @@ impl Engine {
     }
 
     pub async fn txn(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
+        if is_read_only(&t) {
+            self.linearizable().await?;
+            return self.txn_here(t).await;
+        }
+        match self.route().await? {
+            Route::Here => self.txn_here(t).await,
+            Route::To(l) => {
+                use prost::Message as _;
+                let b = self.forward(l, forward::TXN, t.encode_to_vec()).await?;
+                pb::TxnResponse::decode(b.as_slice())
+                    .map_err(|e| Error::Internal(format!("forwarded txn reply: {e}")))
+            }
+        }
+    }
+
+    /// A transaction evaluated by this member (the leader, for a write).
+    pub(crate) async fn txn_here(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
         if is_read_only(&t) {
             let visible = self.inner.seq.visible();
             let via = Via::Visible(visible);
@@ -496,11 +639,19 @@ impl Engine {
     /// Fences the shards in shard order, so coordinators never deadlock.
     /// A shard whose group is not led here refuses (`leader changed`).
     async fn fence(&self, involved: impl IntoIterator<Item = u32>) -> Result<Fences, Error> {
+        self.fence_for(involved, true).await
+    }
+
+    async fn fence_for(
+        &self,
+        involved: impl IntoIterator<Item = u32>,
+        write: bool,
+    ) -> Result<Fences, Error> {
         let mut fences: Fences = BTreeMap::new();
         for s in involved {
             let (tx, rx) = async_channel::bounded(FENCED_OPS_PENDING_MAX);
             let (ack_tx, ack_rx) = oneshot::channel();
-            if let Err(e) = self.send(s, ShardMsg::Fence(rx, ack_tx)).await {
+            if let Err(e) = self.send(s, ShardMsg::Fence(rx, ack_tx, write)).await {
                 release(&fences).await;
                 return Err(e);
             }
@@ -1078,6 +1229,18 @@ impl Engine {
 
     /// LeaseGrant: the TTL granted (raised to the minimum).
     pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<i64, Error> {
+        match self.route().await? {
+            Route::Here => self.lease_grant_here(id, ttl).await,
+            Route::To(l) => Ok(forward::read_ints(
+                &self
+                    .forward(l, forward::LEASE_GRANT, forward::ints(&[id, ttl]))
+                    .await?,
+                1,
+            )?[0]),
+        }
+    }
+
+    pub(crate) async fn lease_grant_here(&self, id: i64, ttl: i64) -> Result<i64, Error> {
         self.serving().await?;
         self.ask(self.lease_shard(id), |reply| ShardMsg::LeaseGrant {
             id,
@@ -1089,6 +1252,18 @@ impl Engine {
 
     /// KeepAlive: the lease's TTL, renewed from now.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, Error> {
+        match self.route().await? {
+            Route::Here => self.lease_renew_here(id).await,
+            Route::To(l) => Ok(forward::read_ints(
+                &self
+                    .forward(l, forward::LEASE_RENEW, forward::ints(&[id]))
+                    .await?,
+                1,
+            )?[0]),
+        }
+    }
+
+    pub(crate) async fn lease_renew_here(&self, id: i64) -> Result<i64, Error> {
         self.serving().await?;
         self.ask(self.lease_shard(id), |r| ShardMsg::LeaseRenew(id, r))
             .await?
@@ -1100,7 +1275,23 @@ impl Engine {
         &self,
         id: i64,
         keys: bool,
-    ) -> Result<Option<(i64, i64, Vec<Vec<u8>>)>, Error> {
+    ) -> Result<Option<LeaseLife>, Error> {
+        // Remaining time is known where leases expire: on the leader.
+        match self.route().await? {
+            Route::Here => self.lease_time_to_live_here(id, keys).await,
+            Route::To(l) => forward::read_ttl(
+                &self
+                    .forward(l, forward::LEASE_TTL, forward::ints(&[id, keys as i64]))
+                    .await?,
+            ),
+        }
+    }
+
+    pub(crate) async fn lease_time_to_live_here(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<Option<LeaseLife>, Error> {
         let Some((granted, remaining)) = self
             .ask(self.lease_shard(id), |r| ShardMsg::LeaseGet(id, r))
             .await?
@@ -1132,6 +1323,18 @@ impl Engine {
     /// shard's table in the same commit. All shards are fenced, so no put
     /// can attach a key meanwhile. Returns the revision for the header.
     pub async fn lease_revoke(&self, id: i64) -> Result<i64, Error> {
+        match self.route().await? {
+            Route::Here => self.lease_revoke_here(id).await,
+            Route::To(l) => Ok(forward::read_ints(
+                &self
+                    .forward(l, forward::LEASE_REVOKE, forward::ints(&[id]))
+                    .await?,
+                1,
+            )?[0]),
+        }
+    }
+
+    pub(crate) async fn lease_revoke_here(&self, id: i64) -> Result<i64, Error> {
         self.serving().await?;
         let fences = self.fence(0..self.shard_count()).await?;
         let via = Via::Fenced(&fences);
@@ -1202,11 +1405,28 @@ impl Engine {
     pub async fn backup(&self) -> Result<(crate::backup::Header, Vec<PathBuf>), Error> {
         static BACKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = BACKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let fences = self.fence(0..self.shard_count()).await?;
+        // On any member: the fences stop this member's writes, and the
+        // parts are cut at one revision whatever a follower applies meanwhile.
+        let fences = self.fence_for(0..self.shard_count(), false).await?;
+        let mut last = 0;
+        for (ch, _) in fences.values() {
+            let (tx, rx) = oneshot::channel();
+            let held = match ch.send(FencedOp::LastRevision(tx)).await {
+                Ok(()) => rx.await.ok(),
+                Err(_) => None,
+            };
+            let Some(held) = held else {
+                release(&fences).await;
+                return Err(Error::Internal("shard stopped".into()));
+            };
+            last = last.max(held);
+        }
+        let upto = last.max(self.inner.seq.visible());
+        self.inner.seq.wait_visible(upto).await;
         let mut waits = Vec::with_capacity(fences.len());
         for (ch, _) in fences.values() {
             let (tx, rx) = oneshot::channel();
-            if ch.send(FencedOp::Backup(n, tx)).await.is_err() {
+            if ch.send(FencedOp::Backup(n, upto, tx)).await.is_err() {
                 release(&fences).await;
                 return Err(Error::Internal("shard stopped".into()));
             }
@@ -1221,11 +1441,9 @@ impl Engine {
                 Err(_) => failed = Some(Error::Internal("shard stopped".into())),
             }
         }
-        // Nothing can commit while every shard is fenced: this is the
-        // revision every part holds.
         let header = crate::backup::Header {
             shards: self.shard_count(),
-            revision: self.inner.seq.visible(),
+            revision: upto,
             compact_revision: self.inner.seq.compact_revision(),
         };
         release(&fences).await;
@@ -1240,6 +1458,18 @@ impl Engine {
 
     /// Compact every shard at `rev`; returns the revision for the header.
     pub async fn compact(&self, rev: i64) -> Result<i64, Error> {
+        match self.route().await? {
+            Route::Here => self.compact_here(rev).await,
+            Route::To(l) => Ok(forward::read_ints(
+                &self
+                    .forward(l, forward::COMPACT, forward::ints(&[rev]))
+                    .await?,
+                1,
+            )?[0]),
+        }
+    }
+
+    pub(crate) async fn compact_here(&self, rev: i64) -> Result<i64, Error> {
         self.serving().await?;
         let visible = self.inner.seq.visible();
         if rev > visible {

@@ -19,6 +19,10 @@ use event_listener::Event;
 
 use ferrokv_raft::Role;
 
+/// A start that has not finished by then (a group that cannot commit its
+/// marker) is abandoned and tried again.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often the start is retried while it cannot complete.
 const START_RETRY: Duration = Duration::from_millis(20);
 
@@ -39,6 +43,8 @@ pub struct Leadership {
     /// this member must not assign revisions again until restarted.
     broken: AtomicBool,
     starts: AtomicU64,
+    /// Times group 0's leader (the cluster leader) changed to a member.
+    leader_changes: AtomicU64,
     changed: Event,
 }
 
@@ -51,6 +57,7 @@ impl Leadership {
             serving_terms: Mutex::new(Vec::new()),
             broken: AtomicBool::new(false),
             starts: AtomicU64::new(0),
+            leader_changes: AtomicU64::new(0),
             changed: Event::new(),
         }
     }
@@ -71,7 +78,10 @@ impl Leadership {
         };
         g.leader.store(role.leader, SeqCst);
         g.term.store(role.term, SeqCst);
-        g.leader_id.store(role.leader_id, SeqCst);
+        let before = g.leader_id.swap(role.leader_id, SeqCst);
+        if shard == 0 && role.leader_id != 0 && role.leader_id != before {
+            self.leader_changes.fetch_add(1, SeqCst);
+        }
         if self.serving() {
             let terms = self
                 .serving_terms
@@ -84,6 +94,17 @@ impl Leadership {
             }
         }
         self.changed.notify(usize::MAX);
+    }
+
+    /// The raft term of the cluster leader's group (group 0) as this member
+    /// knows it: the `raft_term` of response headers.
+    pub fn term(&self) -> u64 {
+        self.groups.first().map_or(0, |g| g.term.load(SeqCst))
+    }
+
+    /// etcd's `etcd_server_leader_changes_seen_total`.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.load(SeqCst)
     }
 
     /// The member every group should be led by: group 0's leader (0 when
@@ -148,7 +169,14 @@ pub async fn lead(engine: crate::Engine) {
         let l = me.changed.listen();
         if !me.serving() && !me.broken.load(SeqCst) {
             if let Some(terms) = me.leads_all() {
-                match start(&engine, &terms).await {
+                let attempt = futures_lite::future::or(
+                    async { start(&engine, &terms).await.map_err(|e| e.to_string()) },
+                    async {
+                        glommio::timer::sleep(START_TIMEOUT).await;
+                        Err("timed out".to_string())
+                    },
+                );
+                match attempt.await {
                     Ok(()) => {
                         if let Ok(mut t) = me.serving_terms.lock() {
                             *t = terms.clone();

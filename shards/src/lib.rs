@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod error;
+pub mod forward;
 pub mod inspect;
 pub mod kv;
 pub mod leader;
@@ -41,7 +42,33 @@ const SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_micros(1
 /// glommio's registered I/O buffer memory per shard core.
 const IO_MEMORY_BYTES_PER_CORE: usize = 1 << 20;
 
+/// The peer transport once core 0 has started it; shared by every core.
+pub type Peers = Arc<std::sync::OnceLock<ferrokv_raft::peer::PeerHandle>>;
+
+/// Who this member is among whom.
+#[derive(Clone, Debug)]
+pub struct Members {
+    /// This member's id (its raft node id in every group).
+    pub member_id: u64,
+    /// The voters every group starts with when its log is new.
+    pub voters: Vec<u64>,
+    /// The peer transport's configuration; None for a one-member cluster.
+    pub peer: Option<ferrokv_raft::peer::PeerConfig>,
+}
+
+impl Members {
+    /// A one-member cluster (tests, offline tools).
+    pub fn alone(member_id: u64) -> Members {
+        Members {
+            member_id,
+            voters: vec![member_id],
+            peer: None,
+        }
+    }
+}
+
 pub struct Config {
+    pub members: Members,
     /// The member's data directory (`--data-dir`).
     pub data_dir: PathBuf,
     /// Separate WAL directory (`--wal-dir`), if any.
@@ -110,7 +137,22 @@ where
     let seq = Arc::new(Sequencer::new(n as u32));
     // Revision 1 is the empty store every member starts from (as in etcd).
     seq.snapshot(1);
-    let leadership = Arc::new(Leadership::new(1, n as u32));
+    let leadership = Arc::new(Leadership::new(cfg.members.member_id, n as u32));
+    let peers: Peers = Arc::default();
+    // Peer messages for each group wait here for its core.
+    let mut inbound_tx = Vec::with_capacity(n);
+    let mut inbound_rx = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = async_channel::bounded(ferrokv_raft::INBOUND_MESSAGES_PENDING_MAX);
+        inbound_tx.push(tx);
+        inbound_rx.push(rx);
+    }
+    let (calls_tx, calls_rx) = async_channel::bounded(forward::CALLS_PENDING_MAX);
+    let peer_cfg = cfg.members.peer.clone();
+    let inbound = Arc::new(Mutex::new(Some(ferrokv_raft::peer::Inbound {
+        groups: inbound_tx,
+        calls: calls_tx,
+    })));
     let mut senders = Vec::with_capacity(n);
     let mut receivers = Vec::with_capacity(n);
     for _ in 0..n {
@@ -122,7 +164,7 @@ where
     let barrier = Arc::new(Barrier::new(n));
     let cfg = Arc::new(cfg);
     let mut handles = Vec::with_capacity(n);
-    for (i, rx) in receivers.into_iter().enumerate() {
+    for (i, (rx, peer_rx)) in receivers.into_iter().zip(inbound_rx).enumerate() {
         let placement = if n <= cores {
             Placement::Fixed(i)
         } else {
@@ -135,6 +177,12 @@ where
             barrier.clone(),
             cfg.clone(),
             serve.clone(),
+        );
+        let (peers, peer_cfg, inbound, calls_rx) = (
+            peers.clone(),
+            peer_cfg.clone(),
+            inbound.clone(),
+            calls_rx.clone(),
         );
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{i}"))
@@ -149,21 +197,58 @@ where
             // at 64 clients from 0.7x to about etcd's on 2 cores.
             .spin_before_park(SPIN_BEFORE_PARK)
             .spawn(move || async move {
-                let shard = match open_shard(i as u32, &cfg, &seq, &leadership, &barrier).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // A member that cannot read its own data refuses to
-                        // start (nothing is served yet).
-                        log::error!("{e}");
-                        eprintln!("ferrokv: {e}");
-                        std::process::exit(1);
+                if let (0, Some(pc)) = (i, peer_cfg) {
+                    // The transport lives on core 0; the other cores reach
+                    // it through its handle.
+                    let taken = inbound.lock().ok().and_then(|mut g| g.take());
+                    if let Some(ib) = taken {
+                        match start_peers(pc, ib).await {
+                            Ok((handle, transport)) => {
+                                let _ = peers.set(handle);
+                                glommio::spawn_local(transport.join()).detach();
+                            }
+                            Err(e) => {
+                                // Startup configuration: nothing served yet.
+                                log::error!("peer transport: {e}");
+                                eprintln!("ferrokv: peer transport: {e}");
+                                std::process::exit(1);
+                            }
+                        }
                     }
-                };
+                }
+                let shard =
+                    match open_shard(i as u32, &cfg, &seq, &leadership, &peers, &barrier).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // A member that cannot read its own data refuses to
+                            // start (nothing is served yet).
+                            log::error!("{e}");
+                            eprintln!("ferrokv: {e}");
+                            std::process::exit(1);
+                        }
+                    };
                 let log = shard.log.clone();
                 barrier.wait();
                 // Messages other cores send meanwhile wait in the channel.
-                let engine = Engine::new(senders, seq, leadership, shard.clone());
+                let single_voter = cfg.members.voters == [cfg.members.member_id];
+                let engine =
+                    Engine::new(senders, seq, leadership, peers, single_voter, shard.clone());
                 glommio::spawn_local(shard.clone().run(rx, engine.clone())).detach();
+                glommio::spawn_local(deliver(peer_rx, shard.log.clone())).detach();
+                glommio::spawn_local(follow_cluster_leader(shard.clone(), engine.clone())).detach();
+                if i == 0 {
+                    let engine = engine.clone();
+                    glommio::spawn_local(async move {
+                        while let Ok(call) = calls_rx.recv().await {
+                            let engine = engine.clone();
+                            glommio::spawn_local(
+                                async move { forward::serve(&engine, call).await },
+                            )
+                            .detach();
+                        }
+                    })
+                    .detach();
+                }
                 glommio::spawn_local(lease_expiry(shard, engine.clone())).detach();
                 if i == 0 {
                     glommio::spawn_local(leader::lead(engine.clone())).detach();
@@ -194,6 +279,7 @@ async fn open_shard(
     cfg: &Config,
     seq: &Arc<Sequencer>,
     leadership: &Arc<Leadership>,
+    peers: &Peers,
     barrier: &Barrier,
 ) -> Result<Rc<Shard>, String> {
     let dir = cfg.data_dir.join("member").join(format!("shard-{id}"));
@@ -222,17 +308,21 @@ async fn open_shard(
         metrics: cfg.wal_metrics.clone(),
         ..WalConfig::default()
     };
-    let mut log_cfg = LogConfig::new(wal, 1);
+    let mut log_cfg = LogConfig::new(wal, cfg.members.member_id);
+    log_cfg.voters = cfg.members.voters.clone();
     log_cfg.tick_interval = std::time::Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
     log_cfg.election_tick = cfg.election_ticks.max(2);
-    let (log, recovered) = ShardLog::open_with_transport(
-        &wal_dir,
-        log_cfg,
-        applied,
-        Box::new(ferrokv_raft::NoopTransport),
-    )
-    .await
-    .map_err(|e| format!("shard {id}: cannot open log in {}: {e}", wal_dir.display()))?;
+    let transport: Box<dyn ferrokv_raft::Transport> = if cfg.members.peer.is_some() {
+        Box::new(PeerLink {
+            peers: peers.clone(),
+            group: id,
+        })
+    } else {
+        Box::new(ferrokv_raft::NoopTransport)
+    };
+    let (log, recovered) = ShardLog::open_with_transport(&wal_dir, log_cfg, applied, transport)
+        .await
+        .map_err(|e| format!("shard {id}: cannot open log in {}: {e}", wal_dir.display()))?;
     let mut records = Vec::with_capacity(recovered.entries.len());
     for (index, data) in &recovered.entries {
         let rec = Record::decode(data).map_err(|e| {
@@ -257,6 +347,7 @@ async fn open_shard(
         leadership.clone(),
     );
     shard.opened_after_marker(marker);
+    shard.covers(applied.max(recovered.commit_index));
     // Every shard's snapshot is known to the sequencer before any replay.
     barrier.wait();
     for (index, rec) in &records {
@@ -267,6 +358,86 @@ async fn open_shard(
     shard.leases.borrow_mut().promote(std::time::Instant::now());
     log.start(Some(Rc::new(Applier(Rc::downgrade(&shard)))));
     Ok(shard)
+}
+
+/// How long a start waits for its peer port: a member killed with -9 keeps
+/// its listeners a moment after it exits (io_uring tears its ring down
+/// asynchronously), so an immediate restart may find the port taken.
+const PEER_LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+async fn start_peers(
+    pc: ferrokv_raft::peer::PeerConfig,
+    inbound: ferrokv_raft::peer::Inbound,
+) -> Result<
+    (
+        ferrokv_raft::peer::PeerHandle,
+        ferrokv_raft::peer::PeerTransport,
+    ),
+    String,
+> {
+    let deadline = std::time::Instant::now() + PEER_LISTEN_WAIT;
+    let mut inbound = Some(inbound);
+    loop {
+        let ib = inbound
+            .take()
+            .ok_or("peer transport: inbound channels gone")?;
+        let groups = ib.groups.clone();
+        let calls = ib.calls.clone();
+        match ferrokv_raft::peer::start(pc.clone(), ib) {
+            Ok(started) => return Ok(started),
+            Err(e @ ferrokv_raft::peer::PeerError::Listen { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                log::debug!("peer transport: {e}; retrying");
+                inbound = Some(ferrokv_raft::peer::Inbound { groups, calls });
+                glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A group's raft messages to the peer transport (dropped until core 0 has
+/// started it: raft retransmits).
+struct PeerLink {
+    peers: Peers,
+    group: u32,
+}
+
+impl ferrokv_raft::Transport for PeerLink {
+    fn send(&self, msgs: Vec<raft::eraftpb::Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        if let Some(p) = self.peers.get() {
+            p.send_raft(self.group, msgs);
+        }
+    }
+}
+
+/// Peer messages of this core's group into its raft log.
+async fn deliver(rx: async_channel::Receiver<raft::eraftpb::Message>, log: Rc<ShardLog>) {
+    while let Ok(m) = rx.recv().await {
+        log.step(m);
+    }
+}
+
+/// How often a group led here checks that the cluster leader leads it.
+const FOLLOW_LEADER_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One member leads every group: a group led here while group 0 is led by
+/// another member is handed to that member.
+async fn follow_cluster_leader(shard: Rc<Shard>, engine: Engine) {
+    if shard.id == 0 {
+        return;
+    }
+    loop {
+        glommio::timer::sleep(FOLLOW_LEADER_TICK).await;
+        let leader = engine.leadership().cluster_leader();
+        if shard.log.is_leader() && leader != 0 && leader != shard.log.node_id() {
+            shard.log.transfer_leader(leader);
+        }
+    }
 }
 
 /// The expiry timer of one lease-owning shard: every `REVOKE_TICK` at most
@@ -313,6 +484,7 @@ pub fn defrag_offline(data_dir: &Path, wal_dir: Option<&Path>) -> Result<(), Str
     use std::sync::atomic::{AtomicBool, Ordering};
     let shards = data_dir_shards(data_dir)?;
     let cfg = Config {
+        members: Members::alone(1),
         data_dir: data_dir.to_path_buf(),
         wal_dir: wal_dir.map(Path::to_path_buf),
         shards,

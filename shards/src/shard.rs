@@ -21,6 +21,10 @@ use crate::record::Record;
 use crate::sequencer::Sequencer;
 use crate::{Engine, Error};
 
+/// How many times a snapshot waits for what its shard holds to become
+/// visible before it gives up for this round.
+const SNAPSHOT_SETTLE_ROUNDS_MAX: usize = 100;
+
 /// Bound on messages queued for one shard core.
 pub const SHARD_MESSAGES_PENDING_MAX: usize = 4096;
 
@@ -57,7 +61,9 @@ pub enum ShardMsg {
     /// Take the write lock for one coordinator; its ops follow on the
     /// channel. The reply is the term this member leads the group in (None:
     /// it does not lead it, and the lock is released).
-    Fence(async_channel::Receiver<FencedOp>, Reply<Option<u64>>),
+    /// A fence for reading only (`false`: a backup) is granted on any
+    /// member, with term 0.
+    Fence(async_channel::Receiver<FencedOp>, Reply<Option<u64>>, bool),
     Compact(i64, Reply<Result<(), String>>),
     Status(Reply<ShardStatus>),
     /// History for watchers; needs no lock (only visible revisions are asked).
@@ -93,6 +99,10 @@ pub enum ShardMsg {
     },
     /// Leader start: every lease gets its full TTL from now.
     PromoteLeases(Reply<()>),
+    /// raft's ReadIndex on this group (the commit index a quorum confirmed).
+    ReadIndex(Reply<Result<u64, Error>>),
+    /// Hand this group's leadership to the member (only a leader acts).
+    TransferLeader(u64),
     /// A write touching only this shard, coordinated on its core.
     Txn(
         ferrokv_wire::pb::etcdserverpb::TxnRequest,
@@ -115,8 +125,11 @@ pub enum FencedOp {
     LeaseExists(i64, Reply<bool>),
     /// Keys attached to the lease in the latest state.
     KeysWithLease(i64, Reply<Vec<Vec<u8>>>),
-    /// Write this shard's part of backup number `n`; its path.
-    Backup(u64, Reply<Result<PathBuf, String>>),
+    /// The newest revision this shard holds (its lease revokes included).
+    LastRevision(Reply<i64>),
+    /// Write this shard's part of backup number `n`, cut at revision
+    /// `upto` (visible); its path.
+    Backup(u64, i64, Reply<Result<PathBuf, String>>),
     /// Submit the records and release the lock; the reply comes once
     /// committed. `revoke` leaves the lease table at submission, so no
     /// write fenced after this one can attach a key to it.
@@ -329,6 +342,14 @@ impl Shard {
                     })
                     .detach();
                 }
+                ShardMsg::ReadIndex(reply) => {
+                    let log = self.log.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(log.read_index().await.map_err(log_error));
+                    })
+                    .detach();
+                }
+                ShardMsg::TransferLeader(to) => self.log.transfer_leader(to),
                 ShardMsg::PromoteLeases(reply) => {
                     self.leases.borrow_mut().promote(Instant::now());
                     let _ = reply.send(());
@@ -344,9 +365,9 @@ impl Shard {
                     let r = self.range(&a);
                     let _ = reply.send(r);
                 }
-                ShardMsg::Fence(ops, ack) => {
+                ShardMsg::Fence(ops, ack, write) => {
                     let me = self.clone();
-                    glommio::spawn_local(async move { me.fenced(ops, ack).await }).detach();
+                    glommio::spawn_local(async move { me.fenced(ops, ack, write).await }).detach();
                 }
                 ShardMsg::Compact(rev, reply) => {
                     let me = self.clone();
@@ -431,11 +452,12 @@ impl Shard {
         self: Rc<Self>,
         ops: async_channel::Receiver<FencedOp>,
         ack: Reply<Option<u64>>,
+        write: bool,
     ) {
         let Some(permit) = self.lock().await else {
             return;
         };
-        let term = self.leading_term();
+        let term = if write { self.leading_term() } else { Some(0) };
         if ack.send(term).is_err() || term.is_none() {
             return;
         }
@@ -464,8 +486,12 @@ impl Shard {
                 FencedOp::KeysWithLease(id, reply) => {
                     let _ = reply.send(self.keys_with_lease(id));
                 }
-                FencedOp::Backup(n, reply) => {
-                    let _ = reply.send(self.backup_part(n).await);
+                FencedOp::LastRevision(reply) => {
+                    let last = self.store.borrow().last_revision();
+                    let _ = reply.send(last.max(self.revoke_rev.get()));
+                }
+                FencedOp::Backup(n, upto, reply) => {
+                    let _ = reply.send(self.backup_part(n, upto));
                 }
                 FencedOp::Commit {
                     records,
@@ -523,6 +549,12 @@ impl Shard {
         self.check_term(term)?;
         self.spec_term.set(Some(term));
         Ok(self.store.borrow_mut().apply_at_sub(rev, first_sub, ops))
+    }
+
+    /// The store covers the log up to raft index `index` (its snapshot, or
+    /// the entries replayed at open).
+    pub fn covers(&self, index: u64) {
+        self.applied_index.set(self.applied_index.get().max(index));
     }
 
     /// The snapshot the store was opened from folded in marker `id`.
@@ -809,6 +841,10 @@ impl Shard {
     /// The leases a snapshot must hold: granted ones and durable-pending
     /// grants whose log entries the snapshot may let go.
     fn lease_meta(&self) -> Vec<u8> {
+        encode_shard_meta(self.last_marker.get(), &self.lease_list())
+    }
+
+    fn lease_list(&self) -> Vec<(i64, i64)> {
         let table = self.leases.borrow();
         let mut leases: Vec<(i64, i64)> = table
             .ids()
@@ -816,7 +852,7 @@ impl Shard {
             .filter_map(|id| table.get(id).map(|l| (id, l.ttl)))
             .collect();
         leases.extend(self.granting.borrow().iter().map(|(id, ttl)| (*id, *ttl)));
-        encode_shard_meta(self.last_marker.get(), &leases)
+        leases
     }
 
     /// Counts committed entries and, every `--snapshot-count`, writes a
@@ -855,7 +891,11 @@ impl Shard {
             .acquire_permit(1)
             .await
             .map_err(|e| e.to_string())?;
-        self.wait_all_visible().await;
+        if !self.settle().await {
+            // Writes kept coming faster than they became visible; the
+            // next round tries again.
+            return Ok(());
+        }
         let index = self.applied_index.get();
         // Only copying the store out needs the lock (and this core); the
         // serialization and the file write of what can be 100 MB run on
@@ -883,31 +923,51 @@ impl Shard {
         Ok(())
     }
 
-    /// Waits until everything this shard holds is visible (durable in
-    /// every shard), so that what is written next is exactly committed
-    /// state; called under the lock.
-    async fn wait_all_visible(&self) {
-        let last = self.store.borrow().last_revision();
-        self.seq.wait_visible(last.max(self.revoke_rev.get())).await;
-    }
-
-    /// The store and lease table as a snapshot file; its size.
-    fn write_store(&self, path: &std::path::Path, index: u64) -> Result<u64, String> {
-        let meta = self.lease_meta();
-        self.store
-            .borrow()
-            .write_snapshot(path, index, &meta)
-            .map_err(|e| e.to_string())
+    /// Waits until everything this shard holds is visible (complete in
+    /// every shard, never to be voided), so that the image copied next,
+    /// without an await in between, is exactly that; called under the
+    /// lock. The lock stops this member's own writes, not the entries a
+    /// follower applies meanwhile, so it looks again after each wait.
+    /// False if it never caught up within its rounds.
+    async fn settle(&self) -> bool {
+        for _ in 0..SNAPSHOT_SETTLE_ROUNDS_MAX {
+            let last = self
+                .store
+                .borrow()
+                .last_revision()
+                .max(self.revoke_rev.get());
+            if self.seq.visible() >= last {
+                return true;
+            }
+            self.seq.wait_visible(last).await;
+        }
+        false
     }
 
     /// This shard's part of a backup (under a fence): a snapshot file next
-    /// to its own, with applied index 0 so that a restore starts a fresh log.
-    async fn backup_part(&self, n: u64) -> Result<PathBuf, String> {
-        self.wait_all_visible().await;
+    /// to its own, cut at `upto` (visible on this member), with applied
+    /// index 0 so that a restore starts a fresh log. Leases revoked above
+    /// the cut are still in it, as they were at the cut.
+    fn backup_part(&self, n: u64, upto: i64) -> Result<PathBuf, String> {
         let path = self
             .snapshot_path
             .with_file_name(format!("backup-{n}.rkyv"));
-        self.write_store(&path, 0)?;
+        let mut leases = self.lease_list();
+        for (rev, id, ttl, _) in self.revoked.borrow().iter() {
+            if *rev > upto && !leases.iter().any(|(l, _)| l == id) {
+                leases.push((*id, *ttl));
+            }
+        }
+        self.store
+            .borrow()
+            .snapshot_image_upto(
+                &path,
+                0,
+                &encode_shard_meta(self.last_marker.get(), &leases),
+                upto,
+            )
+            .and_then(|image| image.write(&path))
+            .map_err(|e| e.to_string())?;
         Ok(path)
     }
 }

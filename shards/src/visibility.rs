@@ -131,6 +131,15 @@ impl Visibility {
             return self.visible;
         }
         *slot = id;
+        // Markers are in log order in every shard, so a shard at marker
+        // `id` is past every older one: one its log lost (a leader that
+        // died during its start got it committed in some groups only)
+        // counts as applied, or it would hold visibility back for ever.
+        for (mid, m) in self.markers.iter_mut() {
+            if *mid < id {
+                m.applied.insert(shard);
+            }
+        }
         if id > self.newest_finished() {
             let folded: BTreeSet<u32> = (0..self.shards)
                 .filter(|s| self.marker_of[*s as usize] >= id)
@@ -172,11 +181,20 @@ impl Visibility {
             self.finished = self.finished.max(id);
             // Every shard is past the marker, so everything at or below
             // the cut is applied everywhere: visible is the cut.
-            debug_assert!(self.visible >= m.cut, "marker cut above what is applied");
-            if m.through > self.visible {
-                self.visible = m.through;
-                self.partial = self.partial.split_off(&(m.through + 1));
-                self.complete = self.complete.split_off(&(m.through + 1));
+            // A newer marker still on its way may void part of this one's
+            // range again, and the shards that have not reached it may hold
+            // writes there: stop at its cut, it finishes the rest.
+            let limit = self
+                .markers
+                .values()
+                .map(|n| n.cut)
+                .min()
+                .unwrap_or(i64::MAX);
+            let done = m.through.min(limit);
+            if done > self.visible {
+                self.visible = done;
+                self.partial = self.partial.split_off(&(done + 1));
+                self.complete = self.complete.split_off(&(done + 1));
             }
             self.advance();
         }
@@ -231,6 +249,21 @@ mod tests {
         assert_eq!(v.written(0, 3, &set(&[0])), 1, "2 is missing");
         assert_eq!(v.written(0, 2, &set(&[0, 1])), 1, "2 lacks shard 1");
         assert_eq!(v.written(1, 2, &set(&[0, 1])), 3);
+    }
+
+    #[test]
+    fn a_marker_some_shard_never_got_does_not_hold_visibility_back() {
+        // A leader died during its start: its marker 1 committed in group 0
+        // only. The next leader's marker 2 reaches both groups.
+        let mut v = Visibility::new(2);
+        v.snapshot(1);
+        v.written(0, 2, &set(&[0, 1]));
+        v.written(1, 2, &set(&[0, 1]));
+        assert_eq!(v.marker(0, 1, 2, 3), 2);
+        assert_eq!(v.marker(1, 2, 2, 4), 2);
+        assert_eq!(v.marker(0, 2, 2, 4), 4);
+        assert!(!v.marker_pending());
+        assert_eq!(v.written(0, 5, &set(&[0])), 5);
     }
 
     #[test]
@@ -306,6 +339,16 @@ mod tests {
                         }
                         if !hole {
                             cut = rev;
+                        }
+                    }
+                    // A leader that died during its start: its marker
+                    // reached some groups only, and it never served.
+                    if let Some((mask, _)) = chunk.first().filter(|(m, _)| m % 3 == 0) {
+                        marker_id += 1;
+                        for (s, l) in logs.iter_mut().enumerate() {
+                            if mask & (1 << s) != 0 {
+                                l.push(Item::Marker(marker_id, cut, rev));
+                            }
                         }
                     }
                     // The next leader voids what is above the cut.

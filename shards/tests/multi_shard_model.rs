@@ -874,6 +874,7 @@ where
     let input = Arc::new(Mutex::new(Some(model)));
     let output: Arc<Mutex<Option<Outcome>>> = Arc::new(Mutex::new(None));
     let cfg = Config {
+        members: ferrokv_shards::Members::alone(1),
         data_dir: dir.to_path_buf(),
         wal_dir: None,
         shards: SHARDS,

@@ -1,5 +1,6 @@
 //! Running the real `etcdctl` (v3 API), bounded in time.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,6 +27,58 @@ pub struct Output {
     pub stderr: String,
     /// Exit code; -1 if killed by a signal (including our timeout).
     pub code: i32,
+}
+
+/// One key of `etcdctl get -w fields` output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldsKv {
+    pub value: String,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    pub version: u64,
+}
+
+/// Parses the stdout of `etcdctl get ... -w fields` whose keys and values
+/// are printable without escapes: `(header revision, key -> kv)`. Panics on
+/// output it cannot read.
+pub fn parse_get_fields(stdout: &str) -> (u64, BTreeMap<String, FieldsKv>) {
+    let unquote = |s: &str| -> String {
+        let s = s.trim();
+        assert!(
+            s.len() >= 2 && s.starts_with('"') && s.ends_with('"') && !s.contains('\\'),
+            "unexpected quoted field {s:?}"
+        );
+        s[1..s.len() - 1].to_string()
+    };
+    let mut revision = None;
+    let mut kvs = BTreeMap::new();
+    let mut key: Option<String> = None;
+    let (mut create_revision, mut mod_revision, mut version) = (None, None, None);
+    for line in stdout.lines() {
+        let Some((name, val)) = line.split_once(" : ") else {
+            continue;
+        };
+        match name {
+            "\"Revision\"" => revision = val.trim().parse().ok(),
+            "\"Key\"" => key = Some(unquote(val)),
+            "\"CreateRevision\"" => create_revision = val.trim().parse().ok(),
+            "\"ModRevision\"" => mod_revision = val.trim().parse().ok(),
+            "\"Version\"" => version = val.trim().parse().ok(),
+            // etcdctl prints Value last of a kv's fields but Lease.
+            "\"Value\"" => {
+                let k = key.take().expect("Value after Key");
+                let kv = FieldsKv {
+                    value: unquote(val),
+                    create_revision: create_revision.take().expect("CreateRevision"),
+                    mod_revision: mod_revision.take().expect("ModRevision"),
+                    version: version.take().expect("Version"),
+                };
+                kvs.insert(k, kv);
+            }
+            _ => {}
+        }
+    }
+    (revision.expect("header revision in fields output"), kvs)
 }
 
 /// `/usr/bin/etcdctl`, or `FERROKV_TEST_ETCDCTL` if set.

@@ -36,6 +36,17 @@ pub async fn connect(server: &ServerProcess) -> Channel {
         .expect("connect")
 }
 
+/// A channel to `endpoint` that connects at its first call and again after
+/// a broken connection, so a load can run across a member's kill and
+/// restart (a call to a member that is down fails with `Unavailable`).
+/// Needs a tokio runtime context.
+pub fn connect_lazy(endpoint: &str) -> Channel {
+    Endpoint::from_shared(endpoint.to_string())
+        .expect("endpoint")
+        .connect_timeout(CALL_TIMEOUT)
+        .connect_lazy()
+}
+
 /// One unary call; the server's error status is returned, a call with no
 /// answer within [`CALL_TIMEOUT`] panics.
 pub async fn try_unary<Req, Resp>(
@@ -47,10 +58,30 @@ where
     Req: prost::Message + Send + Sync + 'static,
     Resp: prost::Message + Default + Send + Sync + 'static,
 {
+    match try_unary_within(channel, path, req, CALL_TIMEOUT).await {
+        Some(result) => result,
+        None => panic!("{path}: no answer within {CALL_TIMEOUT:?}"),
+    }
+}
+
+/// One unary call bounded by `bound`: `None` if no answer came in time
+/// (for calls that may legitimately hang, e.g. to a stopped member).
+pub async fn try_unary_within<Req, Resp>(
+    channel: &Channel,
+    path: &'static str,
+    req: Req,
+    bound: Duration,
+) -> Option<Result<Resp, tonic::Status>>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
     let call = async {
         let mut grpc =
             tonic::client::Grpc::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE);
-        grpc.ready().await.expect("connection ready");
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
         grpc.unary(
             tonic::Request::new(req),
@@ -60,10 +91,7 @@ where
         .await
         .map(tonic::Response::into_inner)
     };
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(result) => result,
-        Err(_) => panic!("{path}: no answer within {CALL_TIMEOUT:?}"),
-    }
+    tokio::time::timeout(bound, call).await.ok()
 }
 
 /// One unary call that must succeed.

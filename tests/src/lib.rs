@@ -8,7 +8,8 @@
 //!   parallel tests (nextest runs one process per test) do not collide.
 //! - [`server`]: [`EtcdProcess`] and [`FerrokvProcess`], single-member servers
 //!   that are always stopped (SIGKILL + wait) when dropped, also on panic;
-//!   [`EtcdCluster`], several etcd members started together.
+//!   [`EtcdCluster`] and [`FerrokvCluster`], several members started
+//!   together with the same cluster flags.
 //! - [`etcdctl()`]: one bounded-in-time `etcdctl` invocation.
 //! - [`http_get()`]: one bounded HTTP/1.1 GET (`/health`, `/metrics`, ...).
 //! - [`grpc`]: a bounded etcd v3 gRPC client (unary calls, bidi streams)
@@ -41,4 +42,7 @@ pub use addr::{free_addr, free_addr_pair};
 pub use etcdctl::{etcdctl, etcdctl_bin, Output};
 pub use http::http_get;
 pub use normalize::Normalizer;
-pub use server::{EtcdCluster, EtcdProcess, FerrokvProcess, ServerOptions, ServerProcess};
+pub use server::{
+    ClusterOptions, EtcdCluster, EtcdProcess, FerrokvCluster, FerrokvProcess, ServerCluster,
+    ServerOptions, ServerProcess,
+};

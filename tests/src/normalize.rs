@@ -19,7 +19,7 @@
 //! says why in its header.
 
 use crate::etcdctl::Output;
-use crate::server::ServerProcess;
+use crate::server::{ServerCluster, ServerProcess};
 
 /// JSON (and `-w fields`) keys whose values are always replaced.
 const ALWAYS_NORMALIZED_KEYS: &[&str] = &[
@@ -79,6 +79,47 @@ impl Normalizer {
             // server has its own of).
             n.add_literal(&format!("{member_id:x}"), "<member_id>");
         }
+        n
+    }
+
+    /// The always-on rules plus every member's URLs, addresses and ids, each
+    /// replaced by a placeholder naming the member (`<client-url:m1>`,
+    /// `<id:m2>`), and the cluster id: two clusters whose members have the
+    /// same names compare equal.
+    pub fn for_cluster(cluster: &ServerCluster) -> Self {
+        let mut n = Normalizer::new();
+        // URLs before bare addresses: the address is a substring of the URL.
+        for m in &cluster.members {
+            n.add_literal(&m.client_url(), &format!("<client-url:{}>", m.name()));
+            n.add_literal(&m.peer_url(), &format!("<peer-url:{}>", m.name()));
+        }
+        for m in &cluster.members {
+            n.add_literal(
+                &m.client_addr().to_string(),
+                &format!("<client-addr:{}>", m.name()),
+            );
+            n.add_literal(
+                &m.peer_addr().to_string(),
+                &format!("<peer-addr:{}>", m.name()),
+            );
+        }
+        let mut cluster_ids = Vec::new();
+        for m in &cluster.members {
+            let (cluster_id, member_id) = m
+                .ids()
+                .unwrap_or_else(|| panic!("{} {}: no ids (is it running?)", m.kind(), m.name()));
+            n.add_literal(&member_id.to_string(), &format!("<id:{}>", m.name()));
+            n.add_literal(&format!("{member_id:x}"), &format!("<id:{}>", m.name()));
+            cluster_ids.push(cluster_id);
+        }
+        cluster_ids.dedup();
+        assert_eq!(
+            cluster_ids.len(),
+            1,
+            "members report different cluster ids: {cluster_ids:?}"
+        );
+        n.add_literal(&cluster_ids[0].to_string(), "<cluster_id>");
+        n.add_literal(&format!("{:x}", cluster_ids[0]), "<cluster_id>");
         n
     }
 
@@ -188,6 +229,19 @@ fn replace_after_marker(text: &str, marker: &str, placeholder: &str) -> String {
     out
 }
 
+/// The cells of an etcdctl `-w table` output, one row per line between the
+/// `|`s (header row first), borders dropped, every cell trimmed. Column
+/// widths follow the longest cell, so two tables whose cells differ only in
+/// normalized values compare equal cell by cell, not as text.
+pub fn table_rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter_map(|line| {
+            let inner = line.trim().strip_prefix('|')?.strip_suffix('|')?;
+            Some(inner.split('|').map(|c| c.trim().to_string()).collect())
+        })
+        .collect()
+}
+
 /// The first `"key":<unsigned number>` in `text`.
 pub fn json_u64_field(text: &str, key: &str) -> Option<u64> {
     let needle = format!("\"{key}\":");
@@ -258,6 +312,16 @@ mod tests {
             replace_key_values(r#""ID", "ID" x"#, "ID"),
             r#""ID", "ID" x"#
         );
+    }
+
+    #[test]
+    fn table_cells_without_borders_or_padding() {
+        let table = "+----+---------+\n| ID | NAME    |\n+----+---------+\n| 1a |  m1     |\n| 2b |  longer |\n+----+---------+\n";
+        assert_eq!(
+            table_rows(table),
+            vec![vec!["ID", "NAME"], vec!["1a", "m1"], vec!["2b", "longer"]]
+        );
+        assert!(table_rows("OK\n").is_empty());
     }
 
     #[test]

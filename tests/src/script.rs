@@ -535,38 +535,64 @@ pub fn compare_runs(
     reference: (&str, &[Output]),
     candidate: (&str, &[Output]),
 ) -> Result<(), String> {
+    let steps: Vec<StepName> = script
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| StepName {
+            short: format!("{}@line{}", i + 1, step.line),
+            heading: format!("step {} (line {}): etcdctl {}", i + 1, step.line, step.text),
+        })
+        .collect();
+    compare_steps(
+        &format!("compat script {}", script.name),
+        &steps,
+        reference,
+        candidate,
+    )
+}
+
+/// How a compared step is named in a report: in the list of differing
+/// steps, and above its outputs.
+#[derive(Clone, Debug)]
+pub struct StepName {
+    pub short: String,
+    pub heading: String,
+}
+
+/// Compares the outputs of the same steps run against two servers;
+/// `Err` is a readable report naming `what` was compared, the differing
+/// steps, and (for the first few) both outputs as a line diff.
+pub fn compare_steps(
+    what: &str,
+    steps: &[StepName],
+    reference: (&str, &[Output]),
+    candidate: (&str, &[Output]),
+) -> Result<(), String> {
     let (ref_name, ref_out) = reference;
     let (cand_name, cand_out) = candidate;
-    assert_eq!(ref_out.len(), script.steps.len());
-    assert_eq!(cand_out.len(), script.steps.len());
-    let mismatches: Vec<usize> = (0..script.steps.len())
+    assert_eq!(ref_out.len(), steps.len());
+    assert_eq!(cand_out.len(), steps.len());
+    let mismatches: Vec<usize> = (0..steps.len())
         .filter(|&i| ref_out[i] != cand_out[i])
         .collect();
     if mismatches.is_empty() {
         return Ok(());
     }
     let mut report = format!(
-        "compat script {}: {} of {} steps differ between {ref_name} (reference, `-`) and \
+        "{what}: {} of {} steps differ between {ref_name} (reference, `-`) and \
          {cand_name} (`+`); steps: {}\n",
-        script.name,
         mismatches.len(),
-        script.steps.len(),
+        steps.len(),
         mismatches
             .iter()
-            .map(|&i| format!("{}@line{}", i + 1, script.steps[i].line))
+            .map(|&i| steps[i].short.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     );
     for &i in mismatches.iter().take(MISMATCHES_SHOWN_MAX) {
-        let step = &script.steps[i];
         let (a, b) = (&ref_out[i], &cand_out[i]);
-        let _ = writeln!(
-            report,
-            "\n=== step {} (line {}): etcdctl {}",
-            i + 1,
-            step.line,
-            step.text
-        );
+        let _ = writeln!(report, "\n=== {}", steps[i].heading);
         if a.code != b.code {
             let _ = writeln!(
                 report,
@@ -597,12 +623,14 @@ pub fn compare_runs(
     Err(report)
 }
 
-/// Which server the compat tests compare against etcd.
+/// Which server the compat tests (and the cluster tests) compare against
+/// etcd.
 ///
 /// `FERROKV_COMPAT_CANDIDATE=etcd` compares etcd with a second etcd: that is
-/// how a new script is checked for output that is not deterministic even
-/// between two etcd instances. The suite itself never sets it.
-fn candidate_is_etcd() -> bool {
+/// how a new script (or test) is checked for output that is not
+/// deterministic even between two etcd instances. The suite itself never
+/// sets it.
+pub fn candidate_is_etcd() -> bool {
     match std::env::var("FERROKV_COMPAT_CANDIDATE").as_deref() {
         Err(_) | Ok("") | Ok("ferrokv") => false,
         Ok("etcd") => true,

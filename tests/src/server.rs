@@ -1,4 +1,6 @@
-//! Single-member servers on loopback: the real etcd and ferrokv.
+//! Servers on loopback, the real etcd and ferrokv: single members, and
+//! clusters of several members started together ([`EtcdCluster`],
+//! [`FerrokvCluster`]).
 //!
 //! Both are started with exactly the same etcd flags (ferrokv accepts etcd's
 //! flag names), wait until `etcdctl endpoint health` succeeds, and are killed
@@ -151,6 +153,9 @@ pub struct ServerProcess {
     peer_addr: SocketAddr,
     extra_args: Vec<String>,
     tls: Option<TlsFiles>,
+    /// The member's cluster, when it is one of several; `None`: a
+    /// one-member cluster of its own.
+    cluster: Option<ClusterFlags>,
     child: Option<Child>,
 }
 
@@ -158,6 +163,18 @@ pub struct ServerProcess {
 enum StartError {
     Exited(ExitStatus),
     NotReady,
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Exited(status) => write!(f, "exited with {status}"),
+            StartError::NotReady => write!(
+                f,
+                "`etcdctl endpoint health` did not succeed within {SERVER_READY_TIMEOUT:?}"
+            ),
+        }
+    }
 }
 
 impl ServerProcess {
@@ -196,6 +213,7 @@ impl ServerProcess {
                 peer_addr,
                 extra_args: extra_args.clone(),
                 tls: opts.tls.clone(),
+                cluster: None,
                 child: None,
             };
             match server.spawn_and_wait() {
@@ -288,14 +306,8 @@ impl ServerProcess {
 
     fn fail_start(&mut self, err: StartError) -> ! {
         self.kill_9();
-        let why = match err {
-            StartError::Exited(status) => format!("exited with {status}"),
-            StartError::NotReady => {
-                format!("`etcdctl endpoint health` did not succeed within {SERVER_READY_TIMEOUT:?}")
-            }
-        };
         panic!(
-            "{} failed to start: {why}\ncommand: {} {}\nlog {} (tail):\n{}",
+            "{} failed to start: {err}\ncommand: {} {}\nlog {} (tail):\n{}",
             self.kind,
             self.binary.display(),
             self.args().join(" "),
@@ -315,8 +327,11 @@ impl ServerProcess {
             format!("--advertise-client-urls={client}"),
             format!("--listen-peer-urls={peer}"),
             format!("--initial-advertise-peer-urls={peer}"),
-            format!("--initial-cluster={}={peer}", self.name),
         ];
+        match &self.cluster {
+            Some(cluster) => args.extend(cluster.args()),
+            None => args.push(format!("--initial-cluster={}={peer}", self.name)),
+        }
         if self.kind == ServerKind::Etcd {
             // Quiet etcd: its log is only read when a start fails.
             args.push("--logger=zap".to_string());
@@ -361,11 +376,42 @@ impl ServerProcess {
         self.start_again();
     }
 
+    /// SIGSTOP: the process stays alive but runs nothing (no heartbeat,
+    /// no reply) until [`sigcont`](Self::sigcont).
+    pub fn sigstop(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`sigstop`](Self::sigstop).
+    pub fn sigcont(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("{} {} is not running", self.kind, self.name));
+        // SAFETY: kill(2) on our own child, which is not reaped yet (so the
+        // pid cannot have been reused).
+        let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => child.try_wait().expect("try_wait on server").is_none(),
-            None => false,
-        }
+        self.child.is_some() && self.exit_status().is_none()
+    }
+
+    /// How the process ended, if it did (`None` while it runs, and when it
+    /// was never started or was killed by [`kill_9`](Self::kill_9)).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|child| child.try_wait().expect("try_wait on server"))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -493,79 +539,229 @@ pub fn run_to_exit(binary: &Path, args: &[String], timeout: Duration) -> crate::
     crate::etcdctl::run_bounded(child, None, timeout)
 }
 
-/// A real etcd cluster of several members on loopback, started together
-/// (a member is healthy only once a quorum runs, so they cannot be started
-/// one after the other as [`ServerProcess::start`] does). No retry on a
-/// port taken between choosing and binding: the start panics with the
-/// member's log instead.
-#[derive(Debug)]
-pub struct EtcdCluster {
-    pub members: Vec<ServerProcess>,
+/// What makes a server one member of a cluster of several: the same
+/// `--initial-cluster`, `--initial-cluster-token` and
+/// `--initial-cluster-state=new` on every member, etcd's and ferrokv's alike.
+#[derive(Clone, Debug)]
+struct ClusterFlags {
     initial_cluster: String,
     token: String,
 }
 
-impl EtcdCluster {
-    /// Members named `names`, with `--initial-cluster-token=token`.
-    pub fn start(dir: &Path, names: &[&str], token: &str) -> EtcdCluster {
+impl ClusterFlags {
+    fn args(&self) -> [String; 3] {
+        [
+            format!("--initial-cluster={}", self.initial_cluster),
+            format!("--initial-cluster-token={}", self.token),
+            "--initial-cluster-state=new".to_string(),
+        ]
+    }
+}
+
+/// Optional settings for a cluster start, the same for every member.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    /// ferrokv's `--shards N`; not valid for etcd.
+    pub shards: Option<u32>,
+    /// Further flags, appended after the standard ones (e.g.
+    /// `--heartbeat-interval`, `--election-timeout`).
+    pub extra_args: Vec<String>,
+}
+
+/// Several members of one server kind on loopback, started together (a
+/// member is healthy only once a quorum runs, so they cannot be started one
+/// after the other as [`ServerProcess::start`] does). No retry on a port
+/// taken between choosing and binding: the start panics with the members'
+/// logs instead. Every member is stopped on drop.
+#[derive(Debug)]
+pub struct ServerCluster {
+    pub members: Vec<ServerProcess>,
+    flags: ClusterFlags,
+}
+
+impl ServerCluster {
+    /// Members named `names` of `kind`, with `--initial-cluster-token=token`.
+    pub fn start(
+        kind: ServerKind,
+        binary: PathBuf,
+        dir: &Path,
+        names: &[&str],
+        token: &str,
+        opts: ClusterOptions,
+    ) -> ServerCluster {
+        if kind == ServerKind::Etcd {
+            assert!(opts.shards.is_none(), "--shards is a ferrokv-only flag");
+        }
         let addrs: Vec<(SocketAddr, SocketAddr)> = names.iter().map(|_| free_addr_pair()).collect();
-        let initial_cluster = names
-            .iter()
-            .zip(&addrs)
-            .map(|(name, (_, peer))| format!("{name}=http://{peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut members: Vec<ServerProcess> = names
+        let flags = ClusterFlags {
+            initial_cluster: names
+                .iter()
+                .zip(&addrs)
+                .map(|(name, (_, peer))| format!("{name}=http://{peer}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            token: token.to_string(),
+        };
+        let mut extra_args = Vec::new();
+        if let Some(shards) = opts.shards {
+            extra_args.push(format!("--shards={shards}"));
+        }
+        extra_args.extend(opts.extra_args.iter().cloned());
+        let members = names
             .iter()
             .zip(&addrs)
             .map(|(name, &(client_addr, peer_addr))| {
                 let member_dir = dir.join(format!(
-                    "etcd-{name}-{}-{}",
+                    "{kind}-{name}-{}-{}",
                     client_addr.ip(),
                     client_addr.port()
                 ));
                 fs::create_dir_all(&member_dir)
                     .unwrap_or_else(|e| panic!("create {}: {e}", member_dir.display()));
                 ServerProcess {
-                    kind: ServerKind::Etcd,
-                    binary: etcd_bin(),
+                    kind,
+                    binary: binary.clone(),
                     name: name.to_string(),
                     data_dir: member_dir.join("data"),
                     log_path: member_dir.join("server.log"),
                     member_dir,
                     client_addr,
                     peer_addr,
-                    extra_args: vec![
-                        format!("--initial-cluster={initial_cluster}"),
-                        format!("--initial-cluster-token={token}"),
-                    ],
+                    extra_args: extra_args.clone(),
                     tls: None,
+                    cluster: Some(flags.clone()),
                     child: None,
                 }
             })
             .collect();
-        for m in &mut members {
-            m.spawn();
+        let mut cluster = ServerCluster { members, flags };
+        cluster.start_again_all();
+        cluster
+    }
+
+    /// Starts every member that is not running (all of them at first, or
+    /// after [`kill_9_all`](Self::kill_9_all)) together, on their data dirs,
+    /// addresses and flags, and waits until each is healthy; panics with
+    /// every member's log tail if one is not.
+    pub fn start_again_all(&mut self) {
+        let stopped: Vec<usize> = (0..self.members.len())
+            .filter(|&i| !self.members[i].is_running())
+            .collect();
+        for &i in &stopped {
+            self.members[i].child = None;
+            self.members[i].spawn();
         }
-        for m in &mut members {
-            if let Err(err) = m.wait_ready() {
-                m.fail_start(err);
+        for &i in &stopped {
+            if let Err(err) = self.members[i].wait_ready() {
+                let m = &self.members[i];
+                let report = format!(
+                    "{} member {} failed to start: {err}\ncommand: {} {}\n{}",
+                    m.kind,
+                    m.name,
+                    m.binary.display(),
+                    m.args().join(" "),
+                    self.log_tails()
+                );
+                self.kill_9_all();
+                panic!("{report}");
             }
         }
-        EtcdCluster {
-            members,
-            initial_cluster,
-            token: token.to_string(),
+    }
+
+    /// `kill -9` of every member.
+    pub fn kill_9_all(&mut self) {
+        for m in &mut self.members {
+            m.kill_9();
         }
+    }
+
+    pub fn kind(&self) -> ServerKind {
+        self.members[0].kind
+    }
+
+    /// Every member's client URL, comma-separated (etcdctl `--endpoints`).
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(ServerProcess::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The `--initial-cluster` every member was started with.
     pub fn initial_cluster(&self) -> &str {
-        &self.initial_cluster
+        &self.flags.initial_cluster
     }
 
     pub fn token(&self) -> &str {
-        &self.token
+        &self.flags.token
+    }
+
+    /// Every member's log tail, each under a heading with its name.
+    pub fn log_tails(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| {
+                format!(
+                    "--- {} {} log {} (tail):\n{}",
+                    m.kind,
+                    m.name,
+                    m.log_path.display(),
+                    m.log_tail()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// A real etcd cluster of several members on loopback.
+#[derive(Debug)]
+pub struct EtcdCluster(ServerCluster);
+
+impl EtcdCluster {
+    /// Members named `names`, with `--initial-cluster-token=token`.
+    pub fn start(dir: &Path, names: &[&str], token: &str) -> EtcdCluster {
+        Self::start_with(dir, names, token, ClusterOptions::default())
+    }
+
+    pub fn start_with(dir: &Path, names: &[&str], token: &str, opts: ClusterOptions) -> Self {
+        EtcdCluster(ServerCluster::start(
+            ServerKind::Etcd,
+            etcd_bin(),
+            dir,
+            names,
+            token,
+            opts,
+        ))
+    }
+
+    pub fn into_inner(self) -> ServerCluster {
+        self.0
+    }
+}
+
+/// A ferrokv cluster of several members on loopback, started with the flags
+/// an [`EtcdCluster`] gets (plus `--shards` if given).
+#[derive(Debug)]
+pub struct FerrokvCluster(ServerCluster);
+
+impl FerrokvCluster {
+    /// Panics with a clear message if the binary was not built.
+    pub fn start(dir: &Path, names: &[&str], token: &str, opts: ClusterOptions) -> Self {
+        let binary = ferrokv_bin().unwrap_or_else(|e| panic!("{e}"));
+        FerrokvCluster(ServerCluster::start(
+            ServerKind::Ferrokv,
+            binary,
+            dir,
+            names,
+            token,
+            opts,
+        ))
+    }
+
+    pub fn into_inner(self) -> ServerCluster {
+        self.0
     }
 }
 
@@ -643,20 +839,22 @@ impl FerrokvProcess {
     }
 }
 
-macro_rules! deref_to_server {
-    ($t:ty) => {
+macro_rules! deref_to_inner {
+    ($t:ty, $inner:ty) => {
         impl Deref for $t {
-            type Target = ServerProcess;
-            fn deref(&self) -> &ServerProcess {
+            type Target = $inner;
+            fn deref(&self) -> &$inner {
                 &self.0
             }
         }
         impl DerefMut for $t {
-            fn deref_mut(&mut self) -> &mut ServerProcess {
+            fn deref_mut(&mut self) -> &mut $inner {
                 &mut self.0
             }
         }
     };
 }
-deref_to_server!(EtcdProcess);
-deref_to_server!(FerrokvProcess);
+deref_to_inner!(EtcdProcess, ServerProcess);
+deref_to_inner!(FerrokvProcess, ServerProcess);
+deref_to_inner!(EtcdCluster, ServerCluster);
+deref_to_inner!(FerrokvCluster, ServerCluster);

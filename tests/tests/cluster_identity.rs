@@ -325,7 +325,7 @@ fn bootstrap_refusals_are_etcds() {
 }
 
 #[test]
-fn joining_an_existing_cluster_is_refused_until_the_peer_transport_lands() {
+fn joining_an_existing_cluster_is_refused_until_member_add_lands() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (client, peer) = free_addr_pair();
     let data_dir = dir.path().join("data");
@@ -345,7 +345,7 @@ fn joining_an_existing_cluster_is_refused_until_the_peer_transport_lands() {
     assert!(
         out.stderr.contains(
             "--initial-cluster-state=existing: cannot join the running cluster at [http://127.0.0.1:41030]"
-        ) && out.stderr.contains("peer transport"),
+        ) && out.stderr.contains("member add"),
         "{out:?}"
     );
     assert!(!data_dir.join("member").exists(), "nothing written");

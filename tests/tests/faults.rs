@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ferrokv_tests::etcdctl::{parse_get_fields, FieldsKv};
 use ferrokv_tests::normalize::json_u64_field;
 use ferrokv_tests::server::ferrokv_bin;
 use ferrokv_tests::{etcdctl, FerrokvProcess, Normalizer, ServerOptions, ServerProcess};
@@ -76,55 +77,13 @@ fn ctl(server: &ServerProcess, args: &[&str], stdin: Option<&str>) -> String {
     out.stdout
 }
 
-/// One key of `etcdctl get -w fields` output.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Kv {
-    value: String,
-    create_revision: u64,
-    mod_revision: u64,
-    version: u64,
-}
-
-/// Parses `etcdctl get -w fields`: `(header revision, key -> kv)`.
-fn get_prefix(server: &ServerProcess, prefix: &str) -> (u64, BTreeMap<String, Kv>) {
-    let out = ctl(server, &["get", "--prefix", prefix, "-w", "fields"], None);
-    let unquote = |s: &str| -> String {
-        let s = s.trim();
-        assert!(
-            s.len() >= 2 && s.starts_with('"') && s.ends_with('"') && !s.contains('\\'),
-            "unexpected quoted field {s:?}"
-        );
-        s[1..s.len() - 1].to_string()
-    };
-    let mut revision = None;
-    let mut kvs = BTreeMap::new();
-    let mut key: Option<String> = None;
-    let (mut create_revision, mut mod_revision, mut version) = (None, None, None);
-    for line in out.lines() {
-        let Some((name, val)) = line.split_once(" : ") else {
-            continue;
-        };
-        match name {
-            "\"Revision\"" => revision = val.trim().parse().ok(),
-            "\"Key\"" => key = Some(unquote(val)),
-            "\"CreateRevision\"" => create_revision = val.trim().parse().ok(),
-            "\"ModRevision\"" => mod_revision = val.trim().parse().ok(),
-            "\"Version\"" => version = val.trim().parse().ok(),
-            // etcdctl prints Value last of a kv's fields but Lease.
-            "\"Value\"" => {
-                let k = key.take().expect("Value after Key");
-                let kv = Kv {
-                    value: unquote(val),
-                    create_revision: create_revision.take().expect("CreateRevision"),
-                    mod_revision: mod_revision.take().expect("ModRevision"),
-                    version: version.take().expect("Version"),
-                };
-                kvs.insert(k, kv);
-            }
-            _ => {}
-        }
-    }
-    (revision.expect("header revision in fields output"), kvs)
+/// `etcdctl get --prefix <prefix> -w fields`: `(header revision, key -> kv)`.
+fn get_prefix(server: &ServerProcess, prefix: &str) -> (u64, BTreeMap<String, FieldsKv>) {
+    parse_get_fields(&ctl(
+        server,
+        &["get", "--prefix", prefix, "-w", "fields"],
+        None,
+    ))
 }
 
 // ------------------------------------------------------------ kill -9 load

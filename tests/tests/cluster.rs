@@ -1,0 +1,1353 @@
+//! Three-member clusters, ferrokv's side by side with etcd's, driven by the
+//! real `etcdctl` (and, for write loads, the gRPC client of `src/grpc.rs`).
+//!
+//! - `three_members_answer_as_etcd`: the same etcdctl commands through each
+//!   member of a three-member etcd and of a three-member ferrokv
+//!   (`--shards 2`, so that prefix deletes and txns cross shards) print the
+//!   same once member URLs and ids, terms, raft indexes, versions and sizes
+//!   are normalized. Tables are compared cell by cell with their rows
+//!   sorted: etcd lists members by id, and ids differ between any two
+//!   clusters.
+//! - The fault tests run each scenario on etcd first (the reference: a
+//!   failure there is a broken test, not a ferrokv bug), then on ferrokv,
+//!   both with `--heartbeat-interval 50 --election-timeout 500`: kill -9 of
+//!   the leader under a concurrent write load (the time from the kill to
+//!   the first write acknowledged after it is printed for both), kill -9
+//!   and restart of a follower, kill -9 of all three members mid-load,
+//!   SIGSTOP of the leader for three election timeouts. After each, every
+//!   acknowledged write is on every member (serializable reads through
+//!   each) and `endpoint hashkv --cluster` agrees at one revision.
+//!
+//! `FERROKV_COMPAT_CANDIDATE=etcd` runs the ferrokv half on a second etcd
+//! cluster instead: how these tests themselves are checked;
+//! `FERROKV_COMPAT_SHOW=1` prints etcd's normalized transcript.
+//!
+//! Limits: every wait is bounded by a named duration and polls at most
+//! `bound / POLL_INTERVAL + 1` times ([`poll`]); a write load by
+//! `WRITES_PER_WRITER_MAX` and `LOAD_DURATION_MAX`; every etcdctl by the
+//! harness's `ETCDCTL_TIMEOUT` (probes of a cluster under faults by
+//! `PROBE_TIMEOUT`). Every member is killed when its cluster is dropped,
+//! also when a test panics.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferrokv_tests::etcdctl::{etcdctl_with_timeout, parse_get_fields, Background};
+use ferrokv_tests::grpc;
+use ferrokv_tests::normalize::{json_u64_field, table_rows};
+use ferrokv_tests::script::{candidate_is_etcd, compare_steps, StepName};
+use ferrokv_tests::server::ServerKind;
+use ferrokv_tests::{
+    etcdctl, ClusterOptions, EtcdCluster, FerrokvCluster, Normalizer, Output, ServerCluster,
+};
+use ferrokv_wire::pb::etcdserverpb::{PutRequest, PutResponse};
+use serde_json::Value;
+
+const NAMES: [&str; 3] = ["m1", "m2", "m3"];
+const TOKEN: &str = "ferrokv-cluster-test";
+/// ferrokv's `--shards`: two, so that cross-shard paths run.
+const SHARDS: u32 = 2;
+/// Short elections for the fault tests, the same for etcd and ferrokv.
+const HEARTBEAT_INTERVAL_MS: u64 = 50;
+const ELECTION_TIMEOUT_MS: u64 = 500;
+/// Bound on the members agreeing on a leader, at start and after a fault.
+const LEADER_WAIT_MAX: Duration = Duration::from_secs(15);
+/// Bound from a fault until a write is acknowledged again.
+const WRITE_AFTER_FAULT_MAX: Duration = Duration::from_secs(15);
+/// Bound on a (re)started or resumed member serving what the others wrote.
+const CATCH_UP_MAX: Duration = Duration::from_secs(20);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// etcdctl's `--command-timeout` for probes of a cluster under faults (a
+/// stopped member must not cost the harness's 10 s), and the wall-clock
+/// bound on one probe.
+const PROBE_COMMAND_TIMEOUT: &str = "--command-timeout=2s";
+const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a background `watch` gets to set up before the writes it must
+/// see.
+const WATCH_SETTLE: Duration = Duration::from_millis(1000);
+/// A background `watch` is stopped once it printed nothing for this long.
+const WATCH_QUIET: Duration = Duration::from_millis(700);
+const WATCH_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ------------------------------------------------------------ write load
+
+/// Concurrent writers per member (each writes through its own member).
+const WRITERS_PER_MEMBER: usize = 2;
+/// Bound on the puts one writer attempts.
+const WRITES_PER_WRITER_MAX: usize = 1500;
+/// Bound on a whole load, whatever happens to the cluster.
+const LOAD_DURATION_MAX: Duration = Duration::from_secs(60);
+/// Bound on one put; a put without an answer counts as not acknowledged.
+const PUT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on one put of the probe that measures when writes are taken again.
+const PROBE_PUT_TIMEOUT: Duration = Duration::from_millis(250);
+/// Pause after a failed put (a killed member refuses at once).
+const WRITE_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// A fault is injected once this many puts were acknowledged ...
+const ACKS_BEFORE_FAULT: usize = 200;
+/// ... or fails the test if they take longer than this.
+const ACKS_BEFORE_FAULT_MAX: Duration = Duration::from_secs(20);
+/// Puts acknowledged at each recovery stage before the next one.
+const ACKS_PER_STAGE: usize = 100;
+/// Writes through the survivors while a member is down or stopped.
+const WRITES_WHILE_DOWN: usize = 30;
+
+/// Keys of the writes checked after a fault; every value is
+/// [`value_of`] its key, so a value never written shows.
+const LOAD_PREFIX: &str = "load/";
+
+fn value_of(key: &str) -> String {
+    format!("value-of-{key}")
+}
+
+/// Calls `probe` every [`POLL_INTERVAL`] until it returns `Some`, for at
+/// most `bound` (and so at most `bound / POLL_INTERVAL + 1` times).
+fn poll<T>(bound: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + bound;
+    let polls_max = bound.as_millis() / POLL_INTERVAL.as_millis() + 1;
+    for _ in 0..polls_max {
+        if let Some(t) = probe() {
+            return Some(t);
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+    None
+}
+
+/// The servers each test runs on, in order: etcd (the reference), then the
+/// candidate (ferrokv, or a second etcd with `FERROKV_COMPAT_CANDIDATE=etcd`).
+fn sides() -> [ServerKind; 2] {
+    let candidate = if candidate_is_etcd() {
+        ServerKind::Etcd
+    } else {
+        ServerKind::Ferrokv
+    };
+    [ServerKind::Etcd, candidate]
+}
+
+/// A three-member cluster of `kind` under `dir`; short elections for the
+/// fault tests.
+fn start_cluster(kind: ServerKind, dir: &Path, fast_elections: bool) -> ServerCluster {
+    let mut extra_args = Vec::new();
+    if fast_elections {
+        extra_args.push(format!("--heartbeat-interval={HEARTBEAT_INTERVAL_MS}"));
+        extra_args.push(format!("--election-timeout={ELECTION_TIMEOUT_MS}"));
+    }
+    match kind {
+        ServerKind::Etcd => EtcdCluster::start_with(
+            dir,
+            &NAMES,
+            TOKEN,
+            ClusterOptions {
+                shards: None,
+                extra_args,
+            },
+        )
+        .into_inner(),
+        ServerKind::Ferrokv => FerrokvCluster::start(
+            dir,
+            &NAMES,
+            TOKEN,
+            ClusterOptions {
+                shards: Some(SHARDS),
+                extra_args,
+            },
+        )
+        .into_inner(),
+    }
+}
+
+/// Runs `scenario` on a fresh fast-election cluster of each side in turn;
+/// what each returned, by side.
+fn on_each_side<T>(
+    test: &str,
+    mut scenario: impl FnMut(&mut ServerCluster) -> T,
+) -> Vec<(ServerKind, T)> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("ferrokv-{test}-"))
+        .tempdir()
+        .expect("tempdir");
+    sides()
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            eprintln!("=== {test} on {kind}");
+            let mut cluster = start_cluster(kind, &dir.path().join(format!("{i}-{kind}")), true);
+            let result = scenario(&mut cluster);
+            for m in &mut cluster.members {
+                assert!(
+                    m.is_running(),
+                    "{kind} {} exited during {test}:\n{}",
+                    m.name(),
+                    m.log_tail()
+                );
+            }
+            (kind, result)
+        })
+        .collect()
+}
+
+fn others(member: usize) -> Vec<usize> {
+    (0..NAMES.len()).filter(|&i| i != member).collect()
+}
+
+fn all_members() -> Vec<usize> {
+    (0..NAMES.len()).collect()
+}
+
+/// etcdctl through `m`, which must succeed; its stdout.
+fn ctl(c: &ServerCluster, m: usize, args: &[&str]) -> String {
+    let member = &c.members[m];
+    let out = etcdctl(&member.endpoint(), args, None);
+    assert_eq!(
+        out.code,
+        0,
+        "{} via {}: etcdctl {}\nexpected exit 0, got {out:?}\n{}",
+        c.kind(),
+        member.name(),
+        args.join(" "),
+        c.log_tails()
+    );
+    out.stdout
+}
+
+/// etcdctl through `endpoints` (one URL, or several comma-separated) with
+/// the probe bounds.
+fn probe(endpoints: &str, args: &[&str]) -> Output {
+    let mut all = vec![PROBE_COMMAND_TIMEOUT];
+    all.extend_from_slice(args);
+    etcdctl_with_timeout(endpoints, &all, None, PROBE_TIMEOUT)
+}
+
+/// One member's `endpoint status`.
+#[derive(Clone, Debug)]
+struct Status {
+    member: usize,
+    member_id: u64,
+    leader: u64,
+    raft_term: u64,
+}
+
+/// `endpoint status -w json` of the members `alive` that answer: with
+/// `--cluster` when every member is alive, else of their URLs (`--cluster`
+/// would also dial a killed or stopped member and wait out the timeout).
+fn statuses(c: &ServerCluster, alive: &[usize]) -> Vec<Status> {
+    let out = if alive.len() == c.members.len() {
+        probe(
+            &c.members[alive[0]].endpoint(),
+            &["endpoint", "status", "--cluster", "-w", "json"],
+        )
+    } else {
+        let endpoints = alive
+            .iter()
+            .map(|&i| c.members[i].endpoint())
+            .collect::<Vec<_>>()
+            .join(",");
+        probe(&endpoints, &["endpoint", "status", "-w", "json"])
+    };
+    // stdout lists the members that answered, also when others did not.
+    let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(&out.stdout) else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|row| {
+            let url = row["Endpoint"].as_str()?;
+            let member = c.members.iter().position(|m| m.endpoint() == url)?;
+            let s = &row["Status"];
+            Some(Status {
+                member,
+                member_id: s["header"]["member_id"].as_u64()?,
+                leader: s["leader"].as_u64()?,
+                raft_term: s["raftTerm"].as_u64()?,
+            })
+        })
+        .filter(|s| alive.contains(&s.member))
+        .collect()
+}
+
+/// Waits until every member of `alive` answers `endpoint status` and all
+/// name the same leader, one of them: `(its index, its status)`.
+fn wait_leader(c: &ServerCluster, alive: &[usize], bound: Duration) -> (usize, Status) {
+    let mut last = Vec::new();
+    let found = poll(bound, || {
+        let st = statuses(c, alive);
+        let leader = st.first()?.leader;
+        let agreed = st.len() == alive.len() && st.iter().all(|s| s.leader == leader);
+        last = st.clone();
+        let s = st.into_iter().find(|s| agreed && s.member_id == leader)?;
+        Some((s.member, s))
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "{}: members {alive:?} did not agree on a leader among them within {bound:?}; \
+             last statuses: {last:?}\n{}",
+            c.kind(),
+            c.log_tails()
+        )
+    })
+}
+
+/// What the members `alive` answer now to `endpoint status`, to a
+/// serializable and a linearizable read, and to a put with etcdctl's
+/// default timeouts (to see the server's error), for a failure report.
+fn diagnose(c: &ServerCluster, alive: &[usize]) -> String {
+    let mut report = String::from("members now:\n");
+    for &i in alive {
+        let m = &c.members[i];
+        // /proc state: R/S running or sleeping, T stopped, Z exited (not
+        // yet reaped).
+        let state = m
+            .pid()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .and_then(|stat| {
+                let after_name = stat.rsplit_once(") ")?.1;
+                after_name.split_whitespace().next().map(str::to_string)
+            })
+            .unwrap_or_else(|| "gone".to_string());
+        report.push_str(&format!(
+            "  {} pid {:?} process state {state}\n",
+            m.name(),
+            m.pid()
+        ));
+        for args in [
+            &["endpoint", "status", "-w", "json"][..],
+            &["get", "diagnose", "--consistency=s", "-w", "json"][..],
+            &["get", "diagnose", "-w", "json"][..],
+            &["put", "diagnose", "x", "-w", "json"][..],
+        ] {
+            let out = if args[0] == "put" {
+                etcdctl(&m.endpoint(), args, None)
+            } else {
+                probe(&m.endpoint(), args)
+            };
+            report.push_str(&format!(
+                "  {} $ etcdctl {}: exit {}: {}{}\n",
+                m.name(),
+                args.join(" "),
+                out.code,
+                out.stdout.trim(),
+                out.stderr.lines().last().unwrap_or("")
+            ));
+        }
+    }
+    report
+}
+
+/// A put acknowledged by the cluster.
+#[derive(Clone, Debug)]
+struct Ack {
+    key: String,
+    revision: u64,
+    acked: Instant,
+}
+
+/// `put <key> <value_of(key)> -w json` through `m`, which must succeed.
+fn put_acked(c: &ServerCluster, m: usize, key: &str) -> Ack {
+    let out = ctl(c, m, &["put", key, &value_of(key), "-w", "json"]);
+    let revision = json_u64_field(&out, "revision")
+        .unwrap_or_else(|| panic!("{}: put {key}: no revision in {out}", c.kind()));
+    Ack {
+        key: key.to_string(),
+        revision,
+        acked: Instant::now(),
+    }
+}
+
+/// Concurrent puts of distinct keys through every member, over gRPC on a
+/// runtime of its own (the test's thread stays free to kill and restart
+/// members: servers must be spawned from it, see `src/server.rs`). Each key
+/// is tried once; a put that fails or times out is not acknowledged (it
+/// may or may not have been applied).
+struct Load {
+    runtime: Option<tokio::runtime::Runtime>,
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    acked: Arc<AtomicUsize>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(c: &ServerCluster) -> Load {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let writers = (0..c.members.len() * WRITERS_PER_MEMBER)
+            .map(|w| {
+                let endpoint = c.members[w % c.members.len()].endpoint();
+                let (stop, acks, acked) = (stop.clone(), acks.clone(), acked.clone());
+                runtime.spawn(write_keys(endpoint, w, stop, acks, acked))
+            })
+            .collect();
+        Load {
+            runtime: Some(runtime),
+            stop,
+            acks,
+            acked,
+            writers,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` puts in all were acknowledged; panics after `bound`.
+    fn wait_acked(&self, c: &ServerCluster, n: usize, bound: Duration, stage: &str) {
+        let reached = poll(bound, || (self.acked() >= n).then_some(()));
+        assert!(
+            reached.is_some(),
+            "{} {stage}: only {} of {n} puts acknowledged within {bound:?}\n{}",
+            c.kind(),
+            self.acked(),
+            c.log_tails()
+        );
+    }
+
+    /// Puts fresh keys through the members `through`, in turn, each bounded
+    /// by `PROBE_PUT_TIMEOUT`, until one is acknowledged: the time from
+    /// `fault` to that acknowledgement (the load's own puts in flight at the
+    /// fault may hang until their timeout, so they cannot tell). Panics
+    /// after `WRITE_AFTER_FAULT_MAX`.
+    fn first_write_after(&self, c: &ServerCluster, fault: Instant, through: &[usize]) -> Duration {
+        let endpoints: Vec<String> = through.iter().map(|&i| c.members[i].endpoint()).collect();
+        let attempts_max =
+            (WRITE_AFTER_FAULT_MAX.as_millis() / WRITE_RETRY_PAUSE.as_millis()) as usize;
+        let probe = async {
+            let deadline = Instant::now() + WRITE_AFTER_FAULT_MAX;
+            // What the failed attempts got, for the report.
+            let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+            for n in 0..attempts_max {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let key = format!("{LOAD_PREFIX}probe/{n:05}");
+                let req = PutRequest {
+                    key: Bytes::from(key.clone()),
+                    value: Bytes::from(value_of(&key)),
+                    ..Default::default()
+                };
+                let via = n % endpoints.len();
+                let channel = grpc::connect_lazy(&endpoints[via]);
+                let result = grpc::try_unary_within::<PutRequest, PutResponse>(
+                    &channel,
+                    "/etcdserverpb.KV/Put",
+                    req,
+                    PROBE_PUT_TIMEOUT,
+                )
+                .await;
+                let outcome = match result {
+                    Some(Ok(resp)) => {
+                        return Ok(Ack {
+                            key,
+                            revision: resp.header.map_or(0, |h| h.revision) as u64,
+                            acked: Instant::now(),
+                        })
+                    }
+                    Some(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+                    None => format!("no answer within {PROBE_PUT_TIMEOUT:?}"),
+                };
+                *outcomes
+                    .entry(format!("via {}: {outcome}", c.members[through[via]].name()))
+                    .or_default() += 1;
+                tokio::time::sleep(WRITE_RETRY_PAUSE).await;
+            }
+            Err(outcomes)
+        };
+        let runtime = self.runtime.as_ref().expect("runtime");
+        let ack = runtime.block_on(probe).unwrap_or_else(|outcomes| {
+            let load_acked = self
+                .acks
+                .lock()
+                .expect("acks")
+                .iter()
+                .filter(|a| a.acked >= fault)
+                .count();
+            panic!(
+                "{}: no put through {through:?} acknowledged within {WRITE_AFTER_FAULT_MAX:?} \
+                 of the fault (the load's writers: {load_acked} acknowledged since); the \
+                 probe's attempts got: {outcomes:#?}\n{}\n{}",
+                c.kind(),
+                diagnose(c, through),
+                c.log_tails()
+            )
+        });
+        let took = ack.acked.duration_since(fault);
+        self.acks.lock().expect("acks").push(ack);
+        took
+    }
+
+    /// Stops the writers (each ends within `PUT_CALL_TIMEOUT`); every
+    /// acknowledged put.
+    fn finish(mut self) -> Vec<Ack> {
+        self.stop.store(true, Ordering::SeqCst);
+        let runtime = self.runtime.take().expect("runtime");
+        for w in self.writers.drain(..) {
+            runtime.block_on(w).expect("writer task");
+        }
+        let acks = std::mem::take(&mut *self.acks.lock().expect("acks"));
+        acks
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(PUT_CALL_TIMEOUT);
+        }
+    }
+}
+
+async fn write_keys(
+    endpoint: String,
+    writer: usize,
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    acked: Arc<AtomicUsize>,
+) {
+    let started = Instant::now();
+    let mut channel = None;
+    for i in 0..WRITES_PER_WRITER_MAX {
+        if stop.load(Ordering::SeqCst) || started.elapsed() > LOAD_DURATION_MAX {
+            break;
+        }
+        let key = format!("{LOAD_PREFIX}{writer}/{i:05}");
+        let req = PutRequest {
+            key: Bytes::from(key.clone()),
+            value: Bytes::from(value_of(&key)),
+            ..Default::default()
+        };
+        let ch = channel.get_or_insert_with(|| grpc::connect_lazy(&endpoint));
+        let result = grpc::try_unary_within::<PutRequest, PutResponse>(
+            ch,
+            "/etcdserverpb.KV/Put",
+            req,
+            PUT_CALL_TIMEOUT,
+        )
+        .await;
+        match result {
+            Some(Ok(resp)) => {
+                let revision = resp.header.map_or(0, |h| h.revision) as u64;
+                acks.lock().expect("acks").push(Ack {
+                    key,
+                    revision,
+                    acked: Instant::now(),
+                });
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {
+                // A fresh connection for the next put: the member may have
+                // been killed and restarted.
+                channel = None;
+                tokio::time::sleep(WRITE_RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// After a fault: a last write through the leader is served by every
+/// member (serializable read) within `CATCH_UP_MAX`; then every member's
+/// serializable `get --prefix load/` holds every acknowledged key with its
+/// value and revision, nothing with a value never written, all members the
+/// same; `endpoint hashkv --cluster --rev R` agrees. Prints each member's
+/// catch-up time.
+fn check_acked_on_every_member(c: &ServerCluster, acks: &[Ack]) {
+    let kind = c.kind();
+    let mut revisions: Vec<u64> = acks.iter().map(|a| a.revision).collect();
+    revisions.sort_unstable();
+    let total = revisions.len();
+    revisions.dedup();
+    assert_eq!(
+        revisions.len(),
+        total,
+        "{kind}: one revision acknowledged for two puts"
+    );
+
+    let (leader, _) = wait_leader(c, &all_members(), LEADER_WAIT_MAX);
+    let last = put_acked(c, leader, "sentinel/last");
+    let started = Instant::now();
+    for (i, m) in c.members.iter().enumerate() {
+        let caught_up = poll(CATCH_UP_MAX, || {
+            let out = probe(
+                &m.endpoint(),
+                &["get", &last.key, "--consistency=s", "-w", "fields"],
+            );
+            (out.code == 0 && out.stdout.contains("\"Key\" : \"sentinel/last\"")).then_some(())
+        });
+        assert!(
+            caught_up.is_some(),
+            "{kind} {}: `get sentinel/last --consistency=s` through it did not find the write \
+             acknowledged at revision {} within {CATCH_UP_MAX:?}\n{}",
+            m.name(),
+            last.revision,
+            c.log_tails()
+        );
+        eprintln!(
+            "{kind} {}{}: serves the last write {:?} after it was acknowledged",
+            m.name(),
+            if i == leader { " (leader)" } else { "" },
+            started.elapsed()
+        );
+    }
+
+    let mut first: Option<(String, _)> = None;
+    for m in 0..c.members.len() {
+        let name = c.members[m].name().to_string();
+        let (_, kvs) = parse_get_fields(&ctl(
+            c,
+            m,
+            &[
+                "get",
+                "--prefix",
+                LOAD_PREFIX,
+                "--consistency=s",
+                "-w",
+                "fields",
+            ],
+        ));
+        let missing: Vec<String> = acks
+            .iter()
+            .filter(|a| {
+                kvs.get(&a.key)
+                    .is_none_or(|kv| kv.value != value_of(&a.key) || kv.mod_revision != a.revision)
+            })
+            .map(|a| format!("{} at {} (got {:?})", a.key, a.revision, kvs.get(&a.key)))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{kind} {name}: {} of {} acknowledged puts missing or changed, e.g. {:?}\n{}",
+            missing.len(),
+            acks.len(),
+            &missing[..missing.len().min(10)],
+            c.log_tails()
+        );
+        let wrong: Vec<&String> = kvs
+            .iter()
+            .filter(|(k, kv)| kv.value != value_of(k))
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{kind} {name}: values never written: {wrong:?}"
+        );
+        match &first {
+            None => first = Some((name, kvs)),
+            Some((first_name, first_kvs)) => assert!(
+                *first_kvs == kvs,
+                "{kind}: {first_name} and {name} hold different {LOAD_PREFIX} keys ({} and {})",
+                first_kvs.len(),
+                kvs.len()
+            ),
+        }
+    }
+    let held = first.map_or(0, |(_, kvs)| kvs.len());
+    eprintln!(
+        "{kind}: {} acknowledged puts on every member ({held} keys held, the rest were \
+         never acknowledged)",
+        acks.len()
+    );
+
+    let rev = last.revision.to_string();
+    let out = ctl(
+        c,
+        leader,
+        &[
+            "endpoint",
+            "hashkv",
+            "--cluster",
+            "--rev",
+            &rev,
+            "-w",
+            "json",
+        ],
+    );
+    let rows: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{kind}: {e}: {out}"));
+    let hashes: Vec<(String, u64)> = rows
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r["Endpoint"].as_str().unwrap_or("?").to_string(),
+                        r["HashKV"]["hash"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(hashes.len(), c.members.len(), "{kind}: hashkv: {out}");
+    assert!(
+        hashes.iter().all(|(_, h)| *h == hashes[0].1),
+        "{kind}: `endpoint hashkv --cluster --rev {rev}` differs between members: {hashes:?}\n{}",
+        c.log_tails()
+    );
+}
+
+// ------------------------------------------------- etcdctl side by side
+
+/// The steps of one cluster's run: each output normalized (or reduced to
+/// what is compared), and the invariants that did not hold.
+struct Transcript<'a> {
+    cluster: &'a ServerCluster,
+    norm: Normalizer,
+    steps: Vec<StepName>,
+    outputs: Vec<Output>,
+    violations: Vec<String>,
+}
+
+impl<'a> Transcript<'a> {
+    fn new(cluster: &'a ServerCluster) -> Self {
+        Transcript {
+            cluster,
+            norm: Normalizer::for_cluster(cluster),
+            steps: Vec::new(),
+            outputs: Vec::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// Runs etcdctl through member `via`; the raw output.
+    fn exec(&self, via: usize, args: &[&str], stdin: Option<&str>) -> Output {
+        etcdctl(
+            &self.cluster.members[via].endpoint(),
+            args,
+            stdin.map(str::as_bytes),
+        )
+    }
+
+    /// Records `shown` as the output of step `text` through `via`.
+    fn push(&mut self, via: usize, role: &str, text: &str, shown: Output) {
+        let n = self.steps.len() + 1;
+        let text = self.norm.normalize(text);
+        self.steps.push(StepName {
+            short: format!("{n}"),
+            heading: format!(
+                "step {n} via {} ({role}): etcdctl {text}",
+                self.cluster.members[via].name()
+            ),
+        });
+        self.outputs.push(shown);
+    }
+
+    /// Runs, records the normalized output, and returns the raw one.
+    fn run(&mut self, via: usize, role: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let out = self.exec(via, args, stdin);
+        let shown = self.norm.normalize_output(&out);
+        self.push(via, role, &args.join(" "), shown);
+        out
+    }
+
+    fn check(&mut self, holds: bool, what: impl FnOnce() -> String) {
+        if !holds {
+            self.violations.push(what());
+        }
+    }
+}
+
+/// A table's rows as `a | b | c` lines, the header first and the others
+/// sorted.
+fn render_rows(rows: &[Vec<String>]) -> String {
+    let mut lines: Vec<String> = rows.iter().map(|r| r.join(" | ")).collect();
+    if lines.len() > 1 {
+        lines[1..].sort();
+    }
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn sorted_lines(text: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+const MEMBER_LIST_HEADER: [&str; 6] = [
+    "ID",
+    "STATUS",
+    "NAME",
+    "PEER ADDRS",
+    "CLIENT ADDRS",
+    "IS LEARNER",
+];
+const ENDPOINT_STATUS_HEADER: [&str; 10] = [
+    "ENDPOINT",
+    "ID",
+    "VERSION",
+    "DB SIZE",
+    "IS LEADER",
+    "IS LEARNER",
+    "RAFT TERM",
+    "RAFT INDEX",
+    "RAFT APPLIED INDEX",
+    "ERRORS",
+];
+/// `endpoint status` columns that legitimately differ between two
+/// clusters: the server's version string, bytes on disk, raft counters
+/// (elections, internal entries), and which member won the election
+/// (checked to be exactly one, then normalized).
+const ENDPOINT_STATUS_NORMALIZED: [&str; 6] = [
+    "VERSION",
+    "DB SIZE",
+    "IS LEADER",
+    "RAFT TERM",
+    "RAFT INDEX",
+    "RAFT APPLIED INDEX",
+];
+
+/// `member list -w table`, `endpoint health --cluster` and `endpoint
+/// status --cluster -w table` through `via`.
+fn cluster_commands(t: &mut Transcript, via: usize, role: &str) {
+    let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
+
+    let out = t.exec(via, &["member", "list", "-w", "table"], None);
+    let rows = table_rows(&t.norm.normalize(&out.stdout));
+    t.check(
+        rows.first().map(Vec::as_slice) == Some(&MEMBER_LIST_HEADER.map(String::from)[..]),
+        || format!("member list via {via}: header {:?}", rows.first()),
+    );
+    let mut listed: Vec<String> = rows
+        .iter()
+        .skip(1)
+        .filter_map(|r| r.get(2).cloned())
+        .collect();
+    listed.sort();
+    t.check(listed == names, || {
+        format!("member list via {via}: names {listed:?}, expected {names:?}")
+    });
+    for r in rows.iter().skip(1) {
+        let name = r.get(2).cloned().unwrap_or_default();
+        let want = vec![
+            format!("<id:{name}>"),
+            "started".to_string(),
+            name.clone(),
+            format!("<peer-url:{name}>"),
+            format!("<client-url:{name}>"),
+            "false".to_string(),
+        ];
+        t.check(*r == want, || {
+            format!("member list via {via}: row {r:?}, expected {want:?}")
+        });
+    }
+    let shown = Output {
+        stdout: render_rows(&rows),
+        stderr: t.norm.normalize(&out.stderr),
+        code: out.code,
+    };
+    t.push(via, role, "member list -w table", shown);
+
+    // etcdctl 3.4 prints the health lines on stderr, in answer order.
+    let out = t.exec(via, &["endpoint", "health", "--cluster"], None);
+    let health = sorted_lines(&t.norm.normalize(&format!("{}{}", out.stdout, out.stderr)));
+    let want: String = NAMES
+        .iter()
+        .map(|n| {
+            format!("<client-url:{n}> is healthy: successfully committed proposal: took = <took>\n")
+        })
+        .collect();
+    t.check(out.code == 0 && health == want, || {
+        format!(
+            "endpoint health --cluster via {via}: exit {}, {health:?}",
+            out.code
+        )
+    });
+    let shown = Output {
+        stdout: health,
+        stderr: String::new(),
+        code: out.code,
+    };
+    t.push(via, role, "endpoint health --cluster", shown);
+
+    let out = t.exec(
+        via,
+        &["endpoint", "status", "--cluster", "-w", "table"],
+        None,
+    );
+    let mut rows = table_rows(&t.norm.normalize(&out.stdout));
+    let header: Vec<String> = rows.first().cloned().unwrap_or_default();
+    t.check(header == ENDPOINT_STATUS_HEADER.map(String::from), || {
+        format!("endpoint status via {via}: header {header:?}")
+    });
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let cell = |r: &Vec<String>, name: &str| col(name).and_then(|i| r.get(i).cloned());
+    let leaders = rows
+        .iter()
+        .skip(1)
+        .filter(|r| cell(r, "IS LEADER").as_deref() == Some("true"))
+        .count();
+    let learners = rows
+        .iter()
+        .skip(1)
+        .filter(|r| cell(r, "IS LEARNER").as_deref() != Some("false"))
+        .count();
+    let mut terms: Vec<Option<String>> =
+        rows.iter().skip(1).map(|r| cell(r, "RAFT TERM")).collect();
+    terms.dedup();
+    t.check(
+        rows.len() == 4 && leaders == 1 && learners == 0 && terms.len() == 1,
+        || {
+            format!(
+                "endpoint status --cluster via {via}: {} members, {leaders} leaders, \
+                 {learners} learners, terms {terms:?}: {rows:?}",
+                rows.len().saturating_sub(1)
+            )
+        },
+    );
+    for r in rows.iter_mut().skip(1) {
+        for name in ENDPOINT_STATUS_NORMALIZED {
+            if let Some(i) = col(name) {
+                if let Some(c) = r.get_mut(i) {
+                    *c = format!("<{name}>");
+                }
+            }
+        }
+    }
+    let shown = Output {
+        stdout: render_rows(&rows),
+        stderr: t.norm.normalize(&out.stderr),
+        code: out.code,
+    };
+    t.push(via, role, "endpoint status --cluster -w table", shown);
+}
+
+/// `remaining(Ns)` of `lease timetolive` replaced by `remaining(<s>)`,
+/// and N (a countdown that may tick between two runs).
+fn normalize_remaining(text: &str) -> (String, Option<u64>) {
+    let Some(start) = text.find("remaining(") else {
+        return (text.to_string(), None);
+    };
+    let after = &text[start + "remaining(".len()..];
+    let Some(end) = after.find("s)") else {
+        return (text.to_string(), None);
+    };
+    let secs = after[..end].parse().ok();
+    (
+        format!("{}remaining(<s>){}", &text[..start], &after[end + 2..]),
+        secs,
+    )
+}
+
+/// The whole side-by-side scenario on one cluster.
+fn answer_as_etcd(cluster: &ServerCluster) -> Transcript<'_> {
+    let mut t = Transcript::new(cluster);
+    let (leader, _) = wait_leader(cluster, &all_members(), LEADER_WAIT_MAX);
+    let followers = others(leader);
+    let (f1, f2) = (followers[0], followers[1]);
+    let role = |m: usize| if m == leader { "leader" } else { "follower" };
+
+    for via in all_members() {
+        cluster_commands(&mut t, via, role(via));
+    }
+
+    // Put through member 1; reads through members 2 and 3. The
+    // linearizable reads come first: once one answered, the member has
+    // applied the put, so the serializable reads after it are
+    // deterministic.
+    t.run(0, role(0), &["put", "foo", "bar"], None);
+    let mut foo_revision = None;
+    for via in [1, 2] {
+        let out = t.run(via, role(via), &["get", "foo", "-w", "json"], None);
+        foo_revision = json_u64_field(&out.stdout, "mod_revision");
+    }
+    for via in [1, 2] {
+        t.run(
+            via,
+            role(via),
+            &["get", "foo", "--consistency=s", "-w", "json"],
+            None,
+        );
+    }
+    let foo_revision = foo_revision.unwrap_or(0);
+
+    // Kubernetes' update: compare mod_revision, then put, else get;
+    // through a follower, once taken and once (now stale) not.
+    let txn = format!("mod(\"foo\") = \"{foo_revision}\"\n\nput foo baz\n\nget foo\n\n");
+    for _ in 0..2 {
+        let out = t.exec(f1, &["txn", "-w", "json"], Some(&txn));
+        let shown = t.norm.normalize_output(&out);
+        t.push(
+            f1,
+            role(f1),
+            &format!("txn -w json <<< mod(\"foo\") = \"{foo_revision}\" / put foo baz / get foo"),
+            shown,
+        );
+    }
+    t.run(f2, role(f2), &["get", "foo"], None);
+
+    // A prefix delete whose keys lie on several shards (ferrokv).
+    for key in ["dir/a", "dir/b", "dir/c", "dir/d"] {
+        t.run(0, role(0), &["put", key, "x"], None);
+    }
+    t.run(f2, role(f2), &["del", "--prefix", "dir/"], None);
+    t.run(f1, role(f1), &["get", "--prefix", "dir/"], None);
+
+    // A lease granted through a follower, a key on it, timetolive through
+    // another member, revoked through a third.
+    let out = t.exec(f1, &["lease", "grant", "60"], None);
+    let lease = out
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .filter(|_| out.stdout.starts_with("lease "))
+        .map(str::to_string);
+    t.check(lease.is_some(), || format!("lease grant 60: {out:?}"));
+    let lease = lease.unwrap_or_else(|| "0".to_string());
+    if let Ok(decimal) = u64::from_str_radix(&lease, 16) {
+        t.norm.add_literal(&lease, "<lease>");
+        t.norm.add_literal(&decimal.to_string(), "<lease>");
+    }
+    let shown = t.norm.normalize_output(&out);
+    t.push(f1, role(f1), "lease grant 60", shown);
+    t.run(
+        0,
+        role(0),
+        &["put", &format!("--lease={lease}"), "leased", "v"],
+        None,
+    );
+    let out = t.exec(f2, &["lease", "timetolive", "--keys", &lease], None);
+    let (stdout, remaining) = normalize_remaining(&t.norm.normalize(&out.stdout));
+    t.check(remaining.is_some_and(|s| (50..=60).contains(&s)), || {
+        format!("lease timetolive --keys: remaining {remaining:?} not in 50..=60: {out:?}")
+    });
+    let shown = Output {
+        stdout,
+        stderr: t.norm.normalize(&out.stderr),
+        code: out.code,
+    };
+    t.push(f2, role(f2), "lease timetolive --keys <lease>", shown);
+    t.run(leader, role(leader), &["lease", "revoke", &lease], None);
+    t.run(f1, role(f1), &["get", "leased"], None);
+    t.run(f2, role(f2), &["lease", "timetolive", &lease], None);
+
+    // A watch on a follower sees puts made through the two other members.
+    let mut watch = Some(Background::start(
+        &cluster.members[f1].endpoint(),
+        &["watch", "--prefix", "watched/"],
+    ));
+    thread::sleep(WATCH_SETTLE);
+    t.run(leader, role(leader), &["put", "watched/a", "1"], None);
+    t.run(f2, role(f2), &["put", "watched/b", "2"], None);
+    let out = watch
+        .take()
+        .expect("watch")
+        .stop(WATCH_QUIET, WATCH_STOP_TIMEOUT);
+    t.check(
+        out.stdout == "PUT\nwatched/a\n1\nPUT\nwatched/b\n2\n",
+        || format!("watch --prefix watched/ on a follower: {out:?}"),
+    );
+    let shown = t.norm.normalize_output(&out);
+    t.push(
+        f1,
+        role(f1),
+        "watch --prefix watched/ (background, stopped)",
+        shown,
+    );
+
+    // Compaction through a follower; reads below it fail on every member.
+    let out = t.run(leader, role(leader), &["get", "foo", "-w", "json"], None);
+    let revision = json_u64_field(&out.stdout, "revision").unwrap_or(0);
+    t.run(f2, role(f2), &["compaction", &revision.to_string()], None);
+    let below = (revision - 1).to_string();
+    for via in all_members() {
+        t.run(
+            via,
+            role(via),
+            &["get", "foo", &format!("--rev={below}")],
+            None,
+        );
+    }
+    t.run(
+        f1,
+        role(f1),
+        &["get", "foo", &format!("--rev={revision}")],
+        None,
+    );
+    t
+}
+
+#[test]
+fn three_members_answer_as_etcd() {
+    let dir = tempfile::Builder::new()
+        .prefix("ferrokv-cluster-answers-")
+        .tempdir()
+        .expect("tempdir");
+    let [reference_kind, candidate_kind] = sides();
+    let reference = start_cluster(reference_kind, &dir.path().join("reference"), false);
+    let ref_t = answer_as_etcd(&reference);
+    let (ref_steps, ref_out, ref_violations) = (ref_t.steps, ref_t.outputs, ref_t.violations);
+    drop(reference);
+    if std::env::var_os("FERROKV_COMPAT_SHOW").is_some() {
+        for (step, out) in ref_steps.iter().zip(&ref_out) {
+            eprintln!(
+                "$ {}    [exit {}]\n{}{}",
+                step.heading, out.code, out.stdout, out.stderr
+            );
+        }
+    }
+    assert!(
+        ref_violations.is_empty(),
+        "the test is wrong: etcd itself does not hold: {ref_violations:#?}"
+    );
+
+    let candidate = start_cluster(candidate_kind, &dir.path().join("candidate"), false);
+    let cand_t = answer_as_etcd(&candidate);
+    let (cand_out, cand_violations) = (cand_t.outputs, cand_t.violations);
+    let mut report = String::new();
+    if !cand_violations.is_empty() {
+        report.push_str(&format!(
+            "{candidate_kind}: invariants that etcd holds did not: {cand_violations:#?}\n"
+        ));
+    }
+    if cand_out.len() != ref_out.len() {
+        report.push_str(&format!(
+            "{candidate_kind} ran {} steps, etcd {}\n",
+            cand_out.len(),
+            ref_out.len()
+        ));
+    } else if let Err(diff) = compare_steps(
+        "three-member cluster",
+        &ref_steps,
+        (&reference_kind.to_string(), &ref_out),
+        (&format!("{candidate_kind} (candidate)"), &cand_out),
+    ) {
+        report.push_str(&diff);
+    }
+    if !report.is_empty() {
+        panic!("{report}\n{}", candidate.log_tails());
+    }
+    eprintln!(
+        "{} steps identical on {reference_kind} and {candidate_kind}",
+        ref_out.len()
+    );
+}
+
+// ----------------------------------------------------------------- faults
+
+#[test]
+fn writes_survive_killing_the_leader() {
+    let results = on_each_side("kill-leader", |c| {
+        let kind = c.kind();
+        let (leader, before) = wait_leader(c, &all_members(), LEADER_WAIT_MAX);
+        let load = Load::start(c);
+        load.wait_acked(
+            c,
+            ACKS_BEFORE_FAULT,
+            ACKS_BEFORE_FAULT_MAX,
+            "before the kill",
+        );
+        c.members[leader].kill_9();
+        let killed = Instant::now();
+        let acked_at_kill = load.acked();
+        let first_write = load.first_write_after(c, killed, &others(leader));
+        let (new_leader, after) = wait_leader(c, &others(leader), LEADER_WAIT_MAX);
+        let elected = killed.elapsed();
+        assert!(
+            new_leader != leader && after.raft_term > before.raft_term,
+            "{kind}: after killing {} (term {}), leader {} in term {}",
+            c.members[leader].name(),
+            before.raft_term,
+            c.members[new_leader].name(),
+            after.raft_term
+        );
+        eprintln!(
+            "{kind}: leader {} killed after {acked_at_kill} acknowledged puts; {} leads \
+             (term {}), seen {elected:?} after the kill; first write acknowledged {first_write:?} \
+             after the kill",
+            c.members[leader].name(),
+            c.members[new_leader].name(),
+            after.raft_term
+        );
+        load.wait_acked(
+            c,
+            load.acked() + ACKS_PER_STAGE,
+            WRITE_AFTER_FAULT_MAX,
+            "with two members",
+        );
+        c.members[leader].start_again();
+        load.wait_acked(
+            c,
+            load.acked() + ACKS_PER_STAGE,
+            WRITE_AFTER_FAULT_MAX,
+            "after the restart",
+        );
+        let acks = load.finish();
+        check_acked_on_every_member(c, &acks);
+        first_write
+    });
+    for (kind, first_write) in results {
+        eprintln!("kill -9 of the leader to the first acknowledged write: {kind} {first_write:?}");
+    }
+}
+
+#[test]
+fn a_follower_restart_catches_up() {
+    on_each_side("follower-restart", |c| {
+        let kind = c.kind();
+        let (leader, _) = wait_leader(c, &all_members(), LEADER_WAIT_MAX);
+        let follower = others(leader)[0];
+        let mut acks = vec![put_acked(c, follower, "load/before/0")];
+        c.members[follower].kill_9();
+        let alive = others(follower);
+        for i in 0..WRITES_WHILE_DOWN {
+            acks.push(put_acked(c, alive[i % 2], &format!("load/down/{i:03}")));
+        }
+        c.members[follower].start_again();
+        let restarted = Instant::now();
+        let name = c.members[follower].name().to_string();
+        let endpoint = c.members[follower].endpoint();
+        let want = format!("load/down/{:03}", WRITES_WHILE_DOWN - 1);
+        let served = poll(CATCH_UP_MAX, || {
+            let out = probe(
+                &endpoint,
+                &["get", &want, "--consistency=s", "-w", "fields"],
+            );
+            (out.code == 0 && out.stdout.contains(&format!("\"Key\" : \"{want}\""))).then_some(())
+        });
+        assert!(
+            served.is_some(),
+            "{kind} {name}: restarted follower did not serve {want} (serializable) within \
+             {CATCH_UP_MAX:?}\n{}",
+            c.log_tails()
+        );
+        eprintln!(
+            "{kind}: follower {name} restarted serves the {WRITES_WHILE_DOWN} writes made \
+             while it was down {:?} after its restart",
+            restarted.elapsed()
+        );
+        check_acked_on_every_member(c, &acks);
+    });
+}
+
+#[test]
+fn all_members_killed_and_restarted_keep_every_acknowledged_write() {
+    on_each_side("kill-all", |c| {
+        let kind = c.kind();
+        wait_leader(c, &all_members(), LEADER_WAIT_MAX);
+        let load = Load::start(c);
+        load.wait_acked(
+            c,
+            ACKS_BEFORE_FAULT,
+            ACKS_BEFORE_FAULT_MAX,
+            "before the kill",
+        );
+        c.kill_9_all();
+        let killed = Instant::now();
+        let acked_at_kill = load.acked();
+        c.start_again_all();
+        let restarted = killed.elapsed();
+        let first_write = load.first_write_after(c, killed, &all_members());
+        let (leader, status) = wait_leader(c, &all_members(), LEADER_WAIT_MAX);
+        eprintln!(
+            "{kind}: all members killed after {acked_at_kill} acknowledged puts, healthy again \
+             {restarted:?} after the kill, {} leads (term {}); first write acknowledged \
+             {first_write:?} after the kill",
+            c.members[leader].name(),
+            status.raft_term
+        );
+        load.wait_acked(
+            c,
+            load.acked() + ACKS_PER_STAGE,
+            WRITE_AFTER_FAULT_MAX,
+            "after the restart",
+        );
+        let acks = load.finish();
+        check_acked_on_every_member(c, &acks);
+    });
+}
+
+#[test]
+fn sigstop_leader_past_election_timeout() {
+    let stopped_for = Duration::from_millis(3 * ELECTION_TIMEOUT_MS);
+    let results = on_each_side("sigstop-leader", |c| {
+        let kind = c.kind();
+        let (leader, before) = wait_leader(c, &all_members(), LEADER_WAIT_MAX);
+        let name = c.members[leader].name().to_string();
+        let load = Load::start(c);
+        load.wait_acked(
+            c,
+            ACKS_BEFORE_FAULT,
+            ACKS_BEFORE_FAULT_MAX,
+            "before SIGSTOP",
+        );
+        c.members[leader].sigstop();
+        let stopped = Instant::now();
+        let alive = others(leader);
+        let first_write = load.first_write_after(c, stopped, &alive);
+        let (new_leader, after) = wait_leader(c, &alive, LEADER_WAIT_MAX);
+        assert!(
+            new_leader != leader && after.raft_term > before.raft_term,
+            "{kind}: with {name} stopped (term {}), leader {} in term {}",
+            before.raft_term,
+            c.members[new_leader].name(),
+            after.raft_term
+        );
+        eprintln!(
+            "{kind}: leader {name} stopped; first write acknowledged {first_write:?} after \
+             SIGSTOP; {} leads (term {})",
+            c.members[new_leader].name(),
+            after.raft_term
+        );
+        let mut acks: Vec<Ack> = (0..WRITES_WHILE_DOWN)
+            .map(|i| put_acked(c, alive[i % 2], &format!("{LOAD_PREFIX}stopped/{i:03}")))
+            .collect();
+        if let Some(rest) = stopped_for.checked_sub(stopped.elapsed()) {
+            thread::sleep(rest);
+        }
+        for m in &mut c.members {
+            assert!(
+                m.is_running(),
+                "{kind} {} exited:\n{}",
+                m.name(),
+                m.log_tail()
+            );
+        }
+        c.members[leader].sigcont();
+        let resumed = Instant::now();
+
+        // The old leader follows the new one (in its term or a later one).
+        let mut last = Vec::new();
+        let follows = poll(CATCH_UP_MAX, || {
+            let st = statuses(c, &[leader]);
+            last = st.clone();
+            st.into_iter().find(|s| {
+                s.leader != 0 && s.leader != s.member_id && s.raft_term >= after.raft_term
+            })
+        });
+        let follows = follows.unwrap_or_else(|| {
+            panic!(
+                "{kind} {name}: after SIGCONT not a follower within {CATCH_UP_MAX:?}; last \
+                 status {last:?}\n{}",
+                c.log_tails()
+            )
+        });
+        eprintln!(
+            "{kind}: {name} resumed follows {:x} in term {} {:?} after SIGCONT",
+            follows.leader,
+            follows.raft_term,
+            resumed.elapsed()
+        );
+        load.wait_acked(
+            c,
+            load.acked() + ACKS_PER_STAGE,
+            WRITE_AFTER_FAULT_MAX,
+            "after SIGCONT",
+        );
+        acks.extend(load.finish());
+        check_acked_on_every_member(c, &acks);
+        first_write
+    });
+    for (kind, first_write) in results {
+        eprintln!("SIGSTOP of the leader to the first acknowledged write: {kind} {first_write:?}");
+    }
+}
