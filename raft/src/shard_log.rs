@@ -13,8 +13,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ferrokv_wal::{Wal, WalConfig};
-use raft::eraftpb::{Entry, EntryType, HardState, Message};
-use raft::{Config, RawNode, StateRole};
+use raft::eraftpb::{Entry, EntryType, HardState, Message, MessageType};
+use raft::{Config, RawNode, SnapshotStatus, StateRole};
 
 use crate::record::{encode_compaction, encode_entry, encode_hard_state};
 use crate::storage::{replay, ShardStorage};
@@ -105,6 +105,12 @@ pub trait Apply {
     /// Leadership or term changed. Called before the committed entries of
     /// the same `Ready`.
     fn role_changed(&self, role: Role);
+    /// The leader sent a snapshot (`MsgSnapshot`, its data the index of the
+    /// leader's snapshot file): this log needs entries the leader no longer
+    /// has. The state machine fetches and installs the file, then hands the
+    /// message back with [`ShardLog::step_installed`]; if it cannot, it drops
+    /// the message and the leader offers it again.
+    fn snapshot_offered(&self, msg: Message);
 }
 
 /// Completion slot of one proposal, read or compaction request.
@@ -245,6 +251,17 @@ impl ShardLog {
             // also commit them all with the first entry of the next term.)
             storage.hard_state.commit = storage.last_index();
         }
+        if applied_index > storage.hard_state.commit {
+            // The state machine holds a snapshot the leader sent, and the
+            // member stopped before its log recorded it: the log restarts
+            // after it. The entry's term is known only if the log has it;
+            // otherwise 0, and the leader's next append will not match, so
+            // it sends the snapshot again.
+            let term = storage.term_of(applied_index).unwrap_or(0);
+            let cs = storage.conf_state.clone();
+            storage.restore(applied_index, term, cs);
+        }
+        storage.snapshot_file_index = applied_index;
         let commit = storage.hard_state.commit;
         if applied_index < storage.snap_index {
             return Err(Error::AppliedBelowCompaction {
@@ -439,6 +456,23 @@ impl ShardLog {
     /// A message from a peer of this group. Dropped (and counted) when the
     /// inbound queue is full: raft retransmits.
     pub fn step(&self, msg: Message) {
+        if msg.get_msg_type() == MessageType::MsgSnapshot {
+            let apply = self.inner.apply.borrow().clone();
+            if let Some(a) = apply {
+                a.snapshot_offered(msg);
+            }
+            return;
+        }
+        self.push_inbound(msg);
+    }
+
+    /// The `MsgSnapshot` of [`Apply::snapshot_offered`], once the state
+    /// machine holds the snapshot it describes.
+    pub fn step_installed(&self, msg: Message) {
+        self.push_inbound(msg);
+    }
+
+    fn push_inbound(&self, msg: Message) {
         let mut st = self.inner.st.borrow_mut();
         if st.inbound.len() >= INBOUND_MESSAGES_PENDING_MAX {
             st.inbound_dropped += 1;
@@ -513,6 +547,14 @@ impl ShardLog {
         }
         inner.work.notify_all();
         slot.wait().await.map(|_| ())
+    }
+
+    /// The state machine wrote a snapshot file at `index`: a follower that
+    /// needs compacted entries is offered it from now on.
+    pub fn snapshot_written(&self, index: u64) {
+        let mut node = self.inner.node.borrow_mut();
+        let store = node.mut_store();
+        store.snapshot_file_index = store.snapshot_file_index.max(index);
     }
 
     pub fn role(&self) -> Role {
@@ -810,18 +852,47 @@ impl Inner {
         }
     }
 
+    /// Sends raft's messages. A snapshot message carries only the index of
+    /// the snapshot file (the follower fetches it), so once it is handed to
+    /// the transport it is reported done: if the follower could not use it,
+    /// its next answers make the leader offer it again.
+    fn send(&self, msgs: Vec<Message>) {
+        let snapshots: Vec<u64> = msgs
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+            .map(|m| m.to)
+            .collect();
+        self.transport.send(msgs);
+        if !snapshots.is_empty() {
+            let mut node = self.node.borrow_mut();
+            for to in snapshots {
+                node.report_snapshot(to, SnapshotStatus::Finish);
+            }
+        }
+    }
+
     /// One `Ready`: send, persist (one WAL append, one fdatasync), advance,
     /// apply.
     async fn handle_ready(&self) -> Result<(), Error> {
         let mut ready = self.node.borrow_mut().ready();
         // A leader's appends go out before its own write: the followers'
         // fsyncs run in parallel with this one.
-        self.transport.send(ready.take_messages());
+        self.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            // Leaders never send one yet (their storage has none to give),
-            // so this would be another implementation's leader: refuse it
-            // rather than stop the group.
-            log::error!("raft: a snapshot from the leader arrived; installing one is not supported yet, ignored");
+            // The state machine installed it before raft saw the message
+            // (`step_installed`): the log now starts after it.
+            let meta = ready.snapshot().get_metadata().clone();
+            let (index, term) = (meta.index, meta.term);
+            let hs = {
+                let mut node = self.node.borrow_mut();
+                let store = node.mut_store();
+                store.restore(index, term, meta.get_conf_state().clone());
+                store.hard_state.clone()
+            };
+            let marker = encode_compaction(index, term, &hs, meta.get_conf_state());
+            let lsn = self.wal.append(vec![marker]).await?;
+            *self.persisted_hs.borrow_mut() = hs;
+            self.wal.truncate_before(lsn).await?;
         }
         self.refresh_role_from_ready(&ready);
         self.commit_entries(ready.take_committed_entries());
@@ -860,12 +931,12 @@ impl Inner {
                 *self.persisted_hs.borrow_mut() = hs;
             }
         }
-        self.transport.send(ready.take_persisted_messages());
+        self.send(ready.take_persisted_messages());
         let mut light = self.node.borrow_mut().advance(ready);
         if let Some(commit) = light.commit_index() {
             self.node.borrow_mut().mut_store().hard_state.commit = commit;
         }
-        self.transport.send(light.take_messages());
+        self.send(light.take_messages());
         self.commit_entries(light.take_committed_entries());
         self.node.borrow_mut().advance_apply();
         self.refresh_status();

@@ -21,6 +21,9 @@ pub(crate) struct ShardStorage {
     /// WAL lsn of the record that wrote each entry (parallel to `entries`).
     /// Increasing: a rewrite of index i also rewrites everything after i.
     pub entry_lsns: Vec<u64>,
+    /// Raft index of the state machine's newest snapshot file (0: none):
+    /// what a follower that needs compacted entries is sent.
+    pub snapshot_file_index: u64,
 }
 
 impl ShardStorage {
@@ -70,6 +73,20 @@ impl ShardStorage {
         self.entries.extend_from_slice(ents);
         self.entry_lsns.extend_from_slice(lsns);
         Ok(())
+    }
+
+    /// Installs a snapshot the state machine already holds: the log now
+    /// starts after `index` (whose entry had `term`); everything before is
+    /// gone and `commit` is at least `index`.
+    pub fn restore(&mut self, index: u64, term: u64, cs: ConfState) {
+        self.snap_index = index;
+        self.snap_term = term;
+        self.conf_state = cs;
+        self.entries.clear();
+        self.entry_lsns.clear();
+        self.hard_state.commit = self.hard_state.commit.max(index);
+        self.hard_state.term = self.hard_state.term.max(term);
+        self.snapshot_file_index = self.snapshot_file_index.max(index);
     }
 
     /// Drops entries <= `index` (which must be present or already compacted).
@@ -222,12 +239,26 @@ impl Storage for ShardStorage {
         Ok(ShardStorage::last_index(self))
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Sending the state machine's snapshot file to a lagging follower is
-        // the job of the multi-member work; a single voter never needs it.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    /// The state machine's snapshot file, described: its index, the term
+    /// of that entry, the membership; `data` is the index (8 bytes LE).
+    /// The follower fetches the file itself, in chunks (the shard's job).
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let index = self.snapshot_file_index;
+        let term = self.term_of(index);
+        match term {
+            Some(term) if index > 0 && index >= request_index && index >= self.snap_index => {
+                let mut snap = Snapshot::default();
+                snap.data = index.to_le_bytes().to_vec().into();
+                let meta = snap.mut_metadata();
+                meta.index = index;
+                meta.term = term;
+                meta.set_conf_state(self.conf_state.clone());
+                Ok(snap)
+            }
+            _ => Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            )),
+        }
     }
 }
 

@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Mutex, Once};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use ferrokv_raft::peer::{
-    start, Inbound, IncomingCall, PeerConfig, PeerError, PeerHandle, PeerStats,
+    start, Inbound, IncomingCall, ListenAddr, PeerConfig, PeerError, PeerHandle, PeerStats, PeerTls,
 };
 use glommio::{LocalExecutorBuilder, Placement};
 use raft::eraftpb::{Entry, Message, MessageType};
@@ -215,10 +216,10 @@ impl Node {
 
 fn cfg(id: u64, listen: SocketAddr, peers: &[(u64, SocketAddr)], shards: u32) -> PeerConfig {
     let mut c = PeerConfig::new(0x1000, id, shards);
-    c.listen = vec![listen];
+    c.listen = vec![listen.into()];
     c.peers = peers
         .iter()
-        .map(|(id, a)| (*id, vec![*a]))
+        .map(|(id, a)| (*id, vec![(*a).into()]))
         .collect::<BTreeMap<_, _>>();
     c.name = format!("n{id}");
     c.client_urls = vec![format!("http://127.0.0.1:{}", 2379 + id)];
@@ -449,7 +450,7 @@ fn stopped_transport_fails_calls_and_drops_messages() {
 /// why.
 async fn refused(b: PeerConfig, acceptor_says: &str) {
     let a1 = free_addr();
-    let a2 = b.listen[0];
+    let a2 = b.listen[0].addr;
     let n1 = Node::start(cfg(1, a1, &[(2, a2)], 2));
     let n2 = Node::start(b);
     eventually("refusal seen by the dialer", || {
@@ -816,9 +817,345 @@ fn bad_configuration_is_refused() {
             Node::try_start(c.clone()),
             Err(PeerError::Config(_))
         ));
+        // TLS links without TLS, or dialing TLS without a CA to verify with.
+        let mut c = cfg(1, a, &[], 1);
+        c.listen[0].tls = true;
+        match Node::try_start(c) {
+            Err(PeerError::Config(e)) => assert!(e.contains("cannot listen on TLS"), "{e}"),
+            other => panic!("{:?}", other.err()),
+        }
+        let pki = Pki::new("config CA");
+        let member = pki.issue("n1", &["127.0.0.1"]);
+        let accept_only = PeerTls::load(&member.cert, &member.key, None, false).unwrap();
+        assert!(!accept_only.can_dial());
+        for tls in [None, Some(accept_only)] {
+            let mut c = tls_cfg(1, a, &[(2, free_addr())], 1, pki.tls("n1"));
+            c.tls = tls;
+            c.listen[0].tls = false;
+            match Node::try_start(c) {
+                Err(PeerError::Config(e)) => assert!(e.contains("is https"), "{e}"),
+                other => panic!("{:?}", other.err()),
+            }
+        }
         // A port that is taken.
         let _held = std::net::TcpListener::bind(a).unwrap();
         let c = cfg(1, a, &[], 1);
         assert!(matches!(Node::try_start(c), Err(PeerError::Listen { .. })));
+    });
+}
+
+// ------------------------------------------------------------------ TLS
+
+/// A test CA in a temporary directory, issuing member certificates.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A member certificate and its key: PEM files, and DER for configurations
+/// built by hand.
+struct Issued {
+    cert: PathBuf,
+    key: PathBuf,
+    cert_der: rustls::pki_types::CertificateDer<'static>,
+    key_der: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        Pki { dir, ca }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A certificate for server and client use, valid for `sans`.
+    fn issue(&self, name: &str, sans: &[&str]) -> Issued {
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut p = rcgen::CertificateParams::new(sans).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.ca).unwrap();
+        let (cert_path, key_path) = (
+            self.dir.path().join(format!("{name}.pem")),
+            self.dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        Issued {
+            cert: cert_path,
+            key: key_path,
+            cert_der: cert.der().clone(),
+            key_der: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+
+    /// etcd's flags for a member: its certificate for 127.0.0.1, this CA,
+    /// `--peer-client-cert-auth`.
+    fn tls(&self, name: &str) -> PeerTls {
+        let m = self.issue(name, &["127.0.0.1"]);
+        PeerTls::load(&m.cert, &m.key, Some(&self.ca()), true).unwrap()
+    }
+}
+
+/// `cfg` with every link TLS: an https listener, https peers verified for
+/// their IP.
+fn tls_cfg(
+    id: u64,
+    listen: SocketAddr,
+    peers: &[(u64, SocketAddr)],
+    shards: u32,
+    tls: PeerTls,
+) -> PeerConfig {
+    let mut c = cfg(id, listen, peers, shards);
+    c.listen = vec![ListenAddr {
+        addr: listen,
+        tls: true,
+    }];
+    for a in c.peers.values_mut().flatten() {
+        a.tls_name = Some(a.addr.ip().to_string());
+    }
+    c.tls = Some(tls);
+    c
+}
+
+/// n1 cannot reach n2: whatever it sends never arrives, its calls find n2
+/// unreachable.
+async fn nothing_gets_through(n1: &Node, n2: &Node) {
+    eventually("a failed dial round", || {
+        n1.stats_of(2).connect_failures > 0
+    })
+    .await;
+    assert!(!n1.connected_to(2));
+    n1.handle
+        .send_raft(0, vec![msg(1, 2, 0, 1), msg(1, 2, 0, 2)]);
+    let r = n1.handle.call(2, CALL_ECHO, b"x".to_vec()).await;
+    assert!(matches!(r, Err(PeerError::Unreachable { .. })), "{r:?}");
+    assert!(!n1.connected_to(2));
+    for g in &n2.groups {
+        assert!(drain(g).await.is_empty());
+    }
+    assert_eq!(n2.stats_of(1).raft_received, 0);
+}
+
+#[test]
+fn tls_members_exchange_raft_messages_and_calls() {
+    run(|| async {
+        const SHARDS: u32 = 2;
+        const PER_GROUP: u64 = 30;
+        let pki = Pki::new("cluster CA");
+        let addrs = [free_addr(), free_addr(), free_addr()];
+        let ids = [1u64, 2, 3];
+        let nodes: Vec<Node> = (0..3)
+            .map(|i| {
+                let peers: Vec<_> = (0..3)
+                    .filter(|&j| j != i)
+                    .map(|j| (ids[j], addrs[j]))
+                    .collect();
+                let tls = pki.tls(&format!("n{}", ids[i]));
+                Node::start(tls_cfg(ids[i], addrs[i], &peers, SHARDS, tls))
+            })
+            .collect();
+        eventually("all members connected over TLS", || {
+            nodes
+                .iter()
+                .all(|n| n.handle.stats().iter().all(|s| s.connected))
+        })
+        .await;
+        for n in &nodes {
+            for to in ids.iter().filter(|&&t| t != n.id) {
+                for g in 0..SHARDS {
+                    let batch: Vec<_> = (1..=PER_GROUP).map(|s| msg(n.id, *to, g, s)).collect();
+                    n.handle.send_raft(g, batch);
+                }
+            }
+        }
+        for n in &nodes {
+            for g in 0..SHARDS {
+                let got = within("messages", drain(&n.groups[g as usize])).await;
+                for from in ids.iter().filter(|&&f| f != n.id) {
+                    let mine: Vec<_> = got.iter().filter(|m| m.from == *from).cloned().collect();
+                    let want: Vec<_> = (1..=PER_GROUP).map(|s| msg(*from, n.id, g, s)).collect();
+                    assert_eq!(mine, want, "group {g} at {} from {from}", n.id);
+                }
+            }
+        }
+        let r = within("call", nodes[0].handle.call(2, CALL_ECHO, b"tls".to_vec())).await;
+        assert_eq!(r.unwrap(), b"echo:tls");
+        // Larger than a TLS record (16 KiB) many times over.
+        let big = vec![9u8; 3 << 20];
+        let r = within(
+            "large call",
+            nodes[2].handle.call(1, CALL_ECHO, big.clone()),
+        )
+        .await;
+        assert_eq!(r.unwrap()[5..], big[..]);
+        for n in &nodes {
+            for p in n.handle.peers() {
+                assert_eq!(p.name, format!("n{}", p.member_id));
+            }
+        }
+        for n in nodes {
+            n.stop();
+        }
+    });
+}
+
+#[test]
+fn tls_refuses_a_member_certificate_from_another_ca() {
+    run(|| async {
+        let pki = Pki::new("cluster CA");
+        let other = Pki::new("another CA");
+        let (a1, a2) = (free_addr(), free_addr());
+        // n1 trusts the cluster's CA (so it could verify n2) but its own
+        // certificate is from another CA: n2 refuses it as a client, and
+        // as a server when n2 dials it.
+        let m = other.issue("impostor", &["127.0.0.1"]);
+        let impostor = PeerTls::load(&m.cert, &m.key, Some(&pki.ca()), true).unwrap();
+        let n1 = Node::start(tls_cfg(1, a1, &[(2, a2)], 1, impostor));
+        let n2 = Node::start(tls_cfg(2, a2, &[(1, a1)], 1, pki.tls("n2")));
+        nothing_gets_through(&n1, &n2).await;
+        eventually("the client certificate refusal logged", || {
+            logged_line(&[
+                "rejected connection from 127.0.0.1",
+                "TLS handshake failed: invalid peer certificate: UnknownIssuer",
+            ])
+        })
+        .await;
+        eventually("n2's dial refused", || {
+            n2.stats_of(1).last_error.is_some_and(|e| {
+                e.contains("TLS handshake failed: invalid peer certificate: UnknownIssuer")
+            })
+        })
+        .await;
+        let e = n1.stats_of(2).last_error.unwrap();
+        assert!(e.contains("alert"), "{e}");
+        // Neither learned the other from a handshake.
+        assert!(n1.handle.peers()[0].name.is_empty());
+        assert!(n2.handle.peers()[0].name.is_empty());
+        for g in &n1.groups {
+            assert!(drain(g).await.is_empty());
+        }
+        n1.stop();
+        n2.stop();
+    });
+}
+
+#[test]
+fn tls_checks_the_peer_url_host_against_the_certificate() {
+    run(|| async {
+        let pki = Pki::new("cluster CA");
+        let (a1, a2) = (free_addr(), free_addr());
+        let mut c1 = tls_cfg(1, a1, &[(2, a2)], 1, pki.tls("n1"));
+        // n2's certificate names 127.0.0.1 only.
+        c1.peers.get_mut(&2).unwrap()[0].tls_name = Some("localhost".to_string());
+        let n1 = Node::start(c1);
+        let n2 = Node::start(tls_cfg(2, a2, &[(1, a1)], 1, pki.tls("n2")));
+        nothing_gets_through(&n1, &n2).await;
+        let e = n1.stats_of(2).last_error.unwrap();
+        assert!(
+            e.contains("TLS handshake failed: invalid peer certificate") && e.contains("localhost"),
+            "{e}"
+        );
+        // The other way the names match.
+        eventually("n2 connected to n1", || n2.connected_to(1)).await;
+        n1.stop();
+        n2.stop();
+    });
+}
+
+#[test]
+fn tls_and_plain_peers_refuse_each_other() {
+    run(|| async {
+        let pki = Pki::new("cluster CA");
+        let (a1, a2) = (free_addr(), free_addr());
+        // n1 speaks plain TCP only; n2 listens and dials with TLS.
+        let n1 = Node::start(cfg(1, a1, &[(2, a2)], 1));
+        let n2 = Node::start(tls_cfg(2, a2, &[(1, a1)], 1, pki.tls("n2")));
+        nothing_gets_through(&n1, &n2).await;
+        eventually("the plain dialer refused by the TLS listener", || {
+            logged_line(&[
+                "rejected connection from 127.0.0.1",
+                "TLS handshake failed",
+                "the peer does not speak TLS",
+            ])
+        })
+        .await;
+        eventually("the TLS dialer refused by the plain listener", || {
+            n2.stats_of(1)
+                .last_error
+                .is_some_and(|e| e.contains("TLS handshake failed"))
+        })
+        .await;
+        assert!(!n2.connected_to(1));
+        for g in &n1.groups {
+            assert!(drain(g).await.is_empty());
+        }
+        assert_eq!(n1.stats_of(2).raft_received, 0);
+        n1.stop();
+        n2.stop();
+    });
+}
+
+#[test]
+fn tls_client_cert_auth_refuses_a_dialer_without_a_certificate() {
+    run(|| async {
+        let pki = Pki::new("cluster CA");
+        let (a1, a2) = (free_addr(), free_addr());
+        // n1 verifies the peers it dials but presents no certificate; its
+        // own listener asks none.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pki.ca.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let m = pki.issue("n1", &["127.0.0.1"]);
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![m.cert_der.clone()], m.key_der.clone_key())
+            .unwrap();
+        let anonymous = PeerTls::from_configs(Arc::new(server), Some(Arc::new(client)));
+        let n1 = Node::start(tls_cfg(1, a1, &[(2, a2)], 1, anonymous));
+        let n2 = Node::start(tls_cfg(2, a2, &[(1, a1)], 1, pki.tls("n2")));
+        nothing_gets_through(&n1, &n2).await;
+        eventually("the refusal logged", || {
+            logged_line(&[
+                "rejected connection from 127.0.0.1",
+                "TLS handshake failed: peer sent no certificates",
+            ])
+        })
+        .await;
+        // n2, with its certificate, reaches n1 (which asks for none).
+        eventually("n2 connected to n1", || n2.connected_to(1)).await;
+        n2.handle.send_raft(0, vec![msg(2, 1, 0, 7)]);
+        assert_eq!(
+            within("n2 -> n1", n1.groups[0].recv()).await.unwrap(),
+            msg(2, 1, 0, 7)
+        );
+        n1.stop();
+        n2.stop();
     });
 }

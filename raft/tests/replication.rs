@@ -63,6 +63,9 @@ impl Apply for Applied {
     fn role_changed(&self, role: Role) {
         self.role.set(role);
     }
+    fn snapshot_offered(&self, _msg: Message) {
+        panic!("no log is compacted in these tests");
+    }
 }
 
 fn run<F, Fut, T>(f: F) -> T
@@ -90,7 +93,9 @@ fn cfg(id: u64) -> LogConfig {
         voters: IDS.to_vec(),
         election_tick: 10,
         heartbeat_tick: 1,
-        tick_interval: Duration::from_millis(5),
+        // Elections of 200 ms: short, yet not so short that a loaded
+        // machine (the suite runs two tests at a time) starts spurious ones.
+        tick_interval: Duration::from_millis(20),
     }
 }
 

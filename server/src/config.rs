@@ -37,6 +37,9 @@ pub struct Config {
     /// TLS for `https://` client URLs (`--cert-file`, `--key-file`,
     /// `--trusted-ca-file`, `--client-cert-auth`).
     pub client_tls: Option<ferrokv_wire::tls::TlsFlags>,
+    /// TLS for `https://` peer URLs (`--peer-cert-file`, `--peer-key-file`,
+    /// `--peer-trusted-ca-file`, `--peer-client-cert-auth`).
+    pub peer_tls: Option<ferrokv_wire::tls::TlsFlags>,
 }
 
 /// One accepted option: its etcd name, whether it takes a value, help text.
@@ -232,30 +235,13 @@ fn build(vals: &Given) -> Result<Config, String> {
         vals.get(k)
             .map_or_else(|| d.to_string(), |(v, _)| v.clone())
     };
-    for tls in ["peer-cert-file", "peer-key-file", "peer-trusted-ca-file"] {
-        if vals.get(tls).is_some_and(|(v, _)| !v.is_empty()) {
-            return Err(format!(
-                "--{tls}: peer TLS is not supported by this ferrokv build yet (members do not replicate yet)"
-            ));
-        }
-    }
     let file = |k: &str| {
         vals.get(k)
             .filter(|(v, _)| !v.is_empty())
             .map(|(v, _)| PathBuf::from(v))
     };
-    let client_tls = match (file("cert-file"), file("key-file")) {
-        (Some(cert_file), Some(key_file)) => Some(ferrokv_wire::tls::TlsFlags {
-            cert_file,
-            key_file,
-            trusted_ca_file: file("trusted-ca-file"),
-            client_cert_auth: vals
-                .get("client-cert-auth")
-                .is_some_and(|(v, _)| v == "true"),
-        }),
-        (None, None) => None,
-        _ => return Err("--cert-file and --key-file must be given together".into()),
-    };
+    let client_tls = tls_flags(vals, "")?;
+    let peer_tls = tls_flags(vals, "peer-")?;
     let name = get("name", cluster::DEFAULT_NAME);
     let initial_advertise_peer_urls = urls(
         vals,
@@ -302,6 +288,7 @@ fn build(vals: &Given) -> Result<Config, String> {
         log_level: get("log-level", "info"),
         shards: num(vals, "shards", cores)?,
         client_tls,
+        peer_tls,
         name,
     };
     if cfg.shards == 0 || cfg.shards > 1024 {
@@ -330,6 +317,17 @@ fn build(vals: &Given) -> Result<Config, String> {
             ));
         }
     }
+    for u in &cfg.listen_peer_urls {
+        if is_tls_url(u) && cfg.peer_tls.is_none() {
+            let host = url::Url::parse(u).map_or_else(
+                |_| u.clone(),
+                |p| format!("{}:{}", p.host_str().unwrap_or(""), p.port().unwrap_or(0)),
+            );
+            return Err(format!(
+                "cannot listen on TLS for {host}: KeyFile and CertFile are not presented"
+            ));
+        }
+    }
     if !matches!(cfg.auto_compaction_mode.as_str(), "periodic" | "revision") {
         return Err(format!(
             "unknown auto-compaction-mode {:?}",
@@ -337,6 +335,33 @@ fn build(vals: &Given) -> Result<Config, String> {
         ));
     }
     Ok(cfg)
+}
+
+/// etcd's TLS flags of one kind, `--{kind}cert-file`, `--{kind}key-file`,
+/// `--{kind}trusted-ca-file` and `--{kind}client-cert-auth`: `kind` is ""
+/// for the client port, "peer-" between members. `None` when neither a
+/// certificate nor a key is given (a trusted CA alone is then unused, as
+/// in etcd); the files are read later, where they are used.
+fn tls_flags(vals: &Given, kind: &str) -> Result<Option<ferrokv_wire::tls::TlsFlags>, String> {
+    let get = |k: &str| {
+        vals.get(format!("{kind}{k}").as_str())
+            .filter(|(v, _)| !v.is_empty())
+            .map(|(v, _)| v.clone())
+    };
+    match (get("cert-file"), get("key-file")) {
+        (Some(cert), Some(key)) => Ok(Some(ferrokv_wire::tls::TlsFlags {
+            cert_file: PathBuf::from(cert),
+            key_file: PathBuf::from(key),
+            trusted_ca_file: get("trusted-ca-file").map(PathBuf::from),
+            client_cert_auth: get("client-cert-auth").is_some_and(|v| v == "true"),
+        })),
+        (None, None) => Ok(None),
+        (cert, key) => Err(format!(
+            "KeyFile and CertFile must both be present[key: {}, cert: {}]",
+            key.unwrap_or_default(),
+            cert.unwrap_or_default()
+        )),
+    }
 }
 
 /// `http://host:port` -> a socket address to bind. Names other than
@@ -392,7 +417,10 @@ mod tests {
             "{e}"
         );
         let e = run(&["--cert-file", "c.pem"], &[]).unwrap_err();
-        assert_eq!(e, "--cert-file and --key-file must be given together");
+        assert_eq!(
+            e,
+            "KeyFile and CertFile must both be present[key: , cert: c.pem]"
+        );
         let c = run(
             &[
                 "--listen-client-urls",
@@ -411,6 +439,71 @@ mod tests {
         let tls = c.client_tls.unwrap();
         assert!(tls.client_cert_auth);
         assert_eq!(tls.trusted_ca_file, Some(PathBuf::from("ca.pem")));
+    }
+
+    #[test]
+    fn peer_tls_flags_as_etcd_reads_them() {
+        let https = "https://127.0.0.1:2380";
+        // An https peer listener needs a key and certificate (etcd's words).
+        let e = run(&["--listen-peer-urls", https], &[]).unwrap_err();
+        assert_eq!(
+            e,
+            "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented"
+        );
+        let e = run(&["--peer-key-file", "k.pem"], &[]).unwrap_err();
+        assert_eq!(
+            e,
+            "KeyFile and CertFile must both be present[key: k.pem, cert: ]"
+        );
+        // Flags, environment and config file alike.
+        let want = ferrokv_wire::tls::TlsFlags {
+            cert_file: PathBuf::from("p.pem"),
+            key_file: PathBuf::from("p.key"),
+            trusted_ca_file: Some(PathBuf::from("ca.pem")),
+            client_cert_auth: true,
+        };
+        let c = run(
+            &[
+                "--listen-peer-urls",
+                https,
+                "--peer-cert-file=p.pem",
+                "--peer-key-file",
+                "p.key",
+                "--peer-trusted-ca-file",
+                "ca.pem",
+                "--peer-client-cert-auth",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.peer_tls.as_ref(), Some(&want));
+        assert_eq!(c.client_tls, None);
+        let c = run(
+            &[],
+            &[
+                ("ETCD_LISTEN_PEER_URLS", https),
+                ("ETCD_PEER_CERT_FILE", "p.pem"),
+                ("ETCD_PEER_KEY_FILE", "p.key"),
+                ("ETCD_PEER_TRUSTED_CA_FILE", "ca.pem"),
+                ("ETCD_PEER_CLIENT_CERT_AUTH", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.peer_tls.as_ref(), Some(&want));
+        let dir = std::env::temp_dir().join(format!("ferrokv-peer-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yml");
+        std::fs::write(
+            &f,
+            format!(
+                "listen-peer-urls: {https}\npeer-cert-file: p.pem\npeer-key-file: p.key\n\
+                 peer-trusted-ca-file: ca.pem\npeer-client-cert-auth: true\n"
+            ),
+        )
+        .unwrap();
+        let c = run(&["--config-file", f.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(c.peer_tls, Some(want));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -75,27 +75,36 @@ fn membership_of(cfg: &Config) -> Membership {
 }
 
 /// The engine's view of the membership: ids, voters and, with peers, the
-/// peer transport's addresses (peer URLs resolved once, at start).
+/// peer transport's addresses (peer URLs resolved once, at start) and its
+/// TLS (on the https URLs).
 fn members_of(cfg: &Config, membership: &Membership) -> Result<ferrokv_shards::Members, String> {
+    use ferrokv_raft::peer::{ListenAddr, PeerTls};
     let me = membership.local_id();
     let voters = membership.voter_ids();
+    // Read whenever given, as etcd reads them, so a bad file fails the
+    // start of a one-member cluster too (in etcd's words).
+    let tls = cfg
+        .peer_tls
+        .as_ref()
+        .map(|f| {
+            PeerTls::load(
+                &f.cert_file,
+                &f.key_file,
+                f.trusted_ca_file.as_deref(),
+                f.client_cert_auth,
+            )
+        })
+        .transpose()?;
     if voters == [me] {
         return Ok(ferrokv_shards::Members::alone(me));
-    }
-    let tls = cfg
-        .listen_peer_urls
-        .iter()
-        .chain(membership.members().iter().flat_map(|m| m.peer_urls.iter()))
-        .find(|u| config::is_tls_url(u));
-    if let Some(u) = tls {
-        return Err(format!(
-            "peer URL {u}: TLS between members is not supported by this ferrokv build yet; use http peer URLs"
-        ));
     }
     let mut pc =
         ferrokv_raft::peer::PeerConfig::new(membership.cluster_id(), me, cfg.shards as u32);
     for u in &cfg.listen_peer_urls {
-        pc.listen.push(listen_addr(u)?);
+        pc.listen.push(ListenAddr {
+            addr: listen_addr(u)?,
+            tls: config::is_tls_url(u),
+        });
     }
     for (id, urls) in membership.peer_urls() {
         if id == me {
@@ -103,10 +112,29 @@ fn members_of(cfg: &Config, membership: &Membership) -> Result<ferrokv_shards::M
         }
         let mut addrs = Vec::new();
         for u in urls {
+            if config::is_tls_url(u) {
+                // etcd would dial with the system's CAs and no client
+                // certificate; members of a private CA need the flags.
+                match &tls {
+                    None => return Err(format!(
+                        "peer URL {u} is https: TLS between members needs --peer-cert-file, --peer-key-file and --peer-trusted-ca-file"
+                    )),
+                    Some(t) if !t.can_dial() => return Err(format!(
+                        "peer URL {u} is https: --peer-trusted-ca-file is needed to verify the member's certificate"
+                    )),
+                    Some(_) => {}
+                }
+            }
             addrs.extend(peer_addrs(u)?);
         }
         pc.peers.insert(id, addrs);
     }
+    if tls.is_some() && !pc.listen.iter().any(|l| l.tls) {
+        log::warn!(
+            "--peer-cert-file and --peer-key-file are given but no --listen-peer-urls is https: this member accepts plain TCP from its peers"
+        );
+    }
+    pc.tls = tls;
     pc.name = cfg.name.clone();
     pc.client_urls = cfg.advertise_client_urls.clone();
     Ok(ferrokv_shards::Members {
@@ -116,8 +144,9 @@ fn members_of(cfg: &Config, membership: &Membership) -> Result<ferrokv_shards::M
     })
 }
 
-/// The socket addresses of a peer URL (host names resolved now).
-fn peer_addrs(u: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+/// The socket addresses of a peer URL (host names resolved now); for an
+/// https URL, TLS verifying the certificate for its host.
+fn peer_addrs(u: &str) -> Result<Vec<ferrokv_raft::peer::PeerAddr>, String> {
     use std::net::ToSocketAddrs;
     let parsed = url::Url::parse(u).map_err(|e| format!("invalid peer URL {u:?}: {e}"))?;
     let host = parsed
@@ -127,9 +156,16 @@ fn peer_addrs(u: &str) -> Result<Vec<std::net::SocketAddr>, String> {
         .port()
         .ok_or_else(|| format!("peer URL {u}: missing port in address"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
+    let tls_name = config::is_tls_url(u).then(|| host.to_string());
     (host, port)
         .to_socket_addrs()
-        .map(|a| a.collect())
+        .map(|a| {
+            a.map(|addr| ferrokv_raft::peer::PeerAddr {
+                addr,
+                tls_name: tls_name.clone(),
+            })
+            .collect()
+        })
         .map_err(|e| format!("peer URL {u}: cannot resolve: {e}"))
 }
 

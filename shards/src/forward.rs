@@ -27,6 +27,8 @@ pub const LEASE_REVOKE: u8 = 4;
 pub const LEASE_TTL: u8 = 5;
 pub const COMPACT: u8 = 6;
 pub const READ_INDEX: u8 = 7;
+/// A piece of a shard's snapshot file: (shard, raft index, offset).
+pub const SNAPSHOT_CHUNK: u8 = 8;
 
 pub fn ints(v: &[i64]) -> Vec<u8> {
     v.iter().flat_map(|i| i.to_le_bytes()).collect()
@@ -119,6 +121,12 @@ async fn answer(engine: &Engine, kind: u8, body: &[u8]) -> Result<Vec<u8>, Error
             Ok(ints(&[engine.compact_here(v[0]).await?]))
         }
         READ_INDEX => Ok(ints(&[engine.read_index_here().await?])),
+        SNAPSHOT_CHUNK => {
+            let v = read_ints(body, 3)?;
+            engine
+                .snapshot_chunk(v[0] as u32, v[1] as u64, v[2] as u64)
+                .await
+        }
         other => Err(Error::Internal(format!(
             "unknown forwarded request {other}"
         ))),

@@ -237,6 +237,24 @@ impl Engine {
         Ok(())
     }
 
+    /// A piece of shard `shard`'s snapshot file at raft index `index`.
+    pub(crate) async fn snapshot_chunk(
+        &self,
+        shard: u32,
+        index: u64,
+        offset: u64,
+    ) -> Result<Vec<u8>, Error> {
+        if shard >= self.shard_count() {
+            return Err(Error::Internal(format!("no shard {shard}")));
+        }
+        self.ask(shard, |reply| ShardMsg::SnapshotChunk {
+            index,
+            offset,
+            reply,
+        })
+        .await?
+    }
+
     /// ReadIndex on the leader: the visible revision once group 0's quorum
     /// confirmed this member still leads.
     pub(crate) async fn read_index_here(&self) -> Result<i64, Error> {

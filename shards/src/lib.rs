@@ -345,14 +345,16 @@ async fn open_shard(
         cfg.snapshot_count,
         leases,
         leadership.clone(),
+        peers.clone(),
     );
     shard.opened_after_marker(marker);
-    shard.covers(applied.max(recovered.commit_index));
+    shard.opened_snapshot(applied);
     // Every shard's snapshot is known to the sequencer before any replay.
     barrier.wait();
     for (index, rec) in &records {
         shard.apply_committed(*index, 0, &rec.encode());
     }
+    shard.covers(recovered.commit_index);
     // etcd's Promote: restored leases get their full TTL from now, so a
     // restart never expires one early.
     shard.leases.borrow_mut().promote(std::time::Instant::now());

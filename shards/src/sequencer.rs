@@ -105,6 +105,11 @@ impl Sequencer {
         self.with(|st| st.vis.snapshot(rev));
     }
 
+    /// `shard` installed the leader's snapshot holding revisions up to `rev`.
+    pub fn shard_snapshot(&self, shard: u32, rev: i64) {
+        self.with(|st| st.vis.shard_snapshot(shard, rev));
+    }
+
     /// `shard` applied its part of `rev` (which touched `participants`).
     pub fn written(&self, shard: u32, rev: i64, participants: &BTreeSet<u32>) {
         self.with(|st| st.vis.written(shard, rev, participants));

@@ -21,6 +21,14 @@ use crate::record::Record;
 use crate::sequencer::Sequencer;
 use crate::{Engine, Error};
 
+/// A follower fetches a snapshot file in pieces of this size (one peer
+/// call each, well under the transport's frame bound).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// A snapshot file larger than this is refused (a damaged or hostile peer
+/// cannot fill the disk).
+const SNAPSHOT_BYTES_MAX: u64 = 64 << 30;
+
 /// How many times a snapshot waits for what its shard holds to become
 /// visible before it gives up for this round.
 const SNAPSHOT_SETTLE_ROUNDS_MAX: usize = 100;
@@ -103,6 +111,14 @@ pub enum ShardMsg {
     ReadIndex(Reply<Result<u64, Error>>),
     /// Hand this group's leadership to the member (only a leader acts).
     TransferLeader(u64),
+    /// Bytes of this shard's snapshot file at raft index `index` from
+    /// `offset` (at most `SNAPSHOT_CHUNK_BYTES`; fewer at the end), for a
+    /// follower installing it. Fails once the file is at another index.
+    SnapshotChunk {
+        index: u64,
+        offset: u64,
+        reply: Reply<Result<Vec<u8>, Error>>,
+    },
     /// A write touching only this shard, coordinated on its core.
     Txn(
         ferrokv_wire::pb::etcdserverpb::TxnRequest,
@@ -257,6 +273,11 @@ pub struct Shard {
     leadership: Arc<Leadership>,
     /// The last leader-start marker applied (kept in snapshots).
     last_marker: Cell<u64>,
+    /// Raft index of the snapshot file at `snapshot_path` (0: none).
+    snapshot_index: Cell<u64>,
+    /// A snapshot from the leader is being fetched.
+    fetching: Cell<bool>,
+    peers: crate::Peers,
 }
 
 /// The shard as its raft log's state machine.
@@ -273,6 +294,11 @@ impl Apply for Applier {
             s.role_changed(role);
         }
     }
+    fn snapshot_offered(&self, msg: raft::eraftpb::Message) {
+        if let Some(s) = self.0.upgrade() {
+            s.snapshot_offered(msg);
+        }
+    }
 }
 
 impl Shard {
@@ -286,6 +312,7 @@ impl Shard {
         snapshot_count: u64,
         leases: LeaseTable,
         leadership: Arc<Leadership>,
+        peers: crate::Peers,
     ) -> Rc<Shard> {
         let committed_rev = store.last_revision();
         Rc::new(Shard {
@@ -308,6 +335,9 @@ impl Shard {
             revoked: RefCell::new(Vec::new()),
             leadership,
             last_marker: Cell::new(0),
+            snapshot_index: Cell::new(0),
+            fetching: Cell::new(false),
+            peers,
         })
     }
 
@@ -350,6 +380,17 @@ impl Shard {
                     .detach();
                 }
                 ShardMsg::TransferLeader(to) => self.log.transfer_leader(to),
+                ShardMsg::SnapshotChunk {
+                    index,
+                    offset,
+                    reply,
+                } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(me.snapshot_chunk(index, offset).await);
+                    })
+                    .detach();
+                }
                 ShardMsg::PromoteLeases(reply) => {
                     self.leases.borrow_mut().promote(Instant::now());
                     let _ = reply.send(());
@@ -557,6 +598,12 @@ impl Shard {
         self.applied_index.set(self.applied_index.get().max(index));
     }
 
+    /// The store was opened from the snapshot file at raft index `index`.
+    pub fn opened_snapshot(&self, index: u64) {
+        self.snapshot_index.set(index);
+        self.covers(index);
+    }
+
     /// The snapshot the store was opened from folded in marker `id`.
     pub fn opened_after_marker(&self, id: u64) {
         self.last_marker.set(id);
@@ -662,6 +709,10 @@ impl Shard {
     /// member (and at restart): the one way state reaches the store apart
     /// from a leader's own writes, which it applied before proposing.
     pub fn apply_committed(self: &Rc<Self>, index: u64, term: u64, data: &[u8]) {
+        if index <= self.applied_index.get() {
+            // In the snapshot the store was installed from.
+            return;
+        }
         let rec = match Record::decode(data) {
             Ok(r) => r,
             Err(e) => {
@@ -769,6 +820,166 @@ impl Shard {
                 self.log.transfer_leader(leader);
             }
         }
+    }
+
+    /// A piece of this shard's snapshot file for a follower (see
+    /// `ShardMsg::SnapshotChunk`).
+    async fn snapshot_chunk(&self, index: u64, offset: u64) -> Result<Vec<u8>, Error> {
+        if self.snapshot_index.get() != index || index == 0 {
+            return Err(Error::Internal(format!(
+                "shard {}: snapshot {index} is gone (now {})",
+                self.id,
+                self.snapshot_index.get()
+            )));
+        }
+        let path = self.snapshot_path.clone();
+        glommio::executor()
+            .spawn_blocking(move || {
+                use std::io::{Read, Seek};
+                let mut f = std::fs::File::open(&path)?;
+                f.seek(std::io::SeekFrom::Start(offset))?;
+                let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
+                f.take(SNAPSHOT_CHUNK_BYTES as u64).read_to_end(&mut buf)?;
+                Ok::<_, std::io::Error>(buf)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("shard {}: snapshot read: {e}", self.id)))
+    }
+
+    /// The leader offered its snapshot (raft's `MsgSnapshot`): fetch the
+    /// file in chunks, install it as this shard's store, then let raft
+    /// have the message. One fetch at a time; a failed one drops the
+    /// message (the leader offers it again).
+    fn snapshot_offered(self: &Rc<Self>, msg: raft::eraftpb::Message) {
+        let data = msg.get_snapshot().get_data();
+        if data.len() == 8 {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(data);
+            if u64::from_le_bytes(b) <= self.applied_index.get() {
+                // Nothing to fetch: raft only moves its commit forward.
+                self.log.step_installed(msg);
+                return;
+            }
+        }
+        if self.fetching.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            let data = msg.get_snapshot().get_data();
+            let index = if data.len() == 8 {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(data);
+                u64::from_le_bytes(b)
+            } else {
+                0
+            };
+            match me.fetch_snapshot(msg.from, index).await {
+                Ok(()) => me.log.step_installed(msg),
+                Err(e) => log::warn!(
+                    "shard {}: snapshot {index} from {:x} not installed: {e}",
+                    me.id,
+                    msg.from
+                ),
+            }
+            me.fetching.set(false);
+        })
+        .detach();
+    }
+
+    async fn fetch_snapshot(self: &Rc<Self>, from: u64, index: u64) -> Result<(), String> {
+        if index == 0 || index <= self.applied_index.get() {
+            return Err(format!("nothing to install at index {index}"));
+        }
+        let peers = self.peers.get().ok_or("no peer transport")?.clone();
+        let part = self.snapshot_path.with_extension("recv");
+        let _ = std::fs::remove_file(&part);
+        let mut offset = 0u64;
+        loop {
+            let body = crate::forward::ints(&[i64::from(self.id), index as i64, offset as i64]);
+            let chunk = peers
+                .call(from, crate::forward::SNAPSHOT_CHUNK, body)
+                .await
+                .map_err(|e| e.to_string())?;
+            let n = chunk.len();
+            let path = part.clone();
+            glommio::executor()
+                .spawn_blocking(move || {
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)?;
+                    f.write_all(&chunk)
+                })
+                .await
+                .map_err(|e| format!("{}: {e}", part.display()))?;
+            offset += n as u64;
+            if n < SNAPSHOT_CHUNK_BYTES {
+                break;
+            }
+            if offset > SNAPSHOT_BYTES_MAX {
+                return Err(format!("snapshot larger than {SNAPSHOT_BYTES_MAX} bytes"));
+            }
+        }
+        // Checked as any snapshot file is (checksums, structure) before it
+        // replaces the store; durable before the log forgets the entries.
+        let (store, got, meta) = Store::open_snapshot(&part).map_err(|e| e.to_string())?;
+        if got != index {
+            return Err(format!("the file is at index {got}, not {index}"));
+        }
+        let leases = decode_lease_meta(&meta)?;
+        let (from_path, to_path) = (part.clone(), self.snapshot_path.clone());
+        glommio::executor()
+            .spawn_blocking(move || {
+                std::fs::File::open(&from_path)?.sync_all()?;
+                std::fs::rename(&from_path, &to_path)?;
+                if let Some(dir) = to_path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        // Reopen from its final path: the mapping must not outlive a name.
+        let (store, _, _) = match Store::open_snapshot(&self.snapshot_path) {
+            Ok(s) => s,
+            Err(e) => {
+                drop(store);
+                return Err(e.to_string());
+            }
+        };
+        self.install(store, index, decode_marker(&meta), &leases);
+        log::info!(
+            "shard {}: installed the leader's snapshot at raft index {index} (revision {})",
+            self.id,
+            self.store.borrow().last_revision()
+        );
+        Ok(())
+    }
+
+    /// The store is now the snapshot at raft index `index`.
+    fn install(&self, store: Store, index: u64, marker: u64, leases: &[(i64, i64)]) {
+        let rev = store.last_revision();
+        self.seq.compacted(store.compact_revision());
+        *self.store.borrow_mut() = store;
+        {
+            let mut table = self.leases.borrow_mut();
+            for id in table.ids() {
+                let _ = table.revoke(id);
+            }
+            for (id, ttl) in leases {
+                table.restore(*id, *ttl);
+            }
+        }
+        self.revoked.borrow_mut().clear();
+        self.committed_rev.set(rev);
+        self.applied_index.set(index);
+        self.snapshot_index.set(index);
+        self.entries_since_snapshot.set(0);
+        self.last_marker.set(self.last_marker.get().max(marker));
+        self.seq.marker_folded(self.id, marker);
+        self.seq.shard_snapshot(self.id, rev);
     }
 
     /// Leader start: the marker of `id`, committed in `term`.
@@ -912,6 +1123,8 @@ impl Shard {
             .spawn_blocking(move || image.write(&path))
             .await
             .map_err(|e| e.to_string())?;
+        self.snapshot_index.set(index);
+        self.log.snapshot_written(index);
         self.log
             .compact_to(index)
             .await

@@ -41,6 +41,9 @@ pub struct Visibility {
     last_seen: i64,
     /// The newest marker every shard has applied.
     finished: u64,
+    /// Per shard: every revision at or below it is in the shard's store
+    /// (a snapshot from the leader installed there), reported or not.
+    floor: Vec<i64>,
 }
 
 impl Visibility {
@@ -54,6 +57,7 @@ impl Visibility {
             markers: BTreeMap::new(),
             last_seen: 0,
             finished: 0,
+            floor: vec![0; shards as usize],
         }
     }
 
@@ -84,6 +88,30 @@ impl Visibility {
         self.last_seen = self.last_seen.max(rev);
     }
 
+    /// `shard` installed a snapshot the leader sent, holding every revision
+    /// up to `rev`: it will not report those, and other shards' parts of
+    /// them need not wait for it. (The member's other shards may still lag,
+    /// so this is not [`Visibility::snapshot`].)
+    pub fn shard_snapshot(&mut self, shard: u32, rev: i64) {
+        let Some(f) = self.floor.get_mut(shard as usize) else {
+            return;
+        };
+        *f = (*f).max(rev);
+        self.last_seen = self.last_seen.max(rev);
+        let mut done = Vec::new();
+        for (r, left) in self.partial.range_mut(..=rev) {
+            left.remove(&shard);
+            if left.is_empty() {
+                done.push(*r);
+            }
+        }
+        for r in done {
+            self.partial.remove(&r);
+            self.complete.insert(r);
+        }
+        self.advance();
+    }
+
     /// `shard` starts from a snapshot that folded in every marker up to
     /// `id`: those count as applied by it.
     pub fn marker_folded(&mut self, shard: u32, id: u64) {
@@ -107,10 +135,14 @@ impl Visibility {
             // this shard has yet to reach.
             return self.visible;
         }
-        let left = self
-            .partial
-            .entry(rev)
-            .or_insert_with(|| participants.clone());
+        let floor = &self.floor;
+        let left = self.partial.entry(rev).or_insert_with(|| {
+            participants
+                .iter()
+                .copied()
+                .filter(|p| floor.get(*p as usize).is_none_or(|f| *f < rev))
+                .collect()
+        });
         left.remove(&shard);
         if left.is_empty() {
             self.partial.remove(&rev);
@@ -264,6 +296,19 @@ mod tests {
         assert_eq!(v.marker(0, 2, 2, 4), 4);
         assert!(!v.marker_pending());
         assert_eq!(v.written(0, 5, &set(&[0])), 5);
+    }
+
+    #[test]
+    fn a_shard_that_installed_a_snapshot_does_not_hold_its_revisions_back() {
+        let mut v = Visibility::new(2);
+        v.snapshot(1);
+        // Shard 1 lagged and gets the leader's snapshot holding 2..=3.
+        v.written(0, 2, &set(&[0, 1]));
+        assert_eq!(v.visible(), 1);
+        v.shard_snapshot(1, 3);
+        assert_eq!(v.visible(), 2, "3 is not yet in shard 0");
+        assert_eq!(v.written(0, 3, &set(&[0, 1])), 3);
+        assert_eq!(v.written(1, 4, &set(&[1])), 4);
     }
 
     #[test]

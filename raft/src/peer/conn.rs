@@ -1,7 +1,7 @@
 //! The transport's tasks on its glommio executor: accepting, dialing,
 //! handshakes, and the reader and writer of each connection. Everything
-//! past the socket edges (`listen`, `dial_addr`, `accept_loop`) is generic
-//! over the stream, so TLS can wrap it there.
+//! past the socket edges (`dial_addr`, `serve_inbound`, where TLS wraps the
+//! socket) is generic over the stream.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -22,7 +22,8 @@ use super::frame::{
     CALL_ITEM_OVERHEAD, HANDSHAKE_BYTES_MAX, HEADER_BYTES, PING_ITEM_BYTES, REPLY_ITEM_OVERHEAD,
 };
 use super::shared::{lock, Learned, OutItem, PeerShared, Shared};
-use super::{IncomingCall, PeerError};
+use super::tls::{server_name, Stream};
+use super::{IncomingCall, ListenAddr, PeerAddr, PeerError};
 
 /// Bound on one TCP connect.
 pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -46,6 +47,11 @@ const ERROR_TEXT_BYTES_MAX: usize = 4096;
 /// inbound call in flight, before the peer is judged not to read.
 const CONTROL_SLACK: usize = 64;
 
+/// The time left until `deadline` (zero once it passed).
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
 /// Resolves to `None` if `f` does not finish within `d`.
 async fn within<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
     or(async { Some(f.await) }, async {
@@ -60,6 +66,8 @@ async fn within<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
 pub(crate) struct Listener {
     inner: glommio::net::TcpListener,
     fd: std::os::fd::RawFd,
+    /// TLS on every connection accepted here (an https URL).
+    tls: bool,
 }
 
 impl Listener {
@@ -71,9 +79,10 @@ impl Listener {
 /// Binds a peer listener. SO_REUSEADDR lets a restarted member rebind while
 /// old connections sit in TIME_WAIT; no SO_REUSEPORT, so a second process
 /// on the same peer port fails instead of stealing half the connections.
-pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<Listener> {
+pub(crate) fn listen(la: ListenAddr) -> std::io::Result<Listener> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+    let addr = la.addr;
     let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sk.set_reuse_address(true)?;
     sk.bind(&addr.into())?;
@@ -81,7 +90,11 @@ pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<Listener> {
     let fd = sk.as_raw_fd();
     // SAFETY: the descriptor is a listening TCP socket we own and hand over.
     let inner = unsafe { glommio::net::TcpListener::from_raw_fd(sk.into_raw_fd()) };
-    Ok(Listener { inner, fd })
+    Ok(Listener {
+        inner,
+        fd,
+        tls: la.tls,
+    })
 }
 
 /// State of the transport on its executor.
@@ -240,11 +253,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if self.buf.len() < target {
                 self.buf.resize(target, 0);
             }
-            let n = self
-                .r
-                .read(&mut self.buf[self.end..])
-                .await
-                .map_err(|e| format!("read failed: {e}"))?;
+            let n = match self.r.read(&mut self.buf[self.end..]).await {
+                Ok(n) => n,
+                // A TLS stream closed without close_notify. Frames carry
+                // their length and checksum, so this is the end of the
+                // stream like any other (a cut frame is still noticed).
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(format!("read failed: {e}")),
+            };
             if n == 0 {
                 return Err(match frame::check_eof(&self.buf[..self.end], self.max) {
                     Ok(()) => "connection closed by the peer".to_string(),
@@ -257,6 +273,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     fn set_max(&mut self, max: usize) {
         self.max = max;
+    }
+
+    /// The unread bytes start like a TLS record (an alert or a handshake,
+    /// TLS 1.x): a plain dialer reached a TLS listener.
+    fn looks_like_tls(&self) -> bool {
+        matches!(self.buf[self.start..self.end], [0x15 | 0x16, 0x03, ..])
     }
 }
 
@@ -299,7 +321,7 @@ async fn accept_loop(t: Rc<Local>, l: Listener) {
                     }
                     let _ = s.set_nodelay(true);
                     t.handshakes_pending.set(t.handshakes_pending.get() + 1);
-                    glommio::spawn_local(serve_inbound(t.clone(), s, remote)).detach();
+                    glommio::spawn_local(serve_inbound(t.clone(), s, remote, l.tls)).detach();
                 }
                 Err(_) if stopping.get() => return,
                 Err(e) => {
@@ -366,18 +388,52 @@ fn put_control(fb: &mut FrameBuf, c: &Control) {
     }
 }
 
-/// One accepted connection: handshake, then serve until it breaks, a newer
-/// connection of the same member replaces it, or the transport stops.
-pub(crate) async fn serve_inbound<S>(t: Rc<Local>, stream: S, remote: String)
-where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
-{
+/// One accepted connection: handshake (TLS first on a TLS listener), then
+/// serve until it breaks, a newer connection of the same member replaces
+/// it, or the transport stops.
+pub(crate) async fn serve_inbound(
+    t: Rc<Local>,
+    tcp: glommio::net::TcpStream,
+    remote: String,
+    tls: bool,
+) {
     let mut slot = HandshakeSlot(&t, true);
+    // One bound for the whole handshake, TLS and HELLO together.
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let stream = match (tls, &t.shared.tls) {
+        (false, _) => Stream::Tcp(tcp),
+        (true, Some(config)) => {
+            let accepted = or(
+                async { within(left(deadline), config.accept(tcp)).await },
+                async {
+                    t.stopped().await;
+                    None
+                },
+            )
+            .await;
+            match accepted {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    log::warn!("peer transport: rejected connection from {remote}: {e}");
+                    return;
+                }
+                None => {
+                    log::debug!("peer transport: no TLS handshake from {remote}; closing");
+                    return;
+                }
+            }
+        }
+        (true, None) => {
+            // `validate` refuses a TLS listener without a TLS config.
+            log::warn!("peer transport: closing connection from {remote}: no peer TLS configured");
+            return;
+        }
+    };
     let (r, mut w) = split(stream);
     let mut reader = FrameReader::new(r, HANDSHAKE_BYTES_MAX);
     let mut fb = FrameBuf::new();
     let hello = match or(
-        async { within(HANDSHAKE_TIMEOUT, reader.next()).await },
+        async { within(left(deadline), reader.next()).await },
         async {
             t.stopped().await;
             None
@@ -390,8 +446,13 @@ where
             return;
         }
         Some(Err(e)) => {
+            let hint = if reader.looks_like_tls() {
+                " (a TLS handshake: the peer dials this member's peer URL as https)"
+            } else {
+                ""
+            };
             log::warn!(
-                "peer transport: closing connection from {remote} before its handshake: {e}"
+                "peer transport: closing connection from {remote} before its handshake: {e}{hint}"
             );
             return;
         }
@@ -406,7 +467,7 @@ where
         Ok(h) => h,
         Err(reason) => {
             log::warn!("peer transport: refused connection from {remote}: {reason}");
-            let _ = within(HANDSHAKE_TIMEOUT, write_frame(&mut w, fb.refused(&reason))).await;
+            let _ = within(left(deadline), write_frame(&mut w, fb.refused(&reason))).await;
             return;
         }
     };
@@ -418,7 +479,7 @@ where
         name: s.name.clone(),
         client_urls: s.client_urls.clone(),
     };
-    match within(HANDSHAKE_TIMEOUT, write_frame(&mut w, fb.welcome(&welcome))).await {
+    match within(left(deadline), write_frame(&mut w, fb.welcome(&welcome))).await {
         Some(Ok(())) => {}
         Some(Err(e)) => {
             log::warn!("peer transport: handshake with {remote} failed: {e}");
@@ -745,40 +806,50 @@ where
     };
     let welcome = within(HANDSHAKE_TIMEOUT, exchange)
         .await
-        .unwrap_or_else(|| Err(format!("no handshake answer within {HANDSHAKE_TIMEOUT:?}")))?;
+        .unwrap_or_else(|| Err(format!("no handshake answer within {HANDSHAKE_TIMEOUT:?}")))
+        .map_err(|e| {
+            if reader.looks_like_tls() {
+                format!("{e} (the peer answered with TLS: its peer URL is https)")
+            } else {
+                e
+            }
+        })?;
     t.check_welcome(p, &welcome)?;
     reader.set_max(s.frame_bytes_max);
     Ok((reader, w, welcome))
 }
 
-async fn dial_addr(
-    t: &Local,
-    p: &PeerShared,
-    addr: SocketAddr,
-) -> Result<Dialed<glommio::net::TcpStream>, String> {
-    let stream = glommio::net::TcpStream::connect_timeout(addr, DIAL_TIMEOUT)
+async fn dial_addr(t: &Local, p: &PeerShared, addr: &PeerAddr) -> Result<Dialed<Stream>, String> {
+    let tcp = glommio::net::TcpStream::connect_timeout(addr.addr, DIAL_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let stream = match (&addr.tls_name, &t.shared.tls) {
+        (None, _) => Stream::Tcp(tcp),
+        (Some(name), Some(config)) => {
+            let name = server_name(name)?;
+            within(HANDSHAKE_TIMEOUT, config.connect(name, tcp))
+                .await
+                .unwrap_or_else(|| Err(format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}")))?
+        }
+        // `validate` refuses a TLS peer without a TLS config.
+        (Some(_), None) => return Err("https peer, but no peer TLS configured".to_string()),
+    };
     handshake_dial(t, p, stream).await
 }
 
 /// One round over the peer's addresses, starting with the last that worked.
-async fn dial(
-    t: &Local,
-    p: &PeerShared,
-    first: &mut usize,
-) -> Result<Dialed<glommio::net::TcpStream>, String> {
+async fn dial(t: &Local, p: &PeerShared, first: &mut usize) -> Result<Dialed<Stream>, String> {
     let n = p.addrs.len();
     let mut errors = Vec::new();
     for i in 0..n {
         let k = (*first + i) % n;
-        match dial_addr(t, p, p.addrs[k]).await {
+        match dial_addr(t, p, &p.addrs[k]).await {
             Ok(d) => {
                 *first = k;
                 return Ok(d);
             }
-            Err(e) => errors.push(format!("{}: {e}", p.addrs[k])),
+            Err(e) => errors.push(format!("{}: {e}", p.addrs[k].addr)),
         }
     }
     Err(errors.join("; "))

@@ -22,7 +22,27 @@
 //!
 //! The connection code is generic over `AsyncRead + AsyncWrite + Unpin`
 //! streams; only dialing and accepting name glommio's `TcpStream`, which is
-//! where futures-rustls will wrap it for peer TLS.
+//! where TLS wraps it.
+//!
+//! # TLS
+//!
+//! A link is TLS when its URL is `https`: every connection accepted on an
+//! https listener ([`ListenAddr::tls`]), every connection dialed to an
+//! https peer address ([`PeerAddr::tls_name`]), with this member's
+//! [`PeerTls`] (etcd's `--peer-cert-file`, `--peer-key-file`,
+//! `--peer-trusted-ca-file`, `--peer-client-cert-auth`; see [`PeerTls::load`]).
+//! The dialer verifies the peer's certificate against the trusted CA for the
+//! host of the peer URL (a DNS name, or an IP against the certificate's IP
+//! SANs) and presents this member's certificate; the acceptor, given a
+//! trusted CA, requires a client certificate that chains to it (as etcd
+//! does). The TLS handshake comes before HELLO and within the handshake's
+//! bounds (an acceptor gives TLS and HELLO together 5 s, and counts it among
+//! the 32 connections in handshake; a dialer gives each 5 s): a peer whose
+//! certificate does not verify, or that does not speak TLS, is refused there
+//! (a warning naming the remote address and rustls' reason, the connection
+//! closed) and never gets a frame read. A TLS connection adds rustls' own
+//! buffers (bounded by rustls: a record, 64 KiB of pending output) to the
+//! memory per connection below.
 //!
 //! # Wire format
 //!
@@ -111,6 +131,7 @@ mod conn;
 mod error;
 mod frame;
 mod shared;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -123,6 +144,7 @@ use futures_channel::oneshot;
 use raft::eraftpb::Message;
 
 pub use error::PeerError;
+pub use tls::PeerTls;
 
 use shared::{lock, Counters, Learned, OutItem, PeerShared, PendingCall, Shared};
 
@@ -133,6 +155,39 @@ pub const CALLS_IN_FLIGHT_MAX_DEFAULT: usize = 1024;
 /// The smallest `frame_bytes_max` accepted: room for a handshake.
 pub const FRAME_BYTES_MAX_MIN: usize = frame::HANDSHAKE_BYTES_MAX;
 
+/// One `--listen-peer-urls` entry, resolved: where to listen, and whether
+/// the URL is `https` (TLS on every connection accepted there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+impl From<SocketAddr> for ListenAddr {
+    /// A plain TCP listener (an `http` URL).
+    fn from(addr: SocketAddr) -> Self {
+        ListenAddr { addr, tls: false }
+    }
+}
+
+/// One peer URL of a member, resolved: where to dial it and, for an
+/// `https` URL, the name its certificate must carry (the URL's host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    pub addr: SocketAddr,
+    pub tls_name: Option<String>,
+}
+
+impl From<SocketAddr> for PeerAddr {
+    /// A plain TCP peer (an `http` URL).
+    fn from(addr: SocketAddr) -> Self {
+        PeerAddr {
+            addr,
+            tls_name: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
     pub cluster_id: u64,
@@ -141,9 +196,11 @@ pub struct PeerConfig {
     /// refused with a clear message.
     pub shards: u32,
     /// `--listen-peer-urls`.
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenAddr>,
     /// The other members: id -> peer addresses (tried in turn).
-    pub peers: BTreeMap<u64, Vec<SocketAddr>>,
+    pub peers: BTreeMap<u64, Vec<PeerAddr>>,
+    /// Peer TLS, needed when a listener or a peer address is TLS.
+    pub tls: Option<PeerTls>,
     /// Sent in the handshake so peers learn our name and client URLs (etcd
     /// shows them in member list).
     pub name: String,
@@ -167,6 +224,7 @@ impl PeerConfig {
             shards,
             listen: Vec::new(),
             peers: BTreeMap::new(),
+            tls: None,
             name: String::new(),
             client_urls: Vec::new(),
             queue_messages_max: QUEUE_MESSAGES_MAX_DEFAULT,
@@ -215,6 +273,36 @@ impl PeerConfig {
         }
         if self.call_timeout.is_zero() {
             return bad("call_timeout must not be zero".into());
+        }
+        if let Some(l) = self.listen.iter().find(|l| l.tls) {
+            if self.tls.is_none() {
+                return bad(format!(
+                    "cannot listen on TLS for {}: no peer certificate and key (--peer-cert-file, --peer-key-file)",
+                    l.addr
+                ));
+            }
+        }
+        for (id, addrs) in &self.peers {
+            for a in addrs {
+                let Some(name) = &a.tls_name else { continue };
+                match &self.tls {
+                    None => {
+                        return bad(format!(
+                            "peer {id:x} at {} is https: no peer TLS (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)",
+                            a.addr
+                        ))
+                    }
+                    Some(t) if !t.can_dial() => {
+                        return bad(format!(
+                            "peer {id:x} at {} is https: verifying its certificate needs --peer-trusted-ca-file",
+                            a.addr
+                        ))
+                    }
+                    Some(_) => {}
+                }
+                tls::server_name(name)
+                    .map_err(|e| PeerError::Config(format!("peer {id:x} at {}: {e}", a.addr)))?;
+            }
         }
         Ok(())
     }
@@ -414,7 +502,7 @@ impl PeerHandle {
                 PeerInfo {
                     member_id: p.id,
                     name: l.name,
-                    peer_addrs: p.addrs.clone(),
+                    peer_addrs: p.addrs.iter().map(|a| a.addr).collect(),
                     client_urls: l.client_urls,
                     connected: p.connected.load(Relaxed),
                 }
@@ -486,12 +574,12 @@ pub fn start(cfg: PeerConfig, inbound: Inbound) -> Result<(PeerHandle, PeerTrans
     cfg.validate(&inbound)?;
     let mut listeners = Vec::new();
     let mut local_addrs = Vec::new();
-    for addr in &cfg.listen {
-        let l = conn::listen(*addr).map_err(|e| PeerError::Listen {
-            addr: *addr,
+    for la in &cfg.listen {
+        let l = conn::listen(*la).map_err(|e| PeerError::Listen {
+            addr: la.addr,
             reason: e.to_string(),
         })?;
-        local_addrs.push(l.local_addr().unwrap_or(*addr));
+        local_addrs.push(l.local_addr().unwrap_or(la.addr));
         listeners.push(l);
     }
     let mut queues = Vec::new();
@@ -517,6 +605,7 @@ pub fn start(cfg: PeerConfig, inbound: Inbound) -> Result<(PeerHandle, PeerTrans
         shards: cfg.shards,
         name: cfg.name,
         client_urls: cfg.client_urls,
+        tls: cfg.tls,
         frame_bytes_max: cfg.frame_bytes_max,
         call_timeout: cfg.call_timeout,
         calls_in_flight_max: cfg.calls_in_flight_max,

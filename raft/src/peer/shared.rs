@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_channel::oneshot;
 use raft::eraftpb::{Message, MessageType};
 
-use super::PeerError;
+use super::{PeerAddr, PeerError, PeerTls};
 
 /// What a core queues for one peer.
 pub(crate) enum OutItem {
@@ -52,7 +52,7 @@ pub(crate) struct Learned {
 
 pub(crate) struct PeerShared {
     pub id: u64,
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<PeerAddr>,
     pub queue: async_channel::Sender<OutItem>,
     pub calls: Mutex<HashMap<u64, PendingCall>>,
     pub learned: Mutex<Learned>,
@@ -189,6 +189,7 @@ pub(crate) struct Shared {
     pub shards: u32,
     pub name: String,
     pub client_urls: Vec<String>,
+    pub tls: Option<PeerTls>,
     pub frame_bytes_max: usize,
     pub call_timeout: Duration,
     pub calls_in_flight_max: usize,
