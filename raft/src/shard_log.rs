@@ -25,6 +25,10 @@ use ferrokv_wal::notify::Notify;
 /// retransmits), so a message arriving over the bound is dropped.
 pub const INBOUND_MESSAGES_PENDING_MAX: usize = 4096;
 
+/// Log entries a leader keeps past its snapshot for voters a little behind
+/// (etcd's `SnapshotCatchUpEntries`).
+pub const CATCH_UP_ENTRIES: u64 = 5000;
+
 /// The raft node id of every single-voter group before members had ids.
 const LEGACY_NODE_ID: u64 = 1;
 
@@ -530,8 +534,8 @@ impl ShardLog {
     /// The caller's state machine durably covers entries <= `index`: write a
     /// compaction marker, drop those entries from raft storage and delete the
     /// WAL segments that only hold records no longer needed. A leader keeps
-    /// what a voter has not acknowledged yet (it will be sent those entries;
-    /// sending the state machine's snapshot instead is not built yet).
+    /// what a voter has not acknowledged yet, up to [`CATCH_UP_ENTRIES`];
+    /// a voter further behind is sent the state machine's snapshot.
     pub async fn compact_to(&self, index: u64) -> Result<(), Error> {
         let inner = &self.inner;
         let slot = Rc::new(Slot::default());
@@ -1004,10 +1008,14 @@ impl Inner {
             }
             let mut index = index;
             if node.raft.state == StateRole::Leader {
-                // Keep what some voter still needs from this log.
+                // Keep what a voter that is a little behind still needs,
+                // up to etcd's catch-up margin; one further behind gets the
+                // snapshot file (and a member that is down costs bounded
+                // memory and disk).
+                let floor = index.saturating_sub(CATCH_UP_ENTRIES);
                 for (id, pr) in node.raft.prs().iter() {
                     if *id != self.cfg.node_id {
-                        index = index.min(pr.matched);
+                        index = index.min(pr.matched.max(floor));
                     }
                 }
             }

@@ -315,39 +315,54 @@ impl Service {
                 .to_string(),
         );
         let peers = self.engine.peers().map(|p| p.stats()).unwrap_or_default();
-        out.push_str(
-            "# HELP etcd_network_peer_sent_bytes_total The total number of bytes sent to peers.\n\
-             # TYPE etcd_network_peer_sent_bytes_total counter\n",
-        );
-        for p in &peers {
-            out.push_str(&format!(
-                "etcd_network_peer_sent_bytes_total{{To=\"{:x}\"}} {}\n",
-                p.member_id, p.sent_bytes
-            ));
-        }
-        out.push_str(
-            "# HELP etcd_network_peer_received_bytes_total The total number of bytes received from peers.\n\
-             # TYPE etcd_network_peer_received_bytes_total counter\n",
-        );
-        for p in &peers {
-            out.push_str(&format!(
-                "etcd_network_peer_received_bytes_total{{From=\"{:x}\"}} {}\n",
-                p.member_id, p.received_bytes
-            ));
-        }
-        out.push_str(
-            "# HELP etcd_network_peer_round_trip_time_seconds Round-Trip-Time between peers (smoothed, as a gauge here).\n\
-             # TYPE etcd_network_peer_round_trip_time_seconds gauge\n",
-        );
-        for p in &peers {
-            if let Some(rtt) = p.round_trip {
-                out.push_str(&format!(
-                    "etcd_network_peer_round_trip_time_seconds{{To=\"{:x}\"}} {}\n",
-                    p.member_id,
-                    rtt.as_secs_f64()
-                ));
+        // One series per peer, labelled as etcd labels them.
+        let per_peer = |out: &mut String,
+                        name: &str,
+                        help: &str,
+                        kind: &str,
+                        label: &str,
+                        rows: Vec<(u64, String)>| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (id, v) in rows {
+                out.push_str(&format!("{name}{{{label}=\"{id:x}\"}} {v}\n"));
             }
-        }
+        };
+        per_peer(
+            &mut out,
+            "etcd_network_peer_sent_bytes_total",
+            "The total number of bytes sent to peers.",
+            "counter",
+            "To",
+            peers
+                .iter()
+                .map(|p| (p.member_id, p.sent_bytes.to_string()))
+                .collect(),
+        );
+        per_peer(
+            &mut out,
+            "etcd_network_peer_received_bytes_total",
+            "The total number of bytes received from peers.",
+            "counter",
+            "From",
+            peers
+                .iter()
+                .map(|p| (p.member_id, p.received_bytes.to_string()))
+                .collect(),
+        );
+        per_peer(
+            &mut out,
+            "etcd_network_peer_round_trip_time_seconds",
+            "Round-Trip-Time between peers (smoothed, as a gauge here).",
+            "gauge",
+            "To",
+            peers
+                .iter()
+                .filter_map(|p| {
+                    p.round_trip
+                        .map(|r| (p.member_id, r.as_secs_f64().to_string()))
+                })
+                .collect(),
+        );
         counter(
             &mut out,
             "etcd_server_heartbeat_send_failures_total",

@@ -45,6 +45,8 @@ pub struct Leadership {
     starts: AtomicU64,
     /// Times group 0's leader (the cluster leader) changed to a member.
     leader_changes: AtomicU64,
+    /// Counts the times this member began serving.
+    serving_epoch: AtomicU64,
     changed: Event,
 }
 
@@ -58,6 +60,7 @@ impl Leadership {
             broken: AtomicBool::new(false),
             starts: AtomicU64::new(0),
             leader_changes: AtomicU64::new(0),
+            serving_epoch: AtomicU64::new(0),
             changed: Event::new(),
         }
     }
@@ -102,6 +105,14 @@ impl Leadership {
         self.groups.first().map_or(0, |g| g.term.load(SeqCst))
     }
 
+    /// Which stretch of serving this is: a request that saw the same epoch
+    /// before and after, and serving still on, ran under one leadership
+    /// (no marker voided anything meanwhile: only a new start writes one).
+    pub fn serving_epoch(&self) -> Option<u64> {
+        let e = self.serving_epoch.load(SeqCst);
+        self.serving().then_some(e)
+    }
+
     /// etcd's `etcd_server_leader_changes_seen_total`.
     pub fn leader_changes(&self) -> u64 {
         self.leader_changes.load(SeqCst)
@@ -119,6 +130,11 @@ impl Leadership {
             .iter()
             .map(|g| g.leader.load(SeqCst).then(|| g.term.load(SeqCst)))
             .collect()
+    }
+
+    /// Whether this member stopped serving writes for good (until restart).
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(SeqCst)
     }
 
     /// A shard could not finish a write it had applied: stop assigning.
@@ -183,6 +199,7 @@ pub async fn lead(engine: crate::Engine) {
                         }
                         // Serve only if no group moved meanwhile.
                         if me.leads_all().as_ref() == Some(&terms) {
+                            me.serving_epoch.fetch_add(1, SeqCst);
                             me.serving.store(true, SeqCst);
                             me.changed.notify(usize::MAX);
                             log::info!("serving as cluster leader (terms {terms:?})");
@@ -209,6 +226,13 @@ async fn start(engine: &crate::Engine, terms: &[u64]) -> Result<(), crate::Error
     // leaders committed is applied here.
     engine.wait_terms_committed(terms).await?;
     let seq = engine.sequencer();
+    if seq.floors_pending() {
+        // A snapshot here holds revisions not yet known complete on every
+        // shard of this member: a cut now could void acknowledged writes.
+        return Err(crate::Error::Internal(
+            "snapshot floors not yet confirmed".into(),
+        ));
+    }
     let cut = seq.visible();
     // Past every revision held anywhere and every one handed out before
     // (a write abandoned before its log entry leaves only the latter).

@@ -302,7 +302,9 @@ async fn open_shard(
     } else {
         (Store::new(), 0, 0)
     };
-    seq.snapshot(store.last_revision());
+    // Another shard of this member may have replayed less than this
+    // snapshot holds: a floor for this shard, not visibility for all.
+    seq.shard_snapshot(id, store.last_revision());
     seq.compacted(store.compact_revision());
     let wal = WalConfig {
         metrics: cfg.wal_metrics.clone(),
@@ -355,6 +357,12 @@ async fn open_shard(
         shard.apply_committed(*index, 0, &rec.encode());
     }
     shard.covers(recovered.commit_index);
+    if cfg.members.voters == [cfg.members.member_id] {
+        // One voter: every entry of its log is committed and replayed, and
+        // its snapshots were taken here once visible: it holds its parts up
+        // to every other shard's snapshot (registered before the barrier).
+        seq.raise_high(id, seq.floor_max());
+    }
     // etcd's Promote: restored leases get their full TTL from now, so a
     // restart never expires one early.
     shard.leases.borrow_mut().promote(std::time::Instant::now());
@@ -427,19 +435,58 @@ async fn deliver(rx: async_channel::Receiver<raft::eraftpb::Message>, log: Rc<Sh
 /// How often a group led here checks that the cluster leader leads it.
 const FOLLOW_LEADER_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// One member leads every group: a group led here while group 0 is led by
-/// another member is handed to that member.
+/// Every tick: one member leads every group (a group led here while group
+/// 0 is led by another member is handed to that member), and a shard
+/// confirms it holds its parts up to the newest snapshot on this member
+/// (see `catch_up`).
 async fn follow_cluster_leader(shard: Rc<Shard>, engine: Engine) {
-    if shard.id == 0 {
-        return;
-    }
     loop {
         glommio::timer::sleep(FOLLOW_LEADER_TICK).await;
         let leader = engine.leadership().cluster_leader();
-        if shard.log.is_leader() && leader != 0 && leader != shard.log.node_id() {
+        let me = shard.log.node_id();
+        if shard.id != 0 && shard.log.is_leader() && leader != 0 && leader != me {
             shard.log.transfer_leader(leader);
         }
+        if shard.id == 0 && shard.log.is_leader() && engine.leadership().is_broken() {
+            // A member that cannot take writes must not hold the cluster's
+            // leadership: hand it to another voter (the other groups follow).
+            if let Some(to) = shard.log.voters().into_iter().find(|v| *v != me) {
+                shard.log.transfer_leader(to);
+            }
+        }
+        if engine.sequencer().behind_floor(shard.id) {
+            catch_up(&shard, engine.sequencer()).await;
+        }
     }
+}
+
+/// How long a shard waits to apply what its group's ReadIndex named.
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A snapshot on this member (installed from the leader, or one this shard
+/// restarted from) holds revisions up to `floor`, complete in the cluster
+/// when it was taken. This shard holds its own parts of them once it has
+/// applied everything its group had committed by then: raft's ReadIndex
+/// names an index at least that, so applying up to it suffices.
+async fn catch_up(shard: &Shard, seq: &Sequencer) {
+    let floor = seq.floor_max();
+    // Raft drops a follower's ReadIndex while it knows no leader: bounded.
+    let asked = futures_lite::future::or(async { shard.log.read_index().await.ok() }, async {
+        glommio::timer::sleep(CATCH_UP_WAIT).await;
+        None
+    });
+    let Some(index) = asked.await else {
+        // No leader now: the next tick tries again.
+        return;
+    };
+    let deadline = std::time::Instant::now() + CATCH_UP_WAIT;
+    while shard.log.applied_index() < index {
+        if std::time::Instant::now() > deadline {
+            return;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    seq.raise_high(shard.id, floor);
 }
 
 /// The expiry timer of one lease-owning shard: every `REVOKE_TICK` at most

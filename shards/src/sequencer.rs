@@ -110,6 +110,21 @@ impl Sequencer {
         self.with(|st| st.vis.shard_snapshot(shard, rev));
     }
 
+    /// See [`Visibility::floor_max`], [`Visibility::behind_floor`],
+    /// [`Visibility::floors_pending`], [`Visibility::raise_high`].
+    pub fn floor_max(&self) -> i64 {
+        self.with(|st| st.vis.floor_max())
+    }
+    pub fn behind_floor(&self, shard: u32) -> bool {
+        self.with(|st| st.vis.behind_floor(shard))
+    }
+    pub fn floors_pending(&self) -> bool {
+        self.with(|st| st.vis.floors_pending())
+    }
+    pub fn raise_high(&self, shard: u32, rev: i64) {
+        self.with(|st| st.vis.raise_high(shard, rev));
+    }
+
     /// `shard` applied its part of `rev` (which touched `participants`).
     pub fn written(&self, shard: u32, rev: i64, participants: &BTreeSet<u32>) {
         self.with(|st| st.vis.written(shard, rev, participants));
@@ -201,6 +216,9 @@ impl Sequencer {
     pub async fn wait_committed(&self, rev: i64, voids: u64) -> Result<(), Voided> {
         loop {
             let l = self.changed.listen();
+            // Visible first: a marker counts its void before it moves
+            // visible, so a waiter that sees the new visible sees the void.
+            let visible = self.visible();
             if self.voids() > voids {
                 let lost = self.with(|st| {
                     let oldest = st.voided.first().map_or(u64::MAX, |(n, _, _)| *n);
@@ -214,7 +232,7 @@ impl Sequencer {
                     return Err(Voided);
                 }
             }
-            if self.visible() >= rev {
+            if visible >= rev {
                 return Ok(());
             }
             l.await;

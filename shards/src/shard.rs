@@ -33,6 +33,9 @@ const SNAPSHOT_BYTES_MAX: u64 = 64 << 30;
 /// visible before it gives up for this round.
 const SNAPSHOT_SETTLE_ROUNDS_MAX: usize = 100;
 
+/// How long one settle round waits for visibility, outside the lock.
+const SNAPSHOT_SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Bound on messages queued for one shard core.
 pub const SHARD_MESSAGES_PENDING_MAX: usize = 4096;
 
@@ -929,6 +932,21 @@ impl Shard {
             return Err(format!("the file is at index {got}, not {index}"));
         }
         let leases = decode_lease_meta(&meta)?;
+        // The fetch took a while: entries past it may have been applied
+        // meanwhile (a new leader still had them). Installing now would
+        // roll them back; and the file must not race a local snapshot.
+        let _one = self
+            .snapshot_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| e.to_string())?;
+        if index <= self.applied_index.get() {
+            let _ = std::fs::remove_file(&part);
+            return Err(format!(
+                "applied {} meanwhile: no longer needed",
+                self.applied_index.get()
+            ));
+        }
         let (from_path, to_path) = (part.clone(), self.snapshot_path.clone());
         glommio::executor()
             .spawn_blocking(move || {
@@ -1097,16 +1115,12 @@ impl Shard {
             .acquire_permit(1)
             .await
             .map_err(|e| e.to_string())?;
-        let permit = self
-            .lock
-            .acquire_permit(1)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !self.settle().await {
-            // Writes kept coming faster than they became visible; the
-            // next round tries again.
+        let Some(permit) = self.settled_lock().await else {
+            // Writes kept coming faster than they became visible (or a
+            // hole waits for a new leader's marker); the next round tries
+            // again.
             return Ok(());
-        }
+        };
         let index = self.applied_index.get();
         // Only copying the store out needs the lock (and this core); the
         // serialization and the file write of what can be 100 MB run on
@@ -1136,25 +1150,27 @@ impl Shard {
         Ok(())
     }
 
-    /// Waits until everything this shard holds is visible (complete in
-    /// every shard, never to be voided), so that the image copied next,
-    /// without an await in between, is exactly that; called under the
-    /// lock. The lock stops this member's own writes, not the entries a
-    /// follower applies meanwhile, so it looks again after each wait.
-    /// False if it never caught up within its rounds.
-    async fn settle(&self) -> bool {
+    /// The write lock, once everything this shard holds is visible
+    /// (complete in every shard, never to be voided), so that the image
+    /// copied next, without an await in between, is exactly that. It never
+    /// waits while holding the lock: a marker that must fill a hole needs
+    /// it. None if it did not settle within its rounds.
+    async fn settled_lock(&self) -> Option<glommio::sync::Permit<'_>> {
         for _ in 0..SNAPSHOT_SETTLE_ROUNDS_MAX {
+            let permit = self.lock.acquire_permit(1).await.ok()?;
             let last = self
                 .store
                 .borrow()
                 .last_revision()
                 .max(self.revoke_rev.get());
             if self.seq.visible() >= last {
-                return true;
+                return Some(permit);
             }
-            self.seq.wait_visible(last).await;
+            drop(permit);
+            let wait = self.seq.wait_visible(last);
+            futures_lite::future::or(wait, glommio::timer::sleep(SNAPSHOT_SETTLE_WAIT)).await;
         }
-        false
+        None
     }
 
     /// This shard's part of a backup (under a fence): a snapshot file next

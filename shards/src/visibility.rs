@@ -42,8 +42,13 @@ pub struct Visibility {
     /// The newest marker every shard has applied.
     finished: u64,
     /// Per shard: every revision at or below it is in the shard's store
-    /// (a snapshot from the leader installed there), reported or not.
+    /// (a snapshot: taken here, or the leader's installed here), reported
+    /// or not.
     floor: Vec<i64>,
+    /// Per shard: the highest revision it holds (reported or in its
+    /// floor). A shard applies its parts in revision order, so it holds
+    /// every part of its own below this.
+    high: Vec<i64>,
 }
 
 impl Visibility {
@@ -58,6 +63,7 @@ impl Visibility {
             last_seen: 0,
             finished: 0,
             floor: vec![0; shards as usize],
+            high: vec![0; shards as usize],
         }
     }
 
@@ -97,6 +103,7 @@ impl Visibility {
             return;
         };
         *f = (*f).max(rev);
+        self.high[shard as usize] = self.high[shard as usize].max(rev);
         self.last_seen = self.last_seen.max(rev);
         let mut done = Vec::new();
         for (r, left) in self.partial.range_mut(..=rev) {
@@ -108,6 +115,35 @@ impl Visibility {
         for r in done {
             self.partial.remove(&r);
             self.complete.insert(r);
+        }
+        self.advance();
+    }
+
+    /// The revision every shard must be known to hold its parts up to
+    /// before snapshot-held revisions count (the highest snapshot here).
+    pub fn floor_max(&self) -> i64 {
+        self.floor.iter().max().copied().unwrap_or(0)
+    }
+
+    /// Whether `shard` is yet to confirm it holds its parts up to
+    /// [`Visibility::floor_max`].
+    pub fn behind_floor(&self, shard: u32) -> bool {
+        self.high
+            .get(shard as usize)
+            .is_some_and(|h| *h < self.floor_max())
+    }
+
+    /// Whether some snapshot holds revisions not yet visible: until then a
+    /// new leader's cut would be too low.
+    pub fn floors_pending(&self) -> bool {
+        self.floor_max() > self.visible
+    }
+
+    /// `shard` holds every part of its own up to `rev` (it applied all its
+    /// group committed when `rev` was complete in the cluster).
+    pub fn raise_high(&mut self, shard: u32, rev: i64) {
+        if let Some(h) = self.high.get_mut(shard as usize) {
+            *h = (*h).max(rev);
         }
         self.advance();
     }
@@ -130,6 +166,9 @@ impl Visibility {
     /// `participants`. Returns the new visible revision.
     pub fn written(&mut self, shard: u32, rev: i64, participants: &BTreeSet<u32>) -> i64 {
         self.last_seen = self.last_seen.max(rev);
+        if let Some(h) = self.high.get_mut(shard as usize) {
+            *h = (*h).max(rev);
+        }
         if rev <= self.visible || self.voided_for(shard, rev) {
             // Covered by a snapshot of another shard, or before a marker
             // this shard has yet to reach.
@@ -246,20 +285,32 @@ impl Visibility {
     }
 
     fn advance(&mut self) {
-        if !self.markers.is_empty() {
-            // A shard may still hold void writes above the oldest cut.
-            let cut = self
-                .markers
-                .values()
-                .map(|m| m.cut)
-                .min()
-                .unwrap_or(i64::MAX);
-            while self.visible < cut && self.complete.remove(&(self.visible + 1)) {
-                self.visible += 1;
-            }
-            return;
+        // A shard may still hold void writes above the oldest pending cut.
+        let gate = self
+            .markers
+            .values()
+            .map(|m| m.cut)
+            .min()
+            .unwrap_or(i64::MAX);
+        // Every revision up to a snapshot's was complete in the cluster
+        // when it was taken; here it is complete once every shard holds
+        // something at or past it (each holds all its parts below what it
+        // holds). Revisions only a snapshot holds are never reported, so
+        // this is the only way past them.
+        let covered = self
+            .floor
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(0)
+            .min(self.high.iter().min().copied().unwrap_or(0))
+            .min(gate);
+        if covered > self.visible {
+            self.visible = covered;
+            self.partial = self.partial.split_off(&(covered + 1));
+            self.complete = self.complete.split_off(&(covered + 1));
         }
-        while self.complete.remove(&(self.visible + 1)) {
+        while self.visible < gate && self.complete.remove(&(self.visible + 1)) {
             self.visible += 1;
         }
     }
@@ -309,6 +360,47 @@ mod tests {
         assert_eq!(v.visible(), 2, "3 is not yet in shard 0");
         assert_eq!(v.written(0, 3, &set(&[0, 1])), 3);
         assert_eq!(v.written(1, 4, &set(&[1])), 4);
+    }
+
+    #[test]
+    fn revisions_only_a_snapshot_holds_become_visible_once_every_shard_is_past_them() {
+        let mut v = Visibility::new(2);
+        v.snapshot(1);
+        // Shard 0 installs a snapshot at 5 whose revisions 2..=5 touched
+        // shard 0 only, except 4 (shards 0 and 1).
+        v.shard_snapshot(0, 5);
+        assert!(v.floors_pending() && v.behind_floor(1) && !v.behind_floor(0));
+        assert_eq!(v.visible(), 1, "shard 1 may still lack 4");
+        v.written(1, 4, &set(&[0, 1]));
+        assert_eq!(v.visible(), 4, "shard 1 holds 4, not yet anything past 5");
+        v.written(1, 6, &set(&[1]));
+        assert_eq!(v.visible(), 6);
+        assert!(!v.floors_pending());
+    }
+
+    #[test]
+    fn an_idle_shard_confirms_it_is_caught_up() {
+        let mut v = Visibility::new(2);
+        v.snapshot(1);
+        // Shard 1 has nothing of its own up to 5: only its catch-up (a
+        // ReadIndex applied) tells.
+        v.shard_snapshot(0, 5);
+        assert_eq!(v.visible(), 1);
+        v.raise_high(1, 5);
+        assert_eq!(v.visible(), 5);
+        assert_eq!(v.written(0, 6, &set(&[0])), 6);
+    }
+
+    #[test]
+    fn a_restart_counts_snapshots_as_floors_not_as_visible_everywhere() {
+        let mut v = Visibility::new(2);
+        v.snapshot(1);
+        // Shard 0's snapshot is at 9; shard 1's log replays only to 7.
+        v.shard_snapshot(0, 9);
+        v.shard_snapshot(1, 3);
+        assert_eq!(v.visible(), 3);
+        v.written(1, 7, &set(&[0, 1]));
+        assert_eq!(v.visible(), 7, "8 and 9 may have parts shard 1 lacks");
     }
 
     #[test]

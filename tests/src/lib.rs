@@ -12,6 +12,10 @@
 //!   together with the same cluster flags.
 //! - [`etcdctl()`]: one bounded-in-time `etcdctl` invocation.
 //! - [`http_get()`]: one bounded HTTP/1.1 GET (`/health`, `/metrics`, ...).
+//! - [`cluster`]: what the three-member fault tests share: leader
+//!   discovery, a gRPC write load, the acknowledged-write check.
+//! - [`netns`]: a private network of namespaces per test ([`netns::Net`]):
+//!   members isolated, partitioned, their links made lossy or slow.
 //! - [`grpc`]: a bounded etcd v3 gRPC client (unary calls, bidi streams)
 //!   for stream-level tests.
 //! - [`normalize`]: removes what legitimately differs between two servers
@@ -27,11 +31,13 @@
 //! ([`server::SERVER_READY_TIMEOUT`], [`etcdctl::ETCDCTL_TIMEOUT`]).
 
 pub mod addr;
+pub mod cluster;
 pub mod ctl;
 pub mod diff;
 pub mod etcdctl;
 pub mod grpc;
 pub mod http;
+pub mod netns;
 pub mod normalize;
 pub mod proxy;
 pub mod script;
@@ -43,6 +49,6 @@ pub use etcdctl::{etcdctl, etcdctl_bin, Output};
 pub use http::http_get;
 pub use normalize::Normalizer;
 pub use server::{
-    ClusterOptions, EtcdCluster, EtcdProcess, FerrokvCluster, FerrokvProcess, ServerCluster,
-    ServerOptions, ServerProcess,
+    ClusterOptions, EtcdCluster, EtcdProcess, FerrokvCluster, FerrokvProcess, Placement,
+    ServerCluster, ServerOptions, ServerProcess,
 };

@@ -12,6 +12,12 @@
 //! The death signal is tied to the *thread* that spawned the child, so start
 //! and restart servers from the test's own thread, not from a helper thread
 //! that exits before the test ends.
+//!
+//! A cluster's members can also run in network namespaces
+//! ([`ServerCluster::start_placed`] with a [`crate::netns::Net`]'s
+//! placements): spawned as `ip netns exec <ns> <server> <flags>`, which
+//! execs the server, so the child's pid is the server's own; their
+//! readiness is probed from inside their namespace.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -153,9 +159,15 @@ pub struct ServerProcess {
     peer_addr: SocketAddr,
     extra_args: Vec<String>,
     tls: Option<TlsFiles>,
+    /// TLS between members: https peer URLs, served with these files and
+    /// requiring peer client certificates (`--peer-client-cert-auth`).
+    peer_tls: Option<TlsFiles>,
     /// The member's cluster, when it is one of several; `None`: a
     /// one-member cluster of its own.
     cluster: Option<ClusterFlags>,
+    /// The network namespace it runs in (`ip netns exec`), if not the
+    /// test's own; see [`Placement`].
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -213,7 +225,9 @@ impl ServerProcess {
                 peer_addr,
                 extra_args: extra_args.clone(),
                 tls: opts.tls.clone(),
+                peer_tls: None,
                 cluster: None,
+                netns: None,
                 child: None,
             };
             match server.spawn_and_wait() {
@@ -251,7 +265,16 @@ impl ServerProcess {
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log_path.display()));
         let log_err = log.try_clone().expect("clone log file handle");
 
-        let mut cmd = Command::new(&self.binary);
+        // `ip netns exec` switches namespace and execs the server (no fork),
+        // so the child's pid is the server's and kill_9 kills the server.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(&self.binary);
+                cmd
+            }
+            None => Command::new(&self.binary),
+        };
         // etcd (and ferrokv, by design) read ETCD_* variables as flags; only
         // the flags below may configure the server under test.
         for (key, _) in std::env::vars_os() {
@@ -293,7 +316,12 @@ impl ServerProcess {
                 ]
                 .map(String::from),
             );
-            let probe = etcdctl_with_timeout(&endpoint, &args, None, READY_PROBE_TIMEOUT);
+            let run = || etcdctl_with_timeout(&endpoint, &args, None, READY_PROBE_TIMEOUT);
+            // From the member's own namespace, which always reaches it.
+            let probe = match &self.netns {
+                Some(ns) => crate::netns::in_namespace(ns, run),
+                None => run(),
+            };
             if probe.code == 0 {
                 return Ok(());
             }
@@ -307,13 +335,21 @@ impl ServerProcess {
     fn fail_start(&mut self, err: StartError) -> ! {
         self.kill_9();
         panic!(
-            "{} failed to start: {err}\ncommand: {} {}\nlog {} (tail):\n{}",
+            "{} failed to start: {err}\ncommand: {}\nlog {} (tail):\n{}",
             self.kind,
-            self.binary.display(),
-            self.args().join(" "),
+            self.command_line(),
             self.log_path.display(),
             self.log_tail()
         );
+    }
+
+    /// The command the server is started with, as a shell would show it.
+    pub fn command_line(&self) -> String {
+        let netns = self
+            .netns
+            .as_ref()
+            .map_or(String::new(), |ns| format!("ip netns exec {ns} "));
+        format!("{netns}{} {}", self.binary.display(), self.args().join(" "))
     }
 
     /// The etcd flags both servers accept, then the extra ones.
@@ -342,6 +378,12 @@ impl ServerProcess {
             args.push(format!("--key-file={}", tls.key.display()));
             args.push(format!("--trusted-ca-file={}", tls.ca.display()));
             args.push("--client-cert-auth".to_string());
+        }
+        if let Some(tls) = &self.peer_tls {
+            args.push(format!("--peer-cert-file={}", tls.cert.display()));
+            args.push(format!("--peer-key-file={}", tls.key.display()));
+            args.push(format!("--peer-trusted-ca-file={}", tls.ca.display()));
+            args.push("--peer-client-cert-auth".to_string());
         }
         args.extend(self.extra_args.iter().cloned());
         args
@@ -418,6 +460,16 @@ impl ServerProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The server binary it runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The network namespace it runs in, if not the test's own.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
     pub fn kind(&self) -> ServerKind {
         self.kind
     }
@@ -437,7 +489,7 @@ impl ServerProcess {
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://{}", self.peer_addr)
+        peer_url(self.peer_addr, self.peer_tls.is_some())
     }
 
     pub fn client_addr(&self) -> SocketAddr {
@@ -539,6 +591,12 @@ pub fn run_to_exit(binary: &Path, args: &[String], timeout: Duration) -> crate::
     crate::etcdctl::run_bounded(child, None, timeout)
 }
 
+/// A member's peer URL: https when its members speak TLS.
+fn peer_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}")
+}
+
 /// What makes a server one member of a cluster of several: the same
 /// `--initial-cluster`, `--initial-cluster-token` and
 /// `--initial-cluster-state=new` on every member, etcd's and ferrokv's alike.
@@ -556,6 +614,16 @@ impl ClusterFlags {
             "--initial-cluster-state=new".to_string(),
         ]
     }
+}
+
+/// Where one member of a [`ServerCluster::start_placed`] runs: its client
+/// and peer addresses, and the network namespace it is started in
+/// (`ip netns exec <netns> <server> <flags>`; `None`: the test's own).
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub netns: Option<String>,
 }
 
 /// Optional settings for a cluster start, the same for every member.
@@ -589,15 +657,73 @@ impl ServerCluster {
         token: &str,
         opts: ClusterOptions,
     ) -> ServerCluster {
+        Self::start_peer_tls(kind, binary, dir, names, token, opts, None)
+    }
+
+    /// [`start`](Self::start), with TLS between the members when
+    /// `peer_tls` is given: https peer URLs, `--peer-cert-file`,
+    /// `--peer-key-file`, `--peer-trusted-ca-file` and
+    /// `--peer-client-cert-auth` with these files on every member.
+    pub fn start_peer_tls(
+        kind: ServerKind,
+        binary: PathBuf,
+        dir: &Path,
+        names: &[&str],
+        token: &str,
+        opts: ClusterOptions,
+        peer_tls: Option<TlsFiles>,
+    ) -> ServerCluster {
+        let placements = names
+            .iter()
+            .map(|_| {
+                let (client_addr, peer_addr) = free_addr_pair();
+                Placement {
+                    client_addr,
+                    peer_addr,
+                    netns: None,
+                }
+            })
+            .collect();
+        Self::start_members(kind, binary, dir, names, token, opts, peer_tls, placements)
+    }
+
+    /// [`start`](Self::start), member `i` where `placements[i]` says: on
+    /// those addresses, in that network namespace (e.g. a
+    /// [`Net`](crate::netns::Net)'s).
+    pub fn start_placed(
+        kind: ServerKind,
+        binary: PathBuf,
+        dir: &Path,
+        names: &[&str],
+        token: &str,
+        opts: ClusterOptions,
+        placements: Vec<Placement>,
+    ) -> ServerCluster {
+        Self::start_members(kind, binary, dir, names, token, opts, None, placements)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_members(
+        kind: ServerKind,
+        binary: PathBuf,
+        dir: &Path,
+        names: &[&str],
+        token: &str,
+        opts: ClusterOptions,
+        peer_tls: Option<TlsFiles>,
+        placements: Vec<Placement>,
+    ) -> ServerCluster {
         if kind == ServerKind::Etcd {
             assert!(opts.shards.is_none(), "--shards is a ferrokv-only flag");
         }
-        let addrs: Vec<(SocketAddr, SocketAddr)> = names.iter().map(|_| free_addr_pair()).collect();
+        assert_eq!(names.len(), placements.len(), "one placement per member");
         let flags = ClusterFlags {
             initial_cluster: names
                 .iter()
-                .zip(&addrs)
-                .map(|(name, (_, peer))| format!("{name}=http://{peer}"))
+                .zip(&placements)
+                .map(|(name, place)| {
+                    format!("{name}={}", peer_url(place.peer_addr, peer_tls.is_some()))
+                })
                 .collect::<Vec<_>>()
                 .join(","),
             token: token.to_string(),
@@ -609,8 +735,9 @@ impl ServerCluster {
         extra_args.extend(opts.extra_args.iter().cloned());
         let members = names
             .iter()
-            .zip(&addrs)
-            .map(|(name, &(client_addr, peer_addr))| {
+            .zip(&placements)
+            .map(|(name, place)| {
+                let (client_addr, peer_addr) = (place.client_addr, place.peer_addr);
                 let member_dir = dir.join(format!(
                     "{kind}-{name}-{}-{}",
                     client_addr.ip(),
@@ -629,7 +756,9 @@ impl ServerCluster {
                     peer_addr,
                     extra_args: extra_args.clone(),
                     tls: None,
+                    peer_tls: peer_tls.clone(),
                     cluster: Some(flags.clone()),
+                    netns: place.netns.clone(),
                     child: None,
                 }
             })
@@ -637,6 +766,55 @@ impl ServerCluster {
         let mut cluster = ServerCluster { members, flags };
         cluster.start_again_all();
         cluster
+    }
+
+    /// Spawns a server that is not one of the members but claims to be
+    /// joining them: the members' binary and flags, named `name`, with
+    /// `--initial-cluster` the members' plus itself, and `peer_tls` for
+    /// its peer TLS (https peer URL). It is not waited for: the running
+    /// members do not count it, so it never becomes healthy. Stopped when
+    /// dropped.
+    pub fn spawn_outsider(&self, name: &str, peer_tls: Option<TlsFiles>) -> ServerProcess {
+        let first = &self.members[0];
+        let (client_addr, peer_addr) = free_addr_pair();
+        let member_dir = first
+            .member_dir
+            .parent()
+            .expect("a member dir has a parent")
+            .join(format!(
+                "{}-{name}-{}-{}",
+                first.kind,
+                client_addr.ip(),
+                client_addr.port()
+            ));
+        fs::create_dir_all(&member_dir)
+            .unwrap_or_else(|e| panic!("create {}: {e}", member_dir.display()));
+        let flags = ClusterFlags {
+            initial_cluster: format!(
+                "{},{name}={}",
+                self.flags.initial_cluster,
+                peer_url(peer_addr, peer_tls.is_some())
+            ),
+            token: self.flags.token.clone(),
+        };
+        let mut outsider = ServerProcess {
+            kind: first.kind,
+            binary: first.binary.clone(),
+            name: name.to_string(),
+            data_dir: member_dir.join("data"),
+            log_path: member_dir.join("server.log"),
+            member_dir,
+            client_addr,
+            peer_addr,
+            extra_args: first.extra_args.clone(),
+            tls: None,
+            peer_tls,
+            cluster: Some(flags),
+            netns: None,
+            child: None,
+        };
+        outsider.spawn();
+        outsider
     }
 
     /// Starts every member that is not running (all of them at first, or
@@ -655,11 +833,10 @@ impl ServerCluster {
             if let Err(err) = self.members[i].wait_ready() {
                 let m = &self.members[i];
                 let report = format!(
-                    "{} member {} failed to start: {err}\ncommand: {} {}\n{}",
+                    "{} member {} failed to start: {err}\ncommand: {}\n{}",
                     m.kind,
                     m.name,
-                    m.binary.display(),
-                    m.args().join(" "),
+                    m.command_line(),
                     self.log_tails()
                 );
                 self.kill_9_all();
@@ -749,14 +926,26 @@ pub struct FerrokvCluster(ServerCluster);
 impl FerrokvCluster {
     /// Panics with a clear message if the binary was not built.
     pub fn start(dir: &Path, names: &[&str], token: &str, opts: ClusterOptions) -> Self {
+        Self::start_peer_tls(dir, names, token, opts, None)
+    }
+
+    /// With TLS between the members (see [`ServerCluster::start_peer_tls`]).
+    pub fn start_peer_tls(
+        dir: &Path,
+        names: &[&str],
+        token: &str,
+        opts: ClusterOptions,
+        peer_tls: Option<TlsFiles>,
+    ) -> Self {
         let binary = ferrokv_bin().unwrap_or_else(|e| panic!("{e}"));
-        FerrokvCluster(ServerCluster::start(
+        FerrokvCluster(ServerCluster::start_peer_tls(
             ServerKind::Ferrokv,
             binary,
             dir,
             names,
             token,
             opts,
+            peer_tls,
         ))
     }
 

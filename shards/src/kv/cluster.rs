@@ -1,0 +1,232 @@
+//! What concerns the members as a whole: a new leader's start (terms
+//! committed, markers), moving the leadership, snapshot pieces for another
+//! member, backups cut at one revision, compaction and defragmentation.
+
+use std::path::PathBuf;
+
+use futures_channel::oneshot;
+
+use crate::error::Error;
+use crate::forward;
+use crate::shard::{FencedOp, ShardMsg};
+
+use super::write::release;
+use super::{Engine, Route, LEADER_WAIT};
+
+impl Engine {
+    /// etcd's MoveLeader, on the serving leader: group 0's leadership goes
+    /// to `to` and the other groups follow it there (every group's leader
+    /// hands over to group 0's). Resolves once `to` leads group 0, or fails
+    /// with etcd's words after etcd's request timeout.
+    pub async fn move_leader(&self, to: u64) -> Result<(), Error> {
+        if !self.inner.leadership.serving() {
+            return Err(Error::NotLeader);
+        }
+        if to == self.inner.leadership.member_id() {
+            return Ok(());
+        }
+        self.send(0, ShardMsg::TransferLeader(to)).await?;
+        let deadline = std::time::Instant::now() + LEADER_WAIT;
+        while self.inner.leadership.cluster_leader() != to {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::LeaderTransferTimeout);
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// A piece of shard `shard`'s snapshot file at raft index `index`.
+    pub(crate) async fn snapshot_chunk(
+        &self,
+        shard: u32,
+        index: u64,
+        offset: u64,
+    ) -> Result<Vec<u8>, Error> {
+        if shard >= self.shard_count() {
+            return Err(Error::Internal(format!("no shard {shard}")));
+        }
+        self.ask(shard, |reply| ShardMsg::SnapshotChunk {
+            index,
+            offset,
+            reply,
+        })
+        .await?
+    }
+
+    /// Leader start: every group led here in its term in `terms`, with an
+    /// entry of that term committed and all committed entries applied.
+    pub(crate) async fn wait_terms_committed(&self, terms: &[u64]) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + LEADER_WAIT;
+        for (s, term) in terms.iter().enumerate() {
+            loop {
+                let term = *term;
+                if self
+                    .ask(s as u32, |r| ShardMsg::TermCommitted(term, r))
+                    .await?
+                {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(Error::Timeout);
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Leader start: the marker in every group, committed.
+    pub(crate) async fn write_markers(
+        &self,
+        id: u64,
+        cut: i64,
+        through: i64,
+        terms: &[u64],
+    ) -> Result<(), Error> {
+        let mut waits = Vec::with_capacity(terms.len());
+        for (s, term) in terms.iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            self.send(
+                s as u32,
+                ShardMsg::Marker {
+                    id,
+                    cut,
+                    through,
+                    term: *term,
+                    reply: tx,
+                },
+            )
+            .await?;
+            waits.push(rx);
+        }
+        for w in waits {
+            w.await
+                .map_err(|_| Error::Internal("shard stopped".into()))??;
+        }
+        Ok(())
+    }
+
+    /// Leader start: leases get their full TTL from now (etcd's promote).
+    pub(crate) async fn promote_leases(&self) -> Result<(), Error> {
+        for s in 0..self.shard_count() {
+            self.ask(s, ShardMsg::PromoteLeases).await?;
+        }
+        Ok(())
+    }
+
+    /// etcd's Defragment: every shard writes a fresh snapshot (compacted
+    /// history dropped) and truncates its log, online.
+    pub async fn defragment(&self) -> Result<(), Error> {
+        for s in 0..self.shard_count() {
+            self.ask(s, ShardMsg::Defragment)
+                .await?
+                .map_err(Error::Internal)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every shard's part of one consistent backup (`backup.rs`):
+    /// all shards are fenced, so the parts hold exactly the writes up to
+    /// one revision. Returns the header and the part files, in shard order;
+    /// the caller streams and then removes them.
+    pub async fn backup(&self) -> Result<(crate::backup::Header, Vec<PathBuf>), Error> {
+        static BACKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = BACKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // On any member: the fences stop this member's writes, and the
+        // parts are cut at one revision whatever a follower applies meanwhile.
+        let fences = self.fence_for(0..self.shard_count(), false).await?;
+        let mut last = 0;
+        for (ch, _) in fences.values() {
+            let (tx, rx) = oneshot::channel();
+            let held = match ch.send(FencedOp::LastRevision(tx)).await {
+                Ok(()) => rx.await.ok(),
+                Err(_) => None,
+            };
+            let Some(held) = held else {
+                release(&fences).await;
+                return Err(Error::Internal("shard stopped".into()));
+            };
+            last = last.max(held);
+        }
+        let upto = last.max(self.inner.seq.visible());
+        // Bounded: the fences hold back a marker that a hole may need.
+        let settled = futures_lite::future::or(
+            async {
+                self.inner.seq.wait_visible(upto).await;
+                true
+            },
+            async {
+                glommio::timer::sleep(LEADER_WAIT).await;
+                false
+            },
+        )
+        .await;
+        if !settled {
+            release(&fences).await;
+            return Err(Error::Timeout);
+        }
+        let mut waits = Vec::with_capacity(fences.len());
+        for (ch, _) in fences.values() {
+            let (tx, rx) = oneshot::channel();
+            if ch.send(FencedOp::Backup(n, upto, tx)).await.is_err() {
+                release(&fences).await;
+                return Err(Error::Internal("shard stopped".into()));
+            }
+            waits.push(rx);
+        }
+        let mut parts = Vec::with_capacity(waits.len());
+        let mut failed = None;
+        for w in waits {
+            match w.await {
+                Ok(Ok(path)) => parts.push(path),
+                Ok(Err(e)) => failed = Some(Error::Internal(e)),
+                Err(_) => failed = Some(Error::Internal("shard stopped".into())),
+            }
+        }
+        let header = crate::backup::Header {
+            shards: self.shard_count(),
+            revision: upto,
+            compact_revision: self.inner.seq.compact_revision(),
+        };
+        release(&fences).await;
+        if let Some(e) = failed {
+            for p in &parts {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        Ok((header, parts))
+    }
+
+    /// Compact every shard at `rev`; returns the revision for the header.
+    pub async fn compact(&self, rev: i64) -> Result<i64, Error> {
+        match self.route().await? {
+            Route::Here => self.compact_here(rev).await,
+            Route::To(l) => self.forward_int(l, forward::COMPACT, &[rev]).await,
+        }
+    }
+
+    pub(crate) async fn compact_here(&self, rev: i64) -> Result<i64, Error> {
+        self.serving().await?;
+        let visible = self.inner.seq.visible();
+        if rev > visible {
+            return Err(Error::FutureRevision);
+        }
+        if !self.inner.seq.try_compact(rev) {
+            return Err(Error::Compacted);
+        }
+        let mut waits = Vec::new();
+        for s in 0..self.shard_count() {
+            let (tx, rx) = oneshot::channel();
+            self.send(s, ShardMsg::Compact(rev, tx)).await?;
+            waits.push(rx);
+        }
+        for w in waits {
+            w.await
+                .map_err(|_| Error::Internal("shard stopped".into()))?
+                .map_err(Error::Internal)?;
+        }
+        Ok(visible)
+    }
+}

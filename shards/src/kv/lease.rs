@@ -1,0 +1,167 @@
+//! Lease calls: grant, renew and time-to-live on the lease's shard (on the
+//! leader: leases expire there), and revoke as a write across every shard.
+
+use futures_channel::oneshot;
+
+use crate::error::Error;
+use crate::forward;
+use crate::shard::{FencedOp, ShardMsg};
+
+use super::lease_shard;
+use super::write::{release, Via, WriteState};
+use super::{Engine, Route};
+
+/// A lease's granted TTL, seconds remaining, and attached keys (sorted when
+/// asked for).
+pub type LeaseLife = (i64, i64, Vec<Vec<u8>>);
+
+impl Engine {
+    pub(super) fn lease_shard(&self, id: i64) -> u32 {
+        lease_shard(id, self.shard_count())
+    }
+
+    /// LeaseGrant: the TTL granted (raised to the minimum).
+    pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<i64, Error> {
+        match self.route().await? {
+            Route::Here => self.lease_grant_here(id, ttl).await,
+            Route::To(l) => self.forward_int(l, forward::LEASE_GRANT, &[id, ttl]).await,
+        }
+    }
+
+    pub(crate) async fn lease_grant_here(&self, id: i64, ttl: i64) -> Result<i64, Error> {
+        self.serving().await?;
+        self.ask(self.lease_shard(id), |reply| ShardMsg::LeaseGrant {
+            id,
+            ttl,
+            reply,
+        })
+        .await?
+    }
+
+    /// KeepAlive: the lease's TTL, renewed from now.
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, Error> {
+        match self.route().await? {
+            Route::Here => self.lease_renew_here(id).await,
+            Route::To(l) => self.forward_int(l, forward::LEASE_RENEW, &[id]).await,
+        }
+    }
+
+    pub(crate) async fn lease_renew_here(&self, id: i64) -> Result<i64, Error> {
+        self.serving().await?;
+        self.ask(self.lease_shard(id), |r| ShardMsg::LeaseRenew(id, r))
+            .await?
+    }
+
+    /// TimeToLive: (granted TTL, seconds remaining, attached keys sorted
+    /// when asked for), or None for an unknown lease.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<Option<LeaseLife>, Error> {
+        // Remaining time is known where leases expire: on the leader.
+        match self.route().await? {
+            Route::Here => self.lease_time_to_live_here(id, keys).await,
+            Route::To(l) => forward::read_ttl(
+                &self
+                    .forward(l, forward::LEASE_TTL, forward::ints(&[id, keys as i64]))
+                    .await?,
+            ),
+        }
+    }
+
+    pub(crate) async fn lease_time_to_live_here(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<Option<LeaseLife>, Error> {
+        let Some((granted, remaining)) = self
+            .ask(self.lease_shard(id), |r| ShardMsg::LeaseGet(id, r))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut attached = Vec::new();
+        if keys {
+            for s in 0..self.shard_count() {
+                attached.extend(self.ask(s, |r| ShardMsg::KeysWithLease(id, r)).await?);
+            }
+            attached.sort_unstable();
+        }
+        Ok(Some((granted, remaining, attached)))
+    }
+
+    /// Every lease, ascending by id.
+    pub async fn lease_ids(&self) -> Result<Vec<i64>, Error> {
+        let mut ids = Vec::new();
+        for s in 0..self.shard_count() {
+            ids.extend(self.ask(s, ShardMsg::LeaseIds).await?);
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Revokes a lease: every attached key, in any shard, is deleted at one
+    /// revision (watchers see one transaction), and the lease leaves its
+    /// shard's table in the same commit. All shards are fenced, so no put
+    /// can attach a key meanwhile. Returns the revision for the header.
+    pub async fn lease_revoke(&self, id: i64) -> Result<i64, Error> {
+        match self.route().await? {
+            Route::Here => self.lease_revoke_here(id).await,
+            Route::To(l) => self.forward_int(l, forward::LEASE_REVOKE, &[id]).await,
+        }
+    }
+
+    pub(crate) async fn lease_revoke_here(&self, id: i64) -> Result<i64, Error> {
+        self.serving().await?;
+        let fences = self.fence(0..self.shard_count()).await?;
+        let via = Via::Fenced(&fences);
+        let visible = self.inner.seq.visible();
+        let keys = async {
+            if !self.lease_exists(&via, id).await? {
+                return Err(Error::LeaseNotFound);
+            }
+            let mut waits = Vec::with_capacity(fences.len());
+            for (ch, _) in fences.values() {
+                let (tx, rx) = oneshot::channel();
+                ch.send(FencedOp::KeysWithLease(id, tx))
+                    .await
+                    .map_err(|_| Error::Internal("shard stopped".into()))?;
+                waits.push(rx);
+            }
+            let mut keys = Vec::new();
+            for w in waits {
+                keys.extend(
+                    w.await
+                        .map_err(|_| Error::Internal("shard stopped".into()))?,
+                );
+            }
+            keys.sort_unstable();
+            Ok(keys)
+        }
+        .await;
+        let keys = match keys {
+            Ok(k) => k,
+            Err(e) => {
+                release(&fences).await;
+                return Err(e);
+            }
+        };
+        let mut st = WriteState {
+            rev: None,
+            voids: self.inner.seq.voids(),
+            base_rev: visible,
+            next_sub: 0,
+            parts: Vec::new(),
+        };
+        if let Err(e) = self.apply_deletes(&via, keys.iter(), &mut st).await {
+            // Dropping the fences makes a shard that applied a delete
+            // drop it again.
+            drop(fences);
+            return Err(e);
+        }
+        self.commit(fences, &st, Some((self.lease_shard(id), id)))
+            .await?;
+        Ok(st.header_rev())
+    }
+}
