@@ -888,3 +888,91 @@ fn sigstop_leader_past_election_timeout() {
         eprintln!("SIGSTOP of the leader to the first acknowledged write: {kind} {first_write:?}");
     }
 }
+
+/// Five members, as large control planes run them: with the leader and a
+/// follower killed -9 under a write load, the other three elect a leader
+/// and take writes; both come back and every acknowledged write is on all
+/// five, with `hashkv` agreeing.
+#[test]
+fn five_members_survive_two_failures() {
+    const FIVE: [&str; 5] = ["m1", "m2", "m3", "m4", "m5"];
+    let dir = tempfile::Builder::new()
+        .prefix("ferrokv-five-")
+        .tempdir()
+        .expect("tempdir");
+    for (i, kind) in sides().into_iter().enumerate() {
+        eprintln!("=== five members on {kind}");
+        let extra_args = vec![
+            format!("--heartbeat-interval={HEARTBEAT_INTERVAL_MS}"),
+            format!("--election-timeout={ELECTION_TIMEOUT_MS}"),
+        ];
+        let path = dir.path().join(format!("{i}-{kind}"));
+        let mut c = match kind {
+            ServerKind::Etcd => EtcdCluster::start_with(
+                &path,
+                &FIVE,
+                TOKEN,
+                ClusterOptions {
+                    shards: None,
+                    extra_args,
+                },
+            )
+            .into_inner(),
+            ServerKind::Ferrokv => FerrokvCluster::start(
+                &path,
+                &FIVE,
+                TOKEN,
+                ClusterOptions {
+                    shards: Some(SHARDS),
+                    extra_args,
+                },
+            )
+            .into_inner(),
+        };
+        let all: Vec<usize> = (0..FIVE.len()).collect();
+        let (leader, _) = wait_leader(&c, &all, LEADER_WAIT_MAX);
+        let follower = (leader + 1) % FIVE.len();
+        let load = Load::start(&c);
+        load.wait_acked(
+            &c,
+            ACKS_BEFORE_FAULT,
+            ACKS_BEFORE_FAULT_MAX,
+            "before the kills",
+        );
+        c.members[leader].kill_9();
+        c.members[follower].kill_9();
+        let killed = Instant::now();
+        let rest: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|m| *m != leader && *m != follower)
+            .collect();
+        let first_write = load.first_write_after(&c, killed, &rest);
+        wait_leader(&c, &rest, LEADER_WAIT_MAX);
+        eprintln!("{kind}: five members, two killed: first write acknowledged {first_write:?} after the kills");
+        load.wait_acked(
+            &c,
+            load.acked() + ACKS_PER_STAGE,
+            WRITE_AFTER_FAULT_MAX,
+            "with three members",
+        );
+        c.members[leader].start_again();
+        c.members[follower].start_again();
+        load.wait_acked(
+            &c,
+            load.acked() + ACKS_PER_STAGE,
+            WRITE_AFTER_FAULT_MAX,
+            "after the restarts",
+        );
+        let acks = load.finish();
+        check_acked_on_every_member(&c, &acks);
+        for m in &mut c.members {
+            assert!(
+                m.is_running(),
+                "{kind} {} exited:\n{}",
+                m.name(),
+                m.log_tail()
+            );
+        }
+    }
+}
