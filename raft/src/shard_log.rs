@@ -168,6 +168,8 @@ struct State {
     queue_bytes: usize,
     inbound: VecDeque<Message>,
     inbound_dropped: u64,
+    /// Proposals that failed (dropped, leadership lost, log failed).
+    proposals_failed: u64,
     reads: VecDeque<(u64, Rc<Slot>)>,
     /// ReadIndex id -> waiter, until raft reports its read state.
     reading: HashMap<u64, Rc<Slot>>,
@@ -323,6 +325,7 @@ impl ShardLog {
                 queue_bytes: 0,
                 inbound: VecDeque::new(),
                 inbound_dropped: 0,
+                proposals_failed: 0,
                 reads: VecDeque::new(),
                 reading: HashMap::new(),
                 compactions: VecDeque::new(),
@@ -485,6 +488,17 @@ impl ShardLog {
         st.inbound.push_back(msg);
         drop(st);
         self.inner.work.notify_all();
+    }
+
+    /// Proposals waiting for their commit (etcd's `proposals_pending`).
+    pub fn proposals_pending(&self) -> usize {
+        self.inner.st.borrow().waiters.len()
+    }
+
+    /// Proposals that failed: dropped with a lost leadership or a failed
+    /// log (etcd's `proposals_failed_total`).
+    pub fn proposals_failed(&self) -> u64 {
+        self.inner.st.borrow().proposals_failed
     }
 
     /// Messages dropped because the inbound queue was full.
@@ -775,7 +789,10 @@ impl Inner {
                 }
             };
             if let Some(err) = dropped {
-                if let Some(w) = self.st.borrow_mut().waiters.remove(&p.id) {
+                let mut st = self.st.borrow_mut();
+                st.proposals_failed += 1;
+                if let Some(w) = st.waiters.remove(&p.id) {
+                    drop(st);
                     w.slot.complete(Err(err));
                 }
             }
@@ -799,6 +816,7 @@ impl Inner {
                 reads,
             )
         };
+        self.st.borrow_mut().proposals_failed += waiters.len() as u64;
         for (_, w) in waiters {
             w.slot.complete(Err(e.clone()));
         }
@@ -843,6 +861,7 @@ impl Inner {
                 let reads: Vec<Rc<Slot>> = st.reading.drain().map(|(_, s)| s).collect();
                 (std::mem::take(&mut st.waiters), reads)
             };
+            self.st.borrow_mut().proposals_failed += waiters.len() as u64;
             for (_, w) in waiters {
                 w.slot.complete(Err(Error::ProposalDropped));
             }

@@ -314,6 +314,26 @@ impl Service {
                 .sum::<u64>()
                 .to_string(),
         );
+        gauge(
+            &mut out,
+            "etcd_server_proposals_pending",
+            "The current number of pending proposals to commit.",
+            shards
+                .iter()
+                .map(|s| s.proposals_pending)
+                .sum::<usize>()
+                .to_string(),
+        );
+        counter(
+            &mut out,
+            "etcd_server_proposals_failed_total",
+            "The total number of failed proposals seen.",
+            shards
+                .iter()
+                .map(|s| s.proposals_failed)
+                .sum::<u64>()
+                .to_string(),
+        );
         let peers = self.engine.peers().map(|p| p.stats()).unwrap_or_default();
         // One series per peer, labelled as etcd labels them.
         let per_peer = |out: &mut String,

@@ -237,6 +237,8 @@ pub struct ShardStatus {
     pub db_size_bytes: u64,
     pub keys: usize,
     pub leader: bool,
+    pub proposals_pending: usize,
+    pub proposals_failed: u64,
 }
 
 pub struct Shard {
@@ -460,6 +462,8 @@ impl Shard {
                         db_size_bytes: store.size_bytes(),
                         keys: store.key_count(),
                         leader: self.log.is_leader(),
+                        proposals_pending: self.log.proposals_pending(),
+                        proposals_failed: self.log.proposals_failed(),
                     });
                 }
             }
