@@ -37,8 +37,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ferrokv_tests::cluster::{
-    check_acked_on_every_member, poll, probe, put_acked, sides, statuses, wait_leader, Ack, Load,
-    CATCH_UP_MAX, ELECTION_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, LEADER_WAIT_MAX, LOAD_PREFIX,
+    check_acked_on_every_member, ctl, poll, probe, put_acked, sides, statuses, wait_leader, Ack,
+    Load, CATCH_UP_MAX, ELECTION_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, LEADER_WAIT_MAX, LOAD_PREFIX,
     WRITE_AFTER_FAULT_MAX,
 };
 use ferrokv_tests::etcdctl::Background;
@@ -974,5 +974,51 @@ fn five_members_survive_two_failures() {
                 m.log_tail()
             );
         }
+    }
+}
+
+/// How long members get to refuse an outsider.
+const OUTSIDER_WAIT_MAX: Duration = Duration::from_secs(15);
+
+/// A member started with another member list (so another cluster id) than
+/// the running members is refused, never joined: the members go on as
+/// three, and (ferrokv) each logs etcd's `cluster ID mismatch`.
+#[test]
+fn a_member_with_another_member_list_is_refused() {
+    let dir = tempfile::Builder::new()
+        .prefix("ferrokv-outsider-")
+        .tempdir()
+        .expect("tempdir");
+    for (i, kind) in sides().into_iter().enumerate() {
+        eprintln!("=== outsider on {kind}");
+        let mut c = start_cluster(kind, &dir.path().join(format!("{i}-{kind}")), true);
+        wait_leader(&c, &all_members(), LEADER_WAIT_MAX);
+        let mut outsider = c.spawn_outsider("m4", None);
+        if kind == ServerKind::Ferrokv && !candidate_is_etcd() {
+            let refused = poll(OUTSIDER_WAIT_MAX, || {
+                c.members
+                    .iter()
+                    .all(|m| m.log_tail().contains("cluster ID mismatch"))
+                    .then_some(())
+            });
+            assert!(
+                refused.is_some(),
+                "not every member refused the outsider within {OUTSIDER_WAIT_MAX:?}\n{}\n--- outsider:\n{}",
+                c.log_tails(),
+                outsider.log_tail()
+            );
+        }
+        let members = ctl(&c, 0, &["member", "list"]);
+        assert_eq!(members.lines().count(), 3, "{kind}: {members}");
+        put_acked(&c, 1, "load/after-outsider");
+        for m in &mut c.members {
+            assert!(
+                m.is_running(),
+                "{kind} {} exited:\n{}",
+                m.name(),
+                m.log_tail()
+            );
+        }
+        outsider.kill_9();
     }
 }
