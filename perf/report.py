@@ -3,7 +3,9 @@
 (throughput and p99 with ferrokv/etcd ratios) and plot.svg (bars, drawn by
 hand: no plotting library needed); for each sweep run (ferro-bench --sweep),
 a table row per point and sweep-<name>.svg (throughput against p99, etcd and
-ferrokv on one picture). Usage: report.py <results dir>."""
+ferrokv on one picture); for perf/cluster.sh's runs also the failover time
+(raw/failover-*) and the load and CPU time of each run (raw/loadavg.txt,
+raw/cpu.txt). Usage: report.py <results dir>."""
 
 import json
 import os
@@ -55,7 +57,7 @@ def load(outdir):
         m = re.match(r"(.+)-(etcd|ferrokv)\.json$", f)
         if m and m.group(1) not in names:
             names.append(m.group(1))
-    order = ["put-c1", "put-c16", "put-c64", "range-s-c16", "range-s-c64",
+    order = ["put-c1", "put-c16", "put-c64", "put-c1024", "range-s-c16", "range-s-c64",
              "range-l-c16", "range-l-c64", "txn-put-c16", "txn-mixed-c16",
              "watch-get-c16", "lease-keepalive-c16", "k8s-c16"]
     names.sort(key=lambda n: (order.index(n) if n in order else len(order), n))
@@ -205,23 +207,214 @@ def sweep_svg(name, sw):
     return "\n".join(parts) + "\n"
 
 
+def hlog_intervals(path):
+    """(absolute start s, length s, max ms) of each interval of a
+    ferro-bench --hdr-out log; an interval with no acknowledged request has
+    max 0 (ferro-bench writes empty intervals too)."""
+    base, out = 0.0, []
+    for line in open(path):
+        m = re.match(r"#\[BaseTime: ([0-9.]+)", line)
+        if m:
+            base = float(m.group(1))
+            continue
+        if line.startswith("#") or not line.strip():
+            continue
+        fields = line.split(",")
+        if fields[0].startswith("Tag="):
+            fields = fields[1:]
+        out.append((base + float(fields[0]), float(fields[1]), float(fields[2])))
+    return out
+
+
+def failover_run(base):
+    """One failover run (raw/failover-<server>[-<n>]-*), or None."""
+    try:
+        info = dict(l.split(None, 1) for l in open(base + "-kill.txt").read().splitlines() if l.strip())
+    except OSError:
+        return None
+    kill = float(info["kill"])
+    r = {"killed_leader": info.get("killed_leader"), "new_leader": info.get("new_leader"),
+         "probe_timeout": info.get("probe_timeout")}
+    try:
+        attempts = [tuple(float(x) for x in l.split()) for l in open(base + "-probe.txt") if l.strip()]
+    except OSError:
+        attempts = []
+    before = sorted(e - st for st, e, rc in attempts if e <= kill and rc == 0)
+    after = [(st, e, rc) for st, e, rc in attempts if st >= kill]
+    first = next((a for a in after if a[2] == 0), None)
+    failed = [a for a in after if first is None or a[0] < first[0]]
+    r["probe"] = {
+        "attempts_before_kill": sum(1 for st, e, rc in attempts if e <= kill),
+        "ok_before_kill": len(before),
+        "attempt_ms_before_kill_median": before[len(before) // 2] * 1000 if before else None,
+        "failed_attempts_after_kill": len(failed),
+        # The leader served between the last failed try's start and the
+        # first successful try's end.
+        "last_failed_try_started_s": failed[-1][0] - kill if failed else None,
+        "first_ack_after_kill_s": first[1] - kill if first else None,
+        "last_attempt_after_kill_s": after[-1][1] - kill if after else None,
+    }
+    try:
+        iv = hlog_intervals(base + "-load.hlog")
+    except OSError:
+        iv = []
+    h = {"interval_s": iv[0][1] if iv else None, "first_ack_after_kill_s": None,
+         "empty_intervals": 0}
+    i = next((k for k, (st, ln, mx) in enumerate(iv) if st + ln > kill), None)
+    if i is not None:
+        while i < len(iv) and iv[i][2] > 0:  # acks of requests already committed
+            i += 1
+        j = i
+        while j < len(iv) and iv[j][2] == 0:
+            j += 1
+        h["empty_intervals"] = j - i
+        if j < len(iv):
+            h["first_ack_after_kill_s"] = [iv[j][0] - kill, iv[j][0] + iv[j][1] - kill]
+    r["bench_intervals"] = h
+    try:
+        lj = json.load(open(base + "-load.json"))
+        r["load"] = {
+            "throughput_rps": lj["throughput_rps"],
+            "sent": lj["requests"]["sent"],
+            "failed": lj["requests"]["failed"],
+            "errors": {k: v["count"] for k, v in lj.get("errors", {}).items()},
+            "error_samples": {k: v.get("sample") for k, v in lj.get("errors", {}).items()},
+        }
+    except (OSError, ValueError, KeyError):
+        r["load"] = None
+    return r
+
+
+def failover(outdir):
+    """perf/cluster.sh's failover runs: {server: {"runs": [...], "median_s"}}.
+    Two measures of the time from the leader's kill -9 to the first
+    acknowledged write after it: the etcdctl probe loop's first put *started*
+    after the kill that succeeded (its end - kill), and from ferro-bench's
+    100 ms intervals the first interval with an acknowledged put after the
+    empty ones that follow the kill (its start and end - kill)."""
+    raw = os.path.join(outdir, "raw")
+    res = {}
+    for s in SERVERS:
+        names = sorted(
+            {m.group(1) for f in os.listdir(raw)
+             for m in [re.match(rf"(failover-{s}(?:-\d+)?)-kill\.txt$", f)] if m},
+            key=lambda n: int(n.rsplit("-", 1)[1]) if n[-1].isdigit() else 0,
+        )
+        rs = [r for r in (failover_run(os.path.join(raw, n)) for n in names) if r]
+        if not rs:
+            continue
+        acks = sorted(r["probe"]["first_ack_after_kill_s"] for r in rs
+                      if r["probe"]["first_ack_after_kill_s"] is not None)
+        res[s] = {"runs": rs, "probe_first_ack_median_s": acks[len(acks) // 2] if acks else None}
+    return res
+
+
+def failover_markdown(fo):
+    if not fo:
+        return []
+    out = ["", "Failover: kill -9 of the leader under put load (64 clients, on the two "
+           "followers, ferro-bench `--timeout 1s`); one value per kill, in order:", "",
+           "| | " + " | ".join(SERVERS) + " |", "|---|" + "---|" * len(SERVERS)]
+
+    def cell(s, f):
+        runs = (fo.get(s) or {}).get("runs") or []
+        vals = []
+        for r in runs:
+            try:
+                vals.append(f(r))
+            except (KeyError, TypeError, IndexError):
+                vals.append("n/a")
+        return "; ".join(vals) or "n/a"
+
+    rows = [
+        ("killed leader -> new leader", lambda r: f"{r['killed_leader']} -> {r['new_leader']}"),
+        ("kill to first acknowledged put, etcdctl probe, s",
+         lambda r: fmt(r["probe"]["first_ack_after_kill_s"], 2)),
+        ("the last failed probe started at, s",
+         lambda r: fmt(r["probe"]["last_failed_try_started_s"], 2)),
+        ("probe tries failed after the kill", lambda r: str(r["probe"]["failed_attempts_after_kill"])),
+        ("a probe put before the kill, median ms", lambda r: fmt(r["probe"]["attempt_ms_before_kill_median"], 0)),
+        ("kill to first 100 ms interval with an ack, ferro-bench, s",
+         lambda r: "{:.1f}-{:.1f}".format(*r["bench_intervals"]["first_ack_after_kill_s"])),
+        ("load: req/s over the whole run", lambda r: fmt(r["load"]["throughput_rps"], 0)),
+        ("load: failed requests by code",
+         lambda r: ", ".join(f"{k} {v}" for k, v in r["load"]["errors"].items()) or "0"),
+    ]
+    for label, f in rows:
+        out.append(f"| {label} | " + " | ".join(cell(s, f) for s in SERVERS) + " |")
+    out.append("| median kill to first acknowledged put (probe), s | " + " | ".join(
+        fmt((fo.get(s) or {}).get("probe_first_ack_median_s"), 2) for s in SERVERS) + " |")
+    return out
+
+
+def runs(outdir):
+    """Load average at each run's start (and end, cluster.sh) and CPU
+    seconds over it: machine busy, the members, ferro-bench, the rest."""
+    raw = os.path.join(outdir, "raw")
+    res = []
+    try:
+        lines = open(os.path.join(raw, "loadavg.txt")).read().splitlines()
+    except OSError:
+        return res
+    cpu = {}
+    try:
+        for l in open(os.path.join(raw, "cpu.txt")):
+            f = l.split()
+            if len(f) >= 10:
+                t0, t1, m0, m1, c0, c1, bu, bs = map(float, f[2:10])
+                cpu[(f[0], f[1])] = {"wall_s": t1 - t0, "machine_cpu_s": m1 - m0,
+                                     "members_cpu_s": c1 - c0, "bench_cpu_s": bu + bs,
+                                     "others_cpu_s": (m1 - m0) - (c1 - c0) - (bu + bs)}
+    except OSError:
+        pass
+    for l in lines:
+        f = l.split()
+        r = {"run": f[0], "server": f[1]}
+        if len(f) >= 10 and f[2] == "start":
+            r["load_start"], r["load_end"] = f[3:6], f[7:10]
+        else:
+            r["load_start"] = f[2:5]
+        r.update(cpu.get((f[0], f[1]), {}))
+        res.append(r)
+    return res
+
+
+def runs_markdown(rs):
+    if not rs or "load_end" not in rs[0]:
+        return []
+    out = ["", "Load average (1, 5, 15 min) at each run's start and end, and CPU seconds "
+           "over the run (2 cores: at most 2 per second): the whole machine, the three "
+           "members, ferro-bench, everything else (other people's work):", "",
+           "| run | server | load at start | load at end | wall s | machine CPU s "
+           "| members | ferro-bench | others |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rs:
+        out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            r["run"], r["server"], " ".join(r["load_start"]), " ".join(r.get("load_end", [])),
+            fmt(r.get("wall_s"), 1), fmt(r.get("machine_cpu_s"), 1), fmt(r.get("members_cpu_s"), 1),
+            fmt(r.get("bench_cpu_s"), 1), fmt(r.get("others_cpu_s"), 1)))
+    return out
+
+
 def fmt(v, digits=1):
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
-def markdown(rows, machine, sweeps=None):
+def markdown(rows, machine, sweeps=None, fo=None, rs=None):
     out = [
-        "| workload | etcd req/s | ferrokv req/s | ratio | etcd p99 ms | ferrokv p99 ms | ratio | failed (etcd/ferrokv) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| workload | etcd req/s | ferrokv req/s | ratio | etcd p50 ms | ferrokv p50 ms "
+        "| etcd p99 ms | ferrokv p99 ms | ratio | failed (etcd/ferrokv) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         e, f = r.get("etcd"), r.get("ferrokv")
         out.append(
-            "| {w} | {et} | {ft} | {tr} | {ep} | {fp} | {pr} | {ef}/{ff} |".format(
+            "| {w} | {et} | {ft} | {tr} | {e50} | {f50} | {ep} | {fp} | {pr} | {ef}/{ff} |".format(
                 w=r["workload"],
                 et=fmt(e and e["throughput_rps"], 0),
                 ft=fmt(f and f["throughput_rps"], 0),
                 tr=fmt(r.get("throughput_ratio"), 2),
+                e50=fmt(e and e["p50_ms"], 2),
+                f50=fmt(f and f["p50_ms"], 2),
                 ep=fmt(e and e["p99_ms"], 2),
                 fp=fmt(f and f["p99_ms"], 2),
                 pr=fmt(r.get("p99_ratio"), 2),
@@ -242,6 +435,8 @@ def markdown(rows, machine, sweeps=None):
             out.append(f"| {w} | {fmt(e.get('wal_fsync_p99_ms'), 1)} | {fmt(f.get('wal_fsync_p99_ms'), 1)} |")
     for name, sw in (sweeps or {}).items():
         out += sweep_markdown(name, sw)
+    out += failover_markdown(fo)
+    out += runs_markdown(rs)
     out += ["", "Ratios are ferrokv / etcd: throughput above 1 and p99 below 1 favour ferrokv.",
             "Each run's latency-by-percentile picture and HdrHistogram interval log, as "
             "ferro-bench wrote them: `raw/<workload>-<server>.svg` and `.hlog`."]
@@ -250,16 +445,22 @@ def markdown(rows, machine, sweeps=None):
     return "\n".join(out) + "\n"
 
 
-def svg(rows):
+def topology(machine):
+    """machine.txt's `topology:` line (perf/cluster.sh), else run.sh's."""
+    m = re.search(r"^topology: (.+)$", machine or "", re.M)
+    return m.group(1) if m else "single member"
+
+
+def svg(rows, title="single member"):
     """Two bar panels (throughput, p99), one group per workload."""
     w_group, bar, left, top, panel_h, gap = 90, 30, 70, 40, 220, 90
-    width = left + w_group * len(rows) + 40
+    width = max(left + w_group * len(rows) + 40, 640)
     height = top + 2 * panel_h + 2 * gap
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'font-family="sans-serif" font-size="11">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{left}" y="20" font-size="14">ferrokv vs etcd (same machine, loopback, single member)</text>',
+        f'<text x="{left}" y="20" font-size="14">ferrokv vs etcd (same machine, loopback, {title})</text>',
     ]
     for i, s in enumerate(SERVERS):
         x = width - 170 + i * 80
@@ -301,13 +502,19 @@ def main():
         machine = open(os.path.join(outdir, "machine.txt")).read()
     except OSError:
         machine = ""
-    json.dump({"machine": machine, "workloads": rows, "sweeps": sweeps},
-              open(os.path.join(outdir, "results.json"), "w"), indent=2)
-    open(os.path.join(outdir, "results.md"), "w").write(markdown(rows, machine, sweeps))
-    open(os.path.join(outdir, "plot.svg"), "w").write(svg(rows))
+    fo = failover(outdir)
+    rs = runs(outdir)
+    result = {"machine": machine, "workloads": rows, "sweeps": sweeps}
+    if fo:
+        result["failover"] = fo
+    if rs:
+        result["runs"] = rs
+    json.dump(result, open(os.path.join(outdir, "results.json"), "w"), indent=2)
+    open(os.path.join(outdir, "results.md"), "w").write(markdown(rows, machine, sweeps, fo, rs))
+    open(os.path.join(outdir, "plot.svg"), "w").write(svg(rows, topology(machine)))
     for name, sw in sweeps.items():
         open(os.path.join(outdir, f"sweep-{name}.svg"), "w").write(sweep_svg(name, sw))
-    print(markdown(rows, "", sweeps))
+    print(markdown(rows, "", sweeps, fo, rs))
 
 
 if __name__ == "__main__":
