@@ -300,7 +300,7 @@ async fn open_shard(
         }
         (s, idx, shard::decode_marker(&meta))
     } else {
-        (Store::new(), 0, 0)
+        (Store::new(), 0, (0, 0, 0))
     };
     // Another shard of this member may have replayed less than this
     // snapshot holds: a floor for this shard, not visibility for all.

@@ -147,8 +147,8 @@ impl Sequencer {
     }
 
     /// `shard`'s snapshot folded in every marker up to `id`.
-    pub fn marker_folded(&self, shard: u32, id: u64) {
-        self.with(|st| st.vis.marker_folded(shard, id));
+    pub fn marker_folded(&self, shard: u32, id: u64, cut: i64, through: i64) {
+        self.with(|st| st.vis.marker_folded(shard, id, cut, through));
     }
 
     /// The highest revision this member has seen (void ones included).

@@ -176,30 +176,45 @@ pub fn encode_lease_meta(leases: &[(i64, i64)]) -> Vec<u8> {
     out
 }
 
-/// A shard snapshot's meta: [`encode_lease_meta`]'s layout with version 2
-/// and, before the pairs, the id of the last leader-start marker the shard
-/// applied (little-endian u64): a marker the snapshot folded in still
-/// counts as applied by this shard after a restart.
-pub fn encode_shard_meta(marker: u64, leases: &[(i64, i64)]) -> Vec<u8> {
+/// The last leader-start marker a shard applied: (id, cut, through).
+pub type MarkerMeta = (u64, i64, i64);
+
+/// A shard snapshot's meta: [`encode_lease_meta`]'s layout with version 3
+/// and, before the pairs, the last leader-start marker the shard applied
+/// (id u64, cut i64, through i64, little-endian): a marker the snapshot
+/// folded in still counts as applied by this shard, void range and all.
+pub fn encode_shard_meta(marker: MarkerMeta, leases: &[(i64, i64)]) -> Vec<u8> {
     let mut out = encode_lease_meta(leases);
-    out[0] = SHARD_META_V2;
-    out.splice(1..1, marker.to_le_bytes());
+    out[0] = SHARD_META_V3;
+    let mut m = Vec::with_capacity(24);
+    m.extend_from_slice(&marker.0.to_le_bytes());
+    m.extend_from_slice(&marker.1.to_le_bytes());
+    m.extend_from_slice(&marker.2.to_le_bytes());
+    out.splice(1..1, m);
     out
 }
 
-/// The marker id in a snapshot's meta (0 for older layouts).
-pub fn decode_marker(meta: &[u8]) -> u64 {
+/// The marker in a snapshot's meta ((0, 0, 0) for older layouts; version 2
+/// kept only the id).
+pub fn decode_marker(meta: &[u8]) -> MarkerMeta {
+    let int = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[..8]);
+        a
+    };
     match meta.split_first() {
-        Some((&SHARD_META_V2, body)) if body.len() >= 8 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&body[..8]);
-            u64::from_le_bytes(b)
-        }
-        _ => 0,
+        Some((&SHARD_META_V3, body)) if body.len() >= 24 => (
+            u64::from_le_bytes(int(body)),
+            i64::from_le_bytes(int(&body[8..])),
+            i64::from_le_bytes(int(&body[16..])),
+        ),
+        Some((&SHARD_META_V2, body)) if body.len() >= 8 => (u64::from_le_bytes(int(body)), 0, 0),
+        _ => (0, 0, 0),
     }
 }
 
 const SHARD_META_V2: u8 = 2;
+const SHARD_META_V3: u8 = 3;
 
 /// Reads [`encode_lease_meta`] and [`encode_shard_meta`]; empty meta (a
 /// snapshot without leases) is no leases.
@@ -209,9 +224,11 @@ pub fn decode_lease_meta(meta: &[u8]) -> Result<Vec<(i64, i64)>, String> {
     };
     let body = match version {
         SHARD_META_V2 if body.len() >= 8 => &body[8..],
+        SHARD_META_V3 if body.len() >= 24 => &body[24..],
         _ => body,
     };
-    if !(version == LEASE_META_V1 || version == SHARD_META_V2) || body.len() % 16 != 0 {
+    let known = version == LEASE_META_V1 || version == SHARD_META_V2 || version == SHARD_META_V3;
+    if !known || body.len() % 16 != 0 {
         return Err(format!(
             "snapshot lease table: unknown layout (version {version}, {} bytes)",
             body.len()
@@ -277,7 +294,7 @@ pub struct Shard {
     revoked: RefCell<Vec<(i64, i64, i64, bool)>>,
     leadership: Arc<Leadership>,
     /// The last leader-start marker applied (kept in snapshots).
-    last_marker: Cell<u64>,
+    last_marker: Cell<MarkerMeta>,
     /// Raft index of the snapshot file at `snapshot_path` (0: none).
     snapshot_index: Cell<u64>,
     /// A snapshot from the leader is being fetched.
@@ -339,7 +356,7 @@ impl Shard {
             applied_index: Cell::new(0),
             revoked: RefCell::new(Vec::new()),
             leadership,
-            last_marker: Cell::new(0),
+            last_marker: Cell::new((0, 0, 0)),
             snapshot_index: Cell::new(0),
             fetching: Cell::new(false),
             peers,
@@ -612,9 +629,12 @@ impl Shard {
     }
 
     /// The snapshot the store was opened from folded in marker `id`.
-    pub fn opened_after_marker(&self, id: u64) {
-        self.last_marker.set(id);
-        self.seq.marker_folded(self.id, id);
+    pub fn opened_after_marker(&self, marker: MarkerMeta) {
+        self.last_marker.set(marker);
+        if marker.0 != 0 {
+            self.seq
+                .marker_folded(self.id, marker.0, marker.1, marker.2);
+        }
     }
 
     /// Whether this shard may apply and submit writes of `term` now.
@@ -767,7 +787,9 @@ impl Shard {
                 }
                 self.committed_rev.set(self.committed_rev.get().min(*cut));
                 self.restore_revoked(|rev, _| rev > *cut);
-                self.last_marker.set(self.last_marker.get().max(*id));
+                if *id > self.last_marker.get().0 {
+                    self.last_marker.set((*id, *cut, *through));
+                }
                 self.seq.marker(self.id, *id, *cut, *through);
             }
             Record::LeaseGrant { id, ttl } => {
@@ -971,6 +993,14 @@ impl Shard {
                 return Err(e.to_string());
             }
         };
+        if index <= self.applied_index.get() {
+            // Applied past it while the file was made durable: keep the
+            // store (the renamed file is just an older snapshot).
+            return Err(format!(
+                "applied {} meanwhile: no longer needed",
+                self.applied_index.get()
+            ));
+        }
         self.install(store, index, decode_marker(&meta), &leases);
         log::info!(
             "shard {}: installed the leader's snapshot at raft index {index} (revision {})",
@@ -981,7 +1011,7 @@ impl Shard {
     }
 
     /// The store is now the snapshot at raft index `index`.
-    fn install(&self, store: Store, index: u64, marker: u64, leases: &[(i64, i64)]) {
+    fn install(&self, store: Store, index: u64, marker: MarkerMeta, leases: &[(i64, i64)]) {
         let rev = store.last_revision();
         self.seq.compacted(store.compact_revision());
         *self.store.borrow_mut() = store;
@@ -999,8 +1029,11 @@ impl Shard {
         self.applied_index.set(index);
         self.snapshot_index.set(index);
         self.entries_since_snapshot.set(0);
-        self.last_marker.set(self.last_marker.get().max(marker));
-        self.seq.marker_folded(self.id, marker);
+        if marker.0 > self.last_marker.get().0 {
+            self.last_marker.set(marker);
+            self.seq
+                .marker_folded(self.id, marker.0, marker.1, marker.2);
+        }
         self.seq.shard_snapshot(self.id, rev);
     }
 
@@ -1236,10 +1269,10 @@ mod tests {
     #[test]
     fn shard_meta_carries_the_marker() {
         let leases = vec![(7, 60), (9, 5)];
-        let enc = encode_shard_meta(0x1234_5678_9abc, &leases);
+        let enc = encode_shard_meta((0x1234_5678_9abc, 7, 9), &leases);
         assert_eq!(decode_lease_meta(&enc), Ok(leases.clone()));
-        assert_eq!(decode_marker(&enc), 0x1234_5678_9abc);
-        assert_eq!(decode_marker(&encode_lease_meta(&leases)), 0);
+        assert_eq!(decode_marker(&enc), (0x1234_5678_9abc, 7, 9));
+        assert_eq!(decode_marker(&encode_lease_meta(&leases)), (0, 0, 0));
     }
 
     #[test]

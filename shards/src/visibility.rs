@@ -150,16 +150,11 @@ impl Visibility {
 
     /// `shard` starts from a snapshot that folded in every marker up to
     /// `id`: those count as applied by it.
-    pub fn marker_folded(&mut self, shard: u32, id: u64) {
-        if let Some(slot) = self.marker_of.get_mut(shard as usize) {
-            *slot = (*slot).max(id);
-        }
-        for (mid, m) in self.markers.iter_mut() {
-            if *mid <= id {
-                m.applied.insert(shard);
-            }
-        }
-        self.finish_markers();
+    pub fn marker_folded(&mut self, shard: u32, id: u64, cut: i64, through: i64) {
+        // The snapshot's shard applied it: as if applied here now, void
+        // range and all (a shard that has not reached it yet may still hold
+        // what it voids).
+        self.marker(shard, id, cut, through);
     }
 
     /// `shard` applied its part of revision `rev`, which touched
@@ -262,10 +257,20 @@ impl Visibility {
                 .min()
                 .unwrap_or(i64::MAX);
             let done = m.through.min(limit);
-            if done > self.visible {
-                self.visible = done;
-                self.partial = self.partial.split_off(&(done + 1));
-                self.complete = self.complete.split_off(&(done + 1));
+            if self.visible >= m.cut {
+                if done > self.visible {
+                    self.visible = done;
+                    self.partial = self.partial.split_off(&(done + 1));
+                    self.complete = self.complete.split_off(&(done + 1));
+                }
+            } else {
+                // Revisions at or below the cut are not all known complete
+                // here yet (a snapshot floor not confirmed): only the void
+                // range counts as done; the rest comes as it is reported.
+                for r in (m.cut + 1)..=done {
+                    self.partial.remove(&r);
+                    self.complete.insert(r);
+                }
             }
             self.advance();
         }
@@ -404,10 +409,34 @@ mod tests {
     }
 
     #[test]
+    fn a_folded_marker_still_voids_what_another_shard_holds() {
+        // Shard 1 applied its parts of 3..=4 of an old leader, whose parts
+        // in shard 0 were lost; the new leader's marker (cut 2, through 4)
+        // is folded into the snapshot shard 0 installs at 9; shard 1 has
+        // not reached the marker yet.
+        let mut v = Visibility::new(2);
+        v.snapshot(1);
+        v.written(0, 2, &set(&[0, 1]));
+        v.written(1, 2, &set(&[0, 1]));
+        v.written(1, 3, &set(&[0, 1]));
+        v.written(1, 4, &set(&[0, 1]));
+        v.marker_folded(0, 1, 2, 4);
+        v.shard_snapshot(0, 9);
+        assert_eq!(
+            v.visible(),
+            2,
+            "3 and 4 are void until shard 1 rolls them back"
+        );
+        v.marker(1, 1, 2, 4);
+        v.raise_high(1, 9);
+        assert_eq!(v.visible(), 9);
+    }
+
+    #[test]
     fn a_marker_a_snapshot_folded_in_counts_as_applied() {
         let mut v = Visibility::new(2);
         v.snapshot(1);
-        v.marker_folded(0, 7);
+        v.marker_folded(0, 7, 2, 2);
         v.written(1, 2, &set(&[1]));
         assert_eq!(v.marker(1, 7, 2, 2), 2);
         assert!(!v.marker_pending());
