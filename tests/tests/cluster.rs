@@ -84,10 +84,20 @@ fn start_cluster(kind: ServerKind, dir: &Path, fast_elections: bool) -> ServerCl
 
 /// [`start_cluster`] with these flags after the standard ones.
 fn start_cluster_with(kind: ServerKind, dir: &Path, extra_args: Vec<String>) -> ServerCluster {
+    start_members(kind, dir, &NAMES, extra_args)
+}
+
+/// A cluster of `names` of `kind`, these flags after the standard ones.
+fn start_members(
+    kind: ServerKind,
+    dir: &Path,
+    names: &[&str],
+    extra_args: Vec<String>,
+) -> ServerCluster {
     match kind {
         ServerKind::Etcd => EtcdCluster::start_with(
             dir,
-            &NAMES,
+            names,
             TOKEN,
             ClusterOptions {
                 shards: None,
@@ -97,7 +107,7 @@ fn start_cluster_with(kind: ServerKind, dir: &Path, extra_args: Vec<String>) -> 
         .into_inner(),
         ServerKind::Ferrokv => FerrokvCluster::start(
             dir,
-            &NAMES,
+            names,
             TOKEN,
             ClusterOptions {
                 shards: Some(SHARDS),
@@ -907,28 +917,7 @@ fn five_members_survive_two_failures() {
             format!("--election-timeout={ELECTION_TIMEOUT_MS}"),
         ];
         let path = dir.path().join(format!("{i}-{kind}"));
-        let mut c = match kind {
-            ServerKind::Etcd => EtcdCluster::start_with(
-                &path,
-                &FIVE,
-                TOKEN,
-                ClusterOptions {
-                    shards: None,
-                    extra_args,
-                },
-            )
-            .into_inner(),
-            ServerKind::Ferrokv => FerrokvCluster::start(
-                &path,
-                &FIVE,
-                TOKEN,
-                ClusterOptions {
-                    shards: Some(SHARDS),
-                    extra_args,
-                },
-            )
-            .into_inner(),
-        };
+        let mut c = start_members(kind, &path, &FIVE, extra_args);
         let all: Vec<usize> = (0..FIVE.len()).collect();
         let (leader, _) = wait_leader(&c, &all, LEADER_WAIT_MAX);
         let follower = (leader + 1) % FIVE.len();

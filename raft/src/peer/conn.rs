@@ -564,12 +564,9 @@ async fn read_inbound<R: AsyncRead + Unpin>(
             }
             Some(Ok(b)) => b,
         };
-        p.c.received_bytes
-            .fetch_add((HEADER_BYTES + payload.len()) as u64, Relaxed);
-        let items = match decode_payload(payload) {
-            Ok(Payload::Batch(items)) => items,
-            Ok(_) => return protocol_error(p.id, "a handshake frame after the handshake"),
-            Err(e) => return protocol_error(p.id, &e.to_string()),
+        let items = match batch_of(p, payload) {
+            Ok(items) => items,
+            Err(e) => return e,
         };
         for item in items {
             match item {
@@ -992,6 +989,21 @@ async fn peer_loop(t: Rc<Local>, p: Arc<PeerShared>, rx: async_channel::Receiver
 }
 
 /// Reads what the peer we dialed sends back: replies and pongs.
+/// A frame read after the handshake, counted: its batch of items, or the
+/// reason to close the connection.
+fn batch_of<'a>(p: &PeerShared, payload: &'a [u8]) -> Result<super::frame::Items<'a>, String> {
+    p.c.received_bytes
+        .fetch_add((HEADER_BYTES + payload.len()) as u64, Relaxed);
+    match decode_payload(payload) {
+        Ok(Payload::Batch(items)) => Ok(items),
+        Ok(_) => Err(protocol_error(
+            p.id,
+            "a handshake frame after the handshake",
+        )),
+        Err(e) => Err(protocol_error(p.id, &e.to_string())),
+    }
+}
+
 async fn read_dialed<R: AsyncRead + Unpin>(
     t: &Local,
     p: &PeerShared,
@@ -1003,12 +1015,9 @@ async fn read_dialed<R: AsyncRead + Unpin>(
             Some(Err(e)) => return e,
             Some(Ok(b)) => b,
         };
-        p.c.received_bytes
-            .fetch_add((HEADER_BYTES + payload.len()) as u64, Relaxed);
-        let items = match decode_payload(payload) {
-            Ok(Payload::Batch(items)) => items,
-            Ok(_) => return protocol_error(p.id, "a handshake frame after the handshake"),
-            Err(e) => return protocol_error(p.id, &e.to_string()),
+        let items = match batch_of(p, payload) {
+            Ok(items) => items,
+            Err(e) => return e,
         };
         for item in items {
             match item {
