@@ -20,6 +20,10 @@ pub enum Error {
     AppliedBelowCompaction { applied: u64, compacted: u64 },
     #[error("raft: compaction index {index} is beyond the applied index {applied}")]
     CompactBeyondApplied { index: u64, applied: u64 },
+    /// A conf change committed without effect: raft refused it (another was
+    /// still pending, or it would break the configuration).
+    #[error("raft: membership change refused: {0}")]
+    ConfChangeRefused(String),
     /// Too many requests of this kind are waiting; the caller may retry.
     #[error("raft: too many requests pending")]
     Busy,

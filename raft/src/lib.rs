@@ -15,6 +15,7 @@
 //! HardState  = 0x02 | term u64 | vote u64 | commit u64
 //! Compaction = 0x03 | index u64 | term u64 | hard state (3 x u64)
 //!                   | voters (u32 count + u64s) | learners (u32 count + u64s)
+//!                   | conf_index u64
 //! ```
 //!
 //! A `Ready` is written as one WAL append: the hard state first (if

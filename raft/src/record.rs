@@ -5,7 +5,12 @@
 //! HardState  = 0x02 | term u64 | vote u64 | commit u64
 //! Compaction = 0x03 | index u64 | term u64 | hs.term u64 | hs.vote u64 | hs.commit u64
 //!                   | voters_len u32 | voters u64* | learners_len u32 | learners u64*
+//!                   | conf_index u64
 //! ```
+//! `conf_index` is the index of the last conf change the conf state
+//! includes (it may be above `index`: the marker records the membership
+//! applied when it was written). Markers written before membership changes
+//! existed end after the learners and read as `conf_index` 0.
 //! The entry `context` is not stored: it only links a live proposal to its
 //! waiter, and waiters do not survive a restart.
 
@@ -25,6 +30,7 @@ pub(crate) enum Record {
         term: u64,
         hard_state: HardState,
         conf_state: ConfState,
+        conf_index: u64,
     },
 }
 
@@ -51,7 +57,13 @@ pub(crate) fn encode_hard_state(hs: &HardState) -> Vec<u8> {
     out
 }
 
-pub(crate) fn encode_compaction(index: u64, term: u64, hs: &HardState, cs: &ConfState) -> Vec<u8> {
+pub(crate) fn encode_compaction(
+    index: u64,
+    term: u64,
+    hs: &HardState,
+    cs: &ConfState,
+    conf_index: u64,
+) -> Vec<u8> {
     let mut out = Vec::new();
     out.push(TAG_COMPACTION);
     for v in [index, term, hs.term, hs.vote, hs.commit] {
@@ -63,6 +75,7 @@ pub(crate) fn encode_compaction(index: u64, term: u64, hs: &HardState, cs: &Conf
             put(&mut out, *v);
         }
     }
+    put(&mut out, conf_index);
     out
 }
 
@@ -139,11 +152,13 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Record, String> {
             let mut cs = ConfState::default();
             cs.voters = r.list()?;
             cs.learners = r.list()?;
+            let conf_index = if r.buf.is_empty() { 0 } else { r.u64()? };
             Ok(Record::Compaction {
                 index,
                 term,
                 hard_state: hs,
                 conf_state: cs,
+                conf_index,
             })
         }
         t => Err(format!("unknown record tag {t}")),
@@ -175,12 +190,26 @@ mod tests {
         cs.voters = vec![1, 2, 3];
         cs.learners = vec![7];
         assert_eq!(
-            decode(&encode_compaction(10, 4, &hs, &cs)).unwrap(),
+            decode(&encode_compaction(10, 4, &hs, &cs, 12)).unwrap(),
+            Record::Compaction {
+                index: 10,
+                term: 4,
+                hard_state: hs.clone(),
+                conf_state: cs.clone(),
+                conf_index: 12,
+            }
+        );
+        // A marker from before membership changes: no conf index.
+        let mut old = encode_compaction(10, 4, &hs, &cs, 0);
+        old.truncate(old.len() - 8);
+        assert_eq!(
+            decode(&old).unwrap(),
             Record::Compaction {
                 index: 10,
                 term: 4,
                 hard_state: hs,
-                conf_state: cs
+                conf_state: cs,
+                conf_index: 0,
             }
         );
         assert!(decode(&[9]).is_err());

@@ -13,7 +13,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ferrokv_wal::{Wal, WalConfig};
-use raft::eraftpb::{Entry, EntryType, HardState, Message, MessageType};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, Entry, EntryType, HardState, Message, MessageType,
+};
 use raft::{Config, RawNode, SnapshotStatus, StateRole};
 
 use crate::record::{encode_compaction, encode_entry, encode_hard_state};
@@ -71,6 +73,11 @@ pub struct Recovered {
     pub entries: Vec<(u64, Vec<u8>)>,
     /// Raft term once this member is leader again.
     pub term: u64,
+    /// Committed conf changes with index > the caller's applied index:
+    /// (index, the change's context), in index order. Raft has applied
+    /// them already; the state machine sees them again (as
+    /// [`Apply::conf_changed`] would have shown them).
+    pub conf_changes: Vec<(u64, Vec<u8>)>,
     /// Commit index covered by `entries` (the caller's new applied index).
     pub commit_index: u64,
 }
@@ -115,6 +122,16 @@ pub trait Apply {
     /// message back with [`ShardLog::step_installed`]; if it cannot, it drops
     /// the message and the leader offers it again.
     fn snapshot_offered(&self, msg: Message);
+    /// A committed conf change took effect in this group (raft applied
+    /// it): `context` is what the proposer attached. In index order with
+    /// the committed entries; each once (and again after a restart, in
+    /// [`Recovered::conf_changes`], if the state machine's snapshot does
+    /// not cover it).
+    fn conf_changed(&self, index: u64, context: &[u8]);
+    /// Raft needs a snapshot newer than the state machine's newest file
+    /// (a member was added since): write one, then call
+    /// [`ShardLog::snapshot_written`].
+    fn snapshot_wanted(&self);
 }
 
 /// Completion slot of one proposal, read or compaction request.
@@ -151,6 +168,8 @@ impl Slot {
 /// the same id (another leader's, or ours from before a restart) is not it.
 struct Waiter {
     term: u64,
+    /// A conf change: only a committed conf change entry completes it.
+    conf: bool,
     slot: Rc<Slot>,
 }
 
@@ -160,6 +179,7 @@ struct Proposal {
     /// member still leads that term when raft gets it.
     term: u64,
     data: Vec<u8>,
+    conf: Option<ConfChange>,
 }
 
 struct State {
@@ -249,8 +269,14 @@ impl ShardLog {
             // member (its only voter) is now named by its member id.
             storage.conf_state.voters = vec![cfg.node_id];
         }
-        let single_voter =
-            storage.conf_state.voters == [cfg.node_id] && storage.conf_state.learners.is_empty();
+        // A conf change in the log past the recorded membership may have
+        // added voters: then only raft can tell what is committed.
+        let conf_pending = storage.entries.iter().any(|e| {
+            e.index > storage.conf_index && e.get_entry_type() == EntryType::EntryConfChange
+        });
+        let single_voter = storage.conf_state.voters == [cfg.node_id]
+            && storage.conf_state.learners.is_empty()
+            && !conf_pending;
         if single_voter {
             // With one voter an entry is committed once it is in this
             // member's durable log: the quorum is this member. (Raft would
@@ -291,6 +317,24 @@ impl ShardLog {
             })
             .map(|e| (e.index, e.data.to_vec()))
             .collect();
+        // Raft is told everything up to `commit` is applied, so the conf
+        // changes among them must be in its configuration already; those
+        // after the marker's `conf_index` are not yet.
+        let mut conf_entries = Vec::new();
+        for e in &storage.entries {
+            if e.index > commit {
+                break;
+            }
+            if e.get_entry_type() == EntryType::EntryConfChange {
+                let cc = decode_conf_change(e)?;
+                conf_entries.push((e.index, cc));
+            }
+        }
+        let conf_changes: Vec<(u64, Vec<u8>)> = conf_entries
+            .iter()
+            .filter(|(i, _)| *i > applied_index)
+            .map(|(i, cc)| (*i, cc.context.to_vec()))
+            .collect();
         let persisted_hs = storage.hard_state.clone();
 
         let raft_cfg = Config {
@@ -309,7 +353,22 @@ impl ShardLog {
         };
         raft_cfg.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let conf_index = storage.conf_index;
         let mut node = RawNode::new(&raft_cfg, storage, &logger)?;
+        for (index, cc) in conf_entries {
+            if index <= conf_index {
+                continue;
+            }
+            match node.apply_conf_change(&cc) {
+                Ok(cs) => {
+                    let store = node.mut_store();
+                    store.conf_state = cs;
+                    store.conf_index = index;
+                }
+                // It was refused when it committed too: no effect then.
+                Err(e) => log::debug!("raft: conf change {index} refused at replay: {e}"),
+            }
+        }
         if single_voter {
             node.campaign()?;
         }
@@ -356,6 +415,7 @@ impl ShardLog {
         inner.refresh_status();
         let recovered = Recovered {
             entries,
+            conf_changes,
             term: inner.role.get().term,
             commit_index: commit,
         };
@@ -370,7 +430,11 @@ impl ShardLog {
             let pending = std::mem::take(&mut inner.st.borrow_mut().unapplied);
             a.role_changed(inner.role.get());
             for e in pending {
-                a.committed(e.index, e.term, &e.data);
+                if e.get_entry_type() == EntryType::EntryConfChange {
+                    a.conf_changed(e.index, &e.data);
+                } else {
+                    a.committed(e.index, e.term, &e.data);
+                }
             }
             *inner.apply.borrow_mut() = Some(a);
         }
@@ -424,6 +488,34 @@ impl ShardLog {
         term: Option<u64>,
         data: Vec<u8>,
     ) -> Result<impl std::future::Future<Output = Result<u64, Error>> + 'static, Error> {
+        self.enqueue(term, data, None)
+    }
+
+    /// Proposes a membership change of this group (a simple one: one
+    /// member added as voter or learner, promoted, or removed), carrying
+    /// `context` to every member's [`Apply::conf_changed`]. Resolves with
+    /// its index once it committed and took effect here; fails with
+    /// [`Error::ConfChangeRefused`] if raft committed it without effect.
+    pub async fn propose_conf_change(
+        &self,
+        change: ConfChangeType,
+        node_id: u64,
+        context: Vec<u8>,
+    ) -> Result<u64, Error> {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change);
+        cc.node_id = node_id;
+        cc.context = context.into();
+        self.reserve().await;
+        self.enqueue(None, Vec::new(), Some(cc))?.await
+    }
+
+    fn enqueue(
+        &self,
+        term: Option<u64>,
+        data: Vec<u8>,
+        conf: Option<ConfChange>,
+    ) -> Result<impl std::future::Future<Output = Result<u64, Error>> + 'static, Error> {
         let inner = &self.inner;
         let slot = Rc::new(Slot::default());
         {
@@ -446,6 +538,7 @@ impl ShardLog {
                 id,
                 Waiter {
                     term: role.term,
+                    conf: conf.is_some(),
                     slot: slot.clone(),
                 },
             );
@@ -454,6 +547,7 @@ impl ShardLog {
                 id,
                 term: role.term,
                 data,
+                conf,
             });
         }
         inner.work.notify_all();
@@ -607,6 +701,33 @@ impl ShardLog {
         let mut v: Vec<u64> = node.raft.prs().conf().voters().ids().iter().collect();
         v.sort_unstable();
         v
+    }
+
+    /// Whether this member is the group's only voter.
+    pub fn is_single_voter(&self) -> bool {
+        let node = self.inner.node.borrow();
+        let voters = node.raft.prs().conf().voters();
+        voters.is_singleton() && voters.contains(self.inner.cfg.node_id)
+    }
+
+    /// The group's learners.
+    pub fn learners(&self) -> Vec<u64> {
+        let node = self.inner.node.borrow();
+        let mut v: Vec<u64> = node.raft.prs().conf().learners().iter().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// On the leader, how far member `id`'s log is known to match this
+    /// one's, and this log's last index: (matched, last). `None` elsewhere
+    /// or for a member not in the group.
+    pub fn replication_of(&self, id: u64) -> Option<(u64, u64)> {
+        let node = self.inner.node.borrow();
+        if node.raft.state != StateRole::Leader {
+            return None;
+        }
+        let pr = node.raft.prs().get(id)?;
+        Some((pr.matched, node.raft.raft_log.last_index()))
     }
 
     /// Number of fdatasyncs the shared WAL histogram has seen (for tests and
@@ -780,7 +901,12 @@ impl Inner {
                 // appear under a new one.
                 Some(Error::ProposalDropped)
             } else {
-                match node.propose(p.id.to_le_bytes().to_vec(), p.data) {
+                let ctx = p.id.to_le_bytes().to_vec();
+                let proposed = match p.conf {
+                    Some(cc) => node.propose_conf_change(ctx, cc),
+                    None => node.propose(ctx, p.data),
+                };
+                match proposed {
                     Ok(()) => None,
                     Err(raft::Error::ProposalDropped) => Some(Error::NotLeader {
                         leader_id: node.raft.leader_id,
@@ -886,6 +1012,13 @@ impl Inner {
             .map(|m| m.to)
             .collect();
         self.transport.send(msgs);
+        let wanted = self.node.borrow().store().snapshot_wanted.replace(false);
+        if wanted {
+            let apply = self.apply.borrow().clone();
+            if let Some(a) = apply {
+                a.snapshot_wanted();
+            }
+        }
         if !snapshots.is_empty() {
             let mut node = self.node.borrow_mut();
             for to in snapshots {
@@ -912,7 +1045,7 @@ impl Inner {
                 store.restore(index, term, meta.get_conf_state().clone());
                 store.hard_state.clone()
             };
-            let marker = encode_compaction(index, term, &hs, meta.get_conf_state());
+            let marker = encode_compaction(index, term, &hs, meta.get_conf_state(), index);
             let lsn = self.wal.append(vec![marker]).await?;
             *self.persisted_hs.borrow_mut() = hs;
             self.wal.truncate_before(lsn).await?;
@@ -982,11 +1115,33 @@ impl Inner {
         }
         let apply = self.apply.borrow().clone();
         for e in committed {
-            if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
-                match &apply {
+            // What completes the entry's proposer: its index, or why a conf
+            // change took no effect.
+            let mut outcome = Ok(e.index);
+            let mut conf_applied = false;
+            match e.get_entry_type() {
+                EntryType::EntryNormal if !e.data.is_empty() => match &apply {
                     Some(a) => a.committed(e.index, e.term, &e.data),
                     None => self.st.borrow_mut().unapplied.push(e.clone()),
-                }
+                },
+                EntryType::EntryConfChange => match self.apply_conf_change(&e) {
+                    Ok(context) => {
+                        conf_applied = true;
+                        match &apply {
+                            Some(a) => a.conf_changed(e.index, &context),
+                            None => {
+                                let mut held = e.clone();
+                                held.data = context.into();
+                                self.st.borrow_mut().unapplied.push(held);
+                            }
+                        }
+                    }
+                    Err(why) => {
+                        log::warn!("raft: conf change at index {} refused: {why}", e.index);
+                        outcome = Err(Error::ConfChangeRefused(why));
+                    }
+                },
+                _ => {}
             }
             if e.context.len() == 8 {
                 let mut id = [0u8; 8];
@@ -996,11 +1151,30 @@ impl Inner {
                 if st.waiters.get(&id).is_some_and(|w| w.term == e.term) {
                     if let Some(w) = st.waiters.remove(&id) {
                         drop(st);
-                        w.slot.complete(Ok(e.index));
+                        if w.conf && !conf_applied && outcome.is_ok() {
+                            // Raft turns a conf change it cannot take (one
+                            // is still pending) into an empty entry.
+                            outcome = Err(Error::ConfChangeRefused(
+                                "another membership change is pending in this group".into(),
+                            ));
+                        }
+                        w.slot.complete(outcome);
                     }
                 }
             }
         }
+    }
+
+    /// Applies a committed conf change to raft and to the membership the
+    /// log records; returns its context.
+    fn apply_conf_change(&self, e: &Entry) -> Result<Vec<u8>, String> {
+        let cc = decode_conf_change(e).map_err(|e| e.to_string())?;
+        let mut node = self.node.borrow_mut();
+        let cs = node.apply_conf_change(&cc).map_err(|e| e.to_string())?;
+        let store = node.mut_store();
+        store.conf_state = cs;
+        store.conf_index = e.index;
+        Ok(cc.context.to_vec())
     }
 
     fn read_states(&self, states: Vec<raft::ReadState>) {
@@ -1018,7 +1192,7 @@ impl Inner {
     }
 
     async fn compact(&self, index: u64) -> Result<(), Error> {
-        let (index, term, hs, cs) = {
+        let (index, term, hs, cs, conf_index) = {
             let node = self.node.borrow();
             let store = node.store();
             let applied = node.raft.raft_log.applied;
@@ -1049,11 +1223,12 @@ impl Inner {
                 term,
                 store.hard_state.clone(),
                 store.conf_state.clone(),
+                store.conf_index,
             )
         };
         let marker_lsn = self
             .wal
-            .append(vec![encode_compaction(index, term, &hs, &cs)])
+            .append(vec![encode_compaction(index, term, &hs, &cs, conf_index)])
             .await?;
         // Records still needed: the marker and every record of entries above
         // `index`. Entry lsns increase with the index, so the first retained
@@ -1069,4 +1244,15 @@ impl Inner {
         self.wal.truncate_before(keep_from).await?;
         Ok(())
     }
+}
+
+/// The conf change a committed entry carries; one that does not decode
+/// means the log is corrupt.
+fn decode_conf_change(e: &Entry) -> Result<ConfChange, Error> {
+    <ConfChange as protobuf::Message>::parse_from_bytes(&e.data).map_err(|err| {
+        Error::Corrupt(format!(
+            "conf change entry {} does not decode: {err}",
+            e.index
+        ))
+    })
 }

@@ -24,6 +24,12 @@ pub(crate) struct ShardStorage {
     /// Raft index of the state machine's newest snapshot file (0: none):
     /// what a follower that needs compacted entries is sent.
     pub snapshot_file_index: u64,
+    /// Index of the last conf change `conf_state` includes (0: none since
+    /// the bootstrap membership).
+    pub conf_index: u64,
+    /// Raft asked for a snapshot the newest file cannot be (it predates
+    /// the membership): the state machine should write a new one.
+    pub snapshot_wanted: std::cell::Cell<bool>,
 }
 
 impl ShardStorage {
@@ -87,6 +93,8 @@ impl ShardStorage {
         self.hard_state.commit = self.hard_state.commit.max(index);
         self.hard_state.term = self.hard_state.term.max(term);
         self.snapshot_file_index = self.snapshot_file_index.max(index);
+        // A snapshot's membership is the one in force at its index.
+        self.conf_index = index;
     }
 
     /// Drops entries <= `index` (which must be present or already compacted).
@@ -156,6 +164,7 @@ pub(crate) fn replay(records: &[(u64, Vec<u8>)], voters: &[u64]) -> Result<Shard
                 term,
                 hard_state,
                 conf_state,
+                conf_index,
             } => {
                 if index < st.snap_index {
                     return Err(format!(
@@ -167,6 +176,7 @@ pub(crate) fn replay(records: &[(u64, Vec<u8>)], voters: &[u64]) -> Result<Shard
                 st.snap_term = term;
                 st.hard_state = hard_state;
                 st.conf_state = conf_state;
+                st.conf_index = conf_index;
             }
         }
     }
@@ -242,11 +252,25 @@ impl Storage for ShardStorage {
     /// The state machine's snapshot file, described: its index, the term
     /// of that entry, the membership; `data` is the index (8 bytes LE).
     /// The follower fetches the file itself, in chunks (the shard's job).
+    ///
+    /// The membership sent is the one applied now, so the file must not
+    /// predate the last conf change (a member added since would find
+    /// itself missing from it, and raft refuses such a snapshot): then the
+    /// answer is "temporarily unavailable" and the state machine is asked
+    /// for a new file; raft offers again later.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let index = self.snapshot_file_index;
+        if index < self.conf_index {
+            self.snapshot_wanted.set(true);
+        }
         let term = self.term_of(index);
         match term {
-            Some(term) if index > 0 && index >= request_index && index >= self.snap_index => {
+            Some(term)
+                if index > 0
+                    && index >= request_index
+                    && index >= self.snap_index
+                    && index >= self.conf_index =>
+            {
                 let mut snap = Snapshot::default();
                 snap.data = index.to_le_bytes().to_vec().into();
                 let meta = snap.mut_metadata();
@@ -317,7 +341,7 @@ mod tests {
         // The WAL was truncated: records start mid-log.
         let recs = vec![
             (10, ent(1, 6, b"f")),
-            (11, encode_compaction(5, 1, &h, &cs)),
+            (11, encode_compaction(5, 1, &h, &cs, 0)),
             (12, ent(1, 7, b"g")),
         ];
         let st = replay(&recs, &[1]).unwrap();

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use ferrokv_raft::peer::{
-    start, Inbound, IncomingCall, ListenAddr, PeerConfig, PeerError, PeerHandle, PeerStats, PeerTls,
+    query_members, start, Inbound, IncomingCall, ListenAddr, PeerAddr, PeerConfig, PeerError,
+    PeerHandle, PeerStats, PeerTls, MEMBERS_BODY_MAX,
 };
 use glommio::{LocalExecutorBuilder, Placement};
 use raft::eraftpb::{Entry, Message, MessageType};
@@ -495,7 +496,7 @@ fn handshake_refuses_an_unknown_member() {
         let b = cfg(2, a2, &[(3, free_addr())], 2);
         refused(
             b,
-            "member 1 is not a member of this cluster (unknown or removed member)",
+            "member 1 is not a member of this cluster (unknown member)",
         )
         .await;
     });
@@ -1157,5 +1158,533 @@ fn tls_client_cert_auth_refuses_a_dialer_without_a_certificate() {
         );
         n1.stop();
         n2.stop();
+    });
+}
+
+// ------------------------------------------------------ membership changes
+
+/// The bytes `n` has read from member `from` stop growing: the connection
+/// `from` dialed to `n` (pinged every second while up) is gone.
+async fn nothing_more_from(n: &Node, from: u64, what: &str) {
+    // Let a close in progress finish, then watch for longer than a ping.
+    sleep_ms(300).await;
+    let before = n.stats_of(from).received_bytes;
+    sleep_ms(1500).await;
+    assert_eq!(n.stats_of(from).received_bytes, before, "{what}");
+}
+
+#[test]
+fn a_peer_added_after_start_exchanges_raft_messages_and_calls_both_ways() {
+    run(|| async {
+        let (a1, a2) = (free_addr(), free_addr());
+        // n1 is a one-member cluster: listening, no peers yet.
+        let n1 = Node::start(cfg(1, a1, &[], 2));
+        assert!(n1.handle.peers().is_empty() && n1.handle.stats().is_empty());
+        let n2 = Node::start(cfg(2, a2, &[(1, a1)], 2));
+        eventually("n2 refused as an unknown member", || {
+            n2.stats_of(1)
+                .last_error
+                .is_some_and(|e| e.contains("is not a member of this cluster (unknown member)"))
+        })
+        .await;
+        assert_eq!(
+            n1.handle.call(2, CALL_ECHO, vec![]).await,
+            Err(PeerError::UnknownMember(2))
+        );
+        // The checks of the configuration.
+        let https = PeerAddr {
+            addr: a2,
+            tls_name: Some("127.0.0.1".into()),
+        };
+        for (id, addrs, says) in [
+            (1, vec![a2.into()], "listed among its own peers"),
+            (0, vec![a2.into()], "raft's \"none\""),
+            (2, vec![], "has no address"),
+            (2, vec![https], "is https"),
+        ] {
+            match n1.handle.add_peer(id, addrs) {
+                Err(PeerError::Config(e)) => assert!(e.contains(says), "{e}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(n1.handle.peers().is_empty());
+
+        n1.handle.add_peer(2, vec![a2.into()]).unwrap();
+        // In the table when add_peer returns: the call is queued at once
+        // and waits for the connection being dialed.
+        let r = within(
+            "call to the added peer",
+            n1.handle.call(2, CALL_ECHO, b"new".to_vec()),
+        )
+        .await;
+        assert_eq!(r.unwrap(), b"echo:new");
+        // n2's dialer, backing off, gets in too.
+        eventually("connected both ways", || {
+            n1.connected_to(2) && n2.connected_to(1)
+        })
+        .await;
+        n1.handle.send_raft(1, vec![msg(1, 2, 1, 1)]);
+        n2.handle.send_raft(0, vec![msg(2, 1, 0, 2)]);
+        assert_eq!(
+            within("n1 -> n2", n2.groups[1].recv()).await.unwrap(),
+            msg(1, 2, 1, 1)
+        );
+        assert_eq!(
+            within("n2 -> n1", n1.groups[0].recv()).await.unwrap(),
+            msg(2, 1, 0, 2)
+        );
+        let r = within(
+            "call n2 -> n1",
+            n2.handle.call(1, CALL_ECHO, b"old".to_vec()),
+        )
+        .await;
+        assert_eq!(r.unwrap(), b"echo:old");
+
+        // Added again with the same address: nothing changes.
+        let connects = n1.stats_of(2).connects;
+        n1.handle.add_peer(2, vec![a2.into()]).unwrap();
+        sleep_ms(300).await;
+        assert_eq!(n1.stats_of(2).connects, connects);
+        assert!(n1.connected_to(2));
+        let peers = n1.handle.peers();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].peer_addrs, vec![a2]);
+        assert_eq!(peers[0].name, "n2");
+        n1.stop();
+        n2.stop();
+        // Stopped: no more peers.
+    });
+}
+
+#[test]
+fn add_peer_after_stop_is_refused_and_a_stop_fails_calls_to_a_just_added_peer() {
+    run(|| async {
+        let a1 = free_addr();
+        let n1 = Node::start(cfg(1, a1, &[], 1));
+        let h = n1.handle.clone();
+        // A peer that is never reachable: its call waits for a connection
+        // (call_timeout 500 ms) and the stop answers it first.
+        h.add_peer(2, vec![free_addr().into()]).unwrap();
+        let h2 = h.clone();
+        let pending = glommio::spawn_local(async move { h2.call(2, CALL_ECHO, vec![]).await });
+        sleep_ms(20).await;
+        let t0 = Instant::now();
+        n1.stop();
+        assert_eq!(
+            within("call across stop", pending).await,
+            Err(PeerError::Stopped)
+        );
+        assert!(
+            t0.elapsed() < Duration::from_millis(450),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(
+            h.add_peer(3, vec![free_addr().into()]),
+            Err(PeerError::Stopped)
+        );
+        assert_eq!(h.call(2, CALL_ECHO, vec![]).await, Err(PeerError::Stopped));
+    });
+}
+
+#[test]
+fn a_removed_member_is_cut_off_and_told_so() {
+    run(|| async {
+        let (a1, a2) = (free_addr(), free_addr());
+        let mut c1 = cfg(1, a1, &[(2, a2)], 1);
+        // Long enough that the pending call below ends by the removal.
+        c1.call_timeout = Duration::from_secs(5);
+        let n1 = Node::start(c1);
+        let n2 = Node::start(cfg(2, a2, &[(1, a1)], 1));
+        eventually("connected both ways", || {
+            n1.connected_to(2) && n2.connected_to(1)
+        })
+        .await;
+        assert_eq!(n2.handle.removed_by_peer(), None);
+        let h = n1.handle.clone();
+        let pending = glommio::spawn_local(async move { h.call(2, CALL_SILENT, vec![]).await });
+        eventually("the call in flight", || n1.stats_of(2).calls_in_flight == 1).await;
+
+        let t0 = Instant::now();
+        n1.handle.remove_peer(2);
+        assert_eq!(
+            within("the pending call", pending).await,
+            Err(PeerError::Removed { member: 2 })
+        );
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        assert_eq!(
+            PeerError::Removed { member: 2 }.to_string(),
+            "peer transport: member 2 has been permanently removed from the cluster"
+        );
+        // Effective when remove_peer returned.
+        assert_eq!(
+            n1.handle.call(2, CALL_ECHO, vec![]).await,
+            Err(PeerError::Removed { member: 2 })
+        );
+        let dropped = n1.handle.raft_dropped_unknown();
+        n1.handle.send_raft(0, vec![msg(1, 2, 0, 1)]);
+        assert_eq!(n1.handle.raft_dropped_unknown(), dropped + 1);
+        assert!(n1.handle.peers().is_empty() && n1.handle.stats().is_empty());
+        // A removed member does not come back.
+        assert_eq!(
+            n1.handle.add_peer(2, vec![a2.into()]),
+            Err(PeerError::Removed { member: 2 })
+        );
+
+        // n1 closed the connection n2 had dialed; n2's next handshake is
+        // answered "removed", and n2 knows who said so.
+        eventually("n2 told it was removed", || {
+            n2.handle.removed_by_peer() == Some(1)
+        })
+        .await;
+        let e = n2.stats_of(1).last_error.unwrap();
+        assert!(
+            e.contains(
+                "refused our connection: member 2 has been permanently removed from the cluster"
+            ),
+            "{e}"
+        );
+        assert!(!n2.connected_to(1));
+        eventually("the refusal logged", || {
+            logged_line(&[
+                "refused connection from 127.0.0.1",
+                "member 2 has been permanently removed from the cluster",
+            ])
+        })
+        .await;
+        // n1 dials n2 no more.
+        nothing_more_from(&n2, 1, "n1's connection to n2 closed").await;
+        // n2's calls to n1 find it unreachable, with the reason.
+        match within(
+            "n2 -> n1 after removal",
+            n2.handle.call(1, CALL_ECHO, vec![]),
+        )
+        .await
+        {
+            Err(PeerError::Unreachable { member: 1, reason }) => {
+                assert!(reason.contains("permanently removed"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A raw HELLO as member 2 gets REMOVED with n1's cluster and member
+        // ids; from another cluster, a plain refusal (the cluster id).
+        let mut s = raw_connect(a1);
+        s.write_all(&raw_hello(0x1000, 2, 1, 1)).unwrap();
+        let p = raw_read_frame(&mut s);
+        assert_eq!(p[0], 7, "{p:?}");
+        assert_eq!(p[1..9], 0x1000u64.to_le_bytes());
+        assert_eq!(p[9..17], 1u64.to_le_bytes());
+        assert_closed(s, "removed member's handshake");
+        let mut s = raw_connect(a1);
+        s.write_all(&raw_hello(0x2000, 2, 1, 1)).unwrap();
+        let p = raw_read_frame(&mut s);
+        assert_eq!(p[0], 3, "{p:?}");
+        assert_closed(s, "another cluster's handshake");
+        n1.stop();
+        n2.stop();
+    });
+}
+
+#[test]
+fn removing_a_member_drops_its_queue_and_counts_it() {
+    run(|| async {
+        const QUEUE_MAX: usize = 64;
+        let (a1, a2) = (free_addr(), free_addr());
+        let mut c = cfg(1, a1, &[(2, a2)], 1);
+        c.queue_messages_max = QUEUE_MAX;
+        let n1 = Node::start(c);
+        // A "member 2" that answers the handshake and never reads: the
+        // socket buffers fill, then the queue.
+        let l = std::net::TcpListener::bind(a2).unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let slow = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut hdr = [0u8; 8];
+            s.read_exact(&mut hdr).unwrap();
+            let len = u32::from_le_bytes(hdr[0..4].try_into().unwrap()) as usize;
+            let mut p = vec![0; len];
+            s.read_exact(&mut p).unwrap();
+            s.write_all(&raw_welcome(0x1000, 2, 1)).unwrap();
+            let _ = done_rx.recv_timeout(WAIT_MAX);
+        });
+        eventually("connected to the slow peer", || n1.connected_to(2)).await;
+        let mut big = msg(1, 2, 0, 1);
+        big.entries[0].data = vec![0u8; 64 * 1024].into();
+        let end = Instant::now() + WAIT_MAX;
+        while n1.stats_of(2).queued < QUEUE_MAX {
+            assert!(Instant::now() < end, "the queue never filled");
+            n1.handle.send_raft(0, vec![big.clone(); 10]);
+            sleep_ms(1).await;
+        }
+        let before = n1.handle.raft_dropped_unknown();
+        n1.handle.remove_peer(2);
+        // Dropped and counted by remove_peer itself (the writer is stuck
+        // on the full socket meanwhile: at most a frame's worth moves).
+        let dropped = n1.handle.raft_dropped_unknown() - before;
+        assert!(dropped > 0 && dropped <= QUEUE_MAX as u64, "{dropped}");
+        done_tx.send(()).unwrap();
+        slow.join().unwrap();
+        n1.stop();
+    });
+}
+
+#[test]
+fn updating_a_members_peer_urls_reconnects_to_the_new_address() {
+    run(|| async {
+        let (a1, a2, a2_new) = (free_addr(), free_addr(), free_addr());
+        let n1 = Node::start(cfg(1, a1, &[(2, a2)], 1));
+        // Both processes of member 2 know member 1 at an address where
+        // nothing listens: they accept n1 and never dial it.
+        let nowhere = free_addr();
+        let old = Node::start(cfg(2, a2, &[(1, nowhere)], 1));
+        eventually("connected to the old address", || n1.connected_to(2)).await;
+        n1.handle.send_raft(0, vec![msg(1, 2, 0, 1)]);
+        assert_eq!(
+            within("to the old address", old.groups[0].recv())
+                .await
+                .unwrap(),
+            msg(1, 2, 0, 1)
+        );
+        // Member 2 moved: it runs at the new address, the old process
+        // still up (so a message going there would show).
+        let new = Node::start(cfg(2, a2_new, &[(1, nowhere)], 1));
+        let connects = n1.stats_of(2).connects;
+        n1.handle.add_peer(2, vec![a2_new.into()]).unwrap();
+        assert_eq!(n1.handle.peers()[0].peer_addrs, vec![a2_new]);
+        eventually("reconnected to the new address", || {
+            n1.stats_of(2).connects > connects && n1.connected_to(2)
+        })
+        .await;
+        n1.handle.send_raft(0, vec![msg(1, 2, 0, 2)]);
+        assert_eq!(
+            within("to the new address", new.groups[0].recv())
+                .await
+                .unwrap(),
+            msg(1, 2, 0, 2)
+        );
+        let r = within(
+            "call to the new address",
+            n1.handle.call(2, CALL_ECHO, b"moved".to_vec()),
+        )
+        .await;
+        assert_eq!(r.unwrap(), b"echo:moved");
+        assert!(new.stats_of(1).raft_received == 1);
+        // The old connection is closed, and stays so.
+        nothing_more_from(&old, 1, "n1's connection to the old address closed").await;
+        assert!(drain(&old.groups[0]).await.is_empty());
+        assert_eq!(old.stats_of(1).raft_received, 1);
+        // Counters went on across the update.
+        assert!(n1.stats_of(2).raft_sent >= 2);
+        n1.stop();
+        old.stop();
+        new.stop();
+    });
+}
+
+// ------------------------------------------------------ member list query
+
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[test]
+fn query_members_returns_the_member_list_or_says_why_not() {
+    run(|| async {
+        let a1 = free_addr();
+        let n1 = Node::start(cfg(1, a1, &[], 2));
+        let at: PeerAddr = a1.into();
+        let e = query_members(&at, None, 2, QUERY_TIMEOUT).unwrap_err();
+        assert!(e.contains(&a1.to_string()), "{e}");
+        assert!(e.contains("refused: membership not known yet"), "{e}");
+
+        let body = b"{\"members\":[1]}".to_vec();
+        n1.handle.set_members(body.clone()).unwrap();
+        assert_eq!(
+            query_members(&at, None, 2, QUERY_TIMEOUT).unwrap(),
+            (0x1000, body)
+        );
+        let e = query_members(&at, None, 3, QUERY_TIMEOUT).unwrap_err();
+        assert!(
+            e.contains("has --shards 3, this member has 2; a cluster has one shard count"),
+            "{e}"
+        );
+        eventually("the refusal logged", || {
+            logged_line(&[
+                "refused connection from 127.0.0.1",
+                "a member list query",
+                "has --shards 3",
+            ])
+        })
+        .await;
+
+        // The largest body there is; a larger one is refused when set.
+        let big = vec![7u8; MEMBERS_BODY_MAX];
+        n1.handle.set_members(big.clone()).unwrap();
+        assert_eq!(
+            query_members(&at, None, 2, QUERY_TIMEOUT).unwrap(),
+            (0x1000, big)
+        );
+        assert_eq!(
+            n1.handle.set_members(vec![0; MEMBERS_BODY_MAX + 1]),
+            Err(PeerError::MembersTooLarge {
+                bytes: MEMBERS_BODY_MAX + 1,
+                max: MEMBERS_BODY_MAX
+            })
+        );
+
+        // On the wire: MEMBERS_QUERY of another version is refused with
+        // the version; then the connection closes.
+        let mut p = vec![5u8];
+        p.extend_from_slice(b"FKVPEER\0");
+        p.extend_from_slice(&9u16.to_le_bytes());
+        p.extend_from_slice(&2u32.to_le_bytes());
+        let mut s = raw_connect(a1);
+        s.write_all(&raw_frame(&p)).unwrap();
+        let r = raw_read_frame(&mut s);
+        assert_eq!(r[0], 3);
+        assert!(String::from_utf8_lossy(&r).contains("protocol version 9"));
+        assert_closed(s, "query of another version");
+        // And a good one, by hand: MEMBERS, then the end.
+        p[9..11].copy_from_slice(&1u16.to_le_bytes());
+        let mut s = raw_connect(a1);
+        s.write_all(&raw_frame(&p)).unwrap();
+        let r = raw_read_frame(&mut s);
+        assert_eq!(r[0], 6);
+        assert_eq!(r[1..9], 0x1000u64.to_le_bytes());
+        assert_eq!(r[9..13], (MEMBERS_BODY_MAX as u32).to_le_bytes());
+        assert_closed(s, "answered query");
+        n1.stop();
+    });
+}
+
+/// A listener that answers one connection with `answer` (after reading
+/// what the client sends first), then keeps it open until the client
+/// closes it, or closes at once when `close`.
+fn fake_member(answer: Vec<u8>, close: bool) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(WAIT_MAX)).unwrap();
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(&answer);
+        if !close {
+            // Until the client gives up (EOF) or WAIT_MAX.
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    });
+    (addr, t)
+}
+
+#[test]
+fn query_members_fails_cleanly_and_in_time() {
+    init_logs();
+    let timeout = Duration::from_millis(500);
+    let q = |addr: SocketAddr| {
+        let t0 = Instant::now();
+        let r = query_members(&addr.into(), None, 1, timeout);
+        let took = t0.elapsed();
+        assert!(took < timeout + Duration::from_millis(500), "{took:?}");
+        (r.unwrap_err(), took)
+    };
+    // Nothing listens.
+    let (e, _) = q(free_addr());
+    assert!(e.contains("refused"), "{e}");
+    // Accepts and never answers: the timeout, as a whole.
+    let (addr, t) = fake_member(Vec::new(), false);
+    let (e, took) = q(addr);
+    assert!(e.contains("no answer within 500ms"), "{e}");
+    assert!(took >= timeout, "{took:?}");
+    t.join().unwrap();
+    // Trickles a frame it never finishes: still the one timeout.
+    let mut cut = raw_welcome(0x1000, 2, 1);
+    cut.truncate(12);
+    let (addr, t) = fake_member(cut, false);
+    let (e, _) = q(addr);
+    assert!(e.contains("no answer within"), "{e}");
+    t.join().unwrap();
+    // Garbage of every kind.
+    let mut bad_crc = raw_frame(&[6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    bad_crc[5] ^= 1;
+    let answers: Vec<(Vec<u8>, bool, &str)> = vec![
+        (
+            b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec(),
+            false,
+            "exceeds the limit",
+        ),
+        (b"ab".to_vec(), true, "closed before the answer"),
+        (bad_crc, false, "checksum mismatch"),
+        (raw_welcome(0x1000, 2, 1), false, "another frame"),
+        (raw_frame(&[6, 1, 2]), false, "truncated"),
+        (raw_frame(&[99]), false, "unknown frame type"),
+    ];
+    for (answer, close, says) in answers {
+        let (addr, t) = fake_member(answer, close);
+        let (e, _) = q(addr);
+        assert!(e.contains(says), "{says}: {e}");
+        assert!(
+            e.starts_with(&format!("member list query to {addr}: ")),
+            "{e}"
+        );
+        t.join().unwrap();
+    }
+    // No time at all.
+    let (addr, t) = fake_member(Vec::new(), true);
+    let e = query_members(&addr.into(), None, 1, Duration::ZERO).unwrap_err();
+    assert!(e.contains("no answer within"), "{e}");
+    // The fake member waits for a connection that never comes.
+    drop(std::net::TcpStream::connect(addr));
+    t.join().unwrap();
+}
+
+#[test]
+fn tls_query_members() {
+    run(|| async {
+        let pki = Pki::new("cluster CA");
+        let a1 = free_addr();
+        let n1 = Node::start(tls_cfg(1, a1, &[], 1, pki.tls("n1")));
+        n1.handle.set_members(b"tls members".to_vec()).unwrap();
+        let https = PeerAddr {
+            addr: a1,
+            tls_name: Some("127.0.0.1".into()),
+        };
+        // A joiner with its certificate of the cluster's CA.
+        let joiner = pki.tls("joiner");
+        assert_eq!(
+            query_members(&https, Some(&joiner), 1, QUERY_TIMEOUT).unwrap(),
+            (0x1000, b"tls members".to_vec())
+        );
+        let e = query_members(&https, Some(&joiner), 2, QUERY_TIMEOUT).unwrap_err();
+        assert!(e.contains("has --shards 2, this member has 1"), "{e}");
+        // An https address needs TLS with a CA to verify it with.
+        let e = query_members(&https, None, 1, QUERY_TIMEOUT).unwrap_err();
+        assert!(e.contains("is https"), "{e}");
+        // The certificate is checked for the URL's host.
+        let localhost = PeerAddr {
+            addr: a1,
+            tls_name: Some("localhost".into()),
+        };
+        let e = query_members(&localhost, Some(&joiner), 1, QUERY_TIMEOUT).unwrap_err();
+        assert!(
+            e.contains("TLS handshake failed") && e.contains("invalid peer certificate"),
+            "{e}"
+        );
+        // A certificate of another CA is refused by the member.
+        let other = Pki::new("another CA");
+        let m = other.issue("impostor", &["127.0.0.1"]);
+        let impostor = PeerTls::load(&m.cert, &m.key, Some(&pki.ca()), true).unwrap();
+        let t0 = Instant::now();
+        let e = query_members(&https, Some(&impostor), 1, QUERY_TIMEOUT).unwrap_err();
+        assert!(
+            e.contains("TLS handshake failed: received fatal alert"),
+            "{e}"
+        );
+        assert!(t0.elapsed() < QUERY_TIMEOUT, "{:?}", t0.elapsed());
+        // A plain query to the TLS listener: an error, not a hang.
+        let t0 = Instant::now();
+        let e = query_members(&a1.into(), None, 1, QUERY_TIMEOUT).unwrap_err();
+        assert!(t0.elapsed() < QUERY_TIMEOUT, "{e} after {:?}", t0.elapsed());
+        assert!(e.contains("query it with TLS"), "{e}");
+        n1.stop();
     });
 }

@@ -9,10 +9,10 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrokv_raft::{Apply, Error, LogConfig, Role, ShardLog, Transport};
+use ferrokv_raft::{Apply, Error, LogConfig, Recovered, Role, ShardLog, Transport};
 use ferrokv_wal::{WalConfig, WalMetrics};
 use glommio::{LocalExecutorBuilder, Placement};
-use raft::eraftpb::Message;
+use raft::eraftpb::{ConfChangeType, Message};
 
 const IDS: [u64; 3] = [1, 2, 3];
 
@@ -53,6 +53,8 @@ impl Transport for NetTransport {
 #[derive(Default)]
 struct Applied {
     entries: RefCell<Vec<(u64, u64, Vec<u8>)>>,
+    /// Conf changes that took effect: (index, context).
+    confs: RefCell<Vec<(u64, Vec<u8>)>>,
     role: Cell<Role>,
 }
 
@@ -64,6 +66,12 @@ impl Apply for Applied {
         self.role.set(role);
     }
     fn snapshot_offered(&self, _msg: Message) {
+        panic!("no log is compacted in these tests");
+    }
+    fn conf_changed(&self, index: u64, context: &[u8]) {
+        self.confs.borrow_mut().push((index, context.to_vec()));
+    }
+    fn snapshot_wanted(&self) {
         panic!("no log is compacted in these tests");
     }
 }
@@ -105,6 +113,14 @@ struct Member {
 }
 
 async fn start(net: &Rc<Net>, dir: &std::path::Path, id: u64) -> Member {
+    let (m, rec) = open(net, dir, id).await;
+    assert!(rec.entries.is_empty());
+    m
+}
+
+/// Opens member `id`'s log in `dir` (new or not) on the network and starts
+/// it; what it recovered is returned beside it.
+async fn open(net: &Rc<Net>, dir: &std::path::Path, id: u64) -> (Member, Recovered) {
     let t = Box::new(NetTransport {
         net: net.clone(),
         from: id,
@@ -112,12 +128,11 @@ async fn start(net: &Rc<Net>, dir: &std::path::Path, id: u64) -> Member {
     let (log, rec) = ShardLog::open_with_transport(&dir.join(id.to_string()), cfg(id), 0, t)
         .await
         .expect("open");
-    assert!(rec.entries.is_empty());
     let applied = Rc::new(Applied::default());
     net.logs.borrow_mut().retain(|(i, _)| *i != id);
     net.logs.borrow_mut().push((id, Rc::downgrade(&log)));
     log.start(Some(applied.clone() as Rc<dyn Apply>));
-    Member { log, applied }
+    (Member { log, applied }, rec)
 }
 
 /// Waits (bounded) until exactly one live member leads a committed term.
@@ -301,19 +316,7 @@ fn a_restarted_member_keeps_its_log_and_rejoins() {
         }
         // Reopened: its durable log comes back (committed part in
         // `Recovered`), and the rest arrives from the leader.
-        let t = Box::new(NetTransport {
-            net: net.clone(),
-            from: victim,
-        });
-        let (log, rec) =
-            ShardLog::open_with_transport(&path.join(victim.to_string()), cfg(victim), 0, t)
-                .await
-                .unwrap();
-        let applied = Rc::new(Applied::default());
-        net.logs.borrow_mut().retain(|(i, _)| *i != victim);
-        net.logs.borrow_mut().push((victim, Rc::downgrade(&log)));
-        log.start(Some(applied.clone() as Rc<dyn Apply>));
-        let back = Member { log, applied };
+        let (back, rec) = open(&net, &path, victim).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let n = rec.entries.len() + back.applied.entries.borrow().len();
@@ -328,6 +331,115 @@ fn a_restarted_member_keeps_its_log_and_rejoins() {
         let want: Vec<Vec<u8>> = (0..30u32).map(|i| format!("c{i}").into_bytes()).collect();
         assert_eq!(all, want);
         back.log.shutdown().await;
+        for m in &members {
+            m.log.shutdown().await;
+        }
+    });
+}
+
+/// Waits (bounded) until `m` has seen `n` conf changes take effect.
+async fn wait_confs(m: &Member, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.applied.confs.borrow().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "member {} saw {} of {n} conf changes",
+            m.log.node_id(),
+            m.applied.confs.borrow().len()
+        );
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn members_are_added_promoted_and_removed_and_restarts_keep_the_membership() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let net = Rc::new(Net::default());
+        let mut members = Vec::new();
+        for id in IDS {
+            members.push(start(&net, &path, id).await);
+        }
+        let refs: Vec<&Member> = members.iter().collect();
+        let l = leader(&refs).await;
+        for i in 0..10u32 {
+            let log = by_id(&members, l).log.clone();
+            log.propose(format!("a{i}").into_bytes()).await.unwrap();
+        }
+        // A learner joins: it starts from the bootstrap voters (as every
+        // member's log did) and replays the log, this change included.
+        by_id(&members, l)
+            .log
+            .propose_conf_change(ConfChangeType::AddLearnerNode, 4, b"learner".to_vec())
+            .await
+            .unwrap();
+        members.push(start(&net, &path, 4).await);
+        for m in &members {
+            wait_confs(m, 1).await;
+            wait_applied(m, 10).await;
+            assert_eq!(m.log.voters(), IDS.to_vec());
+            assert_eq!(m.log.learners(), vec![4]);
+        }
+        // Its log matches the leader's: ready to be promoted.
+        let (matched, last) = by_id(&members, l).log.replication_of(4).unwrap();
+        assert!(matched <= last);
+        by_id(&members, l)
+            .log
+            .propose_conf_change(ConfChangeType::AddNode, 4, b"promote".to_vec())
+            .await
+            .unwrap();
+        for m in &members {
+            wait_confs(m, 2).await;
+            assert_eq!(m.log.voters(), vec![1, 2, 3, 4]);
+            assert!(m.log.learners().is_empty());
+        }
+        // Writes need 3 of 4 now: one member cut off, they still commit.
+        let cut = IDS.iter().copied().find(|id| *id != l).unwrap();
+        net.isolated.borrow_mut().insert(cut);
+        by_id(&members, l).log.propose(b"b".to_vec()).await.unwrap();
+        net.isolated.borrow_mut().clear();
+
+        // A restarted member comes back with the membership its log holds.
+        let victim = [1u64, 2, 3].into_iter().find(|id| *id != l).unwrap();
+        let pos = members
+            .iter()
+            .position(|m| m.log.node_id() == victim)
+            .unwrap();
+        let m = members.remove(pos);
+        wait_applied(&m, 11).await;
+        m.log.shutdown().await;
+        drop(m);
+        let (back, rec) = open(&net, &path, victim).await;
+        assert_eq!(back.log.voters(), vec![1, 2, 3, 4]);
+        let contexts: Vec<Vec<u8>> = rec.conf_changes.iter().map(|(_, c)| c.clone()).collect();
+        assert_eq!(contexts, vec![b"learner".to_vec(), b"promote".to_vec()]);
+        members.push(back);
+
+        // Removed, member 4 is out of every configuration.
+        let l = leader(&members.iter().collect::<Vec<_>>()).await;
+        by_id(&members, l)
+            .log
+            .propose_conf_change(ConfChangeType::RemoveNode, 4, b"remove".to_vec())
+            .await
+            .unwrap();
+        for m in members
+            .iter()
+            .filter(|m| m.log.node_id() != 4 && m.log.node_id() != victim)
+        {
+            wait_confs(m, 3).await;
+        }
+        for m in members.iter().filter(|m| m.log.node_id() != 4) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while m.log.voters() != IDS.to_vec() {
+                assert!(
+                    Instant::now() < deadline,
+                    "member {} keeps 4",
+                    m.log.node_id()
+                );
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+        }
         for m in &members {
             m.log.shutdown().await;
         }

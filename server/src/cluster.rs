@@ -328,6 +328,10 @@ pub struct Membership {
     cluster_id: u64,
     local_id: u64,
     members: Vec<Member>,
+    /// The voters every shard group's log started from (the members the
+    /// cluster was bootstrapped with); the member list may have changed
+    /// since (member add/remove), which the groups' logs record.
+    bootstrap_voters: Vec<u64>,
 }
 
 /// `<data-dir>/member/cluster` as written: ids in hex, as etcd prints them.
@@ -339,6 +343,10 @@ struct ClusterFile {
     #[serde(with = "hex_id")]
     local_id: u64,
     members: Vec<Member>,
+    /// Hex ids; absent in files from before membership changes, whose
+    /// members are the bootstrap members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bootstrap_voters: Option<Vec<String>>,
 }
 
 mod hex_id {
@@ -402,13 +410,51 @@ impl Membership {
                     go_quote(local_name)
                 )
             })?;
+        let members: Vec<Member> = by_id.into_values().collect();
         let membership = Membership {
-            cluster_id: cluster_id(by_id.keys().copied()),
+            cluster_id: cluster_id(members.iter().map(|m| m.id)),
             local_id,
-            members: by_id.into_values().collect(),
+            bootstrap_voters: members.iter().map(|m| m.id).collect(),
+            members,
         };
         membership.check()?;
         Ok(membership)
+    }
+
+    /// A member that joined a running cluster: what the cluster told it.
+    pub fn joined(
+        cluster_id: u64,
+        local_id: u64,
+        mut members: Vec<Member>,
+        bootstrap_voters: Vec<u64>,
+    ) -> Result<Membership, String> {
+        members.sort_by_key(|m| m.id);
+        let membership = Membership {
+            cluster_id,
+            local_id,
+            members,
+            bootstrap_voters,
+        };
+        membership.check()?;
+        Ok(membership)
+    }
+
+    /// The voters every shard group's log starts from.
+    pub fn bootstrap_voters(&self) -> &[u64] {
+        &self.bootstrap_voters
+    }
+
+    /// The member list as a membership change left it (this member among
+    /// them, unless it was removed: then it keeps the list it had).
+    pub fn set_members(&mut self, mut members: Vec<Member>) {
+        members.sort_by_key(|m| m.id);
+        let local = self.local_member().clone();
+        if let Some(m) = members.iter_mut().find(|m| m.id == self.local_id) {
+            // What this member published at this start stays.
+            m.name = local.name;
+            m.client_urls = local.client_urls;
+            self.members = members;
+        }
     }
 
     /// The invariants every membership keeps, checked when one is built,
@@ -495,6 +541,12 @@ impl Membership {
             cluster_id: self.cluster_id,
             local_id: self.local_id,
             members: self.members.clone(),
+            bootstrap_voters: Some(
+                self.bootstrap_voters
+                    .iter()
+                    .map(|v| format!("{v:x}"))
+                    .collect(),
+            ),
         };
         serde_json::to_string_pretty(&file)
             .map(|mut s| {
@@ -512,10 +564,23 @@ impl Membership {
                 file.version
             ));
         }
+        let bootstrap_voters = match file.bootstrap_voters {
+            Some(v) => v
+                .iter()
+                .map(|s| u64::from_str_radix(s, 16).map_err(|e| format!("voter id {s:?}: {e}")))
+                .collect::<Result<Vec<u64>, String>>()?,
+            None => file
+                .members
+                .iter()
+                .filter(|m| !m.is_learner)
+                .map(|m| m.id)
+                .collect(),
+        };
         let membership = Membership {
             cluster_id: file.cluster_id,
             local_id: file.local_id,
             members: file.members,
+            bootstrap_voters,
         };
         membership.check()?;
         Ok(membership)
@@ -767,25 +832,15 @@ pub fn bootstrap(flags: &BootstrapFlags, resolve: Resolver) -> Result<Membership
     Ok(membership)
 }
 
-/// etcd's `VerifyJoinExisting`, then the refusal: joining needs the
-/// running cluster's membership, fetched over the peer transport.
-fn join_existing(flags: &BootstrapFlags) -> Result<Membership, String> {
+/// etcd's `VerifyJoinExisting`: the checks before a member asks the
+/// running cluster (the other members `--initial-cluster` names) for its
+/// membership.
+fn join_existing(flags: &BootstrapFlags) -> Result<UrlsMap, String> {
     let urls_map = UrlsMap::parse(flags.initial_cluster)
         .map_err(|e| format!("error setting up initial cluster: {e}"))?;
     has_local_member(flags.name, &urls_map)?;
     check_duplicate_url(&urls_map)?;
-    let others: Vec<String> = urls_map
-        .0
-        .iter()
-        .filter(|(name, _)| name.as_str() != flags.name)
-        .flat_map(|(_, urls)| urls.iter().cloned())
-        .collect();
-    Err(format!(
-        "--initial-cluster-state=existing: cannot join the running cluster at [{}]: \
-         joining needs member add, which this ferrokv build does not serve yet \
-         (bootstrap a new cluster with --initial-cluster-state=new)",
-        others.join(" ")
-    ))
+    Ok(urls_map)
 }
 
 /// How a member came by its membership at this start.
@@ -801,6 +856,9 @@ pub enum Opened {
     },
     /// Derived from the flags; not yet written.
     Bootstrapped(Membership),
+    /// To be asked of the running members (`--initial-cluster-state
+    /// existing` and no data): the cluster `--initial-cluster` names.
+    Join(UrlsMap),
 }
 
 /// What the data dir holds, as far as the membership is concerned.
@@ -849,7 +907,7 @@ pub fn open(on_disk: OnDisk, flags: &BootstrapFlags, resolve: Resolver) -> Resul
         (OnDisk::DataOnly, _) | (OnDisk::Empty, ClusterState::New) => {
             bootstrap(flags, resolve).map(Opened::Bootstrapped)
         }
-        (OnDisk::Empty, ClusterState::Existing) => join_existing(flags).map(Opened::Bootstrapped),
+        (OnDisk::Empty, ClusterState::Existing) => join_existing(flags).map(Opened::Join),
     }
 }
 
@@ -1103,7 +1161,7 @@ mod tests {
     }
 
     #[test]
-    fn existing_state_needs_data_or_member_add() {
+    fn existing_state_asks_the_running_members() {
         let ap = urls(&["http://127.0.0.1:2380"]);
         let mut f = flags(
             "a",
@@ -1112,12 +1170,10 @@ mod tests {
             &ap,
         );
         f.initial_cluster_state = ClusterState::Existing;
-        let e = open(OnDisk::Empty, &f, &no_dns).unwrap_err();
-        assert!(
-            e.contains("cannot join the running cluster at [http://127.0.0.2:2380]"),
-            "{e}"
-        );
-        assert!(e.contains("member add"), "{e}");
+        let Ok(Opened::Join(map)) = open(OnDisk::Empty, &f, &no_dns) else {
+            panic!("join");
+        };
+        assert_eq!(map.0.len(), 2);
         // etcd's VerifyJoinExisting checks come first.
         f.name = "c";
         let e = open(OnDisk::Empty, &f, &no_dns).unwrap_err();

@@ -37,6 +37,12 @@ pub fn no_space() -> Status {
         "etcdserver: mvcc: database space exceeded",
     )
 }
+pub fn not_for_learner() -> Status {
+    Status::new(
+        Code::Unavailable,
+        "etcdserver: rpc not supported for learner",
+    )
+}
 pub fn not_implemented(method: &str) -> Status {
     Status::new(Code::Unimplemented, format!("unknown method {method}"))
 }
@@ -68,6 +74,18 @@ pub fn engine(e: EngineError) -> Status {
             "etcdserver: request timed out, leader transfer took too long",
         ),
         EngineError::Timeout => Status::new(Code::Unavailable, "etcdserver: request timed out"),
+        EngineError::Membership(m) => {
+            use ferrokv_shards::membership as ms;
+            let code = match m.as_str() {
+                ms::MEMBER_NOT_FOUND => Code::NotFound,
+                ms::BAD_URLS => Code::InvalidArgument,
+                ms::UNHEALTHY => Code::Unavailable,
+                // etcd 3.4 sends this one unmapped.
+                ms::NOT_ENOUGH_STARTED => Code::Unknown,
+                _ => Code::FailedPrecondition,
+            };
+            Status::new(code, m)
+        }
         EngineError::Internal(m) => Status::new(Code::Unavailable, format!("etcdserver: {m}")),
     }
 }

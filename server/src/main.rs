@@ -6,6 +6,7 @@ mod errors;
 mod lease;
 mod logger;
 mod maintenance;
+mod members;
 mod process_metrics;
 mod service;
 mod validate;
@@ -23,14 +24,18 @@ use service::Service;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The membership this start serves: the one the data dir keeps, or a new
-/// one from the flags after etcd's bootstrap checks. A refusal exits: it is
-/// configuration at startup, before any member state is written.
-fn membership_of(cfg: &Config) -> Membership {
-    let fail = |e: String| -> ! {
-        eprintln!("{e}");
-        std::process::exit(1);
-    };
+/// A refusal at startup (configuration, before any member state is
+/// written, or state this member cannot serve from): exit.
+fn fail(e: String) -> ! {
+    eprintln!("{e}");
+    std::process::exit(1);
+}
+
+/// The membership this start serves: the one the data dir keeps, a new
+/// one from the flags after etcd's bootstrap checks, or, for a member
+/// joining a running cluster, what its members say (with the version of
+/// their member list).
+fn membership_of(cfg: &Config) -> (Membership, Option<u64>) {
     let flags = cluster::BootstrapFlags {
         name: &cfg.name,
         initial_cluster: &cfg.initial_cluster,
@@ -43,6 +48,7 @@ fn membership_of(cfg: &Config) -> Membership {
     let opened = cluster::OnDisk::read(&member_dir)
         .and_then(|on_disk| cluster::open(on_disk, &flags, &cluster::resolve_system))
         .unwrap_or_else(|e| fail(e));
+    let mut joined = None;
     let (membership, write) = match opened {
         Opened::Restarted {
             membership,
@@ -57,6 +63,18 @@ fn membership_of(cfg: &Config) -> Membership {
             (membership, published)
         }
         Opened::Bootstrapped(membership) => (membership, true),
+        Opened::Join(urls_map) => {
+            let (mut membership, version) =
+                join_cluster(cfg, &urls_map).unwrap_or_else(|e| fail(e));
+            membership.publish_local(&cfg.name, &cfg.advertise_client_urls);
+            log::info!(
+                "joining cluster {:x} as member {:x} (member list version {version})",
+                membership.cluster_id(),
+                membership.local_id()
+            );
+            joined = Some(version);
+            (membership, true)
+        }
     };
     if write {
         if let Err(e) = membership.save(&member_dir) {
@@ -71,33 +89,128 @@ fn membership_of(cfg: &Config) -> Membership {
             membership.cluster_id()
         );
     }
-    membership
+    (membership, joined)
 }
 
-/// The engine's view of the membership: ids, voters and, with peers, the
-/// peer transport's addresses (peer URLs resolved once, at start) and its
-/// TLS (on the https URLs).
-fn members_of(cfg: &Config, membership: &Membership) -> Result<ferrokv_shards::Members, String> {
-    use ferrokv_raft::peer::{ListenAddr, PeerTls};
-    let me = membership.local_id();
-    let voters = membership.voter_ids();
-    // Read whenever given, as etcd reads them, so a bad file fails the
-    // start of a one-member cluster too (in etcd's words).
-    let tls = cfg
-        .peer_tls
+/// How long a joining member keeps asking the running members (etcd asks
+/// each once, for a second).
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// etcd's `GetClusterFromRemotePeers` and `ValidateClusterAndAssignIDs`:
+/// ask the other members `--initial-cluster` names for the member list,
+/// and find this member in it by its peer URLs.
+fn join_cluster(cfg: &Config, urls_map: &cluster::UrlsMap) -> Result<(Membership, u64), String> {
+    let tls = peer_tls(cfg)?;
+    let deadline = std::time::Instant::now() + JOIN_WAIT;
+    let mut last = String::from("no other member in --initial-cluster");
+    loop {
+        for (name, urls) in &urls_map.0 {
+            if *name == cfg.name {
+                continue;
+            }
+            for u in urls {
+                for addr in peer_addrs(u)? {
+                    let asked = ferrokv_raft::peer::query_members(
+                        &addr,
+                        tls.as_ref(),
+                        cfg.shards as u32,
+                        std::time::Duration::from_secs(1),
+                    );
+                    match asked {
+                        Ok((cluster_id, body)) => {
+                            let answer: members::JoinAnswer = serde_json::from_slice(&body)
+                                .map_err(|e| format!("member list from {u}: {e}"))?;
+                            if members::parse_hex(&answer.cluster_id)? != cluster_id {
+                                return Err(format!("member list from {u}: cluster id differs"));
+                            }
+                            let m = members::join(&answer, urls_map, &cfg.name)?;
+                            return Ok((m, answer.version));
+                        }
+                        Err(e) => {
+                            log::warn!("could not get cluster response from {u}: {e}");
+                            last = e;
+                        }
+                    }
+                }
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "cannot fetch cluster info from peer urls: could not retrieve cluster information from the given URLs ({last})"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// `--peer-*` TLS, read whenever given, as etcd reads it, so a bad file
+/// fails the start of a one-member cluster too (in etcd's words).
+fn peer_tls(cfg: &Config) -> Result<Option<ferrokv_raft::peer::PeerTls>, String> {
+    cfg.peer_tls
         .as_ref()
         .map(|f| {
-            PeerTls::load(
+            ferrokv_raft::peer::PeerTls::load(
                 &f.cert_file,
                 &f.key_file,
                 f.trusted_ca_file.as_deref(),
                 f.client_cert_auth,
             )
         })
-        .transpose()?;
-    if voters == [me] {
-        return Ok(ferrokv_shards::Members::alone(me));
+        .transpose()
+}
+
+/// The peer addresses of a member's peer URLs; https needs peer TLS.
+pub(crate) fn peer_addrs_of(
+    urls: &[String],
+    tls: bool,
+) -> Result<Vec<ferrokv_raft::peer::PeerAddr>, String> {
+    let mut addrs = Vec::new();
+    for u in urls {
+        if config::is_tls_url(u) && !tls {
+            return Err(format!(
+                "peer URL {u} is https: TLS between members needs --peer-cert-file, --peer-key-file and --peer-trusted-ca-file"
+            ));
+        }
+        addrs.extend(peer_addrs(u)?);
     }
+    Ok(addrs)
+}
+
+/// A member removed while it could not hear of it (down, cut off) learns
+/// it from the members that refuse it, as etcd's does from their answers.
+async fn watch_removal(engine: ferrokv_shards::Engine) {
+    loop {
+        glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+        if let Some(by) = engine.peers().and_then(|p| p.removed_by_peer()) {
+            log::error!("member {by:x} says this member was removed from the cluster");
+            leave_cluster("the member has been permanently removed from the cluster");
+        }
+    }
+}
+
+/// etcd stops a member once it is removed from the cluster: after a
+/// moment, so the change it applied reaches the others.
+pub(crate) fn leave_cluster(why: &'static str) {
+    static LEAVING: std::sync::Once = std::sync::Once::new();
+    LEAVING.call_once(|| {
+        log::error!("{why}; this member stops");
+        eprintln!("ferrokv: {why}");
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            std::process::exit(0);
+        });
+    });
+}
+
+/// The engine's view of the membership: ids, voters and, with peers, the
+/// peer transport's addresses (peer URLs resolved once, at start) and its
+/// TLS (on the https URLs).
+fn members_of(cfg: &Config, membership: &Membership) -> Result<ferrokv_shards::Members, String> {
+    use ferrokv_raft::peer::ListenAddr;
+    let me = membership.local_id();
+    let voters = membership.voter_ids();
+    let bootstrap_voters = membership.bootstrap_voters().to_vec();
+    let tls = peer_tls(cfg)?;
     let mut pc =
         ferrokv_raft::peer::PeerConfig::new(membership.cluster_id(), me, cfg.shards as u32);
     for u in &cfg.listen_peer_urls {
@@ -110,24 +223,14 @@ fn members_of(cfg: &Config, membership: &Membership) -> Result<ferrokv_shards::M
         if id == me {
             continue;
         }
-        let mut addrs = Vec::new();
-        for u in urls {
-            if config::is_tls_url(u) {
-                // etcd would dial with the system's CAs and no client
-                // certificate; members of a private CA need the flags.
-                match &tls {
-                    None => return Err(format!(
-                        "peer URL {u} is https: TLS between members needs --peer-cert-file, --peer-key-file and --peer-trusted-ca-file"
-                    )),
-                    Some(t) if !t.can_dial() => return Err(format!(
-                        "peer URL {u} is https: --peer-trusted-ca-file is needed to verify the member's certificate"
-                    )),
-                    Some(_) => {}
-                }
-            }
-            addrs.extend(peer_addrs(u)?);
+        if urls.iter().any(|u| config::is_tls_url(u)) && tls.as_ref().is_some_and(|t| !t.can_dial())
+        {
+            return Err(format!(
+                "peer URL {} is https: --peer-trusted-ca-file is needed to verify the member's certificate",
+                urls.join(",")
+            ));
         }
-        pc.peers.insert(id, addrs);
+        pc.peers.insert(id, peer_addrs_of(urls, tls.is_some())?);
     }
     if tls.is_some() && !pc.listen.iter().any(|l| l.tls) {
         log::warn!(
@@ -140,6 +243,7 @@ fn members_of(cfg: &Config, membership: &Membership) -> Result<ferrokv_shards::M
     Ok(ferrokv_shards::Members {
         member_id: me,
         voters,
+        bootstrap_voters,
         peer: Some(pc),
     })
 }
@@ -260,7 +364,46 @@ fn main() {
     };
     let quota_backend_bytes = cfg.quota_backend_bytes;
     let alarms = Arc::new(maintenance::Alarms::default());
-    let membership = Arc::new(membership_of(&cfg));
+    let (mut membership, joined) = membership_of(&cfg);
+    // The member list in force: the last change every shard group applied
+    // (or, before any, the bootstrap list; or what a joining member was
+    // told).
+    let tracker = match ferrokv_shards::membership::load(&cfg.data_dir) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            let base = ferrokv_shards::membership::Change {
+                version: joined.unwrap_or(0),
+                conf: ferrokv_shards::membership::ConfChangeType::AddNode,
+                id: 0,
+                members: members::encode_members(membership.members()),
+            };
+            let t = ferrokv_shards::membership::Tracker::new(cfg.shards as u32, base);
+            if joined.is_some() {
+                if let Err(e) = ferrokv_shards::membership::save(&cfg.data_dir, &t) {
+                    fail(e);
+                }
+            }
+            t
+        }
+        Err(e) => fail(e),
+    };
+    let current = members::members_of(tracker.completed());
+    if !current.iter().any(|m| m.id == membership.local_id()) {
+        fail(format!(
+            "member {:x}: the member has been permanently removed from the cluster",
+            membership.local_id()
+        ));
+    }
+    membership.set_members(current);
+    let membership = Arc::new(membership);
+    let changes = Arc::new(ferrokv_shards::membership::MemberChanges::new(
+        cfg.data_dir.clone(),
+        tracker,
+        Arc::new(members::Members::new(
+            membership.clone(),
+            cfg.peer_tls.is_some(),
+        )),
+    ));
     let wal_metrics = Arc::new(WalMetrics::default());
     log::info!(
         "ferrokv {} starting: name={} data-dir={} shards={} client-urls={}",
@@ -286,6 +429,7 @@ fn main() {
         wal_metrics: wal_metrics.clone(),
         heartbeat_interval_ms: cfg.heartbeat_interval_ms,
         election_ticks: (cfg.election_timeout_ms / cfg.heartbeat_interval_ms.max(1)) as usize,
+        changes,
     };
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let shards = cfg.shards;
@@ -310,6 +454,7 @@ fn main() {
                 if let Some(r) = retention {
                     glommio::spawn_local(maintenance::auto_compact(engine.clone(), r)).detach();
                 }
+                glommio::spawn_local(watch_removal(engine.clone())).detach();
             }
             let service = Rc::new(Service::new(
                 engine,

@@ -17,8 +17,9 @@ use ferrokv_wire::Message;
 use http::Method;
 
 use crate::maintenance::Alarms;
-use crate::{backup, errors, lease, validate};
+use crate::{backup, errors, lease, members, validate};
 use ferrokv::cluster::Membership;
+use ferrokv_shards::membership::Change;
 
 /// The etcd API version ferrokv implements and reports.
 pub const ETCD_VERSION: &str = "3.4.23";
@@ -74,6 +75,53 @@ impl Service {
         self.lease_ids.borrow_mut().next_id()
     }
 
+    /// A membership change, made by the leader (see `members`).
+    async fn change_members(&self, request: Vec<u8>) -> Result<Change, Status> {
+        if self.engine.peers().is_none() {
+            // One member: no peer transport runs, so no member could be
+            // reached.
+            return Err(errors::engine(ferrokv_shards::Error::Internal(
+                "adding members to a one-member ferrokv cluster is not supported yet: \
+                 start the cluster with all its members in --initial-cluster"
+                    .into(),
+            )));
+        }
+        self.engine
+            .change_members(request)
+            .await
+            .map_err(errors::engine)
+    }
+
+    /// A member list as `member list` shows it: every member by id;
+    /// another member's name and client URLs as it told them in its peer
+    /// handshake, empty until then, as etcd lists a member that has not
+    /// published them yet.
+    fn member_list(&self, change: &Change) -> Vec<pb::Member> {
+        let heard = self.engine.peers().map(|p| p.peers()).unwrap_or_default();
+        let me = self.membership.local_id();
+        members::members_of(change)
+            .iter()
+            .map(|m| {
+                let peer = heard.iter().find(|p| p.member_id == m.id && m.id != me);
+                let (name, client_urls) = match peer {
+                    Some(p) if !p.name.is_empty() => (p.name.clone(), p.client_urls.clone()),
+                    _ if m.id == me => (
+                        self.membership.local_member().name.clone(),
+                        self.membership.local_member().client_urls.clone(),
+                    ),
+                    _ => (m.name.clone(), m.client_urls.clone()),
+                };
+                pb::Member {
+                    id: m.id,
+                    name,
+                    peer_ur_ls: m.peer_urls.clone(),
+                    client_ur_ls: client_urls,
+                    is_learner: m.is_learner,
+                }
+            })
+            .collect()
+    }
+
     pub(crate) async fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
         Some(pb::ResponseHeader {
             cluster_id: self.membership.cluster_id(),
@@ -100,6 +148,9 @@ impl Service {
     }
 
     async fn call(self: Rc<Self>, method: &str, msg: Bytes) -> Result<Bytes, Status> {
+        if members::is_learner() && !learner_serves(method, &msg) {
+            return Err(errors::not_for_learner());
+        }
         match method {
             "/etcdserverpb.KV/Range" => {
                 let r: pb::RangeRequest = decode(msg)?;
@@ -155,35 +206,44 @@ impl Service {
             }
             "/etcdserverpb.Cluster/MemberList" => {
                 let _: pb::MemberListRequest = decode(msg)?;
-                // etcd's cluster service headers carry no revision. Every
-                // member, by id; another member's name and client URLs as it
-                // told them in its peer handshake, empty until then, as etcd
-                // lists a member that has not published them yet.
-                let heard = self.engine.peers().map(|p| p.peers()).unwrap_or_default();
-                let me = self.membership.local_id();
+                // etcd's cluster service headers carry no revision.
                 Ok(encode(&pb::MemberListResponse {
                     header: self.header(0).await,
-                    members: self
-                        .membership
-                        .members()
-                        .iter()
-                        .map(|m| {
-                            let peer = heard.iter().find(|p| p.member_id == m.id && m.id != me);
-                            let (name, client_urls) = match peer {
-                                Some(p) if !p.name.is_empty() => {
-                                    (p.name.clone(), p.client_urls.clone())
-                                }
-                                _ => (m.name.clone(), m.client_urls.clone()),
-                            };
-                            pb::Member {
-                                id: m.id,
-                                name,
-                                peer_ur_ls: m.peer_urls.clone(),
-                                client_ur_ls: client_urls,
-                                is_learner: m.is_learner,
-                            }
-                        })
-                        .collect(),
+                    members: self.member_list(&self.engine.members()),
+                }))
+            }
+            "/etcdserverpb.Cluster/MemberAdd" => {
+                let r: pb::MemberAddRequest = decode(msg)?;
+                let change = self.change_members(members::add_request(&r)).await?;
+                let list = self.member_list(&change);
+                Ok(encode(&pb::MemberAddResponse {
+                    header: self.header(0).await,
+                    member: list.iter().find(|m| m.id == change.id).cloned(),
+                    members: list,
+                }))
+            }
+            "/etcdserverpb.Cluster/MemberRemove" => {
+                let r: pb::MemberRemoveRequest = decode(msg)?;
+                let change = self.change_members(members::remove_request(&r)).await?;
+                Ok(encode(&pb::MemberRemoveResponse {
+                    header: self.header(0).await,
+                    members: self.member_list(&change),
+                }))
+            }
+            "/etcdserverpb.Cluster/MemberUpdate" => {
+                let r: pb::MemberUpdateRequest = decode(msg)?;
+                let change = self.change_members(members::update_request(&r)).await?;
+                Ok(encode(&pb::MemberUpdateResponse {
+                    header: self.header(0).await,
+                    members: self.member_list(&change),
+                }))
+            }
+            "/etcdserverpb.Cluster/MemberPromote" => {
+                let r: pb::MemberPromoteRequest = decode(msg)?;
+                let change = self.change_members(members::promote_request(&r)).await?;
+                Ok(encode(&pb::MemberPromoteResponse {
+                    header: self.header(0).await,
+                    members: self.member_list(&change),
                 }))
             }
             "/etcdserverpb.Maintenance/Alarm" => {
@@ -261,7 +321,7 @@ impl Service {
                 Vec::new()
             },
             db_size_in_use: db as i64,
-            is_learner: false,
+            is_learner: members::is_learner(),
         })
     }
 
@@ -453,6 +513,18 @@ impl Service {
     }
 }
 
+/// etcd's `isRPCSupportedForLearner`: a learner answers Status and
+/// serializable ranges; everything else goes to a voting member.
+fn learner_serves(method: &str, msg: &Bytes) -> bool {
+    match method {
+        "/etcdserverpb.Maintenance/Status" => true,
+        "/etcdserverpb.KV/Range" => {
+            <pb::RangeRequest as Message>::decode(msg.clone()).is_ok_and(|r| r.serializable)
+        }
+        _ => false,
+    }
+}
+
 impl Handler for Service {
     fn unary(self: Rc<Self>, method: String, msg: Bytes) -> LocalBoxFuture<Result<Bytes, Status>> {
         Box::pin(async move { self.call(&method, msg).await })
@@ -474,6 +546,10 @@ impl Handler for Service {
         sink: ResponseSink,
     ) -> LocalBoxFuture<Status> {
         Box::pin(async move {
+            if members::is_learner() && method != "/etcdserverpb.Maintenance/Snapshot" {
+                // etcd: a learner serves no stream but Snapshot.
+                return errors::not_for_learner();
+            }
             match method.as_str() {
                 "/etcdserverpb.Watch/Watch" => crate::watch::serve(self, requests, sink).await,
                 "/etcdserverpb.Lease/LeaseKeepAlive" => {

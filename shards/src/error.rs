@@ -25,6 +25,9 @@ pub enum Error {
     /// No member serves writes (no leader elected within the wait).
     #[error("etcdserver: request timed out")]
     Timeout,
+    /// A membership change refused, in etcd's words (the whole message).
+    #[error("{0}")]
+    Membership(String),
     #[error("etcdserver: {0}")]
     Internal(String),
 }

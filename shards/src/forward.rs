@@ -29,6 +29,9 @@ pub const COMPACT: u8 = 6;
 pub const READ_INDEX: u8 = 7;
 /// A piece of a shard's snapshot file: (shard, raft index, offset).
 pub const SNAPSHOT_CHUNK: u8 = 8;
+/// A membership change request (the server's bytes); the reply is the
+/// change made.
+pub const MEMBERS: u8 = 9;
 
 pub fn ints(v: &[i64]) -> Vec<u8> {
     v.iter().flat_map(|i| i.to_le_bytes()).collect()
@@ -72,6 +75,9 @@ pub fn error_from_wire(msg: &str) -> Error {
         if e.to_string() == msg {
             return e;
         }
+    }
+    if crate::membership::REFUSALS.contains(&msg) {
+        return Error::Membership(msg.to_string());
     }
     Error::Internal(msg.strip_prefix("etcdserver: ").unwrap_or(msg).to_string())
 }
@@ -121,6 +127,7 @@ async fn answer(engine: &Engine, kind: u8, body: &[u8]) -> Result<Vec<u8>, Error
             Ok(ints(&[engine.compact_here(v[0]).await?]))
         }
         READ_INDEX => Ok(ints(&[engine.read_index_here().await?])),
+        MEMBERS => Ok(engine.change_members_here(body).await?.encode()),
         SNAPSHOT_CHUNK => {
             let v = read_ints(body, 3)?;
             engine
@@ -167,6 +174,7 @@ mod tests {
             Error::LeaderChanged,
             Error::Timeout,
             Error::Internal("disk on fire".into()),
+            Error::Membership(crate::membership::MEMBER_NOT_FOUND.into()),
         ] {
             assert_eq!(error_from_wire(&error_to_wire(&e)), e);
         }

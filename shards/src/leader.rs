@@ -203,6 +203,16 @@ pub async fn lead(engine: crate::Engine) {
                             me.serving.store(true, SeqCst);
                             me.changed.notify(usize::MAX);
                             log::info!("serving as cluster leader (terms {terms:?})");
+                            // A membership change its predecessor left
+                            // half made is finished now, not at the next
+                            // change (the member list waits for it).
+                            let e = engine.clone();
+                            glommio::spawn_local(async move {
+                                if let Err(err) = e.settle_member_change().await {
+                                    log::warn!("membership: finishing a change failed: {err}");
+                                }
+                            })
+                            .detach();
                             continue;
                         }
                     }

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod kv;
 pub mod leader;
 pub mod lease;
+pub mod membership;
 pub mod record;
 pub mod recovery;
 pub mod sequencer;
@@ -50,8 +51,12 @@ pub type Peers = Arc<std::sync::OnceLock<ferrokv_raft::peer::PeerHandle>>;
 pub struct Members {
     /// This member's id (its raft node id in every group).
     pub member_id: u64,
-    /// The voters every group starts with when its log is new.
+    /// The voters now (the member list in force).
     pub voters: Vec<u64>,
+    /// The voters every group's log starts from when it is new: the
+    /// bootstrap members (a member that joins later replays the groups'
+    /// conf changes from there, as the others did).
+    pub bootstrap_voters: Vec<u64>,
     /// The peer transport's configuration; None for a one-member cluster.
     pub peer: Option<ferrokv_raft::peer::PeerConfig>,
 }
@@ -62,6 +67,7 @@ impl Members {
         Members {
             member_id,
             voters: vec![member_id],
+            bootstrap_voters: vec![member_id],
             peer: None,
         }
     }
@@ -78,6 +84,8 @@ pub struct Config {
     pub wal_metrics: Arc<WalMetrics>,
     pub heartbeat_interval_ms: u64,
     pub election_ticks: usize,
+    /// This member's membership state (see `membership`).
+    pub changes: Arc<membership::MemberChanges>,
 }
 
 impl Config {
@@ -204,6 +212,9 @@ where
                     if let Some(ib) = taken {
                         match start_peers(pc, ib).await {
                             Ok((handle, transport)) => {
+                                cfg.changes
+                                    .planner()
+                                    .peers_started(&handle, &cfg.changes.completed());
                                 let _ = peers.set(handle);
                                 glommio::spawn_local(transport.join()).detach();
                             }
@@ -231,8 +242,15 @@ where
                 barrier.wait();
                 // Messages other cores send meanwhile wait in the channel.
                 let single_voter = cfg.members.voters == [cfg.members.member_id];
-                let engine =
-                    Engine::new(senders, seq, leadership, peers, single_voter, shard.clone());
+                let engine = Engine::new(
+                    senders,
+                    seq,
+                    leadership,
+                    peers,
+                    single_voter,
+                    shard.clone(),
+                    cfg.changes.clone(),
+                );
                 glommio::spawn_local(shard.clone().run(rx, engine.clone())).detach();
                 glommio::spawn_local(deliver(peer_rx, shard.log.clone())).detach();
                 glommio::spawn_local(follow_cluster_leader(shard.clone(), engine.clone())).detach();
@@ -298,10 +316,13 @@ async fn open_shard(
         {
             leases.restore(lease, ttl);
         }
-        (s, idx, shard::decode_marker(&meta))
+        let change = shard::decode_change(&meta)
+            .map_err(|e| format!("shard {id}: {}: {e}", snap_path.display()))?;
+        (s, idx, (shard::decode_marker(&meta), change))
     } else {
-        (Store::new(), 0, (0, 0, 0))
+        (Store::new(), 0, ((0, 0, 0), None))
     };
+    let (marker, snapshot_change) = marker;
     // Another shard of this member may have replayed less than this
     // snapshot holds: a floor for this shard, not visibility for all.
     seq.shard_snapshot(id, store.last_revision());
@@ -311,7 +332,7 @@ async fn open_shard(
         ..WalConfig::default()
     };
     let mut log_cfg = LogConfig::new(wal, cfg.members.member_id);
-    log_cfg.voters = cfg.members.voters.clone();
+    log_cfg.voters = cfg.members.bootstrap_voters.clone();
     log_cfg.tick_interval = std::time::Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
     log_cfg.election_tick = cfg.election_ticks.max(2);
     let transport: Box<dyn ferrokv_raft::Transport> = if cfg.members.peer.is_some() {
@@ -348,8 +369,15 @@ async fn open_shard(
         leases,
         leadership.clone(),
         peers.clone(),
+        cfg.changes.clone(),
     );
     shard.opened_after_marker(marker);
+    if let Some(c) = snapshot_change {
+        shard.member_change(c);
+    }
+    for (index, context) in &recovered.conf_changes {
+        shard.conf_changed(*index, context);
+    }
     shard.opened_snapshot(applied);
     // Every shard's snapshot is known to the sequencer before any replay.
     barrier.wait();
@@ -541,6 +569,7 @@ pub fn defrag_offline(data_dir: &Path, wal_dir: Option<&Path>) -> Result<(), Str
         wal_metrics: Arc::default(),
         heartbeat_interval_ms: 100,
         election_ticks: 10,
+        changes: Arc::new(membership::MemberChanges::offline(data_dir, shards as u32)?),
     };
     let done = Arc::new(AtomicBool::new(false));
     let result: Arc<Mutex<Option<Result<(), String>>>> = Arc::new(Mutex::new(None));

@@ -17,6 +17,7 @@ use glommio::sync::Semaphore;
 
 use crate::leader::Leadership;
 use crate::lease::LeaseTable;
+use crate::membership::{Change, MemberChanges};
 use crate::record::Record;
 use crate::sequencer::Sequencer;
 use crate::{Engine, Error};
@@ -114,6 +115,14 @@ pub enum ShardMsg {
     ReadIndex(Reply<Result<u64, Error>>),
     /// Hand this group's leadership to the member (only a leader acts).
     TransferLeader(u64),
+    /// Propose a membership change in this group; the reply comes once it
+    /// took effect here.
+    ConfChange(Change, Reply<Result<(), Error>>),
+    /// The group's voters.
+    Voters(Reply<Vec<u64>>),
+    /// The group's learners and, on its leader, how far each one's log
+    /// matches (matched, last index).
+    Learners(Reply<Vec<LearnerProgress>>),
     /// Bytes of this shard's snapshot file at raft index `index` from
     /// `offset` (at most `SNAPSHOT_CHUNK_BYTES`; fewer at the end), for a
     /// follower installing it. Fails once the file is at another index.
@@ -162,6 +171,9 @@ pub enum FencedOp {
     Release,
 }
 
+/// A learner of a group and, on its leader, (matched, last index).
+pub type LearnerProgress = (u64, Option<(u64, u64)>);
+
 const LEASE_META_V1: u8 = 1;
 
 /// The lease table in a snapshot's meta bytes: a version byte, then
@@ -194,6 +206,51 @@ pub fn encode_shard_meta(marker: MarkerMeta, leases: &[(i64, i64)]) -> Vec<u8> {
     out
 }
 
+/// A shard snapshot's meta, version 4: version 3's layout with, after the
+/// marker, the last membership change the shard's group applied
+/// (`len u32 | change`, len 0 for none), so a member brought up to date by
+/// the snapshot learns the members it folded in.
+pub fn encode_shard_meta_v4(
+    marker: MarkerMeta,
+    change: Option<&Change>,
+    leases: &[(i64, i64)],
+) -> Vec<u8> {
+    let mut out = encode_shard_meta(marker, leases);
+    out[0] = SHARD_META_V4;
+    let c = change.map(Change::encode).unwrap_or_default();
+    let mut m = Vec::with_capacity(4 + c.len());
+    m.extend_from_slice(&(c.len() as u32).to_le_bytes());
+    m.extend_from_slice(&c);
+    out.splice(25..25, m);
+    out
+}
+
+/// The membership change in a snapshot's meta (none before version 4).
+pub fn decode_change(meta: &[u8]) -> Result<Option<Change>, String> {
+    match meta.split_first() {
+        Some((&SHARD_META_V4, body)) => {
+            let len = meta_change_len(body)?;
+            if len == 0 {
+                return Ok(None);
+            }
+            Change::decode(&body[28..28 + len]).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Length of a version 4 meta's change (checked to fit).
+fn meta_change_len(body: &[u8]) -> Result<usize, String> {
+    if body.len() < 28 {
+        return Err("snapshot meta cut short".to_string());
+    }
+    let len = u32::from_le_bytes([body[24], body[25], body[26], body[27]]) as usize;
+    if body.len() < 28 + len {
+        return Err("snapshot meta: membership change cut short".to_string());
+    }
+    Ok(len)
+}
+
 /// The marker in a snapshot's meta ((0, 0, 0) for older layouts; version 2
 /// kept only the id).
 pub fn decode_marker(meta: &[u8]) -> MarkerMeta {
@@ -203,7 +260,7 @@ pub fn decode_marker(meta: &[u8]) -> MarkerMeta {
         a
     };
     match meta.split_first() {
-        Some((&SHARD_META_V3, body)) if body.len() >= 24 => (
+        Some((&SHARD_META_V3 | &SHARD_META_V4, body)) if body.len() >= 24 => (
             u64::from_le_bytes(int(body)),
             i64::from_le_bytes(int(&body[8..])),
             i64::from_le_bytes(int(&body[16..])),
@@ -215,6 +272,7 @@ pub fn decode_marker(meta: &[u8]) -> MarkerMeta {
 
 const SHARD_META_V2: u8 = 2;
 const SHARD_META_V3: u8 = 3;
+const SHARD_META_V4: u8 = 4;
 
 /// Reads [`encode_lease_meta`] and [`encode_shard_meta`]; empty meta (a
 /// snapshot without leases) is no leases.
@@ -225,9 +283,13 @@ pub fn decode_lease_meta(meta: &[u8]) -> Result<Vec<(i64, i64)>, String> {
     let body = match version {
         SHARD_META_V2 if body.len() >= 8 => &body[8..],
         SHARD_META_V3 if body.len() >= 24 => &body[24..],
+        SHARD_META_V4 => &body[28 + meta_change_len(body)?..],
         _ => body,
     };
-    let known = version == LEASE_META_V1 || version == SHARD_META_V2 || version == SHARD_META_V3;
+    let known = matches!(
+        version,
+        LEASE_META_V1 | SHARD_META_V2 | SHARD_META_V3 | SHARD_META_V4
+    );
     if !known || body.len() % 16 != 0 {
         return Err(format!(
             "snapshot lease table: unknown layout (version {version}, {} bytes)",
@@ -300,6 +362,8 @@ pub struct Shard {
     /// A snapshot from the leader is being fetched.
     fetching: Cell<bool>,
     peers: crate::Peers,
+    /// The member changes every group of this member applies.
+    changes: Arc<MemberChanges>,
 }
 
 /// The shard as its raft log's state machine.
@@ -321,6 +385,16 @@ impl Apply for Applier {
             s.snapshot_offered(msg);
         }
     }
+    fn conf_changed(&self, index: u64, context: &[u8]) {
+        if let Some(s) = self.0.upgrade() {
+            s.conf_changed(index, context);
+        }
+    }
+    fn snapshot_wanted(&self) {
+        if let Some(s) = self.0.upgrade() {
+            s.snapshot_soon();
+        }
+    }
 }
 
 impl Shard {
@@ -335,6 +409,7 @@ impl Shard {
         leases: LeaseTable,
         leadership: Arc<Leadership>,
         peers: crate::Peers,
+        changes: Arc<MemberChanges>,
     ) -> Rc<Shard> {
         let committed_rev = store.last_revision();
         Rc::new(Shard {
@@ -360,6 +435,7 @@ impl Shard {
             snapshot_index: Cell::new(0),
             fetching: Cell::new(false),
             peers,
+            changes,
         })
     }
 
@@ -402,6 +478,31 @@ impl Shard {
                     .detach();
                 }
                 ShardMsg::TransferLeader(to) => self.log.transfer_leader(to),
+                ShardMsg::Voters(reply) => {
+                    let _ = reply.send(self.log.voters());
+                }
+                ShardMsg::Learners(reply) => {
+                    let progress = self
+                        .log
+                        .learners()
+                        .into_iter()
+                        .map(|id| (id, self.log.replication_of(id)))
+                        .collect();
+                    let _ = reply.send(progress);
+                }
+                ShardMsg::ConfChange(change, reply) => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let r = me
+                            .log
+                            .propose_conf_change(change.conf, change.id, change.encode())
+                            .await
+                            .map(|_| ())
+                            .map_err(log_error);
+                        let _ = reply.send(r);
+                    })
+                    .detach();
+                }
                 ShardMsg::SnapshotChunk {
                     index,
                     offset,
@@ -1001,13 +1102,56 @@ impl Shard {
                 self.applied_index.get()
             ));
         }
+        let change = decode_change(&meta)?;
         self.install(store, index, decode_marker(&meta), &leases);
+        if let Some(c) = change {
+            self.member_change(c);
+        }
         log::info!(
             "shard {}: installed the leader's snapshot at raft index {index} (revision {})",
             self.id,
             self.store.borrow().last_revision()
         );
         Ok(())
+    }
+
+    /// A committed conf change took effect in this group: the member
+    /// change it carries is recorded for this group.
+    pub fn conf_changed(&self, index: u64, context: &[u8]) {
+        // The store is unchanged by it, so it covers this index too (a
+        // snapshot taken now must be at or past the membership it sends).
+        self.covers(index);
+        match Change::decode(context) {
+            Ok(c) => self.member_change(c),
+            // Raft applied it: only the member records are lost, and the
+            // next change carries the whole list again.
+            Err(e) => log::error!("shard {}: conf change at {index}: {e}", self.id),
+        }
+    }
+
+    /// This group has applied `change` (a conf change, or a snapshot that
+    /// folded it in).
+    pub fn member_change(&self, change: Change) {
+        if let Err(e) = self.changes.applied(self.id, change, self.peers.get()) {
+            // The disk refuses: this member cannot keep its own state.
+            log::error!("shard {}: {e}", self.id);
+            self.leadership.break_member(&e);
+        }
+    }
+
+    /// Raft needs a snapshot newer than the newest file: write one now.
+    pub fn snapshot_soon(self: &Rc<Self>) {
+        if self.snapshotting.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = me.snapshot().await {
+                log::warn!("shard {}: snapshot failed: {e}", me.id);
+            }
+            me.snapshotting.set(false);
+        })
+        .detach();
     }
 
     /// The store is now the snapshot at raft index `index`.
@@ -1107,7 +1251,8 @@ impl Shard {
     /// The leases a snapshot must hold: granted ones and durable-pending
     /// grants whose log entries the snapshot may let go.
     fn lease_meta(&self) -> Vec<u8> {
-        encode_shard_meta(self.last_marker.get(), &self.lease_list())
+        let change = self.changes.of_group(self.id);
+        encode_shard_meta_v4(self.last_marker.get(), change.as_ref(), &self.lease_list())
     }
 
     fn lease_list(&self) -> Vec<(i64, i64)> {
@@ -1126,18 +1271,10 @@ impl Shard {
     fn after_commit(self: &Rc<Self>) {
         let n = self.entries_since_snapshot.get() + 1;
         self.entries_since_snapshot.set(n);
-        if self.snapshot_count == 0 || n < self.snapshot_count || self.snapshotting.get() {
+        if self.snapshot_count == 0 || n < self.snapshot_count {
             return;
         }
-        self.snapshotting.set(true);
-        let me = self.clone();
-        glommio::spawn_local(async move {
-            if let Err(e) = me.snapshot().await {
-                log::warn!("shard {}: snapshot failed: {e}", me.id);
-            }
-            me.snapshotting.set(false);
-        })
-        .detach();
+        self.snapshot_soon();
     }
 
     /// A snapshot must hold exactly committed state, and no part of a

@@ -882,6 +882,10 @@ where
         wal_metrics: Arc::default(),
         heartbeat_interval_ms: 100,
         election_ticks: 10,
+        changes: Arc::new(
+            ferrokv_shards::membership::MemberChanges::offline(dir, SHARDS as u32)
+                .expect("membership state"),
+        ),
     };
     let (d, i, o) = (done.clone(), input.clone(), output.clone());
     let ran = ferrokv_shards::run(cfg, move |engine, core| {

@@ -21,9 +21,9 @@ use super::frame::{
     self, decode_frame, decode_payload, FrameBuf, Hello, Item, Payload, Welcome, BATCH_OVERHEAD,
     CALL_ITEM_OVERHEAD, HANDSHAKE_BYTES_MAX, HEADER_BYTES, PING_ITEM_BYTES, REPLY_ITEM_OVERHEAD,
 };
-use super::shared::{lock, Learned, OutItem, PeerShared, Shared};
+use super::shared::{lock, read, write, Learned, OutItem, PeerShared, Shared};
 use super::tls::{server_name, Stream};
-use super::{IncomingCall, ListenAddr, PeerAddr, PeerError};
+use super::{IncomingCall, ListenAddr, PeerAddr, PeerError, PeerTls};
 
 /// Bound on one TCP connect.
 pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -121,33 +121,49 @@ impl Local {
         t.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
-    fn check_hello(&self, h: &Hello) -> Result<(), String> {
+    /// The peer a HELLO comes from, or why it is refused.
+    fn check_hello(&self, h: &Hello) -> Result<Arc<PeerShared>, Refusal> {
         let s = &self.shared;
+        let no = |reason: String| Err(Refusal::No(reason));
         if h.cluster_id != s.cluster_id {
-            return Err(format!(
+            return no(format!(
                 "request cluster ID mismatch (got {:x} want {:x})",
                 h.cluster_id, s.cluster_id
             ));
         }
         if h.to != s.member_id {
-            return Err(format!(
+            return no(format!(
                 "request is for member {:x}, this is member {:x}",
                 h.to, s.member_id
             ));
         }
-        if !s.peers.contains_key(&h.from) {
-            return Err(format!(
-                "member {:x} is not a member of this cluster (unknown or removed member)",
-                h.from
-            ));
-        }
+        let p = {
+            let t = read(&s.table);
+            match t.peers.get(&h.from) {
+                Some(p) => p.clone(),
+                // After the cluster id check: only a member of this
+                // cluster is told it was removed from it.
+                None if t.removed.contains(&h.from) => {
+                    return Err(Refusal::Removed(format!(
+                        "member {:x} has been permanently removed from the cluster",
+                        h.from
+                    )))
+                }
+                None => {
+                    return no(format!(
+                        "member {:x} is not a member of this cluster (unknown member)",
+                        h.from
+                    ))
+                }
+            }
+        };
         if h.shards != s.shards {
-            return Err(format!(
+            return no(format!(
                 "peer {:x} has --shards {}, this member has {}; a cluster has one shard count",
                 h.from, h.shards, s.shards
             ));
         }
-        Ok(())
+        Ok(p)
     }
 
     fn check_welcome(&self, p: &PeerShared, w: &Welcome) -> Result<(), String> {
@@ -174,13 +190,21 @@ impl Local {
     }
 }
 
+/// Why a HELLO is refused.
+enum Refusal {
+    /// Answered with REFUSED and the reason.
+    No(String),
+    /// The dialer was removed from the cluster: answered with REMOVED.
+    Removed(String),
+}
+
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     inbound: super::Inbound,
     stop: async_channel::Receiver<()>,
     done: async_channel::Sender<()>,
     listeners: Vec<Listener>,
-    queues: Vec<(Arc<PeerShared>, async_channel::Receiver<OutItem>)>,
+    wake: async_channel::Receiver<()>,
 ) {
     let t = Rc::new(Local {
         shared,
@@ -196,8 +220,44 @@ pub(crate) fn spawn(
     for l in listeners {
         glommio::spawn_local(accept_loop(t.clone(), l)).detach();
     }
-    for (p, rx) in queues {
-        glommio::spawn_local(peer_loop(t.clone(), p, rx)).detach();
+    glommio::spawn_local(start_peers(t, wake)).detach();
+}
+
+/// Starts the loop of every peer in the table that has none: those of the
+/// configuration at once, those added later (`add_peer`) when woken. On
+/// stop, fails the calls of peers whose loop never started, and closes the
+/// table to additions.
+async fn start_peers(t: Rc<Local>, wake: async_channel::Receiver<()>) {
+    let serve = async {
+        loop {
+            let new: Vec<Arc<PeerShared>> = read(&t.shared.table)
+                .peers
+                .values()
+                .filter(|p| !p.started.swap(true, Relaxed))
+                .cloned()
+                .collect();
+            for p in new {
+                glommio::spawn_local(peer_loop(t.clone(), p)).detach();
+            }
+            if wake.recv().await.is_err() {
+                // Every handle is gone: the stop below follows.
+                futures_lite::future::pending::<()>().await
+            }
+        }
+    };
+    or(t.stopped(), serve).await;
+    let unstarted: Vec<Arc<PeerShared>> = {
+        let mut table = write(&t.shared.table);
+        table.stopped = true;
+        table
+            .peers
+            .values()
+            .filter(|p| !p.started.swap(true, Relaxed))
+            .cloned()
+            .collect()
+    };
+    for p in unstarted {
+        p.finish();
     }
 }
 
@@ -458,20 +518,34 @@ pub(crate) async fn serve_inbound(
         }
         Some(Ok(payload)) => match decode_payload(payload) {
             Ok(Payload::Hello(h)) => Ok(h),
+            Ok(Payload::MembersQuery { shards }) => {
+                answer_members_query(&t, &mut w, &remote, shards, deadline).await;
+                return;
+            }
             Ok(_) => Err("the first frame is not a handshake".to_string()),
             // A version mismatch included: refused with the reason.
             Err(e) => Err(e.to_string()),
         },
     };
-    let hello = match hello.and_then(|h| t.check_hello(&h).map(|()| h)) {
-        Ok(h) => h,
-        Err(reason) => {
+    let s = &t.shared;
+    let checked = match hello {
+        Ok(h) => t.check_hello(&h).map(|p| (h, p)),
+        Err(reason) => Err(Refusal::No(reason)),
+    };
+    let (hello, p) = match checked {
+        Ok(hp) => hp,
+        Err(Refusal::No(reason)) => {
             log::warn!("peer transport: refused connection from {remote}: {reason}");
             let _ = within(left(deadline), write_frame(&mut w, fb.refused(&reason))).await;
             return;
         }
+        Err(Refusal::Removed(reason)) => {
+            log::warn!("peer transport: refused connection from {remote}: {reason}");
+            let frame = fb.removed(s.cluster_id, s.member_id, &reason);
+            let _ = within(left(deadline), write_frame(&mut w, frame)).await;
+            return;
+        }
     };
-    let s = &t.shared;
     let welcome = Welcome {
         cluster_id: s.cluster_id,
         member_id: s.member_id,
@@ -492,7 +566,6 @@ pub(crate) async fn serve_inbound(
     }
     slot.release();
     drop(slot);
-    let p = s.peers[&hello.from].clone();
     *lock(&p.learned) = Learned {
         name: hello.name.clone(),
         client_urls: hello.client_urls.clone(),
@@ -521,10 +594,17 @@ pub(crate) async fn serve_inbound(
                 let _ = close_rx.recv().await;
                 "replaced by a newer connection from the same member".to_string()
             },
-            async {
-                t.stopped().await;
-                "transport stopped".to_string()
-            },
+            or(
+                async {
+                    t.stopped().await;
+                    "transport stopped".to_string()
+                },
+                // Also when it was removed between its check and here.
+                async {
+                    p.halted().await;
+                    "the member was removed from the cluster".to_string()
+                },
+            ),
         ),
     )
     .await;
@@ -538,6 +618,52 @@ pub(crate) async fn serve_inbound(
         "peer transport: connection from member {:x} closed: {reason}",
         p.id
     );
+}
+
+/// The acceptor's side of a MEMBERS_QUERY (within the handshake's bounds,
+/// still holding its slot): MEMBERS with the body the application set, or
+/// REFUSED; then the connection closes.
+async fn answer_members_query<W: AsyncWrite + Unpin>(
+    t: &Local,
+    w: &mut W,
+    remote: &str,
+    shards: u32,
+    deadline: Instant,
+) {
+    let s = &t.shared;
+    let mut fb = FrameBuf::new();
+    let body = if shards != s.shards {
+        Err(format!(
+            "peer at {remote} has --shards {shards}, this member has {}; a cluster has one shard count",
+            s.shards
+        ))
+    } else {
+        lock(&s.members)
+            .clone()
+            .ok_or_else(|| "membership not known yet".to_string())
+    };
+    let frame = match &body {
+        Ok(body) => fb.members(s.cluster_id, body),
+        Err(reason) => {
+            log::warn!(
+                "peer transport: refused connection from {remote} (a member list query): {reason}"
+            );
+            fb.refused(reason)
+        }
+    };
+    match within(left(deadline), write_frame(w, frame)).await {
+        Some(Ok(())) => {
+            if body.is_ok() {
+                log::info!("peer transport: sent the member list to {remote}");
+            }
+            // A clean end (TLS: close_notify), so the answer is read whole.
+            let _ = within(left(deadline), w.close()).await;
+        }
+        Some(Err(e)) => {
+            log::warn!("peer transport: answering {remote}'s member list query failed: {e}")
+        }
+        None => log::warn!("peer transport: answering {remote}'s member list query timed out"),
+    }
 }
 
 /// Reads the dialer's frames: raft messages to their groups, calls to the
@@ -798,6 +924,26 @@ where
         match decode_payload(payload).map_err(|e| e.to_string())? {
             Payload::Welcome(w) => Ok(w),
             Payload::Refused(reason) => Err(format!("refused our connection: {reason}")),
+            Payload::Removed {
+                cluster_id,
+                member_id,
+                reason,
+            } => {
+                // Only the member we meant, of our cluster, can tell us we
+                // were removed from it (over TLS, authenticated).
+                if cluster_id == s.cluster_id
+                    && member_id == p.id
+                    && s.removed_by
+                        .compare_exchange(0, p.id, Relaxed, Relaxed)
+                        .is_ok()
+                {
+                    log::error!(
+                        "peer transport: member {:x} says this member has been permanently removed from the cluster",
+                        p.id
+                    );
+                }
+                Err(format!("refused our connection: {reason}"))
+            }
             _ => Err("answered the handshake with another frame".to_string()),
         }
     };
@@ -836,17 +982,19 @@ async fn dial_addr(t: &Local, p: &PeerShared, addr: &PeerAddr) -> Result<Dialed<
 }
 
 /// One round over the peer's addresses, starting with the last that worked.
+/// The addresses are read afresh each round (a member update changes them).
 async fn dial(t: &Local, p: &PeerShared, first: &mut usize) -> Result<Dialed<Stream>, String> {
-    let n = p.addrs.len();
+    let addrs = lock(&p.addrs).clone();
+    let n = addrs.len();
     let mut errors = Vec::new();
     for i in 0..n {
         let k = (*first + i) % n;
-        match dial_addr(t, p, &p.addrs[k]).await {
+        match dial_addr(t, p, &addrs[k]).await {
             Ok(d) => {
                 *first = k;
                 return Ok(d);
             }
-            Err(e) => errors.push(format!("{}: {e}", p.addrs[k].addr)),
+            Err(e) => errors.push(format!("{}: {e}", addrs[k].addr)),
         }
     }
     Err(errors.join("; "))
@@ -887,8 +1035,18 @@ async fn sweep_calls(t: &Local, p: &PeerShared) {
     }
 }
 
-/// Everything for one peer: dial, carry its queue, reconnect.
-async fn peer_loop(t: Rc<Local>, p: Arc<PeerShared>, rx: async_channel::Receiver<OutItem>) {
+/// How a dial round ended.
+enum DialEnd {
+    Up(Dialed<Stream>),
+    Failed(String),
+    /// The peer's addresses changed meanwhile: dial the new ones now.
+    Redial,
+}
+
+/// Everything for one peer: dial, carry its queue, reconnect (at once when
+/// its addresses change), until the transport stops or the peer is removed.
+async fn peer_loop(t: Rc<Local>, p: Arc<PeerShared>) {
+    let rx = &p.rx;
     let seed = t.shared.member_id.rotate_left(32) ^ p.id ^ 0x6665_7272_6f6b_7600;
     let main = async {
         let mut backoff = Backoff::new(seed);
@@ -900,17 +1058,38 @@ async fn peer_loop(t: Rc<Local>, p: Arc<PeerShared>, rx: async_channel::Receiver
         // Raft messages of a frame being written, lost if the write is not
         // finished.
         let unsent = Cell::new(0u64);
+        let redial = || async {
+            p.redialed().await;
+            log::info!(
+                "peer transport: redialing member {:x} at its new peer URLs",
+                p.id
+            );
+        };
         loop {
             let dialed = or(
+                or(
+                    async {
+                        // Never ends (it pends once the queue closes, and
+                        // then the loop is being stopped anyway).
+                        drain_disconnected(&t, &p, rx, &mut waiting).await;
+                        DialEnd::Redial
+                    },
+                    async {
+                        redial().await;
+                        DialEnd::Redial
+                    },
+                ),
                 async {
-                    drain_disconnected(&t, &p, &rx, &mut waiting).await;
-                    Err(String::new())
+                    match dial(&t, &p, &mut first_addr).await {
+                        Ok(d) => DialEnd::Up(d),
+                        Err(e) => DialEnd::Failed(e),
+                    }
                 },
-                dial(&t, &p, &mut first_addr),
             )
             .await;
+            let mut urls_changed = false;
             match dialed {
-                Ok((reader, mut w, welcome)) => {
+                DialEnd::Up((reader, mut w, welcome)) => {
                     generation += 1;
                     *lock(&p.learned) = Learned {
                         name: welcome.name.clone(),
@@ -928,19 +1107,26 @@ async fn peer_loop(t: Rc<Local>, p: Arc<PeerShared>, rx: async_channel::Receiver
                     );
                     let mut reader = reader;
                     let reason = or(
-                        read_dialed(&t, &p, &mut reader),
-                        write_dialed(
-                            &t,
-                            &p,
-                            &mut w,
-                            Queue {
-                                rx: &rx,
-                                waiting: &mut waiting,
-                                carry: &mut carry,
-                                unsent: &unsent,
-                            },
-                            generation,
+                        or(
+                            read_dialed(&t, &p, &mut reader),
+                            write_dialed(
+                                &t,
+                                &p,
+                                &mut w,
+                                Queue {
+                                    rx,
+                                    waiting: &mut waiting,
+                                    carry: &mut carry,
+                                    unsent: &unsent,
+                                },
+                                generation,
+                            ),
                         ),
+                        async {
+                            redial().await;
+                            urls_changed = true;
+                            "its peer URLs were updated".to_string()
+                        },
                     )
                     .await;
                     p.connected.store(false, Relaxed);
@@ -957,7 +1143,7 @@ async fn peer_loop(t: Rc<Local>, p: Arc<PeerShared>, rx: async_channel::Receiver
                     );
                     p.set_error(Some(format!("connection lost: {reason}")));
                 }
-                Err(e) => {
+                DialEnd::Failed(e) => {
                     p.c.connect_failures.fetch_add(1, Relaxed);
                     if logged.as_deref() != Some(e.as_str()) {
                         log::warn!("peer transport: cannot reach member {:x}: {e}", p.id);
@@ -967,25 +1153,40 @@ async fn peer_loop(t: Rc<Local>, p: Arc<PeerShared>, rx: async_channel::Receiver
                     }
                     p.set_error(Some(e));
                 }
+                DialEnd::Redial => urls_changed = true,
             }
-            let delay = backoff.next_delay();
-            or(drain_disconnected(&t, &p, &rx, &mut waiting), async {
-                glommio::timer::sleep(delay).await;
-            })
-            .await;
+            if !urls_changed {
+                let delay = backoff.next_delay();
+                urls_changed = or(
+                    async {
+                        drain_disconnected(&t, &p, rx, &mut waiting).await;
+                        false
+                    },
+                    or(
+                        async {
+                            glommio::timer::sleep(delay).await;
+                            false
+                        },
+                        async {
+                            redial().await;
+                            true
+                        },
+                    ),
+                )
+                .await;
+            }
+            if urls_changed {
+                // New addresses: from the first, without waiting.
+                first_addr = 0;
+                backoff.reset();
+                logged = None;
+            }
         }
     };
-    or(or(main, sweep_calls(&t, &p)), t.stopped()).await;
-    // Close the queue first, then fail the table: a call racing with the
-    // stop either sees the queue closed or is in the table (see `call`).
-    rx.close();
-    p.connected.store(false, Relaxed);
-    while let Ok(item) = rx.try_recv() {
-        if let OutItem::Raft { msg, .. } = item {
-            p.count_raft_dropped(&msg);
-        }
-    }
-    p.fail_all(PeerError::Stopped);
+    // Stop and removal first: once either is signalled, nothing else of
+    // the loop runs.
+    or(or(t.stopped(), p.halted()), or(main, sweep_calls(&t, &p))).await;
+    p.finish();
 }
 
 /// Reads what the peer we dialed sends back: replies and pongs.
@@ -1163,6 +1364,185 @@ async fn write_dialed<W: AsyncWrite + Unpin>(
         p.c.raft_sent.fetch_add(raft_n, Relaxed);
         p.c.frames_sent.fetch_add(1, Relaxed);
         fb.shrink(BUFFER_KEEP_BYTES);
+    }
+}
+
+// ------------------------------------------------- member list query
+
+/// A std socket whose every read and write is bounded by one deadline
+/// (set before each call), so a peer trickling bytes, or a TLS handshake
+/// of many reads, cannot stretch the query past its timeout.
+struct Deadlined {
+    tcp: std::net::TcpStream,
+    deadline: Instant,
+}
+
+impl Deadlined {
+    fn left(&self) -> std::io::Result<Duration> {
+        let l = left(self.deadline);
+        if l.is_zero() {
+            Err(std::io::ErrorKind::TimedOut.into())
+        } else {
+            Ok(l)
+        }
+    }
+}
+
+impl std::io::Read for Deadlined {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.tcp.set_read_timeout(Some(self.left()?))?;
+        self.tcp.read(buf)
+    }
+}
+
+impl std::io::Write for Deadlined {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.set_write_timeout(Some(self.left()?))?;
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+/// An I/O error of the query, in words (the deadline's own included).
+fn query_io_error(e: &std::io::Error, timeout: Duration) -> String {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+            format!("no answer within {timeout:?}")
+        }
+        std::io::ErrorKind::UnexpectedEof => "the connection closed before the answer".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// See [`super::query_members`]; errors without the address (the caller
+/// adds it).
+pub(crate) fn query_members(
+    addr: &PeerAddr,
+    tls: Option<&PeerTls>,
+    shards: u32,
+    timeout: Duration,
+) -> Result<(u64, Vec<u8>), String> {
+    let client = match (&addr.tls_name, tls) {
+        (None, _) => None,
+        (Some(name), Some(tls)) => match tls.client() {
+            Some(c) => Some((c.clone(), server_name(name)?)),
+            None => {
+                return Err(
+                    "the address is https: verifying its certificate needs --peer-trusted-ca-file"
+                        .to_string(),
+                )
+            }
+        },
+        (Some(_), None) => {
+            return Err(
+                "the address is https: no peer TLS (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)"
+                    .to_string(),
+            )
+        }
+    };
+    let deadline = Instant::now() + timeout;
+    if timeout.is_zero() {
+        return Err(format!("no answer within {timeout:?}"));
+    }
+    let tcp = std::net::TcpStream::connect_timeout(&addr.addr, timeout)
+        .map_err(|e| query_io_error(&e, timeout))?;
+    let _ = tcp.set_nodelay(true);
+    let sock = Deadlined { tcp, deadline };
+    match client {
+        None => exchange_members_query(sock, shards).map_err(|e| {
+            let plain_eof =
+                matches!(&e, QueryError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+            let e = e.into_text(timeout);
+            if plain_eof {
+                // What a TLS listener does with a plain query.
+                format!("{e} (if its peer URL is https, query it with TLS)")
+            } else {
+                e
+            }
+        }),
+        Some((config, name)) => {
+            let conn =
+                rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS: {e}"))?;
+            let mut stream = rustls::StreamOwned::new(conn, sock);
+            let r = exchange_members_query(&mut stream, shards);
+            r.map_err(|e| {
+                // TLS 1.3 ends the client's handshake before the server
+                // checked its certificate: the server's alert comes after.
+                let alert = matches!(&e, QueryError::Io(io) if io
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<rustls::Error>())
+                    .is_some_and(|r| matches!(r, rustls::Error::AlertReceived(_))));
+                let text = e.into_text(timeout);
+                if stream.conn.is_handshaking() || alert {
+                    format!("TLS handshake failed: {text}")
+                } else {
+                    text
+                }
+            })
+        }
+    }
+}
+
+/// What went wrong in the exchange: I/O (worded with the timeout) or the
+/// answer.
+enum QueryError {
+    Io(std::io::Error),
+    Answer(String),
+}
+
+impl QueryError {
+    fn into_text(self, timeout: Duration) -> String {
+        match self {
+            QueryError::Io(e) => query_io_error(&e, timeout),
+            QueryError::Answer(s) => s,
+        }
+    }
+}
+
+impl From<std::io::Error> for QueryError {
+    fn from(e: std::io::Error) -> Self {
+        QueryError::Io(e)
+    }
+}
+
+/// MEMBERS_QUERY out, one frame (at most `HANDSHAKE_BYTES_MAX`) back.
+fn exchange_members_query<S: std::io::Read + std::io::Write>(
+    mut s: S,
+    shards: u32,
+) -> Result<(u64, Vec<u8>), QueryError> {
+    let mut fb = FrameBuf::new();
+    s.write_all(fb.members_query(shards))?;
+    s.flush()?;
+    let mut buf = vec![0u8; HEADER_BYTES];
+    s.read_exact(&mut buf)?;
+    let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+    let total = HEADER_BYTES.saturating_add(len);
+    if total > HANDSHAKE_BYTES_MAX {
+        // Before reading (or allocating) the announced bytes.
+        return Err(QueryError::Answer(
+            frame::FrameError::TooLarge {
+                len: total,
+                max: HANDSHAKE_BYTES_MAX,
+            }
+            .to_string(),
+        ));
+    }
+    buf.resize(total, 0);
+    s.read_exact(&mut buf[HEADER_BYTES..])?;
+    let bad = |e: frame::FrameError| QueryError::Answer(e.to_string());
+    let Some((payload, _)) = decode_frame(&buf, HANDSHAKE_BYTES_MAX).map_err(bad)? else {
+        // The whole frame was read above.
+        return Err(QueryError::Answer("incomplete answer".to_string()));
+    };
+    match decode_payload(payload).map_err(bad)? {
+        Payload::Members { cluster_id, body } => Ok((cluster_id, body.to_vec())),
+        Payload::Refused(reason) => Err(QueryError::Answer(format!("refused: {reason}"))),
+        _ => Err(QueryError::Answer(
+            "answered the member list query with another frame".to_string(),
+        )),
     }
 }
 

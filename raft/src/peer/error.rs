@@ -38,6 +38,15 @@ pub enum PeerError {
     /// The peer's handler answered with an error.
     #[error("{0}")]
     Remote(String),
+    /// The member was removed from the cluster (`PeerHandle::remove_peer`):
+    /// its pending and later calls fail so, and it cannot be added back.
+    /// etcd's words for a removed member.
+    #[error("peer transport: member {member:x} has been permanently removed from the cluster")]
+    Removed { member: u64 },
+    /// A member list for `PeerHandle::set_members` larger than a handshake
+    /// frame can carry.
+    #[error("peer transport: a member list of {bytes} bytes exceeds the limit of {max} bytes")]
+    MembersTooLarge { bytes: usize, max: usize },
     /// The transport was stopped (or its executor went away).
     #[error("peer transport: stopped")]
     Stopped,

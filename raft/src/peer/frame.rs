@@ -22,6 +22,13 @@ pub const FRAME_HELLO: u8 = 1;
 pub const FRAME_WELCOME: u8 = 2;
 pub const FRAME_REFUSED: u8 = 3;
 pub const FRAME_BATCH: u8 = 4;
+/// A joining member asks for the member list (no member id yet).
+pub const FRAME_MEMBERS_QUERY: u8 = 5;
+/// The answer to `FRAME_MEMBERS_QUERY`.
+pub const FRAME_MEMBERS: u8 = 6;
+/// A refusal because the dialer was removed from the cluster: a frame type
+/// of its own, so the dialer recognises it without parsing prose.
+pub const FRAME_REMOVED: u8 = 7;
 
 pub const ITEM_RAFT: u8 = 1;
 pub const ITEM_CALL: u8 = 2;
@@ -40,6 +47,9 @@ pub const RAFT_ITEM_OVERHEAD: usize = 1 + 4 + 4;
 pub const PING_ITEM_BYTES: usize = 1 + 8;
 /// Header plus frame type byte: the size of an empty batch.
 pub const BATCH_OVERHEAD: usize = HEADER_BYTES + 1;
+/// Largest member list body: a MEMBERS frame is a handshake frame, read
+/// within `HANDSHAKE_BYTES_MAX` (header, type, cluster id, length).
+pub const MEMBERS_BODY_MAX: usize = HANDSHAKE_BYTES_MAX - (HEADER_BYTES + 1 + 8 + 4);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -147,6 +157,22 @@ pub enum Payload<'a> {
     Welcome(Welcome),
     Refused(String),
     Batch(Items<'a>),
+    /// A member list query from a joining member with this shard count.
+    MembersQuery {
+        shards: u32,
+    },
+    /// The member list (opaque to the transport) of cluster `cluster_id`.
+    Members {
+        cluster_id: u64,
+        body: &'a [u8],
+    },
+    /// The acceptor, member `member_id` of `cluster_id`, refused the dialer
+    /// because the dialer was removed from the cluster.
+    Removed {
+        cluster_id: u64,
+        member_id: u64,
+        reason: String,
+    },
 }
 
 /// Builds one frame in a reusable buffer: `begin`, items, `finish`.
@@ -264,6 +290,31 @@ impl FrameBuf {
     pub fn refused(&mut self, reason: &str) -> &[u8] {
         self.begin(FRAME_REFUSED);
         self.put_str16(reason);
+        self.finish()
+    }
+
+    pub fn removed(&mut self, cluster_id: u64, member_id: u64, reason: &str) -> &[u8] {
+        self.begin(FRAME_REMOVED);
+        self.put_u64(cluster_id);
+        self.put_u64(member_id);
+        self.put_str16(reason);
+        self.finish()
+    }
+
+    pub fn members_query(&mut self, shards: u32) -> &[u8] {
+        self.begin(FRAME_MEMBERS_QUERY);
+        self.buf.extend_from_slice(&MAGIC);
+        self.put_u16(VERSION);
+        self.put_u32(shards);
+        self.finish()
+    }
+
+    /// The body must be at most `MEMBERS_BODY_MAX` bytes (checked where it
+    /// is set) for the frame to fit the handshake bound.
+    pub fn members(&mut self, cluster_id: u64, body: &[u8]) -> &[u8] {
+        self.begin(FRAME_MEMBERS);
+        self.put_u64(cluster_id);
+        self.put_bytes32(body);
         self.finish()
     }
 
@@ -435,6 +486,29 @@ pub fn decode_payload(p: &[u8]) -> Result<Payload<'_>, FrameError> {
             Ok(Payload::Refused(reason))
         }
         FRAME_BATCH => Ok(Payload::Batch(Items { c })),
+        FRAME_MEMBERS_QUERY => {
+            c.magic_version()?;
+            let shards = c.u32("shard count")?;
+            c.end("member list query")?;
+            Ok(Payload::MembersQuery { shards })
+        }
+        FRAME_MEMBERS => {
+            let cluster_id = c.u64("cluster id")?;
+            let body = c.bytes32("member list")?;
+            c.end("member list")?;
+            Ok(Payload::Members { cluster_id, body })
+        }
+        FRAME_REMOVED => {
+            let cluster_id = c.u64("cluster id")?;
+            let member_id = c.u64("member id")?;
+            let reason = c.str16("refusal reason")?;
+            c.end("refusal")?;
+            Ok(Payload::Removed {
+                cluster_id,
+                member_id,
+                reason,
+            })
+        }
         t => Err(FrameError::Malformed(format!("unknown frame type {t}"))),
     }
 }
@@ -722,6 +796,76 @@ mod tests {
             Payload::Refused(r) => assert_eq!(r, "go away"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn membership_frames_round_trip_and_reject_truncation() {
+        let mut fb = FrameBuf::new();
+        let body: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let frames = [
+            fb.members_query(3).to_vec(),
+            fb.members(0xfeed, &body).to_vec(),
+            fb.members(1, &[]).to_vec(),
+            fb.removed(0xfeed, 7, "member 2 has been permanently removed")
+                .to_vec(),
+        ];
+        let check = |i: usize, p: Payload<'_>| match (i, p) {
+            (0, Payload::MembersQuery { shards: 3 }) => {}
+            (
+                1,
+                Payload::Members {
+                    cluster_id,
+                    body: b,
+                },
+            ) => {
+                assert_eq!((cluster_id, b), (0xfeed, &body[..]))
+            }
+            (
+                2,
+                Payload::Members {
+                    cluster_id,
+                    body: b,
+                },
+            ) => {
+                assert_eq!((cluster_id, b.len()), (1, 0))
+            }
+            (
+                3,
+                Payload::Removed {
+                    cluster_id,
+                    member_id,
+                    reason,
+                },
+            ) => {
+                assert_eq!((cluster_id, member_id), (0xfeed, 7));
+                assert_eq!(reason, "member 2 has been permanently removed");
+            }
+            (i, other) => panic!("frame {i}: {other:?}"),
+        };
+        for (i, f) in frames.iter().enumerate() {
+            let (p, used) = decode_frame(f, HANDSHAKE_BYTES_MAX).unwrap().unwrap();
+            assert_eq!(used, f.len());
+            check(i, decode_payload(p).unwrap());
+            // Every shorter payload (with a valid checksum) is malformed,
+            // never a panic; a stray byte too.
+            for cut in 0..p.len() {
+                assert!(decode_payload(&p[..cut]).is_err(), "frame {i} cut {cut}");
+            }
+            let mut longer = p.to_vec();
+            longer.push(0);
+            assert!(decode_payload(&longer).is_err(), "frame {i} longer");
+        }
+        // A query of another protocol version is refused by version.
+        let mut q = fb.members_query(1).to_vec();
+        q[HEADER_BYTES + 1 + MAGIC.len()] = 2;
+        assert_eq!(
+            decode_payload(&q[HEADER_BYTES..]).unwrap_err(),
+            FrameError::Version { got: 2 }
+        );
+        // The largest body fits a handshake frame exactly.
+        let f = fb.members(1, &vec![0; MEMBERS_BODY_MAX]).to_vec();
+        assert_eq!(f.len(), HANDSHAKE_BYTES_MAX);
+        assert!(decode_frame(&f, HANDSHAKE_BYTES_MAX).unwrap().is_some());
     }
 
     #[test]

@@ -124,6 +124,11 @@ impl PeerTls {
         self.client.is_some()
     }
 
+    /// The dialer's configuration (`None` without a trusted CA).
+    pub(crate) fn client(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.client.as_ref()
+    }
+
     /// The client side of a TLS link on a fresh connection.
     pub(crate) async fn connect(
         &self,

@@ -25,6 +25,7 @@ use crate::shard::{Shard, ShardMsg, ShardStatus};
 mod cluster;
 mod eval;
 mod lease;
+mod members;
 mod read;
 mod write;
 
@@ -48,6 +49,7 @@ struct Inner {
     single_voter: bool,
     /// The shard whose core this handle lives on.
     local: Rc<Shard>,
+    changes: Arc<crate::membership::MemberChanges>,
 }
 
 enum Route {
@@ -95,6 +97,7 @@ impl Engine {
         peers: crate::Peers,
         single_voter: bool,
         local: Rc<Shard>,
+        changes: Arc<crate::membership::MemberChanges>,
     ) -> Engine {
         Engine {
             inner: Rc::new(Inner {
@@ -104,8 +107,15 @@ impl Engine {
                 peers,
                 single_voter,
                 local,
+                changes,
             }),
         }
+    }
+
+    /// This member is the only voter, and was at its start (a cluster that
+    /// grew from one member asks raft, as one started with many does).
+    fn single_voter(&self) -> bool {
+        self.inner.single_voter && self.inner.local.log.is_single_voter()
     }
 
     /// The peer transport's handle, if this member has peers.

@@ -18,7 +18,7 @@ impl Engine {
     /// follower, the leader's visible revision (after its ReadIndex) is
     /// waited for here.
     pub(super) async fn linearizable(&self) -> Result<(), Error> {
-        if self.inner.single_voter {
+        if self.single_voter() {
             return Ok(());
         }
         let target = match self.route().await? {
