@@ -48,6 +48,11 @@ pub struct LogConfig {
     pub election_tick: usize,
     pub heartbeat_tick: usize,
     pub tick_interval: Duration,
+    /// The group's membership (voters, learners) at the state machine's
+    /// snapshot, when the snapshot records it: the log's if the log never
+    /// recorded that snapshot (the member stopped between installing the
+    /// leader's file and logging it).
+    pub snapshot_conf: Option<(Vec<u64>, Vec<u64>)>,
 }
 
 impl LogConfig {
@@ -61,6 +66,7 @@ impl LogConfig {
             election_tick: 10,
             heartbeat_tick: 1,
             tick_interval: Duration::from_millis(100),
+            snapshot_conf: None,
         }
     }
 }
@@ -80,6 +86,9 @@ pub struct Recovered {
     pub conf_changes: Vec<(u64, Vec<u8>)>,
     /// Commit index covered by `entries` (the caller's new applied index).
     pub commit_index: u64,
+    /// The log is its group's only voter, with nothing in it that could
+    /// have changed that: every durable entry was committed and returned.
+    pub single_voter: bool,
 }
 
 /// Where `Ready::messages` go: the peer transport, or nowhere for a single
@@ -192,7 +201,8 @@ struct State {
     proposals_failed: u64,
     reads: VecDeque<(u64, Rc<Slot>)>,
     /// ReadIndex id -> waiter, until raft reports its read state.
-    reading: HashMap<u64, Rc<Slot>>,
+    /// ReadIndex id -> (waiter, when it was handed to raft).
+    reading: HashMap<u64, (Rc<Slot>, std::time::Instant)>,
     compactions: VecDeque<(u64, Rc<Slot>)>,
     transfer: Option<u64>,
     campaign: bool,
@@ -290,7 +300,11 @@ impl ShardLog {
             // otherwise 0, and the leader's next append will not match, so
             // it sends the snapshot again.
             let term = storage.term_of(applied_index).unwrap_or(0);
-            let cs = storage.conf_state.clone();
+            let mut cs = storage.conf_state.clone();
+            if let Some((voters, learners)) = &cfg.snapshot_conf {
+                cs.voters = voters.clone();
+                cs.learners = learners.clone();
+            }
             storage.restore(applied_index, term, cs);
         }
         storage.snapshot_file_index = applied_index;
@@ -416,6 +430,7 @@ impl ShardLog {
         let recovered = Recovered {
             entries,
             conf_changes,
+            single_voter,
             term: inner.role.get().term,
             commit_index: commit,
         };
@@ -871,8 +886,34 @@ impl Inner {
         self.room.notify_all();
     }
 
+    /// Fails ReadIndex requests raft has sat on for two election timeouts:
+    /// a follower's is dropped silently while no leader is known, and its
+    /// waiter would otherwise hold a place in the bound for ever.
+    fn expire_reads(&self) {
+        let bound = self.cfg.tick_interval * (2 * self.cfg.election_tick) as u32;
+        let now = std::time::Instant::now();
+        let expired: Vec<Rc<Slot>> = {
+            let mut st = self.st.borrow_mut();
+            let old: Vec<u64> = st
+                .reading
+                .iter()
+                .filter(|(_, (_, at))| now.duration_since(*at) > bound)
+                .map(|(id, _)| *id)
+                .collect();
+            old.iter()
+                .filter_map(|id| st.reading.remove(id).map(|(s, _)| s))
+                .collect()
+        };
+        for slot in expired {
+            slot.complete(Err(Error::ProposalDropped));
+        }
+    }
+
     /// Hands one round of inputs to raft.
     fn feed(&self, work: Work) {
+        if work.ticks > 0 {
+            self.expire_reads();
+        }
         let mut node = self.node.borrow_mut();
         for _ in 0..work.ticks {
             node.tick();
@@ -900,6 +941,12 @@ impl Inner {
                 // were rolled back with the old term, so the entry must not
                 // appear under a new one.
                 Some(Error::ProposalDropped)
+            } else if p.conf.is_some() && node.raft.has_pending_conf() {
+                // Raft would turn it into an empty entry (one change at a
+                // time per group), which no waiter could recognise.
+                Some(Error::ConfChangeRefused(
+                    "another membership change is pending in this group".into(),
+                ))
             } else {
                 let ctx = p.id.to_le_bytes().to_vec();
                 let proposed = match p.conf {
@@ -925,7 +972,10 @@ impl Inner {
         }
         for (id, slot) in work.reads {
             node.read_index(id.to_le_bytes().to_vec());
-            self.st.borrow_mut().reading.insert(id, slot);
+            self.st
+                .borrow_mut()
+                .reading
+                .insert(id, (slot, std::time::Instant::now()));
         }
     }
 
@@ -934,7 +984,7 @@ impl Inner {
             let mut st = self.st.borrow_mut();
             st.queue.clear();
             st.queue_bytes = 0;
-            let mut reads: Vec<Rc<Slot>> = st.reading.drain().map(|(_, s)| s).collect();
+            let mut reads: Vec<Rc<Slot>> = st.reading.drain().map(|(_, (s, _))| s).collect();
             reads.extend(st.reads.drain(..).map(|(_, s)| s));
             (
                 std::mem::take(&mut st.waiters),
@@ -984,7 +1034,7 @@ impl Inner {
             // waiting for this leader's confirmation will not get it.
             let (waiters, reads) = {
                 let mut st = self.st.borrow_mut();
-                let reads: Vec<Rc<Slot>> = st.reading.drain().map(|(_, s)| s).collect();
+                let reads: Vec<Rc<Slot>> = st.reading.drain().map(|(_, (s, _))| s).collect();
                 (std::mem::take(&mut st.waiters), reads)
             };
             self.st.borrow_mut().proposals_failed += waiters.len() as u64;
@@ -1152,10 +1202,10 @@ impl Inner {
                     if let Some(w) = st.waiters.remove(&id) {
                         drop(st);
                         if w.conf && !conf_applied && outcome.is_ok() {
-                            // Raft turns a conf change it cannot take (one
-                            // is still pending) into an empty entry.
+                            // A conf change waiter matched a plain entry:
+                            // nothing took effect.
                             outcome = Err(Error::ConfChangeRefused(
-                                "another membership change is pending in this group".into(),
+                                "the entry committed without the change".into(),
                             ));
                         }
                         w.slot.complete(outcome);
@@ -1185,7 +1235,7 @@ impl Inner {
             let mut id = [0u8; 8];
             id.copy_from_slice(&rs.request_ctx);
             let slot = self.st.borrow_mut().reading.remove(&u64::from_le_bytes(id));
-            if let Some(slot) = slot {
+            if let Some((slot, _)) = slot {
                 slot.complete(Ok(rs.index));
             }
         }

@@ -104,6 +104,7 @@ fn cfg(id: u64) -> LogConfig {
         // Elections of 200 ms: short, yet not so short that a loaded
         // machine (the suite runs two tests at a time) starts spurious ones.
         tick_interval: Duration::from_millis(20),
+        snapshot_conf: None,
     }
 }
 
@@ -443,5 +444,29 @@ fn members_are_added_promoted_and_removed_and_restarts_keep_the_membership() {
         for m in &members {
             m.log.shutdown().await;
         }
+    });
+}
+
+#[test]
+fn a_read_index_raft_drops_for_want_of_a_leader_fails_in_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        // One member of three: no leader can ever be elected, and raft
+        // drops a follower's ReadIndex while it knows none.
+        let net = Rc::new(Net::default());
+        let alone = start(&net, &path, 1).await;
+        let started = Instant::now();
+        let asked = futures_lite::future::or(async { Some(alone.log.read_index().await) }, async {
+            glommio::timer::sleep(Duration::from_secs(10)).await;
+            None
+        })
+        .await;
+        assert!(
+            matches!(asked, Some(Err(Error::ProposalDropped))),
+            "{asked:?} after {:?}",
+            started.elapsed()
+        );
+        alone.log.shutdown().await;
     });
 }

@@ -39,6 +39,7 @@ fn cfg(segment_size_bytes: u64) -> LogConfig {
         election_tick: 10,
         heartbeat_tick: 1,
         tick_interval: Duration::from_millis(10),
+        snapshot_conf: None,
     }
 }
 

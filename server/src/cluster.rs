@@ -332,6 +332,17 @@ pub struct Membership {
     /// cluster was bootstrapped with); the member list may have changed
     /// since (member add/remove), which the groups' logs record.
     bootstrap_voters: Vec<u64>,
+    /// For a member that joined a running cluster: the version of the
+    /// member list it was told, and the ids removed by then.
+    joined: Option<Joined>,
+}
+
+/// What a joining member was told, kept with its membership so the first
+/// start after a crash begins from the same place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    pub version: u64,
+    pub removed: Vec<String>,
 }
 
 /// `<data-dir>/member/cluster` as written: ids in hex, as etcd prints them.
@@ -347,6 +358,8 @@ struct ClusterFile {
     /// members are the bootstrap members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bootstrap_voters: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    joined: Option<Joined>,
 }
 
 mod hex_id {
@@ -416,6 +429,7 @@ impl Membership {
             local_id,
             bootstrap_voters: members.iter().map(|m| m.id).collect(),
             members,
+            joined: None,
         };
         membership.check()?;
         Ok(membership)
@@ -427,6 +441,7 @@ impl Membership {
         local_id: u64,
         mut members: Vec<Member>,
         bootstrap_voters: Vec<u64>,
+        joined: Joined,
     ) -> Result<Membership, String> {
         members.sort_by_key(|m| m.id);
         let membership = Membership {
@@ -434,6 +449,7 @@ impl Membership {
             local_id,
             members,
             bootstrap_voters,
+            joined: Some(joined),
         };
         membership.check()?;
         Ok(membership)
@@ -442,6 +458,11 @@ impl Membership {
     /// The voters every shard group's log starts from.
     pub fn bootstrap_voters(&self) -> &[u64] {
         &self.bootstrap_voters
+    }
+
+    /// What this member was told when it joined, if it joined.
+    pub fn joined_at(&self) -> Option<&Joined> {
+        self.joined.as_ref()
     }
 
     /// The member list as a membership change left it (this member among
@@ -547,6 +568,7 @@ impl Membership {
                     .map(|v| format!("{v:x}"))
                     .collect(),
             ),
+            joined: self.joined.clone(),
         };
         serde_json::to_string_pretty(&file)
             .map(|mut s| {
@@ -581,6 +603,7 @@ impl Membership {
             local_id: file.local_id,
             members: file.members,
             bootstrap_voters,
+            joined: file.joined,
         };
         membership.check()?;
         Ok(membership)

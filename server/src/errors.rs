@@ -67,7 +67,9 @@ pub fn engine(e: EngineError) -> Status {
             Status::new(Code::OutOfRange, "etcdserver: too large lease TTL")
         }
         EngineError::KeyNotFound => Status::new(Code::InvalidArgument, "etcdserver: key not found"),
-        EngineError::LeaderChanged => Status::new(Code::Unavailable, "etcdserver: leader changed"),
+        EngineError::LeaderChanged | EngineError::HandedOver => {
+            Status::new(Code::Unavailable, "etcdserver: leader changed")
+        }
         EngineError::NotLeader => Status::new(Code::FailedPrecondition, "etcdserver: not leader"),
         EngineError::LeaderTransferTimeout => Status::new(
             Code::Unavailable,

@@ -35,7 +35,7 @@ fn fail(e: String) -> ! {
 /// one from the flags after etcd's bootstrap checks, or, for a member
 /// joining a running cluster, what its members say (with the version of
 /// their member list).
-fn membership_of(cfg: &Config) -> (Membership, Option<u64>) {
+fn membership_of(cfg: &Config) -> Membership {
     let flags = cluster::BootstrapFlags {
         name: &cfg.name,
         initial_cluster: &cfg.initial_cluster,
@@ -48,7 +48,6 @@ fn membership_of(cfg: &Config) -> (Membership, Option<u64>) {
     let opened = cluster::OnDisk::read(&member_dir)
         .and_then(|on_disk| cluster::open(on_disk, &flags, &cluster::resolve_system))
         .unwrap_or_else(|e| fail(e));
-    let mut joined = None;
     let (membership, write) = match opened {
         Opened::Restarted {
             membership,
@@ -64,15 +63,14 @@ fn membership_of(cfg: &Config) -> (Membership, Option<u64>) {
         }
         Opened::Bootstrapped(membership) => (membership, true),
         Opened::Join(urls_map) => {
-            let (mut membership, version) =
-                join_cluster(cfg, &urls_map).unwrap_or_else(|e| fail(e));
+            let mut membership = join_cluster(cfg, &urls_map).unwrap_or_else(|e| fail(e));
             membership.publish_local(&cfg.name, &cfg.advertise_client_urls);
             log::info!(
-                "joining cluster {:x} as member {:x} (member list version {version})",
+                "joining cluster {:x} as member {:x} (member list version {})",
                 membership.cluster_id(),
-                membership.local_id()
+                membership.local_id(),
+                membership.joined_at().map_or(0, |j| j.version)
             );
-            joined = Some(version);
             (membership, true)
         }
     };
@@ -89,7 +87,7 @@ fn membership_of(cfg: &Config) -> (Membership, Option<u64>) {
             membership.cluster_id()
         );
     }
-    (membership, joined)
+    membership
 }
 
 /// How long a joining member keeps asking the running members (etcd asks
@@ -99,7 +97,7 @@ const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// etcd's `GetClusterFromRemotePeers` and `ValidateClusterAndAssignIDs`:
 /// ask the other members `--initial-cluster` names for the member list,
 /// and find this member in it by its peer URLs.
-fn join_cluster(cfg: &Config, urls_map: &cluster::UrlsMap) -> Result<(Membership, u64), String> {
+fn join_cluster(cfg: &Config, urls_map: &cluster::UrlsMap) -> Result<Membership, String> {
     let tls = peer_tls(cfg)?;
     let deadline = std::time::Instant::now() + JOIN_WAIT;
     let mut last = String::from("no other member in --initial-cluster");
@@ -123,8 +121,15 @@ fn join_cluster(cfg: &Config, urls_map: &cluster::UrlsMap) -> Result<(Membership
                             if members::parse_hex(&answer.cluster_id)? != cluster_id {
                                 return Err(format!("member list from {u}: cluster id differs"));
                             }
-                            let m = members::join(&answer, urls_map, &cfg.name)?;
-                            return Ok((m, answer.version));
+                            // A member that has not yet applied this one's
+                            // addition answers too early: ask again.
+                            match members::join(&answer, urls_map, &cfg.name) {
+                                Ok(m) => return Ok(m),
+                                Err(e) => {
+                                    log::warn!("member list from {u}: {e}");
+                                    last = e;
+                                }
+                            }
                         }
                         Err(e) => {
                             log::warn!("could not get cluster response from {u}: {e}");
@@ -364,26 +369,26 @@ fn main() {
     };
     let quota_backend_bytes = cfg.quota_backend_bytes;
     let alarms = Arc::new(maintenance::Alarms::default());
-    let (mut membership, joined) = membership_of(&cfg);
+    let mut membership = membership_of(&cfg);
     // The member list in force: the last change every shard group applied
     // (or, before any, the bootstrap list; or what a joining member was
     // told).
     let tracker = match ferrokv_shards::membership::load(&cfg.data_dir) {
         Ok(Some(t)) => t,
         Ok(None) => {
+            // Before any change: the bootstrap list, or what a joining
+            // member was told (kept in its cluster file).
+            let joined = membership.joined_at().cloned();
             let base = ferrokv_shards::membership::Change {
-                version: joined.unwrap_or(0),
+                version: joined.as_ref().map_or(0, |j| j.version),
                 conf: ferrokv_shards::membership::ConfChangeType::AddNode,
                 id: 0,
-                members: members::encode_members(membership.members()),
+                members: members::encode_list(&members::MemberList {
+                    members: membership.members().to_vec(),
+                    removed: joined.map(|j| j.removed).unwrap_or_default(),
+                }),
             };
-            let t = ferrokv_shards::membership::Tracker::new(cfg.shards as u32, base);
-            if joined.is_some() {
-                if let Err(e) = ferrokv_shards::membership::save(&cfg.data_dir, &t) {
-                    fail(e);
-                }
-            }
-            t
+            ferrokv_shards::membership::Tracker::new(cfg.shards as u32, base)
         }
         Err(e) => fail(e),
     };

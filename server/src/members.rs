@@ -3,7 +3,7 @@
 //! engine's [`Planner`]; and what a change in force does on this member
 //! (the peer set, the answer to a joining member, leaving the cluster).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -45,13 +45,48 @@ fn tagged<M: Message>(kind: u8, r: &M) -> Vec<u8> {
     out
 }
 
-/// A member list as a change carries it.
-pub fn encode_members(members: &[Member]) -> Vec<u8> {
+/// A member list as a change carries it: the members, and the ids ever
+/// removed (etcd keeps them: a removed member is refused for good).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberList {
+    pub members: Vec<Member>,
+    #[serde(default)]
+    pub removed: Vec<String>,
+}
+
+impl MemberList {
+    pub fn removed_ids(&self) -> BTreeSet<u64> {
+        self.removed
+            .iter()
+            .filter_map(|s| parse_hex(s).ok())
+            .collect()
+    }
+}
+
+pub fn encode_list(list: &MemberList) -> Vec<u8> {
+    serde_json::to_vec(list).unwrap_or_default()
+}
+
+/// A list as encoded by [`encode_list`] (or, before removed ids were kept,
+/// the bare array of members).
+pub fn decode_list(b: &[u8]) -> Result<MemberList, String> {
+    serde_json::from_slice(b)
+        .or_else(|_| {
+            serde_json::from_slice::<Vec<Member>>(b).map(|members| MemberList {
+                members,
+                removed: Vec::new(),
+            })
+        })
+        .map_err(|e| format!("member list: {e}"))
+}
+
+/// The bare member array the planning steps below produce.
+fn encode_members(members: &[Member]) -> Vec<u8> {
     serde_json::to_vec(members).unwrap_or_default()
 }
 
 pub fn decode_members(b: &[u8]) -> Result<Vec<Member>, String> {
-    serde_json::from_slice(b).map_err(|e| format!("member list: {e}"))
+    decode_list(b).map(|l| l.members)
 }
 
 /// What a running member tells one that joins (`--initial-cluster-state
@@ -64,6 +99,8 @@ pub struct JoinAnswer {
     /// The version of the member list below.
     pub version: u64,
     pub members: Vec<Member>,
+    #[serde(default)]
+    pub removed: Vec<String>,
 }
 
 fn hex(id: u64) -> String {
@@ -76,9 +113,13 @@ pub fn parse_hex(s: &str) -> Result<u64, String> {
 
 /// The member list to show: `change`'s, as recorded.
 pub fn members_of(change: &Change) -> Vec<Member> {
-    decode_members(&change.members).unwrap_or_else(|e| {
+    list_of(change).members
+}
+
+pub fn list_of(change: &Change) -> MemberList {
+    decode_list(&change.members).unwrap_or_else(|e| {
         log::error!("membership: change {}: {e}", change.version);
-        Vec::new()
+        MemberList::default()
     })
 }
 
@@ -116,6 +157,7 @@ impl Members {
     }
 
     fn answer(&self, change: &Change) -> Vec<u8> {
+        let list = list_of(change);
         let a = JoinAnswer {
             cluster_id: hex(self.membership.cluster_id()),
             bootstrap_voters: self
@@ -125,36 +167,148 @@ impl Members {
                 .map(|v| hex(*v))
                 .collect(),
             version: change.version,
-            members: members_of(change),
+            members: list.members,
+            removed: list.removed,
         };
         serde_json::to_vec(&a).unwrap_or_default()
     }
 
-    /// The peer set follows the member list: new members dialed, removed
-    /// ones dropped (and refused from now on), changed URLs redialed.
-    fn follow(&self, peers: &PeerHandle, members: &[Member]) {
+    /// The peer set follows every list some group of this member has
+    /// applied (a group that has a new voter must reach it before the
+    /// others have it too): members dialed, removed ones dropped and
+    /// refused from now on, changed URLs redialed.
+    fn follow(&self, peers: &PeerHandle, lists: &[Change]) {
         let me = self.membership.local_id();
-        let known: BTreeSet<u64> = peers.peers().iter().map(|p| p.member_id).collect();
-        let listed: BTreeSet<u64> = members.iter().map(|m| m.id).collect();
-        for m in members.iter().filter(|m| m.id != me) {
-            match crate::peer_addrs_of(&m.peer_urls, self.peer_tls) {
-                Ok(addrs) => {
-                    if let Err(e) = peers.add_peer(m.id, addrs) {
-                        log::warn!("membership: cannot reach member {:x}: {e}", m.id);
-                    }
-                }
-                Err(e) => log::warn!("membership: member {:x}: {e}", m.id),
+        let mut newest: BTreeMap<u64, Member> = BTreeMap::new();
+        let mut removed = BTreeSet::new();
+        for c in lists {
+            let list = list_of(c);
+            removed.extend(list.removed_ids());
+            for m in list.members {
+                newest.insert(m.id, m);
             }
         }
-        for gone in known.difference(&listed) {
-            peers.remove_peer(*gone);
+        for id in &removed {
+            newest.remove(id);
+            peers.remove_peer(*id);
+        }
+        for m in newest.values().filter(|m| m.id != me) {
+            self.dial(peers, m);
+        }
+        for p in peers.peers() {
+            if !newest.contains_key(&p.member_id) {
+                peers.remove_peer(p.member_id);
+            }
+        }
+    }
+
+    /// Adds (or updates) a peer. Host names are resolved off this core, and
+    /// again until they resolve (a new member's name may exist only once it
+    /// runs); IP URLs at once.
+    fn dial(&self, peers: &PeerHandle, m: &Member) {
+        let numeric = m.peer_urls.iter().all(|u| {
+            url::Url::parse(u).is_ok_and(|p| {
+                matches!(
+                    p.host(),
+                    Some(url::Host::Ipv4(_)) | Some(url::Host::Ipv6(_))
+                )
+            })
+        });
+        let add = {
+            let (peers, m, tls) = (peers.clone(), m.clone(), self.peer_tls);
+            move || match crate::peer_addrs_of(&m.peer_urls, tls) {
+                Ok(addrs) => {
+                    if let Err(e) = peers.add_peer(m.id, addrs) {
+                        log::warn!("membership: cannot add member {:x}: {e}", m.id);
+                    }
+                    true
+                }
+                Err(e) => {
+                    log::warn!("membership: member {:x}: {e}", m.id);
+                    false
+                }
+            }
+        };
+        if numeric {
+            add();
+            return;
+        }
+        std::thread::spawn(move || {
+            for _ in 0..DIAL_RESOLVE_TRIES {
+                if add() {
+                    return;
+                }
+                std::thread::sleep(DIAL_RESOLVE_RETRY);
+            }
+        });
+    }
+}
+
+/// How often and how long a member's peer host name is tried.
+const DIAL_RESOLVE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+const DIAL_RESOLVE_TRIES: u32 = 300;
+
+impl Planner for Members {
+    fn plan(&self, current: &[u8], request: &[u8], view: &ClusterView) -> Result<Planned, Error> {
+        let list = decode_list(current).map_err(Error::Internal)?;
+        let removed = list.removed_ids();
+        let mut members = list.members;
+        // etcd's publish, at the next change: what members told in their
+        // handshakes goes into the record (and counts them as started).
+        for m in members.iter_mut() {
+            if let Some((name, client_urls)) = view.names.get(&m.id) {
+                if !name.is_empty() {
+                    m.name = name.clone();
+                    m.client_urls = client_urls.clone();
+                }
+            }
+        }
+        let mut view = view.clone();
+        view.started
+            .extend(members.iter().filter(|m| !m.name.is_empty()).map(|m| m.id));
+        let view = &view;
+        let planned = self.plan_members(members, &removed, request, view)?;
+        let mut removed: Vec<u64> = removed.into_iter().collect();
+        if planned.conf == ConfChangeType::RemoveNode {
+            removed.push(planned.id);
+        }
+        let after = MemberList {
+            members: decode_members(&planned.members).map_err(Error::Internal)?,
+            removed: removed.iter().map(|id| hex(*id)).collect(),
+        };
+        // etcd lets a leader remove itself or move its own URLs; here it
+        // hands over first (see `Planned::not_by_leader`).
+        let not_by_leader =
+            planned.id == view.me && matches!(kind_of(request), Some(REMOVE) | Some(UPDATE));
+        Ok(Planned {
+            members: encode_list(&after),
+            not_by_leader,
+            ..planned
+        })
+    }
+
+    fn changed(&self, completed: &Change, lists: &[Change], peers: Option<&PeerHandle>) {
+        let members = members_of(completed);
+        let me = self.membership.local_id();
+        note_role(&members, me);
+        if let Some(p) = peers {
+            self.follow(p, lists);
+            let _ = p.set_members(self.answer(completed));
+        }
+        if !members.iter().any(|m| m.id == me) && !members.is_empty() {
+            crate::leave_cluster("the member has been permanently removed from the cluster");
         }
     }
 }
 
-impl Planner for Members {
-    fn plan(&self, current: &[u8], request: &[u8], view: &ClusterView) -> Result<Planned, Error> {
-        let members = decode_members(current).map_err(Error::Internal)?;
+impl Members {
+    fn plan_members(
+        &self,
+        members: Vec<Member>,
+        removed: &BTreeSet<u64>,
+        request: &[u8],
+        view: &ClusterView,
+    ) -> Result<Planned, Error> {
         let (&kind, body) = request
             .split_first()
             .ok_or_else(|| Error::Internal("empty member request".into()))?;
@@ -162,6 +316,7 @@ impl Planner for Members {
         match kind {
             ADD => plan_add(
                 members,
+                removed,
                 pb::MemberAddRequest::decode(body).map_err(bad)?,
                 view,
             ),
@@ -179,24 +334,10 @@ impl Planner for Members {
             k => Err(Error::Internal(format!("unknown member request {k}"))),
         }
     }
+}
 
-    fn changed(&self, change: &Change, peers: Option<&PeerHandle>) {
-        let members = members_of(change);
-        let me = self.membership.local_id();
-        note_role(&members, me);
-        if let Some(p) = peers {
-            self.follow(p, &members);
-            let _ = p.set_members(self.answer(change));
-        }
-        if !members.iter().any(|m| m.id == me) && !members.is_empty() {
-            crate::leave_cluster("the member has been permanently removed from the cluster");
-        }
-    }
-
-    fn peers_started(&self, peers: &PeerHandle, current: &Change) {
-        let _ = peers.set_members(self.answer(current));
-        self.follow(peers, &members_of(current));
-    }
+fn kind_of(request: &[u8]) -> Option<u8> {
+    request.first().copied()
 }
 
 fn voters(members: &[Member]) -> impl Iterator<Item = &Member> {
@@ -228,6 +369,7 @@ fn url_taken(members: &[Member], urls: &[String], except: u64) -> bool {
 
 fn plan_add(
     mut members: Vec<Member>,
+    removed: &BTreeSet<u64>,
     r: pb::MemberAddRequest,
     view: &ClusterView,
 ) -> Result<Planned, Error> {
@@ -250,7 +392,12 @@ fn plan_add(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let id = cluster::member_id(&urls, &now.to_string());
+    // The same URLs again within a second would get a removed member's
+    // id, which stays refused: take the next second's.
+    let id = (now..now + 60)
+        .map(|t| cluster::member_id(&urls, &t.to_string()))
+        .find(|id| !removed.contains(id) && *id != 0)
+        .ok_or_else(|| refuse(ms::MEMBER_EXISTS))?;
     if members.iter().any(|m| m.id == id) {
         return Err(refuse(ms::MEMBER_EXISTS));
     }
@@ -276,6 +423,7 @@ fn plan_add(
         },
         id,
         members: encode_members(&members),
+        not_by_leader: false,
     })
 }
 
@@ -309,6 +457,7 @@ fn plan_remove(mut members: Vec<Member>, id: u64, view: &ClusterView) -> Result<
         conf: ConfChangeType::RemoveNode,
         id,
         members: encode_members(&members),
+        not_by_leader: false,
     })
 }
 
@@ -332,6 +481,7 @@ fn plan_update(mut members: Vec<Member>, r: pb::MemberUpdateRequest) -> Result<P
         conf,
         id: r.id,
         members: encode_members(&members),
+        not_by_leader: false,
     })
 }
 
@@ -360,6 +510,7 @@ fn plan_promote(mut members: Vec<Member>, id: u64, view: &ClusterView) -> Result
         conf: ConfChangeType::AddNode,
         id,
         members: encode_members(&members),
+        not_by_leader: false,
     })
 }
 
@@ -416,7 +567,11 @@ pub fn join(
         .iter()
         .map(|v| parse_hex(v))
         .collect::<Result<Vec<u64>, String>>()?;
-    Membership::joined(cluster_id, local_id, answer.members.clone(), voters)
+    let joined = cluster::Joined {
+        version: answer.version,
+        removed: answer.removed.clone(),
+    };
+    Membership::joined(cluster_id, local_id, answer.members.clone(), voters, joined)
 }
 
 #[cfg(test)]
@@ -447,6 +602,7 @@ mod tests {
             active: [1, 2, 3].into(),
             started: [1, 2, 3].into(),
             in_sync: BTreeSet::new(),
+            names: BTreeMap::new(),
         }
     }
 
@@ -466,7 +622,13 @@ mod tests {
 
     #[test]
     fn add_checks_as_etcd_does() {
-        let p = plan_add(three(), add("http://127.0.0.4:2380", true), &all_up()).unwrap();
+        let p = plan_add(
+            three(),
+            &BTreeSet::new(),
+            add("http://127.0.0.4:2380", true),
+            &all_up(),
+        )
+        .unwrap();
         assert_eq!(p.conf, ConfChangeType::AddLearnerNode);
         let after = decode_members(&p.members).unwrap();
         assert_eq!(after.len(), 4);
@@ -476,6 +638,7 @@ mod tests {
         assert_eq!(
             msg(plan_add(
                 three(),
+                &BTreeSet::new(),
                 add("http://127.0.0.2:2380", false),
                 &all_up()
             )),
@@ -484,19 +647,30 @@ mod tests {
         assert_eq!(
             msg(plan_add(
                 after.clone(),
+                &BTreeSet::new(),
                 add("http://127.0.0.5:2380", true),
                 &all_up()
             )),
             ms::TOO_MANY_LEARNERS
         );
         assert_eq!(
-            msg(plan_add(three(), add("not a url", false), &all_up())),
+            msg(plan_add(
+                three(),
+                &BTreeSet::new(),
+                add("not a url", false),
+                &all_up()
+            )),
             ms::BAD_URLS
         );
         let mut down = all_up();
         down.active.remove(&3);
         assert_eq!(
-            msg(plan_add(three(), add("http://127.0.0.4:2380", true), &down)),
+            msg(plan_add(
+                three(),
+                &BTreeSet::new(),
+                add("http://127.0.0.4:2380", true),
+                &down
+            )),
             ms::UNHEALTHY
         );
         // One voter added and never started: a fifth still has a quorum
@@ -505,11 +679,22 @@ mod tests {
         more.push(m(4, false, "http://127.0.0.4:2380"));
         let mut view = all_up();
         view.active.insert(4);
-        assert!(plan_add(more.clone(), add("http://127.0.0.5:2380", false), &view).is_ok());
+        assert!(plan_add(
+            more.clone(),
+            &BTreeSet::new(),
+            add("http://127.0.0.5:2380", false),
+            &view
+        )
+        .is_ok());
         more.push(m(5, false, "http://127.0.0.5:2380"));
         view.active.insert(5);
         assert_eq!(
-            msg(plan_add(more, add("http://127.0.0.6:2380", false), &view)),
+            msg(plan_add(
+                more,
+                &BTreeSet::new(),
+                add("http://127.0.0.6:2380", false),
+                &view
+            )),
             ms::NOT_ENOUGH_STARTED
         );
     }
@@ -574,6 +759,7 @@ mod tests {
             bootstrap_voters: vec!["1".into(), "2".into()],
             version: 1,
             members,
+            removed: Vec::new(),
         };
         let map = cluster::UrlsMap::parse(
             "a=http://127.0.0.1:2380,b=http://127.0.0.2:2380,c=http://127.0.0.3:2380",

@@ -25,6 +25,11 @@ pub enum Error {
     /// No member serves writes (no leader elected within the wait).
     #[error("etcdserver: request timed out")]
     Timeout,
+    /// Between members only: the leader a membership change was forwarded
+    /// to handed its leadership over instead of making it; the member that
+    /// forwarded it asks the new leader.
+    #[error("ferrokv: leadership handed over for a membership change")]
+    HandedOver,
     /// A membership change refused, in etcd's words (the whole message).
     #[error("{0}")]
     Membership(String),

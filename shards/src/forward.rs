@@ -70,6 +70,7 @@ pub fn error_from_wire(msg: &str) -> Error {
         Error::Timeout,
         Error::NotLeader,
         Error::LeaderTransferTimeout,
+        Error::HandedOver,
     ];
     for e in known {
         if e.to_string() == msg {
@@ -127,7 +128,7 @@ async fn answer(engine: &Engine, kind: u8, body: &[u8]) -> Result<Vec<u8>, Error
             Ok(ints(&[engine.compact_here(v[0]).await?]))
         }
         READ_INDEX => Ok(ints(&[engine.read_index_here().await?])),
-        MEMBERS => Ok(engine.change_members_here(body).await?.encode()),
+        MEMBERS => Ok(engine.change_members_here(body, true).await?.encode()),
         SNAPSHOT_CHUNK => {
             let v = read_ints(body, 3)?;
             engine

@@ -212,10 +212,10 @@ where
                     if let Some(ib) = taken {
                         match start_peers(pc, ib).await {
                             Ok((handle, transport)) => {
-                                cfg.changes
-                                    .planner()
-                                    .peers_started(&handle, &cfg.changes.completed());
-                                let _ = peers.set(handle);
+                                // Set first: a change applied meanwhile on
+                                // another core then finds the transport.
+                                let _ = peers.set(handle.clone());
+                                cfg.changes.peers_started(&handle);
                                 glommio::spawn_local(transport.join()).detach();
                             }
                             Err(e) => {
@@ -316,13 +316,14 @@ async fn open_shard(
         {
             leases.restore(lease, ttl);
         }
-        let change = shard::decode_change(&meta)
-            .map_err(|e| format!("shard {id}: {}: {e}", snap_path.display()))?;
-        (s, idx, (shard::decode_marker(&meta), change))
+        let bad = |e: String| format!("shard {id}: {}: {e}", snap_path.display());
+        let change = shard::decode_change(&meta).map_err(bad)?;
+        let conf = shard::decode_conf(&meta).map_err(bad)?;
+        (s, idx, (shard::decode_marker(&meta), change, conf))
     } else {
-        (Store::new(), 0, ((0, 0, 0), None))
+        (Store::new(), 0, ((0, 0, 0), None, None))
     };
-    let (marker, snapshot_change) = marker;
+    let (marker, snapshot_change, snapshot_conf) = marker;
     // Another shard of this member may have replayed less than this
     // snapshot holds: a floor for this shard, not visibility for all.
     seq.shard_snapshot(id, store.last_revision());
@@ -335,6 +336,7 @@ async fn open_shard(
     log_cfg.voters = cfg.members.bootstrap_voters.clone();
     log_cfg.tick_interval = std::time::Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
     log_cfg.election_tick = cfg.election_ticks.max(2);
+    log_cfg.snapshot_conf = snapshot_conf;
     let transport: Box<dyn ferrokv_raft::Transport> = if cfg.members.peer.is_some() {
         Box::new(PeerLink {
             peers: peers.clone(),
@@ -375,8 +377,10 @@ async fn open_shard(
     if let Some(c) = snapshot_change {
         shard.member_change(c);
     }
+    // Recorded for the membership only: the store's replay below covers
+    // their indexes with the entries around them.
     for (index, context) in &recovered.conf_changes {
-        shard.conf_changed(*index, context);
+        shard.record_conf_change(*index, context);
     }
     shard.opened_snapshot(applied);
     // Every shard's snapshot is known to the sequencer before any replay.
@@ -385,7 +389,9 @@ async fn open_shard(
         shard.apply_committed(*index, 0, &rec.encode());
     }
     shard.covers(recovered.commit_index);
-    if cfg.members.voters == [cfg.members.member_id] {
+    // An offline tool (no peers) opens a stopped member's data whatever
+    // its members: what its logs committed is all there is to replay.
+    if recovered.single_voter || cfg.members.peer.is_none() {
         // One voter: every entry of its log is committed and replayed, and
         // its snapshots were taken here once visible: it holds its parts up
         // to every other shard's snapshot (registered before the barrier).
@@ -475,15 +481,43 @@ async fn follow_cluster_leader(shard: Rc<Shard>, engine: Engine) {
         if shard.id != 0 && shard.log.is_leader() && leader != 0 && leader != me {
             shard.log.transfer_leader(leader);
         }
-        if shard.id == 0 && shard.log.is_leader() && engine.leadership().is_broken() {
-            // A member that cannot take writes must not hold the cluster's
-            // leadership: hand it to another voter (the other groups follow).
-            if let Some(to) = shard.log.voters().into_iter().find(|v| *v != me) {
+        // A member that cannot take writes must not hold the cluster's
+        // leadership, nor one that a half-made membership change adds or
+        // removes (it is not a voter of every group, so it could never
+        // lead them all and finish the change): hand it to another voter
+        // that is up (the other groups follow).
+        if shard.id == 0
+            && shard.log.is_leader()
+            && (engine.leadership().is_broken() || engine.subject_of_pending_change())
+        {
+            let up: Vec<u64> = engine
+                .peers()
+                .map(|p| {
+                    p.peers()
+                        .into_iter()
+                        .filter(|i| i.connected)
+                        .map(|i| i.member_id)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(to) = shard
+                .log
+                .voters()
+                .into_iter()
+                .find(|v| *v != me && up.contains(v))
+            {
                 shard.log.transfer_leader(to);
             }
         }
-        if engine.sequencer().behind_floor(shard.id) {
-            catch_up(&shard, engine.sequencer()).await;
+        if engine.sequencer().behind_floor(shard.id) && !shard.catching_up.replace(true) {
+            // In its own task: it may wait seconds for a leader, and the
+            // leadership checks above must go on meanwhile.
+            let (shard, engine) = (shard.clone(), engine.clone());
+            glommio::spawn_local(async move {
+                catch_up(&shard, engine.sequencer()).await;
+                shard.catching_up.set(false);
+            })
+            .detach();
         }
     }
 }

@@ -166,6 +166,11 @@ impl Tracker {
         (!lacking.is_empty()).then(|| (c.clone(), lacking))
     }
 
+    /// Every change from the completed one up, oldest first.
+    pub fn lists(&self) -> Vec<Change> {
+        self.changes.values().cloned().collect()
+    }
+
     /// The last change group `group` applied.
     pub fn of_group(&self, group: u32) -> Option<&Change> {
         let v = self.groups.get(group as usize)?;
@@ -273,6 +278,8 @@ pub struct ClusterView {
     /// Learners whose log is close enough to the leader's in every group to
     /// be promoted (etcd: 90 % of the leader's).
     pub in_sync: BTreeSet<u64>,
+    /// Name and client URLs each member told in its handshake.
+    pub names: BTreeMap<u64, (String, Vec<String>)>,
 }
 
 /// A change planned by the server's rules.
@@ -282,6 +289,10 @@ pub struct Planned {
     pub id: u64,
     /// The member list after it.
     pub members: Vec<u8>,
+    /// The change cuts the leader off while it is made (it removes the
+    /// leader, or moves its peer URLs, which the others redial as each of
+    /// their groups applies it): another member must make it.
+    pub not_by_leader: bool,
 }
 
 /// The server's rules for a change request (etcd's checks and records):
@@ -289,11 +300,11 @@ pub struct Planned {
 pub trait Planner: Send + Sync {
     /// The change `request` makes to `current`, or etcd's refusal.
     fn plan(&self, current: &[u8], request: &[u8], view: &ClusterView) -> Result<Planned, Error>;
-    /// A change is now in force on this member (every group applied it);
-    /// `peers` is the transport, if it runs.
-    fn changed(&self, change: &Change, peers: Option<&PeerHandle>);
-    /// The peer transport started, with `current` in force.
-    fn peers_started(&self, peers: &PeerHandle, current: &Change);
+    /// What this member's groups applied changed (or the peer transport
+    /// started): `completed` is in force (every group applied it), `lists`
+    /// every change from it up that some group applied; `peers` is the
+    /// transport, if it runs.
+    fn changed(&self, completed: &Change, lists: &[Change], peers: Option<&PeerHandle>);
 }
 
 /// The planner of a member opened by an offline tool.
@@ -305,8 +316,7 @@ impl Planner for Offline {
             "membership changes need a running member".into(),
         ))
     }
-    fn changed(&self, _: &Change, _: Option<&PeerHandle>) {}
-    fn peers_started(&self, _: &PeerHandle, _: &Change) {}
+    fn changed(&self, _: &Change, _: &[Change], _: Option<&PeerHandle>) {}
 }
 
 /// This member's membership state, shared by every core.
@@ -365,14 +375,15 @@ impl MemberChanges {
         change: Change,
         peers: Option<&PeerHandle>,
     ) -> Result<(), String> {
-        let done = {
+        let (done, state) = {
             let mut t = self.tracker();
             let before = t.clone();
             let done = t.applied(group, change);
-            if *t != before {
-                save(&self.data_dir, &t)?;
+            if *t == before {
+                return Ok(());
             }
-            done
+            save(&self.data_dir, &t)?;
+            (done, (t.completed().clone(), t.lists()))
         };
         if let Some(c) = done {
             log::info!(
@@ -381,9 +392,18 @@ impl MemberChanges {
                 c.id,
                 c.conf
             );
-            self.planner.changed(&c, peers);
         }
+        self.planner.changed(&state.0, &state.1, peers);
         Ok(())
+    }
+
+    /// The peer transport started: it learns the members.
+    pub fn peers_started(&self, peers: &PeerHandle) {
+        let (completed, lists) = {
+            let t = self.tracker();
+            (t.completed().clone(), t.lists())
+        };
+        self.planner.changed(&completed, &lists, Some(peers));
     }
 
     pub fn completed(&self) -> Change {
@@ -398,13 +418,20 @@ impl MemberChanges {
         self.tracker().of_group(group).cloned()
     }
 
-    /// Takes the right to make a change; false while another is made.
-    pub(crate) fn begin(&self) -> bool {
-        !self.busy.swap(true, Ordering::AcqRel)
+    /// Takes the right to make a change (None while another is made); it
+    /// is given back when the turn is dropped, however the change ends (a
+    /// client that went away drops it midway).
+    pub(crate) fn begin(&self) -> Option<Turn<'_>> {
+        (!self.busy.swap(true, Ordering::AcqRel)).then_some(Turn(self))
     }
+}
 
-    pub(crate) fn end(&self) {
-        self.busy.store(false, Ordering::Release);
+/// The right to make a membership change on this member.
+pub(crate) struct Turn<'a>(&'a MemberChanges);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
     }
 }
 

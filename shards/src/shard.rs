@@ -206,47 +206,96 @@ pub fn encode_shard_meta(marker: MarkerMeta, leases: &[(i64, i64)]) -> Vec<u8> {
     out
 }
 
+/// A group's raft membership at a snapshot's index: (voters, learners).
+pub type ConfMeta = (Vec<u64>, Vec<u64>);
+
 /// A shard snapshot's meta, version 4: version 3's layout with, after the
-/// marker, the last membership change the shard's group applied
-/// (`len u32 | change`, len 0 for none), so a member brought up to date by
-/// the snapshot learns the members it folded in.
+/// marker, the group's membership at the snapshot's index, as
+/// `len u32 | voters (u32 count, u64s) | learners (u32 count, u64s) |
+/// change`: raft's configuration (a member that stops between installing
+/// the file and logging it starts with it) and the last membership change
+/// the group applied, if any (a member brought up to date by the snapshot
+/// learns the members it folded in).
 pub fn encode_shard_meta_v4(
     marker: MarkerMeta,
+    conf: &ConfMeta,
     change: Option<&Change>,
     leases: &[(i64, i64)],
 ) -> Vec<u8> {
     let mut out = encode_shard_meta(marker, leases);
     out[0] = SHARD_META_V4;
-    let c = change.map(Change::encode).unwrap_or_default();
-    let mut m = Vec::with_capacity(4 + c.len());
-    m.extend_from_slice(&(c.len() as u32).to_le_bytes());
-    m.extend_from_slice(&c);
+    let mut section = Vec::new();
+    for ids in [&conf.0, &conf.1] {
+        section.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+        for id in ids {
+            section.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+    section.extend_from_slice(&change.map(Change::encode).unwrap_or_default());
+    let mut m = Vec::with_capacity(4 + section.len());
+    m.extend_from_slice(&(section.len() as u32).to_le_bytes());
+    m.extend_from_slice(&section);
     out.splice(25..25, m);
     out
 }
 
+/// The membership section of a version 4 meta: (voters, learners) and the
+/// change bytes (empty for none). None before version 4.
+fn membership_meta(meta: &[u8]) -> Result<Option<(ConfMeta, &[u8])>, String> {
+    let Some((&SHARD_META_V4, body)) = meta.split_first() else {
+        return Ok(None);
+    };
+    let len = meta_section_len(body)?;
+    let mut rest = &body[28..28 + len];
+    let cut = || "snapshot meta: membership cut short".to_string();
+    let mut lists = Vec::with_capacity(2);
+    for _ in 0..2 {
+        if rest.len() < 4 {
+            return Err(cut());
+        }
+        let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        rest = &rest[4..];
+        if rest.len() < n.saturating_mul(8) {
+            return Err(cut());
+        }
+        let ids = rest[..n * 8]
+            .chunks_exact(8)
+            .map(|c| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(c);
+                u64::from_le_bytes(a)
+            })
+            .collect::<Vec<u64>>();
+        rest = &rest[n * 8..];
+        lists.push(ids);
+    }
+    let learners = lists.pop().unwrap_or_default();
+    let voters = lists.pop().unwrap_or_default();
+    Ok(Some(((voters, learners), rest)))
+}
+
 /// The membership change in a snapshot's meta (none before version 4).
 pub fn decode_change(meta: &[u8]) -> Result<Option<Change>, String> {
-    match meta.split_first() {
-        Some((&SHARD_META_V4, body)) => {
-            let len = meta_change_len(body)?;
-            if len == 0 {
-                return Ok(None);
-            }
-            Change::decode(&body[28..28 + len]).map(Some)
-        }
+    match membership_meta(meta)? {
+        Some((_, c)) if !c.is_empty() => Change::decode(c).map(Some),
         _ => Ok(None),
     }
 }
 
-/// Length of a version 4 meta's change (checked to fit).
-fn meta_change_len(body: &[u8]) -> Result<usize, String> {
+/// The group's raft membership in a snapshot's meta (none before
+/// version 4).
+pub fn decode_conf(meta: &[u8]) -> Result<Option<ConfMeta>, String> {
+    Ok(membership_meta(meta)?.map(|(conf, _)| conf))
+}
+
+/// Length of a version 4 meta's membership section (checked to fit).
+fn meta_section_len(body: &[u8]) -> Result<usize, String> {
     if body.len() < 28 {
         return Err("snapshot meta cut short".to_string());
     }
     let len = u32::from_le_bytes([body[24], body[25], body[26], body[27]]) as usize;
     if body.len() < 28 + len {
-        return Err("snapshot meta: membership change cut short".to_string());
+        return Err("snapshot meta: membership cut short".to_string());
     }
     Ok(len)
 }
@@ -283,7 +332,7 @@ pub fn decode_lease_meta(meta: &[u8]) -> Result<Vec<(i64, i64)>, String> {
     let body = match version {
         SHARD_META_V2 if body.len() >= 8 => &body[8..],
         SHARD_META_V3 if body.len() >= 24 => &body[24..],
-        SHARD_META_V4 => &body[28 + meta_change_len(body)?..],
+        SHARD_META_V4 => &body[28 + meta_section_len(body)?..],
         _ => body,
     };
     let known = matches!(
@@ -364,6 +413,8 @@ pub struct Shard {
     peers: crate::Peers,
     /// The member changes every group of this member applies.
     changes: Arc<MemberChanges>,
+    /// A `catch_up` of this shard is running.
+    pub(crate) catching_up: Cell<bool>,
 }
 
 /// The shard as its raft log's state machine.
@@ -436,6 +487,7 @@ impl Shard {
             fetching: Cell::new(false),
             peers,
             changes,
+            catching_up: Cell::new(false),
         })
     }
 
@@ -1121,6 +1173,11 @@ impl Shard {
         // The store is unchanged by it, so it covers this index too (a
         // snapshot taken now must be at or past the membership it sends).
         self.covers(index);
+        self.record_conf_change(index, context);
+    }
+
+    /// The member change a conf change carries, recorded for this group.
+    pub fn record_conf_change(&self, index: u64, context: &[u8]) {
         match Change::decode(context) {
             Ok(c) => self.member_change(c),
             // Raft applied it: only the member records are lost, and the
@@ -1252,7 +1309,13 @@ impl Shard {
     /// grants whose log entries the snapshot may let go.
     fn lease_meta(&self) -> Vec<u8> {
         let change = self.changes.of_group(self.id);
-        encode_shard_meta_v4(self.last_marker.get(), change.as_ref(), &self.lease_list())
+        let conf = (self.log.voters(), self.log.learners());
+        encode_shard_meta_v4(
+            self.last_marker.get(),
+            &conf,
+            change.as_ref(),
+            &self.lease_list(),
+        )
     }
 
     fn lease_list(&self) -> Vec<(i64, i64)> {
@@ -1410,6 +1473,31 @@ mod tests {
         assert_eq!(decode_lease_meta(&enc), Ok(leases.clone()));
         assert_eq!(decode_marker(&enc), (0x1234_5678_9abc, 7, 9));
         assert_eq!(decode_marker(&encode_lease_meta(&leases)), (0, 0, 0));
+    }
+
+    #[test]
+    fn shard_meta_v4_carries_the_membership() {
+        let leases = vec![(7, 60)];
+        let conf = (vec![1, 2, 3], vec![4]);
+        let change = Change {
+            version: 3,
+            conf: raft::eraftpb::ConfChangeType::AddLearnerNode,
+            id: 4,
+            members: b"[]".to_vec(),
+        };
+        let enc = encode_shard_meta_v4((5, 6, 7), &conf, Some(&change), &leases);
+        assert_eq!(decode_lease_meta(&enc), Ok(leases.clone()));
+        assert_eq!(decode_marker(&enc), (5, 6, 7));
+        assert_eq!(decode_change(&enc), Ok(Some(change)));
+        assert_eq!(decode_conf(&enc), Ok(Some(conf.clone())));
+        let bare = encode_shard_meta_v4((5, 6, 7), &conf, None, &leases);
+        assert_eq!(decode_change(&bare), Ok(None));
+        assert_eq!(decode_conf(&bare), Ok(Some(conf)));
+        // A damaged section is refused, never misread.
+        for cut in [3, 26, 30, 40] {
+            assert!(decode_change(&enc[..cut]).is_err() || decode_lease_meta(&enc[..cut]).is_err());
+        }
+        assert_eq!(decode_conf(&encode_lease_meta(&leases)), Ok(None));
     }
 
     #[test]

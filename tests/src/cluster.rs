@@ -304,6 +304,12 @@ impl Load {
         self.acked.load(Ordering::SeqCst)
     }
 
+    /// The puts acknowledged so far (the load goes on), e.g. to check a
+    /// member that joins midway.
+    pub fn acks_so_far(&self) -> Vec<Ack> {
+        self.acks.lock().expect("acks").clone()
+    }
+
     /// Waits until `n` puts in all were acknowledged; panics after `bound`.
     pub fn wait_acked(&self, c: &ServerCluster, n: usize, bound: Duration, stage: &str) {
         let reached = poll(bound, || (self.acked() >= n).then_some(()));
@@ -600,4 +606,203 @@ pub fn check_acked_on_every_member(c: &ServerCluster, acks: &[Ack]) {
         "{kind}: `endpoint hashkv --cluster --rev {rev}` differs between members: {hashes:?}\n{}",
         c.log_tails()
     );
+}
+
+/// A member reached by its client URL: one of a [`ServerCluster`]'s
+/// ([`member_endpoints`]) or one a test started itself (e.g. added with
+/// `member add` and started with `--initial-cluster-state existing`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberEndpoint {
+    pub name: String,
+    pub url: String,
+    /// A learner serves serializable reads but not `HashKV`.
+    pub learner: bool,
+}
+
+/// The members `members` of `c`, by name and client URL.
+pub fn member_endpoints(c: &ServerCluster, members: &[usize]) -> Vec<MemberEndpoint> {
+    members
+        .iter()
+        .map(|&i| MemberEndpoint {
+            name: c.members[i].name().to_string(),
+            url: c.members[i].endpoint(),
+            learner: false,
+        })
+        .collect()
+}
+
+/// [`check_acked_on_every_member`] for a cluster whose membership changed
+/// (or with members down): a last write through the first voter of
+/// `members` is served (serializable read) by every one of them within
+/// `CATCH_UP_MAX`; then each one's serializable `get --prefix load/` holds
+/// every acknowledged key with its value and revision, nothing with a value
+/// never written, all the same; `endpoint hashkv --rev R` through each of
+/// them but learners agrees. `logs` is added to a failure's message (the
+/// log tails of the members the test started itself). The revision of the
+/// last write.
+pub fn check_acked_on_members(
+    c: &ServerCluster,
+    members: &[MemberEndpoint],
+    acks: &[Ack],
+    logs: &dyn Fn() -> String,
+) -> u64 {
+    let kind = c.kind();
+    let report = || format!("{}\n{}", c.log_tails(), logs());
+    let mut revisions: Vec<u64> = acks.iter().map(|a| a.revision).collect();
+    revisions.sort_unstable();
+    let total = revisions.len();
+    revisions.dedup();
+    assert_eq!(
+        revisions.len(),
+        total,
+        "{kind}: one revision acknowledged for two puts"
+    );
+
+    let via = members
+        .iter()
+        .find(|m| !m.learner)
+        .expect("a voter among the members");
+    let key = "sentinel/last";
+    let out = etcdctl(&via.url, &["put", key, &value_of(key), "-w", "json"], None);
+    assert_eq!(
+        out.code,
+        0,
+        "{kind} via {}: put {key}: {out:?}\n{}",
+        via.name,
+        report()
+    );
+    let last = Ack {
+        key: key.to_string(),
+        revision: json_u64_field(&out.stdout, "revision")
+            .unwrap_or_else(|| panic!("{kind}: put {key}: no revision in {out:?}")),
+        acked: Instant::now(),
+    };
+    let started = Instant::now();
+    for m in members {
+        let caught_up = poll(CATCH_UP_MAX, || {
+            let out = probe(
+                &m.url,
+                &["get", &last.key, "--consistency=s", "-w", "fields"],
+            );
+            (out.code == 0 && out.stdout.contains("\"Key\" : \"sentinel/last\"")).then_some(())
+        });
+        assert!(
+            caught_up.is_some(),
+            "{kind} {}: `get sentinel/last --consistency=s` through it did not find the write \
+             acknowledged at revision {} within {CATCH_UP_MAX:?}\n{}",
+            m.name,
+            last.revision,
+            report()
+        );
+        eprintln!(
+            "{kind} {}: serves the last write {:?} after it was acknowledged",
+            m.name,
+            started.elapsed()
+        );
+    }
+
+    let mut first: Option<(String, BTreeMap<String, crate::etcdctl::FieldsKv>)> = None;
+    for m in members {
+        let args = [
+            "get",
+            "--prefix",
+            LOAD_PREFIX,
+            "--consistency=s",
+            "-w",
+            "fields",
+        ];
+        let out = etcdctl(&m.url, &args, None);
+        assert_eq!(
+            out.code,
+            0,
+            "{kind} via {}: etcdctl {}: {out:?}\n{}",
+            m.name,
+            args.join(" "),
+            report()
+        );
+        let (_, kvs) = parse_get_fields(&out.stdout);
+        let missing: Vec<String> = acks
+            .iter()
+            .filter(|a| {
+                kvs.get(&a.key)
+                    .is_none_or(|kv| kv.value != value_of(&a.key) || kv.mod_revision != a.revision)
+            })
+            .map(|a| format!("{} at {} (got {:?})", a.key, a.revision, kvs.get(&a.key)))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{kind} {}: {} of {} acknowledged puts missing or changed, e.g. {:?}\n{}",
+            m.name,
+            missing.len(),
+            acks.len(),
+            &missing[..missing.len().min(10)],
+            report()
+        );
+        let wrong: Vec<&String> = kvs
+            .iter()
+            .filter(|(k, kv)| kv.value != value_of(k))
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{kind} {}: values never written: {wrong:?}",
+            m.name
+        );
+        match &first {
+            None => first = Some((m.name.clone(), kvs)),
+            Some((first_name, first_kvs)) => assert!(
+                *first_kvs == kvs,
+                "{kind}: {first_name} and {} hold different {LOAD_PREFIX} keys ({} and {})",
+                m.name,
+                first_kvs.len(),
+                kvs.len()
+            ),
+        }
+    }
+    let held = first.map_or(0, |(_, kvs)| kvs.len());
+    eprintln!(
+        "{kind}: {} acknowledged puts on each of {} members ({held} keys held, the rest were \
+         never acknowledged)",
+        acks.len(),
+        members.len()
+    );
+
+    let rev = last.revision.to_string();
+    let voters: Vec<&MemberEndpoint> = members.iter().filter(|m| !m.learner).collect();
+    let urls = voters
+        .iter()
+        .map(|m| m.url.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = etcdctl(
+        &urls,
+        &["endpoint", "hashkv", "--rev", &rev, "-w", "json"],
+        None,
+    );
+    let rows: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{kind}: hashkv: {e}: {out:?}\n{}", report()));
+    let hashes: Vec<(String, u64)> = rows
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r["Endpoint"].as_str().unwrap_or("?").to_string(),
+                        r["HashKV"]["hash"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        hashes.len(),
+        voters.len(),
+        "{kind}: hashkv through {urls}: {out:?}"
+    );
+    assert!(
+        hashes.iter().all(|(_, h)| *h == hashes[0].1),
+        "{kind}: `endpoint hashkv --rev {rev}` differs between members: {hashes:?}\n{}",
+        report()
+    );
+    last.revision
 }

@@ -40,6 +40,7 @@ pub mod http;
 pub mod netns;
 pub mod normalize;
 pub mod proxy;
+pub mod robust;
 pub mod script;
 pub mod server;
 pub mod tls;

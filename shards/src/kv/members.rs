@@ -23,13 +23,32 @@ impl Engine {
     /// Resolves with the change once every group of the member that made
     /// it applied it.
     pub async fn change_members(&self, request: Vec<u8>) -> Result<Change, Error> {
-        match self.route().await? {
-            Route::Here => self.change_members_here(&request).await,
-            Route::To(l) => {
-                let b = self.forward(l, forward::MEMBERS, request).await?;
-                Change::decode(&b).map_err(Error::Internal)
+        // A leader that hands over (the change would cut it off) has made
+        // nothing: ask the new one, once.
+        for _ in 0..2 {
+            let r = match self.route().await? {
+                Route::Here => self.change_members_here(&request, false).await,
+                Route::To(l) => match self.forward(l, forward::MEMBERS, request.clone()).await {
+                    Ok(b) => Change::decode(&b).map_err(Error::Internal),
+                    Err(e) => Err(e),
+                },
+            };
+            match r {
+                Err(Error::HandedOver) => continue,
+                other => return other,
             }
         }
+        Err(Error::LeaderChanged)
+    }
+
+    /// A change some groups of this member applied and others not yet is
+    /// about this member as a voter (it adds, promotes or removes it).
+    pub(crate) fn subject_of_pending_change(&self) -> bool {
+        let me = self.inner.leadership.member_id();
+        self.inner
+            .changes
+            .pending()
+            .is_some_and(|(c, _)| c.id == me && c.conf != ConfChangeType::AddLearnerNode)
     }
 
     /// The membership as this member shows it: the last change every one
@@ -38,37 +57,45 @@ impl Engine {
         self.inner.changes.completed()
     }
 
-    pub(crate) async fn change_members_here(&self, request: &[u8]) -> Result<Change, Error> {
-        let changes = self.inner.changes.clone();
+    /// On this member (it leads, or is about to): `forwarded` says another
+    /// member sent the request, and gets [`Error::HandedOver`] back if this
+    /// one hands its leadership over instead of making the change.
+    pub(crate) async fn change_members_here(
+        &self,
+        request: &[u8],
+        forwarded: bool,
+    ) -> Result<Change, Error> {
         let deadline = std::time::Instant::now() + LEADER_WAIT;
-        while !changes.begin() {
+        let _turn = loop {
+            if let Some(t) = self.inner.changes.begin() {
+                break t;
+            }
             if std::time::Instant::now() > deadline {
                 return Err(Error::Timeout);
             }
             glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let r = futures_lite::future::or(self.change_members_now(request), async {
+        };
+        futures_lite::future::or(self.change_members_now(request, forwarded), async {
             glommio::timer::sleep(LEADER_WAIT).await;
             Err(Error::Timeout)
         })
-        .await;
-        changes.end();
-        r
+        .await
     }
 
-    async fn change_members_now(&self, request: &[u8]) -> Result<Change, Error> {
-        if !self.inner.leadership.serving() {
-            return Err(Error::LeaderChanged);
-        }
+    async fn change_members_now(&self, request: &[u8], forwarded: bool) -> Result<Change, Error> {
+        // A request forwarded by a leader that just handed over (removing
+        // itself) may arrive before this member's start is done.
+        self.serving().await?;
         self.finish_member_change().await?;
         let changes = &self.inner.changes;
         let current = changes.completed();
         let view = self.cluster_view().await?;
         let planned = changes.planner().plan(&current.members, request, &view)?;
         let me = self.inner.leadership.member_id();
-        if planned.conf == ConfChangeType::RemoveNode && planned.id == me {
-            // A leader does not remove itself: it hands the leadership to
-            // another member that is up, which makes the change.
+        if planned.not_by_leader {
+            // A leader does not remove itself nor move its own URLs: it
+            // hands the leadership to another member that is up, which
+            // makes the change.
             let to = self
                 .voters()
                 .await?
@@ -76,6 +103,11 @@ impl Engine {
                 .find(|v| *v != me && view.active.contains(v))
                 .ok_or_else(|| Error::Membership(crate::membership::UNHEALTHY.to_string()))?;
             self.move_leader(to).await?;
+            if forwarded {
+                // The member that forwarded it asks the new leader itself:
+                // a call to this one may be cut by the change.
+                return Err(Error::HandedOver);
+            }
             let b = self.forward(to, forward::MEMBERS, request.to_vec()).await?;
             return Change::decode(&b).map_err(Error::Internal);
         }
@@ -99,13 +131,14 @@ impl Engine {
     /// At a leader's start: [`Engine::finish_member_change`], unless a
     /// change is being made already (which finishes it first).
     pub(crate) async fn settle_member_change(&self) -> Result<(), Error> {
-        let changes = self.inner.changes.clone();
-        if !changes.begin() {
+        let Some(_turn) = self.inner.changes.begin() else {
             return Ok(());
-        }
-        let r = self.finish_member_change().await;
-        changes.end();
-        r
+        };
+        futures_lite::future::or(self.finish_member_change(), async {
+            glommio::timer::sleep(LEADER_WAIT).await;
+            Err(Error::Timeout)
+        })
+        .await
     }
 
     /// A change some groups applied and others lack (its leader failed
@@ -152,6 +185,7 @@ impl Engine {
             active: BTreeSet::from([me]),
             started: BTreeSet::from([me]),
             in_sync: BTreeSet::new(),
+            names: Default::default(),
         };
         if let Some(p) = self.inner.peers.get() {
             for info in p.peers() {
@@ -160,6 +194,8 @@ impl Engine {
                 }
                 if !info.name.is_empty() {
                     view.started.insert(info.member_id);
+                    view.names
+                        .insert(info.member_id, (info.name, info.client_urls));
                 }
             }
         }

@@ -152,12 +152,39 @@ impl Engine {
             return Err(Error::Timeout);
         };
         use ferrokv_raft::peer::PeerError;
-        match peers.call(to, kind, body).await {
-            Ok(b) => Ok(b),
-            Err(PeerError::Remote(msg)) => Err(forward::error_from_wire(&msg)),
-            Err(e) => {
+        // A leader that died is replaced within an election timeout, well
+        // before the call's own deadline: once another member leads, the
+        // outcome is unknown (it may have acted), as etcd says of a
+        // request in flight when the leader changes.
+        enum Forwarded {
+            Reply(Result<Vec<u8>, PeerError>),
+            Moved,
+        }
+        let leadership = self.inner.leadership.clone();
+        // A membership change that moves the leadership itself (the leader
+        // hands over, then forwards it on) is answered by its first
+        // receiver, whoever leads by then.
+        let follows_leader = kind != forward::MEMBERS;
+        let moved = async move {
+            while !follows_leader
+                || leadership.cluster_leader() == to
+                || leadership.cluster_leader() == 0
+            {
+                glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Forwarded::Moved
+        };
+        let call = async { Forwarded::Reply(peers.call(to, kind, body).await) };
+        match futures_lite::future::or(call, moved).await {
+            Forwarded::Reply(Ok(b)) => Ok(b),
+            Forwarded::Reply(Err(PeerError::Remote(msg))) => Err(forward::error_from_wire(&msg)),
+            Forwarded::Reply(Err(e)) => {
                 log::debug!("forward to {to:x}: {e}");
                 Err(Error::Timeout)
+            }
+            Forwarded::Moved => {
+                log::debug!("forward to {to:x}: the leadership moved meanwhile");
+                Err(Error::LeaderChanged)
             }
         }
     }
