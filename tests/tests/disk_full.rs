@@ -112,7 +112,10 @@ fn full_disk_fails_writes_and_loses_no_acknowledged_one() {
     );
     assert_eq!(first.stdout.trim_end().as_bytes(), value(0).as_slice());
     assert!(
-        server.log_tail().contains("No space left on device"),
+        server
+            .log_tail()
+            .to_lowercase()
+            .contains("no space left on device"),
         "{}",
         server.log_tail()
     );

@@ -33,7 +33,9 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(e: io::Error) -> Error {
-        if e.raw_os_error() == Some(libc::ENOSPC) {
+        // glommio's errors reach here re-wrapped: the OS code is gone,
+        // the kind is kept.
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull {
             Error::NoSpace
         } else {
             Error::Io(Arc::new(e))
@@ -50,5 +52,23 @@ impl<T> From<glommio::GlommioError<T>> for Error {
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         Error::io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_no_space_however_it_is_wrapped() {
+        let raw = io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(matches!(Error::io(raw), Error::NoSpace));
+        let wrapped = io::Error::new(
+            io::ErrorKind::StorageFull,
+            "Pre-allocate space: os error 28",
+        );
+        assert!(matches!(Error::io(wrapped), Error::NoSpace));
+        let other = io::Error::from_raw_os_error(libc::EIO);
+        assert!(matches!(Error::io(other), Error::Io(_)));
     }
 }

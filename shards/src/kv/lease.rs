@@ -114,9 +114,13 @@ impl Engine {
 
     pub(crate) async fn lease_revoke_here(&self, id: i64) -> Result<i64, Error> {
         self.serving().await?;
+        let epoch = self.inner.leadership.serving_epoch();
         let fences = self.fence(0..self.shard_count()).await?;
         let via = Via::Fenced(&fences);
-        let visible = self.inner.seq.visible();
+        // Every shard is fenced: no revision is handed out until the
+        // revoke commits, so the writes ordered before it are those up to
+        // the last one assigned (some perhaps not visible yet).
+        let before = self.inner.seq.last_assigned().max(self.inner.seq.visible());
         let keys = async {
             if !self.lease_exists(&via, id).await? {
                 return Err(Error::LeaseNotFound);
@@ -150,7 +154,7 @@ impl Engine {
         let mut st = WriteState {
             rev: None,
             voids: self.inner.seq.voids(),
-            base_rev: visible,
+            base_rev: before,
             next_sub: 0,
             parts: Vec::new(),
         };
@@ -162,6 +166,19 @@ impl Engine {
         }
         self.commit(fences, &st, Some((self.lease_shard(id), id)))
             .await?;
+        if st.rev.is_none() {
+            // It deleted nothing, so it took no revision: its header is the
+            // state it took effect in, which holds every write ordered
+            // before it; answered once that is visible (and kept).
+            self.inner
+                .seq
+                .wait_committed(before, st.voids)
+                .await
+                .map_err(|_| Error::LeaderChanged)?;
+            if epoch.is_none() || self.inner.leadership.serving_epoch() != epoch {
+                return Err(Error::LeaderChanged);
+            }
+        }
         Ok(st.header_rev())
     }
 }

@@ -4,4 +4,7 @@
 //! histories from real servers. See `docs/robustness.md`.
 
 pub mod history;
+pub mod linearize;
+pub mod model;
 pub mod watch;
+pub mod workload;
