@@ -80,15 +80,6 @@ pub fn decode_list(b: &[u8]) -> Result<MemberList, String> {
         .map_err(|e| format!("member list: {e}"))
 }
 
-/// The bare member array the planning steps below produce.
-fn encode_members(members: &[Member]) -> Vec<u8> {
-    serde_json::to_vec(members).unwrap_or_default()
-}
-
-pub fn decode_members(b: &[u8]) -> Result<Vec<Member>, String> {
-    decode_list(b).map(|l| l.members)
-}
-
 /// What a running member tells one that joins (`--initial-cluster-state
 /// existing`), over the peer port.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -266,24 +257,25 @@ impl Planner for Members {
         let mut view = view.clone();
         view.started
             .extend(members.iter().filter(|m| !m.name.is_empty()).map(|m| m.id));
-        let view = &view;
-        let planned = self.plan_members(members, &removed, request, view)?;
+        let (&kind, body) = request
+            .split_first()
+            .ok_or_else(|| Error::Internal("empty member request".into()))?;
+        let step = plan_step(members, &removed, kind, body, &view)?;
         let mut removed: Vec<u64> = removed.into_iter().collect();
-        if planned.conf == ConfChangeType::RemoveNode {
-            removed.push(planned.id);
+        if step.conf == ConfChangeType::RemoveNode {
+            removed.push(step.id);
         }
         let after = MemberList {
-            members: decode_members(&planned.members).map_err(Error::Internal)?,
+            members: step.members,
             removed: removed.iter().map(|id| hex(*id)).collect(),
         };
-        // etcd lets a leader remove itself or move its own URLs; here it
-        // hands over first (see `Planned::not_by_leader`).
-        let not_by_leader =
-            planned.id == view.me && matches!(kind_of(request), Some(REMOVE) | Some(UPDATE));
         Ok(Planned {
+            conf: step.conf,
+            id: step.id,
             members: encode_list(&after),
-            not_by_leader,
-            ..planned
+            // etcd lets a leader remove itself or move its own URLs; here
+            // it hands over first (see `Planned::not_by_leader`).
+            not_by_leader: step.id == view.me && matches!(kind, REMOVE | UPDATE),
         })
     }
 
@@ -301,43 +293,43 @@ impl Planner for Members {
     }
 }
 
-impl Members {
-    fn plan_members(
-        &self,
-        members: Vec<Member>,
-        removed: &BTreeSet<u64>,
-        request: &[u8],
-        view: &ClusterView,
-    ) -> Result<Planned, Error> {
-        let (&kind, body) = request
-            .split_first()
-            .ok_or_else(|| Error::Internal("empty member request".into()))?;
-        let bad = |e: prost::DecodeError| Error::Internal(format!("member request: {e}"));
-        match kind {
-            ADD => plan_add(
-                members,
-                removed,
-                pb::MemberAddRequest::decode(body).map_err(bad)?,
-                view,
-            ),
-            REMOVE => plan_remove(
-                members,
-                pb::MemberRemoveRequest::decode(body).map_err(bad)?.id,
-                view,
-            ),
-            UPDATE => plan_update(members, pb::MemberUpdateRequest::decode(body).map_err(bad)?),
-            PROMOTE => plan_promote(
-                members,
-                pb::MemberPromoteRequest::decode(body).map_err(bad)?.id,
-                view,
-            ),
-            k => Err(Error::Internal(format!("unknown member request {k}"))),
-        }
-    }
+/// What one request does to the member list (before the removed ids and
+/// the encoding, which `Members::plan` adds).
+#[derive(Debug)]
+struct Step {
+    conf: ConfChangeType,
+    id: u64,
+    members: Vec<Member>,
 }
 
-fn kind_of(request: &[u8]) -> Option<u8> {
-    request.first().copied()
+fn plan_step(
+    members: Vec<Member>,
+    removed: &BTreeSet<u64>,
+    kind: u8,
+    body: &[u8],
+    view: &ClusterView,
+) -> Result<Step, Error> {
+    let bad = |e: prost::DecodeError| Error::Internal(format!("member request: {e}"));
+    match kind {
+        ADD => plan_add(
+            members,
+            removed,
+            pb::MemberAddRequest::decode(body).map_err(bad)?,
+            view,
+        ),
+        REMOVE => plan_remove(
+            members,
+            pb::MemberRemoveRequest::decode(body).map_err(bad)?.id,
+            view,
+        ),
+        UPDATE => plan_update(members, pb::MemberUpdateRequest::decode(body).map_err(bad)?),
+        PROMOTE => plan_promote(
+            members,
+            pb::MemberPromoteRequest::decode(body).map_err(bad)?.id,
+            view,
+        ),
+        k => Err(Error::Internal(format!("unknown member request {k}"))),
+    }
 }
 
 fn voters(members: &[Member]) -> impl Iterator<Item = &Member> {
@@ -372,7 +364,7 @@ fn plan_add(
     removed: &BTreeSet<u64>,
     r: pb::MemberAddRequest,
     view: &ClusterView,
-) -> Result<Planned, Error> {
+) -> Result<Step, Error> {
     let urls = normalized_urls(&r.peer_ur_ls)?;
     if !r.is_learner {
         // etcd's `IsReadyToAddVotingMember`: the started voters must be a
@@ -415,19 +407,18 @@ fn plan_add(
         is_learner: r.is_learner,
     });
     members.sort_by_key(|m| m.id);
-    Ok(Planned {
+    Ok(Step {
         conf: if r.is_learner {
             ConfChangeType::AddLearnerNode
         } else {
             ConfChangeType::AddNode
         },
         id,
-        members: encode_members(&members),
-        not_by_leader: false,
+        members,
     })
 }
 
-fn plan_remove(mut members: Vec<Member>, id: u64, view: &ClusterView) -> Result<Planned, Error> {
+fn plan_remove(mut members: Vec<Member>, id: u64, view: &ClusterView) -> Result<Step, Error> {
     let learner = members.iter().any(|m| m.id == id && m.is_learner);
     if !learner {
         // etcd's `IsReadyToRemoveVotingMember`: the started voters left
@@ -453,15 +444,14 @@ fn plan_remove(mut members: Vec<Member>, id: u64, view: &ClusterView) -> Result<
         return Err(refuse(ms::MEMBER_NOT_FOUND));
     };
     members.remove(pos);
-    Ok(Planned {
+    Ok(Step {
         conf: ConfChangeType::RemoveNode,
         id,
-        members: encode_members(&members),
-        not_by_leader: false,
+        members,
     })
 }
 
-fn plan_update(mut members: Vec<Member>, r: pb::MemberUpdateRequest) -> Result<Planned, Error> {
+fn plan_update(mut members: Vec<Member>, r: pb::MemberUpdateRequest) -> Result<Step, Error> {
     let urls = normalized_urls(&r.peer_ur_ls)?;
     let Some(pos) = members.iter().position(|m| m.id == r.id) else {
         return Err(refuse(ms::MEMBER_NOT_FOUND));
@@ -477,15 +467,14 @@ fn plan_update(mut members: Vec<Member>, r: pb::MemberUpdateRequest) -> Result<P
     } else {
         ConfChangeType::AddNode
     };
-    Ok(Planned {
+    Ok(Step {
         conf,
         id: r.id,
-        members: encode_members(&members),
-        not_by_leader: false,
+        members,
     })
 }
 
-fn plan_promote(mut members: Vec<Member>, id: u64, view: &ClusterView) -> Result<Planned, Error> {
+fn plan_promote(mut members: Vec<Member>, id: u64, view: &ClusterView) -> Result<Step, Error> {
     let learner = members.iter().any(|m| m.id == id && m.is_learner);
     if learner && !view.in_sync.contains(&id) {
         return Err(refuse(ms::LEARNER_NOT_READY));
@@ -506,11 +495,10 @@ fn plan_promote(mut members: Vec<Member>, id: u64, view: &ClusterView) -> Result
         return Err(refuse(ms::NOT_LEARNER));
     }
     m.is_learner = false;
-    Ok(Planned {
+    Ok(Step {
         conf: ConfChangeType::AddNode,
         id,
-        members: encode_members(&members),
-        not_by_leader: false,
+        members,
     })
 }
 
@@ -613,7 +601,7 @@ mod tests {
         }
     }
 
-    fn msg(r: Result<Planned, Error>) -> String {
+    fn msg(r: Result<Step, Error>) -> String {
         match r {
             Err(e) => e.to_string(),
             Ok(p) => format!("planned {:?}", p.conf),
@@ -630,7 +618,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.conf, ConfChangeType::AddLearnerNode);
-        let after = decode_members(&p.members).unwrap();
+        let after = p.members.clone();
         assert_eq!(after.len(), 4);
         assert!(after
             .iter()
@@ -706,7 +694,7 @@ mod tests {
             ms::MEMBER_NOT_FOUND
         );
         let p = plan_remove(three(), 3, &all_up()).unwrap();
-        assert_eq!(decode_members(&p.members).unwrap().len(), 2);
+        assert_eq!(p.members.len(), 2);
         // With one voter down, removing another one that is up leaves no
         // quorum up.
         let mut down = all_up();
@@ -744,10 +732,7 @@ mod tests {
         let mut ready = all_up();
         ready.in_sync.insert(4);
         let p = plan_promote(four, 4, &ready).unwrap();
-        assert!(decode_members(&p.members)
-            .unwrap()
-            .iter()
-            .all(|x| !x.is_learner));
+        assert!(p.members.iter().all(|x| !x.is_learner));
     }
 
     #[test]

@@ -171,6 +171,12 @@ impl Tracker {
         self.changes.values().cloned().collect()
     }
 
+    /// What [`Planner::changed`] is told: the completed change and every
+    /// list from it up.
+    fn in_force(&self) -> (Change, Vec<Change>) {
+        (self.completed().clone(), self.lists())
+    }
+
     /// The last change group `group` applied.
     pub fn of_group(&self, group: u32) -> Option<&Change> {
         let v = self.groups.get(group as usize)?;
@@ -383,7 +389,7 @@ impl MemberChanges {
                 return Ok(());
             }
             save(&self.data_dir, &t)?;
-            (done, (t.completed().clone(), t.lists()))
+            (done, t.in_force())
         };
         if let Some(c) = done {
             log::info!(
@@ -399,10 +405,7 @@ impl MemberChanges {
 
     /// The peer transport started: it learns the members.
     pub fn peers_started(&self, peers: &PeerHandle) {
-        let (completed, lists) = {
-            let t = self.tracker();
-            (t.completed().clone(), t.lists())
-        };
+        let (completed, lists) = self.tracker().in_force();
         self.planner.changed(&completed, &lists, Some(peers));
     }
 
