@@ -707,6 +707,17 @@ impl ShardLog {
     pub fn leads_committed_term(&self) -> bool {
         self.inner.role.get().leader && self.inner.term_committed.get()
     }
+    /// Nothing proposed here is still in flight: no proposal is queued
+    /// and every entry of the log has committed and been applied. A
+    /// leader that starts again in the same term needs this before it
+    /// reads its visible revision, or an entry of its own that commits
+    /// afterwards could become visible below the cut it then voids from.
+    pub fn settled(&self) -> bool {
+        let queued = !self.inner.st.borrow().queue.is_empty();
+        let node = self.inner.node.borrow();
+        let log = &node.raft.raft_log;
+        !queued && log.last_index() == log.committed && log.applied == log.committed
+    }
     pub fn node_id(&self) -> u64 {
         self.inner.cfg.node_id
     }

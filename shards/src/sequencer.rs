@@ -133,6 +133,17 @@ impl Sequencer {
     /// `shard` applied marker `id`, voiding `cut+1..=through`.
     pub fn marker(&self, shard: u32, id: u64, cut: i64, through: i64) {
         self.with(|st| {
+            if cut < through && cut < st.vis.visible() {
+                // A start takes its cut once its own proposals settled, so
+                // nothing visible anywhere lies above it: this one voids
+                // what may have been acknowledged.
+                log::error!(
+                    "shard {shard}: marker {id} voids revisions {}..={through}, but {} is \
+                     visible here already",
+                    cut + 1,
+                    st.vis.visible()
+                );
+            }
             if cut < through && !st.voided.iter().any(|(_, c, t)| (*c, *t) == (cut, through)) {
                 let n = self.voids.fetch_add(1, SeqCst) + 1;
                 st.voided.push((n, cut, through));

@@ -99,7 +99,8 @@ pub enum ShardMsg {
     /// log drop what it covers: etcd's Defragment.
     Defragment(Reply<Result<(), String>>),
     /// Leader start: whether this shard's group is led here in `term` with
-    /// an entry of that term committed and everything committed applied.
+    /// an entry of that term committed and nothing in flight (every entry
+    /// of the log committed and applied, no proposal queued).
     TermCommitted(u64, Reply<bool>),
     /// Leader start: log the marker (in `term`) and reply once committed.
     Marker {
@@ -506,7 +507,7 @@ impl Shard {
                 ShardMsg::TermCommitted(term, reply) => {
                     let ok = self.log.leads_committed_term()
                         && self.log.term() == term
-                        && self.log.applied_index() == self.log.commit_index();
+                        && self.log.settled();
                     let _ = reply.send(ok);
                 }
                 ShardMsg::Marker {

@@ -46,6 +46,13 @@
 //!   logs hold the changes) and restarted: every acknowledged write is
 //!   still on each, the member list unchanged.
 //!
+//! - `leadership_moved_round_the_members_under_load`: `move-leader` round
+//!   the three members [`LEADER_MOVES`] times while both loads run, each
+//!   move after [`ACKS_PER_MOVE`] more acknowledged puts. A move makes the
+//!   old leader's in-flight writes fail and its start run again in the
+//!   terms it still holds, with its own proposals still committing: a cut
+//!   taken then (before they settle) voided writes already acknowledged.
+//!
 //! Each ends with every acknowledged put and transaction on every live
 //! member (serializable reads through each), `endpoint hashkv` agreeing at
 //! one revision, and one leader that every member names.
@@ -126,6 +133,7 @@ fn ferrokv() -> PathBuf {
 fn tempdir(test: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(&format!("ferrokv-faults-{test}-"))
+        .disable_cleanup(std::env::var_os("FERRO_KEEP_DIRS").is_some())
         .tempdir()
         .expect("tempdir")
 }
@@ -149,17 +157,26 @@ fn assert_running(c: &mut ServerCluster, members: &[usize], when: &str) {
     }
 }
 
-/// No member's whole log has a panic in it.
-fn assert_no_panic(logs: &[(&str, &Path)]) {
+/// What no member may log: a panic, and a marker voiding revisions that
+/// were visible already (`Sequencer::marker`: acknowledged writes lost).
+const LOG_ALARMS: [(&str, &str); 2] = [
+    ("panicked", "panicked"),
+    ("is visible here already", "voided visible revisions"),
+];
+
+/// No member's whole log has any of [`LOG_ALARMS`] in it.
+fn assert_logs_clean(logs: &[(&str, &Path)]) {
     for (name, path) in logs {
         let text = fs::read_to_string(path).unwrap_or_default();
-        if let Some(at) = text.find("panicked") {
-            let from = text[..at].rfind('\n').map_or(0, |i| i + 1);
-            panic!(
-                "{name} panicked ({}):\n{}",
-                path.display(),
-                text[from..].chars().take(3000).collect::<String>()
-            );
+        for (needle, what) in LOG_ALARMS {
+            if let Some(at) = text.find(needle) {
+                let from = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                panic!(
+                    "{name} {what} ({}):\n{}",
+                    path.display(),
+                    text[from..].chars().take(3000).collect::<String>()
+                );
+            }
         }
     }
 }
@@ -966,7 +983,7 @@ fn a_follower_with_a_full_disk_fails_alone_and_catches_up() {
         "with a member's disk full",
     );
     assert_running(&mut c, &all_members(), "with its disk full");
-    assert_no_panic(&cluster_logs(&c));
+    assert_logs_clean(&cluster_logs(&c));
     let before = load.acks_so_far();
     let early = &before[0];
     let out = probe(
@@ -1049,7 +1066,7 @@ fn a_follower_with_a_full_disk_fails_alone_and_catches_up() {
     let urls: Vec<String> = everyone.iter().map(|m| m.url.clone()).collect();
     one_leader(&urls, &logs);
     assert_running(&mut c, &all_members(), "after the restart");
-    assert_no_panic(&cluster_logs(&c));
+    assert_logs_clean(&cluster_logs(&c));
     drop(c);
     drop(tmpfs);
 }
@@ -1486,7 +1503,66 @@ fn a_members_wall_clock_jumps_and_leases_hold() {
     let urls: Vec<String> = everyone.iter().map(|m| m.url.clone()).collect();
     one_leader(&urls, &logs);
     assert_running(&mut c, &all_members(), "after the clock jumps");
-    assert_no_panic(&cluster_logs(&c));
+    assert_logs_clean(&cluster_logs(&c));
+}
+
+// ------------------------------------------------- leadership moved round
+
+/// Moves of the leadership in `leadership_moved_round_the_members_under_load`.
+const LEADER_MOVES: usize = 30;
+/// Acknowledged puts between two moves.
+const ACKS_PER_MOVE: usize = 30;
+
+#[test]
+fn leadership_moved_round_the_members_under_load() {
+    let dir = tempdir("moves");
+    let mut c = start_cluster(ferrokv(), dir.path(), "ferrokv-faults-moves");
+    let (mut leader, _) = wait_leader(&c, &all_members(), LEADER_WAIT_MAX);
+    let load = Load::start(&c);
+    let txns = TxnLoad::start(&c);
+    load.wait_acked(
+        &c,
+        ACKS_BEFORE_FAULT,
+        ACKS_BEFORE_FAULT_MAX,
+        "before the first move",
+    );
+    for n in 0..LEADER_MOVES {
+        let next = (leader + 1) % NAMES.len();
+        let url = c.members[next].endpoint();
+        let (id, _, _) = status_of(&url).expect("status of the next leader");
+        let moved = probe(&c.endpoints(), &["move-leader", &format!("{id:x}")]);
+        assert_eq!(
+            moved.code,
+            0,
+            "move {n}: move-leader to {}: {moved:?}\n{}",
+            c.members[next].name(),
+            c.log_tails()
+        );
+        let (now, _) = wait_leader(&c, &all_members(), LEADER_WAIT_MAX);
+        assert_eq!(
+            now,
+            next,
+            "move {n}: leadership did not move to {}",
+            c.members[next].name()
+        );
+        leader = now;
+        load.wait_acked(
+            &c,
+            load.acked() + ACKS_PER_MOVE,
+            WRITE_AFTER_FAULT_MAX,
+            &format!("after move {n}"),
+        );
+    }
+    let acks = load.finish();
+    let txn_acks = txns.finish();
+    check_acked_on_every_member(&c, &acks);
+    let everyone = member_endpoints(&c, &all_members());
+    let logs = || c.log_tails();
+    check_txns_on_members(&everyone, &txn_acks, &logs);
+    let urls: Vec<String> = everyone.iter().map(|m| m.url.clone()).collect();
+    one_leader(&urls, &logs);
+    assert_running(&mut c, &all_members(), "after the moves");
+    assert_logs_clean(&cluster_logs(&c));
 }
 
 // ------------------------------------------------- a watched restart
@@ -1818,7 +1894,7 @@ fn a_leader_killed_mid_member_add_leaves_one_member_list() {
     assert_running(&mut c, &all_members(), "at the end");
     let mut logs_of = cluster_logs(&c);
     logs_of.push((&j.name, &j.log_path));
-    assert_no_panic(&logs_of);
+    assert_logs_clean(&logs_of);
     eprintln!("outcomes:\n{}", outcomes.join("\n"));
 }
 
@@ -2182,5 +2258,5 @@ fn membership_changes_under_load_with_a_watcher() {
     assert!(j.is_running(), "m4 exited\n{}", j.log_tail());
     let mut logs_of = cluster_logs(&c);
     logs_of.push((&j.name, &j.log_path));
-    assert_no_panic(&logs_of);
+    assert_logs_clean(&logs_of);
 }
