@@ -26,13 +26,13 @@ pub async fn grant(svc: &Service, msg: Bytes) -> Result<pb::LeaseGrantResponse, 
     if svc.alarms.nospace() {
         return Err(errors::no_space());
     }
-    let (id, ttl) = if r.id != 0 {
-        let ttl = svc
+    let (id, (ttl, rev)) = if r.id != 0 {
+        let granted = svc
             .engine
             .lease_grant(r.id, r.ttl)
             .await
             .map_err(errors::engine)?;
-        (r.id, ttl)
+        (r.id, granted)
     } else {
         let mut granted = Err(EngineError::LeaseExists);
         let mut id = 0;
@@ -46,7 +46,7 @@ pub async fn grant(svc: &Service, msg: Bytes) -> Result<pb::LeaseGrantResponse, 
         (id, granted.map_err(errors::engine)?)
     };
     Ok(pb::LeaseGrantResponse {
-        header: svc.header(svc.engine.sequencer().visible()).await,
+        header: svc.header(rev).await,
         id,
         ttl,
         error: String::new(),

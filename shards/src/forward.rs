@@ -99,7 +99,8 @@ async fn answer(engine: &Engine, kind: u8, body: &[u8]) -> Result<Vec<u8>, Error
         }
         LEASE_GRANT => {
             let v = read_ints(body, 2)?;
-            Ok(ints(&[engine.lease_grant_here(v[0], v[1]).await?]))
+            let (ttl, rev) = engine.lease_grant_here(v[0], v[1]).await?;
+            Ok(ints(&[ttl, rev]))
         }
         LEASE_RENEW => {
             let v = read_ints(body, 1)?;

@@ -80,12 +80,13 @@ pub enum ShardMsg {
     Status(Reply<ShardStatus>),
     /// History for watchers; needs no lock (only visible revisions are asked).
     Events(EventsArgs, Reply<EventsResult>),
-    /// Grant a lease owned by this shard; the reply (the TTL granted) comes
+    /// Grant a lease owned by this shard; the reply (the TTL granted, and
+    /// the last revision assigned when the lease entered the table) comes
     /// once the grant is durable.
     LeaseGrant {
         id: i64,
         ttl: i64,
-        reply: Reply<Result<i64, Error>>,
+        reply: Reply<Result<(i64, i64), Error>>,
     },
     /// KeepAlive: the lease's TTL, or `LeaseNotFound` (also once expired).
     LeaseRenew(i64, Reply<Result<i64, Error>>),
@@ -386,8 +387,10 @@ pub struct Shard {
     /// The leases this shard owns (id mod shard count).
     pub leases: RefCell<LeaseTable>,
     /// Grants in the log but not yet durable (id -> TTL): a second grant of
-    /// the id is refused, and a snapshot includes them.
+    /// the id waits for the first, and a snapshot includes them.
     granting: RefCell<HashMap<i64, i64>>,
+    /// Notified when a grant in `granting` is done (committed or not).
+    granted: event_listener::Event,
     /// The highest revision a lease revoke of this shard deleted keys at: a
     /// snapshot waits for it to be visible, since the deletes may all live
     /// in other shards.
@@ -477,6 +480,7 @@ impl Shard {
             snapshotting: Cell::new(false),
             leases: RefCell::new(leases),
             granting: RefCell::new(HashMap::new()),
+            granted: event_listener::Event::new(),
             revoke_rev: Cell::new(0),
             spec_term: Cell::new(None),
             committed_rev: Cell::new(committed_rev),
@@ -1282,9 +1286,16 @@ impl Shard {
 
     /// A grant is in the table only once durable, so nothing can attach a
     /// key to a lease a crash could still lose.
-    async fn lease_grant(&self, id: i64, ttl: i64) -> Result<i64, Error> {
-        if self.granting.borrow().contains_key(&id) {
-            return Err(Error::LeaseExists);
+    async fn lease_grant(&self, id: i64, ttl: i64) -> Result<(i64, i64), Error> {
+        // A grant of the same id in flight decides this one: "already
+        // exists" only once it committed (a put meanwhile finds no lease:
+        // it is not granted before it commits), and a grant if it failed.
+        while self.granting.borrow().contains_key(&id) {
+            let done = self.granted.listen();
+            if !self.granting.borrow().contains_key(&id) {
+                break;
+            }
+            done.await;
         }
         let ttl = self.leases.borrow().check_grant(id, ttl)?;
         let term = self.leading_term().ok_or(Error::LeaderChanged)?;
@@ -1297,13 +1308,17 @@ impl Shard {
         self.granting.borrow_mut().insert(id, ttl);
         let committed = fut.await;
         self.granting.borrow_mut().remove(&id);
+        self.granted.notify(usize::MAX);
         committed.map_err(log_error)?;
         if self.spec_term.get() != Some(term) {
             // Stepped down meanwhile: the committed entry was applied as
             // another leader's (and restored the lease).
-            return Ok(ttl);
+            return Ok((ttl, self.seq.last_assigned().max(self.seq.visible())));
         }
-        self.leases.borrow_mut().grant(id, ttl, Instant::now())
+        let ttl = self.leases.borrow_mut().grant(id, ttl, Instant::now())?;
+        // Writes assigned from now on find the lease: the grant comes
+        // after every revision assigned so far and before the next.
+        Ok((ttl, self.seq.last_assigned().max(self.seq.visible())))
     }
 
     /// The leases a snapshot must hold: granted ones and durable-pending

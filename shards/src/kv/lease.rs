@@ -20,22 +20,51 @@ impl Engine {
         lease_shard(id, self.shard_count())
     }
 
-    /// LeaseGrant: the TTL granted (raised to the minimum).
-    pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<i64, Error> {
+    /// LeaseGrant: the TTL granted (raised to the minimum), and the
+    /// revision of the state it took effect in (for the header; visible
+    /// here once this returns).
+    pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<(i64, i64), Error> {
         match self.route().await? {
             Route::Here => self.lease_grant_here(id, ttl).await,
-            Route::To(l) => self.forward_int(l, forward::LEASE_GRANT, &[id, ttl]).await,
+            Route::To(l) => {
+                let b = self
+                    .forward(l, forward::LEASE_GRANT, forward::ints(&[id, ttl]))
+                    .await?;
+                let v = forward::read_ints(&b, 2)?;
+                self.wait_visible_here(v[1]).await;
+                Ok((v[0], v[1]))
+            }
         }
     }
 
-    pub(crate) async fn lease_grant_here(&self, id: i64, ttl: i64) -> Result<i64, Error> {
+    pub(crate) async fn lease_grant_here(&self, id: i64, ttl: i64) -> Result<(i64, i64), Error> {
         self.serving().await?;
-        self.ask(self.lease_shard(id), |reply| ShardMsg::LeaseGrant {
-            id,
-            ttl,
-            reply,
-        })
-        .await?
+        let epoch = self.inner.leadership.serving_epoch();
+        let voids = self.inner.seq.voids();
+        let granted = self
+            .ask(self.lease_shard(id), |reply| ShardMsg::LeaseGrant {
+                id,
+                ttl,
+                reply,
+            })
+            .await?;
+        // The lease table holds revokes whose revisions may not be visible
+        // yet: a grant (or its refusal) is answered only once the state it
+        // took effect in is visible and kept, and its header names it.
+        match granted {
+            Ok((ttl, at)) => {
+                self.inner
+                    .seq
+                    .wait_committed(at, voids)
+                    .await
+                    .map_err(|_| Error::LeaderChanged)?;
+                if epoch.is_none() || self.inner.leadership.serving_epoch() != epoch {
+                    return Err(Error::LeaderChanged);
+                }
+                Ok((ttl, at))
+            }
+            Err(e) => Err(self.settle_refusal(e, voids, epoch).await),
+        }
     }
 
     /// KeepAlive: the lease's TTL, renewed from now.
@@ -115,6 +144,7 @@ impl Engine {
     pub(crate) async fn lease_revoke_here(&self, id: i64) -> Result<i64, Error> {
         self.serving().await?;
         let epoch = self.inner.leadership.serving_epoch();
+        let voids = self.inner.seq.voids();
         let fences = self.fence(0..self.shard_count()).await?;
         let via = Via::Fenced(&fences);
         // Every shard is fenced: no revision is handed out until the
@@ -148,7 +178,7 @@ impl Engine {
             Ok(k) => k,
             Err(e) => {
                 release(&fences).await;
-                return Err(e);
+                return Err(self.settle_refusal(e, voids, epoch).await);
             }
         };
         let mut st = WriteState {

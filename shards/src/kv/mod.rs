@@ -189,6 +189,17 @@ impl Engine {
         }
     }
 
+    /// After a request forwarded to the leader: waits (bounded) until this
+    /// member sees the revision the leader answered, so that a client
+    /// reading here next at the header's revision is not told it is in
+    /// the future.
+    async fn wait_visible_here(&self, rev: i64) {
+        futures_lite::future::or(self.inner.seq.wait_visible(rev), async {
+            glommio::timer::sleep(LEADER_WAIT).await
+        })
+        .await;
+    }
+
     /// A forwarded request whose answer is one integer.
     async fn forward_int(&self, to: u64, kind: u8, args: &[i64]) -> Result<i64, Error> {
         let b = self.forward(to, kind, forward::ints(args)).await?;

@@ -14,7 +14,7 @@ use crate::shard::{FencedOp, Shard, ShardMsg};
 
 use super::eval::is_read_only;
 use super::eval::Path;
-use super::{header, Engine, Route, LEADER_WAIT};
+use super::{header, Engine, Route};
 use super::{lease_shard, shard_of};
 
 /// Bound on ops one coordinator may have queued for a fenced shard. A
@@ -106,11 +106,8 @@ impl Engine {
                 // A client reading here next at the header's revision must
                 // not be told it is in the future: wait (bounded) until this
                 // member sees it too.
-                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-                futures_lite::future::or(self.inner.seq.wait_visible(rev), async {
-                    glommio::timer::sleep(LEADER_WAIT).await
-                })
-                .await;
+                self.wait_visible_here(resp.header.as_ref().map_or(0, |h| h.revision))
+                    .await;
                 Ok(resp)
             }
         }
@@ -296,6 +293,7 @@ impl Engine {
         involved: std::collections::BTreeSet<u32>,
     ) -> Result<pb::TxnResponse, Error> {
         let epoch = self.inner.leadership.serving_epoch();
+        let voids = self.inner.seq.voids();
         let local = &self.inner.local;
         if involved.len() == 1 && involved.contains(&local.id) {
             // This core's shard alone: take its lock here and work on it
@@ -311,7 +309,7 @@ impl Engine {
                         local.abandon(rev, term);
                     }
                     drop(permit);
-                    return Err(e);
+                    return Err(self.settle_refusal(e, voids, epoch).await);
                 }
             };
             let header_rev = match st.rev {
@@ -351,7 +349,7 @@ impl Engine {
                 // Dropping the fences tells each fenced task; one that
                 // applied something drops it (`Shard::abandon`).
                 drop(fences);
-                return Err(e);
+                return Err(self.settle_refusal(e, voids, epoch).await);
             }
         };
         let wrote = st.rev.is_some();
@@ -370,15 +368,16 @@ impl Engine {
 
     /// A write transaction that wrote nothing read (and compared against)
     /// the latest state of its shards, which may hold writes not yet
-    /// visible. Its reply waits until everything it could have read is
-    /// visible and kept, and its header covers it.
+    /// visible: the state after revision `seen` (the last one assigned
+    /// while it held its locks). Its reply waits until that is visible and
+    /// kept, and its header names it (not a later revision: a write
+    /// assigned after it could have changed what it read).
     pub(super) async fn read_settled(
         &self,
-        base: i64,
+        seen: i64,
         voids: u64,
         epoch: Option<u64>,
     ) -> Result<i64, Error> {
-        let seen = self.inner.seq.last_assigned().max(base);
         self.inner
             .seq
             .wait_committed(seen, voids)
@@ -391,6 +390,34 @@ impl Engine {
             return Err(Error::LeaderChanged);
         }
         Ok(seen)
+    }
+
+    /// A refusal decided against the latest state of fenced shards or of a
+    /// lease table (a lease missing or already there, a key missing) may
+    /// rest on writes and revokes that are not visible yet: it is answered
+    /// only once everything assigned before it is visible and kept, as a
+    /// write that wrote nothing is ([`Engine::read_settled`]). Otherwise a
+    /// client told "lease not found" could then read a state in which the
+    /// revoke has not happened (found by the robustness suite). Other
+    /// errors pass unchanged.
+    pub(super) async fn settle_refusal(&self, e: Error, voids: u64, epoch: Option<u64>) -> Error {
+        if !matches!(
+            e,
+            Error::LeaseNotFound | Error::LeaseExists | Error::KeyNotFound
+        ) {
+            return e;
+        }
+        match self
+            .read_settled(
+                self.inner.seq.last_assigned().max(self.inner.seq.visible()),
+                voids,
+                epoch,
+            )
+            .await
+        {
+            Ok(_) => e,
+            Err(changed) => changed,
+        }
     }
 
     /// Decides the branches, checks them and executes the chosen one under
@@ -416,7 +443,15 @@ impl Engine {
             parts: Vec::new(),
         };
         match self.exec(via, t, &path, &mut st).await {
-            Ok(responses) => Ok((path, st, responses)),
+            Ok(responses) => {
+                if st.rev.is_none() {
+                    // Wrote nothing: what it read (under its locks) is the
+                    // state after every revision assigned so far, and
+                    // before any assigned later (the header it reports).
+                    st.base_rev = st.base_rev.max(self.inner.seq.last_assigned());
+                }
+                Ok((path, st, responses))
+            }
             Err(e) => Err((e, st.rev)),
         }
     }
