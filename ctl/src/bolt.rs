@@ -19,8 +19,10 @@ const MAGIC: u32 = 0xED0C_DAED;
 const BRANCH_PAGE: u16 = 0x01;
 const LEAF_PAGE: u16 = 0x02;
 const BUCKET_LEAF_FLAG: u32 = 0x01;
-/// Bounds the walk of a corrupt file whose pages point in a circle.
-const PAGES_VISITED_MAX: usize = 1 << 24;
+/// Bounds the branch pages above a leaf: bbolt's trees are a few levels
+/// deep, and a corrupt file whose pages point in a circle must not recurse
+/// until the stack overflows.
+const BRANCH_DEPTH_MAX: usize = 64;
 
 /// What `etcdctl snapshot status` reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,7 +39,11 @@ type Visit<'v, 'a> = dyn FnMut(&mut Db<'a>, &'a [u8], &'a [u8], bool) -> Result<
 struct Db<'a> {
     data: &'a [u8],
     page_size: usize,
-    visited: usize,
+    /// A sound tree visits each page once, and a page (an inline one too)
+    /// takes at least a header's bytes: more visits than the file has room
+    /// for pages means pages that point at each other, whose walk would
+    /// otherwise multiply at every level.
+    visits_left: usize,
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -73,10 +79,19 @@ impl<'a> Db<'a> {
     /// Calls `f(key, value, is_bucket)` for every entry under the page
     /// `page` (a slice starting with a page header), in key order.
     fn walk(&mut self, page: &'a [u8], f: &mut Visit<'_, 'a>) -> Result<(), String> {
-        self.visited += 1;
-        if self.visited > PAGES_VISITED_MAX {
+        self.walk_at(page, f, 0)
+    }
+
+    fn walk_at(
+        &mut self,
+        page: &'a [u8],
+        f: &mut Visit<'_, 'a>,
+        depth: usize,
+    ) -> Result<(), String> {
+        if depth > BRANCH_DEPTH_MAX {
             return Err(INVALID.into());
         }
+        self.visits_left = self.visits_left.checked_sub(1).ok_or(INVALID)?;
         let flags = u16_at(page, 8).ok_or(INVALID)?;
         let count = u16_at(page, 10).ok_or(INVALID)? as usize;
         for i in 0..count {
@@ -84,7 +99,7 @@ impl<'a> Db<'a> {
             if flags & BRANCH_PAGE != 0 {
                 let child = u64_at(page, elem + 8).ok_or(INVALID)?;
                 let child_page = self.page(child)?;
-                self.walk(child_page, f)?;
+                self.walk_at(child_page, f, depth + 1)?;
             } else if flags & LEAF_PAGE != 0 {
                 let eflags = u32_at(page, elem).ok_or(INVALID)?;
                 let pos = u32_at(page, elem + 4).ok_or(INVALID)? as usize;
@@ -143,7 +158,7 @@ fn open(data: &[u8]) -> Result<(Db<'_>, &[u8], i64), String> {
     let db = Db {
         data,
         page_size: page_size as usize,
-        visited: 0,
+        visits_left: data.len() / PAGE_HEADER + 1,
     };
     let root_page = db.page(root)?;
     let size = i64::try_from(pgid.saturating_mul(u64::from(page_size))).unwrap_or(i64::MAX);
@@ -270,6 +285,17 @@ fn fnv64a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// Entry point for the fuzz target (`fuzz/`) and the replay of its corpus:
+/// an etcd snapshot (or a member's `db`) handed to `ferroutl`.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Both walks `snapshot status` and `snapshot restore` make.
+    pub fn read(data: &[u8]) {
+        let _ = super::snapshot_status(data);
+        let _ = super::etcd_history(data);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +310,30 @@ mod tests {
             snapshot_status(&[0u8; 8192]).unwrap_err(),
             "invalid database"
         );
+    }
+
+    /// A branch page whose only child is itself (found by fuzzing: the
+    /// walk recursed until the stack overflowed).
+    #[test]
+    fn a_page_that_points_at_itself_is_an_invalid_database() {
+        const PAGE: usize = 4096;
+        let mut db = vec![0u8; 3 * PAGE];
+        for (meta, txid) in [(0usize, 1u64), (1, 0)] {
+            let m = meta * PAGE + PAGE_HEADER;
+            db[m..m + 4].copy_from_slice(&MAGIC.to_le_bytes());
+            db[m + 4..m + 8].copy_from_slice(&2u32.to_le_bytes());
+            db[m + 8..m + 12].copy_from_slice(&(PAGE as u32).to_le_bytes());
+            db[m + 16..m + 24].copy_from_slice(&2u64.to_le_bytes());
+            db[m + 40..m + 48].copy_from_slice(&3u64.to_le_bytes());
+            db[m + 48..m + 56].copy_from_slice(&txid.to_le_bytes());
+            let sum = fnv64a(&db[m..m + 56]);
+            db[m + 56..m + 64].copy_from_slice(&sum.to_le_bytes());
+        }
+        let root = 2 * PAGE;
+        db[root + 8..root + 10].copy_from_slice(&BRANCH_PAGE.to_le_bytes());
+        db[root + 10..root + 12].copy_from_slice(&1u16.to_le_bytes());
+        db[root + PAGE_HEADER + 8..root + PAGE_HEADER + 16].copy_from_slice(&2u64.to_le_bytes());
+        assert_eq!(snapshot_status(&db).unwrap_err(), "invalid database");
+        assert_eq!(etcd_history(&db).unwrap_err(), "invalid database");
     }
 }

@@ -31,6 +31,8 @@
 //!   revision was applied to this shard.
 //! - [`Store::key_count`] counts live keys at the latest revision.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -73,7 +73,7 @@ fn snap_err(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::Snapshot(format!("{}: {}", path.display(), what))
 }
 
-fn header(body: &[u8]) -> [u8; HEADER_LEN] {
+pub(crate) fn header(body: &[u8]) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -154,37 +154,7 @@ impl Mapped {
         // renamed into place; nothing writes to them afterwards, so the
         // mapping is not mutated underneath us.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| snap_err(path, e))?;
-        let b = &map[..];
-        if &b[0..8] != MAGIC {
-            return Err(snap_err(path, "bad magic"));
-        }
-        if read_u32(b, 28) != crc32c::crc32c(&b[0..28]) {
-            return Err(snap_err(path, "header checksum mismatch"));
-        }
-        let version = read_u32(b, 8);
-        if version != FORMAT_VERSION {
-            return Err(snap_err(
-                path,
-                format!("unsupported format version {version}"),
-            ));
-        }
-        let body_len = read_u64(b, 16);
-        if body_len != (b.len() - HEADER_LEN) as u64 {
-            return Err(snap_err(
-                path,
-                format!(
-                    "length mismatch: header says {body_len}, file has {}",
-                    b.len() - HEADER_LEN
-                ),
-            ));
-        }
-        let body = &b[HEADER_LEN..];
-        if read_u32(b, 24) != crc32c::crc32c(body) {
-            return Err(snap_err(path, "body checksum mismatch"));
-        }
-        let snap = rkyv::access::<ArchivedSnapshot, rancor::Error>(body)
-            .map_err(|e| snap_err(path, format!("invalid archive: {e}")))?;
-        validate(snap).map_err(|e| snap_err(path, e))?;
+        check(&map).map_err(|e| snap_err(path, e))?;
         Ok(Mapped { map })
     }
 
@@ -197,6 +167,45 @@ impl Mapped {
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
+}
+
+/// Everything `Mapped::open` checks before the archive is read in place
+/// (zero-copy, without further checks): header, lengths, checksums, the
+/// archive's structure (bytecheck) and the ordering invariants. `b` is the
+/// whole file and must start 16-byte aligned, as a mapping does.
+pub(crate) fn check(b: &[u8]) -> Result<(), String> {
+    if b.len() < HEADER_LEN {
+        return Err(format!("truncated: {} bytes", b.len()));
+    }
+    if &b[0..8] != MAGIC {
+        return Err("bad magic".into());
+    }
+    if read_u32(b, 28) != crc32c::crc32c(&b[0..28]) {
+        return Err("header checksum mismatch".into());
+    }
+    let version = read_u32(b, 8);
+    if version != FORMAT_VERSION {
+        return Err(format!("unsupported format version {version}"));
+    }
+    let body_len = read_u64(b, 16);
+    if body_len != (b.len() - HEADER_LEN) as u64 {
+        return Err(format!(
+            "length mismatch: header says {body_len}, file has {}",
+            b.len() - HEADER_LEN
+        ));
+    }
+    let body = &b[HEADER_LEN..];
+    if read_u32(b, 24) != crc32c::crc32c(body) {
+        return Err("body checksum mismatch".into());
+    }
+    check_body(body)
+}
+
+/// The archive half of [`check`], past the checksums.
+pub(crate) fn check_body(body: &[u8]) -> Result<(), String> {
+    let snap = rkyv::access::<ArchivedSnapshot, rancor::Error>(body)
+        .map_err(|e| format!("invalid archive: {e}"))?;
+    validate(snap)
 }
 
 /// Checks the invariants the store relies on when reading the base, so that

@@ -45,6 +45,8 @@
 #![allow(clippy::field_reassign_with_default)]
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod peer;
 mod record;
 mod shard_log;

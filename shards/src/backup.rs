@@ -328,6 +328,24 @@ pub fn assemble(header: &Header, parts: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// Entry point for the fuzz target (`fuzz/`) and the replay of its corpus:
+/// a backup file handed to `ferroutl snapshot status/restore`.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// First byte of an input: bit 0 set, parse as `--skip-hash-check`
+    /// does (the path that reads a file whose SHA-256 does not hold).
+    pub const SKIP_HASH_CHECK: u8 = 1;
+
+    pub fn parse(data: &[u8]) {
+        let Some((&flags, file)) = data.split_first() else {
+            return;
+        };
+        if let Ok(b) = super::parse(file, flags & SKIP_HASH_CHECK != 0) {
+            assert_eq!(b.parts.len(), b.header.shards as usize);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,7 @@
 //! ([`server::SERVER_READY_TIMEOUT`], [`etcdctl::ETCDCTL_TIMEOUT`]).
 
 pub mod addr;
+pub mod clock;
 pub mod cluster;
 pub mod ctl;
 pub mod diff;

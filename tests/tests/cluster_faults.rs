@@ -70,7 +70,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -80,6 +79,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use ferrokv_tests::clock::{faketime_wrapper, libfaketime, set_clock};
 use ferrokv_tests::cluster::{
     check_acked_on_every_member, check_acked_on_members, member_endpoints, poll, probe, put_acked,
     statuses, value_of, wait_leader, Ack, Load, MemberEndpoint, CATCH_UP_MAX, ELECTION_TIMEOUT_MS,
@@ -1072,64 +1072,6 @@ fn a_follower_with_a_full_disk_fails_alone_and_catches_up() {
 }
 
 // ---------------------------------------------------------- clock jump
-
-/// libfaketime: `FERROKV_TEST_LIBFAKETIME`, else Debian's (package
-/// `faketime`, which brings `libfaketime`).
-fn libfaketime() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROKV_TEST_LIBFAKETIME") {
-        return PathBuf::from(p);
-    }
-    let found = fs::read_dir("/usr/lib")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("faketime/libfaketime.so.1"))
-        .chain([PathBuf::from("/usr/lib/faketime/libfaketime.so.1")])
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| {
-        panic!(
-            "libfaketime.so.1 not found under /usr/lib/*/faketime/: install Debian's `faketime` \
-             (scripts/test does) or set FERROKV_TEST_LIBFAKETIME"
-        )
-    })
-}
-
-/// A wrapper that execs ferrokv (same pid) under libfaketime: the member
-/// `--name=<n>` reads its wall-clock offset from `<dir>/clock-<n>` (e.g.
-/// `+0`, `+2h`, `-1d`), re-read every second; its monotonic clock is the
-/// real one, as when NTP steps a machine's clock.
-fn faketime_wrapper(dir: &Path, lib: &Path, binary: &Path) -> PathBuf {
-    let path = dir.join("ferrokv-faketime");
-    let script = format!(
-        "#!/bin/sh\n\
-         name=\n\
-         for a in \"$@\"; do\n\
-         \x20 case \"$a\" in --name=*) name=\"${{a#--name=}}\" ;; esac\n\
-         done\n\
-         clock=\"{dir}/clock-$name\"\n\
-         if [ -f \"$clock\" ]; then\n\
-         \x20 LD_PRELOAD=\"{lib}\"\n\
-         \x20 FAKETIME_TIMESTAMP_FILE=\"$clock\"\n\
-         \x20 FAKETIME_CACHE_DURATION=1\n\
-         \x20 FAKETIME_DONT_FAKE_MONOTONIC=1\n\
-         \x20 export LD_PRELOAD FAKETIME_TIMESTAMP_FILE FAKETIME_CACHE_DURATION FAKETIME_DONT_FAKE_MONOTONIC\n\
-         fi\n\
-         exec \"{bin}\" \"$@\"\n",
-        dir = dir.display(),
-        lib = lib.display(),
-        bin = binary.display()
-    );
-    fs::write(&path, script).expect("write wrapper");
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
-    path
-}
-
-fn set_clock(dir: &Path, member: &str, offset: &str) {
-    // Written whole and renamed: libfaketime never reads half a file.
-    let tmp = dir.join(format!("clock-{member}.tmp"));
-    fs::write(&tmp, format!("{offset}\n")).expect("write clock file");
-    fs::rename(&tmp, dir.join(format!("clock-{member}"))).expect("rename clock file");
-}
 
 /// Bound on a changed clock file taking effect (libfaketime re-reads it
 /// when its cache of FAKETIME_CACHE_DURATION=1 s, counted in whole

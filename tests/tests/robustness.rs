@@ -13,6 +13,10 @@
 //! - `sigstop_leader_past_election_timeout`: the same clusters, SIGSTOP of
 //!   the leader for three election timeouts, then SIGCONT.
 //!
+//! - `suite_slice_under_network_faults`: the suite's command
+//!   (`robust::suite`, `scripts/robustness`) for three rounds in
+//!   namespaces, one each of isolate-leader, bridge and loss.
+//!
 //! Each run prints a short report (ops, ok/failed/unknown, faults, the
 //! verdicts, the check's time). `FERROKV_ROBUST_DIR=<dir>` also writes
 //! each run's history and watch sessions there; `FERROKV_ROBUST_LEASES=0`
@@ -31,6 +35,7 @@ use std::time::Duration;
 
 use ferrokv_tests::cluster::{sides, ELECTION_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS};
 use ferrokv_tests::robust::linearize::{self, Verdict};
+use ferrokv_tests::robust::suite::{self, FaultKind};
 use ferrokv_tests::robust::workload::{
     self, check, kill_leader, plant_non_durable_read, sigstop_leader, Checked, Fault, Recording,
     Workload,
@@ -103,22 +108,17 @@ fn judge(run: &str, rec: &Recording) -> (Checked, Result<(), String>) {
             .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
     let checked = check(rec, CHECK_TIMEOUT);
-    let (ok, _, _) = rec.counts();
+    let problems = checked.problems(rec, OK_OPS_MIN);
     let mut report = format!(
         "--- {run}: {}\n{}{}",
         checked,
         rec.summary(),
         checked.report(rec)
     );
-    let mut passed = checked.passed() && rec.lagging_watchers().is_empty();
-    if ok < OK_OPS_MIN {
-        passed = false;
-        report += &format!("only {ok} answered ops (< {OK_OPS_MIN})\n");
+    for p in &problems {
+        report += &format!("{p}\n");
     }
-    if rec.sessions.iter().all(|s| s.events().next().is_none()) {
-        passed = false;
-        report += "no watch events received\n";
-    }
+    let passed = problems.is_empty();
     if passed {
         eprintln!("{report}");
         (checked, Ok(()))
@@ -212,6 +212,7 @@ fn faulted(test: &str, fault: impl Fn() -> Fault<'static, ServerCluster>) {
             seed: 101 + i as u64,
             leases: leases(),
             progress_every: progress_every(),
+            voids_at_faults: kind == ServerKind::Ferrokv,
             ..Workload::default()
         };
         let endpoints: Vec<String> = c.members.iter().map(|m| m.endpoint()).collect();
@@ -251,4 +252,58 @@ fn sigstop_leader_past_election_timeout() {
             Duration::from_millis(3 * ELECTION_TIMEOUT_MS),
         )
     });
+}
+
+/// Rounds of the suite's short slice.
+const SLICE_ROUND: Duration = Duration::from_secs(10);
+const SLICE_FAULTS: [FaultKind; 3] = [FaultKind::IsolateLeader, FaultKind::Bridge, FaultKind::Loss];
+
+#[test]
+fn suite_slice_under_network_faults() {
+    let dir = tempfile::Builder::new()
+        .prefix("ferrokv-robust-suite-")
+        .tempdir()
+        .expect("tempdir");
+    let mut failures = Vec::new();
+    for (i, kind) in sides().into_iter().enumerate() {
+        let results = dir.path().join(format!("{i}-{kind}"));
+        let cfg = suite::Config {
+            duration: SLICE_ROUND * SLICE_FAULTS.len() as u32,
+            round: SLICE_ROUND,
+            faults: SLICE_FAULTS.to_vec(),
+            in_turn: true,
+            seed: 707 + i as u64,
+            check_timeout: CHECK_TIMEOUT,
+            shards: SHARDS,
+            ..suite::Config::new(kind, results.clone())
+        };
+        let rounds = suite::run(&cfg);
+        let report = std::fs::read_to_string(results.join("report.md")).unwrap_or_default();
+        eprintln!("{report}");
+        let faults: Vec<Option<FaultKind>> = rounds.iter().map(|r| r.fault).collect();
+        if rounds.len() < SLICE_FAULTS.len()
+            || !SLICE_FAULTS.iter().all(|f| faults.contains(&Some(*f)))
+        {
+            failures.push(format!(
+                "{kind}: {} round(s) ran, faults {faults:?}: not every fault of the slice",
+                rounds.len()
+            ));
+        }
+        for r in rounds.iter().filter(|r| !r.problems.is_empty()) {
+            let text = std::fs::read_to_string(
+                results
+                    .join("rounds")
+                    .join(format!("r{:05}", r.n))
+                    .join("report.txt"),
+            )
+            .unwrap_or_default();
+            failures.push(format!(
+                "{kind} round {} ({:?}): {}\n{text}",
+                r.n,
+                r.fault.map(|f| f.name()),
+                r.problems.join("; ")
+            ));
+        }
+    }
+    assert_all(failures);
 }

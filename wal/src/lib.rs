@@ -42,6 +42,8 @@
 //! by a batch that alone is larger than a segment.
 
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub mod metrics;
 

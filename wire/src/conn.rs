@@ -161,7 +161,7 @@ pub async fn serve_tls<H: Handler>(
     serve_http(tls, is_h2, handler).await;
 }
 
-async fn serve_http<H, T>(io: T, is_h2: bool, handler: Rc<H>)
+pub(crate) async fn serve_http<H, T>(io: T, is_h2: bool, handler: Rc<H>)
 where
     H: Handler,
     T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,

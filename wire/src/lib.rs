@@ -5,6 +5,8 @@
 //! [`conn::serve`] and every request is handed to a [`conn::Handler`].
 
 pub mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 mod io;
 pub mod tls;

@@ -194,6 +194,8 @@
 mod conn;
 mod error;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod shared;
 mod tls;
 

@@ -80,6 +80,20 @@ pub enum Request {
     LeaseRevoke {
         id: i64,
     },
+    /// A range answering at most `limit` kvs (0: all), as the apiserver
+    /// pages a list; `count` is still every matching key (etcd's `more` is
+    /// `count > kvs.len()`). Fields as for `Range` (always linearizable).
+    RangeLimit {
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+        revision: i64,
+        limit: i64,
+    },
+    /// etcd's `Compact` (not physical): ranges below `revision` fail with
+    /// `compacted` from then on, and watches from below it are canceled.
+    Compact {
+        revision: i64,
+    },
 }
 
 /// What one request (or one op of a txn) answered.
@@ -104,6 +118,7 @@ pub enum Answer {
     },
     LeaseGrant,
     LeaseRevoke,
+    Compact,
 }
 
 /// How an operation ended.
@@ -136,11 +151,11 @@ pub struct Op {
 
 impl Op {
     /// Whether the request can change state (a txn with a write in either
-    /// branch, a put, a delete, a lease call).
+    /// branch, a put, a delete, a lease call, a compaction).
     pub fn writes(&self) -> bool {
         fn writes(r: &Request) -> bool {
             match r {
-                Request::Range { .. } => false,
+                Request::Range { .. } | Request::RangeLimit { .. } => false,
                 Request::Txn {
                     success, failure, ..
                 } => success.iter().chain(failure).any(writes),

@@ -72,12 +72,17 @@
 //!   found`, `lease already exists`, `required revision is a future
 //!   revision`) on a linearizable request is checked like an answer: the
 //!   model must give the same error at some point inside [call, ret], and
-//!   the op changes nothing. Any other error (`compacted`, which the model
-//!   does not follow; validation errors; `too many requests`, ...), a
+//!   the op changes nothing. `compacted` is checked the same way when the
+//!   history holds a `Compact` request (then the model knows the
+//!   compactions; without one, a store compacted before the history could
+//!   answer it where the model cannot). Any other error (validation
+//!   errors; `too many requests`, ...), a
 //!   failed serializable read, or any failure with
 //!   [`Options::check_errors`] off, is taken as *did not happen* and
 //!   dropped. Turn `check_errors` off for workloads whose leases may expire
 //!   (TTL expiry is not modelled).
+//! - A compaction answered is checked at a point whose revision is at or
+//!   below its header (etcd reads the header after the apply).
 //! - `Outcome::Unknown`: a read is dropped. A write may have taken effect
 //!   at any time after its call, or never: its return is at infinity, it is
 //!   never required, and it is tried only where it changes the model's
@@ -489,10 +494,11 @@ fn lease_ids(r: &Request, out: &mut Vec<i64>) {
     }
 }
 
-/// No lease op anywhere in it.
+/// No lease op (nor compaction) anywhere in it: whatever it does takes a
+/// revision.
 fn kv_only(r: &Request) -> bool {
     match r {
-        Request::LeaseGrant { .. } | Request::LeaseRevoke { .. } => false,
+        Request::LeaseGrant { .. } | Request::LeaseRevoke { .. } | Request::Compact { .. } => false,
         Request::Txn {
             success, failure, ..
         } => success.iter().chain(failure).all(kv_only),
@@ -607,6 +613,9 @@ impl<'a> Search<'a> {
         }
         let unique = |k: &[u8], v: &[u8]| writers.get(&(k, v)) == Some(&1);
 
+        let compactions = ops
+            .iter()
+            .any(|o| matches!(o.request, Request::Compact { .. }));
         let mut items = Vec::new();
         let mut claimed = HashSet::new();
         for (i, op) in ops.iter().enumerate() {
@@ -615,8 +624,12 @@ impl<'a> Search<'a> {
                 Outcome::Ok { revision, answer } => {
                     if serializable {
                         (Kind::Serializable, op.ret, true, None, i64::MAX)
-                    } else if matches!(op.request, Request::LeaseRevoke { .. }) {
-                        // At `revision`, or one before if it deleted keys.
+                    } else if matches!(
+                        op.request,
+                        Request::LeaseRevoke { .. } | Request::Compact { .. }
+                    ) {
+                        // A revoke: at `revision`, or one before if it
+                        // deleted keys. A compaction: at or below it.
                         (Kind::Checked, op.ret, true, None, *revision)
                     } else {
                         let wrote = surely_wrote(&op.request, answer);
@@ -633,6 +646,11 @@ impl<'a> Search<'a> {
                         | ModelError::LeaseExists
                         | ModelError::FutureRevision,
                     ) if options.check_errors && !serializable => {
+                        (Kind::Checked, op.ret, true, None, i64::MAX)
+                    }
+                    Some(ModelError::Compacted)
+                        if compactions && options.check_errors && !serializable =>
+                    {
                         (Kind::Checked, op.ret, true, None, i64::MAX)
                     }
                     _ => continue,
@@ -1316,11 +1334,13 @@ mod tests {
     //
     // One op per line: `client call ret: request -> outcome`, times in ms.
     // Requests: `put K V [lease=N]`, `get K [end=E|from] [rev=N] [serial]`,
-    // `del K [end=E|from]`, `grant N`, `revoke N`,
+    // `del K [end=E|from]`, `grant N`, `revoke N`, `compact N`,
+    // `list K end=E limit=N [rev=N]`,
     // `txn CMP.. then OP , OP.. [else OP , OP..]` with CMP like `mod(k)=5`,
     // `ver(k)>1`, `val(k)!=x`, `create(k)<3`, `lease(k)=7`.
     // Outcomes: `unknown`, `err MESSAGE`, or `REV ANSWER` with ANSWER one of
-    // `ok [prev=KV]`, `[KV ..]`, `deleted=N`, `granted`, `revoked`,
+    // `ok [prev=KV]`, `[KV ..] [count=N]`, `deleted=N`, `granted`, `revoked`,
+    // `compacted`,
     // `txn+ { ANSWER , .. }`, `txn- { .. }`; KV is `k=v:create:mod:version[:lease]`.
 
     fn kv_tok(t: &str) -> Kv {
@@ -1368,6 +1388,15 @@ mod tests {
             },
             "revoke" => Request::LeaseRevoke {
                 id: t[1].parse().unwrap(),
+            },
+            "compact" => Request::Compact {
+                revision: t[1].parse().unwrap(),
+            },
+            "list" => Request::RangeLimit {
+                key: t[1].into(),
+                range_end: end(),
+                revision: opt("rev").map_or(0, |l| l.parse().unwrap()),
+                limit: opt("limit").map_or(0, |l| l.parse().unwrap()),
             },
             "txn" => {
                 let then = t.iter().position(|s| *s == "then").expect("then");
@@ -1438,10 +1467,15 @@ mod tests {
                     *at += 1;
                 }
                 *at += 1;
-                let count = kvs.len() as i64;
+                let mut count = kvs.len() as i64;
+                if let Some(c) = t.get(*at).and_then(|s| s.strip_prefix("count=")) {
+                    count = c.parse().unwrap();
+                    *at += 1;
+                }
                 Answer::Range { kvs, count }
             }
             "granted" => Answer::LeaseGrant,
+            "compacted" => Answer::Compact,
             "revoked" => Answer::LeaseRevoke,
             "txn+" | "txn-" => {
                 assert_eq!(t[*at], "{");
@@ -1505,6 +1539,27 @@ mod tests {
     }
 
     const LINEARIZABLE: &[(&str, &str)] = &[
+        (
+            "compaction: ranges below it fail, its header may be read late, lists page",
+            "0 0 1: put a 1 -> 2 ok
+             0 2 3: put b 1 -> 3 ok
+             0 4 5: put a 2 -> 4 ok
+             1 6 9: compact 3 -> 5 compacted
+             0 7 8: put c 1 -> 5 ok
+             0 10 11: get a rev=2 -> err etcdserver: mvcc: required revision has been compacted
+             0 12 13: get a rev=3 -> 5 [a=1:2:2:1]
+             0 14 15: compact 3 -> err etcdserver: mvcc: required revision has been compacted
+             0 16 17: list a end=z limit=2 -> 5 [a=2:2:4:2 b=1:3:3:1] count=3
+             0 18 19: list b\x00 end=z limit=2 rev=5 -> 5 [c=1:5:5:1]
+             0 20 21: compact 9 -> err etcdserver: mvcc: required revision is a future revision",
+        ),
+        (
+            "an unknown compaction explains a compacted read",
+            "0 0 1: put a 1 -> 2 ok
+             0 2 3: put a 2 -> 3 ok
+             1 4 5: compact 3 -> unknown
+             0 6 7: get a rev=2 -> err etcdserver: mvcc: required revision has been compacted",
+        ),
         (
             "sequential: puts, deletes, re-create, txns, ranges at a revision",
             "0 0 1: put a 1 -> 2 ok
@@ -1631,6 +1686,26 @@ mod tests {
             "wrong revision in a read's header",
             "0 0 1: put a 1 -> 2 ok
              0 2 3: get a -> 3 [a=1:2:2:1]",
+        ),
+        (
+            "a range below a finished compaction answered",
+            "0 0 1: put a 1 -> 2 ok
+             0 2 3: put a 2 -> 3 ok
+             1 4 5: compact 3 -> 3 compacted
+             0 6 7: get a rev=2 -> 3 [a=1:2:2:1]",
+        ),
+        (
+            "a range refused as compacted before any compaction",
+            "0 0 1: put a 1 -> 2 ok
+             0 2 3: put a 2 -> 3 ok
+             0 4 5: get a rev=2 -> err etcdserver: mvcc: required revision has been compacted
+             1 6 7: compact 3 -> 3 compacted",
+        ),
+        (
+            "a list page not cut at its limit",
+            "0 0 1: put a 1 -> 2 ok
+             0 2 3: put b 1 -> 3 ok
+             0 4 5: list a end=z limit=1 -> 3 [a=1:2:2:1 b=1:3:3:1]",
         ),
         (
             "write revisions skip without a write",

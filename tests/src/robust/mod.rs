@@ -3,8 +3,12 @@
 //! (linearizability, watch guarantees), and the workloads that record
 //! histories from real servers. See `docs/robustness.md`.
 
+pub mod append;
+pub mod elle;
 pub mod history;
+pub mod kubernetes;
 pub mod linearize;
 pub mod model;
+pub mod suite;
 pub mod watch;
 pub mod workload;

@@ -44,11 +44,24 @@
 //! - Range: the header revision is the current revision; `revision` 0 is
 //!   the latest; above the current one fails (future revision).
 //!
-//! Not modelled: lease TTL expiry (workloads must revoke, or grant TTLs
-//! longer than the run), compaction (ranges below the initial state's
-//! revision answer `compacted`; the checker does not check an observed
-//! `compacted`), limits/sort/keys-only/count-only (not in the history
-//! types), `prev_kv` on delete, the duplicate-key validation of txns
+//! - Compact (`mvcc/kvstore.go` `updateCompactRev`): at or below the
+//!   compacted revision fails with `compacted`, above the current one with
+//!   `future revision`; otherwise it records the new compacted revision,
+//!   takes no revision, and its header is the store's revision when the
+//!   response was made (`v3_server.go` `Compact` reads `kv.Rev()` after
+//!   the apply, so later writes may show: [`outcome_matches`] accepts any
+//!   header at or above the model's). From then on a range at a revision
+//!   below it fails with `compacted` (after the future-revision check, as
+//!   `rangeKeys` and 3.4's `checkRequestRange` order them). The model keeps
+//!   the compacted states for [`State::at`] (serializable reads of a
+//!   lagging member may still show them).
+//! - RangeLimit: a range cut to its first `limit` keys, `count` all of them.
+//!
+//! Not modelled: lease TTL expiry (workloads must revoke, grant TTLs
+//! longer than the run, or add the expiry as an unknown-outcome revoke
+//! invoked when the TTL ran out), ranges below the initial state's
+//! revision (they answer `compacted`), sort/keys-only/count-only (not in
+//! the history types), `prev_kv` on delete, the duplicate-key validation of txns
 //! (generated txns must not write one key twice).
 //!
 //! `Answer::Put.prev` from the model is always the previous kv (None when
@@ -174,6 +187,8 @@ pub struct State {
     revision: i64,
     /// Oldest revision whose keys are known (the initial state's).
     first_revision: i64,
+    /// etcd's `compactMainRev` (0: never compacted).
+    compacted: i64,
     kvs: Rc<Kvs>,
     leases: Rc<Leases>,
     past: Option<Rc<Past>>,
@@ -231,6 +246,7 @@ impl State {
         State {
             revision,
             first_revision: revision,
+            compacted: 0,
             kvs: Rc::new(kvs),
             leases: Rc::new(leases),
             past: None,
@@ -243,6 +259,11 @@ impl State {
     /// The store's current revision.
     pub fn revision(&self) -> i64 {
         self.revision
+    }
+
+    /// The revision compacted to (0: none).
+    pub fn compacted(&self) -> i64 {
+        self.compacted
     }
 
     /// The current keys, in key order.
@@ -282,6 +303,7 @@ impl State {
         Some(State {
             revision,
             first_revision: self.first_revision,
+            compacted: self.compacted,
             kvs: node.kvs.clone(),
             leases: Rc::new(Leases::default()),
             past: node.prev.clone(),
@@ -295,8 +317,11 @@ impl State {
     /// (equal states hash equal; what the checker memoizes on).
     pub fn hash64(&self) -> u64 {
         combine(
-            combine(combine(self.revision as u64, self.kv_hash), self.lease_hash),
-            self.past_hash,
+            combine(
+                combine(combine(self.revision as u64, self.kv_hash), self.lease_hash),
+                self.past_hash,
+            ),
+            self.compacted as u64,
         )
     }
 
@@ -315,6 +340,9 @@ impl State {
                 next.lease_hash = next.lease_hash.wrapping_sub(hash_of(&id));
             }
             None => {}
+        }
+        if let Some(c) = effect.compact {
+            next.compacted = c;
         }
         if !effect.changes.is_empty() {
             // The current keys become the past; the new revision is one more.
@@ -364,6 +392,7 @@ impl PartialEq for State {
             && self.kvs == other.kvs
             && self.leases == other.leases
             && self.past_hash == other.past_hash
+            && self.compacted == other.compacted
     }
 }
 
@@ -383,6 +412,9 @@ impl fmt::Display for State {
     /// etcdctl-like: the revision, one line per key, the leases.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "revision {}", self.revision)?;
+        if self.compacted > 0 {
+            writeln!(f, "  compacted to {}", self.compacted)?;
+        }
         for kv in self.kvs.values() {
             writeln!(f, "  {}", show_kv(kv))?;
         }
@@ -403,6 +435,8 @@ pub(crate) struct Effect {
     changes: Vec<(Vec<u8>, Option<Kv>)>,
     /// The lease set's change, if any.
     lease: Option<LeaseChange>,
+    /// The new compacted revision, if any.
+    compact: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -414,7 +448,7 @@ enum LeaseChange {
 impl Effect {
     /// Changes nothing (neither keys nor leases).
     pub(crate) fn is_noop(&self) -> bool {
-        self.changes.is_empty() && self.lease.is_none()
+        self.changes.is_empty() && self.lease.is_none() && self.compact.is_none()
     }
 
     /// Takes a new revision.
@@ -444,8 +478,8 @@ pub(crate) fn eval(state: &State, request: &Request) -> (Outcome, Effect) {
             (
                 ok(state.revision, Answer::LeaseGrant),
                 Effect {
-                    changes: Vec::new(),
                     lease: Some(LeaseChange::Grant(*id)),
+                    ..Effect::default()
                 },
             )
         }
@@ -465,6 +499,22 @@ pub(crate) fn eval(state: &State, request: &Request) -> (Outcome, Effect) {
                 Effect {
                     changes,
                     lease: Some(LeaseChange::Revoke(*id)),
+                    compact: None,
+                },
+            )
+        }
+        Request::Compact { revision } => {
+            if *revision <= state.compacted {
+                return (failed(ModelError::Compacted), Effect::default());
+            }
+            if *revision > state.revision {
+                return (failed(ModelError::FutureRevision), Effect::default());
+            }
+            (
+                ok(state.revision, Answer::Compact),
+                Effect {
+                    compact: Some(*revision),
+                    ..Effect::default()
                 },
             )
         }
@@ -481,7 +531,7 @@ pub(crate) fn eval(state: &State, request: &Request) -> (Outcome, Effect) {
                         ok(revision, answer),
                         Effect {
                             changes: view.changes,
-                            lease: None,
+                            ..Effect::default()
                         },
                     )
                 }
@@ -501,9 +551,20 @@ fn failed(e: ModelError) -> Outcome {
 
 /// Whether an observed outcome is what the model expected: same header
 /// revision and answer (see [`answers_match`]), or both the same model
-/// error. An observed `Unknown` matches nothing.
+/// error; for a compaction, any header at or above the model's (etcd
+/// reads it after the apply). An observed `Unknown` matches nothing.
 pub fn outcome_matches(expected: &Outcome, observed: &Outcome) -> bool {
     match (expected, observed) {
+        (
+            Outcome::Ok {
+                revision: r1,
+                answer: Answer::Compact,
+            },
+            Outcome::Ok {
+                revision: r2,
+                answer: a2,
+            },
+        ) => r2 >= r1 && *a2 == Answer::Compact,
         (
             Outcome::Ok {
                 revision: r1,
@@ -659,7 +720,9 @@ impl View<'_> {
         puts: bool,
     ) -> Result<(), ModelError> {
         match request {
-            Request::Range { revision, .. } if !puts => check_revision(self.base, *revision),
+            Request::Range { revision, .. } | Request::RangeLimit { revision, .. } if !puts => {
+                check_revision(self.base, *revision)
+            }
             Request::Put { lease, .. } if puts => {
                 if *lease != 0 && !self.base.leases.contains(lease) {
                     Err(ModelError::LeaseNotFound)
@@ -709,6 +772,25 @@ impl View<'_> {
                 let count = kvs.len() as i64;
                 Answer::Range { kvs, count }
             }
+            Request::RangeLimit {
+                key,
+                range_end,
+                revision,
+                limit,
+            } => {
+                let span = Span::new(key, range_end);
+                let mut kvs = if *revision == 0 {
+                    self.range(span)
+                } else {
+                    let past = self.base.at(*revision).expect("revision checked");
+                    span.kvs(&past.kvs)
+                };
+                let count = kvs.len() as i64;
+                if *limit > 0 {
+                    kvs.truncate(*limit as usize);
+                }
+                Answer::Range { kvs, count }
+            }
             Request::Put { key, value, lease } => {
                 let prev = self.get(key);
                 let kv = Kv {
@@ -744,6 +826,7 @@ impl View<'_> {
             // answered as a no-op.
             Request::LeaseGrant { .. } => Answer::LeaseGrant,
             Request::LeaseRevoke { .. } => Answer::LeaseRevoke,
+            Request::Compact { .. } => Answer::Compact,
         }
     }
 }
@@ -753,7 +836,7 @@ fn check_revision(state: &State, revision: i64) -> Result<(), ModelError> {
         Ok(())
     } else if revision > state.revision {
         Err(ModelError::FutureRevision)
-    } else if revision < state.first_revision {
+    } else if revision < state.first_revision || revision < state.compacted {
         Err(ModelError::Compacted)
     } else {
         Ok(())
@@ -904,6 +987,19 @@ pub fn show_request(r: &Request) -> String {
         }
         Request::LeaseGrant { id, ttl } => format!("lease grant {id:x} ttl={ttl}"),
         Request::LeaseRevoke { id } => format!("lease revoke {id:x}"),
+        Request::RangeLimit {
+            key,
+            range_end,
+            revision,
+            limit,
+        } => {
+            let mut s = format!("get {} --limit={limit}", show_span(key, range_end));
+            if *revision != 0 {
+                s.push_str(&format!(" --rev={revision}"));
+            }
+            s
+        }
+        Request::Compact { revision } => format!("compaction {revision}"),
     }
 }
 
@@ -948,6 +1044,7 @@ pub fn show_answer(a: &Answer) -> String {
         }
         Answer::LeaseGrant => "granted".to_string(),
         Answer::LeaseRevoke => "revoked".to_string(),
+        Answer::Compact => "compacted".to_string(),
     }
 }
 
@@ -1247,6 +1344,60 @@ mod tests {
         assert_eq!(rev_of(&o), 5);
         assert_eq!(s2.kvs().count(), 0);
         assert_eq!(s2.at(4).unwrap().kvs().count(), 3);
+    }
+
+    #[test]
+    fn compaction() {
+        let compact = |revision| Request::Compact { revision };
+        let list = |revision, limit| Request::RangeLimit {
+            key: b("a"),
+            range_end: b("z"),
+            revision,
+            limit,
+        };
+        let s = run(&[
+            (put("a", "1"), "rev=2 OK"),
+            (put("b", "1"), "rev=3 OK"),
+            (put("a", "2"), "rev=4 OK prev=a=1 (c=2 m=2 v=1)"),
+            (compact(5), &format!("error: {ERR_FUTURE_REV}")),
+            (compact(3), "rev=4 compacted"),
+            (compact(3), &format!("error: {ERR_COMPACTED}")),
+            (compact(2), &format!("error: {ERR_COMPACTED}")),
+            // At the compacted revision itself: still readable.
+            (get_rev("a", 3), "rev=4 [a=1 (c=2 m=2 v=1)]"),
+            (get_rev("a", 2), &format!("error: {ERR_COMPACTED}")),
+            // A future revision is checked first.
+            (get_rev("a", 9), &format!("error: {ERR_FUTURE_REV}")),
+            (list(0, 1), "rev=4 [a=2 (c=2 m=4 v=2)] count=2"),
+            (list(3, 1), "rev=4 [a=1 (c=2 m=2 v=1)] count=2"),
+            (list(2, 1), &format!("error: {ERR_COMPACTED}")),
+            (list(0, 0), "rev=4 [a=2 (c=2 m=4 v=2), b=1 (c=3 m=3 v=1)]"),
+            (
+                Request::Txn {
+                    compares: vec![],
+                    success: vec![put("c", "1"), get_rev("a", 2)],
+                    failure: vec![],
+                },
+                &format!("error: {ERR_COMPACTED}"),
+            ),
+        ]);
+        assert_eq!(s.compacted(), 3);
+        // Compacted states stay known to `at` (serializable reads).
+        assert_eq!(s.at(2).unwrap().get(b"a").unwrap().value, b("1"));
+        // The compaction is part of the state (and of its hash).
+        let t = step(&step(&State::new(), &put("a", "1")).0, &compact(2)).0;
+        let u = step(&State::new(), &put("a", "1")).0;
+        assert_ne!(t, u);
+        assert_ne!(t.hash64(), u.hash64());
+        // Its header may be read after later writes.
+        let (_, o) = step(&u, &compact(2));
+        let at = |revision| Outcome::Ok {
+            revision,
+            answer: Answer::Compact,
+        };
+        assert!(outcome_matches(&o, &at(2)));
+        assert!(outcome_matches(&o, &at(5)));
+        assert!(!outcome_matches(&o, &at(1)));
     }
 
     #[test]

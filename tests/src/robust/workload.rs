@@ -155,6 +155,9 @@ pub struct Workload {
     pub op_timeout: Duration,
     /// Client-chosen lease ids in the shared pool.
     pub lease_ids: usize,
+    /// The pool is `lease_id_base + 0..lease_ids` (runs one after another
+    /// on one store use disjoint pools).
+    pub lease_id_base: i64,
     /// Lease traffic (grant, revoke, put with a lease); off: those picks
     /// become plain puts and gets.
     pub leases: bool,
@@ -168,6 +171,11 @@ pub struct Workload {
     pub settle: Duration,
     /// Hard bound on a client, whatever the faults do.
     pub duration_max: Duration,
+    /// The server may skip revisions across a leader change (ferrokv:
+    /// DESIGN 1.2, a new leader voids the revisions never complete in
+    /// every shard): the check lets revisions go unused around each fault
+    /// (see [`with_voids`]). etcd never skips, so its runs leave this off.
+    pub voids_at_faults: bool,
 }
 
 impl Default for Workload {
@@ -181,11 +189,13 @@ impl Default for Workload {
             watchers: 3,
             op_timeout: Duration::from_millis(1500),
             lease_ids: 3,
+            lease_id_base: LEASE_ID_BASE,
             leases: true,
             prefix: "robust/".to_string(),
             progress_every: None,
             settle: Duration::from_secs(1),
             duration_max: Duration::from_secs(60),
+            voids_at_faults: false,
         }
     }
 }
@@ -238,6 +248,13 @@ pub struct Recording {
     pub final_revision: Option<i64>,
     /// Per watcher, the last revision it covered at the end.
     pub watcher_coverage: Vec<Option<i64>>,
+    /// The store's revision before the clients started (1: a fresh
+    /// store); the run's prefix held no key then.
+    pub initial_revision: i64,
+    /// Stretches (the run's clock) in which revisions may have been voided
+    /// ([`Workload::voids_at_faults`]), and how many each may void.
+    pub void_windows: Vec<(u64, u64)>,
+    pub voids_per_window: usize,
 }
 
 impl Recording {
@@ -413,6 +430,16 @@ impl Workload {
             .build()
             .expect("tokio runtime");
         let clock = Clock::start();
+        // The model starts from this revision with the prefix empty, so a
+        // run may follow others on the same store under a fresh prefix.
+        let (initial_revision, held) = runtime
+            .block_on(prefix_now(endpoints, &self.prefix))
+            .expect("no member answered a range of the run's prefix");
+        assert_eq!(
+            held, 0,
+            "the run's prefix {} already holds keys",
+            self.prefix
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let drain_to = Arc::new(AtomicI64::new(0));
         let hard_stop = Arc::new(AtomicBool::new(false));
@@ -431,6 +458,13 @@ impl Workload {
                 range_end: self.prefix_end(),
                 prev_kv: w % 2 == 0,
                 progress_every: self.progress_every,
+                // A fresh store: from revision 1, as etcd's robustness
+                // watchers do; else from the first revision of this run.
+                from: if initial_revision <= 1 {
+                    1
+                } else {
+                    initial_revision + 1
+                },
             };
             watchers.push(runtime.spawn(watcher(
                 spec,
@@ -451,6 +485,8 @@ impl Workload {
                     prefix: self.prefix.as_bytes().to_vec(),
                     prefix_end: self.prefix_end(),
                     lease_ids: self.lease_ids.max(1),
+                    lease_id_base: self.lease_id_base,
+                    first_revision: initial_revision.max(1),
                     leases: self.leases,
                     max_ops: self.max_ops,
                     op_timeout: self.op_timeout,
@@ -496,7 +532,9 @@ impl Workload {
         let elapsed = started.elapsed();
 
         // The final revision, then the watchers catch up with it.
-        let final_revision = runtime.block_on(final_revision(endpoints, &self.prefix));
+        let final_revision = runtime
+            .block_on(prefix_now(endpoints, &self.prefix))
+            .map(|(r, _)| r);
         if let Some(r) = final_revision {
             drain_to.store(r, Ordering::SeqCst);
             let deadline = Instant::now() + DRAIN_MAX;
@@ -518,6 +556,11 @@ impl Workload {
             }));
         }
         runtime.shutdown_timeout(self.op_timeout);
+        let void_windows = if self.voids_at_faults {
+            void_windows(&records)
+        } else {
+            Vec::new()
+        };
         Recording {
             history: History { ops }.sorted(),
             sessions,
@@ -525,6 +568,9 @@ impl Workload {
             elapsed,
             final_revision,
             watcher_coverage,
+            initial_revision,
+            void_windows,
+            voids_per_window: voids_per_window(self.clients),
         }
     }
 }
@@ -612,6 +658,10 @@ struct ClientSpec {
     prefix: Vec<u8>,
     prefix_end: Vec<u8>,
     lease_ids: usize,
+    lease_id_base: i64,
+    /// The store's revision when the run began: no range goes below it
+    /// (the model knows nothing older).
+    first_revision: i64,
     leases: bool,
     max_ops: usize,
     op_timeout: Duration,
@@ -632,9 +682,9 @@ struct ClientState {
 
 /// One call: the request as the history records it, and whether a put asks
 /// prev_kv.
-struct Call {
-    request: Request,
-    prev_kv: bool,
+pub struct Call {
+    pub request: Request,
+    pub prev_kv: bool,
 }
 
 fn range(key: &[u8], range_end: &[u8], revision: i64, serializable: bool) -> Request {
@@ -653,7 +703,7 @@ impl ClientSpec {
     }
 
     fn lease(&self, st: &mut ClientState) -> i64 {
-        LEASE_ID_BASE + st.rng.below(self.lease_ids as u64) as i64
+        self.lease_id_base + st.rng.below(self.lease_ids as u64) as i64
     }
 
     /// The next request, from the etcd-style mix (weights out of 100).
@@ -673,7 +723,12 @@ impl ClientSpec {
             29..=33 => range(&self.prefix, &self.prefix_end, 0, false),
             34..=36 => {
                 let back = st.rng.below(4) as i64;
-                range(&key, &[], (st.last_revision - back).max(1), false)
+                range(
+                    &key,
+                    &[],
+                    (st.last_revision - back).max(self.first_revision),
+                    false,
+                )
             }
             37..=56 => {
                 let value = self.value(st);
@@ -802,7 +857,7 @@ async fn run_client(spec: ClientSpec, clock: Clock, stop: Arc<AtomicBool>) -> Ve
     let mut st = ClientState {
         rng: Rng::new(spec.seed),
         last_mod: HashMap::new(),
-        last_revision: 1,
+        last_revision: spec.first_revision,
         n: 0,
     };
     let mut ops = Vec::new();
@@ -904,9 +959,18 @@ fn pb_op(r: &Request) -> pb::RequestOp {
             ..Default::default()
         }),
         Request::Txn { .. } => R::RequestTxn(pb_txn(r)),
-        Request::LeaseGrant { .. } | Request::LeaseRevoke { .. } => {
-            panic!("a lease call cannot be a txn op")
+        Request::LeaseGrant { .. } | Request::LeaseRevoke { .. } | Request::Compact { .. } => {
+            panic!("a lease call or a compaction cannot be a txn op")
         }
+        Request::RangeLimit {
+            key,
+            range_end,
+            revision,
+            limit,
+        } => R::RequestRange(pb::RangeRequest {
+            limit: *limit,
+            ..pb_range(key, range_end, *revision, false)
+        }),
     };
     pb::RequestOp {
         request: Some(request),
@@ -1027,8 +1091,42 @@ where
     }
 }
 
-async fn execute(ch: &Channel, call: &Call, bound: Duration) -> Outcome {
+/// Sends one call on `ch`, bounded by `bound`; how it ended.
+pub async fn execute(ch: &Channel, call: &Call, bound: Duration) -> Outcome {
     match &call.request {
+        Request::RangeLimit {
+            key,
+            range_end,
+            revision,
+            limit,
+        } => {
+            let req = pb::RangeRequest {
+                limit: *limit,
+                ..pb_range(key, range_end, *revision, false)
+            };
+            unary(
+                ch,
+                "/etcdserverpb.KV/Range",
+                req,
+                bound,
+                |r: &pb::RangeResponse| (rev(&r.header), range_answer(r)),
+            )
+            .await
+        }
+        Request::Compact { revision } => {
+            let req = pb::CompactionRequest {
+                revision: *revision,
+                physical: false,
+            };
+            unary(
+                ch,
+                "/etcdserverpb.KV/Compact",
+                req,
+                bound,
+                |r: &pb::CompactionResponse| (rev(&r.header), Answer::Compact),
+            )
+            .await
+        }
         Request::Range {
             key,
             range_end,
@@ -1136,9 +1234,10 @@ async fn execute(ch: &Channel, call: &Call, bound: Duration) -> Outcome {
     }
 }
 
-/// The store's revision now: a linearizable count-only range of `prefix`
-/// through the endpoints in turn, until one answers.
-async fn final_revision(endpoints: &[String], prefix: &str) -> Option<i64> {
+/// The store's revision now and the keys `prefix` holds: a linearizable
+/// count-only range of it through the endpoints in turn, until one
+/// answers.
+pub async fn prefix_now(endpoints: &[String], prefix: &str) -> Option<(i64, i64)> {
     let deadline = Instant::now() + FINAL_REVISION_MAX;
     let mut i = 0;
     while Instant::now() < deadline {
@@ -1157,7 +1256,7 @@ async fn final_revision(endpoints: &[String], prefix: &str) -> Option<i64> {
         )
         .await
         {
-            return Some(rev(&r.header));
+            return Some((rev(&r.header), r.count));
         }
         i += 1;
         tokio::time::sleep(ERROR_PAUSE).await;
@@ -1174,9 +1273,12 @@ struct WatcherSpec {
     range_end: Vec<u8>,
     prev_kv: bool,
     progress_every: Option<Duration>,
+    /// The first session's start revision.
+    from: i64,
 }
 
-fn watch_response(r: &pb::WatchResponse, time: u64) -> watch::WatchResponse {
+/// A watch response as the validators take it, received at `time`.
+pub fn watch_response(r: &pb::WatchResponse, time: u64) -> watch::WatchResponse {
     let events: Vec<WatchEvent> = r
         .events
         .iter()
@@ -1232,7 +1334,7 @@ async fn watcher(
     'reopen: loop {
         let prev = sessions.len().checked_sub(1);
         let start = match prev.map(|p| &sessions[p]) {
-            None => 1,
+            None => spec.from,
             Some(p) => p.last_revision().map_or(p.start_revision, |l| l + 1),
         };
         let mut s = WatchSession::new(spec.client, &spec.key, &spec.range_end, start);
@@ -1360,6 +1462,47 @@ impl Checked {
             && self.above_header.is_empty()
     }
 
+    /// Why the run does not pass, one line each (none: it passes): a
+    /// checker's finding, a watcher left behind, fewer than
+    /// `ok_ops_min` answered ops or no watch event at all (a run that
+    /// proves nothing).
+    pub fn problems(&self, rec: &Recording, ok_ops_min: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.verdict.is_linearizable() {
+            out.push(match &self.verdict {
+                Verdict::Violation(r) => format!("not linearizable: {}", r.summary),
+                _ => "linearizability undecided (the search timed out)".to_string(),
+            });
+        }
+        if !self.watch.is_empty() {
+            out.push(format!("{} watch guarantee violation(s)", self.watch.len()));
+        }
+        if !self.crosscheck.is_empty() {
+            out.push(format!(
+                "{} watch/history disagreement(s)",
+                self.crosscheck.len()
+            ));
+        }
+        if !self.above_header.is_empty() {
+            out.push(format!(
+                "{} answer(s) with a kv above the header revision",
+                self.above_header.len()
+            ));
+        }
+        let lag = rec.lagging_watchers();
+        if !lag.is_empty() {
+            out.push(format!("watchers behind the final revision: {lag:?}"));
+        }
+        let (ok, _, _) = rec.counts();
+        if ok < ok_ops_min {
+            out.push(format!("only {ok} answered ops (< {ok_ops_min})"));
+        }
+        if rec.sessions.iter().all(|s| s.events().next().is_none()) {
+            out.push("no watch events received".to_string());
+        }
+        out
+    }
+
     /// The verdicts, and every violation report (shortened lists).
     pub fn report(&self, rec: &Recording) -> String {
         let mut s = format!(
@@ -1416,14 +1559,80 @@ impl Checked {
     }
 }
 
+/// How long after a fault ended a leader start may still void revisions
+/// (an election after the fault, then the start).
+const VOID_AFTER_FAULT: Duration = Duration::from_secs(5);
+/// Revisions one leader start may void, per client: each client has one
+/// request in flight, and a fault may bring more than one start.
+const VOIDS_PER_CLIENT: usize = 2;
+/// The key of the ops that stand for voided revisions: outside every
+/// workload's prefix, so no client reads it.
+pub const VOID_KEY: &[u8] = b"\xffvoided-revision";
+
+/// The stretches around `faults` in which a leader start may void
+/// revisions: from each fault's start to [`VOID_AFTER_FAULT`] after its end.
+pub fn void_windows(faults: &[FaultRecord]) -> Vec<(u64, u64)> {
+    faults
+        .iter()
+        .map(|f| (f.start, f.end + VOID_AFTER_FAULT.as_nanos() as u64))
+        .collect()
+}
+
+/// Revisions a window may void with `clients` clients.
+pub fn voids_per_window(clients: usize) -> usize {
+    VOIDS_PER_CLIENT * clients
+}
+
+/// `h` with voids for `faults` ([`with_voids`]), its clients counted from
+/// the history itself.
+pub fn with_voids_at(h: &History, faults: &[FaultRecord]) -> History {
+    let clients: std::collections::BTreeSet<usize> = h.ops.iter().map(|o| o.client).collect();
+    with_voids(h, &void_windows(faults), voids_per_window(clients.len()))
+}
+
+/// `h` with `per_window` optional ops per window, each taking one
+/// revision and changing nothing a client reads (a put of [`VOID_KEY`],
+/// outcome unknown, invoked when the window opens). The checker places an
+/// unknown op only where a revision gap needs one, so these let
+/// revisions go unused inside a window and nowhere else: ferrokv's
+/// contract (revisions skip only across a leader change), checked as
+/// closely as the history allows.
+pub fn with_voids(h: &History, windows: &[(u64, u64)], per_window: usize) -> History {
+    let mut ops = h.ops.clone();
+    let mut client = usize::MAX / 2;
+    for &(start, end) in windows {
+        for _ in 0..per_window {
+            ops.push(Op {
+                client,
+                call: start,
+                ret: end,
+                request: Request::Put {
+                    key: VOID_KEY.to_vec(),
+                    value: b"void".to_vec(),
+                    lease: 0,
+                },
+                outcome: Outcome::Unknown("a revision a leader start may void".to_string()),
+            });
+            client += 1;
+        }
+    }
+    History { ops }.sorted()
+}
+
 /// Runs every check on `rec`; the linearizability search is bounded by
 /// `timeout`.
 pub fn check(rec: &Recording, timeout: Duration) -> Checked {
     let started = Instant::now();
+    let history = with_voids(&rec.history, &rec.void_windows, rec.voids_per_window);
     let verdict = linearize::check_with(
-        &rec.history,
+        &history,
         &Options {
             timeout,
+            initial: model::State::with_contents(
+                rec.initial_revision.max(1),
+                Vec::new(),
+                Vec::new(),
+            ),
             ..Options::default()
         },
     );

@@ -1,0 +1,856 @@
+//! The robustness suite as one command (`scripts/robustness`, the
+//! `ferro-robust` binary of this crate): one cluster of ferrokv or of the
+//! etcd control runs for the chosen duration; the workload runs in rounds,
+//! each under a fresh key prefix and its own lease ids, each with one fault
+//! drawn (seeded) from the chosen set, each checked at once by every
+//! checker. A results folder gets each round's report (and its history
+//! and watch sessions when the round fails, or always with
+//! `keep_histories`), and `report.md`: the configuration, the totals and
+//! one line per round. Anomalies expected: 0.
+//!
+//! Network faults need the cluster inside network namespaces (`netns`,
+//! root); clock faults a libfaketime wrapper (`clock`); both are set up
+//! only when the fault set asks for them.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::clock::{faketime_wrapper, libfaketime, set_clock};
+use crate::cluster::{self, probe, ELECTION_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, LEADER_WAIT_MAX};
+use crate::netns::{Net, NsGuard};
+use crate::robust::workload::{self, check, Fault, Rng, Workload, LEASE_ID_BASE};
+use crate::server::{etcd_bin, ferrokv_bin, ServerKind};
+use crate::{ClusterOptions, ServerCluster};
+
+/// A fault the suite can inject (the names are the command's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    KillLeader,
+    KillFollower,
+    KillAll,
+    SigstopLeader,
+    MoveLeader,
+    IsolateLeader,
+    LeaderMinority,
+    FollowerMinority,
+    Bridge,
+    Loss,
+    Delay,
+    ClockJumpLeader,
+    ClockJumpFollower,
+    Defrag,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 14] = [
+        FaultKind::KillLeader,
+        FaultKind::KillFollower,
+        FaultKind::KillAll,
+        FaultKind::SigstopLeader,
+        FaultKind::MoveLeader,
+        FaultKind::IsolateLeader,
+        FaultKind::LeaderMinority,
+        FaultKind::FollowerMinority,
+        FaultKind::Bridge,
+        FaultKind::Loss,
+        FaultKind::Delay,
+        FaultKind::ClockJumpLeader,
+        FaultKind::ClockJumpFollower,
+        FaultKind::Defrag,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::KillLeader => "kill-leader",
+            FaultKind::KillFollower => "kill-follower",
+            FaultKind::KillAll => "kill-all",
+            FaultKind::SigstopLeader => "sigstop-leader",
+            FaultKind::MoveLeader => "move-leader",
+            FaultKind::IsolateLeader => "isolate-leader",
+            FaultKind::LeaderMinority => "leader-minority",
+            FaultKind::FollowerMinority => "follower-minority",
+            FaultKind::Bridge => "bridge",
+            FaultKind::Loss => "loss",
+            FaultKind::Delay => "delay",
+            FaultKind::ClockJumpLeader => "clock-jump-leader",
+            FaultKind::ClockJumpFollower => "clock-jump-follower",
+            FaultKind::Defrag => "defrag",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// `all`, `none`, or names separated by commas.
+    pub fn parse_set(text: &str) -> Result<Vec<FaultKind>, String> {
+        match text {
+            "all" => return Ok(FaultKind::ALL.to_vec()),
+            "none" | "" => return Ok(Vec::new()),
+            _ => {}
+        }
+        text.split(',')
+            .map(|n| {
+                FaultKind::parse(n.trim()).ok_or_else(|| {
+                    format!(
+                        "unknown fault {n:?}; known: {}",
+                        FaultKind::ALL.map(|k| k.name()).join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Needs the members in network namespaces.
+    pub fn network(self) -> bool {
+        matches!(
+            self,
+            FaultKind::IsolateLeader
+                | FaultKind::LeaderMinority
+                | FaultKind::FollowerMinority
+                | FaultKind::Bridge
+                | FaultKind::Loss
+                | FaultKind::Delay
+        )
+    }
+
+    /// Needs the libfaketime wrapper.
+    pub fn clock(self) -> bool {
+        matches!(
+            self,
+            FaultKind::ClockJumpLeader | FaultKind::ClockJumpFollower
+        )
+    }
+
+    /// Makes sense with one member too.
+    pub fn single_member(self) -> bool {
+        matches!(
+            self,
+            FaultKind::KillLeader
+                | FaultKind::SigstopLeader
+                | FaultKind::ClockJumpLeader
+                | FaultKind::Defrag
+        )
+    }
+}
+
+/// What one run of the suite does.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub kind: ServerKind,
+    pub members: usize,
+    /// ferrokv's `--shards` (etcd has none).
+    pub shards: u32,
+    pub duration: Duration,
+    /// One round's workload (its fault comes a quarter into it).
+    pub round: Duration,
+    pub faults: Vec<FaultKind>,
+    pub seed: u64,
+    pub results: PathBuf,
+    pub clients: usize,
+    pub watchers: usize,
+    pub keys: usize,
+    pub leases: bool,
+    /// Bound on one round's linearizability search.
+    pub check_timeout: Duration,
+    /// Keep every round's history, not only the failing ones'.
+    pub keep_histories: bool,
+    /// Stop at the first round with an anomaly.
+    pub stop_on_anomaly: bool,
+    /// Round n gets fault n (mod the set's size) instead of a seeded draw
+    /// (a short run that must cover every fault of its set).
+    pub in_turn: bool,
+}
+
+impl Config {
+    pub fn new(kind: ServerKind, results: PathBuf) -> Config {
+        Config {
+            kind,
+            members: 3,
+            shards: 2,
+            duration: Duration::from_secs(120),
+            round: Duration::from_secs(20),
+            faults: FaultKind::ALL.to_vec(),
+            seed: 1,
+            results,
+            clients: 6,
+            watchers: 3,
+            keys: 8,
+            leases: true,
+            check_timeout: Duration::from_secs(120),
+            keep_histories: false,
+            stop_on_anomaly: false,
+            in_turn: false,
+        }
+    }
+}
+
+/// A round needs this many answered ops, or it proves nothing.
+const OK_OPS_MIN: usize = 100;
+/// Member names (the first `members` of them).
+const NAMES: [&str; 5] = ["m1", "m2", "m3", "m4", "m5"];
+const TOKEN: &str = "ferrokv-robust-suite";
+/// How long a process stays killed, stopped or cut off: past the
+/// election timeout, so that the others elect without it.
+const FAULT_HOLD: Duration = Duration::from_millis(4 * ELECTION_TIMEOUT_MS);
+/// Share of frames dropped by the `loss` fault.
+const LOSS_PCT: u32 = 20;
+/// Added by the `delay` fault to every frame a member sends.
+const DELAY_MS: u32 = 40;
+/// A clock jump: ahead by this, held, then back (a jump back as large).
+const CLOCK_JUMP: &str = "+1h";
+/// libfaketime re-reads its file once a second; a jump shows within
+/// about 4 s (see `clock`), held a little past that.
+const CLOCK_HOLD: Duration = Duration::from_secs(6);
+/// Lease ids of round n: `LEASE_ID_BASE + (n + 1) * LEASE_IDS_PER_ROUND + i`.
+const LEASE_IDS_PER_ROUND: i64 = 0x100;
+
+/// The servers a run drives, and what its faults act through. Field
+/// order is drop order: the members stop, the thread leaves the bridge
+/// namespace, then the namespaces go.
+pub struct Target {
+    pub cluster: ServerCluster,
+    _inside: Option<NsGuard>,
+    pub net: Option<Net>,
+    /// Clock files of the libfaketime wrapper, if the run jumps clocks.
+    pub clocks: Option<PathBuf>,
+}
+
+impl Target {
+    fn start(cfg: &Config, dir: &Path) -> Target {
+        let names = &NAMES[..cfg.members];
+        let real = match cfg.kind {
+            ServerKind::Etcd => etcd_bin(),
+            ServerKind::Ferrokv => ferrokv_bin().unwrap_or_else(|e| panic!("{e}")),
+        };
+        let clocks = cfg.faults.iter().any(|f| f.clock()).then(|| {
+            let d = dir.join("clocks");
+            fs::create_dir_all(&d).expect("clock dir");
+            for n in names {
+                set_clock(&d, n, "+0");
+            }
+            d
+        });
+        let binary = match &clocks {
+            Some(d) => faketime_wrapper(d, &libfaketime(), &real),
+            None => real,
+        };
+        let opts = ClusterOptions {
+            shards: (cfg.kind == ServerKind::Ferrokv).then_some(cfg.shards),
+            extra_args: vec![
+                format!("--heartbeat-interval={HEARTBEAT_INTERVAL_MS}"),
+                format!("--election-timeout={ELECTION_TIMEOUT_MS}"),
+            ],
+        };
+        let members = dir.join("members");
+        if cfg.members > 1 && cfg.faults.iter().any(|f| f.network()) {
+            let net = Net::new(cfg.members);
+            let inside = net.enter_bridge();
+            let cluster = ServerCluster::start_placed(
+                cfg.kind,
+                binary,
+                &members,
+                names,
+                TOKEN,
+                opts,
+                net.placements(),
+            );
+            Target {
+                cluster,
+                _inside: Some(inside),
+                net: Some(net),
+                clocks,
+            }
+        } else {
+            let cluster = ServerCluster::start(cfg.kind, binary, &members, names, TOKEN, opts);
+            Target {
+                cluster,
+                _inside: None,
+                net: None,
+                clocks,
+            }
+        }
+    }
+
+    fn all(&self) -> Vec<usize> {
+        (0..self.cluster.members.len()).collect()
+    }
+
+    fn leader(&self) -> usize {
+        cluster::wait_leader(&self.cluster, &self.all(), LEADER_WAIT_MAX).0
+    }
+
+    fn followers(&self, leader: usize) -> Vec<usize> {
+        self.all().into_iter().filter(|&m| m != leader).collect()
+    }
+
+    fn name(&self, m: usize) -> String {
+        self.cluster.members[m].name().to_string()
+    }
+
+    fn net(&mut self) -> &mut Net {
+        self.net
+            .as_mut()
+            .expect("a network fault without the namespaces")
+    }
+}
+
+/// A fault of `kind` at `at`; `pick` chooses among followers.
+fn fault(kind: FaultKind, at: Duration, pick: u64) -> Fault<'static, Target> {
+    let on_cluster = |f: Fault<'static, ServerCluster>| {
+        let inject = f.inject;
+        Fault::new(f.at, kind.name(), move |t: &mut Target| {
+            inject(&mut t.cluster)
+        })
+    };
+    match kind {
+        FaultKind::KillLeader => on_cluster(workload::kill_leader(at, FAULT_HOLD)),
+        FaultKind::SigstopLeader => on_cluster(workload::sigstop_leader(at, FAULT_HOLD)),
+        FaultKind::MoveLeader => on_cluster(workload::move_leader(at)),
+        FaultKind::KillFollower => Fault::new(at, kind.name(), move |t: &mut Target| {
+            let leader = t.leader();
+            let fs = t.followers(leader);
+            let f = fs[pick as usize % fs.len()];
+            t.cluster.members[f].kill_9();
+            thread::sleep(FAULT_HOLD);
+            t.cluster.members[f].start_again();
+            format!("killed {} (a follower), restarted", t.name(f))
+        }),
+        FaultKind::KillAll => Fault::new(at, kind.name(), move |t: &mut Target| {
+            t.cluster.kill_9_all();
+            thread::sleep(FAULT_HOLD / 2);
+            t.cluster.start_again_all();
+            "killed every member, restarted them together".to_string()
+        }),
+        FaultKind::IsolateLeader => Fault::new(at, kind.name(), move |t: &mut Target| {
+            let leader = t.leader();
+            t.net().isolate(leader);
+            thread::sleep(FAULT_HOLD);
+            t.net().heal(leader);
+            format!("{} (leader) cut off, healed", t.name(leader))
+        }),
+        FaultKind::LeaderMinority | FaultKind::FollowerMinority => {
+            Fault::new(at, kind.name(), move |t: &mut Target| {
+                let leader = t.leader();
+                let fs = t.followers(leader);
+                let alone = if kind == FaultKind::LeaderMinority {
+                    leader
+                } else {
+                    fs[pick as usize % fs.len()]
+                };
+                let rest: Vec<usize> = t.all().into_iter().filter(|&m| m != alone).collect();
+                t.net().partition(&[alone], &rest);
+                thread::sleep(FAULT_HOLD);
+                t.net().heal_all();
+                format!(
+                    "{} ({}) partitioned from the rest, healed",
+                    t.name(alone),
+                    if alone == leader {
+                        "leader"
+                    } else {
+                        "follower"
+                    }
+                )
+            })
+        }
+        FaultKind::Bridge => Fault::new(at, kind.name(), move |t: &mut Target| {
+            // Two members that cannot reach each other, both reaching a
+            // third (the leader or a follower): quorum stays, through it.
+            let leader = t.leader();
+            let all = t.all();
+            let bridge = all[pick as usize % all.len()];
+            let ends: Vec<usize> = all.iter().copied().filter(|&m| m != bridge).collect();
+            let half = ends.len() / 2;
+            t.net().partition(&ends[..half], &ends[half..]);
+            thread::sleep(FAULT_HOLD);
+            t.net().heal_all();
+            format!(
+                "{:?} | {:?} apart, bridged by {} ({})",
+                ends[..half].iter().map(|&m| t.name(m)).collect::<Vec<_>>(),
+                ends[half..].iter().map(|&m| t.name(m)).collect::<Vec<_>>(),
+                t.name(bridge),
+                if bridge == leader {
+                    "leader"
+                } else {
+                    "follower"
+                }
+            )
+        }),
+        FaultKind::Loss => Fault::new(at, kind.name(), move |t: &mut Target| {
+            let all = t.all();
+            for &m in &all {
+                t.net().loss(m, LOSS_PCT);
+            }
+            thread::sleep(FAULT_HOLD);
+            t.net().heal_all();
+            format!("{LOSS_PCT}% of frames dropped on every member, healed")
+        }),
+        FaultKind::Delay => Fault::new(at, kind.name(), move |t: &mut Target| {
+            if !t.net().netem_available() {
+                return "skipped: this kernel has no sch_netem".to_string();
+            }
+            let all = t.all();
+            for &m in &all {
+                t.net().delay(m, DELAY_MS);
+            }
+            thread::sleep(FAULT_HOLD);
+            t.net().heal_all();
+            format!("{DELAY_MS} ms added to every frame of every member, healed")
+        }),
+        FaultKind::ClockJumpLeader | FaultKind::ClockJumpFollower => {
+            Fault::new(at, kind.name(), move |t: &mut Target| {
+                let leader = t.leader();
+                let m = if kind == FaultKind::ClockJumpLeader || t.cluster.members.len() == 1 {
+                    leader
+                } else {
+                    let fs = t.followers(leader);
+                    fs[pick as usize % fs.len()]
+                };
+                let name = t.name(m);
+                let dir = t.clocks.clone().expect("a clock fault without the wrapper");
+                set_clock(&dir, &name, CLOCK_JUMP);
+                thread::sleep(CLOCK_HOLD);
+                set_clock(&dir, &name, "+0");
+                thread::sleep(CLOCK_HOLD);
+                format!(
+                    "{name}'s wall clock {CLOCK_JUMP} for {:?}, then back",
+                    CLOCK_HOLD
+                )
+            })
+        }
+        FaultKind::Defrag => Fault::new(at, kind.name(), move |t: &mut Target| {
+            let mut done = Vec::new();
+            for m in t.all() {
+                let out = probe(&t.cluster.members[m].endpoint(), &["defrag"]);
+                done.push(format!("{} exit {}", t.name(m), out.code));
+            }
+            format!("defrag of each member in turn: {}", done.join(", "))
+        }),
+    }
+}
+
+/// One round as it went.
+#[derive(Clone, Debug)]
+pub struct RoundResult {
+    pub n: usize,
+    pub fault: Option<FaultKind>,
+    pub fault_detail: String,
+    pub ops: (usize, usize, usize),
+    pub verdict: String,
+    pub check_time: Duration,
+    pub problems: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// Runs the suite; returns the rounds (the report is written as it goes).
+pub fn run(cfg: &Config) -> Vec<RoundResult> {
+    if let Err(e) = fs::create_dir_all(&cfg.results) {
+        panic!("results folder {}: {e}", cfg.results.display());
+    }
+    let dir = cfg.results.join("servers");
+    let _ = fs::remove_dir_all(&dir);
+    let usable: Vec<FaultKind> = cfg
+        .faults
+        .iter()
+        .copied()
+        .filter(|f| cfg.members > 1 || f.single_member())
+        .collect();
+    let cfg = &Config {
+        faults: usable,
+        ..cfg.clone()
+    };
+    eprintln!(
+        "robustness suite: {} x{}{}, {:?} in rounds of {:?}, faults: {}, seed {}, results in {}",
+        cfg.kind,
+        cfg.members,
+        if cfg.kind == ServerKind::Ferrokv {
+            format!(" ({} shards)", cfg.shards)
+        } else {
+            String::new()
+        },
+        cfg.duration,
+        cfg.round,
+        fault_names(&cfg.faults),
+        cfg.seed,
+        cfg.results.display()
+    );
+    let mut target = Target::start(cfg, &dir);
+    let version = server_version(cfg.kind);
+    let mut rng = Rng::new(cfg.seed);
+    let started = Instant::now();
+    let mut rounds: Vec<RoundResult> = Vec::new();
+    let mut n = 0;
+    while started.elapsed() < cfg.duration {
+        let draw = rng.below(cfg.faults.len().max(1) as u64) as usize;
+        let kind = (!cfg.faults.is_empty()).then(|| {
+            cfg.faults[if cfg.in_turn {
+                n % cfg.faults.len()
+            } else {
+                draw
+            }]
+        });
+        let pick = rng.next_u64();
+        let round = catch_unwind(AssertUnwindSafe(|| {
+            run_round(cfg, &mut target, n, kind, pick)
+        }))
+        .unwrap_or_else(|e| {
+            let why = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".to_string());
+            RoundResult {
+                n,
+                fault: kind,
+                fault_detail: String::new(),
+                ops: (0, 0, 0),
+                verdict: "not checked".to_string(),
+                check_time: Duration::ZERO,
+                problems: vec![format!("the round failed: {why}")],
+                elapsed: Duration::ZERO,
+            }
+        });
+        eprintln!(
+            "[{}/{}] round {n} {}: {} ok, {} failed, {} unknown; {} ({:.1}s); {}",
+            clock_text(started.elapsed()),
+            clock_text(cfg.duration),
+            round.fault.map_or("(no fault)", |f| f.name()),
+            round.ops.0,
+            round.ops.1,
+            round.ops.2,
+            round.verdict,
+            round.check_time.as_secs_f64(),
+            if round.problems.is_empty() {
+                "pass".to_string()
+            } else {
+                format!("ANOMALY: {}", round.problems.join("; "))
+            }
+        );
+        let failed = !round.problems.is_empty();
+        rounds.push(round);
+        write_report(cfg, &version, &rounds, started.elapsed(), None);
+        n += 1;
+        if failed && cfg.stop_on_anomaly {
+            break;
+        }
+    }
+    let end = catch_unwind(AssertUnwindSafe(|| final_checks(&mut target)))
+        .unwrap_or_else(|_| vec!["the final checks panicked".to_string()]);
+    for p in &end {
+        eprintln!("final check: {p}");
+    }
+    write_report(cfg, &version, &rounds, started.elapsed(), Some(&end));
+    target.cluster.kill_9_all();
+    if !end.is_empty() {
+        rounds.push(RoundResult {
+            n,
+            fault: None,
+            fault_detail: "final checks".to_string(),
+            ops: (0, 0, 0),
+            verdict: String::new(),
+            check_time: Duration::ZERO,
+            problems: end,
+            elapsed: Duration::ZERO,
+        });
+    }
+    rounds
+}
+
+fn run_round(
+    cfg: &Config,
+    target: &mut Target,
+    n: usize,
+    kind: Option<FaultKind>,
+    pick: u64,
+) -> RoundResult {
+    let began = Instant::now();
+    // Healthy before it starts: every member running, one leader.
+    target.leader();
+    let lease_id_base = LEASE_ID_BASE + (n as i64 + 1) * LEASE_IDS_PER_ROUND;
+    let w = Workload {
+        clients: cfg.clients,
+        duration: cfg.round,
+        max_ops: 100_000,
+        seed: cfg.seed.wrapping_mul(1_000_003).wrapping_add(n as u64),
+        key_count: cfg.keys,
+        watchers: cfg.watchers,
+        lease_id_base,
+        leases: cfg.leases,
+        prefix: format!("robust/r{n:05}/"),
+        settle: Duration::from_secs(2),
+        duration_max: cfg.round * 3 + Duration::from_secs(30),
+        voids_at_faults: cfg.kind == ServerKind::Ferrokv,
+        ..Workload::default()
+    };
+    let endpoints: Vec<String> = target
+        .cluster
+        .members
+        .iter()
+        .map(|m| m.endpoint())
+        .collect();
+    let faults = kind
+        .map(|k| fault(k, cfg.round / 4, pick))
+        .into_iter()
+        .collect();
+    let rec = w.run(target, &endpoints, faults);
+    // Leases the round left must not expire into the next one (their
+    // revisions would be in no history).
+    let ids: Vec<String> = (0..w.lease_ids as i64)
+        .map(|i| format!("{:x}", lease_id_base + i))
+        .collect();
+    let all = target.cluster.endpoints();
+    for id in &ids {
+        let _ = probe(&all, &["lease", "revoke", id]);
+    }
+    let checked = check(&rec, cfg.check_timeout);
+    let mut problems = checked.problems(&rec, OK_OPS_MIN);
+    for m in &mut target.cluster.members {
+        if !m.is_running() {
+            let status = m.exit_status();
+            problems.push(format!("{} exited: {status:?}", m.name()));
+        }
+    }
+    let dir = cfg.results.join("rounds").join(format!("r{n:05}"));
+    fs::create_dir_all(&dir).expect("round folder");
+    let report = format!(
+        "round {n}: {}\n{}{}{}",
+        checked,
+        rec.summary(),
+        checked.report(&rec),
+        problems
+            .iter()
+            .map(|p| format!("{p}\n"))
+            .collect::<String>()
+    );
+    write(&dir.join("report.txt"), &report);
+    if cfg.keep_histories || !problems.is_empty() {
+        write(&dir.join("history.txt"), &rec.history_text());
+        write(&dir.join("watch.txt"), &rec.sessions_text());
+        if !problems.is_empty() {
+            write(&dir.join("server-logs.txt"), &target.cluster.log_tails());
+        }
+    }
+    RoundResult {
+        n,
+        fault: kind,
+        fault_detail: rec
+            .faults
+            .iter()
+            .map(|f| f.detail.clone())
+            .collect::<Vec<_>>()
+            .join("; "),
+        ops: rec.counts(),
+        verdict: checked.to_string(),
+        check_time: checked.check_time,
+        problems,
+        elapsed: began.elapsed(),
+    }
+}
+
+/// After the last round: every member running, and every member's
+/// `hashkv` at one revision the same.
+fn final_checks(target: &mut Target) -> Vec<String> {
+    let mut out = Vec::new();
+    target.leader();
+    for m in &mut target.cluster.members {
+        if !m.is_running() {
+            out.push(format!("{} not running at the end", m.name()));
+        }
+    }
+    let all = target.cluster.endpoints();
+    let st = probe(&all, &["endpoint", "status", "-w", "json"]);
+    let rev = serde_json::from_str::<serde_json::Value>(&st.stdout)
+        .ok()
+        .and_then(|v| {
+            v.as_array()?
+                .iter()
+                .filter_map(|r| r["Status"]["header"]["revision"].as_i64())
+                .min()
+        });
+    let Some(rev) = rev else {
+        out.push(format!("no revision from endpoint status: {st:?}"));
+        return out;
+    };
+    let hk = probe(
+        &all,
+        &[
+            "endpoint",
+            "hashkv",
+            "--rev",
+            &rev.to_string(),
+            "-w",
+            "json",
+        ],
+    );
+    let hashes: Vec<u64> = serde_json::from_str::<serde_json::Value>(&hk.stdout)
+        .ok()
+        .and_then(|v| {
+            Some(
+                v.as_array()?
+                    .iter()
+                    .filter_map(|r| r["HashKV"]["hash"].as_u64())
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
+    if hashes.len() != target.cluster.members.len() || hashes.iter().any(|h| *h != hashes[0]) {
+        out.push(format!(
+            "hashkv at revision {rev} differs between members or is missing: {hashes:?} ({hk:?})"
+        ));
+    } else {
+        eprintln!(
+            "final check: every member's hashkv at revision {rev} is {:x}",
+            hashes[0]
+        );
+    }
+    out
+}
+
+fn server_version(kind: ServerKind) -> String {
+    let bin = match kind {
+        ServerKind::Etcd => etcd_bin(),
+        ServerKind::Ferrokv => match ferrokv_bin() {
+            Ok(b) => b,
+            Err(e) => return e,
+        },
+    };
+    std::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_else(|e| format!("{}: {e}", bin.display()))
+}
+
+fn fault_names(faults: &[FaultKind]) -> String {
+    if faults.is_empty() {
+        return "none".to_string();
+    }
+    faults
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn clock_text(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{:02}:{:02}", s / 60, s % 60)
+}
+
+fn write(path: &Path, text: &str) {
+    fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// `report.md` of the run so far (`end`: the final checks, once done).
+fn write_report(
+    cfg: &Config,
+    version: &str,
+    rounds: &[RoundResult],
+    elapsed: Duration,
+    end: Option<&[String]>,
+) {
+    let mut s = String::new();
+    let anomalies: usize = rounds.iter().filter(|r| !r.problems.is_empty()).count()
+        + end.map_or(0, |e| usize::from(!e.is_empty()));
+    let (ok, failed, unknown) = rounds.iter().fold((0, 0, 0), |a, r| {
+        (a.0 + r.ops.0, a.1 + r.ops.1, a.2 + r.ops.2)
+    });
+    let _ = writeln!(s, "# Robustness run: {} x{}\n", cfg.kind, cfg.members);
+    let _ = writeln!(s, "- server: `{version}`");
+    if let Ok(source) = std::env::var("FERROKV_ROBUST_SOURCE") {
+        let _ = writeln!(s, "- source: `{source}`");
+    }
+    let _ = writeln!(
+        s,
+        "- members: {}{}; heartbeat {HEARTBEAT_INTERVAL_MS} ms, election timeout \
+         {ELECTION_TIMEOUT_MS} ms",
+        cfg.members,
+        if cfg.kind == ServerKind::Ferrokv {
+            format!(", --shards {}", cfg.shards)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        s,
+        "- ran {} of {} asked, rounds of {:?}; seed {}; {} clients, {} watchers, {} keys, \
+         leases {}",
+        clock_text(elapsed),
+        clock_text(cfg.duration),
+        cfg.round,
+        cfg.seed,
+        cfg.clients,
+        cfg.watchers,
+        cfg.keys,
+        if cfg.leases { "on" } else { "off" }
+    );
+    let _ = writeln!(s, "- fault set: {}", fault_names(&cfg.faults));
+    let _ = writeln!(
+        s,
+        "- operations: {} answered, {} failed, {} unknown outcome",
+        ok, failed, unknown
+    );
+    let mut by_kind: Vec<(&str, usize)> = Vec::new();
+    for r in rounds {
+        if let Some(f) = r.fault {
+            match by_kind.iter_mut().find(|(n, _)| *n == f.name()) {
+                Some(e) => e.1 += 1,
+                None => by_kind.push((f.name(), 1)),
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "- faults injected: {}",
+        by_kind
+            .iter()
+            .map(|(n, c)| format!("{n} x{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "- final checks (members running, hashkv equal): {}",
+        match end {
+            None => "not yet".to_string(),
+            Some([]) => "passed".to_string(),
+            Some(e) => e.join("; "),
+        }
+    );
+    let _ = writeln!(s, "- **anomalies: {anomalies}** (expected: 0)\n");
+    let _ = writeln!(
+        s,
+        "| round | fault | what it did | ok / failed / unknown | verdict | check | result |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for r in rounds {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} / {} / {} | {} | {:.1}s | {} |",
+            r.n,
+            r.fault.map_or("-", |f| f.name()),
+            r.fault_detail.replace('|', "/"),
+            r.ops.0,
+            r.ops.1,
+            r.ops.2,
+            r.verdict.replace('|', "/"),
+            r.check_time.as_secs_f64(),
+            if r.problems.is_empty() {
+                "pass".to_string()
+            } else {
+                r.problems.join("; ").replace('|', "/")
+            }
+        );
+    }
+    write(&cfg.results.join("report.md"), &s);
+}
