@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 
 use super::elle::{self, Status, Txn};
 use super::history::{Answer, CmpOp, Compare, History, Op, Outcome, Request, Target};
-use super::kubernetes::{self, range, run_faults, Conn};
+use super::kubernetes::{self, range, Conn};
 use super::linearize::{self, Options, Verdict};
 use super::model;
-use super::workload::{prefix_now, Clock, Fault, FaultRecord, Rng};
+use super::workload::{prefix_now, run_faults, Clock, Fault, FaultRecord, Rng};
 
 /// Attempts of one transaction (the first and its retries on conflict).
 pub const ATTEMPTS: usize = 3;

@@ -64,8 +64,8 @@ use super::linearize::{self, CommittedPuts, Options, Verdict};
 use super::model::{self, ModelError};
 use super::watch::{self, CommittedEvents, EventKind, Violation, WatchSession};
 use super::workload::{
-    self, execute, prefix_now, watch_response, Call, Clock, Fault, FaultRecord, Rng, ERROR_PAUSE,
-    WATCH_REOPEN_PAUSE,
+    self, execute, prefix_now, run_faults, secs, watch_response, Call, Clock, Fault, FaultRecord,
+    Rng, ERROR_PAUSE, WATCH_REOPEN_PAUSE,
 };
 use crate::grpc::{self, MAX_MESSAGE};
 
@@ -203,10 +203,6 @@ pub struct KubeRecording {
 }
 
 // ------------------------------------------------------------- text
-
-fn secs(ns: u64) -> f64 {
-    ns as f64 / 1e9
-}
 
 /// One line per op (`client call ret: request -> outcome`), for a file.
 pub fn history_text(h: &History) -> String {
@@ -1321,35 +1317,6 @@ impl Kubernetes {
             drain_client,
         }
     }
-}
-
-/// Calls the faults at their times on this thread (as `Workload::run`).
-pub fn run_faults<C>(
-    faults: Vec<Fault<'_, C>>,
-    target: &mut C,
-    clock: Clock,
-    started: Instant,
-) -> Vec<FaultRecord> {
-    let mut faults = faults;
-    faults.sort_by_key(|f| f.at);
-    let mut records = Vec::new();
-    for f in faults {
-        if let Some(rest) = f.at.checked_sub(started.elapsed()) {
-            thread::sleep(rest);
-        }
-        let start = clock.now();
-        eprintln!("  [{:.2}s] fault {}", secs(start), f.name);
-        let detail = (f.inject)(target);
-        let end = clock.now();
-        eprintln!("  [{:.2}s] fault {} done: {detail}", secs(end), f.name);
-        records.push(FaultRecord {
-            name: f.name,
-            start,
-            end,
-            detail,
-        });
-    }
-    records
 }
 
 // -------------------------------------------------------------- checking

@@ -105,7 +105,8 @@ impl Clock {
     }
 }
 
-fn secs(ns: u64) -> f64 {
+/// Nanoseconds of the run's clock, as seconds (for reports).
+pub(crate) fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
@@ -251,10 +252,9 @@ pub struct Recording {
     /// The store's revision before the clients started (1: a fresh
     /// store); the run's prefix held no key then.
     pub initial_revision: i64,
-    /// Stretches (the run's clock) in which revisions may have been voided
-    /// ([`Workload::voids_at_faults`]), and how many each may void.
-    pub void_windows: Vec<(u64, u64)>,
-    pub voids_per_window: usize,
+    /// From [`Workload::voids_at_faults`]: the check lets revisions go
+    /// unused around `faults` ([`with_voids_at`]).
+    pub voids_at_faults: bool,
 }
 
 impl Recording {
@@ -497,26 +497,7 @@ impl Workload {
             })
             .collect();
 
-        // Faults, on this thread.
-        let mut faults = faults;
-        faults.sort_by_key(|f| f.at);
-        let mut records = Vec::new();
-        for f in faults {
-            if let Some(rest) = f.at.checked_sub(started.elapsed()) {
-                thread::sleep(rest);
-            }
-            let start = clock.now();
-            eprintln!("  [{:.2}s] fault {}", secs(start), f.name);
-            let detail = (f.inject)(target);
-            let end = clock.now();
-            eprintln!("  [{:.2}s] fault {} done: {detail}", secs(end), f.name);
-            records.push(FaultRecord {
-                name: f.name,
-                start,
-                end,
-                detail,
-            });
-        }
+        let records = run_faults(faults, target, clock, started);
         let end_at = match records.last() {
             Some(_) => self.duration.max(started.elapsed() + self.settle),
             None => self.duration,
@@ -556,11 +537,6 @@ impl Workload {
             }));
         }
         runtime.shutdown_timeout(self.op_timeout);
-        let void_windows = if self.voids_at_faults {
-            void_windows(&records)
-        } else {
-            Vec::new()
-        };
         Recording {
             history: History { ops }.sorted(),
             sessions,
@@ -569,13 +545,42 @@ impl Workload {
             final_revision,
             watcher_coverage,
             initial_revision,
-            void_windows,
-            voids_per_window: voids_per_window(self.clients),
+            voids_at_faults: self.voids_at_faults,
         }
     }
 }
 
 // --------------------------------------------------------------- faults
+
+/// Calls the faults at their times (from `started`) on this thread, each
+/// blocking until it is undone; what each did, on the run's `clock`.
+pub fn run_faults<C>(
+    faults: Vec<Fault<'_, C>>,
+    target: &mut C,
+    clock: Clock,
+    started: Instant,
+) -> Vec<FaultRecord> {
+    let mut faults = faults;
+    faults.sort_by_key(|f| f.at);
+    let mut records = Vec::new();
+    for f in faults {
+        if let Some(rest) = f.at.checked_sub(started.elapsed()) {
+            thread::sleep(rest);
+        }
+        let start = clock.now();
+        eprintln!("  [{:.2}s] fault {}", secs(start), f.name);
+        let detail = (f.inject)(target);
+        let end = clock.now();
+        eprintln!("  [{:.2}s] fault {} done: {detail}", secs(end), f.name);
+        records.push(FaultRecord {
+            name: f.name,
+            start,
+            end,
+            detail,
+        });
+    }
+    records
+}
 
 /// kill -9 of the leader, then after `down_for` its restart (waits until
 /// it is healthy).
@@ -1571,7 +1576,7 @@ pub const VOID_KEY: &[u8] = b"\xffvoided-revision";
 
 /// The stretches around `faults` in which a leader start may void
 /// revisions: from each fault's start to [`VOID_AFTER_FAULT`] after its end.
-pub fn void_windows(faults: &[FaultRecord]) -> Vec<(u64, u64)> {
+fn void_windows(faults: &[FaultRecord]) -> Vec<(u64, u64)> {
     faults
         .iter()
         .map(|f| (f.start, f.end + VOID_AFTER_FAULT.as_nanos() as u64))
@@ -1579,7 +1584,7 @@ pub fn void_windows(faults: &[FaultRecord]) -> Vec<(u64, u64)> {
 }
 
 /// Revisions a window may void with `clients` clients.
-pub fn voids_per_window(clients: usize) -> usize {
+fn voids_per_window(clients: usize) -> usize {
     VOIDS_PER_CLIENT * clients
 }
 
@@ -1623,7 +1628,11 @@ pub fn with_voids(h: &History, windows: &[(u64, u64)], per_window: usize) -> His
 /// `timeout`.
 pub fn check(rec: &Recording, timeout: Duration) -> Checked {
     let started = Instant::now();
-    let history = with_voids(&rec.history, &rec.void_windows, rec.voids_per_window);
+    let history = if rec.voids_at_faults {
+        with_voids_at(&rec.history, &rec.faults)
+    } else {
+        rec.history.clone()
+    };
     let verdict = linearize::check_with(
         &history,
         &Options {
