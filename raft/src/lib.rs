@@ -18,8 +18,9 @@
 //!                   | conf_index u64
 //! ```
 //!
-//! A `Ready` is written as one WAL append: the hard state first (if
-//! changed), then its entries. Replay applies records in lsn order: the last
+//! A `Ready` is written as one WAL append: its entries, then the hard state
+//! (if changed), so a torn tail never keeps a commit index without the
+//! entries it covers. Replay applies records in lsn order: the last
 //! compaction marker sets the log base; an entry at index i replaces i and
 //! everything after it (a later term's conflicting suffix wins); the last
 //! hard state wins; what remains above the base must be contiguous.
@@ -47,15 +48,16 @@
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod log_core;
 pub mod peer;
 mod record;
 mod shard_log;
 mod storage;
 
 pub use error::Error;
+pub use log_core::{Recovered, Role};
 pub use shard_log::{
-    Apply, LogConfig, NoopTransport, Recovered, Role, ShardLog, Transport,
-    INBOUND_MESSAGES_PENDING_MAX,
+    Apply, LogConfig, NoopTransport, ShardLog, Transport, INBOUND_MESSAGES_PENDING_MAX,
 };
 
 /// One WAL payload of a shard log, described for `ferroutl wal`: what it is

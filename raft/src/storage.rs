@@ -190,16 +190,20 @@ pub(crate) fn replay(records: &[(u64, Vec<u8>)], voters: &[u64]) -> Result<Shard
         st.entries.push(e.clone());
         st.entry_lsns.push(*lsn);
     }
-    // A hard state is written before the entries of the same batch; the
-    // commit can never legitimately point past what survived.
+    // A hard state is written after the entries of its batch, so its
+    // commit never points past what survived; a log written by versions
+    // that wrote it first may end below it (a torn tail).
     let last = st.last_index();
     st.hard_state.commit = st.hard_state.commit.clamp(st.snap_index, last);
     if let Some(e) = st.entries.last() {
         if e.term > st.hard_state.term {
-            return Err(format!(
-                "entry {} has term {} above the persisted term {}",
-                e.index, e.term, st.hard_state.term
-            ));
+            // The batch's hard state was lost with a torn tail after its
+            // entries: the member had learnt that term from the leader
+            // that sent them, and cast no vote in it that was not made
+            // durable earlier. Knowing a term without a vote in it is
+            // what receiving any message of that term gives.
+            st.hard_state.term = e.term;
+            st.hard_state.vote = 0;
         }
     }
     Ok(st)
@@ -348,6 +352,24 @@ mod tests {
         assert_eq!(st.snap_index, 5);
         assert_eq!(st.last_index(), 7);
         assert_eq!(st.term_of(5), Some(1));
+    }
+
+    #[test]
+    fn a_hard_state_lost_after_its_entries_leaves_the_term_they_carry() {
+        // A follower got term 3's entries with the hard state naming term
+        // 3 in one write; the tail was torn after the entries.
+        let recs = lsns(vec![
+            hs(2, 1),
+            ent(2, 1, b"a"),
+            ent(2, 2, b"b"),
+            ent(3, 2, b"B"),
+            ent(3, 3, b"C"),
+        ]);
+        let st = replay(&recs, &[1, 2, 3]).unwrap();
+        assert_eq!(st.hard_state.term, 3);
+        assert_eq!(st.hard_state.vote, 0, "no vote in term 3 was made durable");
+        assert_eq!(st.hard_state.commit, 1);
+        assert_eq!(st.last_index(), 3);
     }
 
     #[test]

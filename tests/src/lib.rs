@@ -24,6 +24,8 @@
 //! - [`proxy`]: TCP proxies that delay client bytes or cut a connection
 //!   when its first request arrives.
 //! - [`tls`]: a test CA and certificate (openssl) for servers run with TLS.
+//! - [`sim`]: the deterministic simulation of the replicated shard logs
+//!   (the real raft log core over a simulated network and disk).
 //! - [`ctl`]: the same scripts (and `testdata/ctl/*.txt`) run with etcdctl
 //!   and with `ferroctl`, compared step by step.
 //!
@@ -44,6 +46,7 @@ pub mod proxy;
 pub mod robust;
 pub mod script;
 pub mod server;
+pub mod sim;
 pub mod tls;
 
 pub use addr::{free_addr, free_addr_pair};

@@ -54,4 +54,5 @@ mod wal;
 
 pub use error::Error;
 pub use metrics::{FsyncHistogram, WalMetrics};
+pub use segment::{scan_segment, ScanOutcome};
 pub use wal::{Wal, WalConfig};

@@ -30,8 +30,9 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     ))
 }
 
+/// What the recovery scan of one segment found.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct ScanOutcome {
+pub struct ScanOutcome {
     pub records: Vec<(u64, Vec<u8>)>,
     /// Offset just past the last valid record.
     pub data_end: u64,
@@ -39,14 +40,16 @@ pub(crate) struct ScanOutcome {
     pub torn: Option<(u64, u64)>,
 }
 
-/// Decodes every record of one segment.
+/// Decodes every record of one segment: the recovery scan `Wal::open`
+/// runs on every file (and the deterministic simulation on its simulated
+/// disk's bytes).
 ///
 /// * Records must carry consecutive lsns starting at `first_lsn`.
 /// * Data ends at an all-zero header (or the end of the file); everything
 ///   after it must be zeros.
 /// * A bad record in the last segment with no valid record after it is a torn
 ///   tail: the scan stops there. Anything else bad is `Error::Corrupt`.
-pub(crate) fn scan_segment(
+pub fn scan_segment(
     buf: &[u8],
     file: &str,
     is_last: bool,

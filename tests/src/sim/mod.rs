@@ -1,0 +1,1060 @@
+//! Deterministic simulation of ferrokv's replicated shard logs.
+//!
+//! The real code, driven by one seeded scheduler: every member's shard
+//! groups are the real sans-IO raft log core (`ferrokv_raft::log_core`:
+//! raft-rs's `RawNode` with ferrokv's proposal matching, recovery and
+//! write ordering), writing the real WAL records into a simulated disk
+//! and recovering with the WAL's real scan. Around them, simulated:
+//!
+//! - **network**: every message is in flight until the scheduler delivers
+//!   it, in any order; messages are dropped, duplicated, and cut by
+//!   partitions (one member from the rest, or a minority from a majority);
+//! - **disk**: a `Ready`'s write is unsynced until the scheduler completes
+//!   its fdatasync; a crash loses, tears or garbles what was unsynced
+//!   (`disk::Damage`);
+//! - **time**: ticks per member, so members' clocks drift apart;
+//! - **clients**: proposals to whichever member they guess leads;
+//! - **faults**: crashes and restarts (recovery from the disk and the state
+//!   machine's snapshot file), leader transfers, campaigns, snapshots with
+//!   log compaction (a member behind a compacted log installs another's
+//!   snapshot file, as the shard fetches it).
+//!
+//! Checked at every step (`check::Checker`): one leader per group and
+//! term; every member applies the same entry at an index, across crashes;
+//! an acknowledged proposal is the entry committed at its index. At the
+//! end the faults stop, partitions heal and crashed members restart, and
+//! every group must converge: one leader, every member applied the same
+//! log, every acknowledged proposal in it.
+//!
+//! A run is a function of its seed and options: the same seed replays the
+//! same steps byte for byte (`Outcome::trace_hash`; `ferro-sim --seed N
+//! --trace` prints them). Not simulated yet: the shard state machine above
+//! the log (revisions, visibility, the leader start, cross-shard
+//! transactions) and membership changes.
+
+mod check;
+pub mod disk;
+pub mod rng;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use ferrokv_raft::log_core::{Event, LogCore, Output, Proposal, Waiting, Write};
+use ferrokv_raft::{Error, LogConfig};
+use ferrokv_wal::WalConfig;
+use raft::eraftpb::{Message, MessageType};
+
+use check::Checker;
+use disk::{Damage, Disk};
+use rng::Rng;
+
+/// What a run simulates.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub members: usize,
+    pub groups: usize,
+    /// Scheduler steps before the faults stop and the run converges.
+    pub steps: usize,
+    /// Crashes, partitions, loss, duplication, leader transfers.
+    pub faults: bool,
+    /// Keep every step's line in `Outcome::trace`.
+    pub trace: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            members: 3,
+            groups: 2,
+            steps: 5_000,
+            faults: true,
+            trace: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub seed: u64,
+    pub steps: usize,
+    pub proposals: usize,
+    pub acked: usize,
+    pub elections: usize,
+    pub crashes: usize,
+    pub torn_tails: usize,
+    pub messages: usize,
+    pub compactions: usize,
+    /// Snapshots a member installed from another's file.
+    pub snapshots: usize,
+    /// FNV-1a over every step's line: equal for equal runs.
+    pub trace_hash: u64,
+    pub trace: Vec<String>,
+}
+
+/// A run that broke an invariant (or did not converge).
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub seed: u64,
+    pub step: usize,
+    pub what: String,
+    /// The last steps before it.
+    pub tail: Vec<String>,
+    /// Every step, with `Options::trace`.
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "seed {} step {}: {}", self.seed, self.step, self.what)?;
+        writeln!(f, "last steps:")?;
+        for l in &self.tail {
+            writeln!(f, "  {l}")?;
+        }
+        write!(
+            f,
+            "replay: cargo run -p ferrokv-tests --bin ferro-sim -- --seed {} --trace",
+            self.seed
+        )
+    }
+}
+
+/// Runs one simulation.
+pub fn run(seed: u64, opts: &Options) -> Result<Outcome, Failure> {
+    let mut w = World::new(seed, opts.clone());
+    let res = w.run();
+    let out = w.outcome();
+    res.map(|()| out.clone()).map_err(|what| Failure {
+        seed,
+        step: w.step,
+        what,
+        tail: w.recent.iter().cloned().collect(),
+        trace: out.trace,
+    })
+}
+
+/// A proposal's waiter: the proposal's place in `World::proposals`.
+#[derive(Debug, Clone, Copy)]
+struct Ticket(usize);
+
+impl Waiting for Ticket {
+    // The simulation reads outcomes from `Output::done`.
+    fn complete(&self, _: Result<u64, Error>) {}
+}
+
+/// One shard group's log on one member.
+struct Log {
+    core: Option<LogCore<Ticket>>,
+    disk: Disk,
+    /// Inputs waiting for the driver, as the shell queues them.
+    inbox: VecDeque<Message>,
+    ticks: u32,
+    queue: Vec<Proposal>,
+    transfer: Option<u64>,
+    campaign: bool,
+    next_proposal_id: u64,
+    /// A `Ready` whose write awaits its fdatasync.
+    writing: Option<Writing>,
+    /// What the state machine applied, over every life of the member.
+    applied: BTreeMap<u64, (u64, Vec<u8>)>,
+    /// The last index applied in this life.
+    applied_index: u64,
+    /// Committed entries up to here were checked against the others'.
+    checked_commit: u64,
+    /// The state machine's snapshot file (durable once written): its
+    /// index and the entries it holds.
+    snapshot: Option<Snapshot>,
+}
+
+/// A state machine snapshot: what was applied up to `index`.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    index: u64,
+    applied: BTreeMap<u64, (u64, Vec<u8>)>,
+}
+
+/// A `Ready`'s write in flight: its `n` records end at lsn `last`.
+struct Writing {
+    write: Write,
+    last: u64,
+    n: u64,
+}
+
+struct Member {
+    id: u64,
+    up: bool,
+    lives: u64,
+    logs: Vec<Log>,
+}
+
+struct Envelope {
+    group: usize,
+    msg: Message,
+}
+
+struct World {
+    seed: u64,
+    opts: Options,
+    rng: Rng,
+    mix: Mix,
+    members: Vec<Member>,
+    net: Vec<Envelope>,
+    /// Links cut by a partition, both directions listed.
+    cut: BTreeSet<(u64, u64)>,
+    check: Checker,
+    /// (group, data) of every proposal handed to a member.
+    proposals: Vec<(usize, Vec<u8>)>,
+    step: usize,
+    faults: bool,
+    hash: u64,
+    trace: Vec<String>,
+    recent: VecDeque<String>,
+    crashes: usize,
+    torn_tails: usize,
+    messages: usize,
+    compactions: usize,
+    snapshots: usize,
+}
+
+/// The seed's own mix of faults (swarm testing): each run weights crashes,
+/// partitions, loss and the rest differently, so a rare combination is
+/// frequent in some seeds instead of rare in all of them.
+#[derive(Debug, Clone)]
+struct Mix {
+    /// Steps in a thousand that inject a fault.
+    faults: usize,
+    /// Weights of the fault kinds: crash, partition, heal, leader
+    /// transfer, campaign, restart, compaction.
+    weights: [usize; 7],
+    /// Percent of deliveries lost, duplicated.
+    loss: u32,
+    dup: u32,
+}
+
+impl Mix {
+    fn draw(rng: &mut Rng) -> Mix {
+        Mix {
+            faults: 5 + rng.below(40),
+            weights: [
+                rng.below(10),
+                rng.below(10),
+                rng.below(10),
+                rng.below(4),
+                rng.below(4),
+                1 + rng.below(10),
+                rng.below(6),
+            ],
+            loss: rng.below(8) as u32,
+            dup: rng.below(4) as u32,
+        }
+    }
+}
+
+/// Steps kept for a failure's report.
+const RECENT_STEPS: usize = 40;
+
+/// Rounds the convergence phase may take (each: one tick per member, then
+/// everything delivered and synced).
+const CONVERGE_ROUNDS_MAX: usize = 400;
+
+impl World {
+    fn new(seed: u64, opts: Options) -> World {
+        let members = (1..=opts.members as u64)
+            .map(|id| Member {
+                id,
+                up: false,
+                lives: 0,
+                logs: (0..opts.groups)
+                    .map(|_| Log {
+                        core: None,
+                        disk: Disk::new(),
+                        inbox: VecDeque::new(),
+                        ticks: 0,
+                        queue: Vec::new(),
+                        transfer: None,
+                        campaign: false,
+                        next_proposal_id: 1,
+                        writing: None,
+                        applied: BTreeMap::new(),
+                        applied_index: 0,
+                        checked_commit: 0,
+                        snapshot: None,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut rng = Rng::new(seed);
+        let mix = Mix::draw(&mut rng);
+        World {
+            seed,
+            faults: opts.faults,
+            opts,
+            rng,
+            mix,
+            members,
+            net: Vec::new(),
+            cut: BTreeSet::new(),
+            check: Checker::default(),
+            proposals: Vec::new(),
+            step: 0,
+            hash: 0xcbf2_9ce4_8422_2325,
+            trace: Vec::new(),
+            recent: VecDeque::new(),
+            crashes: 0,
+            torn_tails: 0,
+            messages: 0,
+            compactions: 0,
+            snapshots: 0,
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        Outcome {
+            seed: self.seed,
+            steps: self.step,
+            proposals: self.proposals.len(),
+            acked: self.check.acked.len(),
+            elections: self.check.elections,
+            crashes: self.crashes,
+            torn_tails: self.torn_tails,
+            messages: self.messages,
+            compactions: self.compactions,
+            snapshots: self.snapshots,
+            trace_hash: self.hash,
+            trace: self.trace.clone(),
+        }
+    }
+
+    /// Mixes a number into the trace hash (steps too frequent to print).
+    fn mix(&mut self, v: u64) {
+        for b in v.to_le_bytes() {
+            self.hash ^= u64::from(b);
+            self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn note(&mut self, line: String) {
+        for b in line.as_bytes() {
+            self.hash ^= u64::from(*b);
+            self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        if self.opts.trace {
+            self.trace.push(format!("{:>6} {line}", self.step));
+        }
+        if self.recent.len() == RECENT_STEPS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(format!("{:>6} {line}", self.step));
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        for m in 0..self.members.len() {
+            self.start(m)?;
+        }
+        while self.step < self.opts.steps {
+            self.step += 1;
+            self.one_step()?;
+        }
+        self.converge()
+    }
+
+    /// One scheduler step: one action drawn by weight (per mille).
+    fn one_step(&mut self) -> Result<(), String> {
+        let roll = self.rng.below(1000);
+        if self.faults && roll < self.mix.faults {
+            return self.fault();
+        }
+        match roll {
+            0..=349 => self.deliver(),
+            350..=469 => {
+                let m = self.rng.below(self.members.len());
+                self.tick(m);
+                Ok(())
+            }
+            470..=699 => {
+                let m = self.rng.below(self.members.len());
+                let g = self.rng.below(self.opts.groups);
+                self.drive(m, g)
+            }
+            700..=849 => {
+                let m = self.rng.below(self.members.len());
+                let g = self.rng.below(self.opts.groups);
+                self.sync(m, g)
+            }
+            _ => self.propose(),
+        }
+    }
+
+    /// Opens every log of member `m` from its disk, as a restart does.
+    fn start(&mut self, m: usize) -> Result<(), String> {
+        let seed = self.seed;
+        let member = &mut self.members[m];
+        member.up = true;
+        member.lives += 1;
+        let (id, lives) = (member.id, member.lives);
+        let voters: Vec<u64> = (1..=self.opts.members as u64).collect();
+        let mut lines = Vec::new();
+        for g in 0..self.opts.groups {
+            let log = &mut self.members[m].logs[g];
+            let records = log
+                .disk
+                .recover()
+                .map_err(|e| format!("member {id} group {g}: recovery refused the disk: {e}"))?;
+            let mut cfg = LogConfig::new(WalConfig::default(), id);
+            cfg.voters = voters.clone();
+            cfg.election_seed = Some(Rng::derive(seed, id, g as u64, lives));
+            // The state machine restarts from its snapshot file.
+            let from = log.snapshot.as_ref().map_or(0, |s| s.index);
+            let (core, rec) = LogCore::recover(&cfg, &records, from)
+                .map_err(|e| format!("member {id} group {g}: recovery failed: {e}"))?;
+            lines.push(format!(
+                "start member {id} group {g}: {} records, commit {}, term {}",
+                records.len(),
+                rec.commit_index,
+                rec.term
+            ));
+            log.core = Some(core);
+            log.inbox.clear();
+            log.ticks = 0;
+            log.queue.clear();
+            log.transfer = None;
+            log.campaign = false;
+            log.next_proposal_id = 1;
+            log.writing = None;
+            log.applied_index = from;
+            log.checked_commit = 0;
+            for (index, data) in rec.entries {
+                let term = self.members[m].logs[g]
+                    .core
+                    .as_ref()
+                    .and_then(|c| c.term_at(index))
+                    .unwrap_or(0);
+                self.apply(m, g, index, term, data)?;
+            }
+        }
+        for l in lines {
+            self.note(l);
+        }
+        // The shell makes the first `Ready`s durable before it serves.
+        for g in 0..self.opts.groups {
+            while self.core(m, g).has_ready() {
+                self.begin(m, g)?;
+                self.sync(m, g)?;
+            }
+            self.refresh(m, g)?;
+        }
+        Ok(())
+    }
+
+    fn core(&mut self, m: usize, g: usize) -> &mut LogCore<Ticket> {
+        self.members[m].logs[g]
+            .core
+            .as_mut()
+            .expect("a member that is up has its logs open")
+    }
+
+    fn crash(&mut self, m: usize) {
+        let id = self.members[m].id;
+        self.members[m].up = false;
+        self.crashes += 1;
+        let mut damage = Vec::new();
+        for g in 0..self.opts.groups {
+            let log = &mut self.members[m].logs[g];
+            log.core = None;
+            log.writing = None;
+            log.inbox.clear();
+            log.queue.clear();
+            let d = log.disk.crash(&mut self.rng);
+            if matches!(d, Damage::Torn | Damage::Garbage) {
+                self.torn_tails += 1;
+            }
+            damage.push(format!("{d:?}"));
+        }
+        self.note(format!("crash member {id}: unsynced tails {damage:?}"));
+    }
+
+    fn tick(&mut self, m: usize) {
+        if !self.members[m].up {
+            return;
+        }
+        for log in &mut self.members[m].logs {
+            log.ticks += 1;
+        }
+    }
+
+    /// The shell's driver round: a `Ready` pending is handled first; else
+    /// the queued inputs go in and the next `Ready` starts.
+    fn drive(&mut self, m: usize, g: usize) -> Result<(), String> {
+        if !self.members[m].up || self.members[m].logs[g].writing.is_some() {
+            return Ok(());
+        }
+        if !self.core(m, g).has_ready() {
+            let log = &mut self.members[m].logs[g];
+            let ticks = std::mem::take(&mut log.ticks);
+            let inbox: Vec<Message> = log.inbox.drain(..).collect();
+            let queue: Vec<Proposal> = std::mem::take(&mut log.queue);
+            let transfer = log.transfer.take();
+            let campaign = std::mem::take(&mut log.campaign);
+            let mut out = Output::default();
+            let core = self.core(m, g);
+            for _ in 0..ticks {
+                core.tick(&mut out);
+            }
+            for msg in inbox {
+                core.step(msg);
+            }
+            if campaign {
+                core.campaign();
+            }
+            if let Some(to) = transfer {
+                core.transfer_leader(to);
+            }
+            for p in queue {
+                core.propose(p, &mut out);
+            }
+            self.output(m, g, out)?;
+        }
+        if self.core(m, g).has_ready() {
+            self.begin(m, g)?;
+        }
+        self.refresh(m, g)
+    }
+
+    /// The first half of a `Ready`; its write is unsynced until `sync`.
+    fn begin(&mut self, m: usize, g: usize) -> Result<(), String> {
+        let mut out = Output::default();
+        let mut write = self.core(m, g).begin_ready(&mut out);
+        self.output(m, g, out)?;
+        let records = std::mem::take(&mut write.records);
+        let log = &mut self.members[m].logs[g];
+        let n = records.len() as u64;
+        let last = if records.is_empty() {
+            0
+        } else {
+            log.disk.append(&records)
+        };
+        log.writing = Some(Writing { write, last, n });
+        if n == 0 {
+            return self.sync(m, g);
+        }
+        Ok(())
+    }
+
+    /// The fdatasync of the write in flight returned: the second half of
+    /// its `Ready`.
+    fn sync(&mut self, m: usize, g: usize) -> Result<(), String> {
+        if !self.members[m].up {
+            return Ok(());
+        }
+        let id = self.members[m].id;
+        let log = &mut self.members[m].logs[g];
+        let Some(Writing { write, last, n }) = log.writing.take() else {
+            return Ok(());
+        };
+        log.disk.sync();
+        if write.truncate {
+            // The first record is an installed snapshot's marker.
+            log.disk
+                .truncate_before(last + 1 - n)
+                .map_err(|e| format!("member {id} group {g}: {e}"))?;
+        }
+        let mut out = Output::default();
+        self.core(m, g)
+            .finish_ready(write, last, &mut out)
+            .map_err(|e| format!("member {id} group {g}: finish_ready: {e}"))?;
+        self.output(m, g, out)?;
+        self.refresh(m, g)
+    }
+
+    fn refresh(&mut self, m: usize, g: usize) -> Result<(), String> {
+        let mut out = Output::default();
+        self.core(m, g).refresh(&mut out);
+        self.output(m, g, out)?;
+        let id = self.members[m].id;
+        let commit = self.core(m, g).commit_index();
+        let from = self.members[m].logs[g].checked_commit + 1;
+        for index in from..=commit {
+            if let Some(term) = self.core(m, g).term_at(index) {
+                self.check.committed_term(g, id, index, term)?;
+            }
+        }
+        self.members[m].logs[g].checked_commit = commit.max(from - 1);
+        Ok(())
+    }
+
+    /// What the core produced: messages into the network, events to the
+    /// state machine and the checker, completions to the clients.
+    fn output(&mut self, m: usize, g: usize, out: Output<Ticket>) -> Result<(), String> {
+        let id = self.members[m].id;
+        for msg in out.messages {
+            self.messages += 1;
+            self.net.push(Envelope { group: g, msg });
+        }
+        for ev in out.events {
+            match ev {
+                Event::Role(role) => {
+                    self.note(format!(
+                        "member {id} group {g}: term {} leader {}{}",
+                        role.term,
+                        role.leader_id,
+                        if role.leader { " (self)" } else { "" }
+                    ));
+                    if role.leader {
+                        self.check.leader(g, role.term, id)?;
+                    }
+                }
+                Event::Committed { index, term, data } => self.apply(m, g, index, term, data)?,
+                Event::ConfChanged { index, .. } => {
+                    return Err(format!(
+                        "member {id} group {g}: unexpected conf change {index}"
+                    ))
+                }
+                Event::SnapshotWanted => {}
+            }
+        }
+        for (Ticket(p), r) in out.done {
+            let (pg, data) = self.proposals[p].clone();
+            debug_assert_eq!(pg, g);
+            match r {
+                Ok(index) => {
+                    self.note(format!(
+                        "member {id} group {g}: acknowledged {} at {index}",
+                        String::from_utf8_lossy(&data)
+                    ));
+                    self.check.acknowledged(g, index, &data)?;
+                }
+                Err(e) => self.note(format!(
+                    "member {id} group {g}: {} failed: {e}",
+                    String::from_utf8_lossy(&data)
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        m: usize,
+        g: usize,
+        index: u64,
+        term: u64,
+        data: Vec<u8>,
+    ) -> Result<(), String> {
+        let id = self.members[m].id;
+        let log = &mut self.members[m].logs[g];
+        if index <= log.applied_index {
+            // Raft may still hand over entries an installed snapshot
+            // holds (committed before it stepped the snapshot message);
+            // the shard skips them. Any other entry at or below what was
+            // applied is one applied twice.
+            if log.snapshot.as_ref().is_some_and(|s| s.index >= index) {
+                return self.check.applied(g, id, index, term, &data);
+            }
+            return Err(format!(
+                "member {id} group {g}: entry {index} applied after {}",
+                log.applied_index
+            ));
+        }
+        log.applied_index = index;
+        if let Some((t, d)) = log.applied.get(&index) {
+            if *t != term || *d != data {
+                return Err(format!(
+                    "member {id} group {g}: index {index} applied again as another entry \
+                     (term {t} then {term}) after a restart"
+                ));
+            }
+        }
+        log.applied.insert(index, (term, data.clone()));
+        self.check.applied(g, id, index, term, &data)
+    }
+
+    /// Delivers some messages in flight, each any of them (the network
+    /// reorders), or loses or duplicates them. A share of the backlog per
+    /// step keeps it bounded: a network that only ever slows down starves
+    /// every leader's check-quorum.
+    fn deliver(&mut self) -> Result<(), String> {
+        for _ in 0..1 + self.net.len() / 8 {
+            self.deliver_one()?;
+        }
+        Ok(())
+    }
+
+    fn deliver_one(&mut self) -> Result<(), String> {
+        if self.net.is_empty() {
+            return Ok(());
+        }
+        let i = self.rng.below(self.net.len());
+        let env = self.net.swap_remove(i);
+        let (from, to) = (env.msg.from, env.msg.to);
+        if self.faults && self.rng.chance(self.mix.loss) {
+            self.note(format!("lost {:?} {from}->{to}", env.msg.get_msg_type()));
+            return Ok(());
+        }
+        if self.faults && self.rng.chance(self.mix.dup) {
+            self.net.push(Envelope {
+                group: env.group,
+                msg: env.msg.clone(),
+            });
+        }
+        self.hand(env);
+        Ok(())
+    }
+
+    /// Puts a message into its member's inbox, unless the member is down
+    /// or the link is cut.
+    fn hand(&mut self, env: Envelope) {
+        let (from, to) = (env.msg.from, env.msg.to);
+        self.mix(from << 40 | to << 32 | env.msg.get_msg_type() as u64);
+        if self.opts.trace {
+            self.note(format!(
+                "deliver group {} {:?} {from}->{to} term {} index {} log term {} commit {} \
+                 entries {} reject {} hint {}",
+                env.group,
+                env.msg.get_msg_type(),
+                env.msg.term,
+                env.msg.index,
+                env.msg.log_term,
+                env.msg.commit,
+                env.msg.entries.len(),
+                env.msg.reject,
+                env.msg.reject_hint
+            ));
+        }
+        if self.cut.contains(&(from, to)) {
+            return;
+        }
+        let Some(m) = self.members.iter().position(|x| x.id == to) else {
+            return;
+        };
+        if !self.members[m].up {
+            return;
+        }
+        if env.msg.get_msg_type() == MessageType::MsgSnapshot {
+            // As the shard does: fetch the sender's file and install it,
+            // then let raft see the message.
+            if let Err(e) = self.install(m, env.group, &env.msg) {
+                self.note(format!(
+                    "member {to} group {}: snapshot not installed: {e}",
+                    env.group
+                ));
+                return;
+            }
+        }
+        self.members[m].logs[env.group].inbox.push_back(env.msg);
+    }
+
+    /// Member `m` installs the snapshot file `msg` offers from its sender
+    /// (nothing to do if it applied that far already).
+    fn install(&mut self, m: usize, g: usize, msg: &Message) -> Result<(), String> {
+        let index = msg.get_snapshot().get_metadata().index;
+        if index <= self.members[m].logs[g].applied_index {
+            return Ok(());
+        }
+        let Some(from) = self.members.iter().position(|x| x.id == msg.from) else {
+            return Err("no such sender".into());
+        };
+        let file = match &self.members[from].logs[g].snapshot {
+            Some(f) if f.index == index => f.clone(),
+            other => {
+                return Err(format!(
+                    "the sender's file is at {:?}, not {index}",
+                    other.as_ref().map(|f| f.index)
+                ))
+            }
+        };
+        let id = self.members[m].id;
+        self.snapshots += 1;
+        self.note(format!(
+            "member {id} group {g}: installs snapshot {index} from {}",
+            msg.from
+        ));
+        let after = self.members[m].logs[g].applied_index;
+        for (i, (term, data)) in file.applied.range(after + 1..) {
+            self.apply(m, g, *i, *term, data.clone())?;
+        }
+        let log = &mut self.members[m].logs[g];
+        log.applied_index = index;
+        log.snapshot = Some(file);
+        Ok(())
+    }
+
+    /// The state machine writes a snapshot file at what it applied, and
+    /// the log is compacted to it (as far as raft storage allows), in the
+    /// driver: never with a `Ready`'s write in flight.
+    fn compact(&mut self, m: usize, g: usize) -> Result<(), String> {
+        let id = self.members[m].id;
+        let log = &mut self.members[m].logs[g];
+        if log.writing.is_some() || log.applied_index == 0 {
+            return Ok(());
+        }
+        let index = log.applied_index;
+        let applied = log
+            .applied
+            .range(..=index)
+            .map(|(i, e)| (*i, e.clone()))
+            .collect();
+        log.snapshot = Some(Snapshot { index, applied });
+        self.core(m, g).snapshot_written(index);
+        let plan = match self.core(m, g).plan_compaction(index) {
+            Ok(p) => p,
+            // An installed snapshot raft has not stepped yet: as the
+            // shard's snapshot, this compaction waits for the next one.
+            Err(Error::CompactBeyondApplied { .. }) => None,
+            Err(e) => return Err(format!("member {id} group {g}: compaction: {e}")),
+        };
+        let Some(mut plan) = plan else {
+            self.note(format!("member {id} group {g}: snapshot at {index}"));
+            return Ok(());
+        };
+        let log = &mut self.members[m].logs[g];
+        let lsn = log.disk.append(&[std::mem::take(&mut plan.record)]);
+        log.disk.sync();
+        let keep = self
+            .core(m, g)
+            .compacted(&plan, lsn)
+            .map_err(|e| format!("member {id} group {g}: compaction: {e}"))?;
+        self.members[m].logs[g]
+            .disk
+            .truncate_before(keep)
+            .map_err(|e| format!("member {id} group {g}: {e}"))?;
+        self.compactions += 1;
+        self.note(format!(
+            "member {id} group {g}: snapshot at {index}, log compacted"
+        ));
+        Ok(())
+    }
+
+    /// A client proposal to the member it guesses leads a group; refused
+    /// at once there unless that member leads (as `ShardLog::submit`).
+    fn propose(&mut self) -> Result<(), String> {
+        let m = self.rng.below(self.members.len());
+        let g = self.rng.below(self.opts.groups);
+        if !self.members[m].up {
+            return Ok(());
+        }
+        let role = self.core(m, g).role();
+        if !role.leader {
+            return Ok(());
+        }
+        let p = self.proposals.len();
+        let data = format!("p{p}").into_bytes();
+        self.proposals.push((g, data.clone()));
+        let log = &mut self.members[m].logs[g];
+        let id = log.next_proposal_id;
+        log.next_proposal_id += 1;
+        let core = self.core(m, g);
+        core.await_entry(id, role.term, false, Ticket(p));
+        self.members[m].logs[g].queue.push(Proposal {
+            id,
+            term: role.term,
+            data,
+            conf: None,
+        });
+        let mid = self.members[m].id;
+        self.note(format!(
+            "propose p{p} to member {mid} group {g} term {}",
+            role.term
+        ));
+        Ok(())
+    }
+
+    fn fault(&mut self) -> Result<(), String> {
+        let n = self.members.len();
+        let m = self.rng.below(n);
+        let id = self.members[m].id;
+        let total: usize = self.mix.weights.iter().sum();
+        let mut pick = self.rng.below(total.max(1));
+        let kind = self
+            .mix
+            .weights
+            .iter()
+            .position(|w| {
+                if pick < *w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .unwrap_or(5);
+        match kind {
+            0 => {
+                // Most crashes hit a member with a write in flight: what
+                // a crash can damage is what was not yet synced.
+                let writing: Vec<usize> = (0..n)
+                    .filter(|i| {
+                        self.members[*i].up
+                            && self.members[*i].logs.iter().any(|l| l.writing.is_some())
+                    })
+                    .collect();
+                let m = if !writing.is_empty() && self.rng.chance(70) {
+                    writing[self.rng.below(writing.len())]
+                } else {
+                    m
+                };
+                if self.members[m].up {
+                    self.crash(m);
+                }
+            }
+            1 => {
+                // The members split in two sides at random (one member
+                // alone, a minority, or none).
+                self.cut.clear();
+                let side: Vec<bool> = (0..n).map(|_| self.rng.chance(50)).collect();
+                for a in 0..n {
+                    for b in 0..n {
+                        if side[a] != side[b] {
+                            self.cut.insert((self.members[a].id, self.members[b].id));
+                        }
+                    }
+                }
+                let ids: Vec<u64> = (0..n)
+                    .filter(|i| side[*i])
+                    .map(|i| self.members[i].id)
+                    .collect();
+                self.note(format!("partition: {ids:?} from the rest"));
+            }
+            2 => {
+                self.cut.clear();
+                self.note("heal".into());
+            }
+            3 => {
+                if self.members[m].up {
+                    let g = self.rng.below(self.opts.groups);
+                    let to = 1 + self.rng.below(n) as u64;
+                    self.members[m].logs[g].transfer = Some(to);
+                    self.note(format!(
+                        "member {id} group {g}: transfer leadership to {to}"
+                    ));
+                }
+            }
+            4 => {
+                if self.members[m].up {
+                    let g = self.rng.below(self.opts.groups);
+                    self.members[m].logs[g].campaign = true;
+                    self.note(format!("member {id} group {g}: campaign"));
+                }
+            }
+            6 => {
+                if self.members[m].up {
+                    let g = self.rng.below(self.opts.groups);
+                    self.compact(m, g)?;
+                }
+            }
+            _ => {
+                if let Some(down) = self.members.iter().position(|x| !x.up) {
+                    let did = self.members[down].id;
+                    self.note(format!("restart member {did}"));
+                    self.start(down)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Faults stop, partitions heal, every member is up; the groups must
+    /// then agree.
+    fn converge(&mut self) -> Result<(), String> {
+        self.faults = false;
+        self.cut.clear();
+        self.note("converge: faults stop, partitions heal".into());
+        for m in 0..self.members.len() {
+            if !self.members[m].up {
+                self.note(format!("restart member {}", self.members[m].id));
+                self.start(m)?;
+            }
+        }
+        for round in 0..CONVERGE_ROUNDS_MAX {
+            self.step += 1;
+            for m in 0..self.members.len() {
+                self.tick(m);
+            }
+            // Everything in flight arrives, every write syncs, until quiet.
+            for _ in 0..50 {
+                let envs: Vec<Envelope> = std::mem::take(&mut self.net);
+                let quiet = envs.is_empty();
+                for env in envs {
+                    self.hand(env);
+                }
+                let mut busy = false;
+                for m in 0..self.members.len() {
+                    for g in 0..self.opts.groups {
+                        let log = &self.members[m].logs[g];
+                        busy |= !log.inbox.is_empty() || log.writing.is_some() || log.ticks > 0;
+                        self.drive(m, g)?;
+                        self.sync(m, g)?;
+                    }
+                }
+                if quiet && !busy {
+                    break;
+                }
+            }
+            if round >= 20 && self.agreed() {
+                return self.check_final();
+            }
+        }
+        let mut state = String::new();
+        for g in 0..self.opts.groups {
+            for m in 0..self.members.len() {
+                let id = self.members[m].id;
+                let c = self.core(m, g);
+                state += &format!(
+                    "\n  group {g} member {id}: {:?} commit {} applied {} last {}",
+                    c.role(),
+                    c.commit_index(),
+                    c.applied_index(),
+                    c.last_index()
+                );
+            }
+        }
+        Err(format!(
+            "no agreement after {CONVERGE_ROUNDS_MAX} rounds with every member up and \
+             connected:{state}"
+        ))
+    }
+
+    /// Every group has one leader all members follow, and every member has
+    /// applied everything committed.
+    fn agreed(&mut self) -> bool {
+        (0..self.opts.groups).all(|g| {
+            let roles: Vec<_> = (0..self.members.len())
+                .map(|m| self.core(m, g).role())
+                .collect();
+            let commits: Vec<u64> = (0..self.members.len())
+                .map(|m| self.core(m, g).commit_index())
+                .collect();
+            let applied: Vec<u64> = (0..self.members.len())
+                .map(|m| self.core(m, g).applied_index())
+                .collect();
+            roles.iter().filter(|r| r.leader).count() == 1
+                && roles
+                    .iter()
+                    .all(|r| r.term == roles[0].term && r.leader_id == roles[0].leader_id)
+                && commits.iter().all(|c| *c == commits[0])
+                && applied == commits
+        })
+    }
+
+    fn check_final(&mut self) -> Result<(), String> {
+        for g in 0..self.opts.groups {
+            let first = self.members[0].logs[g].applied.clone();
+            for m in 0..self.members.len() {
+                let member = &self.members[m];
+                self.check
+                    .all_acked_in(g, member.id, &member.logs[g].applied)?;
+                if member.logs[g].applied != first {
+                    return Err(format!(
+                        "group {g}: members {} and {} applied different logs",
+                        self.members[0].id, member.id
+                    ));
+                }
+            }
+        }
+        self.note(format!(
+            "converged: {} proposals, {} acknowledged, {} elections",
+            self.proposals.len(),
+            self.check.acked.len(),
+            self.check.elections
+        ));
+        Ok(())
+    }
+}
