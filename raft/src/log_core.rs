@@ -150,6 +150,12 @@ pub struct LogCore<W> {
     waiters: BTreeMap<u64, Waiter<W>>,
     /// ReadIndex id -> (waiter, tick count when raft got it).
     reading: BTreeMap<u64, (W, u64)>,
+    /// Part of every ReadIndex request's context, different for every
+    /// open of the log: the ids restart at 1, and a leader's answer to a
+    /// request of the member's earlier life (delayed in the network, or
+    /// queued for it across a reconnect) would otherwise complete a new
+    /// request with an old index (a stale read; the simulation found it).
+    read_nonce: u64,
     ticks: u64,
     /// Hard state last made durable.
     persisted_hs: HardState,
@@ -282,9 +288,18 @@ impl<W: Waiting> LogCore<W> {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let conf_index = storage.conf_index;
         let mut node = RawNode::new(&raft_cfg, storage, &logger)?;
-        if let Some(seed) = cfg.election_seed {
+        if let Some(seed) = cfg.seed {
             node.raft.seed_election_timeouts(seed);
         }
+        let read_nonce = match cfg.seed {
+            Some(seed) => seed.rotate_left(32) ^ 0x7265_6164_5f69_6478,
+            None => {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u64(cfg.node_id);
+                h.finish()
+            }
+        };
         for (index, cc) in conf_entries {
             if index <= conf_index {
                 continue;
@@ -308,6 +323,7 @@ impl<W: Waiting> LogCore<W> {
             node,
             waiters: BTreeMap::new(),
             reading: BTreeMap::new(),
+            read_nonce,
             ticks: 0,
             persisted_hs,
             proposals_failed: 0,
@@ -361,9 +377,14 @@ impl<W: Waiting> LogCore<W> {
         }
     }
 
-    /// Starts an election now (pre-vote first).
+    /// Starts an election now (pre-vote first), if this member may lead:
+    /// raft-rs's campaign does not check (etcd's does), and a learner or a
+    /// member outside the group that won the voters' votes would panic
+    /// becoming leader (the simulation found it).
     pub fn campaign(&mut self) {
-        let _ = self.node.campaign();
+        if self.node.raft.promotable() {
+            let _ = self.node.campaign();
+        }
     }
 
     /// Hands the leadership to `to` (only a leader acts on it).
@@ -413,7 +434,9 @@ impl<W: Waiting> LogCore<W> {
     /// raft's ReadIndex for request `id`: `w` gets a commit index once a
     /// quorum confirmed the leadership.
     pub fn read_index(&mut self, id: u64, w: W) {
-        self.node.read_index(id.to_le_bytes().to_vec());
+        let mut ctx = self.read_nonce.to_le_bytes().to_vec();
+        ctx.extend_from_slice(&id.to_le_bytes());
+        self.node.read_index(ctx);
         self.reading.insert(id, (w, self.ticks));
     }
 
@@ -776,17 +799,38 @@ impl<W: Waiting> LogCore<W> {
             .node
             .apply_conf_change(&cc)
             .map_err(|e| e.to_string())?;
+        let removed = !cs.voters.contains(&self.node_id);
         let store = self.node.mut_store();
         store.conf_state = cs;
         store.conf_index = e.index;
+        if removed && self.node.raft.state != StateRole::Follower {
+            // A leader or candidate that applied its own removal steps
+            // down at once. raft-rs leaves a removed leader leading (an
+            // untested branch upstream) and panics when it next persists
+            // one of its own entries, which no longer have a progress to
+            // count on; a removed candidate that then wins the votes of the
+            // new configuration panics becoming leader, for the same
+            // reason (the simulation found both). Proposals in flight get
+            // an unknown outcome.
+            let term = self.node.raft.term;
+            self.node.raft.become_follower(term, raft::INVALID_ID);
+        }
         Ok(cc.context.to_vec())
     }
 
     fn read_states(&mut self, states: Vec<raft::ReadState>, out: &mut Output<W>) {
         for rs in states {
-            let Ok(id) = <[u8; 8]>::try_from(&rs.request_ctx[..]) else {
+            let Ok(ctx) = <[u8; 16]>::try_from(&rs.request_ctx[..]) else {
                 continue;
             };
+            let (nonce, id) = ctx.split_at(8);
+            let (Ok(nonce), Ok(id)) = (<[u8; 8]>::try_from(nonce), <[u8; 8]>::try_from(id)) else {
+                continue;
+            };
+            if u64::from_le_bytes(nonce) != self.read_nonce {
+                // An answer to an earlier open's request.
+                continue;
+            }
             if let Some((w, _)) = self.reading.remove(&u64::from_le_bytes(id)) {
                 out.done.push((w, Ok(rs.index)));
             }
@@ -819,7 +863,7 @@ mod tests {
     fn cfg(id: u64) -> LogConfig {
         let mut c = LogConfig::new(WalConfig::default(), id);
         c.voters = vec![1, 2, 3];
-        c.election_seed = Some(id);
+        c.seed = Some(id);
         c
     }
 
@@ -859,6 +903,99 @@ mod tests {
         // A torn tail can then only lose the hard state with them, never
         // keep a commit without the entries it covers.
         assert_eq!(kinds, ["entry", "entry", "hard state"]);
+    }
+
+    #[test]
+    fn an_answer_to_an_earlier_opens_read_completes_no_read_of_this_one() {
+        let mut c = cfg(2);
+        let (mut before, _) = LogCore::<Nobody>::recover(&c, &[], 0).unwrap();
+        c.seed = Some(99);
+        let (mut now, _) = LogCore::<Nobody>::recover(&c, &[], 0).unwrap();
+        // Both opens number their requests from 1.
+        before.read_index(1, Nobody);
+        now.read_index(1, Nobody);
+        // What a leader answers the earlier open's request 1 with.
+        let mut old_ctx = before.read_nonce.to_le_bytes().to_vec();
+        old_ctx.extend_from_slice(&1u64.to_le_bytes());
+        let stale = raft::ReadState {
+            index: 1,
+            request_ctx: old_ctx,
+        };
+        let mut out = Output::default();
+        now.read_states(vec![stale.clone()], &mut out);
+        assert!(
+            out.done.is_empty(),
+            "an earlier open's answer completed a read"
+        );
+        let mut out = Output::default();
+        before.read_states(vec![stale], &mut out);
+        assert_eq!(out.done.len(), 1);
+    }
+
+    /// Runs three cores' `Ready`s and delivers their messages until quiet
+    /// (no disk: a write is durable as soon as it is made).
+    fn pump(cores: &mut [LogCore<Nobody>], lsn: &mut u64) {
+        for _ in 0..100 {
+            let mut msgs = Vec::new();
+            for c in cores.iter_mut() {
+                while c.has_ready() {
+                    let mut out = Output::default();
+                    let w = c.begin_ready(&mut out);
+                    *lsn += w.records.len() as u64;
+                    c.finish_ready(w, *lsn, &mut out).unwrap();
+                    c.refresh(&mut out);
+                    msgs.extend(out.messages);
+                }
+            }
+            if msgs.is_empty() {
+                return;
+            }
+            for m in msgs {
+                if let Some(c) = cores.iter_mut().find(|c| c.node_id == m.to) {
+                    c.step(m);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_leader_that_applies_its_own_removal_steps_down() {
+        let mut cores: Vec<LogCore<Nobody>> = (1..=3)
+            .map(|id| LogCore::recover(&cfg(id), &[], 0).unwrap().0)
+            .collect();
+        let mut lsn = 0;
+        cores[0].campaign();
+        pump(&mut cores, &mut lsn);
+        assert!(cores[0].role().leader);
+        let mut cc = ConfChange::default();
+        cc.set_change_type(raft::eraftpb::ConfChangeType::RemoveNode);
+        cc.node_id = 1;
+        let term = cores[0].role().term;
+        cores[0].await_entry(1, term, true, Nobody);
+        let mut out = Output::default();
+        cores[0].propose(
+            Proposal {
+                id: 1,
+                term,
+                data: Vec::new(),
+                conf: Some(cc),
+            },
+            &mut out,
+        );
+        cores[0].propose(
+            Proposal {
+                id: 2,
+                term,
+                data: b"after".to_vec(),
+                conf: None,
+            },
+            &mut out,
+        );
+        // raft-rs would panic here, persisting the leader's own entries
+        // once it no longer counts itself.
+        pump(&mut cores, &mut lsn);
+        assert!(!cores[0].role().leader, "the removed member still leads");
+        assert_eq!(cores[1].voters(), vec![2, 3]);
     }
 
     #[test]

@@ -49,9 +49,11 @@ pub struct LogConfig {
     /// recorded that snapshot (the member stopped between installing the
     /// leader's file and logging it).
     pub snapshot_conf: Option<(Vec<u64>, Vec<u64>)>,
-    /// Seed of the randomized election timeouts; `None` draws them from
-    /// the thread RNG (a deterministic simulation sets one).
-    pub election_seed: Option<u64>,
+    /// Seed of the log's randomness: its randomized election timeouts and
+    /// the nonce that tells this open's ReadIndex requests from an earlier
+    /// one's. `None` draws both from the OS (a deterministic simulation
+    /// sets one, different for every open).
+    pub seed: Option<u64>,
 }
 
 impl LogConfig {
@@ -66,7 +68,7 @@ impl LogConfig {
             heartbeat_tick: 1,
             tick_interval: Duration::from_millis(100),
             snapshot_conf: None,
-            election_seed: None,
+            seed: None,
         }
     }
 }

@@ -105,7 +105,7 @@ fn cfg(id: u64) -> LogConfig {
         // machine (the suite runs two tests at a time) starts spurious ones.
         tick_interval: Duration::from_millis(20),
         snapshot_conf: None,
-        election_seed: None,
+        seed: None,
     }
 }
 

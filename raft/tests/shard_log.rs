@@ -40,7 +40,7 @@ fn cfg(segment_size_bytes: u64) -> LogConfig {
         heartbeat_tick: 1,
         tick_interval: Duration::from_millis(10),
         snapshot_conf: None,
-        election_seed: None,
+        seed: None,
     }
 }
 

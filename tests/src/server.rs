@@ -405,6 +405,11 @@ impl ServerProcess {
         }
     }
 
+    /// The flags appended after the standard ones.
+    pub fn extra_args(&self) -> &[String] {
+        &self.extra_args
+    }
+
     /// Replaces the flags appended after the standard ones, for the next
     /// [`start_again`](Self::start_again) (e.g. a restart told other
     /// `--initial-cluster*` flags).

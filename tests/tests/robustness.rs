@@ -13,9 +13,10 @@
 //! - `sigstop_leader_past_election_timeout`: the same clusters, SIGSTOP of
 //!   the leader for three election timeouts, then SIGCONT.
 //!
-//! - `suite_slice_under_network_faults`: the suite's command
-//!   (`robust::suite`, `scripts/robustness`) for three rounds in
-//!   namespaces, one each of isolate-leader, bridge and loss.
+//! - `suite_slice_under_network_and_membership_faults`: the suite's
+//!   command (`robust::suite`, `scripts/robustness`) for four rounds in
+//!   namespaces, one each of isolate-leader, bridge, loss and
+//!   replace-follower.
 //!
 //! Each run prints a short report (ops, ok/failed/unknown, faults, the
 //! verdicts, the check's time). `FERROKV_ROBUST_DIR=<dir>` also writes
@@ -256,10 +257,15 @@ fn sigstop_leader_past_election_timeout() {
 
 /// Rounds of the suite's short slice.
 const SLICE_ROUND: Duration = Duration::from_secs(10);
-const SLICE_FAULTS: [FaultKind; 3] = [FaultKind::IsolateLeader, FaultKind::Bridge, FaultKind::Loss];
+const SLICE_FAULTS: [FaultKind; 4] = [
+    FaultKind::IsolateLeader,
+    FaultKind::Bridge,
+    FaultKind::Loss,
+    FaultKind::ReplaceFollower,
+];
 
 #[test]
-fn suite_slice_under_network_faults() {
+fn suite_slice_under_network_and_membership_faults() {
     let dir = tempfile::Builder::new()
         .prefix("ferrokv-robust-suite-")
         .tempdir()

@@ -12,6 +12,8 @@ struct Totals {
     crashes: usize,
     torn: usize,
     snapshots: usize,
+    reads: usize,
+    changes: usize,
 }
 
 fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
@@ -23,6 +25,8 @@ fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
                 t.crashes += out.crashes;
                 t.torn += out.torn_tails;
                 t.snapshots += out.snapshots;
+                t.reads += out.reads;
+                t.changes += out.changes;
             }
             Err(f) => panic!("{f}"),
         }
@@ -33,17 +37,24 @@ fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
 #[test]
 fn three_members_two_groups_under_faults() {
     let t = seeds(0, 3_000, &Options::default());
-    // The runs did what they are for: a run that never elected,
-    // acknowledged, tore a tail or installed a snapshot would pass every
-    // check.
-    assert!(t.acked > 50_000, "only {} acknowledged proposals", t.acked);
+    eprintln!(
+        "3,000 seeds: {} acknowledged, {} crashes, {} torn tails, {} snapshots installed, \
+         {} reads, {} membership changes",
+        t.acked, t.crashes, t.torn, t.snapshots, t.reads, t.changes
+    );
+    // The runs did what they are for (about half of what these seeds
+    // do today): a run that never acknowledged, tore a tail, installed a
+    // snapshot, read or changed members would pass every check.
+    assert!(t.acked > 25_000, "only {} acknowledged proposals", t.acked);
     assert!(t.crashes > 10_000, "only {} crashes", t.crashes);
-    assert!(t.torn > 1_000, "only {} torn tails", t.torn);
+    assert!(t.torn > t.crashes / 20, "only {} torn tails", t.torn);
     assert!(
-        t.snapshots > 100,
+        t.snapshots > 300,
         "only {} snapshots installed",
         t.snapshots
     );
+    assert!(t.reads > 10_000, "only {} reads answered", t.reads);
+    assert!(t.changes > 1_000, "only {} membership changes", t.changes);
 }
 
 #[test]
@@ -53,7 +64,7 @@ fn five_members_under_faults() {
         ..Options::default()
     };
     let t = seeds(1_000_000, 1_000, &opts);
-    assert!(t.acked > 10_000, "only {} acknowledged proposals", t.acked);
+    assert!(t.acked > 5_000, "only {} acknowledged proposals", t.acked);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! over a range of seeds, or replays one seed step by step.
 //!
 //!     ferro-sim [--seeds N] [--first S] [--seed S --trace] [--keep-going]
-//!               [--members M] [--groups G] [--steps K] [--no-faults]
+//!               [--members M] [--spares K] [--groups G] [--steps K]
+//!               [--no-faults]
 //!
 //! Exit code 0 when every seed passed; otherwise the first failing seed's
 //! report (with the command that replays it), or with `--keep-going` one
@@ -29,6 +30,7 @@ fn main() {
             "--first" => first = num(args.next(), "--first"),
             "--seed" => one = Some(num(args.next(), "--seed")),
             "--members" => opts.members = num(args.next(), "--members") as usize,
+            "--spares" => opts.spares = num(args.next(), "--spares") as usize,
             "--groups" => opts.groups = num(args.next(), "--groups") as usize,
             "--steps" => opts.steps = num(args.next(), "--steps") as usize,
             "--no-faults" => opts.faults = false,
@@ -37,7 +39,7 @@ fn main() {
             "-h" | "--help" => {
                 println!(
                     "ferro-sim [--seeds N] [--first S] [--seed S --trace] [--keep-going] \
-                     [--members M] [--groups G] [--steps K] [--no-faults]"
+                     [--members M] [--spares K] [--groups G] [--steps K] [--no-faults]"
                 );
                 return;
             }
@@ -72,7 +74,7 @@ fn main() {
                     println!(
                         "seed {seed}: {} steps, {} proposals, {} acknowledged, {} elections, \
                          {} crashes ({} torn tails), {} compactions, {} snapshots installed, \
-                         {} messages, trace hash {:016x}",
+                         {} reads, {} membership changes, {} messages, trace hash {:016x}",
                         out.steps,
                         out.proposals,
                         out.acked,
@@ -81,6 +83,8 @@ fn main() {
                         out.torn_tails,
                         out.compactions,
                         out.snapshots,
+                        out.reads,
+                        out.changes,
                         out.messages,
                         out.trace_hash
                     );

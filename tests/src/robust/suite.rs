@@ -43,10 +43,11 @@ pub enum FaultKind {
     ClockJumpLeader,
     ClockJumpFollower,
     Defrag,
+    ReplaceFollower,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
         FaultKind::KillAll,
@@ -61,6 +62,7 @@ impl FaultKind {
         FaultKind::ClockJumpLeader,
         FaultKind::ClockJumpFollower,
         FaultKind::Defrag,
+        FaultKind::ReplaceFollower,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +81,7 @@ impl FaultKind {
             FaultKind::ClockJumpLeader => "clock-jump-leader",
             FaultKind::ClockJumpFollower => "clock-jump-follower",
             FaultKind::Defrag => "defrag",
+            FaultKind::ReplaceFollower => "replace-follower",
         }
     }
 
@@ -422,6 +425,12 @@ fn fault(kind: FaultKind, at: Duration, pick: u64) -> Fault<'static, Target> {
                 )
             })
         }
+        FaultKind::ReplaceFollower => Fault::new(at, kind.name(), move |t: &mut Target| {
+            let leader = t.leader();
+            let fs = t.followers(leader);
+            let f = fs[pick as usize % fs.len()];
+            replace_member(t, leader, f)
+        }),
         FaultKind::Defrag => Fault::new(at, kind.name(), move |t: &mut Target| {
             let mut done = Vec::new();
             for m in t.all() {
@@ -431,6 +440,66 @@ fn fault(kind: FaultKind, at: Duration, pick: u64) -> Fault<'static, Target> {
             format!("defrag of each member in turn: {}", done.join(", "))
         }),
     }
+}
+
+/// etcd's runbook for a failed member, on member `f` under load: it dies
+/// (kill -9), is removed through `via`, its data dir is wiped, it is added
+/// again with its peer URL, and started with `--initial-cluster-state
+/// existing` and the `--initial-cluster` that `member add` printed; it
+/// comes back with a new member id and catches up (by snapshot if the
+/// others' logs were compacted past it).
+fn replace_member(t: &mut Target, via: usize, f: usize) -> String {
+    let name = t.name(f);
+    let Some((_, old_id)) = t.cluster.members[f].ids() else {
+        return format!("skipped: {name} told no member id");
+    };
+    t.cluster.members[f].kill_9();
+    let live = t.cluster.members[via].endpoint();
+    let removed = probe(&live, &["member", "remove", &format!("{old_id:x}")]);
+    if removed.code != 0 {
+        t.cluster.members[f].start_again();
+        return format!(
+            "member remove of {name} refused ({}), restarted it as it was",
+            removed.stderr.trim()
+        );
+    }
+    let dir = t.cluster.members[f].data_dir().to_path_buf();
+    if let Err(e) = fs::remove_dir_all(&dir) {
+        panic!("wipe {}: {e}", dir.display());
+    }
+    let peer = t.cluster.members[f].peer_url();
+    let added = probe(
+        &live,
+        &["member", "add", &name, &format!("--peer-urls={peer}")],
+    );
+    let initial = added.stdout.lines().find_map(|l| {
+        l.strip_prefix("ETCD_INITIAL_CLUSTER=\"")
+            .and_then(|r| r.strip_suffix('"'))
+            .map(str::to_string)
+    });
+    let Some(initial) = initial.filter(|_| added.code == 0) else {
+        panic!(
+            "member add of {name} after its removal failed (exit {}): {}{}",
+            added.code, added.stdout, added.stderr
+        );
+    };
+    let mut args: Vec<String> = t.cluster.members[f]
+        .extra_args()
+        .iter()
+        .filter(|a| {
+            !a.starts_with("--initial-cluster=") && !a.starts_with("--initial-cluster-state=")
+        })
+        .cloned()
+        .collect();
+    args.push(format!("--initial-cluster={initial}"));
+    args.push("--initial-cluster-state=existing".to_string());
+    t.cluster.members[f].set_extra_args(args);
+    t.cluster.members[f].start_again();
+    let new_id = t.cluster.members[f].ids().map_or(0, |(_, id)| id);
+    format!(
+        "{name} (a follower, id {old_id:x}) killed, removed, wiped, added again (id \
+         {new_id:x}) and started with --initial-cluster-state existing"
+    )
 }
 
 /// One round as it went.

@@ -103,6 +103,14 @@ impl Checker {
         }
     }
 
+    /// The highest index of an acknowledged proposal of `group`.
+    pub fn max_acked(&self, group: usize) -> u64 {
+        self.acked
+            .range((group, 0)..=(group, u64::MAX))
+            .next_back()
+            .map_or(0, |((_, i), _)| *i)
+    }
+
     /// Every acknowledged proposal is in `log` (one member's applied
     /// entries of `group`, by index).
     pub fn all_acked_in(

@@ -13,15 +13,19 @@
 //!   its fdatasync; a crash loses, tears or garbles what was unsynced
 //!   (`disk::Damage`);
 //! - **time**: ticks per member, so members' clocks drift apart;
-//! - **clients**: proposals to whichever member they guess leads;
+//! - **clients**: proposals to whichever member they guess leads, and
+//!   linearizable reads (ReadIndex) on any member;
 //! - **faults**: crashes and restarts (recovery from the disk and the state
 //!   machine's snapshot file), leader transfers, campaigns, snapshots with
 //!   log compaction (a member behind a compacted log installs another's
-//!   snapshot file, as the shard fetches it).
+//!   snapshot file, as the shard fetches it), membership changes (spare
+//!   members added as learners, promoted; voters removed).
 //!
 //! Checked at every step (`check::Checker`): one leader per group and
-//! term; every member applies the same entry at an index, across crashes;
-//! an acknowledged proposal is the entry committed at its index. At the
+//! term; committed entries never diverge; every member applies the same
+//! entry at an index, across crashes; an acknowledged proposal is the
+//! entry committed at its index; a read answers an index at or past every
+//! proposal acknowledged before it was made. At the
 //! end the faults stop, partitions heal and crashed members restart, and
 //! every group must converge: one leader, every member applied the same
 //! log, every acknowledged proposal in it.
@@ -30,7 +34,9 @@
 //! same steps byte for byte (`Outcome::trace_hash`; `ferro-sim --seed N
 //! --trace` prints them). Not simulated yet: the shard state machine above
 //! the log (revisions, visibility, the leader start, cross-shard
-//! transactions) and membership changes.
+//! transactions); membership changes are raft's, one group at a time
+//! (ferrokv makes one change in every group; that coordination is shard
+//! code).
 
 mod check;
 pub mod disk;
@@ -41,7 +47,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use ferrokv_raft::log_core::{Event, LogCore, Output, Proposal, Waiting, Write};
 use ferrokv_raft::{Error, LogConfig};
 use ferrokv_wal::WalConfig;
-use raft::eraftpb::{Message, MessageType};
+use raft::eraftpb::{ConfChange, ConfChangeType, Message, MessageType};
 
 use check::Checker;
 use disk::{Damage, Disk};
@@ -51,6 +57,9 @@ use rng::Rng;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub members: usize,
+    /// Members that exist but are not in the cluster at first: membership
+    /// changes add them (as learners, then voters).
+    pub spares: usize,
     pub groups: usize,
     /// Scheduler steps before the faults stop and the run converges.
     pub steps: usize,
@@ -64,6 +73,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             members: 3,
+            spares: 2,
             groups: 2,
             steps: 5_000,
             faults: true,
@@ -86,6 +96,10 @@ pub struct Outcome {
     pub compactions: usize,
     /// Snapshots a member installed from another's file.
     pub snapshots: usize,
+    /// Linearizable reads answered.
+    pub reads: usize,
+    /// Membership changes that took effect (counted in every group).
+    pub changes: usize,
     /// FNV-1a over every step's line: equal for equal runs.
     pub trace_hash: u64,
     pub trace: Vec<String>,
@@ -121,7 +135,18 @@ impl std::fmt::Display for Failure {
 /// Runs one simulation.
 pub fn run(seed: u64, opts: &Options) -> Result<Outcome, Failure> {
     let mut w = World::new(seed, opts.clone());
-    let res = w.run();
+    // A panic in the code under test is a failure of this seed like any
+    // other (its report names the seed and the steps before it).
+    let res = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run())) {
+        Ok(r) => r,
+        Err(p) => Err(format!(
+            "panicked: {}",
+            p.downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)")
+        )),
+    };
     let out = w.outcome();
     res.map(|()| out.clone()).map_err(|what| Failure {
         seed,
@@ -132,9 +157,23 @@ pub fn run(seed: u64, opts: &Options) -> Result<Outcome, Failure> {
     })
 }
 
-/// A proposal's waiter: the proposal's place in `World::proposals`.
+/// A waiter: a proposal's place in `World::proposals`, or a ReadIndex
+/// request's in `World::reads`.
 #[derive(Debug, Clone, Copy)]
-struct Ticket(usize);
+enum Ticket {
+    Proposal(usize),
+    Read(usize),
+    /// A membership change (its description).
+    Conf(usize),
+}
+
+/// A linearizable read (raft's ReadIndex) a client made.
+#[derive(Debug, Clone, Copy)]
+struct Read {
+    /// The highest index of a proposal acknowledged before the read was
+    /// made: the index the read answers must be at least this.
+    floor: u64,
+}
 
 impl Waiting for Ticket {
     // The simulation reads outcomes from `Output::done`.
@@ -149,6 +188,10 @@ struct Log {
     inbox: VecDeque<Message>,
     ticks: u32,
     queue: Vec<Proposal>,
+    /// ReadIndex requests not yet handed to raft (id, waiter).
+    reading: Vec<(u64, Ticket)>,
+    /// Raft asked for a snapshot file newer than the newest.
+    snapshot_wanted: bool,
     transfer: Option<u64>,
     campaign: bool,
     next_proposal_id: u64,
@@ -165,11 +208,14 @@ struct Log {
     snapshot: Option<Snapshot>,
 }
 
-/// A state machine snapshot: what was applied up to `index`.
+/// A state machine snapshot: what was applied up to `index`, and the
+/// group's membership (voters, learners) it records, as the shard's file
+/// meta does.
 #[derive(Debug, Clone)]
 struct Snapshot {
     index: u64,
     applied: BTreeMap<u64, (u64, Vec<u8>)>,
+    conf: (Vec<u64>, Vec<u64>),
 }
 
 /// A `Ready`'s write in flight: its `n` records end at lsn `last`.
@@ -203,6 +249,13 @@ struct World {
     check: Checker,
     /// (group, data) of every proposal handed to a member.
     proposals: Vec<(usize, Vec<u8>)>,
+    reads: Vec<Read>,
+    /// Reads answered, and answered below an acknowledged write.
+    reads_answered: usize,
+    /// Membership changes proposed (what each does), and how many took
+    /// effect.
+    changes: Vec<String>,
+    changes_applied: usize,
     step: usize,
     faults: bool,
     hash: u64,
@@ -223,8 +276,8 @@ struct Mix {
     /// Steps in a thousand that inject a fault.
     faults: usize,
     /// Weights of the fault kinds: crash, partition, heal, leader
-    /// transfer, campaign, restart, compaction.
-    weights: [usize; 7],
+    /// transfer, campaign, restart, compaction, membership change.
+    weights: [usize; 8],
     /// Percent of deliveries lost, duplicated.
     loss: u32,
     dup: u32,
@@ -242,6 +295,7 @@ impl Mix {
                 rng.below(4),
                 1 + rng.below(10),
                 rng.below(6),
+                rng.below(6),
             ],
             loss: rng.below(8) as u32,
             dup: rng.below(4) as u32,
@@ -258,7 +312,7 @@ const CONVERGE_ROUNDS_MAX: usize = 400;
 
 impl World {
     fn new(seed: u64, opts: Options) -> World {
-        let members = (1..=opts.members as u64)
+        let members = (1..=(opts.members + opts.spares) as u64)
             .map(|id| Member {
                 id,
                 up: false,
@@ -270,6 +324,8 @@ impl World {
                         inbox: VecDeque::new(),
                         ticks: 0,
                         queue: Vec::new(),
+                        reading: Vec::new(),
+                        snapshot_wanted: false,
                         transfer: None,
                         campaign: false,
                         next_proposal_id: 1,
@@ -295,6 +351,10 @@ impl World {
             cut: BTreeSet::new(),
             check: Checker::default(),
             proposals: Vec::new(),
+            reads: Vec::new(),
+            reads_answered: 0,
+            changes: Vec::new(),
+            changes_applied: 0,
             step: 0,
             hash: 0xcbf2_9ce4_8422_2325,
             trace: Vec::new(),
@@ -319,6 +379,8 @@ impl World {
             messages: self.messages,
             compactions: self.compactions,
             snapshots: self.snapshots,
+            reads: self.reads_answered,
+            changes: self.changes_applied,
             trace_hash: self.hash,
             trace: self.trace.clone(),
         }
@@ -347,7 +409,7 @@ impl World {
     }
 
     fn run(&mut self) -> Result<(), String> {
-        for m in 0..self.members.len() {
+        for m in 0..self.opts.members {
             self.start(m)?;
         }
         while self.step < self.opts.steps {
@@ -380,7 +442,8 @@ impl World {
                 let g = self.rng.below(self.opts.groups);
                 self.sync(m, g)
             }
-            _ => self.propose(),
+            850..=949 => self.propose(),
+            _ => self.read(),
         }
     }
 
@@ -400,8 +463,12 @@ impl World {
                 .recover()
                 .map_err(|e| format!("member {id} group {g}: recovery refused the disk: {e}"))?;
             let mut cfg = LogConfig::new(WalConfig::default(), id);
+            // A member that joins later starts from the bootstrap voters
+            // too, and learns the changes from the log (as ferrokv's
+            // joiner does).
             cfg.voters = voters.clone();
-            cfg.election_seed = Some(Rng::derive(seed, id, g as u64, lives));
+            cfg.snapshot_conf = log.snapshot.as_ref().map(|s| s.conf.clone());
+            cfg.seed = Some(Rng::derive(seed, id, g as u64, lives));
             // The state machine restarts from its snapshot file.
             let from = log.snapshot.as_ref().map_or(0, |s| s.index);
             let (core, rec) = LogCore::recover(&cfg, &records, from)
@@ -416,6 +483,7 @@ impl World {
             log.inbox.clear();
             log.ticks = 0;
             log.queue.clear();
+            log.reading.clear();
             log.transfer = None;
             log.campaign = false;
             log.next_proposal_id = 1;
@@ -430,6 +498,10 @@ impl World {
                     .unwrap_or(0);
                 self.apply(m, g, index, term, data)?;
             }
+            // What the log committed is covered, conf changes and empty
+            // entries included (as the shard's `covers` after replay).
+            let log = &mut self.members[m].logs[g];
+            log.applied_index = log.applied_index.max(rec.commit_index);
         }
         for l in lines {
             self.note(l);
@@ -443,6 +515,13 @@ impl World {
             self.refresh(m, g)?;
         }
         Ok(())
+    }
+
+    fn core_ref(&self, m: usize, g: usize) -> &LogCore<Ticket> {
+        self.members[m].logs[g]
+            .core
+            .as_ref()
+            .expect("a member that is up has its logs open")
     }
 
     fn core(&mut self, m: usize, g: usize) -> &mut LogCore<Ticket> {
@@ -487,11 +566,15 @@ impl World {
         if !self.members[m].up || self.members[m].logs[g].writing.is_some() {
             return Ok(());
         }
+        if std::mem::take(&mut self.members[m].logs[g].snapshot_wanted) {
+            self.compact(m, g)?;
+        }
         if !self.core(m, g).has_ready() {
             let log = &mut self.members[m].logs[g];
             let ticks = std::mem::take(&mut log.ticks);
             let inbox: Vec<Message> = log.inbox.drain(..).collect();
             let queue: Vec<Proposal> = std::mem::take(&mut log.queue);
+            let reading: Vec<(u64, Ticket)> = std::mem::take(&mut log.reading);
             let transfer = log.transfer.take();
             let campaign = std::mem::take(&mut log.campaign);
             let mut out = Output::default();
@@ -510,6 +593,9 @@ impl World {
             }
             for p in queue {
                 core.propose(p, &mut out);
+            }
+            for (id, t) in reading {
+                core.read_index(id, t);
             }
             self.output(m, g, out)?;
         }
@@ -603,15 +689,59 @@ impl World {
                     }
                 }
                 Event::Committed { index, term, data } => self.apply(m, g, index, term, data)?,
-                Event::ConfChanged { index, .. } => {
-                    return Err(format!(
-                        "member {id} group {g}: unexpected conf change {index}"
-                    ))
+                Event::ConfChanged { index, context } => {
+                    // The store is unchanged by it, so it covers this
+                    // index too (as the shard's `conf_changed`): a
+                    // snapshot taken now is at or past the membership.
+                    let log = &mut self.members[m].logs[g];
+                    log.applied_index = log.applied_index.max(index);
+                    self.changes_applied += 1;
+                    self.note(format!(
+                        "member {id} group {g}: conf change {index} in effect: {}",
+                        String::from_utf8_lossy(&context)
+                    ));
                 }
-                Event::SnapshotWanted => {}
+                // Written at the next driver round, as the shard writes
+                // one soon after.
+                Event::SnapshotWanted => self.members[m].logs[g].snapshot_wanted = true,
             }
         }
-        for (Ticket(p), r) in out.done {
+        for (t, r) in out.done {
+            let p = match t {
+                Ticket::Proposal(p) => p,
+                Ticket::Conf(c) => {
+                    let what = &self.changes[c];
+                    let line = match r {
+                        Ok(index) => format!("member {id} group {g}: {what} committed at {index}"),
+                        Err(e) => format!("member {id} group {g}: {what} failed: {e}"),
+                    };
+                    self.note(line);
+                    continue;
+                }
+                Ticket::Read(i) => {
+                    let read = self.reads[i];
+                    match r {
+                        Ok(index) if index < read.floor => {
+                            return Err(format!(
+                                "member {id} group {g}: read r{i} answered index {index}, \
+                                 below {} acknowledged before it was made",
+                                read.floor
+                            ))
+                        }
+                        Ok(index) => {
+                            self.reads_answered += 1;
+                            self.note(format!(
+                                "member {id} group {g}: read r{i} at {index} (floor {})",
+                                read.floor
+                            ));
+                        }
+                        Err(e) => {
+                            self.note(format!("member {id} group {g}: read r{i} failed: {e}"))
+                        }
+                    }
+                    continue;
+                }
+            };
             let (pg, data) = self.proposals[p].clone();
             debug_assert_eq!(pg, g);
             match r {
@@ -771,9 +901,13 @@ impl World {
         for (i, (term, data)) in file.applied.range(after + 1..) {
             self.apply(m, g, *i, *term, data.clone())?;
         }
+        let cs = msg.get_snapshot().get_metadata().get_conf_state();
         let log = &mut self.members[m].logs[g];
         log.applied_index = index;
-        log.snapshot = Some(file);
+        log.snapshot = Some(Snapshot {
+            conf: (cs.voters.clone(), cs.learners.clone()),
+            ..file
+        });
         Ok(())
     }
 
@@ -792,7 +926,16 @@ impl World {
             .range(..=index)
             .map(|(i, e)| (*i, e.clone()))
             .collect();
-        log.snapshot = Some(Snapshot { index, applied });
+        let core = log
+            .core
+            .as_ref()
+            .expect("a member that is up has its logs open");
+        let conf = (core.voters(), core.learners());
+        log.snapshot = Some(Snapshot {
+            index,
+            applied,
+            conf,
+        });
         self.core(m, g).snapshot_written(index);
         let plan = match self.core(m, g).plan_compaction(index) {
             Ok(p) => p,
@@ -842,7 +985,7 @@ impl World {
         let id = log.next_proposal_id;
         log.next_proposal_id += 1;
         let core = self.core(m, g);
-        core.await_entry(id, role.term, false, Ticket(p));
+        core.await_entry(id, role.term, false, Ticket::Proposal(p));
         self.members[m].logs[g].queue.push(Proposal {
             id,
             term: role.term,
@@ -853,6 +996,95 @@ impl World {
         self.note(format!(
             "propose p{p} to member {mid} group {g} term {}",
             role.term
+        ));
+        Ok(())
+    }
+
+    /// A membership change of one group, proposed on its leader: a member
+    /// outside the group added as a learner (started if it never was), a
+    /// learner promoted, or a voter removed while more than three remain.
+    fn change_members(&mut self) -> Result<(), String> {
+        let g = self.rng.below(self.opts.groups);
+        let Some(l) =
+            (0..self.members.len()).find(|m| self.members[*m].up && self.core(*m, g).role().leader)
+        else {
+            return Ok(());
+        };
+        let (voters, learners) = (self.core(l, g).voters(), self.core(l, g).learners());
+        let outside: Vec<usize> = (0..self.members.len())
+            .filter(|m| {
+                let id = self.members[*m].id;
+                !voters.contains(&id) && !learners.contains(&id)
+            })
+            .collect();
+        let mut choices = Vec::new();
+        if !outside.is_empty() {
+            choices.push(ConfChangeType::AddLearnerNode);
+        }
+        if !learners.is_empty() {
+            choices.push(ConfChangeType::AddNode);
+        }
+        if voters.len() > 3 {
+            choices.push(ConfChangeType::RemoveNode);
+        }
+        if choices.is_empty() {
+            return Ok(());
+        }
+        let kind = choices[self.rng.below(choices.len())];
+        let target = match kind {
+            ConfChangeType::AddLearnerNode => {
+                let m = outside[self.rng.below(outside.len())];
+                if !self.members[m].up && self.members[m].lives == 0 {
+                    self.note(format!("member {} joins", self.members[m].id));
+                    self.start(m)?;
+                }
+                self.members[m].id
+            }
+            ConfChangeType::AddNode => learners[self.rng.below(learners.len())],
+            _ => voters[self.rng.below(voters.len())],
+        };
+        let c = self.changes.len();
+        let what = format!("{kind:?} {target}");
+        self.changes.push(what.clone());
+        let mut cc = ConfChange::default();
+        cc.set_change_type(kind);
+        cc.node_id = target;
+        cc.context = what.clone().into_bytes().into();
+        let role = self.core(l, g).role();
+        let log = &mut self.members[l].logs[g];
+        let id = log.next_proposal_id;
+        log.next_proposal_id += 1;
+        self.core(l, g)
+            .await_entry(id, role.term, true, Ticket::Conf(c));
+        self.members[l].logs[g].queue.push(Proposal {
+            id,
+            term: role.term,
+            data: Vec::new(),
+            conf: Some(cc),
+        });
+        let lid = self.members[l].id;
+        self.note(format!("member {lid} group {g}: propose {what}"));
+        Ok(())
+    }
+
+    /// A linearizable read on any member (a follower asks its leader).
+    fn read(&mut self) -> Result<(), String> {
+        let m = self.rng.below(self.members.len());
+        let g = self.rng.below(self.opts.groups);
+        if !self.members[m].up {
+            return Ok(());
+        }
+        let i = self.reads.len();
+        let floor = self.check.max_acked(g);
+        self.reads.push(Read { floor });
+        let log = &mut self.members[m].logs[g];
+        // Proposals and reads draw ids from one counter, as in the shell.
+        let id = log.next_proposal_id;
+        log.next_proposal_id += 1;
+        log.reading.push((id, Ticket::Read(i)));
+        let mid = self.members[m].id;
+        self.note(format!(
+            "read r{i} on member {mid} group {g} (floor {floor})"
         ));
         Ok(())
     }
@@ -940,8 +1172,9 @@ impl World {
                     self.compact(m, g)?;
                 }
             }
+            7 => self.change_members()?,
             _ => {
-                if let Some(down) = self.members.iter().position(|x| !x.up) {
+                if let Some(down) = self.members.iter().position(|x| !x.up && x.lives > 0) {
                     let did = self.members[down].id;
                     self.note(format!("restart member {did}"));
                     self.start(down)?;
@@ -958,7 +1191,7 @@ impl World {
         self.cut.clear();
         self.note("converge: faults stop, partitions heal".into());
         for m in 0..self.members.len() {
-            if !self.members[m].up {
+            if !self.members[m].up && self.members[m].lives > 0 {
                 self.note(format!("restart member {}", self.members[m].id));
                 self.start(m)?;
             }
@@ -995,14 +1228,20 @@ impl World {
         let mut state = String::new();
         for g in 0..self.opts.groups {
             for m in 0..self.members.len() {
+                if !self.members[m].up {
+                    continue;
+                }
                 let id = self.members[m].id;
                 let c = self.core(m, g);
                 state += &format!(
-                    "\n  group {g} member {id}: {:?} commit {} applied {} last {}",
+                    "\n  group {g} member {id}: {:?} commit {} applied {} last {} voters {:?} \
+                     learners {:?}",
                     c.role(),
                     c.commit_index(),
                     c.applied_index(),
-                    c.last_index()
+                    c.last_index(),
+                    c.voters(),
+                    c.learners()
                 );
             }
         }
@@ -1012,39 +1251,59 @@ impl World {
         ))
     }
 
-    /// Every group has one leader all members follow, and every member has
-    /// applied everything committed.
+    /// The member leading group `g` (the newest term's, if an old leader
+    /// has not heard of it yet), and the group's members as it sees them.
+    fn configuration(&self, g: usize) -> Option<(usize, Vec<usize>)> {
+        let l = (0..self.members.len())
+            .filter(|m| self.members[*m].up && self.core_ref(*m, g).role().leader)
+            .max_by_key(|m| self.core_ref(*m, g).role().term)?;
+        let mut ids = self.core_ref(l, g).voters();
+        ids.extend(self.core_ref(l, g).learners());
+        let ms = (0..self.members.len())
+            .filter(|m| ids.contains(&self.members[*m].id))
+            .collect();
+        Some((l, ms))
+    }
+
+    /// Every group has one leader all its members follow, and every member
+    /// has applied everything committed. Members outside a group's
+    /// configuration (removed from it) do not count for it.
     fn agreed(&mut self) -> bool {
         (0..self.opts.groups).all(|g| {
-            let roles: Vec<_> = (0..self.members.len())
-                .map(|m| self.core(m, g).role())
-                .collect();
-            let commits: Vec<u64> = (0..self.members.len())
-                .map(|m| self.core(m, g).commit_index())
-                .collect();
-            let applied: Vec<u64> = (0..self.members.len())
-                .map(|m| self.core(m, g).applied_index())
-                .collect();
-            roles.iter().filter(|r| r.leader).count() == 1
-                && roles
-                    .iter()
-                    .all(|r| r.term == roles[0].term && r.leader_id == roles[0].leader_id)
-                && commits.iter().all(|c| *c == commits[0])
-                && applied == commits
+            let Some((l, ms)) = self.configuration(g) else {
+                return false;
+            };
+            let lead = self.core(l, g).role();
+            let commit = self.core(l, g).commit_index();
+            ms.iter().all(|m| {
+                if !self.members[*m].up {
+                    return false;
+                }
+                let c = self.core(*m, g);
+                let r = c.role();
+                r.term == lead.term
+                    && r.leader_id == lead.leader_id
+                    && (r.leader == (*m == l))
+                    && c.commit_index() == commit
+                    && c.applied_index() == commit
+            })
         })
     }
 
     fn check_final(&mut self) -> Result<(), String> {
         for g in 0..self.opts.groups {
-            let first = self.members[0].logs[g].applied.clone();
-            for m in 0..self.members.len() {
+            let Some((l, ms)) = self.configuration(g) else {
+                return Err(format!("group {g}: no leader after agreement"));
+            };
+            let first = self.members[l].logs[g].applied.clone();
+            for m in ms {
                 let member = &self.members[m];
                 self.check
                     .all_acked_in(g, member.id, &member.logs[g].applied)?;
                 if member.logs[g].applied != first {
                     return Err(format!(
                         "group {g}: members {} and {} applied different logs",
-                        self.members[0].id, member.id
+                        self.members[l].id, member.id
                     ));
                 }
             }
