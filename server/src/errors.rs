@@ -7,6 +7,11 @@ use ferrokv_wire::grpc::{Code, Status};
 pub fn empty_key() -> Status {
     Status::new(Code::InvalidArgument, "etcdserver: key is not provided")
 }
+/// ErrGRPCKeyNotFound: an ignore_value/ignore_lease put of a key that is
+/// not there, and (etcd's checkRequestOp) a txn operation with no request.
+pub fn key_not_found() -> Status {
+    Status::new(Code::InvalidArgument, "etcdserver: key not found")
+}
 pub fn too_many_ops() -> Status {
     Status::new(
         Code::InvalidArgument,
@@ -47,6 +52,29 @@ pub fn not_implemented(method: &str) -> Status {
     Status::new(Code::Unimplemented, format!("unknown method {method}"))
 }
 
+/// An error of a call that etcd's v3lock and v3election services make
+/// through etcd's in-process client: clientv3 turns the status into a plain
+/// error, so their callers hear its message with code Unknown.
+pub fn through_client(s: Status) -> Status {
+    Status::new(Code::Unknown, s.message)
+}
+/// concurrency.ErrElectionNotLeader, as v3election sends it.
+pub fn election_not_leader() -> Status {
+    Status::new(Code::Unknown, "election: not leader")
+}
+/// concurrency.ErrElectionNoLeader, as v3election sends it.
+pub fn election_no_leader() -> Status {
+    Status::new(Code::Unknown, "election: no leader")
+}
+/// v3election.ErrMissingLeaderKey.
+pub fn missing_leader_key() -> Status {
+    Status::new(Code::Unknown, "\"leader\" field must be provided")
+}
+/// concurrency.ErrSessionExpired (etcd 3.5's Mutex; see `concurrency`).
+pub fn session_expired() -> Status {
+    Status::new(Code::Unknown, "mutex: session is expired")
+}
+
 pub fn engine(e: EngineError) -> Status {
     match e {
         EngineError::Compacted => Status::new(
@@ -66,7 +94,7 @@ pub fn engine(e: EngineError) -> Status {
         EngineError::LeaseTtlTooLarge => {
             Status::new(Code::OutOfRange, "etcdserver: too large lease TTL")
         }
-        EngineError::KeyNotFound => Status::new(Code::InvalidArgument, "etcdserver: key not found"),
+        EngineError::KeyNotFound => key_not_found(),
         EngineError::LeaderChanged | EngineError::HandedOver => {
             Status::new(Code::Unavailable, "etcdserver: leader changed")
         }
@@ -96,7 +124,8 @@ pub fn engine(e: EngineError) -> Status {
 mod tests {
     use super::*;
 
-    /// The texts etcd 3.4 sends (api/v3rpc/rpctypes/error.go).
+    /// The texts etcd 3.4 sends (api/v3rpc/rpctypes/error.go; the lock and
+    /// election services: clientv3/concurrency, v3election).
     #[test]
     fn messages_match_etcd() {
         let cases = [
@@ -174,6 +203,23 @@ mod tests {
                 engine(EngineError::KeyNotFound),
                 Code::InvalidArgument,
                 "etcdserver: key not found",
+            ),
+            (
+                through_client(engine(EngineError::LeaseNotFound)),
+                Code::Unknown,
+                "etcdserver: requested lease not found",
+            ),
+            (election_not_leader(), Code::Unknown, "election: not leader"),
+            (election_no_leader(), Code::Unknown, "election: no leader"),
+            (
+                missing_leader_key(),
+                Code::Unknown,
+                "\"leader\" field must be provided",
+            ),
+            (
+                session_expired(),
+                Code::Unknown,
+                "mutex: session is expired",
             ),
         ];
         for (status, code, msg) in cases {

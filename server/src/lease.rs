@@ -21,7 +21,15 @@ use crate::service::Service;
 const GRANT_ID_DRAWS_MAX: usize = 16;
 
 pub async fn grant(svc: &Service, msg: Bytes) -> Result<pb::LeaseGrantResponse, Status> {
-    let r: pb::LeaseGrantRequest = decode(msg)?;
+    grant_request(svc, decode(msg)?).await
+}
+
+/// A grant as the Lease service makes it, also for the sessions of the
+/// lock and election services.
+pub async fn grant_request(
+    svc: &Service,
+    r: pb::LeaseGrantRequest,
+) -> Result<pb::LeaseGrantResponse, Status> {
     // etcd's quotaLeaseServer: a full backend refuses new leases too.
     if svc.alarms.nospace() {
         return Err(errors::no_space());

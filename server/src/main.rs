@@ -1,9 +1,12 @@
 //! `ferrokv`: one member of a ferrokv cluster, speaking the etcd v3 API.
 
 mod backup;
+mod concurrency;
 mod config;
+mod election;
 mod errors;
 mod lease;
+mod lock;
 mod logger;
 mod maintenance;
 mod members;

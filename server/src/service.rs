@@ -17,7 +17,7 @@ use ferrokv_wire::Message;
 use http::Method;
 
 use crate::maintenance::Alarms;
-use crate::{backup, errors, lease, members, validate};
+use crate::{backup, election, errors, lease, lock, members, validate};
 use ferrokv::cluster::Membership;
 use ferrokv_shards::membership::Change;
 
@@ -296,6 +296,14 @@ impl Service {
                 Ok(encode(&lease::time_to_live(&self, msg).await?))
             }
             "/etcdserverpb.Lease/LeaseLeases" => Ok(encode(&lease::leases(&self, msg).await?)),
+            "/v3lockpb.Lock/Lock" => Ok(encode(&lock::lock(self.clone(), msg).await?)),
+            "/v3lockpb.Lock/Unlock" => Ok(encode(&lock::unlock(&self, msg).await?)),
+            "/v3electionpb.Election/Campaign" => {
+                Ok(encode(&election::campaign(self.clone(), msg).await?))
+            }
+            "/v3electionpb.Election/Proclaim" => Ok(encode(&election::proclaim(&self, msg).await?)),
+            "/v3electionpb.Election/Leader" => Ok(encode(&election::leader(&self, msg).await?)),
+            "/v3electionpb.Election/Resign" => Ok(encode(&election::resign(&self, msg).await?)),
             other => Err(errors::not_implemented(other)),
         }
     }
@@ -536,6 +544,7 @@ impl Handler for Service {
             "/etcdserverpb.Watch/Watch"
                 | "/etcdserverpb.Lease/LeaseKeepAlive"
                 | "/etcdserverpb.Maintenance/Snapshot"
+                | "/v3electionpb.Election/Observe"
         )
     }
 
@@ -558,6 +567,7 @@ impl Handler for Service {
                 "/etcdserverpb.Maintenance/Snapshot" => {
                     backup::snapshot(self, requests, sink).await
                 }
+                "/v3electionpb.Election/Observe" => election::observe(self, requests, sink).await,
                 _ => errors::not_implemented(&method),
             }
         })
@@ -568,10 +578,10 @@ impl Handler for Service {
         method: Method,
         path: String,
         _body: Bytes,
-    ) -> LocalBoxFuture<HttpReply> {
+    ) -> LocalBoxFuture<Option<HttpReply>> {
         Box::pin(async move {
             let json = "application/json";
-            match (method, path.as_str()) {
+            Some(match (method, path.as_str()) {
                 (Method::GET, "/health") | (Method::GET, "/readyz") | (Method::GET, "/livez") => {
                     // Healthy means a read goes through the engine now.
                     let ok = self.engine.status().await.is_ok()
@@ -594,12 +604,8 @@ impl Handler for Service {
                     content_type: "text/plain; version=0.0.4",
                     body: Bytes::from(self.metrics().await),
                 },
-                _ => HttpReply {
-                    status: 404,
-                    content_type: "text/plain",
-                    body: Bytes::from_static(b"404 page not found\n"),
-                },
-            }
+                _ => return None,
+            })
         })
     }
 

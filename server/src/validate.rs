@@ -60,6 +60,11 @@ pub fn has_put(r: &pb::TxnRequest) -> bool {
         })
 }
 
+/// etcd's checkTxnRequest: a nested txn gets what its parent's largest
+/// list leaves of the budget (etcd passes `maxTxnOps-opc` down), and an
+/// operation with no request (a `RequestOp` sent empty, or the gateway's
+/// `{"request_put":null}`, which gogo encodes as nothing) is refused as
+/// checkRequestOp's default case refuses it.
 fn txn_shape(r: &pb::TxnRequest, max_txn_ops: usize) -> Result<(), Status> {
     let opc = r.compare.len().max(r.success.len()).max(r.failure.len());
     if opc > max_txn_ops {
@@ -73,8 +78,8 @@ fn txn_shape(r: &pb::TxnRequest, max_txn_ops: usize) -> Result<(), Status> {
             Some(pb::request_op::Request::RequestRange(x)) => range(x)?,
             Some(pb::request_op::Request::RequestPut(x)) => put(x)?,
             Some(pb::request_op::Request::RequestDeleteRange(x)) => delete(x)?,
-            Some(pb::request_op::Request::RequestTxn(x)) => txn_shape(x, max_txn_ops)?,
-            None => {}
+            Some(pb::request_op::Request::RequestTxn(x)) => txn_shape(x, max_txn_ops - opc)?,
+            None => return Err(errors::key_not_found()),
         }
     }
     Ok(())
@@ -208,6 +213,33 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(txn(&t, 128), Err(errors::duplicate_key()));
+    }
+
+    #[test]
+    fn an_operation_without_a_request_is_key_not_found() {
+        let t = pb::TxnRequest {
+            success: vec![put_op(b"a")],
+            failure: vec![pb::RequestOp { request: None }],
+            ..Default::default()
+        };
+        assert_eq!(txn(&t, 128), Err(errors::key_not_found()));
+    }
+
+    #[test]
+    fn a_nested_txn_gets_what_its_parent_leaves_of_the_budget() {
+        let nested = |ops: usize| pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestTxn(pb::TxnRequest {
+                success: (0..ops).map(|_| put_op(b"n")).collect(),
+                ..Default::default()
+            })),
+        };
+        // Parent: 2 operations of a budget of 5, so 3 are left below.
+        let t = |ops| pb::TxnRequest {
+            success: vec![nested(ops), put_op(b"p")],
+            ..Default::default()
+        };
+        assert_eq!(txn_shape(&t(3), 5), Ok(()));
+        assert_eq!(txn_shape(&t(4), 5), Err(errors::too_many_ops()));
     }
 
     #[test]

@@ -21,6 +21,7 @@ type Target = (&'static str, fn(&[u8]));
 const TARGETS: &[Target] = &[
     ("backup", ferrokv_shards::backup::fuzzing::parse),
     ("bolt", ferrokv_ctl::bolt::fuzzing::read),
+    ("gateway", ferrokv_wire::fuzzing::gateway),
     ("grpc", ferrokv_wire::fuzzing::grpc),
     ("http_connection", ferrokv_wire::fuzzing::connection),
     ("mvcc_snapshot", ferrokv_mvcc::fuzzing::snapshot),
@@ -156,6 +157,7 @@ mod seeds {
             ("bolt", etcd_db),
             ("snapshot_status", status),
             ("grpc", grpc_bodies()),
+            ("gateway", gateway_bodies()),
             ("http_connection", http_connections()),
         ]
     }
@@ -330,6 +332,83 @@ mod seeds {
         etcd.kill().unwrap();
         etcd.wait().unwrap();
         vec![("etcd-snapshot".into(), std::fs::read(file).unwrap())]
+    }
+
+    /// The fuzzing prefix (path, chunk size) then JSON bodies as curl
+    /// users and etcd3gw send them.
+    fn gateway_bodies() -> Seeds {
+        let seeds: &[(&str, &str, u8, &str)] = &[
+            (
+                "put",
+                "/v3/kv/put",
+                255,
+                r#"{"key":"Zm9v","value":"YmFy","lease":"7","prev_kv":true}"#,
+            ),
+            (
+                "range",
+                "/v3/kv/range",
+                3,
+                r#"{"key":"AA==","range_end":"AA==","sort_order":"DESCEND","sortTarget":2,"limit":10}"#,
+            ),
+            (
+                "txn",
+                "/v3/kv/txn",
+                16,
+                r#"{"compare":[{"key":"YQ==","version":null,"target":"VERSION","result":"EQUAL"},{"key":"YQ==","value":"Yg==","target":"VALUE"}],"success":[{"request_put":{"key":"YQ==","value":""}},{"request_txn":{"success":[{"request_range":{"key":"YQ=="}}]}}],"failure":[{"request_delete_range":{"key":"YQ==","prev_kv":true}},{"request_put":null}]}"#,
+            ),
+            (
+                "watch",
+                "/v3/watch",
+                7,
+                r#"{"create_request":{"key":"dw==","start_revision":"1","filters":["NOPUT",1],"prev_kv":true}} {"progress_request":{}} {"cancel_request":{"watch_id":"0"}}"#,
+            ),
+            (
+                "keepalive",
+                "/v3/lease/keepalive",
+                1,
+                r#"{"ID":"8"}{"ID":8}x"#,
+            ),
+            (
+                "member-add",
+                "/v3/cluster/member/add",
+                255,
+                r#"{"peerURLs":["http://127.0.0.1:2380"],"isLearner":true}"#,
+            ),
+            (
+                "role-grant",
+                "/v3/auth/role/grant",
+                255,
+                r#"{"name":"r","perm":{"key":"YQ==","range_end":"Yg==","permType":"READWRITE"}}"#,
+            ),
+            (
+                "lock",
+                "/v3/lock/lock",
+                255,
+                r#"{"name":"bA==","lease":"1"}"#,
+            ),
+            (
+                "bad",
+                "/v3/kv/put",
+                255,
+                r#"{"key":[1,2,300],"lease":"12a","x":tru}"#,
+            ),
+            (
+                "escapes",
+                "/v3/kv/range",
+                255,
+                "{\"key\":\"Zm9v\\n\",\"k\\u00e9y\":\"\\ud83d\\ude00\",\"sort_order\":\"\\u0041\"}",
+            ),
+        ];
+        seeds
+            .iter()
+            .map(|(what, path, chunk, body)| {
+                let route = ferrokv_wire::fuzzing::gateway_route(path).unwrap();
+                (
+                    what.to_string(),
+                    [&[route, *chunk][..], body.as_bytes()].concat(),
+                )
+            })
+            .collect()
     }
 
     /// The fuzzing prefix (chunk size, method index) then gRPC frames.

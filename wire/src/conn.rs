@@ -44,7 +44,7 @@ pub struct HttpReply {
 /// Where a streaming call writes its responses (already-encoded messages).
 #[derive(Clone)]
 pub struct ResponseSink {
-    tx: async_channel::Sender<StreamItem>,
+    pub(crate) tx: async_channel::Sender<StreamItem>,
 }
 
 impl ResponseSink {
@@ -84,9 +84,15 @@ pub trait Handler: 'static {
         sink: ResponseSink,
     ) -> LocalBoxFuture<Status>;
 
-    /// Any non-gRPC request: health, version, metrics, JSON gateway.
-    fn http(self: Rc<Self>, method: Method, path: String, body: Bytes)
-        -> LocalBoxFuture<HttpReply>;
+    /// Any non-gRPC request outside the JSON gateway: health, version,
+    /// metrics. None when nothing is served at `path`: answered as Go's
+    /// mux answers it (`404 page not found`), as etcd does.
+    fn http(
+        self: Rc<Self>,
+        method: Method,
+        path: String,
+        body: Bytes,
+    ) -> LocalBoxFuture<Option<HttpReply>>;
 
     /// `--max-request-bytes`.
     fn max_request_bytes(&self) -> usize;
@@ -221,6 +227,20 @@ async fn route<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<B
     if is_grpc {
         return grpc_call(handler, req).await;
     }
+    // etcd's access controller: CORS on every HTTP answer, and OPTIONS
+    // (a browser's preflight) answered before any path is looked at.
+    let mut resp = if req.method() == Method::OPTIONS {
+        plain(StatusCode::OK, "text/plain", Bytes::new())
+    } else if crate::gateway::serves(req.uri().path()) {
+        crate::gateway::serve(handler, req).await
+    } else {
+        http_call(handler, req).await
+    };
+    crate::gateway::allow_cors(resp.headers_mut());
+    resp
+}
+
+async fn http_call<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let limit = handler.max_request_bytes() + GRPC_OVERHEAD_BYTES;
@@ -234,7 +254,9 @@ async fn route<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<B
             )
         }
     };
-    let reply = handler.http(method, path, body).await;
+    let Some(reply) = handler.http(method, path, body).await else {
+        return crate::gateway::go_http_error(StatusCode::NOT_FOUND, "404 page not found");
+    };
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     plain(status, reply.content_type, reply.body)
 }
@@ -378,6 +400,13 @@ fn grpc_error(status: Status) -> Response<Body> {
 pub enum Body {
     Once(Option<Bytes>, Option<HeaderMap>),
     Stream(Pin<Box<async_channel::Receiver<StreamItem>>>),
+    /// The JSON gateway's streamed answer: a first chunk, then each
+    /// response mapped to a chunk, until the map says the stream is over.
+    Lines(
+        Option<Bytes>,
+        Pin<Box<async_channel::Receiver<StreamItem>>>,
+        Box<dyn FnMut(StreamItem) -> Option<Bytes>>,
+    ),
     Done,
 }
 
@@ -415,6 +444,25 @@ impl http_body::Body for Body {
                     Poll::Ready(None)
                 }
             },
+            Body::Lines(first, rx, map) => {
+                if let Some(chunk) = first.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                match futures_lite::Stream::poll_next(rx.as_mut(), cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(item)) => match map(item) {
+                        Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                        None => {
+                            *this = Body::Done;
+                            Poll::Ready(None)
+                        }
+                    },
+                    Poll::Ready(None) => {
+                        *this = Body::Done;
+                        Poll::Ready(None)
+                    }
+                }
+            }
             Body::Done => Poll::Ready(None),
         }
     }

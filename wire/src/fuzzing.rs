@@ -114,6 +114,29 @@ pub fn grpc(data: &[u8]) {
     }
 }
 
+/// A JSON gateway request body: the first byte chooses the path (of the
+/// gateway's routes), the second the size of the chunks the body arrives
+/// in; the rest is the body, JSON values one after another as a stream's
+/// requests are. Each value is decoded as the gateway does; what decodes
+/// must be a request prost decodes, and print as JSON that reads back the
+/// same.
+pub fn gateway(data: &[u8]) {
+    let [route, chunk, body @ ..] = data else {
+        return;
+    };
+    crate::gateway::check_body(
+        usize::from(*route),
+        usize::from(*chunk) + 1,
+        body,
+        MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES,
+    );
+}
+
+/// The first byte of a `gateway` input that chooses `path`.
+pub fn gateway_route(path: &str) -> Option<u8> {
+    crate::gateway::route_index(path).and_then(|i| u8::try_from(i).ok())
+}
+
 /// The bytes a client sends on one connection, served by the real
 /// HTTP/2 (input starting with the prior-knowledge preface) or HTTP/1.1
 /// stack, with a handler that decodes each gRPC request as the server
@@ -232,13 +255,18 @@ impl Handler for Decoding {
         })
     }
 
-    fn http(self: Rc<Self>, _: Method, path: String, body: Bytes) -> LocalBoxFuture<HttpReply> {
+    fn http(
+        self: Rc<Self>,
+        _: Method,
+        path: String,
+        body: Bytes,
+    ) -> LocalBoxFuture<Option<HttpReply>> {
         Box::pin(async move {
-            HttpReply {
-                status: if path == "/health" { 200 } else { 404 },
+            (path == "/health").then_some(HttpReply {
+                status: 200,
                 content_type: "text/plain",
                 body,
-            }
+            })
         })
     }
 

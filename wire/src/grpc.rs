@@ -92,13 +92,7 @@ impl FrameDecoder {
             ));
         }
         if len > self.max_message_bytes {
-            return Err(Status::new(
-                Code::ResourceExhausted,
-                format!(
-                    "grpc: received message larger than max ({} vs. {})",
-                    len, self.max_message_bytes
-                ),
-            ));
+            return Err(message_too_large(len, self.max_message_bytes));
         }
         if self.buf.len() < 5 + len {
             return Ok(None);
@@ -111,6 +105,14 @@ impl FrameDecoder {
     pub fn has_partial(&self) -> bool {
         !self.buf.is_empty()
     }
+}
+
+/// A message over the server's receive limit, in grpc-go's words.
+pub fn message_too_large(len: usize, max: usize) -> Status {
+    Status::new(
+        Code::ResourceExhausted,
+        format!("grpc: received message larger than max ({len} vs. {max})"),
+    )
 }
 
 /// Decode a protobuf message; a malformed one is etcd's/grpc-go's Internal error.

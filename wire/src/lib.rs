@@ -7,6 +7,7 @@
 pub mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
+mod gateway;
 pub mod grpc;
 mod io;
 pub mod tls;
@@ -21,6 +22,12 @@ pub mod pb {
     }
     pub mod etcdserverpb {
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    }
+    pub mod v3lockpb {
+        include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+    }
+    pub mod v3electionpb {
+        include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
     }
 }
 

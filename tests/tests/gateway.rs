@@ -1,0 +1,721 @@
+//! The JSON gateway (`POST /v3/...`) side by side with etcd 3.4.23: the
+//! same curl requests to both, answers compared (status, content type,
+//! body) after the ids, terms and addresses that legitimately differ are
+//! normalized. Streams (watch, lease keep-alive, snapshot) are read line
+//! by line over a plain socket; HTTP/2 over TLS is compared with etcd,
+//! HTTP/2 with prior knowledge (which etcd's plain port does not serve
+//! as gateway) with ferrokv's own HTTP/1.1 answers.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferrokv_tests::server::{ferroutl_bin, ServerKind, ServerOptions, ServerProcess};
+use ferrokv_tests::{EtcdProcess, FerrokvProcess, Normalizer};
+
+/// Bound on one request, and on waiting for one streamed line.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One curl request: (HTTP status, content type, body).
+fn curl(url: &str, body: &[u8], extra: &[&str]) -> (u16, String, String) {
+    let mut child = Command::new("curl")
+        .args(["-s", "--max-time", "10", "--data-binary", "@-"])
+        .args(["-o", "-", "-w", "\n%{http_code} %{content_type}"])
+        .args(extra)
+        .arg(url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body)
+        .expect("body written");
+    let out = child.wait_with_output().expect("curl ends");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (code, content_type) = status.split_once(' ').unwrap_or((status, ""));
+    (
+        code.parse().unwrap_or(0),
+        content_type.to_string(),
+        body.to_string(),
+    )
+}
+
+fn url(server: &ServerProcess, path: &str) -> String {
+    format!("http://{}{path}", server.client_addr())
+}
+
+/// etcd's and ferrokv's answers to `POST path body`, normalized.
+fn both(etcd: &ServerProcess, ferrokv: &ServerProcess, path: &str, body: &str) -> [String; 2] {
+    [etcd, ferrokv].map(|s| {
+        let (code, ct, text) = curl(&url(s, path), body.as_bytes(), &[]);
+        let mut n = Normalizer::for_server(s);
+        // Values computed differently by design (docs/compatibility.md):
+        // hashes, sizes and raft indexes of a different storage engine.
+        n.add_keys(&[
+            "hash",
+            "dbSize",
+            "dbSizeInUse",
+            "raftIndex",
+            "raftAppliedIndex",
+            "raftTerm",
+            "leader",
+        ]);
+        format!("{code} {ct}\n{}", n.normalize(&text))
+    })
+}
+
+fn assert_same(etcd: &ServerProcess, ferrokv: &ServerProcess, path: &str, body: &str) -> String {
+    let [want, got] = both(etcd, ferrokv, path, body);
+    assert_eq!(got, want, "POST {path} {body}");
+    got
+}
+
+/// etcd and ferrokv, one member each, of the same name (member lists
+/// compare equal).
+fn start_both(dir: &std::path::Path) -> (EtcdProcess, FerrokvProcess) {
+    let opts = ServerOptions {
+        name: Some("gw".into()),
+        ..Default::default()
+    };
+    (
+        EtcdProcess::start_with(&dir.join("etcd"), opts.clone()),
+        FerrokvProcess::start_with(&dir.join("ferrokv"), opts),
+    )
+}
+
+#[test]
+fn unary_calls_and_their_errors_answer_as_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (etcd, ferrokv) = start_both(dir.path());
+    let script: &[(&str, &str)] = &[
+        // kv, with binary keys and values (base64 both ways)
+        ("/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#),
+        (
+            "/v3/kv/put",
+            r#"{"key":"AP8BgA==","value":"//79AA==","prev_kv":true}"#,
+        ),
+        (
+            "/v3/kv/put",
+            r#"{"key":"AP8BgA==","value":"","prev_kv":true}"#,
+        ),
+        ("/v3/kv/range", r#"{"key":"AA==","range_end":"AA=="}"#),
+        ("/v3/kv/range", r#"{"key":[0,255,1,128]}"#),
+        (
+            "/v3/kv/range",
+            r#"{"key":"Zm9v","sort_order":"DESCEND","sortTarget":"KEY","keysOnly":true}"#,
+        ),
+        (
+            "/v3/kv/range",
+            r#"{"key":"Zm9v","limit":"1","revision":2,"unknown_field":[1,{"x":null}]}"#,
+        ),
+        (
+            "/v3/kv/range",
+            r#"{"key":"Zm9v","serializable":true,"count_only":true}"#,
+        ),
+        ("/v3beta/kv/range", r#"{"key":"Zm9v"}"#),
+        (
+            "/v3/kv/put",
+            r#"{"key":"Zm9v","value":"YmF6"} trailing bytes are not read"#,
+        ),
+        (
+            "/v3/kv/txn",
+            r#"{"compare":[{"key":"Zm9v","version":"2","result":"EQUAL","target":"VERSION"},
+                {"key":"Zm9v","value":"YmF6","target":"VALUE","result":"NOT_EQUAL"}],
+              "success":[{"request_put":{"key":"YQ==","value":"Yg=="}}],
+              "failure":[{"request_range":{"key":"Zm9v"}},{"request_delete_range":{"key":"eA==","prev_kv":true}}]}"#,
+        ),
+        (
+            "/v3/kv/txn",
+            r#"{"compare":[{"key":"Zm9v","mod_revision":"3","target":"MOD","result":"LESS"}],"success":[{"request_put":{"key":"YQ==","value":"Yw=="}}]}"#,
+        ),
+        ("/v3/kv/deleterange", r#"{"key":"YQ==","prev_kv":true}"#),
+        ("/v3/kv/deleterange", r#"{"key":"AA==","range_end":"AA=="}"#),
+        ("/v3/kv/compaction", r#"{"revision":"3"}"#),
+        ("/v3/kv/range", r#"{"key":"Zm9v","revision":"2"}"#),
+        ("/v3/kv/compaction", r#"{"revision":"2"}"#),
+        ("/v3/kv/compaction", r#"{"revision":"1000"}"#),
+        // leases, and etcd's /v3/kv/lease/* aliases
+        ("/v3/lease/grant", r#"{"TTL":"60","ID":"7"}"#),
+        ("/v3/lease/grant", r#"{"TTL":60,"ID":7}"#),
+        ("/v3/kv/put", r#"{"key":"bA==","value":"dg==","lease":"7"}"#),
+        ("/v3/lease/leases", "{}"),
+        ("/v3/kv/lease/leases", ""),
+        ("/v3/lease/timetolive", r#"{"ID":"7","keys":true}"#),
+        ("/v3/kv/lease/timetolive", r#"{"ID":"8"}"#),
+        ("/v3/kv/put", r#"{"key":"bA==","lease":"8"}"#),
+        ("/v3/lease/revoke", r#"{"ID":"7"}"#),
+        ("/v3/kv/lease/revoke", r#"{"ID":"7"}"#),
+        ("/v3/kv/range", r#"{"key":"bA=="}"#),
+        // cluster and maintenance
+        ("/v3/cluster/member/list", "{}"),
+        ("/v3/cluster/member/remove", r#"{"ID":"1"}"#),
+        (
+            "/v3/cluster/member/update",
+            r#"{"ID":"1","peerURLs":["http://127.0.0.1:1"]}"#,
+        ),
+        ("/v3/cluster/member/promote", r#"{"ID":"1"}"#),
+        ("/v3/maintenance/status", "{}"),
+        ("/v3/maintenance/alarm", r#"{"action":"GET"}"#),
+        ("/v3/maintenance/hash", "{}"),
+        // etcd 3.4's DefragmentResponse has no header: `{}`
+        ("/v3/maintenance/defragment", "{}"),
+        ("/v3/maintenance/transfer-leadership", r#"{"targetID":"1"}"#),
+        // txn operations without a request (a message member given null
+        // is not on the wire): etcd's checkRequestOp, "key not found",
+        // in either branch and nested
+        ("/v3/kv/txn", r#"{"success":[{"request_put":null}]}"#),
+        ("/v3/kv/txn", r#"{"failure":[{}]}"#),
+        (
+            "/v3/kv/txn",
+            r#"{"success":[{"request_txn":{"failure":[{"request_range":null}]}}]}"#,
+        ),
+        ("/v3/kv/txn", r#"{"success":[{"request_put":{}}]}"#),
+        // a txn inside a txn: its response's header is empty (etcd's
+        // newTxnResp), only the outer one filled in
+        (
+            "/v3/kv/txn",
+            r#"{"success":[{"request_txn":{"success":[{"request_range":{"key":"Zm9v"}}]}}]}"#,
+        ),
+        // malformed JSON and wrong types: Go's words, InvalidArgument
+        ("/v3/kv/put", r#"{"key":"Zm9v","#),
+        ("/v3/kv/put", r#"{"key":x}"#),
+        ("/v3/kv/put", "{\"key\":\"\u{ff}\"}"),
+        ("/v3/kv/put", r#"{"key":12}"#),
+        ("/v3/kv/put", r#"{"key":"Zm9"}"#),
+        ("/v3/kv/put", r#"{"key":"Zm9v","lease":"abc"}"#),
+        ("/v3/kv/put", r#"{"key":"Zm9v","lease":"12a"}"#),
+        ("/v3/kv/put", r#"{"key":"Zm9v","lease":1.5}"#),
+        ("/v3/kv/put", r#"{"key":"Zm9v","lease":true}"#),
+        ("/v3/kv/put", r#"{"key":"Zm9v","prev_kv":"true"}"#),
+        ("/v3/kv/put", "[]"),
+        ("/v3/kv/put", r#""x""#),
+        ("/v3/kv/put", "null"),
+        ("/v3/kv/put", ""),
+        ("/v3/kv/range", r#"{"key":"Zm9v","sort_order":"FOO"}"#),
+        ("/v3/kv/range", r#"{"key":"Zm9v","sort_order":true}"#),
+        (
+            "/v3/kv/range",
+            r#"{"key":"Zm9v","revision":"99999999999999999999"}"#,
+        ),
+        ("/v3/kv/range", r#"{"key":"Zm9v","revision":""}"#),
+        ("/v3/kv/range", r#"{"key":[102,111,1111]}"#),
+        ("/v3/kv/range", r#"{"key":"Zm9v", "x": tru}"#),
+        ("/v3/kv/range", r#"{"key":"Zm9v" "x"}"#),
+        ("/v3/kv/range", r#"{"key":"Zm9v", 3}"#),
+        ("/v3/kv/range", r#"{"key":"\x01"}"#),
+        ("/v3/kv/txn", r#"{"compare":{"key":"Zm9v"}}"#),
+        ("/v3/kv/txn", r#"{"success":[3]}"#),
+        // streams whose first request is bad: the decoder's error (Unknown)
+        ("/v3/lease/keepalive", "x"),
+        ("/v3/watch", "{\"create_request\":"),
+        // unknown paths, and the alias etcd 3.4 no longer has
+        ("/v3/kv/nothing", "{}"),
+        ("/v3/auth/status", "{}"),
+        ("/v3/kv/range/", "{}"),
+        ("/v3/kv/range:verb", "{}"),
+    ];
+    for (path, body) in script {
+        assert_same(&etcd, &ferrokv, path, body);
+    }
+    // --max-txn-ops (128) counts a nested txn's operations against what
+    // its parent's largest list leaves (etcd passes maxTxnOps-opc down);
+    // both branches are checked, the one not taken too.
+    let puts: Vec<String> = (0..100)
+        .map(|i| format!(r#"{{"request_put":{{"key":"{}"}}}}"#, b64(&format!("k{i}"))))
+        .collect();
+    for nested_ops in [27, 28] {
+        let ranges = vec![r#"{"request_range":{"key":"YQ=="}}"#; nested_ops].join(",");
+        let body = format!(
+            r#"{{"failure":[{},{{"request_txn":{{"success":[{ranges}]}}}}]}}"#,
+            puts.join(",")
+        );
+        assert_same(&etcd, &ferrokv, "/v3/kv/txn", &body);
+    }
+    // Leadership moved to the member itself: done at once, and etcd
+    // 3.4's MoveLeaderResponse has no header (as Defragment's).
+    let moved = [&*etcd, &*ferrokv].map(|s| {
+        let (_, member_id) = s.ids().expect("member id");
+        let body = format!(r#"{{"targetID":"{member_id}"}}"#);
+        let (code, ct, text) = curl(
+            &url(s, "/v3/maintenance/transfer-leadership"),
+            body.as_bytes(),
+            &[],
+        );
+        format!("{code} {ct} {text}")
+    });
+    assert_eq!(moved[1], moved[0]);
+    assert_eq!(moved[0], "200 application/json {}", "etcd's answer");
+    // Wrong HTTP methods on gateway paths, and CORS preflight; etcd 3.4
+    // has no /v3alpha/ (outside the gateway: Go's mux's 404 page, as for
+    // any path nothing serves).
+    for s in [&*etcd, &*ferrokv] {
+        for (path, method) in [("/v3alpha/kv/range", "POST"), ("/nothing", "GET")] {
+            let (code, ct, body) = curl(&url(s, path), b"{}", &["-X", method]);
+            assert_eq!(
+                (code, ct.as_str(), body.as_str()),
+                (404, "text/plain; charset=utf-8", "404 page not found\n"),
+                "{} {method} {path}",
+                s.kind()
+            );
+            let (_, _, head) = curl(
+                &url(s, path),
+                b"",
+                &["-X", method, "-D", "-", "-o", "/dev/null"],
+            );
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("x-content-type-options: nosniff"),
+                "{} {method} {path}: {head}",
+                s.kind()
+            );
+        }
+        let (code, ct, body) = curl(&url(s, "/v3/kv/range"), b"", &["-X", "GET"]);
+        assert_eq!(
+            (code, ct.as_str(), body.as_str()),
+            (405, "text/plain; charset=utf-8", "Method Not Allowed\n"),
+            "{}",
+            s.kind()
+        );
+        let (code, _, body) = curl(&url(s, "/v3/kv/put"), b"", &["-X", "OPTIONS"]);
+        assert_eq!((code, body.as_str()), (200, ""), "{}", s.kind());
+    }
+    // Both answer CORS headers on gateway answers.
+    for s in [&*etcd, &*ferrokv] {
+        let (_, _, head) = curl(
+            &url(s, "/v3/kv/range"),
+            br#"{"key":"YQ=="}"#,
+            &["-D", "-", "-o", "/dev/null"],
+        );
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("access-control-allow-origin: *"),
+            "{}: {head}",
+            s.kind()
+        );
+        assert!(
+            head.contains("grpc-metadata-content-type: application/grpc"),
+            "{}: {head}",
+            s.kind()
+        );
+    }
+}
+
+#[test]
+fn oversized_requests_answer_as_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (etcd, ferrokv) = start_both(dir.path());
+    // Over --max-request-bytes (1.5 MiB): etcd's "request is too large";
+    // over the gRPC limit 512 KiB above it: grpc-go's words with the
+    // message size, the same on both as the encodings agree.
+    for value_bytes in [1536 * 1024 + 10, 2100 * 1024] {
+        let value = "A".repeat(value_bytes / 3 * 4);
+        let body = format!(r#"{{"key":"YQ==","value":"{value}"}}"#);
+        let got = assert_same(&etcd, &ferrokv, "/v3/kv/put", &body);
+        assert!(got.starts_with("400 ") || got.starts_with("429 "), "{got}");
+    }
+    // A body far over any message the server would take is refused
+    // before it is read whole (etcd would read it all).
+    let huge = format!(r#"{{"key":"YQ==","value":"{}"}}"#, "A".repeat(12 << 20));
+    let (code, _, body) = curl(&url(&ferrokv, "/v3/kv/put"), huge.as_bytes(), &[]);
+    assert_eq!(code, 429, "{body}");
+    assert!(body.contains("\"code\":8"), "{body}");
+    let (code, _, _) = curl(&url(&ferrokv, "/v3/kv/range"), br#"{"key":"YQ=="}"#, &[]);
+    assert_eq!(code, 200, "still serving");
+}
+
+/// A streamed answer read line by line (HTTP/1.1 chunked).
+struct Stream {
+    reader: BufReader<TcpStream>,
+    pending: Vec<u8>,
+}
+
+impl Stream {
+    fn open(addr: SocketAddr, path: &str, body: &str) -> (u16, Stream) {
+        let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut reader = BufReader::new(s);
+        let mut status = String::new();
+        reader.read_line(&mut status).expect("status line");
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).expect("header");
+            if h == "\r\n" || h.is_empty() {
+                break;
+            }
+        }
+        let code = status
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (
+            code,
+            Stream {
+                reader,
+                pending: Vec::new(),
+            },
+        )
+    }
+
+    /// The next line of the body; None when the body ended.
+    fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(at) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=at).collect();
+                return Some(String::from_utf8_lossy(&line).trim_end().to_string());
+            }
+            let mut size = String::new();
+            self.reader.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            if n == 0 {
+                return None;
+            }
+            let mut chunk = vec![0; n + 2];
+            self.reader.read_exact(&mut chunk).ok()?;
+            self.pending.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn normalized_line(server: &ServerProcess, stream: &mut Stream) -> String {
+    let line = stream
+        .line()
+        .unwrap_or_else(|| panic!("{}: stream ended early", server.kind()));
+    Normalizer::for_server(server).normalize(&line)
+}
+
+#[test]
+fn streams_answer_as_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (etcd, ferrokv) = start_both(dir.path());
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    for s in [&*etcd, &*ferrokv] {
+        let post = |path: &str, body: &str| curl(&url(s, path), body.as_bytes(), &[]);
+        assert_eq!(
+            post("/v3/kv/put", r#"{"key":"dw==","value":"MA=="}"#).0,
+            200
+        );
+        let mut got = Vec::new();
+        // A watch: created, then events as they happen (prev_kv, a
+        // delete), a second watcher and a cancel in the same body.
+        let (code, mut w) = Stream::open(
+            s.client_addr(),
+            "/v3/watch",
+            r#"{"create_request":{"key":"dw==","prev_kv":true}} {"create_request":{"key":"dw==","start_revision":"1","filters":["NODELETE"]}}"#,
+        );
+        assert_eq!(code, 200);
+        for _ in 0..3 {
+            got.push(normalized_line(s, &mut w));
+        }
+        assert_eq!(
+            post("/v3/kv/put", r#"{"key":"dw==","value":"MQ=="}"#).0,
+            200
+        );
+        assert_eq!(post("/v3/kv/deleterange", r#"{"key":"dw=="}"#).0, 200);
+        // The two watchers' events of one revision may come in either
+        // order (etcd does not order watchers among themselves).
+        let mut events: Vec<String> = (0..3).map(|_| normalized_line(s, &mut w)).collect();
+        events.sort();
+        got.extend(events);
+        // Closing the connection cancels the watch; the server serves on.
+        drop(w);
+        // Lease keep-alive: one answer per request in the body, then the
+        // stream ends with the body; a lease not found answers TTL 0.
+        assert_eq!(post("/v3/lease/grant", r#"{"TTL":"60","ID":"9"}"#).0, 200);
+        let (code, mut k) = Stream::open(
+            s.client_addr(),
+            "/v3/lease/keepalive",
+            r#"{"ID":"9"}{"ID":"9"}{"ID":"10"}"#,
+        );
+        assert_eq!(code, 200);
+        for _ in 0..3 {
+            got.push(normalized_line(s, &mut k));
+        }
+        assert_eq!(
+            k.line(),
+            None,
+            "{}: keep-alive stream ends with its requests",
+            s.kind()
+        );
+        let (code, ct, body) = curl(&url(s, "/v3/lease/keepalive"), b"", &[]);
+        got.push(format!("{code} {ct} {body:?}"));
+        lines.push(got);
+    }
+    assert_eq!(lines[1], lines[0]);
+
+    // Snapshot: a stream of blobs that together are a backup each
+    // server's own tool reads.
+    for s in [&*etcd, &*ferrokv] {
+        let (code, mut snap) = Stream::open(s.client_addr(), "/v3/maintenance/snapshot", "{}");
+        assert_eq!(code, 200);
+        let mut file = Vec::new();
+        while let Some(line) = snap.line() {
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let blob = v["result"]["blob"].as_str().unwrap_or_default();
+            file.extend(base64_decode(blob));
+        }
+        let path = dir.path().join(format!("{}.db", s.kind()));
+        std::fs::write(&path, &file).unwrap();
+        let path = path.to_str().unwrap();
+        let out = if s.kind() == ServerKind::Etcd {
+            ferrokv_tests::etcdctl(
+                &s.endpoint(),
+                &["snapshot", "status", path, "-w", "json"],
+                None,
+            )
+        } else {
+            let bin = ferroutl_bin().unwrap_or_else(|e| panic!("{e}"));
+            ferrokv_tests::etcdctl::tool(
+                &bin,
+                &["snapshot", "status", path, "-w", "json"],
+                IO_TIMEOUT,
+            )
+        };
+        assert_eq!(out.code, 0, "{}: {out:?}", s.kind());
+        assert!(
+            out.stdout.contains("\"revision\":"),
+            "{}: {out:?}",
+            s.kind()
+        );
+    }
+    // The watchers of the closed watch are gone on ferrokv (the stream
+    // notices its client left within a bounded time).
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let (_, metrics) = ferrokv_tests::http_get(ferrokv.client_addr(), "/metrics");
+        if metrics.contains("etcd_debugging_mvcc_watcher_total 0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchers left after the client went away"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Standard base64 with padding, as the gateway takes bytes.
+fn b64(s: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in s.as_bytes().chunks(3) {
+        let v = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                char::from(ALPHABET[(v >> (18 - 6 * i) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let mut out = Vec::new();
+    for q in s.as_bytes().chunks(4) {
+        let n = q.iter().filter(|&&c| c != b'=').count();
+        let v = q.iter().take(n).enumerate().fold(0u32, |acc, (i, &c)| {
+            acc | u32::from(value(c)) << (18 - 6 * i)
+        });
+        out.extend_from_slice(&v.to_be_bytes()[1..n.max(1)]);
+    }
+    out
+}
+
+#[test]
+fn http2_and_tls_answer_as_http11() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = ferrokv_tests::tls::generate(&dir.path().join("tls"));
+    let opts = ServerOptions {
+        tls: Some(tls.clone()),
+        ..Default::default()
+    };
+    let etcd = EtcdProcess::start_with(&dir.path().join("etcd"), opts.clone());
+    let ferrokv = FerrokvProcess::start_with(&dir.path().join("ferrokv"), opts);
+    let cert = [
+        "--cacert",
+        tls.ca.to_str().unwrap(),
+        "--cert",
+        tls.cert.to_str().unwrap(),
+        "--key",
+        tls.key.to_str().unwrap(),
+    ];
+    let https = |s: &ServerProcess, path: &str| format!("https://{}{path}", s.client_addr());
+    for version in ["--http1.1", "--http2"] {
+        let mut answers = Vec::new();
+        for s in [&*etcd, &*ferrokv] {
+            let n = Normalizer::for_server(s);
+            let mut got = Vec::new();
+            for (path, body) in [
+                ("/v3/kv/put", r#"{"key":"dGxz","value":"djE="}"#),
+                ("/v3/kv/range", r#"{"key":"dGxz"}"#),
+                ("/v3/kv/range", r#"{"key":1}"#),
+            ] {
+                let mut args = cert.to_vec();
+                args.push(version);
+                let (code, ct, text) = curl(&https(s, path), body.as_bytes(), &args);
+                got.push(format!("{code} {ct} {}", n.normalize(&text)));
+            }
+            answers.push(got);
+        }
+        assert_eq!(answers[1], answers[0], "{version}");
+    }
+
+    // HTTP/2 with prior knowledge on a plain port: etcd sends that to its
+    // gRPC server only; ferrokv serves the gateway there too, alike.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = FerrokvProcess::start(plain_dir.path());
+    let put = curl(
+        &url(&plain, "/v3/kv/put"),
+        br#"{"key":"aDI=","value":"djI="}"#,
+        &["--http2-prior-knowledge"],
+    );
+    assert_eq!(put.0, 200, "{put:?}");
+    for (path, body) in [
+        ("/v3/kv/range", r#"{"key":"aDI="}"#),
+        ("/v3/kv/range", "{"),
+        ("/v3/nothing", "{}"),
+    ] {
+        let h1 = curl(&url(&plain, path), body.as_bytes(), &[]);
+        let h2 = curl(
+            &url(&plain, path),
+            body.as_bytes(),
+            &["--http2-prior-knowledge"],
+        );
+        assert_eq!(h2, h1, "{path} {body}");
+    }
+    let (code, mut w) = Stream::open(
+        plain.client_addr(),
+        "/v3/watch",
+        r#"{"create_request":{"key":"aDI="}}"#,
+    );
+    assert_eq!(code, 200);
+    assert!(w.line().is_some_and(|l| l.contains("\"created\":true")));
+}
+
+/// The same refusals and answers on the gRPC path behind the gateway:
+/// txn operations without a request, a nested txn over what its parent
+/// leaves of `--max-txn-ops`, and the header-less answers of Defragment
+/// and MoveLeader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_answers_behind_the_gateway_match_etcd() {
+    use ferrokv_tests::grpc::{connect, try_unary};
+    use ferrokv_wire::pb::etcdserverpb::{
+        request_op::Request, DefragmentRequest, DefragmentResponse, MoveLeaderRequest,
+        MoveLeaderResponse, PutRequest, RangeRequest, RequestOp, TxnRequest, TxnResponse,
+    };
+
+    let op = |request| RequestOp {
+        request: Some(request),
+    };
+    let range = || {
+        op(Request::RequestRange(RangeRequest {
+            key: "a".into(),
+            ..Default::default()
+        }))
+    };
+    let nested = |ops: Vec<RequestOp>| {
+        op(Request::RequestTxn(TxnRequest {
+            success: ops,
+            ..Default::default()
+        }))
+    };
+    // 100 puts and a nested txn: 27 operations are left for it.
+    let over_budget = |nested_ops: usize| {
+        let mut ops: Vec<RequestOp> = (0..100)
+            .map(|i| {
+                op(Request::RequestPut(PutRequest {
+                    key: format!("k{i}").into(),
+                    ..Default::default()
+                }))
+            })
+            .collect();
+        ops.push(nested((0..nested_ops).map(|_| range()).collect()));
+        TxnRequest {
+            failure: ops,
+            ..Default::default()
+        }
+    };
+    let txns = [
+        TxnRequest {
+            success: vec![RequestOp { request: None }],
+            ..Default::default()
+        },
+        TxnRequest {
+            success: vec![range()],
+            failure: vec![nested(vec![RequestOp { request: None }])],
+            ..Default::default()
+        },
+        over_budget(27),
+        over_budget(28),
+    ];
+
+    let dir = tempfile::tempdir().unwrap();
+    let (etcd, ferrokv) = tokio::task::block_in_place(|| start_both(dir.path()));
+    let mut answers = Vec::new();
+    for s in [&*etcd, &*ferrokv] {
+        let channel = connect(s).await;
+        let mut got = Vec::new();
+        for txn in txns.clone() {
+            let r: Result<TxnResponse, _> = try_unary(&channel, "/etcdserverpb.KV/Txn", txn).await;
+            got.push(match r {
+                Ok(r) => format!("ok, succeeded {}", r.succeeded),
+                Err(status) => format!("{:?}: {}", status.code(), status.message()),
+            });
+        }
+        let d: Result<DefragmentResponse, _> = try_unary(
+            &channel,
+            "/etcdserverpb.Maintenance/Defragment",
+            DefragmentRequest {},
+        )
+        .await;
+        got.push(format!("{d:?}"));
+        let (_, member_id) = tokio::task::block_in_place(|| s.ids()).expect("member id");
+        let m: Result<MoveLeaderResponse, _> = try_unary(
+            &channel,
+            "/etcdserverpb.Maintenance/MoveLeader",
+            MoveLeaderRequest {
+                target_id: member_id,
+            },
+        )
+        .await;
+        got.push(format!("{m:?}"));
+        answers.push(got);
+    }
+    assert_eq!(answers[1], answers[0]);
+    assert_eq!(
+        answers[0],
+        [
+            "InvalidArgument: etcdserver: key not found",
+            "InvalidArgument: etcdserver: key not found",
+            "ok, succeeded true",
+            "InvalidArgument: etcdserver: too many operations in txn request",
+            "Ok(DefragmentResponse { header: None })",
+            "Ok(MoveLeaderResponse { header: None })",
+        ],
+        "etcd's answers"
+    );
+}

@@ -1,0 +1,592 @@
+//! The JSON gateway on the client port, as etcd 3.4.23 serves it
+//! (grpc-gateway 1.x with jsonpb, `embed/serve.go`): `POST /v3/kv/put` with
+//! a JSON body becomes the protobuf request of `/etcdserverpb.KV/Put`, is
+//! served by the same [`Handler`] call a gRPC client reaches, and the
+//! answer (or its gRPC status) goes back as JSON. Streaming calls answer
+//! one `{"result":...}` object per line. Which fields and words appear is
+//! pinned against real etcd by `tests/tests/gateway.rs`; `docs/gateway.md`
+//! says what differs.
+
+mod golang;
+mod scan;
+mod schema;
+mod transcode;
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::conn::{
+    Body, Handler, ResponseSink, StreamItem, GRPC_OVERHEAD_BYTES, STREAM_RESPONSES_PENDING_MAX,
+};
+use crate::grpc::{message_too_large, Code, Status};
+use scan::{Op, Scanner};
+use schema::{schema, Method as GrpcMethod, Schema};
+use transcode::{from_json, to_json, DecodeError};
+
+/// The paths etcd 3.4.23's gateway serves (its `*.pb.gw.go`), each with
+/// the gRPC method it calls, in etcd's registration order: the first
+/// match wins, as in grpc-gateway's mux. `HashKV` is registered under
+/// `/v3/maintenance/hash` too, after `Hash`, so etcd never reaches it
+/// there, and neither does ferrokv. `AuthStatus` has no path in 3.4.
+const ROUTES: &[(&str, &str)] = &[
+    ("/v3/kv/range", "/etcdserverpb.KV/Range"),
+    ("/v3/kv/put", "/etcdserverpb.KV/Put"),
+    ("/v3/kv/deleterange", "/etcdserverpb.KV/DeleteRange"),
+    ("/v3/kv/txn", "/etcdserverpb.KV/Txn"),
+    ("/v3/kv/compaction", "/etcdserverpb.KV/Compact"),
+    ("/v3/watch", "/etcdserverpb.Watch/Watch"),
+    ("/v3/lease/grant", "/etcdserverpb.Lease/LeaseGrant"),
+    ("/v3/lease/revoke", "/etcdserverpb.Lease/LeaseRevoke"),
+    ("/v3/kv/lease/revoke", "/etcdserverpb.Lease/LeaseRevoke"),
+    ("/v3/lease/keepalive", "/etcdserverpb.Lease/LeaseKeepAlive"),
+    (
+        "/v3/lease/timetolive",
+        "/etcdserverpb.Lease/LeaseTimeToLive",
+    ),
+    (
+        "/v3/kv/lease/timetolive",
+        "/etcdserverpb.Lease/LeaseTimeToLive",
+    ),
+    ("/v3/lease/leases", "/etcdserverpb.Lease/LeaseLeases"),
+    ("/v3/kv/lease/leases", "/etcdserverpb.Lease/LeaseLeases"),
+    ("/v3/cluster/member/add", "/etcdserverpb.Cluster/MemberAdd"),
+    (
+        "/v3/cluster/member/remove",
+        "/etcdserverpb.Cluster/MemberRemove",
+    ),
+    (
+        "/v3/cluster/member/update",
+        "/etcdserverpb.Cluster/MemberUpdate",
+    ),
+    (
+        "/v3/cluster/member/list",
+        "/etcdserverpb.Cluster/MemberList",
+    ),
+    (
+        "/v3/cluster/member/promote",
+        "/etcdserverpb.Cluster/MemberPromote",
+    ),
+    ("/v3/maintenance/alarm", "/etcdserverpb.Maintenance/Alarm"),
+    ("/v3/maintenance/status", "/etcdserverpb.Maintenance/Status"),
+    (
+        "/v3/maintenance/defragment",
+        "/etcdserverpb.Maintenance/Defragment",
+    ),
+    ("/v3/maintenance/hash", "/etcdserverpb.Maintenance/Hash"),
+    (
+        "/v3/maintenance/snapshot",
+        "/etcdserverpb.Maintenance/Snapshot",
+    ),
+    (
+        "/v3/maintenance/transfer-leadership",
+        "/etcdserverpb.Maintenance/MoveLeader",
+    ),
+    ("/v3/auth/enable", "/etcdserverpb.Auth/AuthEnable"),
+    ("/v3/auth/disable", "/etcdserverpb.Auth/AuthDisable"),
+    ("/v3/auth/authenticate", "/etcdserverpb.Auth/Authenticate"),
+    ("/v3/auth/user/add", "/etcdserverpb.Auth/UserAdd"),
+    ("/v3/auth/user/get", "/etcdserverpb.Auth/UserGet"),
+    ("/v3/auth/user/list", "/etcdserverpb.Auth/UserList"),
+    ("/v3/auth/user/delete", "/etcdserverpb.Auth/UserDelete"),
+    (
+        "/v3/auth/user/changepw",
+        "/etcdserverpb.Auth/UserChangePassword",
+    ),
+    ("/v3/auth/user/grant", "/etcdserverpb.Auth/UserGrantRole"),
+    ("/v3/auth/user/revoke", "/etcdserverpb.Auth/UserRevokeRole"),
+    ("/v3/auth/role/add", "/etcdserverpb.Auth/RoleAdd"),
+    ("/v3/auth/role/get", "/etcdserverpb.Auth/RoleGet"),
+    ("/v3/auth/role/list", "/etcdserverpb.Auth/RoleList"),
+    ("/v3/auth/role/delete", "/etcdserverpb.Auth/RoleDelete"),
+    (
+        "/v3/auth/role/grant",
+        "/etcdserverpb.Auth/RoleGrantPermission",
+    ),
+    (
+        "/v3/auth/role/revoke",
+        "/etcdserverpb.Auth/RoleRevokePermission",
+    ),
+    ("/v3/lock/lock", "/v3lockpb.Lock/Lock"),
+    ("/v3/lock/unlock", "/v3lockpb.Lock/Unlock"),
+    ("/v3/election/campaign", "/v3electionpb.Election/Campaign"),
+    ("/v3/election/proclaim", "/v3electionpb.Election/Proclaim"),
+    ("/v3/election/leader", "/v3electionpb.Election/Leader"),
+    ("/v3/election/observe", "/v3electionpb.Election/Observe"),
+    ("/v3/election/resign", "/v3electionpb.Election/Resign"),
+];
+
+/// How much larger than the largest request message its JSON may be
+/// before the body is refused unread: base64 (4/3) and field names
+/// (a txn of many small operations) stay well under it. Go's gateway
+/// reads any body; this one holds at most this many times the gRPC limit
+/// per request.
+const JSON_EXPANSION_MAX: usize = 4;
+
+/// Whether a path belongs to the gateway. etcd 3.4 still answers
+/// `/v3beta/` (rewritten to `/v3/`), not `/v3alpha/`.
+pub(crate) fn serves(path: &str) -> bool {
+    path.starts_with("/v3/") || path.starts_with("/v3beta/")
+}
+
+/// The CORS headers etcd's access controller adds to every HTTP answer
+/// (its default `--cors` allows any origin).
+pub(crate) fn allow_cors(headers: &mut HeaderMap) {
+    headers.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("accept, content-type, authorization"),
+    );
+    headers.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+    );
+    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+}
+
+/// grpc-gateway's `HTTPStatusFromCode`.
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Canceled => StatusCode::REQUEST_TIMEOUT,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Body::Once(Some(body.clone()), None));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    resp
+}
+
+/// Go's `http.Error(w, message, status)`: how grpc-gateway answers
+/// unknown paths and methods under `/v3/`, and Go's mux (`http.NotFound`)
+/// any other path nothing serves.
+pub(crate) fn go_http_error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = format!("{message}\n");
+    let mut resp = reply(status, "text/plain; charset=utf-8", Bytes::from(body));
+    resp.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// grpc-gateway's answer for a path or method it has no handler for:
+/// the status's own words.
+fn text(status: StatusCode) -> Response<Body> {
+    go_http_error(status, status.canonical_reason().unwrap_or_default())
+}
+
+/// A successful answer; the header is the response metadata etcd's gRPC
+/// server sends, which grpc-gateway passes on.
+fn ok(body: Response<Body>) -> Response<Body> {
+    let mut resp = body;
+    resp.headers_mut().insert(
+        "grpc-metadata-content-type",
+        HeaderValue::from_static("application/grpc"),
+    );
+    resp
+}
+
+/// grpc-gateway's `DefaultHTTPError`: the errorBody message through jsonpb
+/// (empty fields left out).
+fn error_reply(status: &Status) -> Response<Body> {
+    let mut body = String::from("{");
+    if !status.message.is_empty() {
+        body.push_str("\"error\":");
+        golang::push_json_string(&mut body, status.message.as_bytes());
+        body.push_str(",\"message\":");
+        golang::push_json_string(&mut body, status.message.as_bytes());
+        body.push(',');
+    }
+    body.push_str(&format!("\"code\":{}}}", status.code as u8));
+    reply(
+        http_status(status.code),
+        "application/json",
+        Bytes::from(body),
+    )
+}
+
+/// The chunk grpc-gateway ends a stream with when it fails after its
+/// first message (`internal.StreamError` through jsonpb, no newline).
+fn stream_error(status: &Status) -> Bytes {
+    let http = http_status(status.code);
+    let mut out = format!(
+        "{{\"error\":{{\"grpc_code\":{},\"http_code\":{}",
+        status.code as u8,
+        http.as_u16()
+    );
+    if !status.message.is_empty() {
+        out.push_str(",\"message\":");
+        golang::push_json_string(&mut out, status.message.as_bytes());
+    }
+    out.push_str(",\"http_status\":");
+    golang::push_json_string(
+        &mut out,
+        http.canonical_reason().unwrap_or_default().as_bytes(),
+    );
+    out.push_str("}}");
+    Bytes::from(out)
+}
+
+/// JSON values one after another in a body, split as Go's `json.Decoder`
+/// splits them (white space between values, each checked by the scanner
+/// as it arrives).
+#[derive(Default)]
+pub(crate) struct Values {
+    buf: BytesMut,
+    scanned: usize,
+    scanner: Scanner,
+}
+
+pub(crate) enum Next {
+    Value(Bytes),
+    NeedMore,
+    /// Only white space is left and the body has ended.
+    End,
+}
+
+impl Values {
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes held that are not a whole value yet.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn take(&mut self, end: usize) -> Next {
+        let value = self.buf.split_to(end).freeze();
+        self.scanned = 0;
+        self.scanner.reset();
+        Next::Value(value)
+    }
+
+    /// The next value; `body_ended` says no more bytes will come. An
+    /// error is Go's (`unexpected EOF` for a value the body cut short).
+    pub(crate) fn next(&mut self, body_ended: bool) -> Result<Next, String> {
+        while self.scanned < self.buf.len() {
+            let c = self.buf[self.scanned];
+            self.scanned += 1;
+            match self.scanner.step(c) {
+                // The value ended before this byte.
+                Op::End => return Ok(self.take(self.scanned - 1)),
+                // Go's Decoder does not wait for the byte after a closing
+                // bracket: it steps a space instead.
+                Op::EndObject | Op::EndArray => {
+                    if self.scanner.end_value(b' ') == Op::End {
+                        return Ok(self.take(self.scanned));
+                    }
+                }
+                Op::Error => return Err(self.scanner.error()),
+                Op::Continue => {}
+            }
+        }
+        if !body_ended {
+            return Ok(Next::NeedMore);
+        }
+        if self.scanner.step(b' ') == Op::End {
+            return Ok(self.take(self.scanned));
+        }
+        if self
+            .buf
+            .iter()
+            .any(|c| !matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+        {
+            return Err("unexpected EOF".into());
+        }
+        Ok(Next::End)
+    }
+}
+
+/// Why a request could not be made from the body.
+pub(crate) enum BadRequest {
+    /// Go's words; the code depends on the call (see `serve`).
+    Json(String),
+    Status(Status),
+}
+
+impl BadRequest {
+    fn status(self, json_code: Code) -> Status {
+        match self {
+            BadRequest::Json(m) => Status::new(json_code, m),
+            BadRequest::Status(s) => s,
+        }
+    }
+}
+
+/// One JSON value as the request message of `method`, within the gRPC
+/// limit the server applies to every message it receives.
+pub(crate) fn request(
+    schema: &Schema,
+    method: &GrpcMethod,
+    raw: &[u8],
+    limit: usize,
+) -> Result<Bytes, BadRequest> {
+    let encoded = from_json(schema, &method.input, raw).map_err(|e| match e {
+        DecodeError::Json(m) => BadRequest::Json(m),
+        DecodeError::TooDeep => BadRequest::Status(Status::new(
+            Code::Internal,
+            "grpc: error unmarshalling request: failed to decode Protobuf message: recursion limit reached",
+        )),
+    })?;
+    if encoded.len() > limit {
+        return Err(BadRequest::Status(message_too_large(encoded.len(), limit)));
+    }
+    Ok(Bytes::from(encoded))
+}
+
+/// A request body read value by value, within a bound.
+struct JsonBody {
+    body: Incoming,
+    values: Values,
+    ended: bool,
+    limit: usize,
+    bytes_max: usize,
+}
+
+impl JsonBody {
+    async fn next(&mut self) -> Result<Option<Bytes>, BadRequest> {
+        loop {
+            match self.values.next(self.ended).map_err(BadRequest::Json)? {
+                Next::Value(v) => return Ok(Some(v)),
+                Next::End => return Ok(None),
+                Next::NeedMore => {}
+            }
+            if self.values.pending_bytes() > self.bytes_max {
+                return Err(BadRequest::Status(message_too_large(
+                    self.values.pending_bytes(),
+                    self.limit,
+                )));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.values.push(&data);
+                    }
+                }
+                // A body that breaks off ends where it broke.
+                Some(Err(_)) | None => self.ended = true,
+            }
+        }
+    }
+}
+
+/// Serve one gateway request (its path passed [`serves`]).
+pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let path = match path.strip_prefix("/v3beta/") {
+        Some(rest) => format!("/v3/{rest}"),
+        None => path.to_string(),
+    };
+    let Some(&(_, grpc)) = ROUTES.iter().find(|(p, _)| *p == path) else {
+        return text(StatusCode::NOT_FOUND);
+    };
+    if req.method() != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let schema = match schema() {
+        Ok(s) => s,
+        Err(e) => return error_reply(&Status::new(Code::Internal, e)),
+    };
+    let Some(method) = schema.methods.get(grpc) else {
+        let service = grpc
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        return error_reply(&Status::new(
+            Code::Unimplemented,
+            format!("unknown service {service}"),
+        ));
+    };
+    let limit = handler.max_request_bytes() + GRPC_OVERHEAD_BYTES;
+    let mut body = JsonBody {
+        body: req.into_body(),
+        values: Values::default(),
+        ended: false,
+        limit,
+        bytes_max: limit.saturating_mul(JSON_EXPANSION_MAX),
+    };
+    let (req_tx, req_rx) = async_channel::bounded(STREAM_RESPONSES_PENDING_MAX);
+    // A request that does not decode is InvalidArgument, but for the
+    // first message of a bidirectional stream, where grpc-gateway hands on
+    // the decoder's error itself (Unknown).
+    let json_code = if method.client_streaming {
+        Code::Unknown
+    } else {
+        Code::InvalidArgument
+    };
+    let first = match body.next().await {
+        Ok(raw) => raw,
+        Err(bad) => return error_reply(&bad.status(json_code)),
+    };
+    let first = match first {
+        // An empty body is an empty request (a stream's requests end).
+        None if method.client_streaming => None,
+        None => Some(Bytes::new()),
+        Some(raw) => match request(schema, method, &raw, limit) {
+            Ok(msg) => Some(msg),
+            Err(bad) => return error_reply(&bad.status(json_code)),
+        },
+    };
+    if !method.client_streaming && !method.server_streaming {
+        let Some(msg) = first else {
+            return error_reply(&Status::new(Code::Internal, "no request"));
+        };
+        return match handler.unary(grpc.to_string(), msg).await {
+            Ok(resp) => match to_json(schema, &method.output, &resp) {
+                Ok(json) => ok(reply(StatusCode::OK, "application/json", Bytes::from(json))),
+                Err(e) => error_reply(&Status::new(Code::Internal, e.0)),
+            },
+            Err(status) => error_reply(&status),
+        };
+    }
+    let Some(msg) = first else {
+        // No request at all: the call sees its requests end at once.
+        drop(req_tx);
+        return stream(handler, schema, grpc, &method.output, req_rx).await;
+    };
+    let _ = req_tx.try_send(msg);
+    if method.client_streaming {
+        // Later requests of the stream as they arrive; one that does
+        // not decode ends the requests (grpc-gateway closes its send
+        // side), not the stream.
+        glommio::spawn_local(async move {
+            while let Ok(Some(raw)) = body.next().await {
+                let Ok(msg) = request(schema, method, &raw, limit) else {
+                    break;
+                };
+                if req_tx.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+    } else {
+        drop(req_tx);
+    }
+    stream(handler, schema, grpc, &method.output, req_rx).await
+}
+
+/// A streaming call's answer: nothing is sent until its first response
+/// or its end (as grpc-gateway waits for the stream's headers); a stream
+/// that fails before answering gets the error body and status of a
+/// unary call.
+async fn stream<H: Handler>(
+    handler: Rc<H>,
+    schema: &'static Schema,
+    grpc: &'static str,
+    output: &str,
+    requests: async_channel::Receiver<Bytes>,
+) -> Response<Body> {
+    let (resp_tx, resp_rx) = async_channel::bounded(STREAM_RESPONSES_PENDING_MAX);
+    let call = handler.streaming(
+        grpc.to_string(),
+        requests,
+        ResponseSink {
+            tx: resp_tx.clone(),
+        },
+    );
+    glommio::spawn_local(async move {
+        let status = call.await;
+        let _ = resp_tx.send(StreamItem::End(status)).await;
+    })
+    .detach();
+    let first = match resp_rx.recv().await {
+        Ok(StreamItem::Message(m)) => m,
+        Ok(StreamItem::End(status)) if status.code != Code::Ok => return error_reply(&status),
+        _ => return ok(reply(StatusCode::OK, "application/json", Bytes::new())),
+    };
+    let output = output.to_string();
+    let line = move |item: StreamItem| -> Option<Bytes> {
+        match item {
+            StreamItem::Message(m) => match to_json(schema, &output, &m) {
+                Ok(json) => Some(Bytes::from(format!("{{\"result\":{json}}}\n"))),
+                Err(e) => Some(stream_error(&Status::new(Code::Internal, e.0))),
+            },
+            StreamItem::End(status) if status.code != Code::Ok => Some(stream_error(&status)),
+            StreamItem::End(_) => None,
+        }
+    };
+    let first = line(StreamItem::Message(first));
+    let mut resp = Response::new(Body::Lines(first, Box::pin(resp_rx), Box::new(line)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    ok(resp)
+}
+
+/// Where `path` is in the gateway's routes (for the fuzz seeds).
+pub(crate) fn route_index(path: &str) -> Option<usize> {
+    ROUTES.iter().position(|(p, _)| *p == path)
+}
+
+/// The fuzz target's body (`fuzzing::gateway`): `body` arrives in chunks
+/// of `chunk` bytes as the request body of the `route`-th path; every
+/// value the splitter yields that becomes a request must be a protobuf the
+/// typed messages decode, and its JSON must read back to the same JSON.
+pub(crate) fn check_body(route: usize, chunk: usize, body: &[u8], limit: usize) {
+    let Ok(schema) = schema() else {
+        panic!("the built-in descriptors do not load");
+    };
+    let (_, grpc) = ROUTES[route % ROUTES.len()];
+    let Some(method) = schema.methods.get(grpc) else {
+        return;
+    };
+    let mut values = Values::default();
+    let mut chunks = body.chunks(chunk.max(1));
+    loop {
+        let ended = chunks.len() == 0;
+        let raw = match values.next(ended) {
+            Ok(Next::Value(raw)) => raw,
+            Ok(Next::NeedMore) => {
+                if let Some(c) = chunks.next() {
+                    values.push(c);
+                }
+                continue;
+            }
+            Ok(Next::End) | Err(_) => return,
+        };
+        let Ok(msg) = request(schema, method, &raw, limit) else {
+            continue;
+        };
+        if let Err(e) = crate::fuzzing::request(grpc, msg.clone()) {
+            panic!("{grpc}: the gateway made a request prost refuses: {e}");
+        }
+        let json = match to_json(schema, &method.input, &msg) {
+            Ok(j) => j,
+            Err(e) => panic!("{grpc}: a request made here does not print: {e:?}"),
+        };
+        let again = match from_json(schema, &method.input, json.as_bytes()) {
+            Ok(b) => b,
+            Err(e) => panic!("{grpc}: printed JSON {json} does not read back: {e:?}"),
+        };
+        assert_eq!(
+            to_json(schema, &method.input, &again).ok().as_deref(),
+            Some(json.as_str()),
+            "{grpc}: JSON changed on a round trip"
+        );
+    }
+}
