@@ -108,6 +108,10 @@ pub enum Error {
     FutureRevision,
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// [`Store::try_apply_at_sub`] was handed a write whose revisions do
+    /// not come after what the store holds; the store is unchanged.
+    #[error("mvcc: revision {rev} {why}")]
+    OutOfOrder { rev: i64, why: String },
     /// [`Store::rollback_above`] was asked to void revisions this store
     /// holds as committed: at or below the compaction point, or records in
     /// the mapped snapshot. A caller that sends this has lost track of what
@@ -514,19 +518,37 @@ impl Store {
     ///
     /// Panics if revisions do not increase: a write at or below an earlier
     /// written (main, sub), below the last applied main revision, or at or
-    /// below the compaction point would corrupt history.
+    /// below the compaction point would corrupt history. For revisions the
+    /// caller did not choose itself (a log, a peer), use
+    /// [`Store::try_apply_at_sub`].
     pub fn apply_at_sub(&mut self, rev: i64, first_sub: i64, ops: &[WriteOp]) -> Vec<Event> {
-        assert!(rev > 0, "mvcc: revision must be positive, got {rev}");
-        assert!(
-            rev >= self.last_main,
-            "mvcc: revision {rev} below last applied revision {}",
-            self.last_main
-        );
-        assert!(
-            rev > self.compact_rev,
-            "mvcc: revision {rev} at or below compaction point {}",
-            self.compact_rev
-        );
+        self.try_apply_at_sub(rev, first_sub, ops)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Store::apply_at_sub`] for writes read from a log or sent by a
+    /// peer: revisions that do not increase are refused with the store
+    /// unchanged.
+    pub fn try_apply_at_sub(
+        &mut self,
+        rev: i64,
+        first_sub: i64,
+        ops: &[WriteOp],
+    ) -> Result<Vec<Event>, Error> {
+        let refuse = |why: String| Err(Error::OutOfOrder { rev, why });
+        if rev <= 0 {
+            return refuse("revision must be positive".into());
+        }
+        if rev < self.last_main {
+            return refuse(format!("below last applied revision {}", self.last_main));
+        }
+        if rev <= self.compact_rev {
+            return refuse(format!("at or below compaction point {}", self.compact_rev));
+        }
+        // Subs count up from `first_sub`, one per written op.
+        if first_sub < 0 || first_sub.checked_add(ops.len() as i64).is_none() {
+            return refuse(format!("sub revision {first_sub} out of range"));
+        }
         let mut events = Vec::with_capacity(ops.len());
         let mut sub = first_sub;
         for op in ops {
@@ -564,11 +586,14 @@ impl Store {
                     (rec, EventKind::Delete)
                 }
             };
-            assert!(
-                r > self.last_written,
-                "mvcc: revision {r:?} not above last written {:?}",
-                self.last_written
-            );
+            if r <= self.last_written {
+                // Only the first written op can fail this (the ones after
+                // it get larger subs), so nothing has changed yet.
+                return refuse(format!(
+                    "{r:?} not above last written {:?}",
+                    self.last_written
+                ));
+            }
             sub += 1;
             let kv = self.insert(key, rec, prev.as_ref());
             events.push(Event {
@@ -578,7 +603,7 @@ impl Store {
             });
         }
         self.last_main = rev;
-        events
+        Ok(events)
     }
 
     /// Adds one record of a history written elsewhere (an etcd backend

@@ -145,6 +145,31 @@ fn revisions_must_not_go_back() {
 }
 
 #[test]
+fn writes_out_of_order_from_a_log_are_refused_unchanged() {
+    // A committed record from a damaged log or a faulty peer: its
+    // revisions are not the store's to trust, so no panic and no change.
+    let mut s = Store::new();
+    s.apply(3, &[put("a", "1"), put("b", "1")]);
+    let before = all(&s, 0);
+    for (rev, sub) in [(0, 0), (2, 5), (3, 1), (3, -1), (4, i64::MAX)] {
+        let r = s.try_apply_at_sub(rev, sub, &[put("c", "1"), put("d", "1")]);
+        assert!(
+            matches!(r, Err(Error::OutOfOrder { .. })),
+            "{rev}/{sub}: {r:?}"
+        );
+    }
+    assert_eq!(all(&s, 0), before);
+    assert_eq!(s.last_revision(), 3);
+    s.compact(3).unwrap();
+    assert!(s.try_apply_at_sub(3, 2, &[put("c", "1")]).is_err());
+    // What follows is still accepted.
+    assert_eq!(
+        s.try_apply_at_sub(4, 0, &[put("c", "1")]).map(|e| e.len()),
+        Ok(1)
+    );
+}
+
+#[test]
 fn txn_ops_see_earlier_ops() {
     let mut s = Store::new();
     s.apply(1, &[put("a", "1")]);

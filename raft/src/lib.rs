@@ -58,6 +58,7 @@ pub use error::Error;
 pub use log_core::{Recovered, Role};
 pub use shard_log::{
     Apply, LogConfig, NoopTransport, ShardLog, Transport, INBOUND_MESSAGES_PENDING_MAX,
+    TICKS_PENDING_MAX,
 };
 
 /// One WAL payload of a shard log, described for `ferroutl wal`: what it is

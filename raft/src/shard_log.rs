@@ -33,6 +33,9 @@ pub(crate) const LEGACY_NODE_ID: u64 = 1;
 /// Bound on ReadIndex requests waiting for the leader's confirmation.
 pub const READS_PENDING_MAX: usize = 4096;
 
+/// Ticks a stalled driver catches up at most.
+pub const TICKS_PENDING_MAX: u32 = 64;
+
 /// Configuration of one shard's raft log.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -660,8 +663,7 @@ impl Inner {
             if st.shutdown || st.driver_exited {
                 return;
             }
-            // Bounded: a stalled driver catches up at most this many ticks.
-            st.ticks_pending = (st.ticks_pending + 1).min(64);
+            st.ticks_pending = (st.ticks_pending + 1).min(TICKS_PENDING_MAX);
             drop(st);
             inner.work.notify_all();
         }

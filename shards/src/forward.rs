@@ -128,7 +128,11 @@ async fn answer(engine: &Engine, kind: u8, body: &[u8]) -> Result<Vec<u8>, Error
             let v = read_ints(body, 1)?;
             Ok(ints(&[engine.compact_here(v[0]).await?]))
         }
-        READ_INDEX => Ok(ints(&[engine.read_index_here().await?])),
+        READ_INDEX => {
+            let visible = engine.read_index_here().await?;
+            // With it the compaction point (see `Engine::linearizable`).
+            Ok(ints(&[visible, engine.sequencer().compact_revision()]))
+        }
         MEMBERS => Ok(engine.change_members_here(body, true).await?.encode()),
         SNAPSHOT_CHUNK => {
             let v = read_ints(body, 3)?;

@@ -119,7 +119,9 @@ impl LeaseTable {
 
     fn refresh(&mut self, id: i64, now: Instant) {
         if let Some(l) = self.leases.get_mut(&id) {
-            let at = now + Duration::from_secs(l.ttl as u64);
+            // A TTL restored from a log or snapshot was never checked
+            // against the maximum; past it, `now + ttl` would overflow.
+            let at = now + Duration::from_secs(l.ttl.clamp(0, MAX_LEASE_TTL) as u64);
             l.expiry = Some(at);
             l.due = Some(at);
             self.heap.push(Reverse((at, id)));
@@ -262,6 +264,19 @@ mod tests {
         assert_eq!(t.revoke(1).map(|l| l.ttl), Ok(2));
         assert_eq!(t.revoke(1), Err(Error::LeaseNotFound));
         assert_eq!(t.renew(1, now), Err(Error::LeaseNotFound));
+    }
+
+    #[test]
+    fn restored_ttl_beyond_the_maximum_does_not_overflow() {
+        // A lease grant record or snapshot meta from a damaged log or a
+        // faulty peer: its TTL was never checked. `now + ttl` panicked.
+        let now = Instant::now();
+        let mut t = LeaseTable::new(1);
+        t.restore(5, i64::MAX);
+        t.promote(now);
+        assert_eq!(t.get(5).map(|l| l.ttl), Some(i64::MAX));
+        assert_eq!(t.renew(5, now), Ok(i64::MAX));
+        assert!(t.expired(now, 10).is_empty());
     }
 
     #[test]

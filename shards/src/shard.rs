@@ -910,19 +910,33 @@ impl Shard {
             }
         };
         let own = self.spec_term.get() == Some(term) && term != 0;
-        self.apply_record(&rec, own);
+        if let Err(e) = self.apply_record(&rec, own) {
+            // As for an undecodable entry: the log, not the store, is wrong.
+            self.leadership.break_member(&format!(
+                "shard {}: committed log entry {index} cannot be applied: {e}",
+                self.id
+            ));
+            return;
+        }
         self.applied_index.set(index);
         self.after_commit();
     }
 
     /// `own`: this shard applied the record's effects before proposing it.
-    fn apply_record(&self, rec: &Record, own: bool) {
+    /// A write whose revisions do not follow the store's (a damaged log or
+    /// a faulty peer) is refused whole.
+    fn apply_record(&self, rec: &Record, own: bool) -> Result<(), ferrokv_mvcc::Error> {
         match rec {
             Record::Write { rev, parts } => {
                 if !own && *rev > self.store.borrow().last_revision() {
                     let mut store = self.store.borrow_mut();
                     for p in parts.iter().filter(|p| p.shard == self.id) {
-                        store.apply_at_sub(*rev, p.first_sub, &p.ops);
+                        if let Err(e) = store.try_apply_at_sub(*rev, p.first_sub, &p.ops) {
+                            // Drop this record's earlier parts: `rev` was
+                            // above everything the store held.
+                            let _ = store.rollback_above(*rev - 1);
+                            return Err(e);
+                        }
                     }
                 }
                 self.committed_rev.set(self.committed_rev.get().max(*rev));
@@ -963,6 +977,7 @@ impl Shard {
                 }
             }
         }
+        Ok(())
     }
 
     /// Puts back revoked leases `undo(rev, committed)` selects.

@@ -190,7 +190,9 @@ impl Engine {
                             .ok_or_else(|| Error::Internal("txn path mismatch".into()))?;
                         let responses = self.exec(via, n, np, st).await?;
                         Some(Response::ResponseTxn(pb::TxnResponse {
-                            header: header(st.header_rev()),
+                            // etcd's newTxnResp: a nested txn's header is
+                            // empty (only the outer one is filled in).
+                            header: Some(pb::ResponseHeader::default()),
                             succeeded: np.succeeded,
                             responses,
                         }))

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ferrokv_tests::robust::suite::{self, Config, FaultKind};
+use ferrokv_tests::robust::suite::{self, Config, FaultKind, WorkloadKind};
 use ferrokv_tests::server::ServerKind;
 
 const USAGE: &str = "\
@@ -18,6 +18,8 @@ usage: ferro-robust [options]
   --round D                  one round's workload (default 20s); one fault per round
   --faults LIST              all (default), none, or names separated by commas:
                              FAULTS
+  --workloads LIST           etcd (default), kubernetes, append, all, or names separated by
+                             commas: round n runs the n-th (mod the list)
   --seed N                   (default 1): the same seed gives the same requests and faults
   --results DIR              results folder (default robust-results/<target>-<seed>)
   --clients N --watchers N --keys N
@@ -69,6 +71,7 @@ fn parse(args: &[String]) -> Result<Config, String> {
             "--duration" => cfg.duration = duration(value()?)?,
             "--round" => cfg.round = duration(value()?)?,
             "--faults" => cfg.faults = FaultKind::parse_set(value()?)?,
+            "--workloads" => cfg.workloads = WorkloadKind::parse_set(value()?)?,
             "--seed" => cfg.seed = number(flag, value()?)?,
             "--results" => results = Some(PathBuf::from(value()?)),
             "--clients" => cfg.clients = number(flag, value()?)?,

@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 use crate::clock::{faketime_wrapper, libfaketime, set_clock};
 use crate::cluster::{self, probe, ELECTION_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, LEADER_WAIT_MAX};
 use crate::netns::{Net, NsGuard};
-use crate::robust::workload::{self, check, Fault, Rng, Workload, LEASE_ID_BASE};
+use crate::robust::append::{self, Append};
+use crate::robust::kubernetes::{self, Kubernetes};
+use crate::robust::linearize::Verdict;
+use crate::robust::workload::{self, check, Fault, FaultRecord, Rng, Workload, LEASE_ID_BASE};
 use crate::server::{etcd_bin, ferrokv_bin, ServerKind};
 use crate::{ClusterOptions, ServerCluster};
 
@@ -141,6 +144,54 @@ impl FaultKind {
     }
 }
 
+/// The checked workload a round runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// etcd's robustness traffic (`workload.rs`).
+    Etcd,
+    /// Kubernetes' apiserver traffic (`kubernetes.rs`).
+    Kubernetes,
+    /// List-append transactions judged by the Elle-style check
+    /// (`append.rs`).
+    Append,
+}
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 3] = [
+        WorkloadKind::Etcd,
+        WorkloadKind::Kubernetes,
+        WorkloadKind::Append,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Etcd => "etcd",
+            WorkloadKind::Kubernetes => "kubernetes",
+            WorkloadKind::Append => "append",
+        }
+    }
+
+    /// `all`, or names separated by commas.
+    pub fn parse_set(text: &str) -> Result<Vec<WorkloadKind>, String> {
+        if text == "all" {
+            return Ok(WorkloadKind::ALL.to_vec());
+        }
+        text.split(',')
+            .map(|n| {
+                WorkloadKind::ALL
+                    .into_iter()
+                    .find(|k| k.name() == n.trim())
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown workload {n:?}; known: {}",
+                            WorkloadKind::ALL.map(|k| k.name()).join(", ")
+                        )
+                    })
+            })
+            .collect()
+    }
+}
+
 /// What one run of the suite does.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -152,6 +203,8 @@ pub struct Config {
     /// One round's workload (its fault comes a quarter into it).
     pub round: Duration,
     pub faults: Vec<FaultKind>,
+    /// Round n runs workload n (mod the list's length).
+    pub workloads: Vec<WorkloadKind>,
     pub seed: u64,
     pub results: PathBuf,
     pub clients: usize,
@@ -178,6 +231,7 @@ impl Config {
             duration: Duration::from_secs(120),
             round: Duration::from_secs(20),
             faults: FaultKind::ALL.to_vec(),
+            workloads: vec![WorkloadKind::Etcd],
             seed: 1,
             results,
             clients: 6,
@@ -506,6 +560,7 @@ fn replace_member(t: &mut Target, via: usize, f: usize) -> String {
 #[derive(Clone, Debug)]
 pub struct RoundResult {
     pub n: usize,
+    pub workload: WorkloadKind,
     pub fault: Option<FaultKind>,
     pub fault_detail: String,
     pub ops: (usize, usize, usize),
@@ -574,6 +629,7 @@ pub fn run(cfg: &Config) -> Vec<RoundResult> {
                 .unwrap_or_else(|| "a panic".to_string());
             RoundResult {
                 n,
+                workload: cfg.workloads[n % cfg.workloads.len()],
                 fault: kind,
                 fault_detail: String::new(),
                 ops: (0, 0, 0),
@@ -584,9 +640,10 @@ pub fn run(cfg: &Config) -> Vec<RoundResult> {
             }
         });
         eprintln!(
-            "[{}/{}] round {n} {}: {} ok, {} failed, {} unknown; {} ({:.1}s); {}",
+            "[{}/{}] round {n} {} {}: {} ok, {} failed, {} unknown; {} ({:.1}s); {}",
             clock_text(started.elapsed()),
             clock_text(cfg.duration),
+            round.workload.name(),
             round.fault.map_or("(no fault)", |f| f.name()),
             round.ops.0,
             round.ops.1,
@@ -617,6 +674,7 @@ pub fn run(cfg: &Config) -> Vec<RoundResult> {
     if !end.is_empty() {
         rounds.push(RoundResult {
             n,
+            workload: cfg.workloads[n % cfg.workloads.len()],
             fault: None,
             fault_detail: "final checks".to_string(),
             ops: (0, 0, 0),
@@ -627,6 +685,27 @@ pub fn run(cfg: &Config) -> Vec<RoundResult> {
         });
     }
     rounds
+}
+
+/// What a round's workload and its check came to.
+struct Outcome {
+    problems: Vec<String>,
+    /// The check's report (the round's `report.txt`).
+    report: String,
+    verdict: String,
+    check_time: Duration,
+    counts: (usize, usize, usize),
+    faults: Vec<FaultRecord>,
+    /// Kept when the round failed or histories are kept.
+    files: Vec<(&'static str, String)>,
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    match v {
+        Verdict::Linearizable => "linearizable".to_string(),
+        Verdict::Violation(r) => format!("not linearizable: {}", r.summary),
+        Verdict::Timeout(_) => "linearizability undecided (the search timed out)".to_string(),
+    }
 }
 
 fn run_round(
@@ -640,21 +719,6 @@ fn run_round(
     // Healthy before it starts: every member running, one leader.
     target.leader();
     let lease_id_base = LEASE_ID_BASE + (n as i64 + 1) * LEASE_IDS_PER_ROUND;
-    let w = Workload {
-        clients: cfg.clients,
-        duration: cfg.round,
-        max_ops: 100_000,
-        seed: cfg.seed.wrapping_mul(1_000_003).wrapping_add(n as u64),
-        key_count: cfg.keys,
-        watchers: cfg.watchers,
-        lease_id_base,
-        leases: cfg.leases,
-        prefix: format!("robust/r{n:05}/"),
-        settle: Duration::from_secs(2),
-        duration_max: cfg.round * 3 + Duration::from_secs(30),
-        voids_at_faults: cfg.kind == ServerKind::Ferrokv,
-        ..Workload::default()
-    };
     let endpoints: Vec<String> = target
         .cluster
         .members
@@ -665,18 +729,139 @@ fn run_round(
         .map(|k| fault(k, cfg.round / 4, pick))
         .into_iter()
         .collect();
-    let rec = w.run(target, &endpoints, faults);
-    // Leases the round left must not expire into the next one (their
-    // revisions would be in no history).
-    let ids: Vec<String> = (0..w.lease_ids as i64)
-        .map(|i| format!("{:x}", lease_id_base + i))
-        .collect();
-    let all = target.cluster.endpoints();
-    for id in &ids {
-        let _ = probe(&all, &["lease", "revoke", id]);
-    }
-    let checked = check(&rec, cfg.check_timeout);
-    let mut problems = checked.problems(&rec, OK_OPS_MIN);
+    let workload = cfg.workloads[n % cfg.workloads.len()];
+    let seed = cfg.seed.wrapping_mul(1_000_003).wrapping_add(n as u64);
+    let voids_at_faults = cfg.kind == ServerKind::Ferrokv;
+    let duration_max = cfg.round * 3 + Duration::from_secs(30);
+    let settle = Duration::from_secs(2);
+    let out = match workload {
+        WorkloadKind::Etcd => {
+            let w = Workload {
+                clients: cfg.clients,
+                duration: cfg.round,
+                max_ops: 100_000,
+                seed,
+                key_count: cfg.keys,
+                watchers: cfg.watchers,
+                lease_id_base,
+                leases: cfg.leases,
+                prefix: format!("robust/r{n:05}/"),
+                settle,
+                duration_max,
+                voids_at_faults,
+                ..Workload::default()
+            };
+            let rec = w.run(target, &endpoints, faults);
+            // Leases the round left must not expire into the next one
+            // (their revisions would be in no history).
+            let all = target.cluster.endpoints();
+            for i in 0..w.lease_ids as i64 {
+                let _ = probe(
+                    &all,
+                    &["lease", "revoke", &format!("{:x}", lease_id_base + i)],
+                );
+            }
+            let checked = check(&rec, cfg.check_timeout);
+            Outcome {
+                problems: checked.problems(&rec, OK_OPS_MIN),
+                report: format!("{}{}", rec.summary(), checked.report(&rec)),
+                verdict: checked.to_string(),
+                check_time: checked.check_time,
+                counts: rec.counts(),
+                faults: rec.faults.clone(),
+                files: vec![
+                    ("history.txt", rec.history_text()),
+                    ("watch.txt", rec.sessions_text()),
+                ],
+            }
+        }
+        WorkloadKind::Kubernetes => {
+            let k = Kubernetes {
+                voids_at_faults,
+                clients: cfg.clients,
+                duration: cfg.round,
+                settle,
+                duration_max,
+                max_ops: 100_000,
+                seed,
+                prefix: format!("/registry/r{n:05}/"),
+                lease_id_base,
+                ..Kubernetes::default()
+            };
+            let rec = k.run(target, &endpoints, faults);
+            let v = kubernetes::check_with(&rec, cfg.check_timeout);
+            let mut problems = Vec::new();
+            if !v.verdict.is_linearizable() {
+                problems.push(verdict_text(&v.verdict));
+            }
+            for (what, n) in [
+                ("watch guarantee violation(s)", v.watch.len()),
+                ("watch/history disagreement(s)", v.crosscheck.len()),
+                ("reflector invariant finding(s)", v.reflector.len()),
+                ("GuaranteedUpdate finding(s)", v.updates.len()),
+                ("revision range(s) no watch covered", v.uncovered.len()),
+            ] {
+                if n > 0 {
+                    problems.push(format!("{n} {what}"));
+                }
+            }
+            if v.counts.0 < OK_OPS_MIN {
+                problems.push(format!("only {} answered ops (< {OK_OPS_MIN})", v.counts.0));
+            }
+            Outcome {
+                problems,
+                report: v.report(),
+                verdict: verdict_text(&v.verdict),
+                check_time: v.check_time,
+                counts: v.counts,
+                faults: rec.faults.clone(),
+                files: vec![
+                    ("history.txt", rec.history_text()),
+                    ("watch.txt", rec.sessions_text()),
+                    ("epochs.txt", rec.epochs_text()),
+                ],
+            }
+        }
+        WorkloadKind::Append => {
+            let a = Append {
+                voids_at_faults,
+                clients: cfg.clients,
+                duration: cfg.round,
+                settle,
+                duration_max,
+                max_txns: 100_000,
+                seed,
+                prefix: format!("append/r{n:05}/"),
+                key_count: cfg.keys,
+                ..Append::default()
+            };
+            let rec = a.run(target, &endpoints, faults);
+            let v = append::check_with(&rec, cfg.check_timeout);
+            let mut problems = Vec::new();
+            if !v.linear.is_linearizable() {
+                problems.push(verdict_text(&v.linear));
+            }
+            if !v.elle.passed() {
+                problems.push(format!("elle: {}", v.elle.report().trim()));
+            }
+            if v.counts.0 < OK_OPS_MIN {
+                problems.push(format!("only {} answered ops (< {OK_OPS_MIN})", v.counts.0));
+            }
+            Outcome {
+                problems,
+                report: v.report(),
+                verdict: verdict_text(&v.linear),
+                check_time: v.linear_time + v.elle_time,
+                counts: v.counts,
+                faults: rec.faults.clone(),
+                files: vec![
+                    ("history.txt", rec.history_text()),
+                    ("txns.txt", rec.txns_text()),
+                ],
+            }
+        }
+    };
+    let mut problems = out.problems;
     for m in &mut target.cluster.members {
         if !m.is_running() {
             let status = m.exit_status();
@@ -686,10 +871,10 @@ fn run_round(
     let dir = cfg.results.join("rounds").join(format!("r{n:05}"));
     fs::create_dir_all(&dir).expect("round folder");
     let report = format!(
-        "round {n}: {}\n{}{}{}",
-        checked,
-        rec.summary(),
-        checked.report(&rec),
+        "round {n} ({}): {}\n{}{}",
+        workload.name(),
+        out.verdict,
+        out.report,
         problems
             .iter()
             .map(|p| format!("{p}\n"))
@@ -697,24 +882,26 @@ fn run_round(
     );
     write(&dir.join("report.txt"), &report);
     if cfg.keep_histories || !problems.is_empty() {
-        write(&dir.join("history.txt"), &rec.history_text());
-        write(&dir.join("watch.txt"), &rec.sessions_text());
+        for (name, text) in &out.files {
+            write(&dir.join(name), text);
+        }
         if !problems.is_empty() {
             write(&dir.join("server-logs.txt"), &target.cluster.log_tails());
         }
     }
     RoundResult {
         n,
+        workload,
         fault: kind,
-        fault_detail: rec
+        fault_detail: out
             .faults
             .iter()
             .map(|f| f.detail.clone())
             .collect::<Vec<_>>()
             .join("; "),
-        ops: rec.counts(),
-        verdict: checked.to_string(),
-        check_time: checked.check_time,
+        ops: out.counts,
+        verdict: out.verdict,
+        check_time: out.check_time,
         problems,
         elapsed: began.elapsed(),
     }
@@ -866,6 +1053,15 @@ fn write_report(
     let _ = writeln!(s, "- fault set: {}", fault_names(&cfg.faults));
     let _ = writeln!(
         s,
+        "- workloads, round by round: {}",
+        cfg.workloads
+            .iter()
+            .map(|w| w.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        s,
         "- operations: {} answered, {} failed, {} unknown outcome",
         ok, failed, unknown
     );
@@ -899,14 +1095,15 @@ fn write_report(
     let _ = writeln!(s, "- **anomalies: {anomalies}** (expected: 0)\n");
     let _ = writeln!(
         s,
-        "| round | fault | what it did | ok / failed / unknown | verdict | check | result |"
+        "| round | workload | fault | what it did | ok / failed / unknown | verdict | check | result |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for r in rounds {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} / {} / {} | {} | {:.1}s | {} |",
+            "| {} | {} | {} | {} | {} / {} / {} | {} | {:.1}s | {} |",
             r.n,
+            r.workload.name(),
             r.fault.map_or("-", |f| f.name()),
             r.fault_detail.replace('|', "/"),
             r.ops.0,

@@ -45,7 +45,7 @@ pub mod rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ferrokv_raft::log_core::{Event, LogCore, Output, Proposal, Waiting, Write};
-use ferrokv_raft::{Error, LogConfig};
+use ferrokv_raft::{Error, LogConfig, INBOUND_MESSAGES_PENDING_MAX, TICKS_PENDING_MAX};
 use ferrokv_wal::WalConfig;
 use raft::eraftpb::{ConfChange, ConfChangeType, Message, MessageType};
 
@@ -556,7 +556,9 @@ impl World {
             return;
         }
         for log in &mut self.members[m].logs {
-            log.ticks += 1;
+            // The shell's ticker is bounded the same way: a stalled
+            // driver catches up at most this many ticks.
+            log.ticks = (log.ticks + 1).min(TICKS_PENDING_MAX);
         }
     }
 
@@ -869,7 +871,12 @@ impl World {
                 return;
             }
         }
-        self.members[m].logs[env.group].inbox.push_back(env.msg);
+        let inbox = &mut self.members[m].logs[env.group].inbox;
+        // The shell's inbound bound: over it a message is dropped (raft
+        // retransmits).
+        if inbox.len() < INBOUND_MESSAGES_PENDING_MAX {
+            inbox.push_back(env.msg);
+        }
     }
 
     /// Member `m` installs the snapshot file `msg` offers from its sender
