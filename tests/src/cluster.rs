@@ -806,3 +806,12 @@ pub fn check_acked_on_members(
     );
     last.revision
 }
+
+/// The value of the `ETCD_INITIAL_CLUSTER` line member add printed.
+pub fn printed_initial_cluster(stdout: &str) -> Option<String> {
+    stdout.lines().find_map(|line| {
+        line.strip_prefix("ETCD_INITIAL_CLUSTER=\"")
+            .and_then(|rest| rest.strip_suffix('"'))
+            .map(str::to_string)
+    })
+}

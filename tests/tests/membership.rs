@@ -71,8 +71,8 @@ use serde_json::Value;
 
 use ferrokv_tests::addr::free_ports;
 use ferrokv_tests::cluster::{
-    check_acked_on_every_member, poll, probe, sides, wait_leader, Load, ELECTION_TIMEOUT_MS,
-    HEARTBEAT_INTERVAL_MS, LEADER_WAIT_MAX, WRITE_AFTER_FAULT_MAX,
+    check_acked_on_every_member, poll, printed_initial_cluster, probe, sides, wait_leader, Load,
+    ELECTION_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, LEADER_WAIT_MAX, WRITE_AFTER_FAULT_MAX,
 };
 use ferrokv_tests::normalize::table_rows;
 use ferrokv_tests::script::{compare_steps, StepName};
@@ -320,15 +320,6 @@ fn collapse_member_lines(text: &str) -> String {
             }
         })
         .collect()
-}
-
-/// The value of the `ETCD_INITIAL_CLUSTER` line member add printed.
-fn printed_initial_cluster(stdout: &str) -> Option<String> {
-    stdout.lines().find_map(|line| {
-        line.strip_prefix("ETCD_INITIAL_CLUSTER=\"")
-            .and_then(|rest| rest.strip_suffix('"'))
-            .map(str::to_string)
-    })
 }
 
 /// Rows rendered `a | b | c`, one a line, the header first and the

@@ -526,11 +526,7 @@ fn replace_member(t: &mut Target, via: usize, f: usize) -> String {
         &live,
         &["member", "add", &name, &format!("--peer-urls={peer}")],
     );
-    let initial = added.stdout.lines().find_map(|l| {
-        l.strip_prefix("ETCD_INITIAL_CLUSTER=\"")
-            .and_then(|r| r.strip_suffix('"'))
-            .map(str::to_string)
-    });
+    let initial = cluster::printed_initial_cluster(&added.stdout);
     let Some(initial) = initial.filter(|_| added.code == 0) else {
         panic!(
             "member add of {name} after its removal failed (exit {}): {}{}",
