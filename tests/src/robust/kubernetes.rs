@@ -1427,7 +1427,15 @@ impl KubeVerdicts {
 /// had run out since its grant was called (it may happen then or later,
 /// or never within the run: as the model reads an unknown outcome).
 /// Leases in `never` get none (known not to have expired in the run).
-pub fn with_expiries(h: &History, ttl_secs: i64, client: usize, never: &HashSet<i64>) -> History {
+/// Leases in `pinned` (lease → revision, [`expiry_revisions`]) expire at
+/// that revision: the revoke is answered there, at any time after its TTL.
+pub fn with_expiries(
+    h: &History,
+    ttl_secs: i64,
+    client: usize,
+    never: &HashSet<i64>,
+    pinned: &HashMap<i64, i64>,
+) -> History {
     let ttl = Duration::from_secs(ttl_secs.max(0) as u64).saturating_sub(EXPIRY_SLACK);
     let mut out = h.clone();
     for op in &h.ops {
@@ -1438,16 +1446,113 @@ pub fn with_expiries(h: &History, ttl_secs: i64, client: usize, never: &HashSet<
                 continue;
             }
             let at = op.call + ttl.as_nanos() as u64;
+            let (ret, outcome) = match pinned.get(id) {
+                Some(&revision) => (
+                    u64::MAX,
+                    Outcome::Ok {
+                        revision,
+                        answer: Answer::LeaseRevoke,
+                    },
+                ),
+                None => (
+                    at,
+                    Outcome::Unknown(format!("lease expiry ({ttl_secs}s TTL)")),
+                ),
+            };
             out.ops.push(Op {
                 client,
                 call: at,
-                ret: at,
+                ret,
                 request: Request::LeaseRevoke { id: *id },
-                outcome: Outcome::Unknown(format!("lease expiry ({ttl_secs}s TTL)")),
+                outcome,
             });
         }
     }
     out.sorted()
+}
+
+/// The revision at which each lease expired, where the committed history
+/// (complete over the run) shows it beyond doubt: a revision whose events
+/// are exactly the deletes of every key the lease held then, that no
+/// client op can claim (an answered op at that header that may delete, an
+/// unknown-outcome one that may delete one of those keys or revokes the
+/// lease). Pinning them spares the linearizability search one choice per
+/// lease, which is what makes long runs with leader changes decidable.
+pub fn expiry_revisions(h: &History, committed: &CommittedEvents) -> HashMap<i64, i64> {
+    fn deletes<'a>(r: &'a Request, out: &mut Vec<(&'a [u8], &'a [u8])>) {
+        match r {
+            Request::Delete { key, range_end } => out.push((key, range_end)),
+            Request::Txn {
+                success, failure, ..
+            } => success.iter().chain(failure).for_each(|r| deletes(r, out)),
+            _ => {}
+        }
+    }
+    let covers = |(key, end): (&[u8], &[u8]), k: &[u8]| {
+        if end.is_empty() {
+            key == k
+        } else {
+            k >= key && (end == [0] || k < end)
+        }
+    };
+    let mut answered_deletes = HashSet::new();
+    let mut open_deletes = Vec::new();
+    let mut open_revokes = HashSet::new();
+    for op in &h.ops {
+        let mut d = Vec::new();
+        deletes(&op.request, &mut d);
+        match (&op.outcome, &op.request) {
+            (Outcome::Ok { revision, .. }, _) if !d.is_empty() => {
+                answered_deletes.insert(*revision);
+            }
+            (Outcome::Unknown(_), Request::LeaseRevoke { id }) => {
+                open_revokes.insert(*id);
+            }
+            (Outcome::Unknown(_), _) => open_deletes.extend(d),
+            _ => {}
+        }
+    }
+    let mut revisions: BTreeMap<i64, Vec<&watch::CommittedEvent>> = BTreeMap::new();
+    for (r, e) in committed.iter() {
+        revisions.entry(r).or_default().push(e);
+    }
+    let mut lease_of: HashMap<&[u8], i64> = HashMap::new();
+    let mut held: HashMap<i64, HashSet<&[u8]>> = HashMap::new();
+    let mut out = HashMap::new();
+    for (r, events) in revisions {
+        let leases: HashSet<i64> = events
+            .iter()
+            .map(|e| match e.kind {
+                EventKind::Delete => lease_of.get(e.kv.key.as_slice()).copied().unwrap_or(0),
+                EventKind::Put => 0,
+            })
+            .collect();
+        if let [lease] = leases.into_iter().collect::<Vec<_>>()[..] {
+            let exact = lease != 0
+                && held.get(&lease).map_or(0, HashSet::len) == events.len()
+                && !answered_deletes.contains(&r)
+                && !open_revokes.contains(&lease)
+                && !events
+                    .iter()
+                    .any(|e| open_deletes.iter().any(|&d| covers(d, e.kv.key.as_slice())));
+            if exact {
+                out.insert(lease, r);
+            }
+        }
+        for e in events {
+            let key = e.kv.key.as_slice();
+            if let Some(l) = lease_of.remove(key) {
+                if let Some(keys) = held.get_mut(&l) {
+                    keys.remove(key);
+                }
+            }
+            if e.kind == EventKind::Put && e.kv.lease != 0 {
+                lease_of.insert(key, e.kv.lease);
+                held.entry(e.kv.lease).or_default().insert(key);
+            }
+        }
+    }
+    out
 }
 
 /// Leases that cannot have expired during the run (each expiry is a choice
@@ -1532,15 +1637,33 @@ pub fn check_with(rec: &KubeRecording, timeout: Duration) -> KubeVerdicts {
             .map(|(r, e)| ((e.kv.key.clone(), e.kv.value.clone()), r))
             .collect()
     });
-    let never = if gaps.is_empty() {
-        never_expired(&rec.history, &committed)
+    let (never, pinned) = if gaps.is_empty() {
+        (
+            never_expired(&rec.history, &committed),
+            expiry_revisions(&rec.history, &committed),
+        )
     } else {
-        HashSet::new()
+        (HashSet::new(), HashMap::new())
     };
     let started = Instant::now();
-    let mut history = with_expiries(&rec.history, rec.event_ttl, rec.drain_client + 1, &never);
+    let mut history = with_expiries(
+        &rec.history,
+        rec.event_ttl,
+        rec.drain_client + 1,
+        &never,
+        &pinned,
+    );
     if rec.voids_at_faults {
-        history = workload::with_voids_at(&history, &rec.faults);
+        history = if gaps.is_empty() {
+            workload::with_voids_pinned(
+                &history,
+                &committed,
+                (rec.initial_revision, end),
+                &rec.faults,
+            )
+        } else {
+            workload::with_voids_at(&history, &rec.faults)
+        };
     }
     let verdict = linearize::check_with(
         &history,
@@ -2095,8 +2218,22 @@ mod tests {
                 },
             )],
         };
-        assert_eq!(with_expiries(&h, 2, 5, &HashSet::from([7])).ops.len(), 1);
-        let x = with_expiries(&h, 2, 5, &HashSet::new());
+        let none = HashMap::new();
+        assert_eq!(
+            with_expiries(&h, 2, 5, &HashSet::from([7]), &none)
+                .ops
+                .len(),
+            1
+        );
+        let pinned = with_expiries(&h, 2, 5, &HashSet::new(), &HashMap::from([(7, 9)]));
+        assert_eq!(
+            pinned.ops[1].outcome,
+            Outcome::Ok {
+                revision: 9,
+                answer: Answer::LeaseRevoke
+            }
+        );
+        let x = with_expiries(&h, 2, 5, &HashSet::new(), &none);
         assert_eq!(x.ops.len(), 2);
         let e = &x.ops[1];
         assert_eq!(e.request, Request::LeaseRevoke { id: 7 });
@@ -2105,6 +2242,120 @@ mod tests {
             e.call,
             1_000 + (Duration::from_secs(2) - EXPIRY_SLACK).as_nanos() as u64
         );
+    }
+
+    /// Revision 2 puts /r/a and /r/b with lease 7, 3 puts /r/c with lease
+    /// 8, 4 deletes /r/a and /r/b (7's expiry), 5 deletes /r/c.
+    fn leased_history() -> CommittedEvents {
+        let leased = |k, m, lease| Kv {
+            lease,
+            ..kv(k, "v", m, m, 1)
+        };
+        let del_ev = |k, m| WatchEvent {
+            kind: EventKind::Delete,
+            kv: del(k, m),
+            prev_kv: None,
+        };
+        let s = session(
+            2,
+            vec![
+                put_ev(leased("/r/a", 2, 7), None),
+                put_ev(leased("/r/b", 2, 7), None),
+                put_ev(leased("/r/c", 3, 8), None),
+                del_ev("/r/a", 4),
+                del_ev("/r/b", 4),
+                del_ev("/r/c", 5),
+            ],
+        );
+        CommittedEvents::from_sessions(&[s]).0
+    }
+
+    #[test]
+    fn expiries_pinned_where_the_committed_history_shows_them() {
+        let committed = leased_history();
+        let none = History::default();
+        assert_eq!(
+            expiry_revisions(&none, &committed),
+            HashMap::from([(7, 4), (8, 5)])
+        );
+        // A client delete answered at 5 may be what deleted /r/c, and an
+        // unknown-outcome one of /r/a may be part of revision 4.
+        let h = History {
+            ops: vec![
+                op(
+                    0,
+                    10,
+                    Request::Delete {
+                        key: b"/r/c".to_vec(),
+                        range_end: Vec::new(),
+                    },
+                    Outcome::Ok {
+                        revision: 5,
+                        answer: Answer::Delete { deleted: 1 },
+                    },
+                ),
+                op(
+                    1,
+                    10,
+                    Request::Delete {
+                        key: b"/r/".to_vec(),
+                        range_end: b"/r0".to_vec(),
+                    },
+                    Outcome::Unknown("timeout".into()),
+                ),
+            ],
+        };
+        assert_eq!(expiry_revisions(&h, &committed), HashMap::new());
+    }
+
+    #[test]
+    fn skipped_revisions_pinned_inside_the_fault_windows() {
+        // Puts answered at 2, 3 and 5: revision 4 was voided.
+        let put = |client, call, k: &str, r| {
+            op(
+                client,
+                call,
+                Request::Put {
+                    key: k.into(),
+                    value: format!("v{r}").into(),
+                    lease: 0,
+                },
+                Outcome::Ok {
+                    revision: r,
+                    answer: Answer::Put { prev: None },
+                },
+            )
+        };
+        let h = History {
+            ops: vec![
+                put(0, 10, "/r/a", 2),
+                put(0, 20, "/r/b", 3),
+                put(0, 40, "/r/c", 5),
+            ],
+        };
+        let s = session(
+            2,
+            vec![
+                put_ev(kv("/r/a", "v2", 2, 2, 1), None),
+                put_ev(kv("/r/b", "v3", 3, 3, 1), None),
+                put_ev(kv("/r/c", "v5", 5, 5, 1), None),
+            ],
+        );
+        let committed = CommittedEvents::from_sessions(&[s]).0;
+        let fault = FaultRecord {
+            name: "kill".into(),
+            start: 25,
+            end: 30,
+            detail: String::new(),
+        };
+        let check = |faults: &[FaultRecord]| {
+            let h = workload::with_voids_pinned(&h, &committed, (1, 5), faults);
+            linearize::check_with(&h, &Options::default())
+        };
+        let pinned = workload::with_voids_pinned(&h, &committed, (1, 5), &[]);
+        assert_eq!(pinned.ops.len(), 4);
+        assert!(matches!(check(&[fault]), Verdict::Linearizable));
+        assert!(matches!(check(&[]), Verdict::Violation(_)));
     }
 
     #[test]

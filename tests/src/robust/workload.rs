@@ -50,7 +50,7 @@
 //! drain of the watchers after the clients stop by [`DRAIN_MAX`]; the
 //! final revision probe by [`FINAL_REVISION_MAX`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -1593,6 +1593,44 @@ fn voids_per_window(clients: usize) -> usize {
 pub fn with_voids_at(h: &History, faults: &[FaultRecord]) -> History {
     let clients: std::collections::BTreeSet<usize> = h.ops.iter().map(|o| o.client).collect();
     with_voids(h, &void_windows(faults), voids_per_window(clients.len()))
+}
+
+/// `h` with one void pinned at each revision in (from, to] that the
+/// committed history (complete over them) holds no event of: every
+/// revision but a voided one has one (a write that changes nothing takes
+/// none). Each must take effect inside the fault windows (from the first
+/// one's start to the last one's end): with no fault, none can, and a
+/// skipped revision is a violation. Exact where [`with_voids_at`] guesses,
+/// so the search has no choice to make.
+pub fn with_voids_pinned(
+    h: &History,
+    committed: &CommittedEvents,
+    (from, to): (i64, i64),
+    faults: &[FaultRecord],
+) -> History {
+    let windows = void_windows(faults);
+    let start = windows.iter().map(|w| w.0).min().unwrap_or(0);
+    let end = windows.iter().map(|w| w.1).max().unwrap_or(0);
+    let held: HashSet<i64> = committed.iter().map(|(r, _)| r).collect();
+    let mut ops = h.ops.clone();
+    let voided = (from + 1..=to).filter(|r| !held.contains(r));
+    for (client, revision) in (usize::MAX / 2..).zip(voided) {
+        ops.push(Op {
+            client,
+            call: start,
+            ret: end,
+            request: Request::Put {
+                key: VOID_KEY.to_vec(),
+                value: b"void".to_vec(),
+                lease: 0,
+            },
+            outcome: Outcome::Ok {
+                revision,
+                answer: Answer::Put { prev: None },
+            },
+        });
+    }
+    History { ops }.sorted()
 }
 
 /// `h` with `per_window` optional ops per window, each taking one
