@@ -63,7 +63,7 @@ pub fn candidate_key(prefix: &[u8], lease: i64) -> Bytes {
 
 /// The range end of every key under a prefix ending in `/` (clientv3's
 /// `GetPrefixRangeEnd`: the last byte plus one; `/` is never 0xff).
-fn prefix_end(prefix: &[u8]) -> Bytes {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Bytes {
     let mut end = prefix.to_vec();
     if let Some(last) = end.last_mut() {
         *last += 1;

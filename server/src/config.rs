@@ -40,6 +40,13 @@ pub struct Config {
     /// TLS for `https://` peer URLs (`--peer-cert-file`, `--peer-key-file`,
     /// `--peer-trusted-ca-file`, `--peer-client-cert-auth`).
     pub peer_tls: Option<ferrokv_wire::tls::TlsFlags>,
+    /// `--auth-token`: `simple` or `jwt,...` (read by `jwt::Jwt::from_flag`
+    /// at start, since it names key files).
+    pub auth_token: String,
+    /// `--auth-token-ttl`, seconds.
+    pub auth_token_ttl: u64,
+    /// `--bcrypt-cost`.
+    pub bcrypt_cost: u32,
 }
 
 /// One accepted option: its etcd name, whether it takes a value, help text.
@@ -80,6 +87,9 @@ const OPTS: &[Opt] = &[
     Opt { name: "peer-key-file", boolean: false, help: "Path to the peer server TLS key file." },
     Opt { name: "peer-trusted-ca-file", boolean: false, help: "Path to the peer server TLS trusted CA file." },
     Opt { name: "peer-client-cert-auth", boolean: true, help: "Enable peer client cert authentication." },
+    Opt { name: "auth-token", boolean: false, help: "Specify auth token specific options: 'simple' or 'jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...'." },
+    Opt { name: "auth-token-ttl", boolean: false, help: "The lifetime in seconds of the auth token." },
+    Opt { name: "bcrypt-cost", boolean: false, help: "Specify bcrypt algorithm cost factor for auth password hashing." },
     Opt { name: "shards", boolean: false, help: "ferrokv: number of keyspace shards, one pinned core each (default: cores available). Fixed when the data dir is created." },
     Opt { name: "config-file", boolean: false, help: "Path to the server configuration file (YAML, etcd's keys)." },
 ];
@@ -289,8 +299,18 @@ fn build(vals: &Given) -> Result<Config, String> {
         shards: num(vals, "shards", cores)?,
         client_tls,
         peer_tls,
+        auth_token: get("auth-token", "simple"),
+        auth_token_ttl: num(vals, "auth-token-ttl", 300)?,
+        bcrypt_cost: num(vals, "bcrypt-cost", 10)?,
         name,
     };
+    if !(4..=31).contains(&cfg.bcrypt_cost) {
+        // etcd: bcrypt.MinCost..=bcrypt.MaxCost.
+        return Err(format!(
+            "invalid bcrypt-cost: {} (must be between 4 and 31)",
+            cfg.bcrypt_cost
+        ));
+    }
     if cfg.shards == 0 || cfg.shards > 1024 {
         return Err(format!(
             "--shards must be between 1 and 1024, got {}",
@@ -407,6 +427,25 @@ mod tests {
             Parsed::Run(c) => Ok(*c),
             _ => Err("not a run".into()),
         }
+    }
+
+    #[test]
+    fn auth_flags_as_etcd_names_them() {
+        let c = run(&[], &[]).unwrap();
+        assert_eq!(
+            (c.auth_token.as_str(), c.auth_token_ttl, c.bcrypt_cost),
+            ("simple", 300, 10)
+        );
+        let c = run(
+            &["--auth-token-ttl", "5"],
+            &[("ETCD_BCRYPT_COST", "4"), ("ETCD_AUTH_TOKEN", "simple")],
+        )
+        .unwrap();
+        assert_eq!((c.auth_token_ttl, c.bcrypt_cost), (5, 4));
+        let c = run(&["--auth-token", "jwt,pub-key=a,sign-method=RS256"], &[]).unwrap();
+        assert_eq!(c.auth_token, "jwt,pub-key=a,sign-method=RS256");
+        let e = run(&["--bcrypt-cost", "3"], &[]).unwrap_err();
+        assert!(e.contains("invalid bcrypt-cost"), "{e}");
     }
 
     #[test]

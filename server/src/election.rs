@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferrokv_wire::conn::ResponseSink;
+use ferrokv_wire::conn::{Caller, ResponseSink};
 use ferrokv_wire::grpc::{decode, Code, Status};
 use ferrokv_wire::pb::etcdserverpb as pb;
 use ferrokv_wire::pb::mvccpb;
@@ -156,6 +156,7 @@ pub async fn leader(svc: &Service, msg: Bytes) -> Result<epb::LeaderResponse, St
 /// etcd's does.
 pub async fn observe(
     svc: Rc<Service>,
+    caller: Caller,
     requests: async_channel::Receiver<Bytes>,
     sink: ResponseSink,
 ) -> Status {
@@ -169,6 +170,9 @@ pub async fn observe(
         Ok(r) => r,
         Err(status) => return status,
     };
+    if let Err(status) = crate::auth::check_prefix(&svc, &caller, &r.name, true) {
+        return status;
+    }
     let prefix = cc::candidates(&r.name);
     let client_gone = async {
         while !sink.is_closed() {

@@ -116,8 +116,23 @@ pub fn engine(e: EngineError) -> Status {
             };
             Status::new(code, m)
         }
+        EngineError::Auth(a) => auth(&a),
         EngineError::Internal(m) => Status::new(Code::Unavailable, format!("etcdserver: {m}")),
     }
+}
+
+/// An auth refusal with etcd's code (`rpctypes/error.go`).
+pub fn auth(e: &ferrokv_shards::auth::AuthError) -> Status {
+    use ferrokv_shards::auth::AuthError as A;
+    let code = match e {
+        A::UserEmpty | A::RoleEmpty | A::AuthFailed | A::InvalidAuthMgmt | A::AuthOldRevision => {
+            Code::InvalidArgument
+        }
+        A::PermissionDenied => Code::PermissionDenied,
+        A::InvalidAuthToken => Code::Unauthenticated,
+        _ => Code::FailedPrecondition,
+    };
+    Status::new(code, e.to_string())
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! `ferrokv`: one member of a ferrokv cluster, speaking the etcd v3 API.
 
+mod auth;
 mod backup;
 mod concurrency;
 mod config;
 mod election;
 mod errors;
+mod jwt;
 mod lease;
 mod lock;
 mod logger;
@@ -182,6 +184,27 @@ pub(crate) fn peer_addrs_of(
         addrs.extend(peer_addrs(u)?);
     }
     Ok(addrs)
+}
+
+/// How often a starting member asks again to catch up with the leader.
+const CATCH_UP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Waits until this member has applied everything the cluster had
+/// committed when it asked (a ReadIndex round through the leader, auth
+/// store included): a member restarted, or wiped and added again, must not
+/// answer a serializable read from state older than what its clients
+/// already saw (etcd serves clients only once its `publish` entry, written
+/// after it started, is applied here). Waits as long as there is no
+/// leader, as etcd does; a one-member cluster needs no round.
+async fn caught_up(engine: &ferrokv_shards::Engine, core: usize) {
+    let mut tries = 0u64;
+    while let Err(e) = engine.read_barrier().await {
+        if tries.is_multiple_of(50) {
+            log::info!("core {core}: not serving clients before catching up with the leader: {e}");
+        }
+        tries += 1;
+        glommio::timer::sleep(CATCH_UP_RETRY).await;
+    }
 }
 
 /// A member removed while it could not hear of it (down, cut off) learns
@@ -428,6 +451,9 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let auth = Arc::new(ferrokv_shards::auth_view::AuthView::new(
+        std::time::Duration::from_secs(cfg.auth_token_ttl),
+    ));
     let engine_cfg = ferrokv_shards::Config {
         members,
         data_dir: cfg.data_dir.clone(),
@@ -438,12 +464,21 @@ fn main() {
         heartbeat_interval_ms: cfg.heartbeat_interval_ms,
         election_ticks: (cfg.election_timeout_ms / cfg.heartbeat_interval_ms.max(1)) as usize,
         changes,
+        auth: auth.clone(),
     };
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let shards = cfg.shards;
     let (max_request_bytes, max_txn_ops) = (cfg.max_request_bytes, cfg.max_txn_ops);
+    let bcrypt_cost = cfg.bcrypt_cost;
+    let jwt = match jwt::Jwt::from_flag(&cfg.auth_token) {
+        Ok(j) => j.map(Arc::new),
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
     let result = ferrokv_shards::run(engine_cfg, move |engine, core| {
-        let (tls, tls_addrs) = (tls.clone(), tls_addrs.clone());
+        let (tls, tls_addrs, jwt) = (tls.clone(), tls_addrs.clone(), jwt.clone());
         let (addrs, membership, wal_metrics, ready, alarms) = (
             addrs.clone(),
             membership.clone(),
@@ -464,7 +499,10 @@ fn main() {
                 }
                 glommio::spawn_local(watch_removal(engine.clone())).detach();
             }
-            let service = Rc::new(Service::new(
+            if engine.peers().is_some() {
+                caught_up(&engine, core).await;
+            }
+            let mut service = Service::new(
                 engine,
                 membership,
                 max_request_bytes,
@@ -472,7 +510,10 @@ fn main() {
                 wal_metrics,
                 alarms,
                 core,
-            ));
+            );
+            service.bcrypt_cost = bcrypt_cost;
+            service.jwt = jwt;
+            let service = Rc::new(service);
             let mut listeners = Vec::new();
             for a in &addrs {
                 // TLS on the https URLs (the config checked their keys).

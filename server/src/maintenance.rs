@@ -68,7 +68,9 @@ pub fn parse_retention(mode: &str, s: &str) -> Result<Option<Retention>, String>
     Ok((!d.is_zero()).then_some(Retention::Period(d)))
 }
 
-fn parse_go_duration(s: &str) -> Option<Duration> {
+/// Go's `time.ParseDuration` for non-negative values ("1h30m", "5m",
+/// "0.5s"); None for anything else, an absurd value included.
+pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut num = String::new();
     let mut chars = s.chars().peekable();
@@ -94,7 +96,7 @@ fn parse_go_duration(s: &str) -> Option<Duration> {
             "ns" => v / 1e9,
             _ => return None,
         };
-        total += Duration::from_secs_f64(secs);
+        total = total.checked_add(Duration::try_from_secs_f64(secs).ok()?)?;
         any = true;
     }
     (any && num.is_empty()).then_some(total)

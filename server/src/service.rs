@@ -10,16 +10,17 @@ use ferrokv_shards::lease::IdGen;
 use ferrokv_shards::watch::{WatchHub, WATCHERS_SLOW_TOTAL, WATCHERS_TOTAL};
 use ferrokv_shards::Engine;
 use ferrokv_wal::WalMetrics;
-use ferrokv_wire::conn::{Handler, HttpReply, LocalBoxFuture, ResponseSink};
+use ferrokv_wire::conn::{Caller, Handler, HttpReply, LocalBoxFuture, ResponseSink};
 use ferrokv_wire::grpc::{decode, Status};
 use ferrokv_wire::pb::etcdserverpb as pb;
 use ferrokv_wire::Message;
 use http::Method;
 
 use crate::maintenance::Alarms;
-use crate::{backup, election, errors, lease, lock, members, validate};
+use crate::{auth, backup, election, errors, lease, lock, members, validate};
 use ferrokv::cluster::Membership;
 use ferrokv_shards::membership::Change;
+use ferrokv_wire::pb::v3electionpb as epb;
 
 /// The etcd API version ferrokv implements and reports.
 pub const ETCD_VERSION: &str = "3.4.23";
@@ -37,6 +38,10 @@ pub struct Service {
     pub hub: Rc<WatchHub>,
     /// Server-chosen lease ids of this core.
     lease_ids: RefCell<IdGen>,
+    /// `--bcrypt-cost` of the passwords this member hashes.
+    pub bcrypt_cost: u32,
+    /// `--auth-token jwt,...`: the tokens; None for `simple` ones.
+    pub jwt: Option<Arc<crate::jwt::Jwt>>,
 }
 
 fn encode<M: Message>(m: &M) -> Bytes {
@@ -68,6 +73,8 @@ impl Service {
             max_txn_ops,
             wal_metrics,
             alarms,
+            bcrypt_cost: ferrokv_shards::auth::DEFAULT_BCRYPT_COST,
+            jwt: None,
         }
     }
 
@@ -147,15 +154,36 @@ impl Service {
         Ok(())
     }
 
-    async fn call(self: Rc<Self>, method: &str, msg: Bytes) -> Result<Bytes, Status> {
+    /// The engine a write checked against `info`'s auth revision goes
+    /// through (see `Engine::checked_at`).
+    fn writer(&self, info: &Option<ferrokv_shards::auth_view::AuthInfo>) -> ferrokv_shards::Engine {
+        match info {
+            Some(i) => self.engine.checked_at(i.revision),
+            None => self.engine.clone(),
+        }
+    }
+
+    async fn call(
+        self: Rc<Self>,
+        method: &str,
+        caller: Caller,
+        msg: Bytes,
+    ) -> Result<Bytes, Status> {
         if members::is_learner() && !learner_serves(method, &msg) {
             return Err(errors::not_for_learner());
+        }
+        if let Some(r) = auth::call(&self, method, &caller, msg.clone()).await {
+            return r;
         }
         match method {
             "/etcdserverpb.KV/Range" => {
                 let r: pb::RangeRequest = decode(msg)?;
                 validate::range(&r)?;
                 let mut resp = self.engine.range(&r).await.map_err(errors::engine)?;
+                // Checked after the read's ReadIndex, which brought this
+                // member's auth store up to the leader's (as etcd checks).
+                let info = auth::info(&self, &caller)?;
+                auth::read(&self, &info, &r.key, &r.range_end)?;
                 self.fill(&mut resp.header).await;
                 Ok(encode(&resp))
             }
@@ -166,7 +194,9 @@ impl Service {
                 if self.alarms.nospace() {
                     return Err(errors::no_space());
                 }
-                let mut resp = self.engine.put(r).await.map_err(errors::engine)?;
+                let info = auth::info(&self, &caller)?;
+                auth::check_put(&self, &info, &r).await?;
+                let mut resp = self.writer(&info).put(r).await.map_err(errors::engine)?;
                 self.fill(&mut resp.header).await;
                 Ok(encode(&resp))
             }
@@ -174,7 +204,13 @@ impl Service {
                 self.check_size(&msg)?;
                 let r: pb::DeleteRangeRequest = decode(msg)?;
                 validate::delete(&r)?;
-                let mut resp = self.engine.delete_range(r).await.map_err(errors::engine)?;
+                let info = auth::info(&self, &caller)?;
+                auth::check_delete(&self, &info, &r)?;
+                let mut resp = self
+                    .writer(&info)
+                    .delete_range(r)
+                    .await
+                    .map_err(errors::engine)?;
                 self.fill(&mut resp.header).await;
                 Ok(encode(&resp))
             }
@@ -185,7 +221,18 @@ impl Service {
                 if self.alarms.nospace() && validate::has_put(&r) {
                     return Err(errors::no_space());
                 }
-                let mut resp = self.engine.txn(r).await.map_err(errors::engine)?;
+                if ferrokv_shards::kv::is_read_only(&r) {
+                    let checked = r.clone();
+                    let mut resp = self.engine.txn(r).await.map_err(errors::engine)?;
+                    // As a range: after the read's ReadIndex.
+                    let info = auth::info(&self, &caller)?;
+                    auth::check_txn(&self, &info, &checked)?;
+                    self.fill(&mut resp.header).await;
+                    return Ok(encode(&resp));
+                }
+                let info = auth::info(&self, &caller)?;
+                auth::check_txn(&self, &info, &r)?;
+                let mut resp = self.writer(&info).txn(r).await.map_err(errors::engine)?;
                 self.fill(&mut resp.header).await;
                 Ok(encode(&resp))
             }
@@ -283,27 +330,74 @@ impl Service {
                 }))
             }
             "/etcdserverpb.Maintenance/Defragment" => {
+                auth::admin(&self, &auth::info(&self, &caller)?)?;
                 Ok(encode(&backup::defragment(&self, msg).await?))
             }
-            "/etcdserverpb.Maintenance/Hash" => Ok(encode(&backup::hash(&self, msg).await?)),
-            "/etcdserverpb.Maintenance/HashKV" => Ok(encode(&backup::hash_kv(&self, msg).await?)),
+            "/etcdserverpb.Maintenance/Hash" => {
+                auth::admin(&self, &auth::info(&self, &caller)?)?;
+                Ok(encode(&backup::hash(&self, msg).await?))
+            }
+            "/etcdserverpb.Maintenance/HashKV" => {
+                auth::admin(&self, &auth::info(&self, &caller)?)?;
+                Ok(encode(&backup::hash_kv(&self, msg).await?))
+            }
             "/etcdserverpb.Maintenance/MoveLeader" => {
                 Ok(encode(&backup::move_leader(&self, msg).await?))
             }
             "/etcdserverpb.Lease/LeaseGrant" => Ok(encode(&lease::grant(&self, msg).await?)),
-            "/etcdserverpb.Lease/LeaseRevoke" => Ok(encode(&lease::revoke(&self, msg).await?)),
+            "/etcdserverpb.Lease/LeaseRevoke" => {
+                let r: pb::LeaseRevokeRequest = decode(msg.clone())?;
+                let info = auth::info(&self, &caller)?;
+                auth::check_lease_keys(&self, &info, r.id, true).await?;
+                Ok(encode(&lease::revoke(&self, msg).await?))
+            }
             "/etcdserverpb.Lease/LeaseTimeToLive" => {
+                let r: pb::LeaseTimeToLiveRequest = decode(msg.clone())?;
+                let info = auth::info(&self, &caller)?;
+                auth::check_lease_keys(&self, &info, r.id, false).await?;
                 Ok(encode(&lease::time_to_live(&self, msg).await?))
             }
             "/etcdserverpb.Lease/LeaseLeases" => Ok(encode(&lease::leases(&self, msg).await?)),
-            "/v3lockpb.Lock/Lock" => Ok(encode(&lock::lock(self.clone(), msg).await?)),
-            "/v3lockpb.Lock/Unlock" => Ok(encode(&lock::unlock(&self, msg).await?)),
+            "/v3lockpb.Lock/Lock" => {
+                let r: ferrokv_wire::pb::v3lockpb::LockRequest = decode(msg.clone())?;
+                auth::check_prefix(&self, &caller, &r.name, false)?;
+                Ok(encode(&lock::lock(self.clone(), msg).await?))
+            }
+            "/v3lockpb.Lock/Unlock" => {
+                let r: ferrokv_wire::pb::v3lockpb::UnlockRequest = decode(msg.clone())?;
+                let info = auth::info(&self, &caller)?;
+                auth::check_delete(
+                    &self,
+                    &info,
+                    &pb::DeleteRangeRequest {
+                        key: r.key.clone(),
+                        ..Default::default()
+                    },
+                )?;
+                Ok(encode(&lock::unlock(&self, msg).await?))
+            }
             "/v3electionpb.Election/Campaign" => {
+                let r: epb::CampaignRequest = decode(msg.clone())?;
+                auth::check_prefix(&self, &caller, &r.name, false)?;
                 Ok(encode(&election::campaign(self.clone(), msg).await?))
             }
-            "/v3electionpb.Election/Proclaim" => Ok(encode(&election::proclaim(&self, msg).await?)),
-            "/v3electionpb.Election/Leader" => Ok(encode(&election::leader(&self, msg).await?)),
-            "/v3electionpb.Election/Resign" => Ok(encode(&election::resign(&self, msg).await?)),
+            "/v3electionpb.Election/Proclaim" => {
+                let r: epb::ProclaimRequest = decode(msg.clone())?;
+                let name = r.leader.map(|l| l.name).unwrap_or_default();
+                auth::check_prefix(&self, &caller, &name, false)?;
+                Ok(encode(&election::proclaim(&self, msg).await?))
+            }
+            "/v3electionpb.Election/Leader" => {
+                let r: epb::LeaderRequest = decode(msg.clone())?;
+                auth::check_prefix(&self, &caller, &r.name, true)?;
+                Ok(encode(&election::leader(&self, msg).await?))
+            }
+            "/v3electionpb.Election/Resign" => {
+                let r: epb::ResignRequest = decode(msg.clone())?;
+                let name = r.leader.map(|l| l.name).unwrap_or_default();
+                auth::check_prefix(&self, &caller, &name, false)?;
+                Ok(encode(&election::resign(&self, msg).await?))
+            }
             other => Err(errors::not_implemented(other)),
         }
     }
@@ -534,8 +628,13 @@ fn learner_serves(method: &str, msg: &Bytes) -> bool {
 }
 
 impl Handler for Service {
-    fn unary(self: Rc<Self>, method: String, msg: Bytes) -> LocalBoxFuture<Result<Bytes, Status>> {
-        Box::pin(async move { self.call(&method, msg).await })
+    fn unary(
+        self: Rc<Self>,
+        method: String,
+        caller: Caller,
+        msg: Bytes,
+    ) -> LocalBoxFuture<Result<Bytes, Status>> {
+        Box::pin(async move { self.call(&method, caller, msg).await })
     }
 
     fn is_streaming(&self, method: &str) -> bool {
@@ -551,6 +650,7 @@ impl Handler for Service {
     fn streaming(
         self: Rc<Self>,
         method: String,
+        caller: Caller,
         requests: async_channel::Receiver<Bytes>,
         sink: ResponseSink,
     ) -> LocalBoxFuture<Status> {
@@ -560,14 +660,24 @@ impl Handler for Service {
                 return errors::not_for_learner();
             }
             match method.as_str() {
-                "/etcdserverpb.Watch/Watch" => crate::watch::serve(self, requests, sink).await,
+                "/etcdserverpb.Watch/Watch" => {
+                    crate::watch::serve(self, caller, requests, sink).await
+                }
                 "/etcdserverpb.Lease/LeaseKeepAlive" => {
                     lease::keep_alive(self, requests, sink).await
                 }
                 "/etcdserverpb.Maintenance/Snapshot" => {
+                    let admin = auth::info(&self, &caller).and_then(|i| auth::admin(&self, &i));
+                    if let Err(status) = admin {
+                        return status;
+                    }
                     backup::snapshot(self, requests, sink).await
                 }
-                "/v3electionpb.Election/Observe" => election::observe(self, requests, sink).await,
+                "/v3electionpb.Election/Observe" => {
+                    // The name is in the stream's first request: observe
+                    // checks it (see `election::observe`).
+                    election::observe(self, caller, requests, sink).await
+                }
                 _ => errors::not_implemented(&method),
             }
         })

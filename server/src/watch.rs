@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferrokv_shards::watch::{KeyRange, WatchError, WatchHub, WatchOut, WatchSpec, WatchStream};
-use ferrokv_wire::conn::{ResponseSink, GRPC_OVERHEAD_BYTES};
+use ferrokv_wire::conn::{Caller, ResponseSink, GRPC_OVERHEAD_BYTES};
 use ferrokv_wire::grpc::{decode, Code, Status};
 use ferrokv_wire::pb::etcdserverpb as pb;
 use ferrokv_wire::Message;
@@ -63,6 +63,7 @@ enum Step {
 
 pub async fn serve(
     svc: Rc<Service>,
+    caller: Caller,
     requests: async_channel::Receiver<Bytes>,
     sink: ResponseSink,
 ) -> Status {
@@ -107,7 +108,7 @@ pub async fn serve(
                     Ok(r) => r,
                     Err(status) => return status,
                 };
-                handle_request(&svc, &mut s, req);
+                handle_request(&svc, &caller, &mut s, req);
             }
             Step::Out(out) => {
                 if !send_out(&svc, &mut s, out, &sink).await {
@@ -127,11 +128,24 @@ pub async fn serve(
     }
 }
 
-fn handle_request(svc: &Service, s: &mut StreamState, req: pb::WatchRequest) {
+fn handle_request(svc: &Service, caller: &Caller, s: &mut StreamState, req: pb::WatchRequest) {
     use pb::watch_request::RequestUnion;
     match req.request_union {
         Some(RequestUnion::CreateRequest(c)) => {
             let header_rev = svc.engine.sequencer().visible();
+            // etcd: read permission over the range at creation; refused,
+            // the watch is created and canceled at once, with the reason.
+            if let Some(reason) = crate::auth::watch_refusal(svc, caller, &c) {
+                s.queue.push(WatchOut {
+                    watch_id: INVALID_WATCH_ID,
+                    header_rev,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: reason,
+                    ..WatchOut::default()
+                });
+                return;
+            }
             let created = create(s, &c);
             let (watch_id, reason) = match created {
                 Ok(id) => (id, None),

@@ -33,6 +33,9 @@ pub enum Error {
     /// A membership change refused, in etcd's words (the whole message).
     #[error("{0}")]
     Membership(String),
+    /// An auth refusal, in etcd's words.
+    #[error("{0}")]
+    Auth(crate::auth::AuthError),
     #[error("etcdserver: {0}")]
     Internal(String),
 }

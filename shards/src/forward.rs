@@ -32,6 +32,12 @@ pub const SNAPSHOT_CHUNK: u8 = 8;
 /// A membership change request (the server's bytes); the reply is the
 /// change made.
 pub const MEMBERS: u8 = 9;
+/// An auth record (`AuthRecord`'s bytes); the reply is the auth revision
+/// it left on the leader.
+pub const AUTH: u8 = 10;
+/// A write as `TXN`, after the auth revision (i64) the member that
+/// received it checked its permissions at.
+pub const TXN_CHECKED: u8 = 11;
 
 pub fn ints(v: &[i64]) -> Vec<u8> {
     v.iter().flat_map(|i| i.to_le_bytes()).collect()
@@ -77,6 +83,9 @@ pub fn error_from_wire(msg: &str) -> Error {
             return e;
         }
     }
+    if let Some(e) = crate::auth::AuthError::from_message(msg) {
+        return Error::Auth(e);
+    }
     if crate::membership::REFUSALS.contains(&msg) {
         return Error::Membership(msg.to_string());
     }
@@ -93,6 +102,14 @@ async fn answer(engine: &Engine, kind: u8, body: &[u8]) -> Result<Vec<u8>, Error
     match kind {
         TXN => {
             let t = pb::TxnRequest::decode(body)
+                .map_err(|e| Error::Internal(format!("forwarded txn: {e}")))?;
+            let resp = engine.txn_here(t).await?;
+            Ok(resp.encode_to_vec())
+        }
+        TXN_CHECKED => {
+            let rev = read_ints(body, 1)?[0] as u64;
+            engine.stale_auth(rev)?;
+            let t = pb::TxnRequest::decode(&body[8..])
                 .map_err(|e| Error::Internal(format!("forwarded txn: {e}")))?;
             let resp = engine.txn_here(t).await?;
             Ok(resp.encode_to_vec())
@@ -130,10 +147,20 @@ async fn answer(engine: &Engine, kind: u8, body: &[u8]) -> Result<Vec<u8>, Error
         }
         READ_INDEX => {
             let visible = engine.read_index_here().await?;
-            // With it the compaction point (see `Engine::linearizable`).
-            Ok(ints(&[visible, engine.sequencer().compact_revision()]))
+            // With it the compaction point (see `Engine::linearizable`)
+            // and the auth revision (see `Engine::auth_read_index`).
+            Ok(ints(&[
+                visible,
+                engine.sequencer().compact_revision(),
+                engine.auth().revision() as i64,
+            ]))
         }
         MEMBERS => Ok(engine.change_members_here(body, true).await?.encode()),
+        AUTH => {
+            let rec = crate::auth_view::AuthRecord::decode(body)
+                .map_err(|e| Error::Internal(format!("forwarded auth record: {e}")))?;
+            Ok(ints(&[engine.auth_here(rec).await? as i64]))
+        }
         SNAPSHOT_CHUNK => {
             let v = read_ints(body, 3)?;
             engine

@@ -2,6 +2,8 @@
 //! core; key -> shard routing; the revision sequencer; cross-shard writes.
 //! See `docs/revisions-and-shards.md` for the protocol and its invariants.
 
+pub mod auth;
+pub mod auth_view;
 pub mod backup;
 pub mod error;
 pub mod forward;
@@ -86,6 +88,8 @@ pub struct Config {
     pub election_ticks: usize,
     /// This member's membership state (see `membership`).
     pub changes: Arc<membership::MemberChanges>,
+    /// This member's auth state (see `auth_view`), built by shard 0.
+    pub auth: Arc<auth_view::AuthView>,
 }
 
 impl Config {
@@ -319,6 +323,11 @@ async fn open_shard(
         let bad = |e: String| format!("shard {id}: {}: {e}", snap_path.display());
         let change = shard::decode_change(&meta).map_err(bad)?;
         let conf = shard::decode_conf(&meta).map_err(bad)?;
+        if id == 0 {
+            if let Some(a) = shard::decode_auth(&meta).map_err(bad)? {
+                cfg.auth.restore(a);
+            }
+        }
         (s, idx, (shard::decode_marker(&meta), change, conf))
     } else {
         (Store::new(), 0, ((0, 0, 0), None, None))
@@ -372,6 +381,7 @@ async fn open_shard(
         leadership.clone(),
         peers.clone(),
         cfg.changes.clone(),
+        cfg.auth.clone(),
     );
     shard.opened_after_marker(marker);
     if let Some(c) = snapshot_change {
@@ -604,6 +614,7 @@ pub fn defrag_offline(data_dir: &Path, wal_dir: Option<&Path>) -> Result<(), Str
         heartbeat_interval_ms: 100,
         election_ticks: 10,
         changes: Arc::new(membership::MemberChanges::offline(data_dir, shards as u32)?),
+        auth: Arc::new(auth_view::AuthView::new(auth_view::TOKEN_TTL_DEFAULT)),
     };
     let done = Arc::new(AtomicBool::new(false));
     let result: Arc<Mutex<Option<Result<(), String>>>> = Arc::new(Mutex::new(None));

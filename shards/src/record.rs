@@ -5,6 +5,8 @@
 
 use ferrokv_mvcc::WriteOp;
 
+use crate::auth_view::AuthRecord;
+
 /// A run of ops one shard applied at consecutive sub revisions. A write
 /// may hold several parts of the same shard (interleaved with others).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +53,9 @@ pub enum Record {
         id: i64,
         rev: i64,
     },
+    /// An auth store change or a token, in shard 0's log only (the auth
+    /// store is cluster state outside the keyspace: it takes no revision).
+    Auth(AuthRecord),
 }
 
 impl Record {
@@ -112,6 +117,12 @@ impl std::fmt::Display for Record {
             Record::LeaseRevoke { id, rev } => {
                 write!(f, "lease revoke {id:x} (keys deleted at revision {rev})")
             }
+            // Never a password hash or a token: the log may be shown to
+            // anyone debugging it.
+            Record::Auth(AuthRecord::Change(op)) => write!(f, "auth {}", op.name()),
+            Record::Auth(AuthRecord::Token { name, .. }) => {
+                write!(f, "auth token for {}", name.escape_debug())
+            }
         }
     }
 }
@@ -122,6 +133,7 @@ const TAG_TRUNCATE: u8 = 3;
 const TAG_LEASE_GRANT: u8 = 4;
 const TAG_LEASE_REVOKE: u8 = 5;
 const TAG_MARKER: u8 = 6;
+const TAG_AUTH: u8 = 7;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 
@@ -181,6 +193,10 @@ impl Record {
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&rev.to_le_bytes());
             }
+            Record::Auth(rec) => {
+                out.push(TAG_AUTH);
+                out.extend_from_slice(&rec.encode());
+            }
         }
         out
     }
@@ -231,6 +247,10 @@ impl Record {
                 id: r.i64()?,
                 rev: r.i64()?,
             },
+            TAG_AUTH => {
+                let rest = r.take(buf.len() - r.pos)?;
+                Record::Auth(AuthRecord::decode(rest).map_err(|_| DecodeError("auth record"))?)
+            }
             _ => return Err(DecodeError("unknown record tag")),
         };
         if r.pos != buf.len() {

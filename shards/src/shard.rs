@@ -15,6 +15,8 @@ use ferrokv_raft::{Apply, Role, ShardLog};
 use futures_channel::oneshot;
 use glommio::sync::Semaphore;
 
+use crate::auth::{AuthError, AuthStore};
+use crate::auth_view::{AuthRecord, AuthView};
 use crate::leader::Leadership;
 use crate::lease::LeaseTable;
 use crate::membership::{Change, MemberChanges};
@@ -88,6 +90,10 @@ pub enum ShardMsg {
         ttl: i64,
         reply: Reply<Result<(i64, i64), Error>>,
     },
+    /// An auth change or token (shard 0, on the leader): the reply, once
+    /// committed and applied here, is the auth revision it left, or the
+    /// refusal every member's apply gave.
+    Auth(AuthRecord, Reply<Result<u64, Error>>),
     /// KeepAlive: the lease's TTL, or `LeaseNotFound` (also once expired).
     LeaseRenew(i64, Reply<Result<i64, Error>>),
     /// A lease of this shard: (granted TTL, whole seconds remaining).
@@ -241,10 +247,59 @@ pub fn encode_shard_meta_v4(
     out
 }
 
+/// A shard snapshot's meta, version 5: version 4's layout with, after the
+/// membership section, `len u32 | auth store` (len 0: none, every shard
+/// but 0): the auth store as of the snapshot's index, which shard 0's log
+/// builds ([`crate::auth_view`]).
+pub fn encode_shard_meta_v5(
+    marker: MarkerMeta,
+    conf: &ConfMeta,
+    change: Option<&Change>,
+    auth: Option<&AuthStore>,
+    leases: &[(i64, i64)],
+) -> Vec<u8> {
+    let mut out = encode_shard_meta_v4(marker, conf, change, leases);
+    out[0] = SHARD_META_V5;
+    let at = 29 + meta_section_len(&out[1..]).unwrap_or(0);
+    let auth = auth.map(AuthStore::encode).unwrap_or_default();
+    let mut a = Vec::with_capacity(4 + auth.len());
+    a.extend_from_slice(&(auth.len() as u32).to_le_bytes());
+    a.extend_from_slice(&auth);
+    out.splice(at..at, a);
+    out
+}
+
+/// Where a version 5 meta's auth section starts in `body` (the meta
+/// past its version byte) and how long it is (checked to fit).
+fn auth_section(body: &[u8]) -> Result<(usize, usize), String> {
+    let at = 28 + meta_section_len(body)?;
+    let cut = || "snapshot meta: auth store cut short".to_string();
+    let len = body.get(at..at + 4).ok_or_else(cut)?;
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if body.len() - (at + 4) < len {
+        return Err(cut());
+    }
+    Ok((at + 4, len))
+}
+
+/// The auth store in a snapshot's meta (none before version 5, and in
+/// every shard but 0).
+pub fn decode_auth(meta: &[u8]) -> Result<Option<AuthStore>, String> {
+    let Some((&SHARD_META_V5, body)) = meta.split_first() else {
+        return Ok(None);
+    };
+    match auth_section(body)? {
+        (_, 0) => Ok(None),
+        (at, len) => AuthStore::decode(&body[at..at + len])
+            .map(Some)
+            .map_err(|e| format!("snapshot meta: auth store: {e}")),
+    }
+}
+
 /// The membership section of a version 4 meta: (voters, learners) and the
 /// change bytes (empty for none). None before version 4.
 fn membership_meta(meta: &[u8]) -> Result<Option<(ConfMeta, &[u8])>, String> {
-    let Some((&SHARD_META_V4, body)) = meta.split_first() else {
+    let Some((&(SHARD_META_V4 | SHARD_META_V5), body)) = meta.split_first() else {
         return Ok(None);
     };
     let len = meta_section_len(body)?;
@@ -311,7 +366,7 @@ pub fn decode_marker(meta: &[u8]) -> MarkerMeta {
         a
     };
     match meta.split_first() {
-        Some((&SHARD_META_V3 | &SHARD_META_V4, body)) if body.len() >= 24 => (
+        Some((&SHARD_META_V3 | &SHARD_META_V4 | &SHARD_META_V5, body)) if body.len() >= 24 => (
             u64::from_le_bytes(int(body)),
             i64::from_le_bytes(int(&body[8..])),
             i64::from_le_bytes(int(&body[16..])),
@@ -324,6 +379,7 @@ pub fn decode_marker(meta: &[u8]) -> MarkerMeta {
 const SHARD_META_V2: u8 = 2;
 const SHARD_META_V3: u8 = 3;
 const SHARD_META_V4: u8 = 4;
+const SHARD_META_V5: u8 = 5;
 
 /// Reads [`encode_lease_meta`] and [`encode_shard_meta`]; empty meta (a
 /// snapshot without leases) is no leases.
@@ -335,11 +391,15 @@ pub fn decode_lease_meta(meta: &[u8]) -> Result<Vec<(i64, i64)>, String> {
         SHARD_META_V2 if body.len() >= 8 => &body[8..],
         SHARD_META_V3 if body.len() >= 24 => &body[24..],
         SHARD_META_V4 => &body[28 + meta_section_len(body)?..],
+        SHARD_META_V5 => {
+            let (at, len) = auth_section(body)?;
+            &body[at + len..]
+        }
         _ => body,
     };
     let known = matches!(
         version,
-        LEASE_META_V1 | SHARD_META_V2 | SHARD_META_V3 | SHARD_META_V4
+        LEASE_META_V1 | SHARD_META_V2 | SHARD_META_V3 | SHARD_META_V4 | SHARD_META_V5
     );
     if !known || body.len() % 16 != 0 {
         return Err(format!(
@@ -419,7 +479,19 @@ pub struct Shard {
     changes: Arc<MemberChanges>,
     /// A `catch_up` of this shard is running.
     pub(crate) catching_up: Cell<bool>,
+    /// The member's auth state, which shard 0's log builds.
+    pub(crate) auth: Arc<AuthView>,
+    /// One auth proposal at a time: each is checked against the store the
+    /// ones before it left.
+    auth_turn: Semaphore,
+    /// What applying recent auth records gave, by raft index, for their
+    /// proposers (bounded: see [`AUTH_RESULTS_MAX`]).
+    auth_results: RefCell<std::collections::VecDeque<(u64, Result<(), AuthError>)>>,
 }
+
+/// Auth results kept for proposers: one is in flight at a time, so a
+/// few suffice to cover records of earlier leaders committed alongside.
+const AUTH_RESULTS_MAX: usize = 64;
 
 /// The shard as its raft log's state machine.
 pub struct Applier(pub std::rc::Weak<Shard>);
@@ -465,6 +537,7 @@ impl Shard {
         leadership: Arc<Leadership>,
         peers: crate::Peers,
         changes: Arc<MemberChanges>,
+        auth: Arc<AuthView>,
     ) -> Rc<Shard> {
         let committed_rev = store.last_revision();
         Rc::new(Shard {
@@ -493,6 +566,9 @@ impl Shard {
             peers,
             changes,
             catching_up: Cell::new(false),
+            auth,
+            auth_turn: Semaphore::new(1),
+            auth_results: RefCell::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -605,6 +681,14 @@ impl Shard {
                     let me = self.clone();
                     glommio::spawn_local(async move {
                         let r = me.lease_grant(id, ttl).await;
+                        let _ = reply.send(r);
+                    })
+                    .detach();
+                }
+                ShardMsg::Auth(rec, reply) => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let r = me.auth_propose(rec).await;
                         let _ = reply.send(r);
                     })
                     .detach();
@@ -909,6 +993,16 @@ impl Shard {
                 return;
             }
         };
+        if let Record::Auth(a) = &rec {
+            // Applied at commit on every member alike (never ahead of
+            // the log), so a refusal is every member's.
+            let r = self.auth.apply(a);
+            let mut results = self.auth_results.borrow_mut();
+            if results.len() >= AUTH_RESULTS_MAX {
+                results.pop_front();
+            }
+            results.push_back((index, r));
+        }
         let own = self.spec_term.get() == Some(term) && term != 0;
         if let Err(e) = self.apply_record(&rec, own) {
             // As for an undecodable entry: the log, not the store, is wrong.
@@ -976,6 +1070,8 @@ impl Shard {
                     self.remember_revoke(*rev, *id, lease.ttl, true);
                 }
             }
+            // Applied by `apply_committed`.
+            Record::Auth(_) => {}
         }
         Ok(())
     }
@@ -1175,7 +1271,11 @@ impl Shard {
             ));
         }
         let change = decode_change(&meta)?;
+        let auth = decode_auth(&meta)?;
         self.install(store, index, decode_marker(&meta), &leases);
+        if self.id == 0 {
+            self.auth.restore(auth.unwrap_or_default());
+        }
         if let Some(c) = change {
             self.member_change(c);
         }
@@ -1299,6 +1399,43 @@ impl Shard {
         }
     }
 
+    /// Proposes an auth record in this (shard 0's) group and waits until it
+    /// is applied here. A change is checked first against the store every
+    /// earlier proposal left; the apply decides (a record of an earlier
+    /// leader committed meanwhile may have changed the store).
+    async fn auth_propose(&self, rec: AuthRecord) -> Result<u64, Error> {
+        let _turn = self
+            .auth_turn
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::LeaderChanged)?;
+        if let AuthRecord::Change(op) = &rec {
+            self.auth.current().check(op).map_err(Error::Auth)?;
+        }
+        if self.leading_term().is_none() || !self.leadership.serving() {
+            return Err(Error::LeaderChanged);
+        }
+        let index = self
+            .log
+            .submit(Record::Auth(rec).encode())
+            .map_err(log_error)?
+            .await
+            .map_err(log_error)?;
+        let result = self
+            .auth_results
+            .borrow()
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, r)| r.clone());
+        match result {
+            Some(Ok(())) => Ok(self.auth.revision()),
+            Some(Err(e)) => Err(Error::Auth(e)),
+            // Committed but not applied here (a snapshot installed past
+            // it): it took effect, whatever it gave.
+            None => Ok(self.auth.revision()),
+        }
+    }
+
     /// A grant is in the table only once durable, so nothing can attach a
     /// key to a lease a crash could still lose.
     async fn lease_grant(&self, id: i64, ttl: i64) -> Result<(i64, i64), Error> {
@@ -1341,10 +1478,13 @@ impl Shard {
     fn lease_meta(&self) -> Vec<u8> {
         let change = self.changes.of_group(self.id);
         let conf = (self.log.voters(), self.log.learners());
-        encode_shard_meta_v4(
+        // Shard 0's log builds the auth store: its snapshot holds it.
+        let auth = (self.id == 0).then(|| self.auth.current());
+        encode_shard_meta_v5(
             self.last_marker.get(),
             &conf,
             change.as_ref(),
+            auth.as_deref(),
             &self.lease_list(),
         )
     }
@@ -1529,6 +1669,40 @@ mod tests {
             assert!(decode_change(&enc[..cut]).is_err() || decode_lease_meta(&enc[..cut]).is_err());
         }
         assert_eq!(decode_conf(&encode_lease_meta(&leases)), Ok(None));
+    }
+
+    #[test]
+    fn shard_meta_v5_carries_the_auth_store() {
+        use crate::auth::AuthOp;
+        let leases = vec![(7, 60), (9, 5)];
+        let conf = (vec![1, 2, 3], vec![]);
+        let mut auth = AuthStore::default();
+        for op in [
+            AuthOp::RoleAdd { name: "r".into() },
+            AuthOp::UserAdd {
+                name: "u".into(),
+                hash: String::new(),
+                no_password: true,
+            },
+        ] {
+            auth.apply(&op).unwrap();
+        }
+        let enc = encode_shard_meta_v5((5, 6, 7), &conf, None, Some(&auth), &leases);
+        assert_eq!(decode_lease_meta(&enc), Ok(leases.clone()));
+        assert_eq!(decode_marker(&enc), (5, 6, 7));
+        assert_eq!(decode_conf(&enc), Ok(Some(conf.clone())));
+        assert_eq!(decode_auth(&enc), Ok(Some(auth)));
+        // Other shards carry none; older layouts have none.
+        let bare = encode_shard_meta_v5((5, 6, 7), &conf, None, None, &leases);
+        assert_eq!(decode_auth(&bare), Ok(None));
+        assert_eq!(decode_lease_meta(&bare), Ok(leases.clone()));
+        let v4 = encode_shard_meta_v4((5, 6, 7), &conf, None, &leases);
+        assert_eq!(decode_auth(&v4), Ok(None));
+        // Every cut is refused by some decoder, never misread or a panic.
+        for cut in 1..enc.len() {
+            let m = &enc[..cut];
+            assert!(decode_auth(m).is_err() || decode_lease_meta(m) != Ok(leases.clone()));
+        }
     }
 
     #[test]

@@ -888,6 +888,9 @@ where
             ferrokv_shards::membership::MemberChanges::offline(dir, SHARDS as u32)
                 .expect("membership state"),
         ),
+        auth: Arc::new(ferrokv_shards::auth_view::AuthView::new(
+            ferrokv_shards::auth_view::TOKEN_TTL_DEFAULT,
+        )),
     };
     let (d, i, o) = (done.clone(), input.clone(), output.clone());
     let ran = ferrokv_shards::run(cfg, move |engine, core| {

@@ -76,6 +76,31 @@ where
     Req: prost::Message + Send + Sync + 'static,
     Resp: prost::Message + Default + Send + Sync + 'static,
 {
+    try_unary_as(channel, path, req, None, bound).await
+}
+
+/// [`try_unary_within`] carrying an auth token as clientv3 sends it (gRPC
+/// metadata `token`).
+pub async fn try_unary_as<Req, Resp>(
+    channel: &Channel,
+    path: &'static str,
+    req: Req,
+    token: Option<&str>,
+    bound: Duration,
+) -> Option<Result<Resp, tonic::Status>>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut request = tonic::Request::new(req);
+    if let Some(t) = token {
+        match t.parse() {
+            Ok(v) => {
+                request.metadata_mut().insert("token", v);
+            }
+            Err(_) => return Some(Err(tonic::Status::invalid_argument("token is not ASCII"))),
+        }
+    }
     let call = async {
         let mut grpc =
             tonic::client::Grpc::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE);
@@ -83,13 +108,9 @@ where
             .await
             .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-        grpc.unary(
-            tonic::Request::new(req),
-            PathAndQuery::from_static(path),
-            codec,
-        )
-        .await
-        .map(tonic::Response::into_inner)
+        grpc.unary(request, PathAndQuery::from_static(path), codec)
+            .await
+            .map(tonic::Response::into_inner)
     };
     tokio::time::timeout(bound, call).await.ok()
 }

@@ -642,6 +642,11 @@ pub fn candidate_is_etcd() -> bool {
 /// `--shards N` if given) and panics with a step-by-step report if any step
 /// differs.
 pub fn run_compat_file(path: &Path, candidate_shards: Option<u32>) {
+    run_compat_file_with(path, candidate_shards, Vec::new());
+}
+
+/// [`run_compat_file`] with `server_args` given to both servers.
+pub fn run_compat_file_with(path: &Path, candidate_shards: Option<u32>, server_args: Vec<String>) {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let name = path
@@ -656,6 +661,7 @@ pub fn run_compat_file(path: &Path, candidate_shards: Option<u32>) {
         .expect("create tempdir");
     let options = ServerOptions {
         name: Some(COMPAT_MEMBER_NAME.to_string()),
+        extra_args: server_args,
         ..ServerOptions::default()
     };
     // Both servers run for the whole test; both are killed on drop (also

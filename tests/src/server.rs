@@ -298,6 +298,7 @@ impl ServerProcess {
     }
 
     fn wait_ready(&mut self) -> Result<(), StartError> {
+        const AUTH_NO_USER: &str = "etcdserver: user name is empty";
         let deadline = Instant::now() + SERVER_READY_TIMEOUT;
         let endpoint = self.endpoint();
         loop {
@@ -322,7 +323,10 @@ impl ServerProcess {
                 Some(ns) => crate::netns::in_namespace(ns, run),
                 None => run(),
             };
-            if probe.code == 0 {
+            // With auth enabled the probe's unauthenticated read is
+            // refused, by etcd and ferrokv alike only after its ReadIndex:
+            // the member serves.
+            if probe.code == 0 || probe.stderr.contains(AUTH_NO_USER) {
                 return Ok(());
             }
             if Instant::now() >= deadline {

@@ -55,6 +55,47 @@ compat_scripts! {
     watch_live => "watch_live.txt",
     watch_history => "watch_history.txt",
     lease => "lease.txt",
+    auth => "auth.txt",
+}
+
+/// `auth.txt` again with etcd's JWT tokens (`--auth-token jwt,...`) on
+/// both servers, for each kind of key: RSA (RS256, PS256) and EC (ES256).
+#[test]
+fn auth_with_jwt_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    for (kind, method) in [("rsa", "RS256"), ("ec", "ES256")] {
+        let private = dir.path().join(format!("{kind}.pem")).display().to_string();
+        let public = dir.path().join(format!("{kind}.pub")).display().to_string();
+        match kind {
+            "rsa" => openssl(&["genrsa", "-out", &private, "2048"]),
+            _ => openssl(&[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &private,
+            ]),
+        }
+        let tool = if kind == "rsa" { "rsa" } else { "ec" };
+        openssl(&[tool, "-in", &private, "-pubout", "-out", &public]);
+        eprintln!("--- {method}");
+        ferrokv_tests::script::run_compat_file_with(
+            &compat_dir().join("auth.txt"),
+            None,
+            vec![format!(
+                "--auth-token=jwt,pub-key={public},priv-key={private},sign-method={method},ttl=10m"
+            )],
+        );
+    }
 }
 
 /// A script added to testdata/compat but not to the list above would

@@ -798,14 +798,20 @@ fn check_datascale_matches_etcdctl() {
 #[test]
 fn an_expired_token_is_renewed_like_etcdctl() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = EtcdProcess::start_with(
-        dir.path(),
-        ferrokv_tests::ServerOptions {
-            extra_args: vec!["--auth-token-ttl".into(), "1".into()],
-            ..Default::default()
-        },
-    );
-    let ep = etcd.endpoint();
+    let opts = ferrokv_tests::ServerOptions {
+        extra_args: vec!["--auth-token-ttl".into(), "1".into()],
+        ..Default::default()
+    };
+    let etcd = EtcdProcess::start_with(&dir.path().join("etcd"), opts.clone());
+    let ferrokv = ferrokv_tests::FerrokvProcess::start_with(&dir.path().join("ferrokv"), opts);
+    for server in [&*etcd, &*ferrokv] {
+        expired_token_renewed_on(server);
+    }
+}
+
+/// [`an_expired_token_is_renewed_like_etcdctl`] against one server.
+fn expired_token_renewed_on(server: &ferrokv_tests::ServerProcess) {
+    let ep = server.endpoint();
     for step in [
         &["user", "add", "root:pw"][..],
         &["user", "grant-role", "root", "root"][..],
@@ -849,6 +855,10 @@ fn an_expired_token_is_renewed_like_etcdctl() {
         norm.normalize_output(&out)
     };
     let want = run(&etcdctl_bin());
-    assert!(want.stderr.contains("invalid auth token"), "{want:?}");
-    assert_eq!(run(&ferroctl()), want);
+    assert!(
+        want.stderr.contains("invalid auth token"),
+        "{}: {want:?}",
+        server.kind()
+    );
+    assert_eq!(run(&ferroctl()), want, "{}", server.kind());
 }

@@ -143,3 +143,83 @@ fn agree_over_tls(kind: ServerKind) {
     );
     assert_ne!(plain.code, 0, "{plain:?}");
 }
+
+/// `--client-cert-auth` with auth enabled: a client certificate's common
+/// name is the user when no token is sent (etcd's `AuthInfoFromTLS`), and
+/// a `--user` token wins over it; the same etcdctl answers from etcd and
+/// ferrokv step by step.
+#[test]
+fn the_client_certificates_common_name_is_the_user_as_with_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = ferrokv_tests::tls::generate(&dir.path().join("tls"));
+    let opts = ServerOptions {
+        tls: Some(tls.clone()),
+        ..ServerOptions::default()
+    };
+    let etcd = EtcdProcess::start_with(&dir.path().join("etcd"), opts.clone()).into_inner();
+    let ferrokv = FerrokvProcess::start_with(&dir.path().join("ferrokv"), opts).into_inner();
+    // The harness's certificate has CN "ferrokv test": that is the user.
+    let steps: &[&[&str]] = &[
+        &["user", "add", "root", "--new-user-password=rootpw"],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "app"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "/app/",
+            "--prefix",
+        ],
+        &["user", "add", "ferrokv test", "--no-password"],
+        &["user", "grant-role", "ferrokv test", "app"],
+        &["auth", "enable"],
+        &["put", "/app/x", "1"],
+        &["get", "/app/x"],
+        &["put", "/other", "1"],
+        &["user", "list"],
+        &["user", "get", "ferrokv test"],
+        &["--user", "root:rootpw", "put", "/other", "1"],
+        &[
+            "--user",
+            "root:rootpw",
+            "user",
+            "revoke-role",
+            "ferrokv test",
+            "app",
+        ],
+        &["get", "/app/x"],
+        &["--user", "root:rootpw", "auth", "disable"],
+        &["get", "/app/x"],
+    ];
+    let etcdctl = etcdctl_bin();
+    let flags = tls.client_flags();
+    let run = |server: &ferrokv_tests::ServerProcess| -> Vec<String> {
+        let bare = server.client_addr().to_string();
+        let norm = ferrokv_tests::Normalizer::for_server(server);
+        steps
+            .iter()
+            .map(|step| {
+                let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+                args.extend_from_slice(step);
+                let out = norm.normalize_output(&ctl_with_timeout(
+                    &etcdctl,
+                    &bare,
+                    &args,
+                    None,
+                    RUN_TIMEOUT,
+                ));
+                format!("{step:?}: exit {}\n{}{}", out.code, out.stdout, out.stderr)
+            })
+            .collect()
+    };
+    let want = run(&etcd);
+    assert!(
+        want[7].contains("OK"),
+        "etcd: the CN user may write: {want:#?}"
+    );
+    let got = run(&ferrokv);
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!(g, w);
+    }
+}

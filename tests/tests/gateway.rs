@@ -305,6 +305,131 @@ fn unary_calls_and_their_errors_answer_as_etcd() {
     }
 }
 
+/// Auth through the gateway: management calls, `authenticate` handing out
+/// a token, and that token in the `Authorization` header (as etcd3gw and
+/// curl users send it) deciding every later call; no header, a bad token,
+/// a denied key and a root-only call answer as etcd does.
+#[test]
+fn auth_with_tokens_answers_as_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (etcd, ferrokv) = start_both(dir.path());
+    let setup: &[(&str, String)] = &[
+        (
+            "/v3/auth/user/add",
+            r#"{"name":"root","password":"rootpw"}"#.into(),
+        ),
+        ("/v3/auth/role/add", r#"{"name":"root"}"#.into()),
+        (
+            "/v3/auth/user/grant",
+            r#"{"user":"root","role":"root"}"#.into(),
+        ),
+        ("/v3/auth/role/add", r#"{"name":"app"}"#.into()),
+        (
+            "/v3/auth/role/grant",
+            format!(
+                r#"{{"name":"app","perm":{{"permType":"READWRITE","key":"{}","range_end":"{}"}}}}"#,
+                b64("/app/"),
+                b64("/app0")
+            ),
+        ),
+        (
+            "/v3/auth/user/add",
+            r#"{"name":"alice","password":"alicepw"}"#.into(),
+        ),
+        (
+            "/v3/auth/user/grant",
+            r#"{"user":"alice","role":"app"}"#.into(),
+        ),
+        ("/v3/auth/role/get", r#"{"role":"app"}"#.into()),
+        ("/v3/auth/user/list", "{}".into()),
+        ("/v3/auth/enable", "{}".into()),
+        (
+            "/v3/auth/authenticate",
+            r#"{"name":"alice","password":"nope"}"#.into(),
+        ),
+        ("/v3/kv/range", format!(r#"{{"key":"{}"}}"#, b64("/app/x"))),
+    ];
+    for (path, body) in setup {
+        assert_same(&etcd, &ferrokv, path, body);
+    }
+    let token = |s: &ServerProcess, name: &str, password: &str| {
+        let body = format!(r#"{{"name":"{name}","password":"{password}"}}"#);
+        let (code, _, text) = curl(&url(s, "/v3/auth/authenticate"), body.as_bytes(), &[]);
+        assert_eq!(code, 200, "{} authenticate {name}: {text}", s.kind());
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        v["token"].as_str().expect("a token").to_string()
+    };
+    let with_tokens: &[(&str, &str, String)] = &[
+        (
+            "alice",
+            "/v3/kv/put",
+            format!(r#"{{"key":"{}","value":"MQ=="}}"#, b64("/app/x")),
+        ),
+        (
+            "alice",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{}"}}"#, b64("/app/x")),
+        ),
+        (
+            "alice",
+            "/v3/kv/put",
+            format!(r#"{{"key":"{}","value":"MQ=="}}"#, b64("/other")),
+        ),
+        ("alice", "/v3/auth/user/list", "{}".into()),
+        ("alice", "/v3/auth/user/get", r#"{"name":"alice"}"#.into()),
+        (
+            "bad",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{}"}}"#, b64("/app/x")),
+        ),
+        ("root", "/v3/auth/user/list", "{}".into()),
+        (
+            "root",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{}"}}"#, b64("/app/x")),
+        ),
+        ("root", "/v3/auth/disable", "{}".into()),
+        (
+            "none",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{}"}}"#, b64("/app/x")),
+        ),
+        // etcd looks a token up even with auth disabled.
+        (
+            "bad",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{}"}}"#, b64("/app/x")),
+        ),
+        (
+            "alice",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{}"}}"#, b64("/app/x")),
+        ),
+    ];
+    let answers = [&*etcd, &*ferrokv].map(|s| {
+        let alice = token(s, "alice", "alicepw");
+        let root = token(s, "root", "rootpw");
+        let mut n = Normalizer::for_server(s);
+        n.add_keys(&["raftTerm"]);
+        with_tokens
+            .iter()
+            .map(|(who, path, body)| {
+                let header = match *who {
+                    "alice" => format!("Authorization: {alice}"),
+                    "root" => format!("Authorization: {root}"),
+                    "bad" => "Authorization: notatoken.1".to_string(),
+                    _ => "X-Nothing: 1".to_string(),
+                };
+                let (code, ct, text) = curl(&url(s, path), body.as_bytes(), &["-H", &header]);
+                format!("{who} {path}: {code} {ct}\n{}", n.normalize(&text))
+            })
+            .collect::<Vec<_>>()
+    });
+    for (want, got) in answers[0].iter().zip(&answers[1]) {
+        assert_eq!(got, want);
+    }
+}
+
 #[test]
 fn oversized_requests_answer_as_etcd() {
     let dir = tempfile::tempdir().unwrap();

@@ -65,11 +65,42 @@ pub enum StreamItem {
     End(Status),
 }
 
+/// Who makes a call, as its request says: the auth token clients send as
+/// gRPC metadata `token` (clientv3) or, through the JSON gateway, as the
+/// `Authorization` header (etcd reads both keys); and, on a TLS connection
+/// with `--client-cert-auth`, its verified certificate's common name (the
+/// user when no token is sent, as etcd's `AuthInfoFromTLS`; gRPC calls
+/// only: etcd ignores it for its gateway).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub token: Option<String>,
+    pub common_name: Option<String>,
+}
+
+impl Caller {
+    pub fn from_headers(headers: &HeaderMap) -> Caller {
+        let token = ["token", "authorization"]
+            .iter()
+            .find_map(|k| headers.get(*k))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Caller {
+            token,
+            common_name: None,
+        }
+    }
+}
+
 /// The server side of the protocol: what to do with each request.
 pub trait Handler: 'static {
     /// A unary gRPC call; `method` is the path, `/etcdserverpb.KV/Range`.
     /// Returns the encoded response message.
-    fn unary(self: Rc<Self>, method: String, msg: Bytes) -> LocalBoxFuture<Result<Bytes, Status>>;
+    fn unary(
+        self: Rc<Self>,
+        method: String,
+        caller: Caller,
+        msg: Bytes,
+    ) -> LocalBoxFuture<Result<Bytes, Status>>;
 
     /// Whether `method` is a bidirectional streaming call.
     fn is_streaming(&self, method: &str) -> bool;
@@ -80,6 +111,7 @@ pub trait Handler: 'static {
     fn streaming(
         self: Rc<Self>,
         method: String,
+        caller: Caller,
         requests: async_channel::Receiver<Bytes>,
         sink: ResponseSink,
     ) -> LocalBoxFuture<Status>;
@@ -138,7 +170,7 @@ pub async fn serve<H: Handler>(stream: glommio::net::TcpStream, handler: Rc<H>) 
         Some(v) => v,
         None => return,
     };
-    serve_http(stream, is_h2, handler).await;
+    serve_http(stream, is_h2, handler, None).await;
 }
 
 /// [`serve`] behind a TLS handshake; HTTP/2 when the client chose `h2`
@@ -164,18 +196,30 @@ pub async fn serve_tls<H: Handler>(
         None => return,
     };
     let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve_http(tls, is_h2, handler).await;
+    // rustls asks for (and verifies) client certificates only with
+    // `--client-cert-auth`: a name here is a verified client's.
+    let common_name = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| crate::der::common_name(leaf.as_ref()));
+    serve_http(tls, is_h2, handler, common_name).await;
 }
 
-pub(crate) async fn serve_http<H, T>(io: T, is_h2: bool, handler: Rc<H>)
-where
+pub(crate) async fn serve_http<H, T>(
+    io: T,
+    is_h2: bool,
+    handler: Rc<H>,
+    common_name: Option<String>,
+) where
     H: Handler,
     T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
     let io = HyperIo::new(io);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let handler = handler.clone();
-        async move { Ok::<_, Infallible>(route(handler, req).await) }
+        let (handler, common_name) = (handler.clone(), common_name.clone());
+        async move { Ok::<_, Infallible>(route(handler, req, common_name).await) }
     });
     let result = if is_h2 {
         hyper::server::conn::http2::Builder::new(LocalExec)
@@ -217,7 +261,11 @@ async fn sniff_h2(stream: &glommio::net::TcpStream) -> Option<bool> {
     None
 }
 
-async fn route<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<Body> {
+async fn route<H: Handler>(
+    handler: Rc<H>,
+    req: Request<Incoming>,
+    common_name: Option<String>,
+) -> Response<Body> {
     let is_grpc = req.method() == Method::POST
         && req
             .headers()
@@ -225,7 +273,7 @@ async fn route<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<B
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/grpc"));
     if is_grpc {
-        return grpc_call(handler, req).await;
+        return grpc_call(handler, req, common_name).await;
     }
     // etcd's access controller: CORS on every HTTP answer, and OPTIONS
     // (a browser's preflight) answered before any path is looked at.
@@ -285,8 +333,16 @@ fn plain(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>)
     resp
 }
 
-async fn grpc_call<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<Body> {
+async fn grpc_call<H: Handler>(
+    handler: Rc<H>,
+    req: Request<Incoming>,
+    common_name: Option<String>,
+) -> Response<Body> {
     let method = req.uri().path().to_string();
+    let caller = Caller {
+        common_name,
+        ..Caller::from_headers(req.headers())
+    };
     let mut decoder = FrameDecoder::new(handler.max_request_bytes() + GRPC_OVERHEAD_BYTES);
     let mut body = req.into_body();
     if handler.is_streaming(&method) {
@@ -295,7 +351,7 @@ async fn grpc_call<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Respon
         let sink = ResponseSink {
             tx: resp_tx.clone(),
         };
-        let call = handler.streaming(method, req_rx, sink);
+        let call = handler.streaming(method, caller, req_rx, sink);
         glommio::spawn_local(async move {
             let status = call.await;
             let _ = resp_tx.send(StreamItem::End(status)).await;
@@ -352,7 +408,7 @@ async fn grpc_call<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Respon
             }
         }
     };
-    match handler.unary(method, msg).await {
+    match handler.unary(method, caller, msg).await {
         Ok(encoded) => {
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", HeaderValue::from_static("0"));

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::Method;
 
-use crate::conn::{Handler, HttpReply, LocalBoxFuture, ResponseSink, GRPC_OVERHEAD_BYTES};
+use crate::conn::{Caller, Handler, HttpReply, LocalBoxFuture, ResponseSink, GRPC_OVERHEAD_BYTES};
 use crate::grpc::{decode, Code, FrameDecoder, Status};
 use crate::pb::etcdserverpb as pb;
 
@@ -157,7 +157,7 @@ pub fn connection(data: &[u8]) {
     };
     EXECUTOR.with(|ex| {
         ex.run(async move {
-            crate::conn::serve_http(io, is_h2, Rc::new(Decoding)).await;
+            crate::conn::serve_http(io, is_h2, Rc::new(Decoding), None).await;
             // Let the request tasks hyper spawned see the connection end.
             for _ in 0..TASK_DRAIN_YIELDS {
                 futures_lite::future::yield_now().await;
@@ -223,7 +223,12 @@ impl futures_lite::AsyncWrite for ClientBytes {
 struct Decoding;
 
 impl Handler for Decoding {
-    fn unary(self: Rc<Self>, method: String, msg: Bytes) -> LocalBoxFuture<Result<Bytes, Status>> {
+    fn unary(
+        self: Rc<Self>,
+        method: String,
+        _caller: Caller,
+        msg: Bytes,
+    ) -> LocalBoxFuture<Result<Bytes, Status>> {
         Box::pin(async move { request(&method, msg).map(|()| Bytes::new()) })
     }
 
@@ -239,6 +244,7 @@ impl Handler for Decoding {
     fn streaming(
         self: Rc<Self>,
         method: String,
+        _caller: Caller,
         requests: async_channel::Receiver<Bytes>,
         sink: ResponseSink,
     ) -> LocalBoxFuture<Status> {

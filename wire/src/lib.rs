@@ -5,6 +5,7 @@
 //! [`conn::serve`] and every request is handed to a [`conn::Handler`].
 
 pub mod conn;
+pub mod der;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gateway;

@@ -22,6 +22,7 @@ use crate::leader::Leadership;
 use crate::sequencer::Sequencer;
 use crate::shard::{Shard, ShardMsg, ShardStatus};
 
+mod auth;
 mod cluster;
 mod eval;
 mod lease;
@@ -37,6 +38,9 @@ pub use lease::LeaseLife;
 #[derive(Clone)]
 pub struct Engine {
     inner: Rc<Inner>,
+    /// The auth revision this handle's writes were checked at, if they
+    /// were ([`Engine::checked_at`]).
+    auth_rev: Option<u64>,
 }
 
 struct Inner {
@@ -109,6 +113,7 @@ impl Engine {
                 local,
                 changes,
             }),
+            auth_rev: None,
         }
     }
 

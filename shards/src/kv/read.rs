@@ -39,6 +39,14 @@ impl Engine {
                     // arrives.
                     self.inner.seq.compacted(c[1]);
                 }
+                if let Ok(a) = forward::read_ints(&b, 3) {
+                    // Auth changes acknowledged before this read hold for
+                    // it here too: the permission check that follows the
+                    // read sees them.
+                    if !self.auth().wait_revision(a[2] as u64, LEADER_WAIT).await {
+                        return Err(Error::Timeout);
+                    }
+                }
                 v[0]
             }
         };
@@ -54,6 +62,13 @@ impl Engine {
             },
         )
         .await
+    }
+
+    /// Waits until this member's state is at least as new as every write
+    /// acknowledged before the call, anywhere (a linearizable read's
+    /// ReadIndex, auth revision included).
+    pub async fn read_barrier(&self) -> Result<(), Error> {
+        self.linearizable().await
     }
 
     /// ReadIndex on the leader: the visible revision once group 0's quorum

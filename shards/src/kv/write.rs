@@ -100,7 +100,14 @@ impl Engine {
             Route::Here => self.txn_here(t).await,
             Route::To(l) => {
                 use prost::Message as _;
-                let b = self.forward(l, forward::TXN, t.encode_to_vec()).await?;
+                let b = match self.auth_rev {
+                    Some(rev) => {
+                        let mut body = forward::ints(&[rev as i64]);
+                        body.extend_from_slice(&t.encode_to_vec());
+                        self.forward(l, forward::TXN_CHECKED, body).await?
+                    }
+                    None => self.forward(l, forward::TXN, t.encode_to_vec()).await?,
+                };
                 let resp = pb::TxnResponse::decode(b.as_slice())
                     .map_err(|e| Error::Internal(format!("forwarded txn reply: {e}")))?;
                 // A client reading here next at the header's revision must

@@ -20,7 +20,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::conn::{
-    Body, Handler, ResponseSink, StreamItem, GRPC_OVERHEAD_BYTES, STREAM_RESPONSES_PENDING_MAX,
+    Body, Caller, Handler, ResponseSink, StreamItem, GRPC_OVERHEAD_BYTES,
+    STREAM_RESPONSES_PENDING_MAX,
 };
 use crate::grpc::{message_too_large, Code, Status};
 use scan::{Op, Scanner};
@@ -394,6 +395,7 @@ impl JsonBody {
 
 /// Serve one gateway request (its path passed [`serves`]).
 pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<Body> {
+    let caller = Caller::from_headers(req.headers());
     let path = req.uri().path();
     let path = match path.strip_prefix("/v3beta/") {
         Some(rest) => format!("/v3/{rest}"),
@@ -454,7 +456,7 @@ pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) ->
         let Some(msg) = first else {
             return error_reply(&Status::new(Code::Internal, "no request"));
         };
-        return match handler.unary(grpc.to_string(), msg).await {
+        return match handler.unary(grpc.to_string(), caller, msg).await {
             Ok(resp) => match to_json(schema, &method.output, &resp) {
                 Ok(json) => ok(reply(StatusCode::OK, "application/json", Bytes::from(json))),
                 Err(e) => error_reply(&Status::new(Code::Internal, e.0)),
@@ -465,7 +467,7 @@ pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) ->
     let Some(msg) = first else {
         // No request at all: the call sees its requests end at once.
         drop(req_tx);
-        return stream(handler, schema, grpc, &method.output, req_rx).await;
+        return stream(handler, caller, schema, grpc, &method.output, req_rx).await;
     };
     let _ = req_tx.try_send(msg);
     if method.client_streaming {
@@ -486,7 +488,7 @@ pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) ->
     } else {
         drop(req_tx);
     }
-    stream(handler, schema, grpc, &method.output, req_rx).await
+    stream(handler, caller, schema, grpc, &method.output, req_rx).await
 }
 
 /// A streaming call's answer: nothing is sent until its first response
@@ -495,6 +497,7 @@ pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) ->
 /// unary call.
 async fn stream<H: Handler>(
     handler: Rc<H>,
+    caller: Caller,
     schema: &'static Schema,
     grpc: &'static str,
     output: &str,
@@ -503,6 +506,7 @@ async fn stream<H: Handler>(
     let (resp_tx, resp_rx) = async_channel::bounded(STREAM_RESPONSES_PENDING_MAX);
     let call = handler.streaming(
         grpc.to_string(),
+        caller,
         requests,
         ResponseSink {
             tx: resp_tx.clone(),
