@@ -60,7 +60,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
 use super::history::{Answer, CmpOp, Compare, History, Kv, Op, Outcome, Request, Target};
-use super::linearize::{self, CommittedPuts, Options, Verdict};
+use super::linearize::{self, Options, Verdict};
 use super::model::{self, ModelError};
 use super::watch::{self, CommittedEvents, EventKind, Violation, WatchSession};
 use super::workload::{
@@ -1582,24 +1582,6 @@ pub fn never_expired(h: &History, committed: &CommittedEvents) -> HashSet<i64> {
     out
 }
 
-/// The revisions in (from, to] that no session covered.
-fn uncovered(sessions: &[WatchSession], from: i64, to: i64) -> Vec<(i64, i64)> {
-    let mut spans: Vec<(i64, i64)> = sessions.iter().filter_map(|s| s.coverage()).collect();
-    spans.sort_unstable();
-    let mut gaps = Vec::new();
-    let mut next = from + 1;
-    for (a, b) in spans {
-        if a > next && next <= to {
-            gaps.push((next, (a - 1).min(to)));
-        }
-        next = next.max(b + 1);
-    }
-    if next <= to {
-        gaps.push((next, to));
-    }
-    gaps
-}
-
 /// Runs every check with [`CHECK_TIMEOUT`].
 pub fn check(rec: &KubeRecording) -> KubeVerdicts {
     check_with(rec, CHECK_TIMEOUT)
@@ -1624,19 +1606,13 @@ pub fn check_with(rec: &KubeRecording, timeout: Duration) -> KubeVerdicts {
         .max()
         .unwrap_or(0);
     let end = rec.drain_revision.unwrap_or(watched_to);
-    let gaps = uncovered(&rec.sessions, rec.initial_revision, end);
+    let gaps = watch::uncovered(&rec.sessions, rec.initial_revision, end);
     let (crosscheck, crosschecked) = if gaps.is_empty() {
         workload::watch_vs_history(&rec.history, &committed, watched_to)
     } else {
         (Vec::new(), 0)
     };
-    let committed_puts: Option<CommittedPuts> = gaps.is_empty().then(|| {
-        committed
-            .iter()
-            .filter(|(_, e)| e.kind == EventKind::Put)
-            .map(|(r, e)| ((e.kv.key.clone(), e.kv.value.clone()), r))
-            .collect()
-    });
+    let committed_puts = gaps.is_empty().then(|| committed.puts());
     let (never, pinned) = if gaps.is_empty() {
         (
             never_expired(&rec.history, &committed),
@@ -2361,9 +2337,9 @@ mod tests {
     #[test]
     fn uncovered_revisions() {
         let s = |from, to| session(from, vec![put_ev(kv("/r/a", "1", from, to, 1), None)]);
-        assert_eq!(uncovered(&[s(2, 5), s(6, 9)], 1, 9), vec![]);
+        assert_eq!(watch::uncovered(&[s(2, 5), s(6, 9)], 1, 9), vec![]);
         assert_eq!(
-            uncovered(&[s(2, 5), s(8, 9)], 1, 10),
+            watch::uncovered(&[s(2, 5), s(8, 9)], 1, 10),
             vec![(6, 7), (10, 10)]
         );
     }

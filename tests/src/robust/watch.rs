@@ -614,6 +614,15 @@ impl CommittedEvents {
             .flat_map(|(r, es)| es.iter().map(move |e| (*r, e)))
     }
 
+    /// Every put, (key, value) → its revision, for the linearizability
+    /// checker ([`super::linearize::Options::committed_puts`]).
+    pub fn puts(&self) -> super::linearize::CommittedPuts {
+        self.iter()
+            .filter(|(_, e)| e.kind == EventKind::Put)
+            .map(|(r, e)| ((e.kv.key.clone(), e.kv.value.clone()), r))
+            .collect()
+    }
+
     /// The events of revisions [first, last] that `session` watches.
     pub fn expected<'a>(
         &'a self,
@@ -1593,6 +1602,24 @@ fn prev_str(p: &Prev) -> String {
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
+
+/// The revisions in (from, to] that no session covered.
+pub fn uncovered(sessions: &[WatchSession], from: i64, to: i64) -> Vec<(i64, i64)> {
+    let mut spans: Vec<(i64, i64)> = sessions.iter().filter_map(|s| s.coverage()).collect();
+    spans.sort_unstable();
+    let mut gaps = Vec::new();
+    let mut next = from + 1;
+    for (a, b) in spans {
+        if a > next && next <= to {
+            gaps.push((next, (a - 1).min(to)));
+        }
+        next = next.max(b + 1);
+    }
+    if next <= to {
+        gaps.push((next, to));
+    }
+    gaps
+}
 
 #[cfg(test)]
 mod tests {

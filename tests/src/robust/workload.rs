@@ -1665,11 +1665,23 @@ pub fn with_voids(h: &History, windows: &[(u64, u64)], per_window: usize) -> His
 /// Runs every check on `rec`; the linearizability search is bounded by
 /// `timeout`.
 pub fn check(rec: &Recording, timeout: Duration) -> Checked {
+    let (committed, mut watch) = CommittedEvents::from_sessions(&rec.sessions);
+    // Where the watchers saw every revision of the run, the committed
+    // history decides what the history leaves open: unknown-outcome puts
+    // and the revisions a leader start voided.
+    let complete = rec
+        .final_revision
+        .filter(|&end| watch::uncovered(&rec.sessions, rec.initial_revision, end).is_empty());
     let started = Instant::now();
-    let history = if rec.voids_at_faults {
-        with_voids_at(&rec.history, &rec.faults)
-    } else {
-        rec.history.clone()
+    let history = match (rec.voids_at_faults, complete) {
+        (true, Some(end)) => with_voids_pinned(
+            &rec.history,
+            &committed,
+            (rec.initial_revision, end),
+            &rec.faults,
+        ),
+        (true, None) => with_voids_at(&rec.history, &rec.faults),
+        (false, _) => rec.history.clone(),
     };
     let verdict = linearize::check_with(
         &history,
@@ -1680,11 +1692,11 @@ pub fn check(rec: &Recording, timeout: Duration) -> Checked {
                 Vec::new(),
                 Vec::new(),
             ),
+            committed_puts: complete.map(|_| committed.puts()),
             ..Options::default()
         },
     );
     let check_time = started.elapsed();
-    let (committed, mut watch) = CommittedEvents::from_sessions(&rec.sessions);
     watch.extend(watch::validate(&rec.sessions, &committed));
     let watched_to = rec
         .sessions
