@@ -388,6 +388,12 @@ fn auth_with_tokens_answers_as_etcd() {
             "/v3/kv/range",
             format!(r#"{{"key":"{}"}}"#, b64("/app/x")),
         ),
+        // grpc-gateway's metadata header carries a token too.
+        (
+            "alice-md",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{}"}}"#, b64("/app/x")),
+        ),
         ("root", "/v3/auth/disable", "{}".into()),
         (
             "none",
@@ -418,6 +424,7 @@ fn auth_with_tokens_answers_as_etcd() {
                     "alice" => format!("Authorization: {alice}"),
                     "root" => format!("Authorization: {root}"),
                     "bad" => "Authorization: notatoken.1".to_string(),
+                    "alice-md" => format!("Grpc-Metadata-Token: {alice}"),
                     _ => "X-Nothing: 1".to_string(),
                 };
                 let (code, ct, text) = curl(&url(s, path), body.as_bytes(), &["-H", &header]);

@@ -79,7 +79,9 @@ pub struct Caller {
 
 impl Caller {
     pub fn from_headers(headers: &HeaderMap) -> Caller {
-        let token = ["token", "authorization"]
+        // `grpc-metadata-token`: grpc-gateway hands `Grpc-Metadata-*`
+        // headers on as metadata without the prefix.
+        let token = ["token", "grpc-metadata-token", "authorization"]
             .iter()
             .find_map(|k| headers.get(*k))
             .and_then(|v| v.to_str().ok())
