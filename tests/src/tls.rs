@@ -111,3 +111,55 @@ pub fn generate(dir: &Path) -> TlsFiles {
         key: dir.join("server.key"),
     }
 }
+
+/// A client certificate with common name `cn`, signed by `files`' CA (its
+/// key is beside `ca.pem`), with `files`' CA: an identity for
+/// `--client-cert-auth` (the common name is the auth user).
+pub fn client_cert(files: &TlsFiles, cn: &str) -> TlsFiles {
+    let dir = files
+        .ca
+        .parent()
+        .unwrap_or_else(|| panic!("{} has no directory", files.ca.display()));
+    let stem: String = cn
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let (key, csr, cert) = (
+        format!("client-{stem}.key"),
+        format!("client-{stem}.csr"),
+        format!("client-{stem}.pem"),
+    );
+    let subject = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &key, "-out",
+            &csr,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            &cert,
+        ],
+    );
+    TlsFiles {
+        ca: files.ca.clone(),
+        cert: dir.join(cert),
+        key: dir.join(key),
+    }
+}

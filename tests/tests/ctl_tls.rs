@@ -223,3 +223,86 @@ fn the_client_certificates_common_name_is_the_user_as_with_etcd() {
         assert_eq!(g, w);
     }
 }
+
+/// Lockout recovery (`docs/auth.md`): root's password is lost while auth is
+/// enabled; a client certificate with common name `root`, issued by the
+/// cluster's CA, is root without a password (`--client-cert-auth`), and
+/// sets a new password or disables auth. etcd and ferrokv answer alike.
+#[test]
+fn a_lost_root_password_is_recovered_with_a_root_certificate_as_with_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = ferrokv_tests::tls::generate(&dir.path().join("tls"));
+    let root_cert = ferrokv_tests::tls::client_cert(&tls, "root");
+    let opts = ServerOptions {
+        tls: Some(tls.clone()),
+        ..ServerOptions::default()
+    };
+    let etcd = EtcdProcess::start_with(&dir.path().join("etcd"), opts.clone()).into_inner();
+    let ferrokv = FerrokvProcess::start_with(&dir.path().join("ferrokv"), opts).into_inner();
+    // (certificate, etcdctl arguments, stdin)
+    type Step<'a> = (
+        &'a ferrokv_tests::tls::TlsFiles,
+        &'a [&'a str],
+        Option<&'a str>,
+    );
+    let steps: &[Step] = &[
+        (
+            &tls,
+            &["user", "add", "root", "--new-user-password=forgotten"],
+            None,
+        ),
+        (&tls, &["user", "grant-role", "root", "root"], None),
+        (&tls, &["put", "k", "v"], None),
+        (&tls, &["auth", "enable"], None),
+        // Locked out: the password is lost, the usual certificate's user
+        // does not exist.
+        (&tls, &["--user", "root:guess", "get", "k"], None),
+        (&tls, &["get", "k"], None),
+        (
+            &tls,
+            &["user", "passwd", "root", "--interactive=false"],
+            Some("x\n"),
+        ),
+        // The root certificate is root.
+        (&root_cert, &["get", "k"], None),
+        (
+            &root_cert,
+            &["user", "passwd", "root", "--interactive=false"],
+            Some("newpw\n"),
+        ),
+        (&root_cert, &["--user", "root:newpw", "get", "k"], None),
+        (&root_cert, &["--user", "root:forgotten", "get", "k"], None),
+        (&root_cert, &["auth", "disable"], None),
+        (&tls, &["get", "k"], None),
+    ];
+    let etcdctl = etcdctl_bin();
+    let run = |server: &ferrokv_tests::ServerProcess| -> Vec<String> {
+        let bare = server.client_addr().to_string();
+        let norm = ferrokv_tests::Normalizer::for_server(server);
+        steps
+            .iter()
+            .map(|(cert, step, stdin)| {
+                let flags = cert.client_flags();
+                let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+                args.extend_from_slice(step);
+                let out = norm.normalize_output(&ctl_with_timeout(
+                    &etcdctl,
+                    &bare,
+                    &args,
+                    stdin.map(str::as_bytes),
+                    RUN_TIMEOUT,
+                ));
+                format!("{step:?}: exit {}\n{}{}", out.code, out.stdout, out.stderr)
+            })
+            .collect()
+    };
+    let want = run(&etcd);
+    assert!(
+        want[8].contains("Password updated"),
+        "etcd: the root certificate resets the password: {want:#?}"
+    );
+    let got = run(&ferrokv);
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!(g, w);
+    }
+}
