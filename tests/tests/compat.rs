@@ -46,6 +46,7 @@ compat_scripts! {
     kv_put => "kv_put.txt",
     kv_get => "kv_get.txt",
     kv_get_sort => "kv_get_sort.txt",
+    kv_get_sort_ties => "kv_get_sort_ties.txt",
     kv_get_formats => "kv_get_formats.txt",
     kv_del => "kv_del.txt",
     kv_txn => "kv_txn.txt",

@@ -189,17 +189,22 @@ impl Engine {
             order = SortOrder::Ascend;
         }
         if order != SortOrder::None {
-            // Stable sort on top of key order, as Go's sort.Sort gives for
-            // these inputs in practice for distinct keys.
-            match target {
-                SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
-                SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
-                SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
-                SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
-                SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-            }
+            // A stable sort on top of key order, with the comparator
+            // reversed for DESCEND (etcd's `sort.Reverse`): keys that tie
+            // on the target stay in ascending key order either way, as
+            // etcd answers them (reversing the ascending result would
+            // reverse the ties too).
+            let by = |a: &ferrokv_mvcc::KeyValue, b: &ferrokv_mvcc::KeyValue| match target {
+                SortTarget::Key => a.key.cmp(&b.key),
+                SortTarget::Version => a.version.cmp(&b.version),
+                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                SortTarget::Value => a.value.cmp(&b.value),
+            };
             if order == SortOrder::Descend {
-                kvs.reverse();
+                kvs.sort_by(|a, b| by(b, a));
+            } else {
+                kvs.sort_by(by);
             }
         }
         let mut more = false;
