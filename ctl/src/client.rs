@@ -479,7 +479,9 @@ impl Client {
         Ok(true)
     }
 
-    fn with_token<T>(&self, mut request: tonic::Request<T>) -> tonic::Request<T> {
+    /// `request` carrying this client's token (with `--user`), as clientv3
+    /// sends it on every call, streams included.
+    pub fn with_token<T>(&self, mut request: tonic::Request<T>) -> tonic::Request<T> {
         let token = self
             .auth
             .as_ref()

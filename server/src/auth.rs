@@ -74,6 +74,33 @@ fn permitted_by(
     })
 }
 
+/// The maintenance calls etcd 3.4 keeps for root (Defragment, Hash,
+/// HashKV, Snapshot): its `authMaintenanceServer` returns the auth
+/// package's own error, unmapped, so clients see code Unknown and the
+/// `auth:` text.
+pub fn maintenance_admin(svc: &Service, caller: &Caller) -> Result<(), Status> {
+    let raw = |e: AuthError| {
+        let text = match e {
+            AuthError::UserNotFound => "auth: user not found".to_string(),
+            AuthError::AuthOldRevision => "auth: revision in header is old".to_string(),
+            other => other.to_string().replacen("etcdserver: ", "auth: ", 1),
+        };
+        Status::new(ferrokv_wire::grpc::Code::Unknown, text)
+    };
+    let info = match (&svc.jwt, caller.token.as_deref()) {
+        (Some(jwt), Some(token)) => match jwt.verify(token) {
+            Some((user, revision)) => Some(AuthInfo { user, revision }),
+            None => return Err(raw(AuthError::InvalidAuthToken)),
+        },
+        _ => info(svc, caller).map_err(|s| AuthError::from_message(&s.message).map_or(s, raw))?,
+    };
+    let store = svc.engine.auth().current();
+    match info {
+        Some(i) if store.enabled() => store.admin(&i.user).map_err(raw),
+        _ => Ok(()),
+    }
+}
+
 /// etcd's `IsAdminPermitted`: the caller holds the root role.
 pub fn admin(svc: &Service, info: &Option<AuthInfo>) -> Result<(), Status> {
     with_store(svc, info, |s, u| s.admin(u))
@@ -137,7 +164,7 @@ pub async fn check_put(
 ) -> Result<(), Status> {
     permitted_by(svc, info, |s, u| put(s, u, p))?;
     if p.lease != 0 {
-        check_lease_keys(svc, info, p.lease, true).await?;
+        check_lease_keys(svc, info, p.lease).await?;
     }
     Ok(())
 }
@@ -156,13 +183,12 @@ pub fn check_txn(svc: &Service, info: &Option<AuthInfo>, t: &pb::TxnRequest) -> 
     permitted_by(svc, info, |s, u| txn(s, u, t))
 }
 
-/// Write (`write`) or read permission on every key attached to lease `id`
-/// (LeaseRevoke as etcd 3.4 checks it; LeaseTimeToLive as 3.5 does).
+/// Write permission on every key attached to lease `id` (etcd's
+/// `checkLeasePuts`: LeaseRevoke, and a Put attaching a key to the lease).
 pub async fn check_lease_keys(
     svc: &Service,
     info: &Option<AuthInfo>,
     id: i64,
-    write: bool,
 ) -> Result<(), Status> {
     if info.is_none() {
         return Ok(());
@@ -173,7 +199,7 @@ pub async fn check_lease_keys(
         Ok(None) | Err(_) => return Ok(()),
     };
     permitted_by(svc, info, |s, u| {
-        keys.iter().try_for_each(|k| s.permitted(u, k, &[], write))
+        keys.iter().try_for_each(|k| s.permitted(u, k, &[], true))
     })
 }
 
@@ -518,11 +544,17 @@ pub fn watch_refusal(svc: &Service, caller: &Caller, c: &pb::WatchCreateRequest)
         AuthError::AuthOldRevision,
         AuthError::UserEmpty,
     ];
-    if kept.iter().any(|e| e.to_string() == denied.message) {
-        Some(denied.message)
+    let denied = if kept.iter().any(|e| e.to_string() == denied.message) {
+        denied
     } else {
-        Some(AuthError::PermissionDenied.to_string())
-    }
+        refused(AuthError::PermissionDenied)
+    };
+    // etcd's reason is its gRPC error's text (`rpctypes.ErrGRPC*.Error()`).
+    Some(format!(
+        "rpc error: code = {} desc = {}",
+        denied.code.name(),
+        denied.message
+    ))
 }
 
 /// v3lock and v3election run as the caller (etcd's services call the

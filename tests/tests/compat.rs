@@ -57,6 +57,7 @@ compat_scripts! {
     watch_history => "watch_history.txt",
     lease => "lease.txt",
     auth => "auth.txt",
+    auth_denials => "auth_denials.txt",
 }
 
 /// `auth.txt` again with etcd's JWT tokens (`--auth-token jwt,...`) on

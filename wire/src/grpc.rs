@@ -26,6 +26,17 @@ pub enum Code {
     Unauthenticated = 16,
 }
 
+impl Code {
+    /// The name Go's `codes.Code.String()` gives, as `rpc error: code =
+    /// ... desc = ...` texts show it (the variants are named as Go's).
+    pub fn name(self) -> String {
+        match self {
+            Code::Ok => "OK".to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
 /// A gRPC error status as the client sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {

@@ -43,7 +43,12 @@ pub async fn lock(ctx: Ctx) -> Result<(), CmdError> {
         .await
         .map_err(|e| CmdError::error(e.message()))?;
     let acquired = tokio::select! {
-        r = concurrency::lock(&session, &name) => r.map_err(recipe_err),
+        // etcd's Mutex calls through clientv3's interceptor, which logs
+        // a refused call (its Election surfaces the error without it).
+        r = concurrency::lock(&session, &name) => r.map_err(|e| match e {
+            concurrency::RecipeError::Rpc(e) => CmdError::rpc(&e, client.endpoint()),
+            other => recipe_err(other),
+        }),
         _ = interrupted() => Err(CmdError::error("context canceled")),
     };
     let guard = match acquired {

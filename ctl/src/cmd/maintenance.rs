@@ -376,7 +376,7 @@ pub async fn snapshot_save(ctx: Ctx) -> Result<(), CmdError> {
         let codec = tonic_prost::ProstCodec::<SnapshotRequest, SnapshotResponse>::default();
         let mut stream = grpc
             .server_streaming(
-                tonic::Request::new(SnapshotRequest {}),
+                client.with_token(tonic::Request::new(SnapshotRequest {})),
                 tonic::codegen::http::uri::PathAndQuery::from_static(path::SNAPSHOT),
                 codec,
             )

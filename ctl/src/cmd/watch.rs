@@ -118,7 +118,10 @@ fn cancel_text(r: &WatchResponse) -> String {
         return "etcdserver: mvcc: required revision has been compacted".into();
     }
     if !r.cancel_reason.is_empty() {
-        if r.cancel_reason.starts_with("etcdserver: ") {
+        // etcd's own texts, and gRPC error texts (an auth refusal's reason
+        // is `rpc error: code = ... desc = ...`), as etcdctl prints them.
+        if r.cancel_reason.starts_with("etcdserver: ") || r.cancel_reason.starts_with("rpc error: ")
+        {
             return r.cancel_reason.clone();
         }
         return format!(
