@@ -339,10 +339,21 @@ impl AuthStore {
                 }
             }
             AuthOp::RoleGrantPermission { name, perm } => {
+                // etcd 3.4: the first permission at or after the key is
+                // updated if it is the same range; otherwise the new one is
+                // appended and the list sorted by key (stable, so equal
+                // keys stay in the order granted, as Go's sort keeps them
+                // in lists this short).
                 if let Some(r) = self.roles.get_mut(name) {
-                    match find_perm(&r.perms, &perm.key, &perm.range_end) {
-                        Ok(at) => r.perms[at].kind = perm.kind,
-                        Err(at) => r.perms.insert(at, perm.clone()),
+                    let at = r.perms.partition_point(|p| p.key < perm.key);
+                    match r.perms.get_mut(at) {
+                        Some(p) if p.key == perm.key && p.range_end == perm.range_end => {
+                            p.kind = perm.kind;
+                        }
+                        _ => {
+                            r.perms.push(perm.clone());
+                            r.perms.sort_by(|a, b| a.key.cmp(&b.key));
+                        }
                     }
                 }
             }
@@ -443,10 +454,9 @@ impl AuthStore {
                 self.roles.get(role).ok_or(AuthError::RoleNotFound)?;
                 changed
             }
-            AuthOp::RoleGrantPermission { name, perm } => {
-                if !valid_permission_range(&perm.key, &perm.range_end) {
-                    return Err(AuthError::InvalidAuthMgmt);
-                }
+            AuthOp::RoleGrantPermission { name, .. } => {
+                // etcd 3.4 takes any range (3.5 refuses empty and
+                // backwards ones): a backwards range permits nothing.
                 self.roles.get(name).ok_or(AuthError::RoleNotFound)?;
                 changed
             }
@@ -456,7 +466,11 @@ impl AuthStore {
                 range_end,
             } => {
                 let r = self.roles.get(role).ok_or(AuthError::RoleNotFound)?;
-                if find_perm(&r.perms, key, range_end).is_err() {
+                if !r
+                    .perms
+                    .iter()
+                    .any(|p| p.key == *key && p.range_end == *range_end)
+                {
                     return Err(AuthError::PermissionNotGranted);
                 }
                 changed
@@ -649,15 +663,7 @@ impl AuthStore {
             let mut perms: Vec<Permission> = Vec::new();
             for _ in 0..r.len()? {
                 let p = r.perm()?;
-                if !valid_permission_range(&p.key, &p.range_end) {
-                    return Err(format!(
-                        "auth store: role {name:?}: invalid permission range"
-                    ));
-                }
-                if perms
-                    .last()
-                    .is_some_and(|q| perm_order(q, &p.key, &p.range_end).is_ge())
-                {
+                if perms.last().is_some_and(|q| q.key > p.key) {
                     return Err(format!(
                         "auth store: permissions of role {name:?} out of order"
                     ));
@@ -805,29 +811,9 @@ fn has_root_role(u: &User) -> bool {
         .is_ok()
 }
 
-/// A role's permissions are kept sorted by (key, range_end).
-fn perm_order(p: &Permission, key: &[u8], range_end: &[u8]) -> Ordering {
-    p.key
-        .as_slice()
-        .cmp(key)
-        .then_with(|| p.range_end.as_slice().cmp(range_end))
-}
-
-fn find_perm(perms: &[Permission], key: &[u8], range_end: &[u8]) -> Result<usize, usize> {
-    perms.binary_search_by(|p| perm_order(p, key, range_end))
-}
-
 /// etcd's `isOpenEnded`: a range end of "\0" is every key from the start.
 fn is_open_ended(range_end: &[u8]) -> bool {
     range_end == [0]
-}
-
-/// etcd's `isValidPermissionRange`.
-fn valid_permission_range(key: &[u8], range_end: &[u8]) -> bool {
-    if key.is_empty() {
-        return false;
-    }
-    range_end.is_empty() || affine_cmp(key, range_end) == Ordering::Less || is_open_ended(range_end)
 }
 
 /// etcd's `adt.BytesAffineComparable`: bytewise, with the empty slice the
@@ -1384,14 +1370,15 @@ mod tests {
     }
 
     #[test]
-    fn grant_permission_validates_merges_and_sorts() {
+    fn grant_permission_merges_and_sorts() {
         let mut st = AuthStore::default();
-        // The range is checked before the role.
+        // etcd 3.4 takes any range, empty and backwards ones too (found
+        // side by side, compat auth_denials.txt); only the role counts.
         for (key, end) in [("", ""), ("", "z"), ("b", "a"), ("b", "b")] {
             expect_err(
                 &mut st,
                 grant_perm("ghost", perm(PermKind::Read, key, end)),
-                AuthError::InvalidAuthMgmt,
+                AuthError::RoleNotFound,
             );
         }
         expect_err(
@@ -1412,10 +1399,11 @@ mod tests {
         let perms = &st.role("r").unwrap().perms;
         assert_eq!(
             perms,
+            // Sorted by key; the two of key "c" in the order granted.
             &vec![
                 perm(PermKind::Read, "\0", "\0"),
-                perm(PermKind::Read, "c", ""),
                 perm(PermKind::Write, "c", "d"),
+                perm(PermKind::Read, "c", ""),
                 perm(PermKind::Read, "m", ""),
                 perm(PermKind::Read, "x", "\0"),
             ]
@@ -1434,8 +1422,14 @@ mod tests {
         );
         let perms = &st.role("r").unwrap().perms;
         assert_eq!(perms.len(), 5);
-        assert_eq!(perms[2], perm(PermKind::ReadWrite, "c", "d"));
-        assert_eq!(perms[1], perm(PermKind::Read, "c", ""));
+        assert_eq!(perms[1], perm(PermKind::ReadWrite, "c", "d"));
+        assert_eq!(perms[2], perm(PermKind::Read, "c", ""));
+        // etcd looks only at the first permission of a key: granting the
+        // second one's range again appends a duplicate (as etcd 3.4 does).
+        expect_ok(&mut st, grant_perm("r", perm(PermKind::Write, "c", "")), 1);
+        let perms = &st.role("r").unwrap().perms;
+        assert_eq!(perms.len(), 6);
+        assert_eq!(perms[3], perm(PermKind::Write, "c", ""));
     }
 
     #[test]
@@ -1863,14 +1857,14 @@ mod tests {
         let mut st = rich_store();
         st.users.get_mut("bob").unwrap().roles.push(s("r2"));
         assert!(AuthStore::decode(&st.encode()).is_err());
-        // Permissions out of order.
+        // Permissions out of key order.
         let mut st = rich_store();
-        st.roles.get_mut("r1").unwrap().perms.reverse();
+        st.roles.get_mut("r1").unwrap().perms[0].key = b"b".to_vec();
         assert!(AuthStore::decode(&st.encode()).is_err());
-        // An invalid permission range.
+        // A backwards permission range is a state etcd 3.4 can reach: kept.
         let mut st = rich_store();
         st.roles.get_mut("r2").unwrap().perms[0].range_end = b"a".to_vec();
-        assert!(AuthStore::decode(&st.encode()).is_err());
+        assert_eq!(AuthStore::decode(&st.encode()), Ok(st));
         // A bad flag byte.
         let mut enc = rich_store().encode();
         enc[1] = 2;
