@@ -70,41 +70,7 @@ pub fn generate(dir: &Path) -> TlsFiles {
             "ca.pem",
         ],
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=ferrokv test",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.pem",
-        ],
-    );
+    issue(dir, "/CN=ferrokv test", "server");
     TlsFiles {
         ca: dir.join("ca.pem"),
         cert: dir.join("server.pem"),
@@ -124,17 +90,28 @@ pub fn client_cert(files: &TlsFiles, cn: &str) -> TlsFiles {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
+    let name = format!("client-{stem}");
+    issue(dir, &format!("/CN={cn}"), &name);
+    TlsFiles {
+        ca: files.ca.clone(),
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    }
+}
+
+/// A key `<name>.key` and a certificate `<name>.pem` for `subject`, signed
+/// by the CA in `dir` (`ca.pem`, `ca.key`) with the extensions of
+/// `ext.cnf`.
+fn issue(dir: &Path, subject: &str, name: &str) {
     let (key, csr, cert) = (
-        format!("client-{stem}.key"),
-        format!("client-{stem}.csr"),
-        format!("client-{stem}.pem"),
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
     );
-    let subject = format!("/CN={cn}");
     openssl(
         dir,
         &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &key, "-out",
-            &csr,
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &key, "-out", &csr,
         ],
     );
     openssl(
@@ -157,9 +134,4 @@ pub fn client_cert(files: &TlsFiles, cn: &str) -> TlsFiles {
             &cert,
         ],
     );
-    TlsFiles {
-        ca: files.ca.clone(),
-        cert: dir.join(cert),
-        key: dir.join(key),
-    }
 }

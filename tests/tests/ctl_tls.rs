@@ -192,27 +192,8 @@ fn the_client_certificates_common_name_is_the_user_as_with_etcd() {
         &["--user", "root:rootpw", "auth", "disable"],
         &["get", "/app/x"],
     ];
-    let etcdctl = etcdctl_bin();
-    let flags = tls.client_flags();
-    let run = |server: &ferrokv_tests::ServerProcess| -> Vec<String> {
-        let bare = server.client_addr().to_string();
-        let norm = ferrokv_tests::Normalizer::for_server(server);
-        steps
-            .iter()
-            .map(|step| {
-                let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
-                args.extend_from_slice(step);
-                let out = norm.normalize_output(&ctl_with_timeout(
-                    &etcdctl,
-                    &bare,
-                    &args,
-                    None,
-                    RUN_TIMEOUT,
-                ));
-                format!("{step:?}: exit {}\n{}{}", out.code, out.stdout, out.stderr)
-            })
-            .collect()
-    };
+    let steps: Vec<Step> = steps.iter().map(|step| (&tls, *step, None)).collect();
+    let run = |server| run_steps(server, &steps);
     let want = run(&etcd);
     assert!(
         want[7].contains("OK"),
@@ -275,27 +256,7 @@ fn a_lost_root_password_is_recovered_with_a_root_certificate_as_with_etcd() {
         (&root_cert, &["auth", "disable"], None),
         (&tls, &["get", "k"], None),
     ];
-    let etcdctl = etcdctl_bin();
-    let run = |server: &ferrokv_tests::ServerProcess| -> Vec<String> {
-        let bare = server.client_addr().to_string();
-        let norm = ferrokv_tests::Normalizer::for_server(server);
-        steps
-            .iter()
-            .map(|(cert, step, stdin)| {
-                let flags = cert.client_flags();
-                let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
-                args.extend_from_slice(step);
-                let out = norm.normalize_output(&ctl_with_timeout(
-                    &etcdctl,
-                    &bare,
-                    &args,
-                    stdin.map(str::as_bytes),
-                    RUN_TIMEOUT,
-                ));
-                format!("{step:?}: exit {}\n{}{}", out.code, out.stdout, out.stderr)
-            })
-            .collect()
-    };
+    let run = |server| run_steps(server, steps);
     let want = run(&etcd);
     assert!(
         want[8].contains("Password updated"),
@@ -305,4 +266,35 @@ fn a_lost_root_password_is_recovered_with_a_root_certificate_as_with_etcd() {
     for (w, g) in want.iter().zip(&got) {
         assert_eq!(g, w);
     }
+}
+
+/// One etcdctl step over TLS: (certificate, arguments, stdin).
+type Step<'a> = (
+    &'a ferrokv_tests::tls::TlsFiles,
+    &'a [&'a str],
+    Option<&'a str>,
+);
+
+/// Each step run with etcdctl against `server`, its exit code and
+/// normalized output, for comparing two servers step by step.
+fn run_steps(server: &ferrokv_tests::ServerProcess, steps: &[Step]) -> Vec<String> {
+    let etcdctl = etcdctl_bin();
+    let bare = server.client_addr().to_string();
+    let norm = ferrokv_tests::Normalizer::for_server(server);
+    steps
+        .iter()
+        .map(|(cert, step, stdin)| {
+            let flags = cert.client_flags();
+            let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+            args.extend_from_slice(step);
+            let out = norm.normalize_output(&ctl_with_timeout(
+                &etcdctl,
+                &bare,
+                &args,
+                stdin.map(str::as_bytes),
+                RUN_TIMEOUT,
+            ));
+            format!("{step:?}: exit {}\n{}{}", out.code, out.stdout, out.stderr)
+        })
+        .collect()
 }

@@ -1615,22 +1615,29 @@ pub fn with_voids_pinned(
     let mut ops = h.ops.clone();
     let voided = (from + 1..=to).filter(|r| !held.contains(r));
     for (client, revision) in (usize::MAX / 2..).zip(voided) {
-        ops.push(Op {
-            client,
-            call: start,
-            ret: end,
-            request: Request::Put {
-                key: VOID_KEY.to_vec(),
-                value: b"void".to_vec(),
-                lease: 0,
-            },
-            outcome: Outcome::Ok {
-                revision,
-                answer: Answer::Put { prev: None },
-            },
-        });
+        let outcome = Outcome::Ok {
+            revision,
+            answer: Answer::Put { prev: None },
+        };
+        ops.push(void_op(client, (start, end), outcome));
     }
     History { ops }.sorted()
+}
+
+/// One op standing for a voided revision: a put of [`VOID_KEY`] by its own
+/// `client`, between `call` and `ret`.
+fn void_op(client: usize, (call, ret): (u64, u64), outcome: Outcome) -> Op {
+    Op {
+        client,
+        call,
+        ret,
+        request: Request::Put {
+            key: VOID_KEY.to_vec(),
+            value: b"void".to_vec(),
+            lease: 0,
+        },
+        outcome,
+    }
 }
 
 /// `h` with `per_window` optional ops per window, each taking one
@@ -1643,19 +1650,10 @@ pub fn with_voids_pinned(
 pub fn with_voids(h: &History, windows: &[(u64, u64)], per_window: usize) -> History {
     let mut ops = h.ops.clone();
     let mut client = usize::MAX / 2;
-    for &(start, end) in windows {
+    for &window in windows {
         for _ in 0..per_window {
-            ops.push(Op {
-                client,
-                call: start,
-                ret: end,
-                request: Request::Put {
-                    key: VOID_KEY.to_vec(),
-                    value: b"void".to_vec(),
-                    lease: 0,
-                },
-                outcome: Outcome::Unknown("a revision a leader start may void".to_string()),
-            });
+            let outcome = Outcome::Unknown("a revision a leader start may void".to_string());
+            ops.push(void_op(client, window, outcome));
             client += 1;
         }
     }
