@@ -1411,11 +1411,19 @@ fn removing_a_member_drops_its_queue_and_counts_it() {
         eventually("connected to the slow peer", || n1.connected_to(2)).await;
         let mut big = msg(1, 2, 0, 1);
         big.entries[0].data = vec![0u8; 64 * 1024].into();
+        // Full and stuck: a full queue alone may be one the writer is about
+        // to drain into a frame while the socket buffers still take bytes,
+        // so also wait until the bytes written stop moving.
         let end = Instant::now() + WAIT_MAX;
-        while n1.stats_of(2).queued < QUEUE_MAX {
-            assert!(Instant::now() < end, "the queue never filled");
+        loop {
+            assert!(Instant::now() < end, "the queue never filled and stuck");
             n1.handle.send_raft(0, vec![big.clone(); 10]);
-            sleep_ms(1).await;
+            let sent = n1.stats_of(2).sent_bytes;
+            sleep_ms(50).await;
+            let s = n1.stats_of(2);
+            if s.queued >= QUEUE_MAX && s.sent_bytes == sent {
+                break;
+            }
         }
         let before = n1.handle.raft_dropped_unknown();
         n1.handle.remove_peer(2);

@@ -97,7 +97,7 @@ pub struct AuthView {
     store: RwLock<Arc<AuthStore>>,
     tokens: Mutex<HashMap<String, Token>>,
     ttl: Duration,
-    /// Notified on every change of the store.
+    /// Notified on every applied record (a change of the store or a token).
     changed: event_listener::Event,
 }
 
@@ -172,6 +172,7 @@ impl AuthView {
                         },
                     );
                 });
+                self.changed.notify(usize::MAX);
                 Ok(())
             }
         }
@@ -219,13 +220,34 @@ impl AuthView {
         }))
     }
 
+    /// Whether `rec` shows here: its auth revision reached for a change
+    /// (`revision`, what the leader left), the token held for a token.
+    /// A token takes no revision, so only the token itself shows it.
+    fn shows(&self, rec: &AuthRecord, revision: u64) -> bool {
+        match rec {
+            AuthRecord::Change(_) => self.revision() >= revision,
+            AuthRecord::Token { token, .. } => self.with_tokens(|t| t.contains_key(token)),
+        }
+    }
+
     /// Waits (up to `max`) until this member has applied auth revision
     /// `revision`; false if it has not by then.
     pub async fn wait_revision(&self, revision: u64, max: Duration) -> bool {
+        self.wait_until(|v| v.revision() >= revision, max).await
+    }
+
+    /// Waits (up to `max`) until record `rec`, which the leader applied
+    /// leaving auth revision `revision`, shows on this member; false if it
+    /// does not by then.
+    pub async fn wait_applied(&self, rec: &AuthRecord, revision: u64, max: Duration) -> bool {
+        self.wait_until(|v| v.shows(rec, revision), max).await
+    }
+
+    async fn wait_until(&self, done: impl Fn(&AuthView) -> bool, max: Duration) -> bool {
         let deadline = Instant::now() + max;
         loop {
             let listener = self.changed.listen();
-            if self.revision() >= revision {
+            if done(self) {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -294,6 +316,34 @@ mod tests {
                 assert_eq!(rec.encode(), b, "{rec:?}");
             }
         }
+    }
+
+    /// A forwarded Authenticate returns once its token shows here; the
+    /// token takes no revision, so waiting for the revision alone would
+    /// return before it (a client's next request: `invalid auth token`).
+    #[test]
+    fn a_token_shows_only_once_applied() {
+        let ex = glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let view = std::rc::Rc::new(AuthView::new(TOKEN_TTL_DEFAULT));
+                let rec = AuthRecord::Token {
+                    name: "alice".into(),
+                    token: "t1".into(),
+                };
+                let rev = view.revision();
+                assert!(!view.wait_applied(&rec, rev, Duration::from_millis(20)).await);
+                let (v, r) = (view.clone(), rec.clone());
+                let apply = glommio::spawn_local(async move {
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                    v.apply(&r).unwrap();
+                });
+                let start = Instant::now();
+                assert!(view.wait_applied(&rec, rev, Duration::from_secs(10)).await);
+                assert!(start.elapsed() < Duration::from_secs(5), "woken by the apply");
+                apply.await;
+            })
+            .unwrap();
+        ex.join().unwrap();
     }
 
     #[test]

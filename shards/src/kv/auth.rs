@@ -46,8 +46,10 @@ impl Engine {
             Route::To(l) => {
                 let b = self.forward(l, forward::AUTH, rec.encode()).await?;
                 let rev = forward::read_ints(&b, 1)?[0] as u64;
-                // The client's next request here must see what it did.
-                if !self.auth().wait_revision(rev, LEADER_WAIT).await {
+                // The client's next request here must see what it did:
+                // a token it was just given too, though it takes no
+                // revision.
+                if !self.auth().wait_applied(&rec, rev, LEADER_WAIT).await {
                     return Err(Error::Timeout);
                 }
                 Ok(rev)
