@@ -331,7 +331,11 @@ mod tests {
                     token: "t1".into(),
                 };
                 let rev = view.revision();
-                assert!(!view.wait_applied(&rec, rev, Duration::from_millis(20)).await);
+                assert!(
+                    !view
+                        .wait_applied(&rec, rev, Duration::from_millis(20))
+                        .await
+                );
                 let (v, r) = (view.clone(), rec.clone());
                 let apply = glommio::spawn_local(async move {
                     glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -339,7 +343,10 @@ mod tests {
                 });
                 let start = Instant::now();
                 assert!(view.wait_applied(&rec, rev, Duration::from_secs(10)).await);
-                assert!(start.elapsed() < Duration::from_secs(5), "woken by the apply");
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "woken by the apply"
+                );
                 apply.await;
             })
             .unwrap();

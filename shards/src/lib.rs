@@ -16,6 +16,7 @@ pub mod record;
 pub mod recovery;
 pub mod sequencer;
 pub mod shard;
+pub mod state;
 pub mod visibility;
 pub mod watch;
 
@@ -409,7 +410,11 @@ async fn open_shard(
     }
     // etcd's Promote: restored leases get their full TTL from now, so a
     // restart never expires one early.
-    shard.leases.borrow_mut().promote(std::time::Instant::now());
+    shard
+        .state
+        .borrow_mut()
+        .leases
+        .promote(std::time::Instant::now());
     log.start(Some(Rc::new(Applier(Rc::downgrade(&shard)))));
     Ok(shard)
 }
@@ -572,8 +577,9 @@ async fn lease_expiry(shard: Rc<Shard>, engine: Engine) {
             continue;
         }
         let expired = shard
-            .leases
+            .state
             .borrow_mut()
+            .leases
             .expired(std::time::Instant::now(), lease::REVOKE_BATCH);
         for id in expired {
             let engine = engine.clone();

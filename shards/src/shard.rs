@@ -22,6 +22,7 @@ use crate::lease::LeaseTable;
 use crate::membership::{Change, MemberChanges};
 use crate::record::Record;
 use crate::sequencer::Sequencer;
+use crate::state::{Effect, ShardState};
 use crate::{Engine, Error};
 
 /// A follower fetches a snapshot file in pieces of this size (one peer
@@ -196,8 +197,7 @@ pub fn encode_lease_meta(leases: &[(i64, i64)]) -> Vec<u8> {
     out
 }
 
-/// The last leader-start marker a shard applied: (id, cut, through).
-pub type MarkerMeta = (u64, i64, i64);
+pub use crate::state::MarkerMeta;
 
 /// A shard snapshot's meta: [`encode_lease_meta`]'s layout with version 3
 /// and, before the pairs, the last leader-start marker the shard applied
@@ -433,7 +433,8 @@ pub struct ShardStatus {
 
 pub struct Shard {
     pub id: u32,
-    pub store: RefCell<Store>,
+    /// The store and leases, and how the log changes them.
+    pub state: RefCell<ShardState>,
     pub log: Rc<ShardLog>,
     lock: Semaphore,
     /// Held for a whole snapshot, whose file write runs after `lock` is
@@ -444,32 +445,12 @@ pub struct Shard {
     snapshot_count: u64,
     entries_since_snapshot: Cell<u64>,
     snapshotting: Cell<bool>,
-    /// The leases this shard owns (id mod shard count).
-    pub leases: RefCell<LeaseTable>,
     /// Grants in the log but not yet durable (id -> TTL): a second grant of
     /// the id waits for the first, and a snapshot includes them.
     granting: RefCell<HashMap<i64, i64>>,
     /// Notified when a grant in `granting` is done (committed or not).
     granted: event_listener::Event,
-    /// The highest revision a lease revoke of this shard deleted keys at: a
-    /// snapshot waits for it to be visible, since the deletes may all live
-    /// in other shards.
-    revoke_rev: Cell<i64>,
-    /// The term in which this shard applies writes before they commit (it
-    /// leads that term); committed entries of that term are its own and
-    /// already applied. None: every committed entry is applied as it comes.
-    spec_term: Cell<Option<u64>>,
-    /// Revision of the last write committed and applied in log order: what
-    /// a step-down rolls the store back to.
-    committed_rev: Cell<i64>,
-    /// Raft index of the last entry applied.
-    applied_index: Cell<u64>,
-    /// Leases revoked from the table whose revoke may still be voided:
-    /// (revision of the deletes, id, TTL, committed).
-    revoked: RefCell<Vec<(i64, i64, i64, bool)>>,
     leadership: Arc<Leadership>,
-    /// The last leader-start marker applied (kept in snapshots).
-    last_marker: Cell<MarkerMeta>,
     /// Raft index of the snapshot file at `snapshot_path` (0: none).
     snapshot_index: Cell<u64>,
     /// A snapshot from the leader is being fetched.
@@ -539,10 +520,9 @@ impl Shard {
         changes: Arc<MemberChanges>,
         auth: Arc<AuthView>,
     ) -> Rc<Shard> {
-        let committed_rev = store.last_revision();
         Rc::new(Shard {
             id,
-            store: RefCell::new(store),
+            state: RefCell::new(ShardState::new(id, store, leases)),
             log,
             lock: Semaphore::new(1),
             snapshot_lock: Semaphore::new(1),
@@ -551,16 +531,9 @@ impl Shard {
             snapshot_count,
             entries_since_snapshot: Cell::new(0),
             snapshotting: Cell::new(false),
-            leases: RefCell::new(leases),
             granting: RefCell::new(HashMap::new()),
             granted: event_listener::Event::new(),
-            revoke_rev: Cell::new(0),
-            spec_term: Cell::new(None),
-            committed_rev: Cell::new(committed_rev),
-            applied_index: Cell::new(0),
-            revoked: RefCell::new(Vec::new()),
             leadership,
-            last_marker: Cell::new((0, 0, 0)),
             snapshot_index: Cell::new(0),
             fetching: Cell::new(false),
             peers,
@@ -648,7 +621,7 @@ impl Shard {
                     .detach();
                 }
                 ShardMsg::PromoteLeases(reply) => {
-                    self.leases.borrow_mut().promote(Instant::now());
+                    self.state.borrow_mut().leases.promote(Instant::now());
                     let _ = reply.send(());
                 }
                 ShardMsg::Txn(t, reply) => {
@@ -694,26 +667,28 @@ impl Shard {
                     .detach();
                 }
                 ShardMsg::LeaseRenew(id, reply) => {
-                    let r = self.leases.borrow_mut().renew(id, Instant::now());
+                    let r = self.state.borrow_mut().leases.renew(id, Instant::now());
                     let _ = reply.send(r);
                 }
                 ShardMsg::LeaseGet(id, reply) => {
                     let now = Instant::now();
                     let r = self
-                        .leases
+                        .state
                         .borrow()
+                        .leases
                         .get(id)
                         .map(|l| (l.ttl, l.remaining_secs(now)));
                     let _ = reply.send(r);
                 }
                 ShardMsg::LeaseIds(reply) => {
-                    let _ = reply.send(self.leases.borrow().ids());
+                    let _ = reply.send(self.state.borrow().leases.ids());
                 }
                 ShardMsg::KeysWithLease(id, reply) => {
-                    let _ = reply.send(self.store.borrow().keys_with_lease(id));
+                    let _ = reply.send(self.state.borrow().store.keys_with_lease(id));
                 }
                 ShardMsg::Status(reply) => {
-                    let store = self.store.borrow();
+                    let state = self.state.borrow();
+                    let store = &state.store;
                     let _ = reply.send(ShardStatus {
                         raft_term: self.log.term(),
                         raft_index: self.log.commit_index(),
@@ -730,7 +705,7 @@ impl Shard {
     }
 
     pub(crate) fn range(&self, a: &RangeArgs) -> Result<RangeResult, ferrokv_mvcc::Error> {
-        self.store.borrow().range(
+        self.state.borrow().store.range(
             &a.key,
             &a.range_end,
             a.rev,
@@ -741,10 +716,13 @@ impl Shard {
     }
 
     fn events(&self, a: &EventsArgs) -> EventsResult {
-        let mut evs =
-            self.store
-                .borrow()
-                .events_with_rev(&a.key, &a.range_end, a.from, a.to, a.prev_kv)?;
+        let mut evs = self.state.borrow().store.events_with_rev(
+            &a.key,
+            &a.range_end,
+            a.from,
+            a.to,
+            a.prev_kv,
+        )?;
         debug_assert!(evs.windows(2).all(|w| w[0].0 < w[1].0));
         if evs.len() <= a.events_max.max(1) {
             return Ok((evs, a.to));
@@ -794,8 +772,7 @@ impl Shard {
                     let _ = reply.send(self.keys_with_lease(id));
                 }
                 FencedOp::LastRevision(reply) => {
-                    let last = self.store.borrow().last_revision();
-                    let _ = reply.send(last.max(self.revoke_rev.get()));
+                    let _ = reply.send(self.state.borrow().last_held());
                 }
                 FencedOp::Backup(n, upto, reply) => {
                     let _ = reply.send(self.backup_part(n, upto));
@@ -824,16 +801,8 @@ impl Shard {
     /// step-down already did. Its revision is a hole that only a marker
     /// voids, so the leader starts again.
     pub(crate) fn abandon(&self, rev: i64, term: u64) {
-        if self.spec_term.get() != Some(term) {
-            return;
-        }
-        if let Err(e) = self.store.borrow_mut().rollback_above(rev - 1) {
-            log::error!("shard {}: cannot drop abandoned write {rev}: {e}", self.id);
-        }
-        self.leadership.restart(&format!(
-            "shard {}: a write at revision {rev} was abandoned after it was applied",
-            self.id
-        ));
+        let out = self.state.borrow_mut().abandon(rev, term);
+        self.effects(out);
     }
 
     /// The write lock: held from a write's first read to its log
@@ -854,14 +823,13 @@ impl Shard {
         term: u64,
     ) -> Result<Vec<Event>, Error> {
         self.check_term(term)?;
-        self.spec_term.set(Some(term));
-        Ok(self.store.borrow_mut().apply_at_sub(rev, first_sub, ops))
+        Ok(self.state.borrow_mut().apply(rev, first_sub, ops, term))
     }
 
     /// The store covers the log up to raft index `index` (its snapshot, or
     /// the entries replayed at open).
     pub fn covers(&self, index: u64) {
-        self.applied_index.set(self.applied_index.get().max(index));
+        self.state.borrow_mut().covers(index);
     }
 
     /// The store was opened from the snapshot file at raft index `index`.
@@ -872,17 +840,14 @@ impl Shard {
 
     /// The snapshot the store was opened from folded in marker `id`.
     pub fn opened_after_marker(&self, marker: MarkerMeta) {
-        self.last_marker.set(marker);
-        if marker.0 != 0 {
-            self.seq
-                .marker_folded(self.id, marker.0, marker.1, marker.2);
-        }
+        let out = self.state.borrow_mut().opened_after_marker(marker);
+        self.effects(out);
     }
 
     /// Whether this shard may apply and submit writes of `term` now.
     pub(crate) fn check_term(&self, term: u64) -> Result<(), Error> {
         let role = self.log.role();
-        let spec_ok = self.spec_term.get().is_none_or(|t| t == term);
+        let spec_ok = self.state.borrow().may_write_in(term);
         if role.leader && role.term == term && spec_ok && self.leadership.serving() {
             Ok(())
         } else {
@@ -897,12 +862,12 @@ impl Shard {
     }
 
     pub(crate) fn lease_exists(&self, id: i64) -> bool {
-        self.leases.borrow().contains(id)
+        self.state.borrow().leases.contains(id)
     }
 
     /// Keys attached to a lease, latest state.
     pub(crate) fn keys_with_lease(&self, id: i64) -> Vec<Vec<u8>> {
-        self.store.borrow().keys_with_lease(id)
+        self.state.borrow().store.keys_with_lease(id)
     }
 
     /// Submits `records` (in `term`, whose leader applied them) while
@@ -943,14 +908,10 @@ impl Shard {
             }
         }
         if let Some(id) = revoke {
-            if let Ok(lease) = self.leases.borrow_mut().revoke(id) {
-                for r in &records {
-                    if let Record::LeaseRevoke { rev, .. } = r {
-                        self.revoke_rev.set(self.revoke_rev.get().max(*rev));
-                        self.remember_revoke(*rev, id, lease.ttl, false);
-                    }
-                }
-            }
+            let visible = self.seq.visible();
+            self.state
+                .borrow_mut()
+                .revoke_submitted(id, &records, visible);
         }
         drop(permit);
         let mut result = Ok(());
@@ -962,23 +923,10 @@ impl Shard {
         result
     }
 
-    /// Keeps a revoke until it is visible, so a rollback can undo it.
-    fn remember_revoke(&self, rev: i64, id: i64, ttl: i64, committed: bool) {
-        let visible = self.seq.visible();
-        let mut r = self.revoked.borrow_mut();
-        r.retain(|(rv, ..)| *rv > visible);
-        if let Some(e) = r.iter_mut().find(|e| e.1 == id && e.0 == rev) {
-            e.3 |= committed;
-        } else {
-            r.push((rev, id, ttl, committed));
-        }
-    }
-
     /// A committed entry of this shard's log, in log order, on every
-    /// member (and at restart): the one way state reaches the store apart
-    /// from a leader's own writes, which it applied before proposing.
+    /// member (and at restart); see [`ShardState::apply_committed`].
     pub fn apply_committed(self: &Rc<Self>, index: u64, term: u64, data: &[u8]) {
-        if index <= self.applied_index.get() {
+        if index <= self.state.borrow().applied_index() {
             // In the snapshot the store was installed from.
             return;
         }
@@ -1003,113 +951,43 @@ impl Shard {
             }
             results.push_back((index, r));
         }
-        let own = self.spec_term.get() == Some(term) && term != 0;
-        if let Err(e) = self.apply_record(&rec, own) {
-            // As for an undecodable entry: the log, not the store, is wrong.
-            self.leadership.break_member(&format!(
-                "shard {}: committed log entry {index} cannot be applied: {e}",
-                self.id
-            ));
-            return;
+        let visible = self.seq.visible();
+        let (out, applied) = {
+            let mut st = self.state.borrow_mut();
+            let out = st.apply_committed(index, term, &rec, visible);
+            (out, st.applied_index() == index)
+        };
+        self.effects(out);
+        if applied {
+            self.after_commit();
         }
-        self.applied_index.set(index);
-        self.after_commit();
     }
 
-    /// `own`: this shard applied the record's effects before proposing it.
-    /// A write whose revisions do not follow the store's (a damaged log or
-    /// a faulty peer) is refused whole.
-    fn apply_record(&self, rec: &Record, own: bool) -> Result<(), ferrokv_mvcc::Error> {
-        match rec {
-            Record::Write { rev, parts } => {
-                if !own && *rev > self.store.borrow().last_revision() {
-                    let mut store = self.store.borrow_mut();
-                    for p in parts.iter().filter(|p| p.shard == self.id) {
-                        if let Err(e) = store.try_apply_at_sub(*rev, p.first_sub, &p.ops) {
-                            // Drop this record's earlier parts: `rev` was
-                            // above everything the store held.
-                            let _ = store.rollback_above(*rev - 1);
-                            return Err(e);
-                        }
-                    }
+    /// Carries out what the state asked of the member-wide parts.
+    fn effects(&self, out: Vec<Effect>) {
+        for e in out {
+            match e {
+                Effect::Written { rev, participants } => {
+                    self.seq.written(self.id, rev, &participants)
                 }
-                self.committed_rev.set(self.committed_rev.get().max(*rev));
-                let participants = parts.iter().map(|p| p.shard).collect();
-                self.seq.written(self.id, *rev, &participants);
-            }
-            Record::Compact { rev } => {
-                if !own {
-                    let _ = self.store.borrow_mut().compact(*rev);
+                Effect::Compacted { rev } => self.seq.compacted(rev),
+                Effect::Marker { id, cut, through } => self.seq.marker(self.id, id, cut, through),
+                Effect::MarkerFolded { id, cut, through } => {
+                    self.seq.marker_folded(self.id, id, cut, through)
                 }
-                self.seq.compacted(*rev);
-            }
-            Record::TruncateAbove { .. } => {}
-            Record::Marker { id, cut, through } => {
-                if let Err(e) = self.store.borrow_mut().rollback_above(*cut) {
-                    self.leadership.break_member(&format!(
-                        "shard {}: marker {id} cannot roll back to {cut}: {e}",
-                        self.id
-                    ));
-                }
-                self.committed_rev.set(self.committed_rev.get().min(*cut));
-                self.restore_revoked(|rev, _| rev > *cut);
-                if *id > self.last_marker.get().0 {
-                    self.last_marker.set((*id, *cut, *through));
-                }
-                self.seq.marker(self.id, *id, *cut, *through);
-            }
-            Record::LeaseGrant { id, ttl } => {
-                if !own {
-                    self.leases.borrow_mut().restore(*id, *ttl);
-                }
-            }
-            Record::LeaseRevoke { id, rev } => {
-                if own {
-                    self.remember_revoke(*rev, *id, 0, true);
-                } else if let Ok(lease) = self.leases.borrow_mut().revoke(*id) {
-                    self.remember_revoke(*rev, *id, lease.ttl, true);
-                }
-            }
-            // Applied by `apply_committed`.
-            Record::Auth(_) => {}
-        }
-        Ok(())
-    }
-
-    /// Puts back revoked leases `undo(rev, committed)` selects.
-    fn restore_revoked(&self, undo: impl Fn(i64, bool) -> bool) {
-        let mut keep = Vec::new();
-        for (rev, id, ttl, committed) in self.revoked.borrow_mut().drain(..) {
-            if rev != 0 && undo(rev, committed) {
-                self.leases.borrow_mut().restore(id, ttl);
-            } else {
-                keep.push((rev, id, ttl, committed));
+                Effect::Installed { rev } => self.seq.shard_snapshot(self.id, rev),
+                Effect::Broken(why) => self.leadership.break_member(&why),
+                Effect::Restart(why) => self.leadership.restart(&why),
             }
         }
-        *self.revoked.borrow_mut() = keep;
     }
 
     /// This member's role in the group changed. A leader that lost its
     /// term drops what it applied ahead of the log; committed entries of
     /// that term then arrive like anyone else's.
     pub fn role_changed(&self, role: Role) {
-        if let Some(t) = self.spec_term.get() {
-            if !role.leader || role.term != t {
-                let to = self.committed_rev.get();
-                if let Err(e) = self.store.borrow_mut().rollback_above(to) {
-                    self.leadership.break_member(&format!(
-                        "shard {}: step-down cannot roll back to {to}: {e}",
-                        self.id
-                    ));
-                }
-                self.restore_revoked(|_, committed| !committed);
-                self.spec_term.set(None);
-                log::info!(
-                    "shard {}: left leadership of term {t}; rolled back to revision {to}",
-                    self.id
-                );
-            }
-        }
+        let out = self.state.borrow_mut().role_changed(role.leader, role.term);
+        self.effects(out);
         self.leadership.publish(self.id, role);
         if role.leader {
             let leader = self.leadership.cluster_leader();
@@ -1153,7 +1031,7 @@ impl Shard {
         if data.len() == 8 {
             let mut b = [0u8; 8];
             b.copy_from_slice(data);
-            if u64::from_le_bytes(b) <= self.applied_index.get() {
+            if u64::from_le_bytes(b) <= self.state.borrow().applied_index() {
                 // Nothing to fetch: raft only moves its commit forward.
                 self.log.step_installed(msg);
                 return;
@@ -1186,7 +1064,7 @@ impl Shard {
     }
 
     async fn fetch_snapshot(self: &Rc<Self>, from: u64, index: u64) -> Result<(), String> {
-        if index == 0 || index <= self.applied_index.get() {
+        if index == 0 || index <= self.state.borrow().applied_index() {
             return Err(format!("nothing to install at index {index}"));
         }
         let peers = self.peers.get().ok_or("no peer transport")?.clone();
@@ -1235,11 +1113,11 @@ impl Shard {
             .acquire_permit(1)
             .await
             .map_err(|e| e.to_string())?;
-        if index <= self.applied_index.get() {
+        if index <= self.state.borrow().applied_index() {
             let _ = std::fs::remove_file(&part);
             return Err(format!(
                 "applied {} meanwhile: no longer needed",
-                self.applied_index.get()
+                self.state.borrow().applied_index()
             ));
         }
         let (from_path, to_path) = (part.clone(), self.snapshot_path.clone());
@@ -1262,12 +1140,12 @@ impl Shard {
                 return Err(e.to_string());
             }
         };
-        if index <= self.applied_index.get() {
+        if index <= self.state.borrow().applied_index() {
             // Applied past it while the file was made durable: keep the
             // store (the renamed file is just an older snapshot).
             return Err(format!(
                 "applied {} meanwhile: no longer needed",
-                self.applied_index.get()
+                self.state.borrow().applied_index()
             ));
         }
         let change = decode_change(&meta)?;
@@ -1282,7 +1160,7 @@ impl Shard {
         log::info!(
             "shard {}: installed the leader's snapshot at raft index {index} (revision {})",
             self.id,
-            self.store.borrow().last_revision()
+            self.state.borrow().store.last_revision()
         );
         Ok(())
     }
@@ -1333,29 +1211,13 @@ impl Shard {
 
     /// The store is now the snapshot at raft index `index`.
     fn install(&self, store: Store, index: u64, marker: MarkerMeta, leases: &[(i64, i64)]) {
-        let rev = store.last_revision();
-        self.seq.compacted(store.compact_revision());
-        *self.store.borrow_mut() = store;
-        {
-            let mut table = self.leases.borrow_mut();
-            for id in table.ids() {
-                let _ = table.revoke(id);
-            }
-            for (id, ttl) in leases {
-                table.restore(*id, *ttl);
-            }
-        }
-        self.revoked.borrow_mut().clear();
-        self.committed_rev.set(rev);
-        self.applied_index.set(index);
+        let out = self
+            .state
+            .borrow_mut()
+            .install(store, index, marker, leases);
         self.snapshot_index.set(index);
         self.entries_since_snapshot.set(0);
-        if marker.0 > self.last_marker.get().0 {
-            self.last_marker.set(marker);
-            self.seq
-                .marker_folded(self.id, marker.0, marker.1, marker.2);
-        }
-        self.seq.shard_snapshot(self.id, rev);
+        self.effects(out);
     }
 
     /// Leader start: the marker of `id`, committed in `term`.
@@ -1379,18 +1241,18 @@ impl Shard {
             return Err(Error::LeaderChanged.to_string());
         };
         self.check_term(term).map_err(|e| e.to_string())?;
-        self.spec_term.set(Some(term));
+        self.state.borrow_mut().take_term(term);
         let fut = self
             .log
             .submit_in(Some(term), Record::Compact { rev }.encode())
             .map_err(|e| e.to_string())?;
         fut.await.map_err(|e| e.to_string())?;
-        if self.spec_term.get() != Some(term) {
+        if self.state.borrow().spec_term() != Some(term) {
             // Stepped down meanwhile: the entry, if it committed, was
             // applied as another leader's.
             return Ok(());
         }
-        let r = self.store.borrow_mut().compact(rev);
+        let r = self.state.borrow_mut().store.compact(rev);
         // Another compaction may have reached this shard first; the global
         // check already ordered them, so an older point is simply done.
         match r {
@@ -1449,10 +1311,10 @@ impl Shard {
             }
             done.await;
         }
-        let ttl = self.leases.borrow().check_grant(id, ttl)?;
+        let ttl = self.state.borrow().leases.check_grant(id, ttl)?;
         let term = self.leading_term().ok_or(Error::LeaderChanged)?;
         self.check_term(term)?;
-        self.spec_term.set(Some(term));
+        self.state.borrow_mut().take_term(term);
         let fut = self
             .log
             .submit_in(Some(term), Record::LeaseGrant { id, ttl }.encode())
@@ -1462,12 +1324,16 @@ impl Shard {
         self.granting.borrow_mut().remove(&id);
         self.granted.notify(usize::MAX);
         committed.map_err(log_error)?;
-        if self.spec_term.get() != Some(term) {
+        if self.state.borrow().spec_term() != Some(term) {
             // Stepped down meanwhile: the committed entry was applied as
             // another leader's (and restored the lease).
             return Ok((ttl, self.seq.last_assigned().max(self.seq.visible())));
         }
-        let ttl = self.leases.borrow_mut().grant(id, ttl, Instant::now())?;
+        let ttl = self
+            .state
+            .borrow_mut()
+            .leases
+            .grant(id, ttl, Instant::now())?;
         // Writes assigned from now on find the lease: the grant comes
         // after every revision assigned so far and before the next.
         Ok((ttl, self.seq.last_assigned().max(self.seq.visible())))
@@ -1481,7 +1347,7 @@ impl Shard {
         // Shard 0's log builds the auth store: its snapshot holds it.
         let auth = (self.id == 0).then(|| self.auth.current());
         encode_shard_meta_v5(
-            self.last_marker.get(),
+            self.state.borrow().last_marker(),
             &conf,
             change.as_ref(),
             auth.as_deref(),
@@ -1490,7 +1356,8 @@ impl Shard {
     }
 
     fn lease_list(&self) -> Vec<(i64, i64)> {
-        let table = self.leases.borrow();
+        let state = self.state.borrow();
+        let table = &state.leases;
         let mut leases: Vec<(i64, i64)> = table
             .ids()
             .into_iter()
@@ -1529,13 +1396,14 @@ impl Shard {
             // again.
             return Ok(());
         };
-        let index = self.applied_index.get();
+        let index = self.state.borrow().applied_index();
         // Only copying the store out needs the lock (and this core); the
         // serialization and the file write of what can be 100 MB run on
         // glommio's blocking thread, so writes to this shard go on.
         let image = self
-            .store
+            .state
             .borrow()
+            .store
             .snapshot_image(&self.snapshot_path, index, &self.lease_meta())
             .map_err(|e| e.to_string())?;
         self.entries_since_snapshot.set(0);
@@ -1566,11 +1434,7 @@ impl Shard {
     async fn settled_lock(&self) -> Option<glommio::sync::Permit<'_>> {
         for _ in 0..SNAPSHOT_SETTLE_ROUNDS_MAX {
             let permit = self.lock.acquire_permit(1).await.ok()?;
-            let last = self
-                .store
-                .borrow()
-                .last_revision()
-                .max(self.revoke_rev.get());
+            let last = self.state.borrow().last_held();
             if self.seq.visible() >= last {
                 return Some(permit);
             }
@@ -1590,17 +1454,18 @@ impl Shard {
             .snapshot_path
             .with_file_name(format!("backup-{n}.rkyv"));
         let mut leases = self.lease_list();
-        for (rev, id, ttl, _) in self.revoked.borrow().iter() {
-            if *rev > upto && !leases.iter().any(|(l, _)| l == id) {
-                leases.push((*id, *ttl));
+        let state = self.state.borrow();
+        for r in state.revoked_above(upto) {
+            if !leases.iter().any(|(l, _)| *l == r.id) {
+                leases.push((r.id, r.ttl_s));
             }
         }
-        self.store
-            .borrow()
+        state
+            .store
             .snapshot_image_upto(
                 &path,
                 0,
-                &encode_shard_meta(self.last_marker.get(), &leases),
+                &encode_shard_meta(state.last_marker(), &leases),
                 upto,
             )
             .and_then(|image| image.write(&path))

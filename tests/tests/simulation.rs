@@ -14,6 +14,7 @@ struct Totals {
     snapshots: usize,
     reads: usize,
     changes: usize,
+    rolled_back: usize,
 }
 
 fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
@@ -27,6 +28,7 @@ fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
                 t.snapshots += out.snapshots;
                 t.reads += out.reads;
                 t.changes += out.changes;
+                t.rolled_back += out.rolled_back;
             }
             Err(f) => panic!("{f}"),
         }
@@ -39,8 +41,8 @@ fn three_members_two_groups_under_faults() {
     let t = seeds(0, 3_000, &Options::default());
     eprintln!(
         "3,000 seeds: {} acknowledged, {} crashes, {} torn tails, {} snapshots installed, \
-         {} reads, {} membership changes",
-        t.acked, t.crashes, t.torn, t.snapshots, t.reads, t.changes
+         {} reads, {} membership changes, {} writes rolled back",
+        t.acked, t.crashes, t.torn, t.snapshots, t.reads, t.changes, t.rolled_back
     );
     // The runs did what they are for (about half of what these seeds
     // do today): a run that never acknowledged, tore a tail, installed a
@@ -55,6 +57,11 @@ fn three_members_two_groups_under_faults() {
     );
     assert!(t.reads > 10_000, "only {} reads answered", t.reads);
     assert!(t.changes > 1_000, "only {} membership changes", t.changes);
+    assert!(
+        t.rolled_back > 1_500,
+        "only {} writes rolled back by a leader's store",
+        t.rolled_back
+    );
 }
 
 #[test]

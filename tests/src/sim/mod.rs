@@ -44,8 +44,12 @@ pub mod rng;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use ferrokv_mvcc::{Store, WriteOp};
 use ferrokv_raft::log_core::{Event, LogCore, Output, Proposal, Waiting, Write};
 use ferrokv_raft::{Error, LogConfig, INBOUND_MESSAGES_PENDING_MAX, TICKS_PENDING_MAX};
+use ferrokv_shards::lease::LeaseTable;
+use ferrokv_shards::record::{Part, Record};
+use ferrokv_shards::state::{Effect, ShardState};
 use ferrokv_wal::WalConfig;
 use raft::eraftpb::{ConfChange, ConfChangeType, Message, MessageType};
 
@@ -100,6 +104,9 @@ pub struct Outcome {
     pub reads: usize,
     /// Membership changes that took effect (counted in every group).
     pub changes: usize,
+    /// Writes a leader's store dropped after applying them ahead of the
+    /// log (a step-down's rollback, an abandoned proposal).
+    pub rolled_back: usize,
     /// FNV-1a over every step's line: equal for equal runs.
     pub trace_hash: u64,
     pub trace: Vec<String>,
@@ -206,6 +213,14 @@ struct Log {
     /// The state machine's snapshot file (durable once written): its
     /// index and the entries it holds.
     snapshot: Option<Snapshot>,
+    /// The shard's real state machine (`ShardState`): its store, rebuilt
+    /// in each life from the snapshot file and the log, as a shard's is.
+    state: Option<ShardState>,
+    /// The term this member leads the group in and writes in: a leader
+    /// writes only once its log settled in that term (as a leader's start
+    /// waits for), so its store holds everything an earlier leader could
+    /// have acknowledged.
+    started: Option<u64>,
 }
 
 /// A state machine snapshot: what was applied up to `index`, and the
@@ -249,6 +264,14 @@ struct World {
     check: Checker,
     /// (group, data) of every proposal handed to a member.
     proposals: Vec<(usize, Vec<u8>)>,
+    /// The write each proposal carries: (revision, key, value, the term
+    /// its leader applied it ahead of the log in).
+    writes: Vec<(i64, Vec<u8>, Vec<u8>, u64)>,
+    /// (group, revision, key, value) of every acknowledged write.
+    acked_writes: Vec<(usize, i64, Vec<u8>, Vec<u8>)>,
+    /// Writes a leader applied ahead of the log and then dropped (its
+    /// term ended, or raft refused the proposal).
+    rolled_back: usize,
     reads: Vec<Read>,
     /// Reads answered, and answered below an acknowledged write.
     reads_answered: usize,
@@ -334,6 +357,8 @@ impl World {
                         applied_index: 0,
                         checked_commit: 0,
                         snapshot: None,
+                        state: None,
+                        started: None,
                     })
                     .collect(),
             })
@@ -351,6 +376,9 @@ impl World {
             cut: BTreeSet::new(),
             check: Checker::default(),
             proposals: Vec::new(),
+            writes: Vec::new(),
+            acked_writes: Vec::new(),
+            rolled_back: 0,
             reads: Vec::new(),
             reads_answered: 0,
             changes: Vec::new(),
@@ -381,6 +409,7 @@ impl World {
             snapshots: self.snapshots,
             reads: self.reads_answered,
             changes: self.changes_applied,
+            rolled_back: self.rolled_back,
             trace_hash: self.hash,
             trace: self.trace.clone(),
         }
@@ -490,6 +519,17 @@ impl World {
             log.writing = None;
             log.applied_index = from;
             log.checked_commit = 0;
+            log.started = None;
+            // The store opens from the snapshot file (here: its entries
+            // applied again), then the log replays past it.
+            let mut state = ShardState::new(g as u32, Store::new(), LeaseTable::new(1));
+            if let Some(snap) = &log.snapshot {
+                for (index, (term, data)) in &snap.applied {
+                    apply_state(&mut state, id, g, *index, *term, data)?;
+                }
+            }
+            state.covers(from);
+            log.state = Some(state);
             for (index, data) in rec.entries {
                 let term = self.members[m].logs[g]
                     .core
@@ -502,6 +542,9 @@ impl World {
             // entries included (as the shard's `covers` after replay).
             let log = &mut self.members[m].logs[g];
             log.applied_index = log.applied_index.max(rec.commit_index);
+            if let Some(st) = log.state.as_mut() {
+                st.covers(rec.commit_index);
+            }
         }
         for l in lines {
             self.note(l);
@@ -542,6 +585,8 @@ impl World {
             log.writing = None;
             log.inbox.clear();
             log.queue.clear();
+            log.state = None;
+            log.started = None;
             let d = log.disk.crash(&mut self.rng);
             if matches!(d, Damage::Torn | Damage::Garbage) {
                 self.torn_tails += 1;
@@ -689,6 +734,18 @@ impl World {
                     if role.leader {
                         self.check.leader(g, role.term, id)?;
                     }
+                    let log = &mut self.members[m].logs[g];
+                    if log.started != Some(role.term) || !role.leader {
+                        log.started = None;
+                    }
+                    let before = log.state.as_ref().map(|s| s.store.last_revision());
+                    if let Some(st) = log.state.as_mut() {
+                        let out = st.role_changed(role.leader, role.term);
+                        effects_ok(id, g, &out)?;
+                        if before != Some(st.store.last_revision()) {
+                            self.rolled_back += 1;
+                        }
+                    }
                 }
                 Event::Committed { index, term, data } => self.apply(m, g, index, term, data)?,
                 Event::ConfChanged { index, context } => {
@@ -697,6 +754,9 @@ impl World {
                     // snapshot taken now is at or past the membership.
                     let log = &mut self.members[m].logs[g];
                     log.applied_index = log.applied_index.max(index);
+                    if let Some(st) = log.state.as_mut() {
+                        st.covers(index);
+                    }
                     self.changes_applied += 1;
                     self.note(format!(
                         "member {id} group {g}: conf change {index} in effect: {}",
@@ -746,18 +806,30 @@ impl World {
             };
             let (pg, data) = self.proposals[p].clone();
             debug_assert_eq!(pg, g);
+            let (rev, key, value, term) = self.writes[p].clone();
             match r {
                 Ok(index) => {
                     self.note(format!(
-                        "member {id} group {g}: acknowledged {} at {index}",
-                        String::from_utf8_lossy(&data)
+                        "member {id} group {g}: acknowledged p{p} (revision {rev}) at {index}"
                     ));
                     self.check.acknowledged(g, index, &data)?;
+                    self.acked_writes.push((g, rev, key, value));
                 }
-                Err(e) => self.note(format!(
-                    "member {id} group {g}: {} failed: {e}",
-                    String::from_utf8_lossy(&data)
-                )),
+                Err(e) => {
+                    self.note(format!("member {id} group {g}: p{p} failed: {e}"));
+                    // Never in the log: drop it from the store, as a
+                    // failed submission abandons its write, and start
+                    // again before the next.
+                    let log = &mut self.members[m].logs[g];
+                    if let Some(st) = log.state.as_mut() {
+                        let out = st.abandon(rev, term);
+                        if !out.is_empty() {
+                            self.rolled_back += 1;
+                            log.started = None;
+                        }
+                        effects_ok(id, g, &out)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -796,6 +868,9 @@ impl World {
             }
         }
         log.applied.insert(index, (term, data.clone()));
+        if let Some(st) = log.state.as_mut() {
+            apply_state(st, id, g, index, term, &data)?;
+        }
         self.check.applied(g, id, index, term, &data)
     }
 
@@ -911,6 +986,9 @@ impl World {
         let cs = msg.get_snapshot().get_metadata().get_conf_state();
         let log = &mut self.members[m].logs[g];
         log.applied_index = index;
+        if let Some(st) = log.state.as_mut() {
+            st.covers(index);
+        }
         log.snapshot = Some(Snapshot {
             conf: (cs.voters.clone(), cs.learners.clone()),
             ..file
@@ -985,9 +1063,44 @@ impl World {
         if !role.leader {
             return Ok(());
         }
+        let core = self.core_ref(m, g);
+        let settled = core.leads_committed_term() && core.log_settled();
+        let log = &mut self.members[m].logs[g];
+        if log.started != Some(role.term) {
+            if !settled || !log.queue.is_empty() {
+                return Ok(());
+            }
+            log.started = Some(role.term);
+        }
+        let Some(st) = log.state.as_mut() else {
+            return Ok(());
+        };
+        if !st.may_write_in(role.term) {
+            return Ok(());
+        }
         let p = self.proposals.len();
-        let data = format!("p{p}").into_bytes();
+        // A few keys, so versions and overwrites are exercised.
+        let key = format!("k{}", self.rng.below(4)).into_bytes();
+        let value = format!("p{p}").into_bytes();
+        let rev = st.store.last_revision() + 1;
+        let op = WriteOp::Put {
+            key: key.clone(),
+            value: value.clone(),
+            lease: 0,
+        };
+        // The leader applies it ahead of the log, as a shard's fence does.
+        st.apply(rev, 0, std::slice::from_ref(&op), role.term);
+        let data = Record::Write {
+            rev,
+            parts: vec![Part {
+                shard: g as u32,
+                first_sub: 0,
+                ops: vec![op],
+            }],
+        }
+        .encode();
         self.proposals.push((g, data.clone()));
+        self.writes.push((rev, key, value, role.term));
         let log = &mut self.members[m].logs[g];
         let id = log.next_proposal_id;
         log.next_proposal_id += 1;
@@ -1001,7 +1114,7 @@ impl World {
         });
         let mid = self.members[m].id;
         self.note(format!(
-            "propose p{p} to member {mid} group {g} term {}",
+            "propose p{p} (revision {rev}) to member {mid} group {g} term {}",
             role.term
         ));
         Ok(())
@@ -1303,6 +1416,7 @@ impl World {
                 return Err(format!("group {g}: no leader after agreement"));
             };
             let first = self.members[l].logs[g].applied.clone();
+            let store = dump(&self.members[l].logs[g])?;
             for m in ms {
                 let member = &self.members[m];
                 self.check
@@ -1313,14 +1427,94 @@ impl World {
                         self.members[l].id, member.id
                     ));
                 }
+                let mine = dump(&member.logs[g])?;
+                if mine != store {
+                    return Err(format!(
+                        "group {g}: the stores of members {} and {} differ:\n{store:?}\n{mine:?}",
+                        self.members[l].id, member.id
+                    ));
+                }
+                let st = member.logs[g].state.as_ref().ok_or("no state")?;
+                for (wg, rev, key, value) in &self.acked_writes {
+                    if *wg != g {
+                        continue;
+                    }
+                    let got = st
+                        .store
+                        .range(key, &[], *rev, 0, false, false)
+                        .map_err(|e| format!("group {g} member {}: {e}", member.id))?;
+                    let kv = got.kvs.first();
+                    if kv.map(|kv| (&kv.value, kv.mod_revision)) != Some((value, *rev)) {
+                        return Err(format!(
+                            "group {g} member {}: acknowledged write of {} at revision {rev} \
+                             reads back as {kv:?}",
+                            member.id,
+                            String::from_utf8_lossy(value)
+                        ));
+                    }
+                }
             }
         }
         self.note(format!(
-            "converged: {} proposals, {} acknowledged, {} elections",
+            "converged: {} proposals, {} acknowledged, {} elections, {} writes rolled back",
             self.proposals.len(),
             self.check.acked.len(),
-            self.check.elections
+            self.check.elections,
+            self.rolled_back
         ));
         Ok(())
     }
+}
+
+/// A committed entry into the shard's real state machine; what it asks of
+/// the member must not be that it cannot keep its state.
+fn apply_state(
+    st: &mut ShardState,
+    member: u64,
+    g: usize,
+    index: u64,
+    term: u64,
+    data: &[u8],
+) -> Result<(), String> {
+    let rec = Record::decode(data)
+        .map_err(|e| format!("member {member} group {g}: entry {index} is undecodable: {e}"))?;
+    let out = st.apply_committed(index, term, &rec, 0);
+    effects_ok(member, g, &out)
+}
+
+fn effects_ok(member: u64, g: usize, out: &[Effect]) -> Result<(), String> {
+    for e in out {
+        if let Effect::Broken(why) = e {
+            return Err(format!("member {member} group {g}: {why}"));
+        }
+    }
+    Ok(())
+}
+
+/// A key of a store: key, value, create and mod revisions, version.
+type Row = (String, String, i64, i64, i64);
+
+/// Every key of a member's store, latest.
+fn dump(log: &Log) -> Result<Vec<Row>, String> {
+    let st = log
+        .state
+        .as_ref()
+        .ok_or("a member that is up has its state")?;
+    let kvs = st
+        .store
+        .range(b"\0", b"\0", 0, 0, false, false)
+        .map_err(|e| e.to_string())?
+        .kvs;
+    Ok(kvs
+        .into_iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+                kv.create_revision,
+                kv.mod_revision,
+                kv.version,
+            )
+        })
+        .collect())
 }
