@@ -40,6 +40,14 @@ pub struct Config {
     /// TLS for `https://` peer URLs (`--peer-cert-file`, `--peer-key-file`,
     /// `--peer-trusted-ca-file`, `--peer-client-cert-auth`).
     pub peer_tls: Option<ferrokv_wire::tls::TlsFlags>,
+    /// `--cipher-suites`, Go's names (also in both `*_tls`); checked at
+    /// start by `ferrokv_wire::tls::crypto_provider`, TLS or not, as etcd.
+    pub cipher_suites: Vec<String>,
+    /// `--auto-tls` with no `--cert-file`/`--key-file`: main makes a
+    /// self-signed pair under `<data-dir>/fixtures/client`.
+    pub client_auto_tls: bool,
+    /// `--peer-auto-tls` likewise, `<data-dir>/fixtures/peer`.
+    pub peer_auto_tls: bool,
     /// `--auth-token`: `simple` or `jwt,...` (read by `jwt::Jwt::from_flag`
     /// at start, since it names key files).
     pub auth_token: String,
@@ -87,6 +95,14 @@ const OPTS: &[Opt] = &[
     Opt { name: "peer-key-file", boolean: false, help: "Path to the peer server TLS key file." },
     Opt { name: "peer-trusted-ca-file", boolean: false, help: "Path to the peer server TLS trusted CA file." },
     Opt { name: "peer-client-cert-auth", boolean: true, help: "Enable peer client cert authentication." },
+    Opt { name: "client-crl-file", boolean: false, help: "Path to the client certificate revocation list file." },
+    Opt { name: "client-cert-allowed-hostname", boolean: false, help: "Allowed TLS hostname for client cert authentication." },
+    Opt { name: "auto-tls", boolean: true, help: "Client TLS using generated certificates." },
+    Opt { name: "peer-crl-file", boolean: false, help: "Path to the peer certificate revocation list file." },
+    Opt { name: "peer-cert-allowed-cn", boolean: false, help: "Required CN for client certs connecting to the peer endpoint." },
+    Opt { name: "peer-cert-allowed-hostname", boolean: false, help: "Allowed TLS hostname for inter peer authentication." },
+    Opt { name: "peer-auto-tls", boolean: true, help: "Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file are not provided." },
+    Opt { name: "cipher-suites", boolean: false, help: "Comma-separated list of supported TLS cipher suites between client/server and peers (empty will be auto-populated by Go). TLS 1.3 suites are always enabled, as in Go." },
     Opt { name: "auth-token", boolean: false, help: "Specify auth token specific options: 'simple' or 'jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...'." },
     Opt { name: "auth-token-ttl", boolean: false, help: "The lifetime in seconds of the auth token." },
     Opt { name: "bcrypt-cost", boolean: false, help: "Specify bcrypt algorithm cost factor for auth password hashing." },
@@ -179,6 +195,16 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Pa
                 serde_yaml::Value::Number(n) => n.to_string(),
                 serde_yaml::Value::Bool(b) => b.to_string(),
                 serde_yaml::Value::Null => continue,
+                serde_yaml::Value::Sequence(items) if opt.name == "cipher-suites" => items
+                    .iter()
+                    .map(|i| match i {
+                        serde_yaml::Value::String(s) => Ok(s.clone()),
+                        other => Err(format!(
+                            "config file {path}: {k}: unsupported value {other:?}"
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(","),
                 other => {
                     return Err(format!(
                         "config file {path}: {k}: unsupported value {other:?}"
@@ -250,8 +276,19 @@ fn build(vals: &Given) -> Result<Config, String> {
             .filter(|(v, _)| !v.is_empty())
             .map(|(v, _)| PathBuf::from(v))
     };
-    let client_tls = tls_flags(vals, "")?;
-    let peer_tls = tls_flags(vals, "peer-")?;
+    let cipher_suites = list(&get("cipher-suites", ""));
+    let client_tls = tls_flags(vals, "", &cipher_suites)?;
+    let peer_tls = tls_flags(vals, "peer-", &cipher_suites)?;
+    let on = |k: &str| vals.get(k).is_some_and(|(v, _)| v == "true");
+    // etcd: auto TLS is ignored (with a warning) when files are given.
+    let client_auto_tls = on("auto-tls") && client_tls.is_none();
+    let peer_auto_tls = on("peer-auto-tls") && peer_tls.is_none();
+    if on("auto-tls") && client_tls.is_some() {
+        log::warn!("ignoring client auto TLS since certs given");
+    }
+    if on("peer-auto-tls") && peer_tls.is_some() {
+        log::warn!("ignoring peer auto TLS since certs given");
+    }
     let name = get("name", cluster::DEFAULT_NAME);
     let initial_advertise_peer_urls = urls(
         vals,
@@ -299,6 +336,9 @@ fn build(vals: &Given) -> Result<Config, String> {
         shards: num(vals, "shards", cores)?,
         client_tls,
         peer_tls,
+        cipher_suites,
+        client_auto_tls,
+        peer_auto_tls,
         auth_token: get("auth-token", "simple"),
         auth_token_ttl: num(vals, "auth-token-ttl", 300)?,
         bcrypt_cost: num(vals, "bcrypt-cost", 10)?,
@@ -331,14 +371,14 @@ fn build(vals: &Given) -> Result<Config, String> {
         listen_addr(u)?;
     }
     for u in &cfg.listen_client_urls {
-        if is_tls_url(u) && cfg.client_tls.is_none() {
+        if is_tls_url(u) && cfg.client_tls.is_none() && !cfg.client_auto_tls {
             return Err(format!(
                 "TLS key/cert (--cert-file, --key-file) must be provided for client url {u} with HTTPS scheme"
             ));
         }
     }
     for u in &cfg.listen_peer_urls {
-        if is_tls_url(u) && cfg.peer_tls.is_none() {
+        if is_tls_url(u) && cfg.peer_tls.is_none() && !cfg.peer_auto_tls {
             let host = url::Url::parse(u).map_or_else(
                 |_| u.clone(),
                 |p| format!("{}:{}", p.host_str().unwrap_or(""), p.port().unwrap_or(0)),
@@ -358,22 +398,36 @@ fn build(vals: &Given) -> Result<Config, String> {
 }
 
 /// etcd's TLS flags of one kind, `--{kind}cert-file`, `--{kind}key-file`,
-/// `--{kind}trusted-ca-file` and `--{kind}client-cert-auth`: `kind` is ""
-/// for the client port, "peer-" between members. `None` when neither a
-/// certificate nor a key is given (a trusted CA alone is then unused, as
-/// in etcd); the files are read later, where they are used.
-fn tls_flags(vals: &Given, kind: &str) -> Result<Option<ferrokv_wire::tls::TlsFlags>, String> {
+/// `--{kind}trusted-ca-file`, `--{kind}client-cert-auth`, the CRL file
+/// (`--client-crl-file`, `--peer-crl-file`) and the allowed names
+/// (`--client-cert-allowed-hostname`, `--peer-cert-allowed-cn`,
+/// `--peer-cert-allowed-hostname`): `kind` is "" for the client port,
+/// "peer-" between members. `None` when neither a certificate nor a key is
+/// given (a trusted CA alone is then unused, as in etcd); the files are
+/// read later, where they are used.
+fn tls_flags(
+    vals: &Given,
+    kind: &str,
+    cipher_suites: &[String],
+) -> Result<Option<ferrokv_wire::tls::TlsFlags>, String> {
     let get = |k: &str| {
-        vals.get(format!("{kind}{k}").as_str())
+        vals.get(k)
             .filter(|(v, _)| !v.is_empty())
             .map(|(v, _)| v.clone())
     };
-    match (get("cert-file"), get("key-file")) {
+    let own = |k: &str| get(&format!("{kind}{k}"));
+    let named = if kind.is_empty() { "client-" } else { kind };
+    match (own("cert-file"), own("key-file")) {
         (Some(cert), Some(key)) => Ok(Some(ferrokv_wire::tls::TlsFlags {
             cert_file: PathBuf::from(cert),
             key_file: PathBuf::from(key),
-            trusted_ca_file: get("trusted-ca-file").map(PathBuf::from),
-            client_cert_auth: get("client-cert-auth").is_some_and(|v| v == "true"),
+            trusted_ca_file: own("trusted-ca-file").map(PathBuf::from),
+            client_cert_auth: own("client-cert-auth").is_some_and(|v| v == "true"),
+            crl_file: get(&format!("{named}crl-file")).map(PathBuf::from),
+            cipher_suites: cipher_suites.to_vec(),
+            allowed_cn: get(&format!("{named}cert-allowed-cn")),
+            allowed_hostname: get(&format!("{named}cert-allowed-hostname")),
+            self_signed: false,
         })),
         (None, None) => Ok(None),
         (cert, key) => Err(format!(
@@ -481,6 +535,66 @@ mod tests {
     }
 
     #[test]
+    fn cipher_suites_crls_allowed_names_and_auto_tls() {
+        let suites = "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384";
+        let want = vec![
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_string(),
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".to_string(),
+        ];
+        let c = run(
+            &[
+                "--cipher-suites",
+                suites,
+                "--cert-file=c.pem",
+                "--key-file=k.pem",
+                "--client-crl-file=c.crl",
+                "--client-cert-allowed-hostname=client.example",
+                "--peer-cert-file=p.pem",
+                "--peer-key-file=p.key",
+                "--peer-crl-file=p.crl",
+                "--peer-cert-allowed-cn=member",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.cipher_suites, want);
+        let (client, peer) = (c.client_tls.unwrap(), c.peer_tls.unwrap());
+        assert_eq!(client.cipher_suites, want);
+        assert_eq!(peer.cipher_suites, want);
+        assert_eq!(client.crl_file, Some(PathBuf::from("c.crl")));
+        assert_eq!(peer.crl_file, Some(PathBuf::from("p.crl")));
+        assert_eq!(client.allowed_hostname.as_deref(), Some("client.example"));
+        assert_eq!(
+            (client.allowed_cn, peer.allowed_cn.as_deref()),
+            (None, Some("member"))
+        );
+        // The environment, and etcd's YAML list in a config file.
+        let c = run(&[], &[("ETCD_CIPHER_SUITES", suites)]).unwrap();
+        assert_eq!(c.cipher_suites, want);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "cipher-suites:\n  - TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n  - TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\n\
+             auto-tls: true\npeer-auto-tls: true\n\
+             listen-client-urls: https://127.0.0.1:2379\nlisten-peer-urls: https://127.0.0.1:2380\n",
+        )
+        .unwrap();
+        let c = run(&["--config-file", file.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(c.cipher_suites, want);
+        // https URLs without files are fine with auto TLS.
+        assert!(c.client_auto_tls && c.peer_auto_tls);
+        assert_eq!((c.client_tls, c.peer_tls), (None, None));
+        // Given files win over auto TLS, as in etcd.
+        let c = run(
+            &["--auto-tls", "--cert-file=c.pem", "--key-file=k.pem"],
+            &[],
+        )
+        .unwrap();
+        assert!(!c.client_auto_tls);
+    }
+
+    #[test]
     fn peer_tls_flags_as_etcd_reads_them() {
         let https = "https://127.0.0.1:2380";
         // An https peer listener needs a key and certificate (etcd's words).
@@ -500,6 +614,7 @@ mod tests {
             key_file: PathBuf::from("p.key"),
             trusted_ca_file: Some(PathBuf::from("ca.pem")),
             client_cert_auth: true,
+            ..Default::default()
         };
         let c = run(
             &[

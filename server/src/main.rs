@@ -153,19 +153,44 @@ fn join_cluster(cfg: &Config, urls_map: &cluster::UrlsMap) -> Result<Membership,
     }
 }
 
+/// Checks `--cipher-suites` (TLS or not, as etcd: `unexpected TLS cipher
+/// suite "NAME"`, exit 1) and makes `--auto-tls` / `--peer-auto-tls`'s
+/// self-signed pairs under `<data-dir>/fixtures/{client,peer}` for the
+/// hosts of the listen URLs, as etcd's `ClientSelfCert`/`PeerSelfCert`.
+fn tls_setup(cfg: &mut Config) -> Result<(), String> {
+    for name in ferrokv_wire::tls::unimplemented_cipher_suites(&cfg.cipher_suites)? {
+        log::warn!(
+            "--cipher-suites: {name} is not implemented by ferrokv (rustls); it is never negotiated"
+        );
+    }
+    let fixtures = cfg.data_dir.join("fixtures");
+    let cipher_suites = cfg.cipher_suites.clone();
+    let auto = |dir: &str, urls: &[String]| {
+        ferrokv_wire::tls::self_cert(&fixtures.join(dir), urls).map(|(cert_file, key_file)| {
+            ferrokv_wire::tls::TlsFlags {
+                cert_file,
+                key_file,
+                cipher_suites: cipher_suites.clone(),
+                self_signed: true,
+                ..Default::default()
+            }
+        })
+    };
+    if cfg.client_auto_tls {
+        cfg.client_tls = Some(auto("client", &cfg.listen_client_urls)?);
+    }
+    if cfg.peer_auto_tls {
+        cfg.peer_tls = Some(auto("peer", &cfg.listen_peer_urls)?);
+    }
+    Ok(())
+}
+
 /// `--peer-*` TLS, read whenever given, as etcd reads it, so a bad file
 /// fails the start of a one-member cluster too (in etcd's words).
 fn peer_tls(cfg: &Config) -> Result<Option<ferrokv_raft::peer::PeerTls>, String> {
     cfg.peer_tls
         .as_ref()
-        .map(|f| {
-            ferrokv_raft::peer::PeerTls::load(
-                &f.cert_file,
-                &f.key_file,
-                f.trusted_ca_file.as_deref(),
-                f.client_cert_auth,
-            )
-        })
+        .map(ferrokv_raft::peer::PeerTls::from_flags)
         .transpose()
 }
 
@@ -318,7 +343,7 @@ fn notify_ready() {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = match config::parse(&args, &|k| std::env::var(k).ok()) {
+    let mut cfg = match config::parse(&args, &|k| std::env::var(k).ok()) {
         Ok(Parsed::Run(c)) => *c,
         Ok(Parsed::Help(u)) => {
             print!("{u}");
@@ -339,6 +364,10 @@ fn main() {
         }
     };
     logger::init(&cfg.log_level);
+    if let Err(e) = tls_setup(&mut cfg) {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
     let mut addrs = Vec::new();
     let mut tls_addrs = Vec::new();
     for u in &cfg.listen_client_urls {

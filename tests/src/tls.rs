@@ -135,3 +135,38 @@ fn issue(dir: &Path, subject: &str, name: &str) {
         ],
     );
 }
+
+/// Revokes `cert` (issued by `files`' CA) and writes the CA's CRL, listing
+/// every certificate revoked so far, to `crl.pem` beside the CA: an X.509
+/// v2 CRL (with a CRL number), as `openssl ca` makes it. Returns its path.
+pub fn revoke(files: &TlsFiles, cert: &Path) -> PathBuf {
+    let dir = files
+        .ca
+        .parent()
+        .unwrap_or_else(|| panic!("{} has no directory", files.ca.display()));
+    if !dir.join("ca.cnf").exists() {
+        std::fs::write(
+            dir.join("ca.cnf"),
+            "[ca]\ndefault_ca=test_ca\n[test_ca]\ndatabase=index.txt\ncrlnumber=crlnumber\n\
+             default_md=sha256\ndefault_crl_days=2\n",
+        )
+        .unwrap_or_else(|e| panic!("write ca.cnf: {e}"));
+        std::fs::write(dir.join("index.txt"), "").unwrap_or_else(|e| panic!("index.txt: {e}"));
+        std::fs::write(dir.join("crlnumber"), "01\n").unwrap_or_else(|e| panic!("crlnumber: {e}"));
+    }
+    let ca = ["-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.pem"];
+    let cert = cert.display().to_string();
+    let mut args = vec!["ca"];
+    args.extend(ca);
+    args.extend(["-revoke", cert.as_str()]);
+    openssl(dir, &args);
+    // Written beside and renamed over: a server reading it meanwhile sees
+    // the old list or the new one, never half of one.
+    let mut args = vec!["ca"];
+    args.extend(ca);
+    args.extend(["-gencrl", "-out", "crl.pem.new"]);
+    openssl(dir, &args);
+    std::fs::rename(dir.join("crl.pem.new"), dir.join("crl.pem"))
+        .unwrap_or_else(|e| panic!("rename crl.pem: {e}"));
+    dir.join("crl.pem")
+}

@@ -11,19 +11,18 @@
 //! `tls: failed to find any PEM data in certificate input` (and `in key
 //! input`), `tls: private key does not match public key`.
 
-use std::io::Read;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use ferrokv_wire::tls::{self as wtls, TlsFlags};
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 
 /// The TLS side of this member's peer links: shared by every connection
-/// (immutable, `Send + Sync`).
+/// (`Send + Sync`; the key pair is read again after the files change, see
+/// [`wtls::CertFiles`]).
 #[derive(Clone, Debug)]
 pub struct PeerTls {
     server: Arc<rustls::ServerConfig>,
@@ -33,76 +32,69 @@ pub struct PeerTls {
 }
 
 impl PeerTls {
-    /// Loads etcd's peer TLS files. As in etcd, a trusted CA makes the
-    /// acceptor require client certificates signed by it, with or without
-    /// `client_cert_auth`; `client_cert_auth` without a CA is refused
-    /// (etcd would verify against the system's CAs, which no member
-    /// certificate of a private CA passes).
+    /// Loads etcd's peer TLS files (the common case of [`PeerTls::from_flags`]).
     pub fn load(
         cert_file: &Path,
         key_file: &Path,
         trusted_ca_file: Option<&Path>,
         client_cert_auth: bool,
     ) -> Result<PeerTls, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain = certs(&read(cert_file)?)?;
-        if chain.is_empty() {
-            return Err("tls: failed to find any PEM data in certificate input".to_string());
-        }
-        let key = PrivateKeyDer::from_pem_slice(&read(key_file)?).map_err(|e| match e {
-            pem::Error::NoItemsFound => "tls: failed to find any PEM data in key input".to_string(),
-            e => format!("tls: {e} in key input"),
-        })?;
-        let roots = trusted_ca_file
-            .map(|ca| {
-                let mut roots = rustls::RootCertStore::empty();
-                let cas = certs(&read(ca)?)?;
-                if cas.is_empty() {
-                    // etcd starts with an empty pool and refuses every
-                    // peer; better to say so at once.
-                    return Err(format!(
-                        "--peer-trusted-ca-file {}: no PEM certificate in it",
-                        ca.display()
-                    ));
-                }
-                for c in cas {
-                    roots
-                        .add(c)
-                        .map_err(|e| format!("--peer-trusted-ca-file {}: {e}", ca.display()))?;
-                }
-                Ok::<_, String>(Arc::new(roots))
-            })
+        PeerTls::from_flags(&TlsFlags {
+            cert_file: cert_file.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            trusted_ca_file: trusted_ca_file.map(Path::to_path_buf),
+            client_cert_auth,
+            ..TlsFlags::default()
+        })
+    }
+
+    /// etcd's peer TLS. As in etcd, a trusted CA makes the acceptor require
+    /// client certificates signed by it, with or without
+    /// `client_cert_auth`, not revoked by `--peer-crl-file` and of
+    /// `--peer-cert-allowed-cn`/`-hostname` when given;
+    /// `client_cert_auth` without a CA is refused (etcd would verify
+    /// against the system's CAs, which no member certificate of a private
+    /// CA passes). `--cipher-suites` limits both sides. A `--peer-auto-tls`
+    /// pair (`self_signed`) dials without verifying the peer, as etcd's
+    /// `selfCert` does.
+    pub fn from_flags(flags: &TlsFlags) -> Result<PeerTls, String> {
+        let provider = wtls::crypto_provider(&flags.cipher_suites)?;
+        let certs = wtls::CertFiles::load(&flags.cert_file, &flags.key_file, provider.clone())?;
+        let roots = flags
+            .trusted_ca_file
+            .as_deref()
+            .map(|ca| wtls::roots(ca, "--peer-trusted-ca-file"))
             .transpose()?;
         let server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("tls: {e}"))?;
         let server = match &roots {
-            Some(roots) => {
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-                        .build()
-                        .map_err(|e| format!("--peer-trusted-ca-file: {e}"))?;
-                server.with_client_cert_verifier(verifier)
-            }
-            None if client_cert_auth => {
+            Some(roots) => server.with_client_cert_verifier(wtls::client_verifier(
+                flags,
+                roots.clone(),
+                provider.clone(),
+            )?),
+            None if flags.client_cert_auth => {
                 return Err("--peer-client-cert-auth needs --peer-trusted-ca-file".to_string())
             }
             None => server.with_no_client_auth(),
         };
-        let server = server
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(key_error)?;
+        let server = server.with_cert_resolver(certs.clone());
+        let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("tls: {e}"))?;
         let client = match roots {
-            Some(roots) => Some(Arc::new(
-                rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| format!("tls: {e}"))?
-                    .with_root_certificates(roots)
-                    .with_client_auth_cert(chain, key)
-                    .map_err(key_error)?,
-            )),
+            Some(roots) => Some(client.with_root_certificates(roots)),
+            None if flags.self_signed => Some(
+                client
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(wtls::AcceptAnyCertificate(
+                        provider,
+                    ))),
+            ),
             None => None,
-        };
+        }
+        .map(|c| Arc::new(c.with_client_cert_resolver(certs)));
         Ok(PeerTls {
             server: Arc::new(server),
             client,
@@ -190,41 +182,6 @@ fn handshake_error(e: std::io::Error) -> String {
 pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_string())
         .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))
-}
-
-/// The certificates of a PEM file (none is not an error here).
-fn certs(pem_bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    CertificateDer::pem_slice_iter(pem_bytes)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls: {e} in certificate input"))
-}
-
-fn key_error(e: rustls::Error) -> String {
-    match e {
-        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
-            "tls: private key does not match public key".to_string()
-        }
-        e => format!("tls: {e}"),
-    }
-}
-
-/// A whole file, with I/O errors as Go's `os` package words them (etcd
-/// prints them so): `open PATH: no such file or directory`.
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    let go = |op: &str, e: std::io::Error| {
-        let text = e.to_string();
-        let text = text.split(" (os error").next().unwrap_or(&text);
-        let mut chars = text.chars();
-        let text: String = chars
-            .next()
-            .map(|c| c.to_lowercase().chain(chars).collect())
-            .unwrap_or_default();
-        format!("{op} {}: {text}", path.display())
-    };
-    let mut f = std::fs::File::open(path).map_err(|e| go("open", e))?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).map_err(|e| go("read", e))?;
-    Ok(bytes)
 }
 
 /// A peer connection, plain or TLS: one type for the connection code.
