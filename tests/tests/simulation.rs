@@ -15,6 +15,7 @@ struct Totals {
     reads: usize,
     changes: usize,
     rolled_back: usize,
+    writes: usize,
 }
 
 fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
@@ -29,6 +30,7 @@ fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
                 t.reads += out.reads;
                 t.changes += out.changes;
                 t.rolled_back += out.rolled_back;
+                t.writes += out.writes;
             }
             Err(f) => panic!("{f}"),
         }
@@ -41,8 +43,8 @@ fn three_members_two_groups_under_faults() {
     let t = seeds(0, 3_000, &Options::default());
     eprintln!(
         "3,000 seeds: {} acknowledged, {} crashes, {} torn tails, {} snapshots installed, \
-         {} reads, {} membership changes, {} writes rolled back",
-        t.acked, t.crashes, t.torn, t.snapshots, t.reads, t.changes, t.rolled_back
+         {} reads, {} membership changes, {} writes acknowledged, {} rolled back",
+        t.acked, t.crashes, t.torn, t.snapshots, t.reads, t.changes, t.writes, t.rolled_back
     );
     // The runs did what they are for (about half of what these seeds
     // do today): a run that never acknowledged, tore a tail, installed a
@@ -58,10 +60,11 @@ fn three_members_two_groups_under_faults() {
     assert!(t.reads > 10_000, "only {} reads answered", t.reads);
     assert!(t.changes > 1_000, "only {} membership changes", t.changes);
     assert!(
-        t.rolled_back > 1_500,
+        t.rolled_back > 900,
         "only {} writes rolled back by a leader's store",
         t.rolled_back
     );
+    assert!(t.writes > 7_500, "only {} writes acknowledged", t.writes);
 }
 
 #[test]
@@ -71,7 +74,8 @@ fn five_members_under_faults() {
         ..Options::default()
     };
     let t = seeds(1_000_000, 1_000, &opts);
-    assert!(t.acked > 5_000, "only {} acknowledged proposals", t.acked);
+    assert!(t.acked > 2_000, "only {} acknowledged proposals", t.acked);
+    assert!(t.writes > 1_000, "only {} writes acknowledged", t.writes);
 }
 
 #[test]

@@ -30,11 +30,19 @@
 //! every group must converge: one leader, every member applied the same
 //! log, every acknowledged proposal in it.
 //!
+//! What commits is applied to the shard's real state machine
+//! (`ferrokv_shards::state::ShardState`, the mvcc store inside) and feeds
+//! each member's real `Visibility`. Around them, modelled on the shard
+//! code: one member leads every group (leader transfers), its leader start
+//! writes a marker in every group, and its writes take one revision across
+//! one or two groups, applied ahead of the log. At the end the stores
+//! agree, every write at or below the visible revision is whole or void,
+//! and every acknowledged write is there.
+//!
 //! A run is a function of its seed and options: the same seed replays the
 //! same steps byte for byte (`Outcome::trace_hash`; `ferro-sim --seed N
-//! --trace` prints them). Not simulated yet: the shard state machine above
-//! the log (revisions, visibility, the leader start, cross-shard
-//! transactions); membership changes are raft's, one group at a time
+//! --trace` prints them). Not simulated yet: leases, compaction, deletes
+//! and compares; membership changes are raft's, one group at a time
 //! (ferrokv makes one change in every group; that coordination is shard
 //! code).
 
@@ -50,6 +58,7 @@ use ferrokv_raft::{Error, LogConfig, INBOUND_MESSAGES_PENDING_MAX, TICKS_PENDING
 use ferrokv_shards::lease::LeaseTable;
 use ferrokv_shards::record::{Part, Record};
 use ferrokv_shards::state::{Effect, ShardState};
+use ferrokv_shards::visibility::Visibility;
 use ferrokv_wal::WalConfig;
 use raft::eraftpb::{ConfChange, ConfChangeType, Message, MessageType};
 
@@ -105,8 +114,10 @@ pub struct Outcome {
     /// Membership changes that took effect (counted in every group).
     pub changes: usize,
     /// Writes a leader's store dropped after applying them ahead of the
-    /// log (a step-down's rollback, an abandoned proposal).
+    /// log (a step-down's rollback), or a marker voided in a store.
     pub rolled_back: usize,
+    /// Writes (one revision each, in one or two groups) acknowledged.
+    pub writes: usize,
     /// FNV-1a over every step's line: equal for equal runs.
     pub trace_hash: u64,
     pub trace: Vec<String>,
@@ -216,11 +227,6 @@ struct Log {
     /// The shard's real state machine (`ShardState`): its store, rebuilt
     /// in each life from the snapshot file and the log, as a shard's is.
     state: Option<ShardState>,
-    /// The term this member leads the group in and writes in: a leader
-    /// writes only once its log settled in that term (as a leader's start
-    /// waits for), so its store holds everything an earlier leader could
-    /// have acknowledged.
-    started: Option<u64>,
 }
 
 /// A state machine snapshot: what was applied up to `index`, and the
@@ -245,6 +251,52 @@ struct Member {
     up: bool,
     lives: u64,
     logs: Vec<Log>,
+    /// Which revisions are visible here (the real `Visibility`), fed by
+    /// every group's state machine; rebuilt in each life.
+    vis: Visibility,
+    /// The highest visible revision seen in this life.
+    visible_max: i64,
+    /// The last revision this member handed out as cluster leader.
+    last_assigned: i64,
+    /// Leader starts made, for marker ids.
+    starts: u64,
+    /// The void ranges (cut, through) of the markers applied here, in the
+    /// order their first shard applied them.
+    voided: Vec<(i64, i64)>,
+    /// This member's leader start, while it leads every group.
+    leading: Option<Leading>,
+}
+
+/// A leader start (`shards/src/leader.rs`): once every group has settled
+/// in the terms it leads, a marker voiding `cut+1..=through` goes into
+/// every group; the member serves once `through` is visible.
+#[derive(Debug, Clone)]
+struct Leading {
+    /// The term it leads each group in.
+    terms: Vec<u64>,
+    through: i64,
+    /// The marker's proposals, one per group, and how many committed (and
+    /// were applied here): the start waits for all (`write_markers`).
+    markers: Vec<usize>,
+    marked: usize,
+    serving: bool,
+}
+
+/// A write as a cluster leader makes it: one revision, a part (a put) in
+/// each group it touches, one proposal per group.
+#[derive(Debug, Clone)]
+struct Txn {
+    /// The member that made it, and in which of its lives.
+    member: usize,
+    life: u64,
+    /// How many void ranges that member knew when it took the revision.
+    voids: usize,
+    rev: i64,
+    /// (group, key, value, term) of each part.
+    parts: Vec<(usize, Vec<u8>, Vec<u8>, u64)>,
+    /// Parts whose proposal committed.
+    oks: usize,
+    failed: bool,
 }
 
 struct Envelope {
@@ -264,11 +316,14 @@ struct World {
     check: Checker,
     /// (group, data) of every proposal handed to a member.
     proposals: Vec<(usize, Vec<u8>)>,
-    /// The write each proposal carries: (revision, key, value, the term
-    /// its leader applied it ahead of the log in).
-    writes: Vec<(i64, Vec<u8>, Vec<u8>, u64)>,
-    /// (group, revision, key, value) of every acknowledged write.
-    acked_writes: Vec<(usize, i64, Vec<u8>, Vec<u8>)>,
+    /// The write each proposal carries a part of (markers: none).
+    part_of: Vec<Option<usize>>,
+    txns: Vec<Txn>,
+    /// Writes every part of which committed, waiting until their revision
+    /// is visible and kept on their member (`Sequencer::wait_committed`).
+    settling: Vec<usize>,
+    /// Writes acknowledged to their client.
+    acked_txns: Vec<usize>,
     /// Writes a leader applied ahead of the log and then dropped (its
     /// term ended, or raft refused the proposal).
     rolled_back: usize,
@@ -340,6 +395,12 @@ impl World {
                 id,
                 up: false,
                 lives: 0,
+                vis: Visibility::new(opts.groups as u32),
+                visible_max: 0,
+                last_assigned: 0,
+                starts: 0,
+                voided: Vec::new(),
+                leading: None,
                 logs: (0..opts.groups)
                     .map(|_| Log {
                         core: None,
@@ -358,7 +419,6 @@ impl World {
                         checked_commit: 0,
                         snapshot: None,
                         state: None,
-                        started: None,
                     })
                     .collect(),
             })
@@ -376,8 +436,10 @@ impl World {
             cut: BTreeSet::new(),
             check: Checker::default(),
             proposals: Vec::new(),
-            writes: Vec::new(),
-            acked_writes: Vec::new(),
+            part_of: Vec::new(),
+            txns: Vec::new(),
+            settling: Vec::new(),
+            acked_txns: Vec::new(),
             rolled_back: 0,
             reads: Vec::new(),
             reads_answered: 0,
@@ -410,6 +472,7 @@ impl World {
             reads: self.reads_answered,
             changes: self.changes_applied,
             rolled_back: self.rolled_back,
+            writes: self.acked_txns.len(),
             trace_hash: self.hash,
             trace: self.trace.clone(),
         }
@@ -444,8 +507,36 @@ impl World {
         while self.step < self.opts.steps {
             self.step += 1;
             self.one_step()?;
+            self.settle();
         }
         self.converge()
+    }
+
+    /// A write whose parts all committed is acknowledged once its revision
+    /// is visible on its member and no marker there voided it; its client
+    /// learns nothing if the member crashed first, nor if it was voided
+    /// (`etcdserver: leader changed`).
+    fn settle(&mut self) {
+        let mut keep = Vec::new();
+        for t in std::mem::take(&mut self.settling) {
+            let w = &self.txns[t];
+            let member = &self.members[w.member];
+            if member.lives != w.life || !member.up {
+                continue;
+            }
+            let voided = member.voided[w.voids.min(member.voided.len())..]
+                .iter()
+                .any(|(cut, through)| *cut < w.rev && w.rev <= *through);
+            if voided {
+                self.note(format!("t{t} at revision {} voided", w.rev));
+            } else if member.vis.visible() >= w.rev {
+                self.note(format!("t{t} at revision {} acknowledged", w.rev));
+                self.acked_txns.push(t);
+            } else {
+                keep.push(t);
+            }
+        }
+        self.settling = keep;
     }
 
     /// One scheduler step: one action drawn by weight (per mille).
@@ -483,6 +574,12 @@ impl World {
         member.up = true;
         member.lives += 1;
         let (id, lives) = (member.id, member.lives);
+        // The member's memory: visibility is rebuilt from what the logs
+        // replay, and nothing is led yet.
+        member.vis = Visibility::new(self.opts.groups as u32);
+        member.visible_max = 0;
+        member.voided.clear();
+        member.leading = None;
         let voters: Vec<u64> = (1..=self.opts.members as u64).collect();
         let mut lines = Vec::new();
         for g in 0..self.opts.groups {
@@ -519,16 +616,21 @@ impl World {
             log.writing = None;
             log.applied_index = from;
             log.checked_commit = 0;
-            log.started = None;
             // The store opens from the snapshot file (here: its entries
             // applied again), then the log replays past it.
             let mut state = ShardState::new(g as u32, Store::new(), LeaseTable::new(1));
-            if let Some(snap) = &log.snapshot {
-                for (index, (term, data)) in &snap.applied {
-                    apply_state(&mut state, id, g, *index, *term, data)?;
-                }
+            let held: Vec<(u64, u64, Vec<u8>)> = log.snapshot.as_ref().map_or(Vec::new(), |s| {
+                s.applied
+                    .iter()
+                    .map(|(i, (t, d))| (*i, *t, d.clone()))
+                    .collect()
+            });
+            let member = &mut self.members[m];
+            for (index, term, data) in held {
+                apply_state(&mut state, member, g, index, term, &data)?;
             }
             state.covers(from);
+            let log = &mut self.members[m].logs[g];
             log.state = Some(state);
             for (index, data) in rec.entries {
                 let term = self.members[m].logs[g]
@@ -586,7 +688,6 @@ impl World {
             log.inbox.clear();
             log.queue.clear();
             log.state = None;
-            log.started = None;
             let d = log.disk.crash(&mut self.rng);
             if matches!(d, Damage::Torn | Damage::Garbage) {
                 self.torn_tails += 1;
@@ -604,6 +705,16 @@ impl World {
             // The shell's ticker is bounded the same way: a stalled
             // driver catches up at most this many ticks.
             log.ticks = (log.ticks + 1).min(TICKS_PENDING_MAX);
+        }
+        // One member leads every group: a group led here while group 0
+        // is led elsewhere goes to group 0's leader (as the shard's
+        // `follow_cluster_leader` checks on its own tick).
+        let id = self.members[m].id;
+        let leader0 = self.core_ref(m, 0).role().leader_id;
+        for g in 1..self.opts.groups {
+            if leader0 != 0 && leader0 != id && self.core_ref(m, g).role().leader {
+                self.members[m].logs[g].transfer = Some(leader0);
+            }
         }
     }
 
@@ -734,16 +845,31 @@ impl World {
                     if role.leader {
                         self.check.leader(g, role.term, id)?;
                     }
-                    let log = &mut self.members[m].logs[g];
-                    if log.started != Some(role.term) || !role.leader {
-                        log.started = None;
+                    let member = &mut self.members[m];
+                    if member
+                        .leading
+                        .as_ref()
+                        .is_some_and(|l| !role.leader || l.terms.get(g) != Some(&role.term))
+                    {
+                        member.leading = None;
                     }
-                    let before = log.state.as_ref().map(|s| s.store.last_revision());
-                    if let Some(st) = log.state.as_mut() {
+                    if let Some(mut st) = member.logs[g].state.take() {
+                        let before = st.store.last_revision();
                         let out = st.role_changed(role.leader, role.term);
-                        effects_ok(id, g, &out)?;
-                        if before != Some(st.store.last_revision()) {
+                        if before != st.store.last_revision() {
                             self.rolled_back += 1;
+                        }
+                        let r = effects(&out, member, g);
+                        member.logs[g].state = Some(st);
+                        r?;
+                    }
+                    if role.leader && g != 0 {
+                        // One member leads every group: a group led here
+                        // while group 0 is led elsewhere is handed to
+                        // group 0's leader (as the shard's role_changed).
+                        let leader0 = self.core_ref(m, 0).role().leader_id;
+                        if leader0 != 0 && leader0 != id {
+                            self.members[m].logs[g].transfer = Some(leader0);
                         }
                     }
                 }
@@ -806,28 +932,40 @@ impl World {
             };
             let (pg, data) = self.proposals[p].clone();
             debug_assert_eq!(pg, g);
-            let (rev, key, value, term) = self.writes[p].clone();
+            let txn = self.part_of[p];
             match r {
                 Ok(index) => {
                     self.note(format!(
-                        "member {id} group {g}: acknowledged p{p} (revision {rev}) at {index}"
+                        "member {id} group {g}: acknowledged p{p} at {index}"
                     ));
                     self.check.acknowledged(g, index, &data)?;
-                    self.acked_writes.push((g, rev, key, value));
+                    if txn.is_none() {
+                        if let Some(l) = self.members[m].leading.as_mut() {
+                            if l.markers.contains(&p) {
+                                l.marked += 1;
+                            }
+                        }
+                    }
+                    if let Some(t) = txn {
+                        let w = &mut self.txns[t];
+                        w.oks += 1;
+                        if w.oks == w.parts.len() && !w.failed {
+                            self.settling.push(t);
+                        }
+                    }
                 }
                 Err(e) => {
                     self.note(format!("member {id} group {g}: p{p} failed: {e}"));
-                    // Never in the log: drop it from the store, as a
-                    // failed submission abandons its write, and start
-                    // again before the next.
-                    let log = &mut self.members[m].logs[g];
-                    if let Some(st) = log.state.as_mut() {
-                        let out = st.abandon(rev, term);
-                        if !out.is_empty() {
-                            self.rolled_back += 1;
-                            log.started = None;
-                        }
-                        effects_ok(id, g, &out)?;
+                    let member = &mut self.members[m];
+                    // The start starts again (a failed marker, or a write
+                    // whose revision is now a hole only a marker voids).
+                    member.leading = None;
+                    // Its part stays in the store, as a shard's does when
+                    // raft drops a submitted proposal: the next start's
+                    // marker voids its revision (and a step-down rolls it
+                    // back first).
+                    if let Some(t) = txn {
+                        self.txns[t].failed = true;
                     }
                 }
             }
@@ -868,8 +1006,16 @@ impl World {
             }
         }
         log.applied.insert(index, (term, data.clone()));
-        if let Some(st) = log.state.as_mut() {
-            apply_state(st, id, g, index, term, &data)?;
+        let member = &mut self.members[m];
+        if let Some(mut st) = member.logs[g].state.take() {
+            let before = st.store.last_revision();
+            let r = apply_state(&mut st, member, g, index, term, &data);
+            if st.store.last_revision() < before {
+                // A marker voided what this store held.
+                self.rolled_back += 1;
+            }
+            member.logs[g].state = Some(st);
+            r?;
         }
         self.check.applied(g, id, index, term, &data)
     }
@@ -1051,73 +1197,176 @@ impl World {
         Ok(())
     }
 
-    /// A client proposal to the member it guesses leads a group; refused
-    /// at once there unless that member leads (as `ShardLog::submit`).
+    /// A client write to the member it guesses leads: a member that leads
+    /// every group makes its leader start first (as `leader::start`), and
+    /// once it serves, each write takes the next revision, is applied ahead
+    /// of the log in every group it touches (one or two) and proposed
+    /// there, as the coordinator (`kv/write.rs`) does.
     fn propose(&mut self) -> Result<(), String> {
         let m = self.rng.below(self.members.len());
-        let g = self.rng.below(self.opts.groups);
+        if let Some(terms) = self.lead(m) {
+            self.write(m, &terms)?;
+        }
+        Ok(())
+    }
+
+    /// Member `m`'s leader loop (`leader::lead`): while it leads every
+    /// group, the start, then serving. The terms it serves in, if it does.
+    fn lead(&mut self, m: usize) -> Option<Vec<u64>> {
         if !self.members[m].up {
-            return Ok(());
+            return None;
         }
-        let role = self.core(m, g).role();
-        if !role.leader {
-            return Ok(());
+        let groups = self.opts.groups;
+        let roles: Vec<_> = (0..groups).map(|g| self.core_ref(m, g).role()).collect();
+        if !roles.iter().all(|r| r.leader) {
+            return None;
         }
-        let core = self.core_ref(m, g);
-        let settled = core.leads_committed_term() && core.log_settled();
-        let log = &mut self.members[m].logs[g];
-        if log.started != Some(role.term) {
-            if !settled || !log.queue.is_empty() {
-                return Ok(());
+        let terms: Vec<u64> = roles.iter().map(|r| r.term).collect();
+        let id = self.members[m].id;
+        match self.members[m].leading.clone() {
+            Some(l) if l.terms == terms && l.serving => Some(terms),
+            Some(l) if l.terms == terms => {
+                // Serving once every group applied the marker: the void
+                // range is done, and revisions go on after it.
+                let member = &mut self.members[m];
+                if l.marked == l.markers.len() && member.vis.visible() >= l.through {
+                    member.last_assigned = l.through;
+                    if let Some(l) = member.leading.as_mut() {
+                        l.serving = true;
+                    }
+                    self.note(format!(
+                        "member {id}: serves from revision {} (terms {terms:?})",
+                        l.through + 1
+                    ));
+                }
+                None
             }
-            log.started = Some(role.term);
+            _ => {
+                // Every group has committed an entry of its term and
+                // applied all it holds, with nothing of ours in flight.
+                let settled = (0..groups).all(|g| {
+                    let c = self.core_ref(m, g);
+                    c.leads_committed_term()
+                        && c.log_settled()
+                        && self.members[m].logs[g].queue.is_empty()
+                });
+                if !settled {
+                    return None;
+                }
+                let member = &mut self.members[m];
+                let cut = member.vis.visible();
+                let through = member.vis.last_seen().max(member.last_assigned).max(cut);
+                member.starts += 1;
+                let marker = (terms[0] << 20) | (member.starts & 0xf_ffff);
+                let first = self.proposals.len();
+                member.leading = Some(Leading {
+                    terms: terms.clone(),
+                    through,
+                    markers: (first..first + groups).collect(),
+                    marked: 0,
+                    serving: false,
+                });
+                self.note(format!(
+                    "member {id}: starts as leader, marker {marker} voids {}..={through}",
+                    cut + 1
+                ));
+                let data = Record::Marker {
+                    id: marker,
+                    cut,
+                    through,
+                }
+                .encode();
+                for (g, term) in terms.iter().enumerate() {
+                    self.submit(m, g, *term, data.clone(), None);
+                }
+                None
+            }
         }
-        let Some(st) = log.state.as_mut() else {
-            return Ok(());
-        };
-        if !st.may_write_in(role.term) {
+    }
+
+    /// A write by serving member `m` (leading every group in `terms`).
+    fn write(&mut self, m: usize, terms: &[u64]) -> Result<(), String> {
+        let groups = self.opts.groups;
+        let mut touched = vec![self.rng.below(groups)];
+        if groups > 1 && self.rng.chance(50) {
+            touched.push((touched[0] + 1 + self.rng.below(groups - 1)) % groups);
+            touched.sort_unstable();
+        }
+        let member = &self.members[m];
+        if touched.iter().any(|g| {
+            member.logs[*g]
+                .state
+                .as_ref()
+                .is_none_or(|st| !st.may_write_in(terms[*g]))
+        }) {
             return Ok(());
         }
-        let p = self.proposals.len();
-        // A few keys, so versions and overwrites are exercised.
-        let key = format!("k{}", self.rng.below(4)).into_bytes();
-        let value = format!("p{p}").into_bytes();
-        let rev = st.store.last_revision() + 1;
-        let op = WriteOp::Put {
-            key: key.clone(),
-            value: value.clone(),
-            lease: 0,
-        };
-        // The leader applies it ahead of the log, as a shard's fence does.
-        st.apply(rev, 0, std::slice::from_ref(&op), role.term);
-        let data = Record::Write {
-            rev,
-            parts: vec![Part {
-                shard: g as u32,
+        let t = self.txns.len();
+        let rev = self.members[m].last_assigned + 1;
+        self.members[m].last_assigned = rev;
+        let mut parts = Vec::new();
+        let mut record_parts = Vec::new();
+        for g in &touched {
+            // A few keys, so versions and overwrites are exercised.
+            let key = format!("k{}", self.rng.below(4)).into_bytes();
+            let value = format!("t{t}").into_bytes();
+            let op = WriteOp::Put {
+                key: key.clone(),
+                value: value.clone(),
+                lease: 0,
+            };
+            // Applied ahead of the log, as a shard's fence does.
+            if let Some(st) = self.members[m].logs[*g].state.as_mut() {
+                st.apply(rev, 0, std::slice::from_ref(&op), terms[*g]);
+            }
+            parts.push((*g, key, value, terms[*g]));
+            record_parts.push(Part {
+                shard: *g as u32,
                 first_sub: 0,
                 ops: vec![op],
-            }],
+            });
+        }
+        let data = Record::Write {
+            rev,
+            parts: record_parts,
         }
         .encode();
+        let member = &self.members[m];
+        self.txns.push(Txn {
+            member: m,
+            life: member.lives,
+            voids: member.voided.len(),
+            rev,
+            parts,
+            oks: 0,
+            failed: false,
+        });
+        let id = self.members[m].id;
+        self.note(format!(
+            "member {id}: write t{t} at revision {rev} in groups {touched:?}"
+        ));
+        for g in touched {
+            self.submit(m, g, terms[g], data.clone(), Some(t));
+        }
+        Ok(())
+    }
+
+    /// Queues a proposal of `data` in group `g` of member `m`, in `term`.
+    fn submit(&mut self, m: usize, g: usize, term: u64, data: Vec<u8>, txn: Option<usize>) {
+        let p = self.proposals.len();
         self.proposals.push((g, data.clone()));
-        self.writes.push((rev, key, value, role.term));
+        self.part_of.push(txn);
         let log = &mut self.members[m].logs[g];
         let id = log.next_proposal_id;
         log.next_proposal_id += 1;
-        let core = self.core(m, g);
-        core.await_entry(id, role.term, false, Ticket::Proposal(p));
+        self.core(m, g)
+            .await_entry(id, term, false, Ticket::Proposal(p));
         self.members[m].logs[g].queue.push(Proposal {
             id,
-            term: role.term,
+            term,
             data,
             conf: None,
         });
-        let mid = self.members[m].id;
-        self.note(format!(
-            "propose p{p} (revision {rev}) to member {mid} group {g} term {}",
-            role.term
-        ));
-        Ok(())
     }
 
     /// A membership change of one group, proposed on its leader: a member
@@ -1337,6 +1586,15 @@ impl World {
                         self.sync(m, g)?;
                     }
                 }
+                // Leaders start (no new writes): a write raft dropped
+                // leaves a hole only a marker voids.
+                for m in 0..self.members.len() {
+                    busy |= self.members[m].up
+                        && self.members[m].leading.as_ref().is_none_or(|l| !l.serving)
+                        && (0..self.opts.groups).all(|g| self.core_ref(m, g).role().leader);
+                    self.lead(m);
+                }
+                self.settle();
                 if quiet && !busy {
                     break;
                 }
@@ -1410,13 +1668,100 @@ impl World {
         })
     }
 
+    /// Every member in every group's configuration sees the same visible
+    /// revision; at or below it every write is whole in every group it
+    /// touched or in none (a void one), and every acknowledged write is
+    /// there at its revision with its value.
+    fn check_writes(&self) -> Result<(), String> {
+        let mut everywhere: Option<BTreeSet<usize>> = None;
+        let mut leaders = Vec::new();
+        for g in 0..self.opts.groups {
+            let (l, ms) = self
+                .configuration(g)
+                .ok_or(format!("group {g}: no leader after agreement"))?;
+            leaders.push(l);
+            let ms: BTreeSet<usize> = ms.into_iter().collect();
+            everywhere = Some(match everywhere {
+                None => ms,
+                Some(e) => e.intersection(&ms).copied().collect(),
+            });
+        }
+        let everywhere = everywhere.unwrap_or_default();
+        let mut visible = None;
+        for m in &everywhere {
+            let v = self.members[*m].vis.visible();
+            match visible {
+                None => visible = Some((v, *m)),
+                Some((w, o)) if w != v => {
+                    return Err(format!(
+                        "members {} and {} see revisions visible up to {w} and {v}",
+                        self.members[o].id, self.members[*m].id
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let Some((visible, _)) = visible else {
+            return Ok(());
+        };
+        let acked: BTreeSet<usize> = self.acked_txns.iter().copied().collect();
+        for (t, w) in self.txns.iter().enumerate() {
+            let mut held = Vec::new();
+            for (g, key, value, _) in &w.parts {
+                let st = self.members[leaders[*g]].logs[*g]
+                    .state
+                    .as_ref()
+                    .ok_or("a member that is up has its state")?;
+                let kv = st
+                    .store
+                    .range(
+                        key,
+                        &[],
+                        w.rev.min(st.store.last_revision()),
+                        0,
+                        false,
+                        false,
+                    )
+                    .map_err(|e| format!("group {g}: {e}"))?
+                    .kvs
+                    .into_iter()
+                    .next();
+                held.push(kv.is_some_and(|kv| kv.mod_revision == w.rev && kv.value == *value));
+            }
+            let whole = held.iter().all(|h| *h);
+            if acked.contains(&t) && !(whole && w.rev <= visible) {
+                return Err(format!(
+                    "t{t} at revision {} was acknowledged, but its parts held are {held:?} \
+                     with {visible} visible",
+                    w.rev
+                ));
+            }
+            if w.rev <= visible && !whole && held.iter().any(|h| *h) {
+                return Err(format!(
+                    "t{t} at revision {} (visible: {visible}) is in some of its groups \
+                     only: {held:?}",
+                    w.rev
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_final(&mut self) -> Result<(), String> {
         for g in 0..self.opts.groups {
             let Some((l, ms)) = self.configuration(g) else {
                 return Err(format!("group {g}: no leader after agreement"));
             };
             let first = self.members[l].logs[g].applied.clone();
-            let store = dump(&self.members[l].logs[g])?;
+            // Above what is visible a leader may still hold a write raft
+            // dropped, until a start's marker voids it (no member may
+            // lead every group by now: their memberships differ).
+            let at = ms
+                .iter()
+                .map(|m| self.members[*m].vis.visible())
+                .min()
+                .unwrap_or(0);
+            let store = dump(&self.members[l].logs[g], at)?;
             for m in ms {
                 let member = &self.members[m];
                 self.check
@@ -1427,38 +1772,22 @@ impl World {
                         self.members[l].id, member.id
                     ));
                 }
-                let mine = dump(&member.logs[g])?;
+                let mine = dump(&member.logs[g], at)?;
                 if mine != store {
                     return Err(format!(
                         "group {g}: the stores of members {} and {} differ:\n{store:?}\n{mine:?}",
                         self.members[l].id, member.id
                     ));
                 }
-                let st = member.logs[g].state.as_ref().ok_or("no state")?;
-                for (wg, rev, key, value) in &self.acked_writes {
-                    if *wg != g {
-                        continue;
-                    }
-                    let got = st
-                        .store
-                        .range(key, &[], *rev, 0, false, false)
-                        .map_err(|e| format!("group {g} member {}: {e}", member.id))?;
-                    let kv = got.kvs.first();
-                    if kv.map(|kv| (&kv.value, kv.mod_revision)) != Some((value, *rev)) {
-                        return Err(format!(
-                            "group {g} member {}: acknowledged write of {} at revision {rev} \
-                             reads back as {kv:?}",
-                            member.id,
-                            String::from_utf8_lossy(value)
-                        ));
-                    }
-                }
             }
         }
+        self.check_writes()?;
         self.note(format!(
-            "converged: {} proposals, {} acknowledged, {} elections, {} writes rolled back",
+            "converged: {} proposals, {} acknowledged, {} writes acknowledged, {} elections, \
+             {} writes rolled back",
             self.proposals.len(),
             self.check.acked.len(),
+            self.acked_txns.len(),
             self.check.elections,
             self.rolled_back
         ));
@@ -1470,39 +1799,75 @@ impl World {
 /// the member must not be that it cannot keep its state.
 fn apply_state(
     st: &mut ShardState,
-    member: u64,
+    member: &mut Member,
     g: usize,
     index: u64,
     term: u64,
     data: &[u8],
 ) -> Result<(), String> {
-    let rec = Record::decode(data)
-        .map_err(|e| format!("member {member} group {g}: entry {index} is undecodable: {e}"))?;
-    let out = st.apply_committed(index, term, &rec, 0);
-    effects_ok(member, g, &out)
+    let rec = Record::decode(data).map_err(|e| {
+        format!(
+            "member {} group {g}: entry {index} is undecodable: {e}",
+            member.id
+        )
+    })?;
+    let out = st.apply_committed(index, term, &rec, member.vis.visible());
+    effects(&out, member, g)
 }
 
-fn effects_ok(member: u64, g: usize, out: &[Effect]) -> Result<(), String> {
+/// Carries out what a group's state machine asks of its member (as the
+/// shard actor does): visibility, a restart of the leader start; a member
+/// asked to stop because it cannot keep its state fails the run.
+fn effects(out: &[Effect], member: &mut Member, g: usize) -> Result<(), String> {
+    let shard = g as u32;
     for e in out {
-        if let Effect::Broken(why) = e {
-            return Err(format!("member {member} group {g}: {why}"));
+        match e {
+            Effect::Written { rev, participants } => {
+                member.vis.written(shard, *rev, participants);
+            }
+            Effect::Marker { id, cut, through } => {
+                if cut < through && !member.voided.contains(&(*cut, *through)) {
+                    member.voided.push((*cut, *through));
+                }
+                member.vis.marker(shard, *id, *cut, *through);
+            }
+            Effect::MarkerFolded { id, cut, through } => {
+                member.vis.marker_folded(shard, *id, *cut, *through);
+            }
+            Effect::Installed { rev } => member.vis.shard_snapshot(shard, *rev),
+            Effect::Compacted { .. } => {}
+            Effect::Restart(_) => member.leading = None,
+            Effect::Broken(why) => return Err(format!("member {} group {g}: {why}", member.id)),
         }
     }
+    let v = member.vis.visible();
+    if v < member.visible_max {
+        return Err(format!(
+            "member {}: the visible revision went back from {} to {v}",
+            member.id, member.visible_max
+        ));
+    }
+    member.visible_max = v;
     Ok(())
 }
 
 /// A key of a store: key, value, create and mod revisions, version.
 type Row = (String, String, i64, i64, i64);
 
-/// Every key of a member's store, latest.
-fn dump(log: &Log) -> Result<Vec<Row>, String> {
+/// Every key of a member's store at revision `at` (0: latest).
+fn dump(log: &Log, at: i64) -> Result<Vec<Row>, String> {
     let st = log
         .state
         .as_ref()
         .ok_or("a member that is up has its state")?;
+    // Nothing written after its last revision: the same state then.
+    let at = at.min(st.store.last_revision());
+    if at <= 0 {
+        return Ok(Vec::new());
+    }
     let kvs = st
         .store
-        .range(b"\0", b"\0", 0, 0, false, false)
+        .range(b"\0", b"\0", at, 0, false, false)
         .map_err(|e| e.to_string())?
         .kvs;
     Ok(kvs
