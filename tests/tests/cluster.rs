@@ -14,7 +14,9 @@
 //!   the leader under a concurrent write load (the time from the kill to
 //!   the first write acknowledged after it is printed for both), kill -9
 //!   and restart of a follower, kill -9 of all three members mid-load,
-//!   SIGSTOP of the leader for three election timeouts. After each, every
+//!   SIGSTOP of the leader for three election timeouts, SIGSTOP of both
+//!   followers while the leader gets requests that write nothing (each must
+//!   wait for the quorum, as etcd's do). After each, every
 //!   acknowledged write is on every member (serializable reads through
 //!   each) and `endpoint hashkv --cluster` agrees at one revision.
 //!
@@ -1258,6 +1260,118 @@ fn sigstop_leader_past_election_timeout() {
     });
     for (kind, first_write) in results {
         eprintln!("SIGSTOP of the leader to the first acknowledged write: {kind} {first_write:?}");
+    }
+}
+
+/// Election timeout of [`a_leader_cut_off_answers_nothing_from_its_own_state`]:
+/// long, so that the leader still believes it leads (check-quorum steps it
+/// down only after one to two of these) while the requests run.
+const CUT_OFF_ELECTION_TIMEOUT_MS: u64 = 6000;
+/// etcdctl's bound on each request to the cut-off leader.
+const CUT_OFF_COMMAND_TIMEOUT: &str = "--command-timeout=500ms";
+
+/// A leader whose followers are stopped answers no request that needs the
+/// latest state without a quorum, also when nothing is written: a txn whose
+/// chosen branch only reads, a delete of a key that is not there, a revoke
+/// of a lease that does not exist. etcd sends each through raft, so each
+/// waits for a quorum that cannot answer; answered from the leader's own
+/// state, a leader paused past an election would have served what another
+/// leader had already changed (a stale read, seen once under SIGSTOP by the
+/// robustness suite). After SIGCONT the cluster serves them again.
+#[test]
+fn a_leader_cut_off_answers_nothing_from_its_own_state() {
+    let dir = tempfile::Builder::new()
+        .prefix("ferrokv-cut-off-")
+        .tempdir()
+        .expect("tempdir");
+    let key = "cut-off/k";
+    let txn = format!("value(\"{key}\") = \"other\"\n\n\nget {key}\n\n");
+    // The txn last: etcdctl's txn ignores --command-timeout, so etcd holds
+    // it until its own request timeout (5 s + two election timeouts), and
+    // the leader steps down meanwhile.
+    let requests: [(&str, Vec<&str>, Option<&str>); 3] = [
+        (
+            "delete of a missing key",
+            vec!["del", "cut-off/absent"],
+            None,
+        ),
+        (
+            "revoke of a missing lease",
+            vec!["lease", "revoke", "1234abcd"],
+            None,
+        ),
+        ("txn reading only", vec!["txn"], Some(&txn)),
+    ];
+    for (i, kind) in sides().into_iter().enumerate() {
+        eprintln!("=== a cut-off leader on {kind}");
+        let extra_args = vec![
+            "--heartbeat-interval=100".to_string(),
+            format!("--election-timeout={CUT_OFF_ELECTION_TIMEOUT_MS}"),
+        ];
+        let c = start_cluster_with(kind, &dir.path().join(format!("{i}-{kind}")), extra_args);
+        let (leader, _) = wait_leader(&c, &all_members(), LEADER_WAIT_MAX);
+        let name = c.members[leader].name().to_string();
+        ctl(&c, leader, &["put", key, "v1"]);
+        // Each request once with the quorum there: its answer (the revoke's
+        // is "lease not found").
+        let answers: Vec<Output> = requests
+            .iter()
+            .map(|(_, args, stdin)| {
+                etcdctl(
+                    &c.members[leader].endpoint(),
+                    args,
+                    stdin.map(str::as_bytes),
+                )
+            })
+            .collect();
+        let followers = others(leader);
+        for &f in &followers {
+            c.members[f].sigstop();
+        }
+        let stopped = Instant::now();
+        for ((what, args, stdin), answer) in requests.iter().zip(&answers) {
+            // Had the leader stepped down before a request ran, the request
+            // would have failed for that reason alone.
+            let st = statuses(&c, &[leader]);
+            assert!(
+                st.iter().any(|s| s.leader == s.member_id),
+                "{kind} {name}: no longer leads before the {what} ({st:?}); the test would \
+                 prove nothing\n{}",
+                c.log_tails()
+            );
+            let mut all = vec![CUT_OFF_COMMAND_TIMEOUT];
+            all.extend(args.iter().copied());
+            let out = etcdctl(
+                &c.members[leader].endpoint(),
+                &all,
+                stdin.map(str::as_bytes),
+            );
+            assert!(
+                out.code != 0 && out.stderr.lines().last() != answer.stderr.lines().last(),
+                "{kind} {name}: with both followers stopped, a {what} was answered: {out:?} \
+                 (with a quorum: {answer:?})\n{}",
+                c.log_tails()
+            );
+            eprintln!(
+                "{kind}: cut-off leader, {what}: {} ({:?} after SIGSTOP)",
+                out.stderr.lines().last().unwrap_or(""),
+                stopped.elapsed()
+            );
+        }
+        for &f in &followers {
+            c.members[f].sigcont();
+        }
+        wait_leader(&c, &all_members(), LEADER_WAIT_MAX);
+        let got = poll(CATCH_UP_MAX, || {
+            let out = etcdctl(&c.members[leader].endpoint(), &["get", key], None);
+            (out.code == 0).then_some(out.stdout)
+        });
+        assert_eq!(
+            got.as_deref(),
+            Some(format!("{key}\nv1\n").as_str()),
+            "{kind} {name}: after SIGCONT\n{}",
+            c.log_tails()
+        );
     }
 }
 

@@ -379,6 +379,15 @@ impl Engine {
     /// while it held its locks). Its reply waits until that is visible and
     /// kept, and its header names it (not a later revision: a write
     /// assigned after it could have changed what it read).
+    ///
+    /// It also waits for a quorum to confirm this member still leads, as a
+    /// linearizable read does: nothing went through the log, so without
+    /// that a leader paused past an election (SIGSTOP, a long stall) could
+    /// answer from the state it had before another leader took writes. The
+    /// confirmation comes after the evaluation, so no leader of a later
+    /// term committed anything before the state read here was the latest
+    /// (group 0 suffices: only a member leading every group, group 0 among
+    /// them, assigns revisions).
     pub(super) async fn read_settled(
         &self,
         seen: i64,
@@ -390,6 +399,9 @@ impl Engine {
             .wait_committed(seen, voids)
             .await
             .map_err(|_| Error::LeaderChanged)?;
+        if !self.single_voter() {
+            self.read_index_here().await?;
+        }
         // What it read may have been voided by a marker counted before `voids`
         // was taken; a marker is only written by a new start, so one stretch
         // of serving around the whole request rules that out.
