@@ -19,6 +19,8 @@ use event_listener::Event;
 
 use ferrokv_raft::Role;
 
+use crate::sequencer::Sequencer;
+
 /// A start that has not finished by then (a group that cannot commit its
 /// marker) is abandoned and tried again.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -236,24 +238,105 @@ async fn start(engine: &crate::Engine, terms: &[u64]) -> Result<(), crate::Error
     // leaders committed is applied here.
     engine.wait_terms_committed(terms).await?;
     let seq = engine.sequencer();
-    if seq.floors_pending() {
-        // A snapshot here holds revisions not yet known complete on every
-        // shard of this member: a cut now could void acknowledged writes.
-        return Err(crate::Error::Internal(
-            "snapshot floors not yet confirmed".into(),
-        ));
-    }
-    let cut = seq.visible();
-    // Past every revision held anywhere and every one handed out before
-    // (a write abandoned before its log entry leaves only the latter).
-    let through = seq.last_seen().max(seq.last_assigned()).max(cut);
-    let n = me.starts.fetch_add(1, SeqCst) + 1;
-    // Increasing across leaders: terms grow with every election.
-    let id = (terms.first().copied().unwrap_or(0) << 20) | (n & 0xf_ffff);
-    engine.write_markers(id, cut, through, terms).await?;
-    // Every shard has applied its marker: the void range is done.
-    seq.wait_visible(through).await;
-    seq.start_assigning(through);
+    let attempt = me.starts.fetch_add(1, SeqCst) + 1;
+    let plan =
+        Start::plan(terms, attempt, seq).map_err(|why| crate::Error::Internal(why.to_string()))?;
+    engine
+        .write_markers(plan.id, plan.cut, plan.through, terms)
+        .await?;
+    seq.wait_visible(plan.through).await;
+    plan.serve(seq);
     engine.promote_leases().await?;
     Ok(())
+}
+
+/// A start's decisions, without I/O (the simulation makes them with the
+/// same code): the marker it writes in every group once each has committed
+/// an entry of the terms it leads, and when it may assign revisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// Increasing across leaders: terms grow with every election, and a
+    /// member's attempts in one term are counted in the low bits.
+    pub id: u64,
+    /// The marker voids `cut+1..=through`.
+    pub cut: i64,
+    pub through: i64,
+}
+
+impl Start {
+    /// The marker of attempt `attempt` (counted from 1 by this member) in
+    /// `terms`, after every group has committed an entry of its term: what
+    /// is visible stays, and the void range reaches past every revision
+    /// held anywhere here and every one handed out before (a write
+    /// abandoned before its log entry leaves only the latter).
+    pub fn plan(terms: &[u64], attempt: u64, seq: &Sequencer) -> Result<Start, &'static str> {
+        if seq.floors_pending() {
+            // A snapshot here holds revisions not yet known complete on
+            // every shard of this member: a cut now could void
+            // acknowledged writes.
+            return Err("snapshot floors not yet confirmed");
+        }
+        let cut = seq.visible();
+        Ok(Start {
+            id: (terms.first().copied().unwrap_or(0) << 20) | (attempt & 0xf_ffff),
+            cut,
+            through: seq.last_seen().max(seq.last_assigned()).max(cut),
+        })
+    }
+
+    /// Once every group committed the marker: whether every shard here has
+    /// applied it (the void range is visible), and if so revisions go on
+    /// after it.
+    pub fn serve(&self, seq: &Sequencer) -> bool {
+        if seq.visible() < self.through {
+            return false;
+        }
+        seq.start_assigning(self.through);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn set(s: &[u32]) -> BTreeSet<u32> {
+        s.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_start_voids_past_everything_held_or_handed_out_and_serves_after_it() {
+        let seq = Sequencer::new(2);
+        seq.snapshot(1);
+        seq.written(0, 2, &set(&[0]));
+        // 3 reached shard 0 only (its other part never will); 5 was handed
+        // out by this member before it lost its lead, and never logged.
+        seq.written(0, 3, &set(&[0, 1]));
+        seq.start_assigning(5);
+        let plan = Start::plan(&[7, 7], 2, &seq).expect("no floors");
+        assert_eq!((plan.cut, plan.through), (2, 5));
+        assert_eq!(plan.id, (7 << 20) | 2);
+        assert!(
+            Start::plan(&[8, 7], 1, &seq).expect("plan").id > plan.id,
+            "a later term's marker id is larger"
+        );
+        seq.marker(0, plan.id, plan.cut, plan.through);
+        assert!(!plan.serve(&seq), "shard 1 has not applied the marker");
+        seq.marker(1, plan.id, plan.cut, plan.through);
+        assert!(plan.serve(&seq));
+        assert_eq!(futures_lite::future::block_on(seq.assign()), 6);
+    }
+
+    #[test]
+    fn no_start_while_a_snapshot_floor_is_unconfirmed() {
+        let seq = Sequencer::new(2);
+        seq.snapshot(1);
+        // Shard 1 restarted from a snapshot holding revisions up to 4 that
+        // shard 0 has not shown complete yet.
+        seq.shard_snapshot(1, 4);
+        assert!(seq.floors_pending());
+        assert!(Start::plan(&[3, 3], 1, &seq).is_err());
+    }
 }

@@ -32,10 +32,11 @@
 //!
 //! What commits is applied to the shard's real state machine
 //! (`ferrokv_shards::state::ShardState`, the mvcc store inside) and feeds
-//! each member's real `Visibility`. Around them, modelled on the shard
-//! code: one member leads every group (leader transfers), its leader start
-//! writes a marker in every group, and its writes take one revision across
-//! one or two groups, applied ahead of the log. At the end the stores
+//! each member's real `Sequencer`; a leader start's marker and its
+//! serving are decided by the real `leader::Start`. Around them, modelled
+//! on the shard code: one member leads every group (leader transfers), its
+//! leader start writes the marker in every group, and its writes take one
+//! revision across one or two groups, applied ahead of the log. At the end the stores
 //! agree, every write at or below the visible revision is whole or void,
 //! and every acknowledged write is there.
 //!
@@ -55,11 +56,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use ferrokv_mvcc::{Store, WriteOp};
 use ferrokv_raft::log_core::{Event, LogCore, Output, Proposal, Waiting, Write};
 use ferrokv_raft::{Error, LogConfig, INBOUND_MESSAGES_PENDING_MAX, TICKS_PENDING_MAX};
+use ferrokv_shards::leader::Start;
 use ferrokv_shards::lease::LeaseTable;
 use ferrokv_shards::record::{Part, Record};
+use ferrokv_shards::sequencer::{Sequencer, Voided};
 use ferrokv_shards::state::{Effect, ShardState};
-use ferrokv_shards::visibility::Visibility;
 use ferrokv_wal::WalConfig;
+use futures_lite::future;
 use raft::eraftpb::{ConfChange, ConfChangeType, Message, MessageType};
 
 use check::Checker;
@@ -253,16 +256,11 @@ struct Member {
     logs: Vec<Log>,
     /// Which revisions are visible here (the real `Visibility`), fed by
     /// every group's state machine; rebuilt in each life.
-    vis: Visibility,
+    seq: Sequencer,
     /// The highest visible revision seen in this life.
     visible_max: i64,
-    /// The last revision this member handed out as cluster leader.
-    last_assigned: i64,
     /// Leader starts made, for marker ids.
     starts: u64,
-    /// The void ranges (cut, through) of the markers applied here, in the
-    /// order their first shard applied them.
-    voided: Vec<(i64, i64)>,
     /// This member's leader start, while it leads every group.
     leading: Option<Leading>,
 }
@@ -274,7 +272,8 @@ struct Member {
 struct Leading {
     /// The term it leads each group in.
     terms: Vec<u64>,
-    through: i64,
+    /// The marker and its void range (`leader::Start`, the real code).
+    plan: Start,
     /// The marker's proposals, one per group, and how many committed (and
     /// were applied here): the start waits for all (`write_markers`).
     markers: Vec<usize>,
@@ -290,7 +289,7 @@ struct Txn {
     member: usize,
     life: u64,
     /// How many void ranges that member knew when it took the revision.
-    voids: usize,
+    voids: u64,
     rev: i64,
     /// (group, key, value, term) of each part.
     parts: Vec<(usize, Vec<u8>, Vec<u8>, u64)>,
@@ -395,11 +394,9 @@ impl World {
                 id,
                 up: false,
                 lives: 0,
-                vis: Visibility::new(opts.groups as u32),
+                seq: Sequencer::new(opts.groups as u32),
                 visible_max: 0,
-                last_assigned: 0,
                 starts: 0,
-                voided: Vec::new(),
                 leading: None,
                 logs: (0..opts.groups)
                     .map(|_| Log {
@@ -524,16 +521,14 @@ impl World {
             if member.lives != w.life || !member.up {
                 continue;
             }
-            let voided = member.voided[w.voids.min(member.voided.len())..]
-                .iter()
-                .any(|(cut, through)| *cut < w.rev && w.rev <= *through);
-            if voided {
-                self.note(format!("t{t} at revision {} voided", w.rev));
-            } else if member.vis.visible() >= w.rev {
-                self.note(format!("t{t} at revision {} acknowledged", w.rev));
-                self.acked_txns.push(t);
-            } else {
-                keep.push(t);
+            // The sequencer's own answer, as the write's waiter gets it.
+            match future::block_on(future::poll_once(member.seq.wait_committed(w.rev, w.voids))) {
+                Some(Err(Voided)) => self.note(format!("t{t} at revision {} voided", w.rev)),
+                Some(Ok(())) => {
+                    self.note(format!("t{t} at revision {} acknowledged", w.rev));
+                    self.acked_txns.push(t);
+                }
+                None => keep.push(t),
             }
         }
         self.settling = keep;
@@ -576,9 +571,8 @@ impl World {
         let (id, lives) = (member.id, member.lives);
         // The member's memory: visibility is rebuilt from what the logs
         // replay, and nothing is led yet.
-        member.vis = Visibility::new(self.opts.groups as u32);
+        member.seq = Sequencer::new(self.opts.groups as u32);
         member.visible_max = 0;
-        member.voided.clear();
         member.leading = None;
         let voters: Vec<u64> = (1..=self.opts.members as u64).collect();
         let mut lines = Vec::new();
@@ -1229,14 +1223,13 @@ impl World {
                 // Serving once every group applied the marker: the void
                 // range is done, and revisions go on after it.
                 let member = &mut self.members[m];
-                if l.marked == l.markers.len() && member.vis.visible() >= l.through {
-                    member.last_assigned = l.through;
+                if l.marked == l.markers.len() && l.plan.serve(&member.seq) {
                     if let Some(l) = member.leading.as_mut() {
                         l.serving = true;
                     }
                     self.note(format!(
                         "member {id}: serves from revision {} (terms {terms:?})",
-                        l.through + 1
+                        l.plan.through + 1
                     ));
                 }
                 None
@@ -1254,26 +1247,32 @@ impl World {
                     return None;
                 }
                 let member = &mut self.members[m];
-                let cut = member.vis.visible();
-                let through = member.vis.last_seen().max(member.last_assigned).max(cut);
                 member.starts += 1;
-                let marker = (terms[0] << 20) | (member.starts & 0xf_ffff);
+                let plan = match Start::plan(&terms, member.starts, &member.seq) {
+                    Ok(plan) => plan,
+                    Err(why) => {
+                        self.note(format!("member {id}: start not yet: {why}"));
+                        return None;
+                    }
+                };
                 let first = self.proposals.len();
                 member.leading = Some(Leading {
                     terms: terms.clone(),
-                    through,
+                    plan,
                     markers: (first..first + groups).collect(),
                     marked: 0,
                     serving: false,
                 });
                 self.note(format!(
-                    "member {id}: starts as leader, marker {marker} voids {}..={through}",
-                    cut + 1
+                    "member {id}: starts as leader, marker {} voids {}..={}",
+                    plan.id,
+                    plan.cut + 1,
+                    plan.through
                 ));
                 let data = Record::Marker {
-                    id: marker,
-                    cut,
-                    through,
+                    id: plan.id,
+                    cut: plan.cut,
+                    through: plan.through,
                 }
                 .encode();
                 for (g, term) in terms.iter().enumerate() {
@@ -1302,8 +1301,14 @@ impl World {
             return Ok(());
         }
         let t = self.txns.len();
-        let rev = self.members[m].last_assigned + 1;
-        self.members[m].last_assigned = rev;
+        // The real sequencer's next revision (it waits only past
+        // `REVISIONS_INFLIGHT_MAX` unsettled ones, which no run reaches).
+        let Some(rev) = future::block_on(future::poll_once(self.members[m].seq.assign())) else {
+            return Err(format!(
+                "member {}: the sequencer held back a revision",
+                self.members[m].id
+            ));
+        };
         let mut parts = Vec::new();
         let mut record_parts = Vec::new();
         for g in &touched {
@@ -1335,7 +1340,7 @@ impl World {
         self.txns.push(Txn {
             member: m,
             life: member.lives,
-            voids: member.voided.len(),
+            voids: member.seq.voids(),
             rev,
             parts,
             oks: 0,
@@ -1689,7 +1694,7 @@ impl World {
         let everywhere = everywhere.unwrap_or_default();
         let mut visible = None;
         for m in &everywhere {
-            let v = self.members[*m].vis.visible();
+            let v = self.members[*m].seq.visible();
             match visible {
                 None => visible = Some((v, *m)),
                 Some((w, o)) if w != v => {
@@ -1758,7 +1763,7 @@ impl World {
             // lead every group by now: their memberships differ).
             let at = ms
                 .iter()
-                .map(|m| self.members[*m].vis.visible())
+                .map(|m| self.members[*m].seq.visible())
                 .min()
                 .unwrap_or(0);
             let store = dump(&self.members[l].logs[g], at)?;
@@ -1811,7 +1816,7 @@ fn apply_state(
             member.id
         )
     })?;
-    let out = st.apply_committed(index, term, &rec, member.vis.visible());
+    let out = st.apply_committed(index, term, &rec, member.seq.visible());
     effects(&out, member, g)
 }
 
@@ -1823,24 +1828,21 @@ fn effects(out: &[Effect], member: &mut Member, g: usize) -> Result<(), String> 
     for e in out {
         match e {
             Effect::Written { rev, participants } => {
-                member.vis.written(shard, *rev, participants);
+                member.seq.written(shard, *rev, participants);
             }
             Effect::Marker { id, cut, through } => {
-                if cut < through && !member.voided.contains(&(*cut, *through)) {
-                    member.voided.push((*cut, *through));
-                }
-                member.vis.marker(shard, *id, *cut, *through);
+                member.seq.marker(shard, *id, *cut, *through);
             }
             Effect::MarkerFolded { id, cut, through } => {
-                member.vis.marker_folded(shard, *id, *cut, *through);
+                member.seq.marker_folded(shard, *id, *cut, *through);
             }
-            Effect::Installed { rev } => member.vis.shard_snapshot(shard, *rev),
+            Effect::Installed { rev } => member.seq.shard_snapshot(shard, *rev),
             Effect::Compacted { .. } => {}
             Effect::Restart(_) => member.leading = None,
             Effect::Broken(why) => return Err(format!("member {} group {g}: {why}", member.id)),
         }
     }
-    let v = member.vis.visible();
+    let v = member.seq.visible();
     if v < member.visible_max {
         return Err(format!(
             "member {}: the visible revision went back from {} to {v}",
