@@ -16,6 +16,7 @@ struct Totals {
     changes: usize,
     rolled_back: usize,
     writes: usize,
+    empty_writes: usize,
 }
 
 fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
@@ -31,6 +32,7 @@ fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
                 t.changes += out.changes;
                 t.rolled_back += out.rolled_back;
                 t.writes += out.writes;
+                t.empty_writes += out.empty_writes;
             }
             Err(f) => panic!("{f}"),
         }
@@ -43,28 +45,42 @@ fn three_members_two_groups_under_faults() {
     let t = seeds(0, 3_000, &Options::default());
     eprintln!(
         "3,000 seeds: {} acknowledged, {} crashes, {} torn tails, {} snapshots installed, \
-         {} reads, {} membership changes, {} writes acknowledged, {} rolled back",
-        t.acked, t.crashes, t.torn, t.snapshots, t.reads, t.changes, t.writes, t.rolled_back
+         {} reads, {} membership changes, {} writes acknowledged ({} wrote nothing), {} \
+         rolled back",
+        t.acked,
+        t.crashes,
+        t.torn,
+        t.snapshots,
+        t.reads,
+        t.changes,
+        t.writes,
+        t.empty_writes,
+        t.rolled_back
     );
     // The runs did what they are for (about half of what these seeds
     // do today): a run that never acknowledged, tore a tail, installed a
     // snapshot, read or changed members would pass every check.
-    assert!(t.acked > 25_000, "only {} acknowledged proposals", t.acked);
+    assert!(t.acked > 11_000, "only {} acknowledged proposals", t.acked);
     assert!(t.crashes > 10_000, "only {} crashes", t.crashes);
     assert!(t.torn > t.crashes / 20, "only {} torn tails", t.torn);
     assert!(
-        t.snapshots > 300,
+        t.snapshots > 200,
         "only {} snapshots installed",
         t.snapshots
     );
     assert!(t.reads > 10_000, "only {} reads answered", t.reads);
     assert!(t.changes > 1_000, "only {} membership changes", t.changes);
     assert!(
-        t.rolled_back > 900,
+        t.rolled_back > 600,
         "only {} writes rolled back by a leader's store",
         t.rolled_back
     );
-    assert!(t.writes > 7_500, "only {} writes acknowledged", t.writes);
+    assert!(t.writes > 5_000, "only {} writes acknowledged", t.writes);
+    assert!(
+        t.empty_writes > 500,
+        "only {} writes that wrote nothing acknowledged",
+        t.empty_writes
+    );
 }
 
 #[test]
@@ -74,8 +90,12 @@ fn five_members_under_faults() {
         ..Options::default()
     };
     let t = seeds(1_000_000, 1_000, &opts);
+    eprintln!(
+        "1,000 seeds of five members: {} acknowledged, {} writes acknowledged",
+        t.acked, t.writes
+    );
     assert!(t.acked > 2_000, "only {} acknowledged proposals", t.acked);
-    assert!(t.writes > 1_000, "only {} writes acknowledged", t.writes);
+    assert!(t.writes > 500, "only {} writes acknowledged", t.writes);
 }
 
 #[test]
@@ -97,6 +117,30 @@ fn without_faults_nearly_every_proposal_to_a_leader_is_acknowledged() {
     assert!(
         acked * 100 >= proposals * 95,
         "{acked} of {proposals} proposals acknowledged"
+    );
+}
+
+/// A leader stopped (SIGSTOP) past an election, resuming while it still
+/// believes it leads: a transaction that writes nothing is answered only
+/// after a ReadIndex confirmed the lead (without it, seed 210 answers at
+/// revision 32 after 44 was acknowledged by the next leader).
+#[test]
+fn a_leader_stopped_past_an_election_answers_nothing_stale() {
+    let opts = Options {
+        pauses_only: true,
+        steps: 20_000,
+        ..Options::default()
+    };
+    let t = seeds(0, 300, &opts);
+    eprintln!(
+        "300 seeds, SIGSTOP only: {} writes acknowledged, {} of them wrote nothing",
+        t.writes, t.empty_writes
+    );
+    assert!(t.writes > 5_000, "only {} writes acknowledged", t.writes);
+    assert!(
+        t.empty_writes > 500,
+        "only {} writes that wrote nothing acknowledged",
+        t.empty_writes
     );
 }
 

@@ -7,8 +7,9 @@ use crate::error::Error;
 use crate::forward;
 use crate::shard::{FencedOp, ShardMsg};
 
+use super::eval::{self, View, WriteState};
 use super::lease_shard;
-use super::write::{release, Via, WriteState};
+use super::write::{release, Via};
 use super::{Engine, Route};
 
 /// A lease's granted TTL, seconds remaining, and attached keys (sorted when
@@ -146,13 +147,13 @@ impl Engine {
         let epoch = self.inner.leadership.serving_epoch();
         let voids = self.inner.seq.voids();
         let fences = self.fence(0..self.shard_count()).await?;
-        let via = Via::Fenced(&fences);
+        let view = self.view(Via::Fenced(&fences));
         // Every shard is fenced: no revision is handed out until the
         // revoke commits, so the writes ordered before it are those up to
         // the last one assigned (some perhaps not visible yet).
         let before = self.inner.seq.last_assigned().max(self.inner.seq.visible());
         let keys = async {
-            if !self.lease_exists(&via, id).await? {
+            if !view.lease_exists(id).await? {
                 return Err(Error::LeaseNotFound);
             }
             let mut waits = Vec::with_capacity(fences.len());
@@ -181,14 +182,8 @@ impl Engine {
                 return Err(self.settle_refusal(e, voids, epoch).await);
             }
         };
-        let mut st = WriteState {
-            rev: None,
-            voids: self.inner.seq.voids(),
-            base_rev: before,
-            next_sub: 0,
-            parts: Vec::new(),
-        };
-        if let Err(e) = self.apply_deletes(&via, keys.iter(), &mut st).await {
+        let mut st = WriteState::new(before, self.inner.seq.voids());
+        if let Err(e) = eval::apply_deletes(&view, keys.iter(), &mut st).await {
             // Dropping the fences makes a shard that applied a delete
             // drop it again.
             drop(fences);

@@ -24,7 +24,7 @@ use crate::shard::{Shard, ShardMsg, ShardStatus};
 
 mod auth;
 mod cluster;
-mod eval;
+pub mod eval;
 mod lease;
 mod members;
 mod read;

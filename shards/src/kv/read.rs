@@ -9,8 +9,9 @@ use crate::error::Error;
 use crate::forward;
 use crate::shard::{FencedOp, RangeArgs, ShardMsg};
 
+use super::eval;
 use super::write::Via;
-use super::{header, to_pb, Engine, Route, LEADER_WAIT};
+use super::{Engine, Route, LEADER_WAIT};
 
 impl Engine {
     /// Makes the next read at this member's visible revision linearizable:
@@ -128,114 +129,14 @@ impl Engine {
             }
             waits.push(rx);
         }
-        let mut merged = RangeResult::default();
+        let mut results = Vec::with_capacity(waits.len());
         for w in waits {
-            let r = w
-                .await
-                .map_err(|_| Error::Internal("shard stopped".into()))??;
-            merged.count += r.count;
-            merged.kvs.extend(r.kvs);
+            results.push(
+                w.await
+                    .map_err(|_| Error::Internal("shard stopped".into()))??,
+            );
         }
-        if merged.kvs.len() > 1 {
-            merged.kvs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        }
-        if limit > 0 {
-            merged.kvs.truncate(limit);
-        }
-        Ok(merged)
-    }
-
-    /// etcd's Range: limit pushed down to the shards unless sorting or
-    /// filtering needs every key first.
-    pub(super) async fn range_at(
-        &self,
-        via: &Via<'_>,
-        r: &pb::RangeRequest,
-        rev: i64,
-        header_rev: i64,
-    ) -> Result<pb::RangeResponse, Error> {
-        use pb::range_request::{SortOrder, SortTarget};
-        let filtered = r.min_mod_revision != 0
-            || r.max_mod_revision != 0
-            || r.min_create_revision != 0
-            || r.max_create_revision != 0;
-        let mut limit = r.limit.max(0) as usize;
-        if r.sort_order != SortOrder::None as i32 || filtered {
-            limit = 0;
-        }
-        if limit > 0 {
-            // One extra tells whether there is more.
-            limit += 1;
-        }
-        let rr = self
-            .range_raw(via, &r.key, &r.range_end, rev, limit, false, r.count_only)
-            .await?;
-        let mut kvs = rr.kvs;
-        if r.max_mod_revision != 0 {
-            kvs.retain(|kv| kv.mod_revision <= r.max_mod_revision);
-        }
-        if r.min_mod_revision != 0 {
-            kvs.retain(|kv| kv.mod_revision >= r.min_mod_revision);
-        }
-        if r.max_create_revision != 0 {
-            kvs.retain(|kv| kv.create_revision <= r.max_create_revision);
-        }
-        if r.min_create_revision != 0 {
-            kvs.retain(|kv| kv.create_revision >= r.min_create_revision);
-        }
-        let mut order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
-        let target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
-        if target != SortTarget::Key && order == SortOrder::None {
-            order = SortOrder::Ascend;
-        }
-        if order != SortOrder::None {
-            // A stable sort on top of key order, with the comparator
-            // reversed for DESCEND (etcd's `sort.Reverse`): keys that tie
-            // on the target stay in ascending key order either way, as
-            // etcd answers them (reversing the ascending result would
-            // reverse the ties too).
-            let by = |a: &ferrokv_mvcc::KeyValue, b: &ferrokv_mvcc::KeyValue| match target {
-                SortTarget::Key => a.key.cmp(&b.key),
-                SortTarget::Version => a.version.cmp(&b.version),
-                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
-                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
-                SortTarget::Value => a.value.cmp(&b.value),
-            };
-            if order == SortOrder::Descend {
-                kvs.sort_by(|a, b| by(b, a));
-            } else {
-                kvs.sort_by(by);
-            }
-        }
-        let mut more = false;
-        if r.limit > 0 && kvs.len() > r.limit as usize {
-            kvs.truncate(r.limit as usize);
-            more = true;
-        }
-        Ok(pb::RangeResponse {
-            header: header(header_rev),
-            kvs: kvs
-                .into_iter()
-                .map(|mut kv| {
-                    if r.keys_only {
-                        kv.value.clear();
-                    }
-                    to_pb(kv)
-                })
-                .collect(),
-            more,
-            count: rr.count as i64,
-        })
-    }
-
-    pub(super) fn check_revision(&self, rev: i64, current: i64) -> Result<(), Error> {
-        if rev > current {
-            return Err(Error::FutureRevision);
-        }
-        if rev > 0 && rev < self.inner.seq.compact_revision() {
-            return Err(Error::Compacted);
-        }
-        Ok(())
+        Ok(eval::merge(results, limit))
     }
 
     /// A linearizable (or serializable: one member, the same) read at the
@@ -246,7 +147,7 @@ impl Engine {
         }
         let visible = self.inner.seq.visible();
         let rev = if r.revision <= 0 { visible } else { r.revision };
-        self.check_revision(rev, visible)?;
-        self.range_at(&Via::Visible(visible), r, rev, visible).await
+        eval::check_revision(&self.inner.seq, rev, visible)?;
+        eval::range_at(&self.view(Via::Visible(visible)), r, rev, visible).await
     }
 }

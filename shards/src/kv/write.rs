@@ -9,11 +9,10 @@ use futures_channel::oneshot;
 
 use crate::error::Error;
 use crate::forward;
-use crate::record::{Part, Record};
+use crate::record::Record;
 use crate::shard::{FencedOp, Shard, ShardMsg};
 
-use super::eval::is_read_only;
-use super::eval::Path;
+use super::eval::{self, is_read_only, View, WriteState};
 use super::{header, Engine, Route};
 use super::{lease_shard, shard_of};
 
@@ -38,18 +37,99 @@ pub(super) enum Via<'a> {
     Local(&'a Shard, u64),
 }
 
-pub(super) struct WriteState {
-    pub(super) rev: Option<i64>,
-    /// The void count when the revision was taken (see `wait_committed`).
-    pub(super) voids: u64,
-    pub(super) base_rev: i64,
-    pub(super) next_sub: i64,
-    pub(super) parts: Vec<Part>,
+/// The engine's view of the shards for a transaction's evaluation: `Via`
+/// with the engine that routes and sequences.
+pub(super) struct Shards<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) via: Via<'a>,
 }
 
-impl WriteState {
-    pub(super) fn header_rev(&self) -> i64 {
-        self.rev.unwrap_or(self.base_rev)
+impl View for Shards<'_> {
+    fn at(&self) -> Option<i64> {
+        match self.via {
+            Via::Visible(v) => Some(v),
+            Via::Fenced(_) | Via::Local(..) => None,
+        }
+    }
+
+    fn seq(&self) -> &crate::Sequencer {
+        &self.engine.inner.seq
+    }
+
+    fn shard_of(&self, key: &[u8]) -> u32 {
+        self.engine.shard_of(key)
+    }
+
+    async fn range(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        rev: i64,
+        limit: usize,
+        keys_only: bool,
+        count_only: bool,
+    ) -> Result<ferrokv_mvcc::RangeResult, Error> {
+        self.engine
+            .range_raw(&self.via, key, range_end, rev, limit, keys_only, count_only)
+            .await
+    }
+
+    async fn lease_exists(&self, id: i64) -> Result<bool, Error> {
+        let s = self.engine.lease_shard(id);
+        let fences = match &self.via {
+            Via::Local(local, _) if local.id == s => return Ok(local.lease_exists(id)),
+            Via::Fenced(fences) => fences,
+            _ => return Err(Error::Internal("lease check outside a fence".into())),
+        };
+        let (ch, _) = fences
+            .get(&s)
+            .ok_or_else(|| Error::Internal(format!("lease shard {s} not fenced")))?;
+        let (tx, rx) = oneshot::channel();
+        ch.send(FencedOp::LeaseExists(id, tx))
+            .await
+            .map_err(|_| Error::Internal("shard stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Internal("shard stopped".into()))
+    }
+
+    async fn apply(
+        &self,
+        shard: u32,
+        rev: i64,
+        first_sub: i64,
+        ops: &[WriteOp],
+    ) -> Result<(), Error> {
+        match &self.via {
+            Via::Local(local, term) if local.id == shard => {
+                local.apply(rev, first_sub, ops, *term).map(|_| ())
+            }
+            Via::Fenced(fences) => {
+                let (ch, term) = fences
+                    .get(&shard)
+                    .ok_or_else(|| Error::Internal(format!("shard {shard} not fenced")))?;
+                let (tx, rx) = oneshot::channel();
+                ch.send(FencedOp::Apply {
+                    rev,
+                    first_sub,
+                    ops: ops.to_vec(),
+                    term: *term,
+                    reply: tx,
+                })
+                .await
+                .map_err(|_| Error::Internal("shard stopped".into()))?;
+                rx.await
+                    .map_err(|_| Error::Internal("shard stopped".into()))?
+                    .map(|_| ())
+            }
+            Via::Local(..) => Err(Error::Internal(format!("shard {shard} not locked"))),
+            Via::Visible(_) => Err(Error::Internal("write outside a fence".into())),
+        }
+    }
+}
+
+impl Engine {
+    pub(super) fn view<'a>(&'a self, via: Via<'a>) -> Shards<'a> {
+        Shards { engine: self, via }
     }
 }
 
@@ -124,17 +204,8 @@ impl Engine {
     pub(crate) async fn txn_here(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
         if is_read_only(&t) {
             let visible = self.inner.seq.visible();
-            let via = Via::Visible(visible);
-            let path = self.compare_path(&via, &t).await?;
-            self.check_ranges(&t, &path, visible)?;
-            let mut st = WriteState {
-                rev: None,
-                voids: 0,
-                base_rev: visible,
-                next_sub: 0,
-                parts: Vec::new(),
-            };
-            let responses = self.exec(&via, &t, &path, &mut st).await?;
+            let (path, responses) =
+                eval::read_only(&self.view(Via::Visible(visible)), &t, visible).await?;
             return Ok(pb::TxnResponse {
                 header: header(visible),
                 succeeded: path.succeeded,
@@ -309,16 +380,17 @@ impl Engine {
                 return Err(Error::Internal("shard stopped".into()));
             };
             let term = local.leading_term().ok_or(Error::LeaderChanged)?;
-            let (path, st, responses) = match self.evaluate(&Via::Local(local, term), &t).await {
-                Ok(done) => done,
-                Err((e, applied)) => {
-                    if let Some(rev) = applied {
-                        local.abandon(rev, term);
+            let (path, st, responses) =
+                match eval::evaluate(&self.view(Via::Local(local, term)), &t).await {
+                    Ok(done) => done,
+                    Err((e, applied)) => {
+                        if let Some(rev) = applied {
+                            local.abandon(rev, term);
+                        }
+                        drop(permit);
+                        return Err(self.settle_refusal(e, voids, epoch).await);
                     }
-                    drop(permit);
-                    return Err(self.settle_refusal(e, voids, epoch).await);
-                }
-            };
+                };
             let header_rev = match st.rev {
                 Some(rev) => {
                     let records = vec![Record::Write {
@@ -350,7 +422,8 @@ impl Engine {
             });
         }
         let fences = self.fence(involved).await?;
-        let (path, st, responses) = match self.evaluate(&Via::Fenced(&fences), &t).await {
+        let (path, st, responses) = match eval::evaluate(&self.view(Via::Fenced(&fences)), &t).await
+        {
             Ok(done) => done,
             Err((e, _)) => {
                 // Dropping the fences tells each fenced task; one that
@@ -437,105 +510,6 @@ impl Engine {
             Ok(_) => e,
             Err(changed) => changed,
         }
-    }
-
-    /// Decides the branches, checks them and executes the chosen one under
-    /// the held locks. An error carries the revision if something was
-    /// already applied at it.
-    pub(super) async fn evaluate(
-        &self,
-        via: &Via<'_>,
-        t: &pb::TxnRequest,
-    ) -> Result<(Path, WriteState, Vec<pb::ResponseOp>), (Error, Option<i64>)> {
-        let visible = self.inner.seq.visible();
-        let path = self.compare_path(via, t).await.map_err(|e| (e, None))?;
-        self.check_puts(via, t, &path)
-            .await
-            .map_err(|e| (e, None))?;
-        self.check_ranges(t, &path, visible)
-            .map_err(|e| (e, None))?;
-        let mut st = WriteState {
-            rev: None,
-            voids: self.inner.seq.voids(),
-            base_rev: visible,
-            next_sub: 0,
-            parts: Vec::new(),
-        };
-        match self.exec(via, t, &path, &mut st).await {
-            Ok(responses) => {
-                if st.rev.is_none() {
-                    // Wrote nothing: what it read (under its locks) is the
-                    // state after every revision assigned so far, and
-                    // before any assigned later (the header it reports).
-                    st.base_rev = st.base_rev.max(self.inner.seq.last_assigned());
-                }
-                Ok((path, st, responses))
-            }
-            Err(e) => Err((e, st.rev)),
-        }
-    }
-
-    pub(super) async fn ensure_rev(&self, st: &mut WriteState) -> i64 {
-        match st.rev {
-            Some(r) => r,
-            None => {
-                let r = self.inner.seq.assign().await;
-                st.rev = Some(r);
-                r
-            }
-        }
-    }
-
-    pub(super) async fn apply(
-        &self,
-        via: &Via<'_>,
-        shard: u32,
-        ops: Vec<WriteOp>,
-        st: &mut WriteState,
-    ) -> Result<(), Error> {
-        if matches!(via, Via::Visible(_)) {
-            return Err(Error::Internal("write outside a fence".into()));
-        }
-        let rev = self.ensure_rev(st).await;
-        let first_sub = st.next_sub;
-        st.next_sub += ops.len() as i64;
-        if let Via::Local(local, term) = via {
-            if local.id != shard {
-                return Err(Error::Internal(format!("shard {shard} not locked")));
-            }
-            local.apply(rev, first_sub, &ops, *term)?;
-            st.parts.push(Part {
-                shard,
-                first_sub,
-                ops,
-            });
-            return Ok(());
-        }
-        let Via::Fenced(fences) = via else {
-            return Err(Error::Internal("write outside a fence".into()));
-        };
-        let (ch, term) = fences
-            .get(&shard)
-            .ok_or_else(|| Error::Internal(format!("shard {shard} not fenced")))?;
-        let (tx, rx) = oneshot::channel();
-        let part = Part {
-            shard,
-            first_sub,
-            ops: ops.clone(),
-        };
-        ch.send(FencedOp::Apply {
-            rev,
-            first_sub,
-            ops,
-            term: *term,
-            reply: tx,
-        })
-        .await
-        .map_err(|_| Error::Internal("shard stopped".into()))?;
-        rx.await
-            .map_err(|_| Error::Internal("shard stopped".into()))??;
-        st.parts.push(part);
-        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //!     ferro-sim [--seeds N] [--first S] [--seed S --trace] [--keep-going]
 //!               [--members M] [--spares K] [--groups G] [--steps K]
-//!               [--no-faults]
+//!               [--no-faults | --pauses-only]
 //!
 //! Exit code 0 when every seed passed; otherwise the first failing seed's
 //! report (with the command that replays it), or with `--keep-going` one
@@ -34,12 +34,13 @@ fn main() {
             "--groups" => opts.groups = num(args.next(), "--groups") as usize,
             "--steps" => opts.steps = num(args.next(), "--steps") as usize,
             "--no-faults" => opts.faults = false,
+            "--pauses-only" => opts.pauses_only = true,
             "--trace" => opts.trace = true,
             "--keep-going" => keep_going = true,
             "-h" | "--help" => {
                 println!(
                     "ferro-sim [--seeds N] [--first S] [--seed S --trace] [--keep-going] \
-                     [--members M] [--spares K] [--groups G] [--steps K] [--no-faults]"
+                     [--members M] [--spares K] [--groups G] [--steps K] [--no-faults | --pauses-only]"
                 );
                 return;
             }

@@ -33,27 +33,34 @@
 //! What commits is applied to the shard's real state machine
 //! (`ferrokv_shards::state::ShardState`, the mvcc store inside) and feeds
 //! each member's real `Sequencer`; a leader start's marker and its
-//! serving are decided by the real `leader::Start`. Around them, modelled
-//! on the shard code: one member leads every group (leader transfers), its
-//! leader start writes the marker in every group, and its writes take one
-//! revision across one or two groups, applied ahead of the log. At the end the stores
+//! serving are decided by the real `leader::Start`, and client
+//! transactions (puts, compare-and-swap, deletes) by the real evaluator
+//! (`kv::eval`, see `txn.rs`). Around them, modelled on the shard code:
+//! one member leads every group (leader transfers), its leader start
+//! writes the marker in every group, a transaction's writes take one
+//! revision and are applied ahead of the log in each group they touch,
+//! and one that writes nothing waits for a ReadIndex. Members crash,
+//! restart, and are stopped (SIGSTOP) and resumed. At the end the stores
 //! agree, every write at or below the visible revision is whole or void,
-//! and every acknowledged write is there.
+//! every acknowledged write is there, and every acknowledged answer agrees
+//! with the history (its branch, its reads, never older than what was
+//! acknowledged before it).
 //!
 //! A run is a function of its seed and options: the same seed replays the
 //! same steps byte for byte (`Outcome::trace_hash`; `ferro-sim --seed N
-//! --trace` prints them). Not simulated yet: leases, compaction, deletes
-//! and compares; membership changes are raft's, one group at a time
+//! --trace` prints them). Not simulated yet: leases and compaction;
+//! membership changes are raft's, one group at a time
 //! (ferrokv makes one change in every group; that coordination is shard
 //! code).
 
 mod check;
 pub mod disk;
 pub mod rng;
+mod txn;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use ferrokv_mvcc::{Store, WriteOp};
+use ferrokv_mvcc::Store;
 use ferrokv_raft::log_core::{Event, LogCore, Output, Proposal, Waiting, Write};
 use ferrokv_raft::{Error, LogConfig, INBOUND_MESSAGES_PENDING_MAX, TICKS_PENDING_MAX};
 use ferrokv_shards::leader::Start;
@@ -62,6 +69,7 @@ use ferrokv_shards::record::{Part, Record};
 use ferrokv_shards::sequencer::{Sequencer, Voided};
 use ferrokv_shards::state::{Effect, ShardState};
 use ferrokv_wal::WalConfig;
+use ferrokv_wire::pb::etcdserverpb as pb;
 use futures_lite::future;
 use raft::eraftpb::{ConfChange, ConfChangeType, Message, MessageType};
 
@@ -81,6 +89,10 @@ pub struct Options {
     pub steps: usize,
     /// Crashes, partitions, loss, duplication, leader transfers.
     pub faults: bool,
+    /// The only fault is a stopped member (SIGSTOP, of a leader most
+    /// often), rare enough that leaders serve in between: what a leader
+    /// that resumes believing it still leads answers.
+    pub pauses_only: bool,
     /// Keep every step's line in `Outcome::trace`.
     pub trace: bool,
 }
@@ -93,6 +105,7 @@ impl Default for Options {
             groups: 2,
             steps: 5_000,
             faults: true,
+            pauses_only: false,
             trace: false,
         }
     }
@@ -119,8 +132,12 @@ pub struct Outcome {
     /// Writes a leader's store dropped after applying them ahead of the
     /// log (a step-down's rollback), or a marker voided in a store.
     pub rolled_back: usize,
-    /// Writes (one revision each, in one or two groups) acknowledged.
+    /// Transactions acknowledged (one revision each, in one or two
+    /// groups, or none if their branch wrote nothing).
     pub writes: usize,
+    /// Of those, the ones whose branch wrote nothing (answered once a
+    /// ReadIndex confirmed their leader).
+    pub empty_writes: usize,
     /// FNV-1a over every step's line: equal for equal runs.
     pub trace_hash: u64,
     pub trace: Vec<String>,
@@ -184,6 +201,9 @@ pub fn run(seed: u64, opts: &Options) -> Result<Outcome, Failure> {
 enum Ticket {
     Proposal(usize),
     Read(usize),
+    /// The ReadIndex a write that wrote nothing waits for (its place in
+    /// `World::txns`), as `Engine::read_settled` does.
+    Confirm(usize),
     /// A membership change (its description).
     Conf(usize),
 }
@@ -263,6 +283,9 @@ struct Member {
     starts: u64,
     /// This member's leader start, while it leads every group.
     leading: Option<Leading>,
+    /// Stopped (SIGSTOP) until this step: it keeps its memory, takes no
+    /// ticks and runs nothing, and what peers send waits in its inboxes.
+    paused_until: Option<usize>,
 }
 
 /// A leader start (`shards/src/leader.rs`): once every group has settled
@@ -281,21 +304,37 @@ struct Leading {
     serving: bool,
 }
 
-/// A write as a cluster leader makes it: one revision, a part (a put) in
-/// each group it touches, one proposal per group.
+/// A client transaction as a cluster leader evaluates it (the real
+/// evaluator): one revision if it wrote, a part in each group it wrote,
+/// one proposal per part.
 #[derive(Debug, Clone)]
 struct Txn {
     /// The member that made it, and in which of its lives.
     member: usize,
     life: u64,
-    /// How many void ranges that member knew when it took the revision.
+    /// How many void ranges that member knew when it was evaluated.
     voids: u64,
-    rev: i64,
-    /// (group, key, value, term) of each part.
-    parts: Vec<(usize, Vec<u8>, Vec<u8>, u64)>,
+    /// Its revision; `None` if its branch wrote nothing.
+    rev: Option<i64>,
+    /// Its answer's header revision.
+    header: i64,
+    request: pb::TxnRequest,
+    succeeded: bool,
+    responses: Vec<pb::ResponseOp>,
+    parts: Vec<Part>,
+    /// The groups it wrote in, each proposed one record.
+    groups: Vec<usize>,
     /// Parts whose proposal committed.
     oks: usize,
     failed: bool,
+    /// The highest revision acknowledged to any client before it was made:
+    /// its answer must not be older.
+    floor: i64,
+    /// Wrote nothing: the member's start count when it was evaluated (one
+    /// stretch of serving must cover it), and whether a ReadIndex in group
+    /// 0 confirmed the lead after the evaluation.
+    starts: u64,
+    confirmed: bool,
 }
 
 struct Envelope {
@@ -323,6 +362,8 @@ struct World {
     settling: Vec<usize>,
     /// Writes acknowledged to their client.
     acked_txns: Vec<usize>,
+    /// The highest revision (or header) acknowledged so far.
+    acked_max: i64,
     /// Writes a leader applied ahead of the log and then dropped (its
     /// term ended, or raft refused the proposal).
     rolled_back: usize,
@@ -353,14 +394,23 @@ struct Mix {
     /// Steps in a thousand that inject a fault.
     faults: usize,
     /// Weights of the fault kinds: crash, partition, heal, leader
-    /// transfer, campaign, restart, compaction, membership change.
-    weights: [usize; 8],
+    /// transfer, campaign, restart, compaction, membership change, pause.
+    weights: [usize; 9],
     /// Percent of deliveries lost, duplicated.
     loss: u32,
     dup: u32,
 }
 
 impl Mix {
+    fn pauses(rng: &mut Rng) -> Mix {
+        Mix {
+            faults: 2 + rng.below(4),
+            weights: [0, 0, 0, 0, 0, 0, 0, 0, 1],
+            loss: 0,
+            dup: 0,
+        }
+    }
+
     fn draw(rng: &mut Rng) -> Mix {
         Mix {
             faults: 5 + rng.below(40),
@@ -371,6 +421,7 @@ impl Mix {
                 rng.below(4),
                 rng.below(4),
                 1 + rng.below(10),
+                rng.below(6),
                 rng.below(6),
                 rng.below(6),
             ],
@@ -398,6 +449,7 @@ impl World {
                 visible_max: 0,
                 starts: 0,
                 leading: None,
+                paused_until: None,
                 logs: (0..opts.groups)
                     .map(|_| Log {
                         core: None,
@@ -421,7 +473,11 @@ impl World {
             })
             .collect();
         let mut rng = Rng::new(seed);
-        let mix = Mix::draw(&mut rng);
+        let mix = if opts.pauses_only {
+            Mix::pauses(&mut rng)
+        } else {
+            Mix::draw(&mut rng)
+        };
         World {
             seed,
             faults: opts.faults,
@@ -437,6 +493,7 @@ impl World {
             txns: Vec::new(),
             settling: Vec::new(),
             acked_txns: Vec::new(),
+            acked_max: 0,
             rolled_back: 0,
             reads: Vec::new(),
             reads_answered: 0,
@@ -470,6 +527,11 @@ impl World {
             changes: self.changes_applied,
             rolled_back: self.rolled_back,
             writes: self.acked_txns.len(),
+            empty_writes: self
+                .acked_txns
+                .iter()
+                .filter(|t| self.txns[**t].rev.is_none())
+                .count(),
             trace_hash: self.hash,
             trace: self.trace.clone(),
         }
@@ -521,11 +583,31 @@ impl World {
             if member.lives != w.life || !member.up {
                 continue;
             }
+            if w.failed {
+                self.note(format!("t{t} failed"));
+                continue;
+            }
+            if w.rev.is_none() {
+                // `read_settled`: still the stretch of serving it was
+                // evaluated in, and its lead confirmed after it.
+                let same =
+                    member.starts == w.starts && member.leading.as_ref().is_some_and(|l| l.serving);
+                if !same {
+                    self.note(format!("t{t}: leader changed"));
+                    continue;
+                }
+                if !w.confirmed {
+                    keep.push(t);
+                    continue;
+                }
+            }
             // The sequencer's own answer, as the write's waiter gets it.
-            match future::block_on(future::poll_once(member.seq.wait_committed(w.rev, w.voids))) {
-                Some(Err(Voided)) => self.note(format!("t{t} at revision {} voided", w.rev)),
+            let at = w.header;
+            match future::block_on(future::poll_once(member.seq.wait_committed(at, w.voids))) {
+                Some(Err(Voided)) => self.note(format!("t{t} at revision {at} voided")),
                 Some(Ok(())) => {
-                    self.note(format!("t{t} at revision {} acknowledged", w.rev));
+                    self.note(format!("t{t} at revision {at} acknowledged"));
+                    self.acked_max = self.acked_max.max(at);
                     self.acked_txns.push(t);
                 }
                 None => keep.push(t),
@@ -536,6 +618,15 @@ impl World {
 
     /// One scheduler step: one action drawn by weight (per mille).
     fn one_step(&mut self) -> Result<(), String> {
+        for m in 0..self.members.len() {
+            if self.members[m]
+                .paused_until
+                .is_some_and(|until| self.step >= until)
+            {
+                self.members[m].paused_until = None;
+                self.note(format!("SIGCONT member {}", self.members[m].id));
+            }
+        }
         let roll = self.rng.below(1000);
         if self.faults && roll < self.mix.faults {
             return self.fault();
@@ -656,6 +747,11 @@ impl World {
         Ok(())
     }
 
+    /// Up and not stopped: it ticks, drives its logs and serves clients.
+    fn running(&self, m: usize) -> bool {
+        self.members[m].up && self.members[m].paused_until.is_none()
+    }
+
     fn core_ref(&self, m: usize, g: usize) -> &LogCore<Ticket> {
         self.members[m].logs[g]
             .core
@@ -673,6 +769,7 @@ impl World {
     fn crash(&mut self, m: usize) {
         let id = self.members[m].id;
         self.members[m].up = false;
+        self.members[m].paused_until = None;
         self.crashes += 1;
         let mut damage = Vec::new();
         for g in 0..self.opts.groups {
@@ -692,7 +789,7 @@ impl World {
     }
 
     fn tick(&mut self, m: usize) {
-        if !self.members[m].up {
+        if !self.running(m) {
             return;
         }
         for log in &mut self.members[m].logs {
@@ -715,7 +812,7 @@ impl World {
     /// The shell's driver round: a `Ready` pending is handled first; else
     /// the queued inputs go in and the next `Ready` starts.
     fn drive(&mut self, m: usize, g: usize) -> Result<(), String> {
-        if !self.members[m].up || self.members[m].logs[g].writing.is_some() {
+        if !self.running(m) || self.members[m].logs[g].writing.is_some() {
             return Ok(());
         }
         if std::mem::take(&mut self.members[m].logs[g].snapshot_wanted) {
@@ -780,7 +877,7 @@ impl World {
     /// The fdatasync of the write in flight returned: the second half of
     /// its `Ready`.
     fn sync(&mut self, m: usize, g: usize) -> Result<(), String> {
-        if !self.members[m].up {
+        if !self.running(m) {
             return Ok(());
         }
         let id = self.members[m].id;
@@ -900,6 +997,16 @@ impl World {
                     self.note(line);
                     continue;
                 }
+                Ticket::Confirm(t) => {
+                    match r {
+                        Ok(_) => self.txns[t].confirmed = true,
+                        Err(e) => {
+                            self.note(format!("member {id}: t{t}'s ReadIndex failed: {e}"));
+                            self.txns[t].failed = true;
+                        }
+                    }
+                    continue;
+                }
                 Ticket::Read(i) => {
                     let read = self.reads[i];
                     match r {
@@ -943,7 +1050,7 @@ impl World {
                     if let Some(t) = txn {
                         let w = &mut self.txns[t];
                         w.oks += 1;
-                        if w.oks == w.parts.len() && !w.failed {
+                        if w.oks == w.groups.len() && !w.failed {
                             self.settling.push(t);
                         }
                     }
@@ -1207,7 +1314,7 @@ impl World {
     /// Member `m`'s leader loop (`leader::lead`): while it leads every
     /// group, the start, then serving. The terms it serves in, if it does.
     fn lead(&mut self, m: usize) -> Option<Vec<u64>> {
-        if !self.members[m].up {
+        if !self.running(m) {
             return None;
         }
         let groups = self.opts.groups;
@@ -1283,75 +1390,102 @@ impl World {
         }
     }
 
-    /// A write by serving member `m` (leading every group in `terms`).
+    /// A client transaction at serving member `m` (leading every group in
+    /// `terms`), evaluated by the real evaluator against the member's latest
+    /// state: what it writes is applied ahead of the log in each group and
+    /// proposed there under one revision, as the coordinator
+    /// (`kv/write.rs`) does; one that writes nothing waits for a ReadIndex
+    /// in group 0 and for what it read to be visible (`read_settled`).
     fn write(&mut self, m: usize, terms: &[u64]) -> Result<(), String> {
         let groups = self.opts.groups;
-        let mut touched = vec![self.rng.below(groups)];
-        if groups > 1 && self.rng.chance(50) {
-            touched.push((touched[0] + 1 + self.rng.below(groups - 1)) % groups);
-            touched.sort_unstable();
-        }
-        let member = &self.members[m];
-        if touched.iter().any(|g| {
-            member.logs[*g]
-                .state
-                .as_ref()
-                .is_none_or(|st| !st.may_write_in(terms[*g]))
-        }) {
+        let t = self.txns.len();
+        // Under the shard locks only the term it leads may write.
+        if self.members[m]
+            .logs
+            .iter()
+            .enumerate()
+            .any(|(g, l)| l.state.as_ref().is_none_or(|st| !st.may_write_in(terms[g])))
+        {
             return Ok(());
         }
-        let t = self.txns.len();
-        // The real sequencer's next revision (it waits only past
-        // `REVISIONS_INFLIGHT_MAX` unsettled ones, which no run reaches).
-        let Some(rev) = future::block_on(future::poll_once(self.members[m].seq.assign())) else {
-            return Err(format!(
-                "member {}: the sequencer held back a revision",
-                self.members[m].id
-            ));
-        };
-        let mut parts = Vec::new();
-        let mut record_parts = Vec::new();
-        for g in &touched {
-            // A few keys, so versions and overwrites are exercised.
-            let key = format!("k{}", self.rng.below(4)).into_bytes();
-            let value = format!("t{t}").into_bytes();
-            let op = WriteOp::Put {
-                key: key.clone(),
-                value: value.clone(),
-                lease: 0,
-            };
-            // Applied ahead of the log, as a shard's fence does.
-            if let Some(st) = self.members[m].logs[*g].state.as_mut() {
-                st.apply(rev, 0, std::slice::from_ref(&op), terms[*g]);
+        let mut request = txn::request(&mut self.rng, groups, t, 0);
+        let key = txn::first_key(&request);
+        let latest = self.members[m].logs[txn::group_of(&key)]
+            .state
+            .as_ref()
+            .and_then(|st| st.store.range(&key, &[], 0, 1, false, false).ok())
+            .and_then(|r| r.kvs.first().map(|kv| kv.mod_revision))
+            .unwrap_or(0);
+        if let Some(c) = request.compare.first_mut() {
+            if c.target == pb::compare::CompareTarget::Mod as i32 {
+                // The client is right about the key half the time.
+                let guess = if self.rng.chance(50) {
+                    latest
+                } else {
+                    self.rng.below(latest as usize + 1) as i64
+                };
+                c.target_union = Some(pb::compare::TargetUnion::ModRevision(guess));
             }
-            parts.push((*g, key, value, terms[*g]));
-            record_parts.push(Part {
-                shard: *g as u32,
-                first_sub: 0,
-                ops: vec![op],
-            });
         }
-        let data = Record::Write {
-            rev,
-            parts: record_parts,
-        }
-        .encode();
-        let member = &self.members[m];
+        let member = &mut self.members[m];
+        let seq = &member.seq;
+        let states = member
+            .logs
+            .iter_mut()
+            .enumerate()
+            .map(|(g, l)| l.state.as_mut().map(|st| (st, terms[g])))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("a serving member has every group's state")?;
+        let ev = txn::evaluate(&txn::SimView::leader(states, seq), &request)
+            .map_err(|e| format!("member {}: t{t}: {e}", member.id))?;
+        let mut touched: Vec<usize> = ev.st.parts.iter().map(|p| p.shard as usize).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let id = member.id;
         self.txns.push(Txn {
             member: m,
             life: member.lives,
-            voids: member.seq.voids(),
-            rev,
-            parts,
+            voids: ev.st.voids,
+            rev: ev.st.rev,
+            header: ev.st.header_rev(),
+            request,
+            succeeded: ev.succeeded,
+            responses: ev.responses,
+            parts: ev.st.parts.clone(),
+            groups: touched.clone(),
             oks: 0,
             failed: false,
+            floor: self.acked_max,
+            starts: member.starts,
+            confirmed: false,
         });
-        let id = self.members[m].id;
-        self.note(format!(
-            "member {id}: write t{t} at revision {rev} in groups {touched:?}"
-        ));
-        for g in touched {
-            self.submit(m, g, terms[g], data.clone(), Some(t));
+        match ev.st.rev {
+            Some(rev) => {
+                self.note(format!(
+                    "member {id}: t{t} (succeeded: {}) at revision {rev} in groups {touched:?}",
+                    ev.succeeded
+                ));
+                let data = Record::Write {
+                    rev,
+                    parts: ev.st.parts,
+                }
+                .encode();
+                for g in touched {
+                    self.submit(m, g, terms[g], data.clone(), Some(t));
+                }
+            }
+            None => {
+                self.note(format!(
+                    "member {id}: t{t} (succeeded: {}) wrote nothing, read at {}",
+                    ev.succeeded,
+                    ev.st.header_rev()
+                ));
+                let log = &mut self.members[m].logs[0];
+                let rid = log.next_proposal_id;
+                log.next_proposal_id += 1;
+                log.reading.push((rid, Ticket::Confirm(t)));
+                self.settling.push(t);
+            }
         }
         Ok(())
     }
@@ -1445,7 +1579,7 @@ impl World {
     fn read(&mut self) -> Result<(), String> {
         let m = self.rng.below(self.members.len());
         let g = self.rng.below(self.opts.groups);
-        if !self.members[m].up {
+        if !self.running(m) {
             return Ok(());
         }
         let i = self.reads.len();
@@ -1547,6 +1681,32 @@ impl World {
                 }
             }
             7 => self.change_members()?,
+            8 => {
+                // SIGSTOP, of the member leading group 0 most often: past
+                // an election, it resumes believing it still leads.
+                let leader =
+                    (0..n).find(|i| self.running(*i) && self.core_ref(*i, 0).role().leader);
+                let m = match leader {
+                    Some(l) if self.rng.chance(70) => l,
+                    _ => m,
+                };
+                // One member stopped at a time: the others keep a quorum.
+                let stopped = self.members.iter().any(|x| x.paused_until.is_some());
+                if self.running(m) && !stopped {
+                    // Long enough, when pauses are all there is, for the others
+                    // to elect a leader that serves.
+                    let steps = if self.opts.pauses_only {
+                        1_500 + self.rng.below(3_000)
+                    } else {
+                        50 + self.rng.below(400)
+                    };
+                    self.members[m].paused_until = Some(self.step + steps);
+                    self.note(format!(
+                        "SIGSTOP member {} for {steps} steps",
+                        self.members[m].id
+                    ));
+                }
+            }
             _ => {
                 if let Some(down) = self.members.iter().position(|x| !x.up && x.lives > 0) {
                     let did = self.members[down].id;
@@ -1565,6 +1725,7 @@ impl World {
         self.cut.clear();
         self.note("converge: faults stop, partitions heal".into());
         for m in 0..self.members.len() {
+            self.members[m].paused_until = None;
             if !self.members[m].up && self.members[m].lives > 0 {
                 self.note(format!("restart member {}", self.members[m].id));
                 self.start(m)?;
@@ -1710,44 +1871,56 @@ impl World {
             return Ok(());
         };
         let acked: BTreeSet<usize> = self.acked_txns.iter().copied().collect();
+        let states = leaders
+            .iter()
+            .enumerate()
+            .map(|(g, l)| self.members[*l].logs[g].state.as_ref())
+            .collect::<Option<Vec<_>>>()
+            .ok_or("a member that is up has its state")?;
+        // Reads at a revision use no sequencer state.
+        let seq = Sequencer::new(self.opts.groups as u32);
         for (t, w) in self.txns.iter().enumerate() {
-            let mut held = Vec::new();
-            for (g, key, value, _) in &w.parts {
-                let st = self.members[leaders[*g]].logs[*g]
-                    .state
-                    .as_ref()
-                    .ok_or("a member that is up has its state")?;
-                let kv = st
-                    .store
-                    .range(
-                        key,
-                        &[],
-                        w.rev.min(st.store.last_revision()),
-                        0,
-                        false,
-                        false,
-                    )
-                    .map_err(|e| format!("group {g}: {e}"))?
-                    .kvs
-                    .into_iter()
-                    .next();
-                held.push(kv.is_some_and(|kv| kv.mod_revision == w.rev && kv.value == *value));
+            if let Some(rev) = w.rev {
+                let held = w
+                    .parts
+                    .iter()
+                    .map(|p| txn::held(states[p.shard as usize], p, rev))
+                    .collect::<Result<Vec<bool>, String>>()?;
+                let whole = held.iter().all(|h| *h);
+                if acked.contains(&t) && !(whole && rev <= visible) {
+                    return Err(format!(
+                        "t{t} at revision {rev} was acknowledged, but its parts held are \
+                         {held:?} with {visible} visible"
+                    ));
+                }
+                if rev <= visible && !whole && held.iter().any(|h| *h) {
+                    return Err(format!(
+                        "t{t} at revision {rev} (visible: {visible}) is in some of its groups \
+                         only: {held:?}"
+                    ));
+                }
             }
-            let whole = held.iter().all(|h| *h);
-            if acked.contains(&t) && !(whole && w.rev <= visible) {
+            if !acked.contains(&t) {
+                continue;
+            }
+            if w.header < w.floor {
                 return Err(format!(
-                    "t{t} at revision {} was acknowledged, but its parts held are {held:?} \
-                     with {visible} visible",
-                    w.rev
+                    "t{t} answered at revision {}, below {} acknowledged before it was made",
+                    w.header, w.floor
                 ));
             }
-            if w.rev <= visible && !whole && held.iter().any(|h| *h) {
-                return Err(format!(
-                    "t{t} at revision {} (visible: {visible}) is in some of its groups \
-                     only: {held:?}",
-                    w.rev
-                ));
-            }
+            // Ordered right after the revision before its own, or at the
+            // state its header names.
+            let at = w.rev.map_or(w.header, |r| r - 1);
+            let view = txn::SimView::at(states.clone(), &seq, at);
+            txn::check_answer(
+                &view,
+                &w.request,
+                w.succeeded,
+                &w.responses,
+                w.rev.is_some(),
+            )
+            .map_err(|e| format!("t{t} {:?}: {e}", w.request))?;
         }
         Ok(())
     }
