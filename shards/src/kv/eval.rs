@@ -8,7 +8,7 @@ use ferrokv_mvcc::{KeyValue, RangeResult, WriteOp};
 use ferrokv_wire::pb::etcdserverpb as pb;
 
 use crate::error::Error;
-use crate::record::Part;
+use crate::record::{Part, Record};
 use crate::sequencer::Sequencer;
 
 use super::{header, to_pb};
@@ -493,6 +493,27 @@ pub async fn range_at<V: View>(
         more,
         count: rr.count as i64,
     })
+}
+
+/// What `shard` commits of a write: the whole write set (every shard's
+/// part, so that any one shard's log tells which shards it waits for) if
+/// it holds a part, and a lease revoke if it is the lease's shard
+/// (`revoke`: that shard and the lease).
+pub fn records(st: &WriteState, shard: u32, revoke: Option<(u32, i64)>) -> Vec<Record> {
+    let mut records = Vec::new();
+    if let Some(rev) = st.rev.filter(|_| st.parts.iter().any(|p| p.shard == shard)) {
+        records.push(Record::Write {
+            rev,
+            parts: st.parts.clone(),
+        });
+    }
+    if let Some((_, id)) = revoke.filter(|(s, _)| *s == shard) {
+        records.push(Record::LeaseRevoke {
+            id,
+            rev: st.rev.unwrap_or(0),
+        });
+    }
+    records
 }
 
 /// The shards' answers to one range as one: in key order, at most `limit`

@@ -306,20 +306,8 @@ impl Engine {
         let mut waits = Vec::new();
         let mut failed = None;
         for (s, (ch, term)) in &fences {
-            let mut records = Vec::new();
-            if let Some(rev) = st.rev.filter(|_| st.parts.iter().any(|p| p.shard == *s)) {
-                records.push(Record::Write {
-                    rev,
-                    parts: st.parts.clone(),
-                });
-            }
+            let records = eval::records(st, *s, revoke);
             let revoke = revoke.filter(|(ls, _)| ls == s).map(|(_, id)| id);
-            if let Some(id) = revoke {
-                records.push(Record::LeaseRevoke {
-                    id,
-                    rev: st.rev.unwrap_or(0),
-                });
-            }
             if records.is_empty() || failed.is_some() {
                 // A shard whose part is not submitted after an earlier
                 // failure drops its applied part when its fence goes away.

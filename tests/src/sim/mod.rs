@@ -63,6 +63,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use ferrokv_mvcc::Store;
 use ferrokv_raft::log_core::{Event, LogCore, Output, Proposal, Waiting, Write};
 use ferrokv_raft::{Error, LogConfig, INBOUND_MESSAGES_PENDING_MAX, TICKS_PENDING_MAX};
+use ferrokv_shards::kv::eval;
 use ferrokv_shards::leader::Start;
 use ferrokv_shards::lease::LeaseTable;
 use ferrokv_shards::record::{Part, Record};
@@ -1465,13 +1466,11 @@ impl World {
                     "member {id}: t{t} (succeeded: {}) at revision {rev} in groups {touched:?}",
                     ev.succeeded
                 ));
-                let data = Record::Write {
-                    rev,
-                    parts: ev.st.parts,
-                }
-                .encode();
                 for g in touched {
-                    self.submit(m, g, terms[g], data.clone(), Some(t));
+                    // The coordinator's own records for each group.
+                    for rec in eval::records(&ev.st, g as u32, None) {
+                        self.submit(m, g, terms[g], rec.encode(), Some(t));
+                    }
                 }
             }
             None => {
