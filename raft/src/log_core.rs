@@ -372,8 +372,48 @@ impl<W: Waiting> LogCore<W> {
     /// the group, a local message type from the network) is dropped: it
     /// must not stop the group.
     pub fn step(&mut self, msg: Message) {
+        if let Some(why) = self.breaks_protocol(&msg) {
+            log::warn!(
+                "raft: dropped {:?} from {} (term {}): {why}",
+                msg.get_msg_type(),
+                msg.from,
+                msg.term
+            );
+            return;
+        }
         if let Err(e) = self.node.step(msg) {
             log::debug!("raft: dropped peer message: {e}");
+        }
+    }
+
+    /// A peer message raft-rs would stop the process on (its `fatal!`s):
+    /// no correct leader sends one, a faulty or confused peer might, and
+    /// this member drops it instead. A heartbeat commits at most what the
+    /// leader knows this member holds, so one past the last index means
+    /// the sender's view of this log is wrong; an append's entries follow
+    /// its index one by one (raft-rs appends them assuming so, and a gap
+    /// or a step back lands on committed entries).
+    fn breaks_protocol(&self, msg: &Message) -> Option<String> {
+        match msg.get_msg_type() {
+            MessageType::MsgHeartbeat => {
+                let last = self.node.raft.raft_log.last_index();
+                (msg.commit > last)
+                    .then(|| format!("commit {} is past this log's last index {last}", msg.commit))
+            }
+            MessageType::MsgAppend => msg
+                .entries
+                .iter()
+                .enumerate()
+                .find(|(i, e)| e.index != msg.index + 1 + *i as u64)
+                .map(|(i, e)| {
+                    format!(
+                        "entry {i} has index {}, not {} (appended after {})",
+                        e.index,
+                        msg.index + 1 + i as u64,
+                        msg.index
+                    )
+                }),
+            _ => None,
         }
     }
 
@@ -930,6 +970,62 @@ mod tests {
         let mut out = Output::default();
         before.read_states(vec![stale], &mut out);
         assert_eq!(out.done.len(), 1);
+    }
+
+    #[test]
+    fn peer_messages_raft_rs_would_abort_on_are_dropped() {
+        let (mut core, _) = LogCore::<Nobody>::recover(&cfg(2), &[], 0).unwrap();
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        m.from = 1;
+        m.to = 2;
+        m.term = 1;
+        m.entries = vec![entry(1, 1, b"a"), entry(1, 2, b"b")].into();
+        m.commit = 2;
+        core.step(m);
+        let mut out = Output::default();
+        let w = core.begin_ready(&mut out);
+        core.finish_ready(w, 3, &mut out).unwrap();
+        assert_eq!(core.commit_index(), 2);
+        // A heartbeat committing past the last index ("to_commit 9 is out
+        // of range"), and an append whose entries step back onto committed
+        // ones ("entry 1 conflict with committed entry 2").
+        let mut hb = Message::default();
+        hb.set_msg_type(MessageType::MsgHeartbeat);
+        hb.from = 1;
+        hb.to = 2;
+        hb.term = 1;
+        hb.commit = 9;
+        assert!(core.breaks_protocol(&hb).is_some());
+        core.step(hb);
+        let mut app = Message::default();
+        app.set_msg_type(MessageType::MsgAppend);
+        app.from = 1;
+        app.to = 2;
+        app.term = 2;
+        app.index = 2;
+        app.log_term = 1;
+        app.entries = vec![entry(2, 1, b"x")].into();
+        app.commit = 2;
+        assert!(core.breaks_protocol(&app).is_some());
+        core.step(app);
+        assert_eq!(core.commit_index(), 2);
+        // A well-formed append still goes in.
+        let mut ok = Message::default();
+        ok.set_msg_type(MessageType::MsgAppend);
+        ok.from = 1;
+        ok.to = 2;
+        ok.term = 1;
+        ok.index = 2;
+        ok.log_term = 1;
+        ok.entries = vec![entry(1, 3, b"c")].into();
+        ok.commit = 3;
+        assert!(core.breaks_protocol(&ok).is_none());
+        core.step(ok);
+        let mut out = Output::default();
+        let w = core.begin_ready(&mut out);
+        core.finish_ready(w, 5, &mut out).unwrap();
+        assert_eq!(core.commit_index(), 3);
     }
 
     /// Runs three cores' `Ready`s and delivers their messages until quiet
