@@ -79,26 +79,38 @@ fn permitted_by(
 /// package's own error, unmapped, so clients see code Unknown and the
 /// `auth:` text.
 pub fn maintenance_admin(svc: &Service, caller: &Caller) -> Result<(), Status> {
-    let raw = |e: AuthError| {
-        let text = match e {
-            AuthError::UserNotFound => "auth: user not found".to_string(),
-            AuthError::AuthOldRevision => "auth: revision in header is old".to_string(),
-            other => other.to_string().replacen("etcdserver: ", "auth: ", 1),
-        };
-        Status::new(ferrokv_wire::grpc::Code::Unknown, text)
-    };
-    let info = match (&svc.jwt, caller.token.as_deref()) {
-        (Some(jwt), Some(token)) => match jwt.verify(token) {
-            Some((user, revision)) => Some(AuthInfo { user, revision }),
-            None => return Err(raw(AuthError::InvalidAuthToken)),
-        },
-        _ => info(svc, caller).map_err(|s| AuthError::from_message(&s.message).map_or(s, raw))?,
-    };
+    let info = raw_info(svc, caller)?;
     let store = svc.engine.auth().current();
     match info {
         Some(i) if store.enabled() => store.admin(&i.user).map_err(raw),
         _ => Ok(()),
     }
+}
+
+/// An auth error as etcd's maintenance server returns it: the auth
+/// package's own text, unmapped (code Unknown).
+fn raw(e: AuthError) -> Status {
+    let text = match e {
+        AuthError::UserNotFound => "auth: user not found".to_string(),
+        AuthError::AuthOldRevision => "auth: revision in header is old".to_string(),
+        other => other.to_string().replacen("etcdserver: ", "auth: ", 1),
+    };
+    Status::new(ferrokv_wire::grpc::Code::Unknown, text)
+}
+
+/// Who a maintenance call runs as, its errors unmapped as etcd 3.4's
+/// maintenance server returns them: an unknown or expired token is
+/// `auth: invalid auth token` (Unknown). Alarm uses it alone: etcd's
+/// Alarm is a raft request, whose `AuthInfoFromCtx` refuses a bad token
+/// but checks no permission.
+pub fn raw_info(svc: &Service, caller: &Caller) -> Result<Option<AuthInfo>, Status> {
+    Ok(match (&svc.jwt, caller.token.as_deref()) {
+        (Some(jwt), Some(token)) => match jwt.verify(token) {
+            Some((user, revision)) => Some(AuthInfo { user, revision }),
+            None => return Err(raw(AuthError::InvalidAuthToken)),
+        },
+        _ => info(svc, caller).map_err(|s| AuthError::from_message(&s.message).map_or(s, raw))?,
+    })
 }
 
 /// etcd's `IsAdminPermitted`: the caller holds the root role.

@@ -15,6 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ferrokv_wire::der;
+use p521::ecdsa::signature::{Signer as _, Verifier as _};
+use p521::pkcs8::DecodePrivateKey;
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, RsaKeyPair};
 use rustls_pki_types::pem::PemObject;
@@ -33,6 +35,7 @@ enum Method {
     Ps512,
     Es256,
     Es384,
+    Es512,
 }
 
 impl Method {
@@ -46,10 +49,11 @@ impl Method {
             "PS512" => Method::Ps512,
             "ES256" => Method::Es256,
             "ES384" => Method::Es384,
+            "ES512" => Method::Es512,
             other => {
                 return Err(format!(
                     "auth: invalid auth options: sign-method {other:?} is not supported \
-                     (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384)"
+                     (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512)"
                 ))
             }
         })
@@ -65,11 +69,14 @@ impl Method {
             Method::Ps512 => "PS512",
             Method::Es256 => "ES256",
             Method::Es384 => "ES384",
+            Method::Es512 => "ES512",
         }
     }
 
-    fn verification(self) -> &'static dyn signature::VerificationAlgorithm {
-        match self {
+    /// How ring verifies this method; None for ES512 (P-521, which ring
+    /// lacks: RustCrypto's `p521` does it).
+    fn verification(self) -> Option<&'static dyn signature::VerificationAlgorithm> {
+        Some(match self {
             Method::Rs256 => &signature::RSA_PKCS1_2048_8192_SHA256,
             Method::Rs384 => &signature::RSA_PKCS1_2048_8192_SHA384,
             Method::Rs512 => &signature::RSA_PKCS1_2048_8192_SHA512,
@@ -78,7 +85,8 @@ impl Method {
             Method::Ps512 => &signature::RSA_PSS_2048_8192_SHA512,
             Method::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
             Method::Es384 => &signature::ECDSA_P384_SHA384_FIXED,
-        }
+            Method::Es512 => return None,
+        })
     }
 
     fn rsa_padding(self) -> Option<&'static dyn signature::RsaEncoding> {
@@ -89,7 +97,7 @@ impl Method {
             Method::Ps256 => Some(&signature::RSA_PSS_SHA256),
             Method::Ps384 => Some(&signature::RSA_PSS_SHA384),
             Method::Ps512 => Some(&signature::RSA_PSS_SHA512),
-            Method::Es256 | Method::Es384 => None,
+            Method::Es256 | Method::Es384 | Method::Es512 => None,
         }
     }
 
@@ -105,13 +113,21 @@ impl Method {
 enum Signer {
     Rsa(RsaKeyPair),
     Ecdsa(EcdsaKeyPair),
+    /// ES512: ECDSA on P-521 with SHA-512 (nonces from the OS, as Go's).
+    P521(p521::ecdsa::SigningKey),
+}
+
+/// The public key a token is verified with.
+enum Public {
+    /// As ring verifies it (RSA: PKCS#1 RSAPublicKey; EC: the
+    /// uncompressed point).
+    Ring(Vec<u8>),
+    P521(p521::ecdsa::VerifyingKey),
 }
 
 pub struct Jwt {
     method: Method,
-    /// The public key as ring verifies it (RSA: PKCS#1 RSAPublicKey; EC:
-    /// the uncompressed point).
-    public: Vec<u8>,
+    public: Public,
     signer: Option<Signer>,
     ttl: Duration,
     rng: SystemRandom,
@@ -215,6 +231,22 @@ impl Jwt {
                 let key = PrivateKeyDer::from_pem_slice(&read(path)?)
                     .map_err(|_| bad("private (PEM)", path))?;
                 Some(match (method.ecdsa_signing(), &key) {
+                    _ if method == Method::Es512 => {
+                        let secret = match &key {
+                            PrivateKeyDer::Pkcs8(k) => {
+                                p521::SecretKey::from_pkcs8_der(k.secret_pkcs8_der()).ok()
+                            }
+                            PrivateKeyDer::Sec1(k) => {
+                                p521::SecretKey::from_sec1_der(k.secret_sec1_der()).ok()
+                            }
+                            _ => None,
+                        }
+                        .ok_or_else(|| bad("EC private", path))?;
+                        Signer::P521(
+                            p521::ecdsa::SigningKey::from_bytes(&secret.to_bytes())
+                                .map_err(|_| bad("EC private", path))?,
+                        )
+                    }
                     (None, PrivateKeyDer::Pkcs8(k)) => Signer::Rsa(
                         RsaKeyPair::from_pkcs8(k.secret_pkcs8_der())
                             .map_err(|_| bad("RSA private", path))?,
@@ -242,7 +274,14 @@ impl Jwt {
         };
         let jwt = Jwt {
             method,
-            public: public_key,
+            public: if method == Method::Es512 {
+                Public::P521(
+                    p521::ecdsa::VerifyingKey::from_sec1_bytes(&public_key)
+                        .map_err(|_| bad("public", public))?,
+                )
+            } else {
+                Public::Ring(public_key)
+            },
             signer,
             ttl,
             rng,
@@ -293,6 +332,13 @@ impl Jwt {
                 .map_err(|_| "auth: signing failed".to_string())?
                 .as_ref()
                 .to_vec(),
+            Some(Signer::P521(k)) => {
+                let sig: p521::ecdsa::Signature = k
+                    .try_sign(input.as_bytes())
+                    .map_err(|_| "auth: signing failed".to_string())?;
+                // JWS: r || s, 66 bytes each, as Go's jwt-go writes them.
+                sig.to_bytes().to_vec()
+            }
         };
         Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)))
     }
@@ -308,9 +354,16 @@ impl Jwt {
             return None;
         }
         let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
-        signature::UnparsedPublicKey::new(self.method.verification(), &self.public)
-            .verify(input.as_bytes(), &sig)
-            .ok()?;
+        match (&self.public, self.method.verification()) {
+            (Public::Ring(key), Some(alg)) => signature::UnparsedPublicKey::new(alg, key)
+                .verify(input.as_bytes(), &sig)
+                .ok()?,
+            (Public::P521(key), _) => {
+                let sig = p521::ecdsa::Signature::from_slice(&sig).ok()?;
+                key.verify(input.as_bytes(), &sig).ok()?
+            }
+            _ => return None,
+        }
         let claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()?;
         let now = SystemTime::now()
@@ -344,6 +397,10 @@ mod tests {
         );
         match kind {
             "rsa" => openssl(&["genrsa", "-out", &private, "2048"]),
+            // With `EC PARAMETERS` before the key (`openssl ecparam
+            // -genkey` without `-noout`): skipped, where etcd's Go parser
+            // reads only the first block and refuses the file.
+            "p521" => openssl(&["ecparam", "-name", "secp521r1", "-genkey", "-out", &private]),
             _ => openssl(&[
                 "ecparam",
                 "-name",
@@ -362,7 +419,12 @@ mod tests {
     #[test]
     fn tokens_verify_with_the_public_key_only() {
         let dir = tempfile::tempdir().unwrap();
-        for (kind, method) in [("rsa", "RS256"), ("rsa", "PS384"), ("ec", "ES256")] {
+        for (kind, method) in [
+            ("rsa", "RS256"),
+            ("rsa", "PS384"),
+            ("ec", "ES256"),
+            ("p521", "ES512"),
+        ] {
             let (private, public) = keys(dir.path(), kind);
             let signer = Jwt::from_flag(&format!(
                 "jwt,pub-key={public},priv-key={private},sign-method={method},ttl=10m"
@@ -389,6 +451,55 @@ mod tests {
             assert_eq!(verifier.verify("x.y.z"), None);
             assert_eq!(verifier.verify(""), None);
         }
+    }
+
+    /// ES512 (P-521, RustCrypto's `p521`): SEC1 and PKCS#8 private keys,
+    /// signatures as JWS writes them (r || s, 66 bytes each), keys of
+    /// another curve refused in words.
+    #[test]
+    fn es512_takes_sec1_and_pkcs8_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sec1, public) = keys(dir.path(), "p521");
+        let pkcs8 = dir.path().join("p521.pk8").display().to_string();
+        openssl(&["pkcs8", "-topk8", "-nocrypt", "-in", &sec1, "-out", &pkcs8]);
+        let verifier = Jwt::from_flag(&format!("jwt,pub-key={public},sign-method=ES512"))
+            .unwrap()
+            .unwrap();
+        for private in [&sec1, &pkcs8] {
+            let signer = Jwt::from_flag(&format!(
+                "jwt,pub-key={public},priv-key={private},sign-method=ES512"
+            ))
+            .unwrap()
+            .unwrap();
+            let token = signer.sign("root", 3).unwrap();
+            let sig = URL_SAFE_NO_PAD
+                .decode(token.rsplit('.').next().unwrap())
+                .unwrap();
+            assert_eq!(sig.len(), 132);
+            assert_eq!(verifier.verify(&token), Some(("root".into(), 3)));
+            let (header, _) = token.split_once('.').unwrap();
+            assert_eq!(
+                URL_SAFE_NO_PAD.decode(header).unwrap(),
+                br#"{"alg":"ES512","typ":"JWT"}"#
+            );
+        }
+        // A P-256 pair given as ES512, and ES512 keys given as ES256.
+        let (p256, p256_public) = keys(dir.path(), "ec");
+        for flag in [
+            format!("jwt,pub-key={p256_public},priv-key={p256},sign-method=ES512"),
+            format!("jwt,pub-key={public},priv-key={sec1},sign-method=ES256"),
+            format!("jwt,pub-key={public},priv-key={p256},sign-method=ES512"),
+        ] {
+            let e = Jwt::from_flag(&flag).err().unwrap_or_default();
+            assert!(e.starts_with("auth: "), "{flag}: {e}");
+        }
+        // An ES256 token is not an ES512 one.
+        let p256_signer = Jwt::from_flag(&format!(
+            "jwt,pub-key={p256_public},priv-key={p256},sign-method=ES256"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(verifier.verify(&p256_signer.sign("root", 3).unwrap()), None);
     }
 
     #[test]

@@ -296,6 +296,7 @@ impl Service {
             "/etcdserverpb.Maintenance/Alarm" => {
                 use pb::alarm_request::AlarmAction;
                 let r: pb::AlarmRequest = decode(msg)?;
+                auth::raw_info(&self, &caller)?;
                 let nospace = pb::AlarmType::Nospace as i32;
                 let member_id = self.membership.local_id();
                 let mine = r.member_id == 0 || r.member_id == member_id;

@@ -118,6 +118,22 @@ pub fn ctl_with_timeout<S: AsRef<OsStr>>(
     run_bounded(child, stdin.map(<[u8]>::to_vec), timeout)
 }
 
+/// [`ctl_with_timeout`] with extra environment variables (e.g.
+/// `ETCDCTL_USER`), set after the developer's `ETCDCTL_*` are removed.
+pub fn ctl_with_env<S: AsRef<OsStr>>(
+    bin: &Path,
+    endpoint: &str,
+    args: &[S],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Output {
+    let child = ctl_command(bin, endpoint, args, false)
+        .envs(env.iter().copied())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    run_bounded(child, None, timeout)
+}
+
 /// Runs an offline tool (`ferroutl`) with `args` only, bounded by
 /// `timeout`, stdout and stderr captured.
 pub fn tool<S: AsRef<OsStr>>(bin: &Path, args: &[S], timeout: Duration) -> Output {

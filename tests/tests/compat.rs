@@ -61,7 +61,8 @@ compat_scripts! {
 }
 
 /// `auth.txt` again with etcd's JWT tokens (`--auth-token jwt,...`) on
-/// both servers, for each kind of key: RSA (RS256, PS256) and EC (ES256).
+/// both servers, for each kind of key: RSA (RS256), EC P-256 (ES256) and
+/// P-521 (ES512).
 #[test]
 fn auth_with_jwt_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -72,11 +73,20 @@ fn auth_with_jwt_tokens() {
             .expect("openssl runs");
         assert!(out.status.success(), "openssl {args:?}: {out:?}");
     };
-    for (kind, method) in [("rsa", "RS256"), ("ec", "ES256")] {
+    for (kind, method) in [("rsa", "RS256"), ("ec", "ES256"), ("p521", "ES512")] {
         let private = dir.path().join(format!("{kind}.pem")).display().to_string();
         let public = dir.path().join(format!("{kind}.pub")).display().to_string();
         match kind {
             "rsa" => openssl(&["genrsa", "-out", &private, "2048"]),
+            "p521" => openssl(&[
+                "ecparam",
+                "-name",
+                "secp521r1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &private,
+            ]),
             _ => openssl(&[
                 "ecparam",
                 "-name",
