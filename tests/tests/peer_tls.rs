@@ -23,10 +23,10 @@
 //!   limits TLS 1.2 on the peer port as on the client port (openssl
 //!   s_client against a member's peer port; TLS 1.3 not limited, as Go).
 //!
-//! Not checked side by side: etcd 3.4 also applies `--peer-cert-allowed-cn`
-//! to the certificates of the members it dials (its `baseConfig` sets
-//! `VerifyPeerCertificate` for clients too); ferrokv checks only the
-//! certificates of the peers that dial it (`docs/compatibility.md`).
+//! Not checked side by side: `--peer-cert-allowed-cn` on the certificates
+//! of the members a member dials (etcd's `baseConfig` sets
+//! `VerifyPeerCertificate` for clients too; ferrokv's
+//! `wire::tls::server_verifier` does the same, unit-tested there).
 //!
 //! Every wait is bounded (`LEADER_WAIT_MAX`, `REFUSAL_WAIT_MAX`, and the
 //! harness's server start and etcdctl timeouts); every process is killed

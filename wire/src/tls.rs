@@ -429,21 +429,11 @@ impl ClientCertVerifier for ClientVerifier {
         let verified = self
             .inner()
             .verify_client_cert(end_entity, intermediates, now)?;
-        if let Some(cn) = &self.allowed_cn {
-            if crate::der::common_name(end_entity).as_deref() != Some(cn.as_str()) {
-                return Err(cert_auth_failed());
-            }
-        }
-        if let Some(host) = &self.allowed_hostname {
-            let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
-                rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-            })?;
-            let ok = ServerName::try_from(host.as_str())
-                .is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok());
-            if !ok {
-                return Err(cert_auth_failed());
-            }
-        }
+        allowed(
+            end_entity,
+            self.allowed_cn.as_deref(),
+            self.allowed_hostname.as_deref(),
+        )?;
         Ok(verified)
     }
 
@@ -479,6 +469,100 @@ impl ClientCertVerifier for ClientVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// `--peer-cert-allowed-cn` / `--peer-cert-allowed-hostname` (and the
+/// client port's allowed hostname): a certificate of another common name,
+/// or not valid for that host name, is refused.
+fn allowed(
+    end_entity: &CertificateDer<'_>,
+    cn: Option<&str>,
+    hostname: Option<&str>,
+) -> Result<(), rustls::Error> {
+    if let Some(cn) = cn {
+        if crate::der::common_name(end_entity).as_deref() != Some(cn) {
+            return Err(cert_auth_failed());
+        }
+    }
+    if let Some(host) = hostname {
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        let ok = ServerName::try_from(host)
+            .is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok());
+        if !ok {
+            return Err(cert_auth_failed());
+        }
+    }
+    Ok(())
+}
+
+/// The verifier of a member this member dials: the trusted CA, and, as
+/// etcd's `VerifyPeerCertificate` does on both ends of a peer link, the
+/// allowed common name or host name when one is given.
+pub fn server_verifier(
+    flags: &TlsFlags,
+    roots: Arc<rustls::RootCertStore>,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::client::danger::ServerCertVerifier>, String> {
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+        .build()
+        .map_err(|e| format!("tls: {e}"))?;
+    Ok(Arc::new(AllowedServer {
+        inner,
+        allowed_cn: flags.allowed_cn.clone(),
+        allowed_hostname: flags.allowed_hostname.clone(),
+    }))
+}
+
+#[derive(Debug)]
+struct AllowedServer {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    allowed_cn: Option<String>,
+    allowed_hostname: Option<String>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AllowedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        allowed(
+            end_entity,
+            self.allowed_cn.as_deref(),
+            self.allowed_hostname.as_deref(),
+        )?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -801,7 +885,10 @@ mod tests {
         let mut leaf = rcgen::CertificateParams::new(vec!["member.example".to_string()]).unwrap();
         leaf.distinguished_name
             .push(rcgen::DnType::CommonName, "member");
-        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        leaf.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        ];
         let leaf_key = rcgen::KeyPair::generate().unwrap();
         let leaf = leaf.signed_by(&leaf_key, &issuer).unwrap();
         let mut roots = rustls::RootCertStore::empty();
@@ -818,6 +905,21 @@ mod tests {
                     .is_ok()
             })
         };
+        // The same checks on a member this one dials (etcd's
+        // VerifyPeerCertificate holds on both ends).
+        let dial = |cn: Option<&str>| {
+            let flags = TlsFlags {
+                allowed_cn: cn.map(str::to_string),
+                ..TlsFlags::default()
+            };
+            let v = server_verifier(&flags, roots.clone(), crypto_provider(&[]).unwrap()).unwrap();
+            let name = ServerName::try_from("member.example").unwrap();
+            v.verify_server_cert(leaf.der(), &[], &name, &[], UnixTime::now())
+                .is_ok()
+        };
+        assert!(dial(None));
+        assert!(dial(Some("member")));
+        assert!(!dial(Some("other")));
         assert_eq!(verify(None, None), Ok(true));
         assert_eq!(verify(Some("member"), None), Ok(true));
         assert_eq!(verify(Some("other"), None), Ok(false));

@@ -54,7 +54,8 @@ impl PeerTls {
     /// `--peer-cert-allowed-cn`/`-hostname` when given;
     /// `client_cert_auth` without a CA is refused (etcd would verify
     /// against the system's CAs, which no member certificate of a private
-    /// CA passes). `--cipher-suites` limits both sides. A `--peer-auto-tls`
+    /// CA passes). The allowed common name or host name holds for the
+    /// members this one dials too, as in etcd. `--cipher-suites` limits both sides. A `--peer-auto-tls`
     /// pair (`self_signed`) dials without verifying the peer, as etcd's
     /// `selfCert` does.
     pub fn from_flags(flags: &TlsFlags) -> Result<PeerTls, String> {
@@ -83,18 +84,24 @@ impl PeerTls {
         let client = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("tls: {e}"))?;
-        let client = match roots {
-            Some(roots) => Some(client.with_root_certificates(roots)),
-            None if flags.self_signed => Some(
-                client
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(wtls::AcceptAnyCertificate(
-                        provider,
-                    ))),
-            ),
-            None => None,
-        }
-        .map(|c| Arc::new(c.with_client_cert_resolver(certs)));
+        let client =
+            match roots {
+                Some(roots) if flags.allowed_cn.is_some() || flags.allowed_hostname.is_some() => {
+                    Some(client.dangerous().with_custom_certificate_verifier(
+                        wtls::server_verifier(flags, roots, provider)?,
+                    ))
+                }
+                Some(roots) => Some(client.with_root_certificates(roots)),
+                None if flags.self_signed => Some(
+                    client
+                        .dangerous()
+                        .with_custom_certificate_verifier(Arc::new(wtls::AcceptAnyCertificate(
+                            provider,
+                        ))),
+                ),
+                None => None,
+            }
+            .map(|c| Arc::new(c.with_client_cert_resolver(certs)));
         Ok(PeerTls {
             server: Arc::new(server),
             client,
