@@ -37,7 +37,7 @@ use super::history::{Answer, CmpOp, Compare, History, Op, Outcome, Request, Targ
 use super::kubernetes::{self, range, Conn};
 use super::linearize::{self, Options, Verdict};
 use super::model;
-use super::workload::{prefix_now, run_faults, Clock, Fault, FaultRecord, Rng};
+use super::workload::{prefix_now, run_faults, Clock, Fault, FaultCtx, FaultRecord, Rng};
 
 /// Attempts of one transaction (the first and its retries on conflict).
 pub const ATTEMPTS: usize = 3;
@@ -369,7 +369,12 @@ impl Append {
                 })
             })
             .collect();
-        let records = run_faults(faults, target, clock, started);
+        // A fault's client calls (a compaction) are not part of this
+        // history: its transactions read the latest revision only, which a
+        // compaction does not change.
+        let mut fault_ctx =
+            FaultCtx::new(clock, endpoints, initial_revision, self.prefix.as_bytes());
+        let records = run_faults(faults, target, &mut fault_ctx, started);
         let end_at = match records.last() {
             Some(_) => self.duration.max(started.elapsed() + self.settle),
             None => self.duration,

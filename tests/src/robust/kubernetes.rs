@@ -55,8 +55,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferrokv_wire::pb::etcdserverpb as pb;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
 use super::history::{Answer, CmpOp, Compare, History, Kv, Op, Outcome, Request, Target};
@@ -64,10 +62,10 @@ use super::linearize::{self, Options, Verdict};
 use super::model::{self, ModelError};
 use super::watch::{self, CommittedEvents, EventKind, Violation, WatchSession};
 use super::workload::{
-    self, execute, prefix_now, run_faults, secs, watch_response, Call, Clock, Fault, FaultRecord,
-    Rng, ERROR_PAUSE, WATCH_REOPEN_PAUSE,
+    self, execute, prefix_now, run_faults, secs, watch_response, Call, Clock, Fault, FaultCtx,
+    FaultRecord, Rng, ERROR_PAUSE, WATCH_REOPEN_PAUSE,
 };
-use crate::grpc::{self, MAX_MESSAGE};
+use crate::grpc;
 
 /// Attempts of one GuaranteedUpdate (the first and its retries on conflict).
 pub const UPDATE_ATTEMPTS: usize = 3;
@@ -575,19 +573,7 @@ async fn watch_chain(spec: ChainSpec, clock: Clock, signals: Signals) -> Chain {
         let (tx, rx) = mpsc::channel::<pb::WatchRequest>(4);
         let _ = tx.send(create).await;
         let channel = grpc::connect_lazy(&spec.endpoints[endpoint % spec.endpoints.len()]);
-        let open = async {
-            let mut g = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE);
-            g.ready().await.map_err(|e| format!("not ready: {e}"))?;
-            let codec = tonic_prost::ProstCodec::<pb::WatchRequest, pb::WatchResponse>::default();
-            g.streaming(
-                tonic::Request::new(ReceiverStream::new(rx)),
-                PathAndQuery::from_static("/etcdserverpb.Watch/Watch"),
-                codec,
-            )
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|st| st.to_string())
-        };
+        let open = workload::open_watch(channel, rx, |st| st.to_string());
         let wait_done = async {
             while !signals.done(cov.covered.load(Ordering::SeqCst)) {
                 tokio::time::sleep(WATCH_POLL).await;
@@ -1226,7 +1212,8 @@ impl Kubernetes {
             stop.clone(),
         ));
 
-        let records = run_faults(faults, target, clock, started);
+        let mut fault_ctx = FaultCtx::new(clock, endpoints, initial_revision, &prefix);
+        let records = run_faults(faults, target, &mut fault_ctx, started);
         let end_at = match records.last() {
             Some(_) => self.duration.max(started.elapsed() + self.settle),
             None => self.duration,
@@ -1235,7 +1222,8 @@ impl Kubernetes {
             thread::sleep(rest);
         }
         stop.store(true, Ordering::SeqCst);
-        let mut ops = Vec::new();
+        // What faults did as clients (a compaction) is history too.
+        let mut ops = std::mem::take(&mut fault_ctx.ops);
         for c in controllers {
             ops.extend(runtime.block_on(c).expect("controller task"));
         }
@@ -1302,6 +1290,7 @@ impl Kubernetes {
                 e
             }));
         }
+        sessions.append(&mut fault_ctx.sessions);
         runtime.shutdown_timeout(self.op_timeout);
         KubeRecording {
             history: History { ops }.sorted(),

@@ -23,10 +23,13 @@ use crate::clock::{faketime_wrapper, libfaketime, set_clock};
 use crate::cluster::{self, probe, ELECTION_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, LEADER_WAIT_MAX};
 use crate::netns::{Net, NsGuard};
 use crate::robust::append::{self, Append};
+use crate::robust::history::{self, Request};
 use crate::robust::kubernetes::{self, Kubernetes};
 use crate::robust::linearize::Verdict;
-use crate::robust::workload::{self, check, Fault, FaultRecord, Rng, Workload, LEASE_ID_BASE};
-use crate::server::{etcd_bin, ferrokv_bin, ServerKind};
+use crate::robust::workload::{
+    self, check, Fault, FaultCtx, FaultRecord, Rng, Workload, COMPACT_BACK, LEASE_ID_BASE,
+};
+use crate::server::{etcd_bin, ferrokv_bin, ServerKind, ServerProcess};
 use crate::{ClusterOptions, ServerCluster};
 
 /// A fault the suite can inject (the names are the command's).
@@ -47,10 +50,12 @@ pub enum FaultKind {
     ClockJumpFollower,
     Defrag,
     ReplaceFollower,
+    Compact,
+    TornWal,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 15] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
         FaultKind::KillAll,
@@ -66,6 +71,8 @@ impl FaultKind {
         FaultKind::ClockJumpFollower,
         FaultKind::Defrag,
         FaultKind::ReplaceFollower,
+        FaultKind::Compact,
+        FaultKind::TornWal,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +92,8 @@ impl FaultKind {
             FaultKind::ClockJumpFollower => "clock-jump-follower",
             FaultKind::Defrag => "defrag",
             FaultKind::ReplaceFollower => "replace-follower",
+            FaultKind::Compact => "compact",
+            FaultKind::TornWal => "torn-wal",
         }
     }
 
@@ -140,6 +149,7 @@ impl FaultKind {
                 | FaultKind::SigstopLeader
                 | FaultKind::ClockJumpLeader
                 | FaultKind::Defrag
+                | FaultKind::Compact
         )
     }
 }
@@ -360,9 +370,11 @@ impl Target {
 fn fault(kind: FaultKind, at: Duration, pick: u64) -> Fault<'static, Target> {
     let on_cluster = |f: Fault<'static, ServerCluster>| {
         let inject = f.inject;
-        Fault::new(f.at, kind.name(), move |t: &mut Target| {
-            inject(&mut t.cluster)
-        })
+        Fault::with_ctx(
+            f.at,
+            kind.name(),
+            move |t: &mut Target, ctx: &mut FaultCtx| inject(&mut t.cluster, ctx),
+        )
     };
     match kind {
         FaultKind::KillLeader => on_cluster(workload::kill_leader(at, FAULT_HOLD)),
@@ -485,6 +497,44 @@ fn fault(kind: FaultKind, at: Duration, pick: u64) -> Fault<'static, Target> {
             let f = fs[pick as usize % fs.len()];
             replace_member(t, leader, f)
         }),
+        FaultKind::Compact => Fault::with_ctx(at, kind.name(), move |_: &mut Target, ctx| {
+            workload::compact_recent(ctx, COMPACT_BACK)
+        }),
+        FaultKind::TornWal => Fault::new(at, kind.name(), move |t: &mut Target| {
+            let leader = t.leader();
+            let fs = t.followers(leader);
+            let f = fs[pick as usize % fs.len()];
+            let name = t.name(f);
+            t.cluster.members[f].kill_9();
+            let torn = tear_wal_tails(&t.cluster.members[f], pick);
+            let log_before =
+                fs::read_to_string(t.cluster.members[f].log_path()).map_or(0, |l| l.len());
+            let broken_before = broken_files(&t.cluster.members[f]);
+            thread::sleep(FAULT_HOLD);
+            t.cluster.members[f].start_again();
+            let log = fs::read_to_string(t.cluster.members[f].log_path()).unwrap_or_default();
+            let mut said = recovery_lines(
+                t.cluster.members[f].kind(),
+                log.get(log_before..).unwrap_or(""),
+            );
+            // etcd logs its repair at info, which these runs do not keep;
+            // it leaves the torn segment's copy as `<segment>.broken`.
+            said.extend(
+                broken_files(&t.cluster.members[f])
+                    .into_iter()
+                    .filter(|b| !broken_before.contains(b))
+                    .map(|(b, _)| format!("repaired, left {b}")),
+            );
+            format!(
+                "{name} (a follower) killed, {}, restarted; its log: {}",
+                torn.join(", "),
+                if said.is_empty() {
+                    "nothing on the tail".to_string()
+                } else {
+                    said.join(" / ")
+                }
+            )
+        }),
         FaultKind::Defrag => Fault::new(at, kind.name(), move |t: &mut Target| {
             let mut done = Vec::new();
             for m in t.all() {
@@ -494,6 +544,192 @@ fn fault(kind: FaultKind, at: Duration, pick: u64) -> Fault<'static, Target> {
             format!("defrag of each member in turn: {}", done.join(", "))
         }),
     }
+}
+
+/// Bytes of the partial record [`tear_wal_tails`] writes: a header
+/// claiming more than follows, then this much of a payload (the rest of
+/// the claimed record is the segment's preallocated zeros, or past its
+/// end): what a crash in the middle of writing the next batch leaves,
+/// never fsynced and so never acknowledged.
+const TORN_PAYLOAD: usize = 40;
+/// The length the torn record's header claims.
+const TORN_CLAIMED: usize = 1000;
+
+/// The newest WAL segment of each of a stopped member's logs (ferrokv:
+/// one per shard, `member/shard-<s>/wal/*.wal`; etcd: `member/wal/*.wal`).
+fn newest_segments(m: &ServerProcess) -> Vec<PathBuf> {
+    let member = m.data_dir().join("member");
+    let dirs: Vec<PathBuf> = match m.kind() {
+        ServerKind::Etcd => vec![member.join("wal")],
+        ServerKind::Ferrokv => {
+            let mut d: Vec<PathBuf> = fs::read_dir(&member)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| {
+                            p.file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with("shard-"))
+                        })
+                        .map(|p| p.join("wal"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            d.sort();
+            d
+        }
+    };
+    dirs.iter()
+        .filter_map(|d| {
+            let mut segs: Vec<PathBuf> = fs::read_dir(d)
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+                .collect();
+            segs.sort();
+            segs.pop()
+        })
+        .collect()
+}
+
+/// Where the records of a WAL segment end (the offset of the first
+/// all-zero frame header, or the end of the file), and the lsn of the
+/// last record (ferrokv). ferrokv: `len u32 | crc32c u32 | lsn u64 |
+/// payload` (wal/src/lib.rs); etcd: `len u64` (the top byte flags
+/// padding) then the record and its padding (`wal/encoder.go`).
+fn data_end(kind: ServerKind, buf: &[u8]) -> (usize, u64) {
+    let mut off = 0;
+    let mut lsn = 0;
+    match kind {
+        ServerKind::Ferrokv => {
+            while off + 16 <= buf.len() {
+                let h = &buf[off..off + 16];
+                if h.iter().all(|b| *b == 0) {
+                    break;
+                }
+                let len = u32::from_le_bytes(h[0..4].try_into().unwrap()) as usize;
+                if off + 16 + len > buf.len() {
+                    break;
+                }
+                lsn = u64::from_le_bytes(h[8..16].try_into().unwrap());
+                off += 16 + len;
+            }
+        }
+        ServerKind::Etcd => {
+            while off + 8 <= buf.len() {
+                let l = u64::from_le_bytes(buf[off..off + 8].try_into().unwrap());
+                if l == 0 {
+                    break;
+                }
+                let rec = (l & 0x00ff_ffff_ffff_ffff) as usize;
+                let pad = if l >> 63 == 1 {
+                    ((l >> 56) & 0x7) as usize
+                } else {
+                    0
+                };
+                if off + 8 + rec + pad > buf.len() {
+                    break;
+                }
+                off += 8 + rec + pad;
+            }
+        }
+    }
+    (off, lsn)
+}
+
+/// Writes a partial record right after the last whole record of each of
+/// the member's newest WAL segments (the member must be stopped); what it
+/// did, one entry per segment.
+fn tear_wal_tails(m: &ServerProcess, seed: u64) -> Vec<String> {
+    let segs = newest_segments(m);
+    if segs.is_empty() {
+        return vec![format!("no WAL segment under {}", m.data_dir().display())];
+    }
+    let mut out = Vec::new();
+    for seg in segs {
+        let buf = match fs::read(&seg) {
+            Ok(b) => b,
+            Err(e) => {
+                out.push(format!("{}: {e}", seg.display()));
+                continue;
+            }
+        };
+        let (end, lsn) = data_end(m.kind(), &buf);
+        let mut torn = Vec::new();
+        match m.kind() {
+            ServerKind::Ferrokv => {
+                torn.extend_from_slice(&(TORN_CLAIMED as u32).to_le_bytes());
+                torn.extend_from_slice(&0x5eed_c0deu32.to_le_bytes());
+                torn.extend_from_slice(&(lsn + 1).to_le_bytes());
+            }
+            ServerKind::Etcd => torn.extend_from_slice(&(TORN_CLAIMED as u64).to_le_bytes()),
+        }
+        let mut x = seed | 1;
+        for _ in 0..TORN_PAYLOAD {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            torn.push((x >> 24) as u8 | 1);
+        }
+        let wrote = fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .and_then(|mut f| {
+                use std::io::{Seek, SeekFrom, Write};
+                f.seek(SeekFrom::Start(end as u64))?;
+                f.write_all(&torn)?;
+                f.sync_all()
+            });
+        let file = seg
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        out.push(match wrote {
+            Ok(()) => format!(
+                "{} bytes of a partial record at {end} of {file} (of {} bytes)",
+                torn.len(),
+                buf.len()
+            ),
+            Err(e) => format!("{file}: write at {end}: {e}"),
+        });
+    }
+    out
+}
+
+/// The `*.broken` files of an etcd member's WAL directory (what etcd's
+/// `wal.Repair` leaves of a segment it cut).
+/// With each, when it was last written (a second repair of one segment
+/// rewrites its copy).
+fn broken_files(m: &ServerProcess) -> Vec<(String, Option<std::time::SystemTime>)> {
+    fs::read_dir(m.data_dir().join("member").join("wal"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    let when = e.metadata().ok().and_then(|md| md.modified().ok());
+                    (e.file_name().to_string_lossy().into_owned(), when)
+                })
+                .filter(|(n, _)| n.ends_with(".broken"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The lines of a member's log where it says what it did with a torn WAL
+/// tail (ferrokv: `torn tail in ...`; etcd: `repaired WAL`, `.broken`).
+fn recovery_lines(kind: ServerKind, log: &str) -> Vec<String> {
+    let needles: &[&str] = match kind {
+        ServerKind::Ferrokv => &["torn tail"],
+        ServerKind::Etcd => &["repair", "unexpected EOF"],
+    };
+    log.lines()
+        .filter(|l| needles.iter().any(|n| l.contains(n)))
+        .map(|l| {
+            let l = l.trim();
+            let mut end = l.len().min(200);
+            while !l.is_char_boundary(end) {
+                end -= 1;
+            }
+            l[..end].to_string()
+        })
+        .take(4)
+        .collect()
 }
 
 /// etcd's runbook for a failed member, on member `f` under load: it dies
@@ -785,6 +1021,23 @@ fn run_round(
                 ..Kubernetes::default()
             };
             let rec = k.run(target, &endpoints, faults);
+            // Its event leases must not expire into the next round either.
+            let all = target.cluster.endpoints();
+            let granted: std::collections::BTreeSet<i64> = rec
+                .history
+                .ops
+                .iter()
+                .filter_map(|op| match (&op.request, &op.outcome) {
+                    (
+                        Request::LeaseGrant { id, .. },
+                        history::Outcome::Ok { .. } | history::Outcome::Unknown(_),
+                    ) => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            for id in granted {
+                let _ = probe(&all, &["lease", "revoke", &format!("{id:x}")]);
+            }
             let v = kubernetes::check_with(&rec, cfg.check_timeout);
             let mut problems = Vec::new();
             if !v.verdict.is_linearizable() {
@@ -944,7 +1197,14 @@ fn final_checks(target: &mut Target) -> Vec<String> {
             Some(
                 v.as_array()?
                     .iter()
-                    .filter_map(|r| r["HashKV"]["hash"].as_u64())
+                    // etcdctl's JSON leaves a zero hash out (ferrokv's
+                    // hash of an empty store is 0).
+                    .filter_map(|r| {
+                        let h = &r["HashKV"];
+                        h.get("hash")
+                            .and_then(|x| x.as_u64())
+                            .or(h.is_object().then_some(0))
+                    })
                     .collect(),
             )
         })

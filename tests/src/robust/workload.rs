@@ -206,9 +206,13 @@ pub struct Fault<'a, C> {
     pub at: Duration,
     pub name: String,
     /// Injects the fault (and undoes it, if it does), blocking; what it
-    /// did, for the report.
-    pub inject: Box<dyn FnOnce(&mut C) -> String + 'a>,
+    /// did, for the report. A fault that acts as a client (a compaction)
+    /// records its calls in the [`FaultCtx`].
+    pub inject: Inject<'a, C>,
 }
+
+/// What a [`Fault`] calls.
+pub type Inject<'a, C> = Box<dyn FnOnce(&mut C, &mut FaultCtx) -> String + 'a>;
 
 impl<'a, C> Fault<'a, C> {
     pub fn new(
@@ -216,11 +220,67 @@ impl<'a, C> Fault<'a, C> {
         name: impl Into<String>,
         inject: impl FnOnce(&mut C) -> String + 'a,
     ) -> Self {
+        Fault::with_ctx(at, name, move |c: &mut C, _: &mut FaultCtx| inject(c))
+    }
+
+    /// A fault that also acts as a client of the run: what it records in
+    /// the [`FaultCtx`] enters the run's history and watch sessions.
+    pub fn with_ctx(
+        at: Duration,
+        name: impl Into<String>,
+        inject: impl FnOnce(&mut C, &mut FaultCtx) -> String + 'a,
+    ) -> Self {
         Fault {
             at,
             name: name.into(),
             inject: Box::new(inject),
         }
+    }
+}
+
+/// Client ids of the ops and watch sessions faults record (above every
+/// workload's own, below the voids of [`with_voids`]).
+pub const FAULT_CLIENT_BASE: usize = usize::MAX / 4;
+
+/// What a fault may use and record besides its target: the run's clock
+/// and endpoints, the store's revision at the run's start and the run's
+/// key prefix; the ops it made as a client (they join the run's history),
+/// the watch sessions it opened (they join the run's sessions) and the
+/// compactions it made with the time every member had applied each (for
+/// the watch validators; `u64::MAX`: not known).
+pub struct FaultCtx {
+    pub clock: Clock,
+    pub endpoints: Vec<String>,
+    pub initial_revision: i64,
+    /// The run's keys are `[prefix, prefix_end)`.
+    pub prefix: Vec<u8>,
+    pub prefix_end: Vec<u8>,
+    pub ops: Vec<Op>,
+    pub sessions: Vec<WatchSession>,
+    pub compactions: Vec<watch::Compaction>,
+    /// Client ids used so far (from [`FAULT_CLIENT_BASE`]).
+    clients: usize,
+}
+
+impl FaultCtx {
+    pub fn new(clock: Clock, endpoints: &[String], initial_revision: i64, prefix: &[u8]) -> Self {
+        FaultCtx {
+            clock,
+            endpoints: endpoints.to_vec(),
+            initial_revision,
+            prefix: prefix.to_vec(),
+            prefix_end: grpc::prefix_end(&String::from_utf8_lossy(prefix)).to_vec(),
+            ops: Vec::new(),
+            sessions: Vec::new(),
+            compactions: Vec::new(),
+            clients: 0,
+        }
+    }
+
+    /// A client id no op or session of the run has.
+    pub fn client(&mut self) -> usize {
+        self.clients += 1;
+        FAULT_CLIENT_BASE + self.clients - 1
     }
 }
 
@@ -255,6 +315,9 @@ pub struct Recording {
     /// From [`Workload::voids_at_faults`]: the check lets revisions go
     /// unused around `faults` ([`with_voids_at`]).
     pub voids_at_faults: bool,
+    /// The compactions faults made ([`FaultCtx::compactions`]); the
+    /// history holds their `Compact` calls.
+    pub compactions: Vec<watch::Compaction>,
 }
 
 impl Recording {
@@ -497,7 +560,8 @@ impl Workload {
             })
             .collect();
 
-        let records = run_faults(faults, target, clock, started);
+        let mut ctx = FaultCtx::new(clock, endpoints, initial_revision, self.prefix.as_bytes());
+        let records = run_faults(faults, target, &mut ctx, started);
         let end_at = match records.last() {
             Some(_) => self.duration.max(started.elapsed() + self.settle),
             None => self.duration,
@@ -506,7 +570,7 @@ impl Workload {
             thread::sleep(rest);
         }
         stop.store(true, Ordering::SeqCst);
-        let mut ops = Vec::new();
+        let mut ops = std::mem::take(&mut ctx.ops);
         for c in clients {
             ops.extend(runtime.block_on(c).expect("client task"));
         }
@@ -536,6 +600,8 @@ impl Workload {
                 s
             }));
         }
+        // The faults' watch sessions last (the watchers' indexes stay).
+        sessions.append(&mut ctx.sessions);
         runtime.shutdown_timeout(self.op_timeout);
         Recording {
             history: History { ops }.sorted(),
@@ -546,6 +612,7 @@ impl Workload {
             watcher_coverage,
             initial_revision,
             voids_at_faults: self.voids_at_faults,
+            compactions: ctx.compactions,
         }
     }
 }
@@ -553,13 +620,15 @@ impl Workload {
 // --------------------------------------------------------------- faults
 
 /// Calls the faults at their times (from `started`) on this thread, each
-/// blocking until it is undone; what each did, on the run's `clock`.
+/// blocking until it is undone; what each did, on the run's clock
+/// (`ctx.clock`). What they did as clients is left in `ctx`.
 pub fn run_faults<C>(
     faults: Vec<Fault<'_, C>>,
     target: &mut C,
-    clock: Clock,
+    ctx: &mut FaultCtx,
     started: Instant,
 ) -> Vec<FaultRecord> {
+    let clock = ctx.clock;
     let mut faults = faults;
     faults.sort_by_key(|f| f.at);
     let mut records = Vec::new();
@@ -569,7 +638,7 @@ pub fn run_faults<C>(
         }
         let start = clock.now();
         eprintln!("  [{:.2}s] fault {}", secs(start), f.name);
-        let detail = (f.inject)(target);
+        let detail = (f.inject)(target, ctx);
         let end = clock.now();
         eprintln!("  [{:.2}s] fault {} done: {detail}", secs(end), f.name);
         records.push(FaultRecord {
@@ -652,6 +721,215 @@ pub fn move_leader<'a>(at: Duration) -> Fault<'a, ServerCluster> {
             out.stdout.trim()
         )
     })
+}
+
+/// How far below the revision it reads the [`compact_recent`] fault
+/// compacts.
+pub const COMPACT_BACK: i64 = 3;
+/// Bound on each call of the [`compact_recent`] fault.
+const COMPACT_CALL_MAX: Duration = Duration::from_secs(5);
+/// How long a probe watch from below a compaction waits for its cancel.
+const COMPACT_PROBE_MAX: Duration = Duration::from_secs(2);
+
+/// Compaction during load, as a client of the run: reads the store's
+/// revision R (a linearizable read, not recorded), compacts at
+/// `max(R - back, initial revision)` (recorded in `ctx.ops`: the model
+/// then knows that ranges below it fail `compacted`), reads the run's
+/// prefix on every member at one below it and at it (recorded: the model
+/// wants `compacted`, then the state at it), then opens on every
+/// member a watch of the run's prefix from one below the compacted
+/// revision and records it until canceled (or [`COMPACT_PROBE_MAX`]):
+/// etcd cancels it with compact_revision, which the watch validators
+/// check against the compactions made. With one member the compaction is
+/// applied when its call returns (so the probes must be canceled); with
+/// more, when every member applied it is not known (`u64::MAX`: only the
+/// cancels sent are checked). What it did, for the report.
+pub fn compact_recent(ctx: &mut FaultCtx, back: i64) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let endpoints = ctx.endpoints.clone();
+    let Some((now, _)) = runtime.block_on(prefix_now(&endpoints, "\u{1}fault-probe/")) else {
+        return "skipped: no member answered a read of the revision".to_string();
+    };
+    let revision = (now - back).max(ctx.initial_revision).max(1);
+    let client = ctx.client();
+    let call = Call {
+        request: Request::Compact { revision },
+        prev_kv: false,
+    };
+    let t0 = ctx.clock.now();
+    let outcome = runtime.block_on(async {
+        let ch = grpc::connect_lazy(&endpoints[0]);
+        execute(&ch, &call, COMPACT_CALL_MAX).await
+    });
+    let t1 = ctx.clock.now();
+    ctx.ops.push(Op {
+        client,
+        call: t0,
+        ret: t1,
+        request: call.request,
+        outcome: outcome.clone(),
+    });
+    let made = match &outcome {
+        Outcome::Ok { .. } => Some(if endpoints.len() == 1 { t1 } else { u64::MAX }),
+        Outcome::Unknown(_) => Some(u64::MAX),
+        Outcome::Failed(_) => None,
+    };
+    let mut detail = format!(
+        "compact {revision} (read {now}) via {}: {}",
+        endpoints[0],
+        model::show_outcome(&outcome)
+    );
+    if made.is_none() {
+        return detail;
+    }
+    ctx.compactions.push(watch::Compaction {
+        revision,
+        done: made.unwrap_or(u64::MAX),
+    });
+    // On every member, a linearizable range of the run's prefix just
+    // below the compaction and at it (recorded: the first must fail
+    // `compacted` once the compaction answered, the second answers the
+    // state at it).
+    let mut reads = Vec::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        for at in [revision - 1, revision] {
+            if at < 1 {
+                continue;
+            }
+            let call = Call {
+                request: Request::Range {
+                    key: ctx.prefix.clone(),
+                    range_end: ctx.prefix_end.clone(),
+                    revision: at,
+                    serializable: false,
+                },
+                prev_kv: false,
+            };
+            let t0 = ctx.clock.now();
+            let outcome = runtime.block_on(async {
+                let ch = grpc::connect_lazy(e);
+                execute(&ch, &call, COMPACT_CALL_MAX).await
+            });
+            let t1 = ctx.clock.now();
+            reads.push(format!(
+                "m{} at {at}: {}",
+                i + 1,
+                match &outcome {
+                    Outcome::Ok { .. } => "answered".to_string(),
+                    Outcome::Failed(m) if m.contains("compacted") => "compacted".to_string(),
+                    o => shorten(&model::show_outcome(o)),
+                }
+            ));
+            ctx.ops.push(Op {
+                client,
+                call: t0,
+                ret: t1,
+                request: call.request,
+                outcome,
+            });
+        }
+    }
+    detail += &format!("; ranges {}", reads.join(", "));
+    // Let the followers apply it before the probes (not relied upon).
+    if endpoints.len() > 1 {
+        thread::sleep(Duration::from_millis(300));
+    }
+    let from = (revision - 1).max(1);
+    let mut probes = Vec::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        let client = ctx.client();
+        let s = runtime.block_on(probe_watch(
+            e,
+            client,
+            &ctx.prefix,
+            &ctx.prefix_end,
+            from,
+            ctx.clock,
+        ));
+        let cancel = s.responses.iter().find(|r| r.canceled);
+        probes.push(match cancel {
+            Some(r) => format!(
+                "m{} canceled compact_revision={}",
+                i + 1,
+                r.compact_revision
+            ),
+            None => format!(
+                "m{} not canceled ({} events)",
+                i + 1,
+                s.responses.iter().map(|r| r.events.len()).sum::<usize>()
+            ),
+        });
+        if !s.responses.is_empty() {
+            ctx.sessions.push(s);
+        }
+    }
+    detail += &format!("; watches from {from}: {}", probes.join(", "));
+    detail
+}
+
+/// Opens a Watch stream on `channel` whose requests are what `rx`
+/// receives; a failed open as `status` words it.
+pub async fn open_watch(
+    channel: Channel,
+    rx: mpsc::Receiver<pb::WatchRequest>,
+    status: fn(&tonic::Status) -> String,
+) -> Result<tonic::Streaming<pb::WatchResponse>, String> {
+    let mut g = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    g.ready().await.map_err(|e| format!("not ready: {e}"))?;
+    let codec = tonic_prost::ProstCodec::<pb::WatchRequest, pb::WatchResponse>::default();
+    g.streaming(
+        tonic::Request::new(ReceiverStream::new(rx)),
+        PathAndQuery::from_static("/etcdserverpb.Watch/Watch"),
+        codec,
+    )
+    .await
+    .map(tonic::Response::into_inner)
+    .map_err(|st| status(&st))
+}
+
+/// A watch of `[key, range_end)` from `from` on `endpoint`, recorded until
+/// it is canceled, its stream ends, or [`COMPACT_PROBE_MAX`].
+async fn probe_watch(
+    endpoint: &str,
+    client: usize,
+    key: &[u8],
+    range_end: &[u8],
+    from: i64,
+    clock: Clock,
+) -> WatchSession {
+    let mut s = WatchSession::new(client, key, range_end, from);
+    s.call = clock.now();
+    let create = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: b(key),
+                range_end: b(range_end),
+                start_revision: from,
+                ..Default::default()
+            },
+        )),
+    };
+    let (tx, rx) = mpsc::channel::<pb::WatchRequest>(1);
+    let _ = tx.send(create).await;
+    let channel = grpc::connect_lazy(endpoint);
+    let deadline = tokio::time::Instant::now() + COMPACT_PROBE_MAX;
+    let open = open_watch(channel, rx, status_text);
+    let Ok(Ok(mut stream)) = tokio::time::timeout_at(deadline, open).await else {
+        return s;
+    };
+    while let Ok(Ok(Some(resp))) = tokio::time::timeout_at(deadline, stream.message()).await {
+        let r = watch_response(&resp, clock.now());
+        let canceled = r.canceled;
+        s.responses.push(r);
+        if canceled {
+            break;
+        }
+    }
+    drop(tx);
+    s
 }
 
 // --------------------------------------------------------------- client
@@ -1360,19 +1638,7 @@ async fn watcher(
         let (tx, rx) = mpsc::channel::<pb::WatchRequest>(16);
         let _ = tx.send(create).await;
         let channel = grpc::connect_lazy(&spec.endpoint);
-        let open = async {
-            let mut g = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE);
-            g.ready().await.map_err(|e| format!("not ready: {e}"))?;
-            let codec = tonic_prost::ProstCodec::<pb::WatchRequest, pb::WatchResponse>::default();
-            g.streaming(
-                tonic::Request::new(ReceiverStream::new(rx)),
-                PathAndQuery::from_static("/etcdserverpb.Watch/Watch"),
-                codec,
-            )
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|st| status_text(&st))
-        };
+        let open = open_watch(channel, rx, status_text);
         // A member that is stopped may take long to answer: give up on the
         // open only when the run ends.
         let wait_done = async {
@@ -1695,6 +1961,12 @@ pub fn check(rec: &Recording, timeout: Duration) -> Checked {
         },
     );
     let check_time = started.elapsed();
+    // A history that compacts: the compactions are known (those of the
+    // faults with when they were applied, any other call's as unknown).
+    let mut committed = committed;
+    for c in compactions_made(rec) {
+        committed = committed.with_compaction(c.revision, c.done);
+    }
     watch.extend(watch::validate(&rec.sessions, &committed));
     let watched_to = rec
         .sessions
@@ -1711,6 +1983,32 @@ pub fn check(rec: &Recording, timeout: Duration) -> Checked {
         above_header: kvs_above_header(&rec.history),
         crosschecked,
     }
+}
+
+/// The compactions of a run: every `Compact` call of its history that
+/// answered or whose outcome is unknown, with the time every member had
+/// applied it where a fault knew it (else `u64::MAX`).
+pub fn compactions_made(rec: &Recording) -> Vec<watch::Compaction> {
+    rec.history
+        .ops
+        .iter()
+        .filter_map(|op| match (&op.request, &op.outcome) {
+            (Request::Compact { revision }, Outcome::Ok { .. } | Outcome::Unknown(_)) => {
+                let done = rec
+                    .compactions
+                    .iter()
+                    .filter(|c| c.revision == *revision)
+                    .map(|c| c.done)
+                    .min()
+                    .unwrap_or(u64::MAX);
+                Some(watch::Compaction {
+                    revision: *revision,
+                    done,
+                })
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn answer_kvs<'a>(a: &'a Answer, out: &mut Vec<&'a Kv>) {
