@@ -506,6 +506,11 @@ impl ShardLog {
     pub fn applied_index(&self) -> u64 {
         self.inner.core.borrow().applied_index()
     }
+    /// Why the log stopped for good (a WAL error), if it did: it then
+    /// leads nothing and takes nothing until the member restarts.
+    pub fn failure(&self) -> Option<Error> {
+        self.inner.st.borrow().failed.clone()
+    }
     pub fn is_leader(&self) -> bool {
         self.inner.role().leader
     }

@@ -493,17 +493,19 @@ async fn follow_cluster_leader(shard: Rc<Shard>, engine: Engine) {
         glommio::timer::sleep(FOLLOW_LEADER_TICK).await;
         let leader = engine.leadership().cluster_leader();
         let me = shard.log.node_id();
+        // A group led here while group 0 is led elsewhere goes to group
+        // 0's leader. Else, a member that cannot take writes must not hold
+        // the cluster's leadership, nor one that a half-made membership
+        // change adds or removes (it is not a voter of every group, so it
+        // could never lead them all and finish the change): it hands it
+        // to another voter that is up (the other groups follow). A broken
+        // member hands over every group it leads: its group 0 may be what
+        // broke, and then it still names itself the cluster leader.
+        let broken = engine.leadership().is_broken();
         if shard.id != 0 && shard.log.is_leader() && leader != 0 && leader != me {
             shard.log.transfer_leader(leader);
-        }
-        // A member that cannot take writes must not hold the cluster's
-        // leadership, nor one that a half-made membership change adds or
-        // removes (it is not a voter of every group, so it could never
-        // lead them all and finish the change): hand it to another voter
-        // that is up (the other groups follow).
-        if shard.id == 0
-            && shard.log.is_leader()
-            && (engine.leadership().is_broken() || engine.subject_of_pending_change())
+        } else if shard.log.is_leader()
+            && (broken || (shard.id == 0 && engine.subject_of_pending_change()))
         {
             let up: Vec<u64> = engine
                 .peers()

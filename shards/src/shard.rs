@@ -989,6 +989,13 @@ impl Shard {
         let out = self.state.borrow_mut().role_changed(role.leader, role.term);
         self.effects(out);
         self.leadership.publish(self.id, role);
+        if let Some(e) = self.log.failure() {
+            // A member with a dead log can never lead every group again
+            // (until restarted): it must hand over what it still leads,
+            // or no member would lead them all and writes would stop.
+            self.leadership
+                .break_member(&format!("shard {}: log failed: {e}", self.id));
+        }
         if role.leader {
             let leader = self.leadership.cluster_leader();
             if self.id != 0 && leader != 0 && leader != self.log.node_id() {

@@ -17,6 +17,7 @@ struct Totals {
     rolled_back: usize,
     writes: usize,
     empty_writes: usize,
+    disk_fulls: usize,
 }
 
 fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
@@ -33,6 +34,7 @@ fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
                 t.rolled_back += out.rolled_back;
                 t.writes += out.writes;
                 t.empty_writes += out.empty_writes;
+                t.disk_fulls += out.disk_fulls;
             }
             Err(f) => panic!("{f}"),
         }
@@ -46,7 +48,7 @@ fn three_members_two_groups_under_faults() {
     eprintln!(
         "3,000 seeds: {} acknowledged, {} crashes, {} torn tails, {} snapshots installed, \
          {} reads, {} membership changes, {} writes acknowledged ({} wrote nothing), {} \
-         rolled back",
+         rolled back, {} logs failed on a full disk",
         t.acked,
         t.crashes,
         t.torn,
@@ -55,7 +57,8 @@ fn three_members_two_groups_under_faults() {
         t.changes,
         t.writes,
         t.empty_writes,
-        t.rolled_back
+        t.rolled_back,
+        t.disk_fulls
     );
     // The runs did what they are for (about half of what these seeds
     // do today): a run that never acknowledged, tore a tail, installed a
@@ -80,6 +83,11 @@ fn three_members_two_groups_under_faults() {
         t.empty_writes > 500,
         "only {} writes that wrote nothing acknowledged",
         t.empty_writes
+    );
+    assert!(
+        t.disk_fulls > 300,
+        "only {} logs failed on a full disk",
+        t.disk_fulls
     );
 }
 

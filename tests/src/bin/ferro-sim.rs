@@ -60,7 +60,7 @@ fn main() {
     };
     let started = std::time::Instant::now();
     let (mut acked, mut crashes, mut elections, mut failed) = (0, 0, 0, 0u64);
-    let mut snapshots = 0;
+    let (mut snapshots, mut disk_fulls) = (0, 0);
     for seed in range.clone() {
         match run(seed, &opts) {
             Ok(out) => {
@@ -71,17 +71,19 @@ fn main() {
                 crashes += out.crashes;
                 elections += out.elections;
                 snapshots += out.snapshots;
+                disk_fulls += out.disk_fulls;
                 if one.is_some() {
                     println!(
                         "seed {seed}: {} steps, {} proposals, {} acknowledged, {} elections, \
-                         {} crashes ({} torn tails), {} compactions, {} snapshots installed, \
-                         {} reads, {} membership changes, {} messages, trace hash {:016x}",
+                         {} crashes ({} torn tails), {} logs failed on a full disk, {} compactions, \
+                         {} snapshots installed, {} reads, {} membership changes, {} messages, trace hash {:016x}",
                         out.steps,
                         out.proposals,
                         out.acked,
                         out.elections,
                         out.crashes,
                         out.torn_tails,
+                        out.disk_fulls,
                         out.compactions,
                         out.snapshots,
                         out.reads,
@@ -107,7 +109,8 @@ fn main() {
     let n = range.end - range.start;
     println!(
         "{} of {n} seeds passed ({}..{}) in {:.1} s: {acked} acknowledged proposals, \
-         {elections} elections, {crashes} crashes, {snapshots} snapshots installed",
+         {elections} elections, {crashes} crashes, {snapshots} snapshots installed, \
+         {disk_fulls} logs failed on a full disk",
         n - failed,
         range.start,
         range.end,

@@ -17,6 +17,8 @@ pub struct Disk {
     first_lsn: u64,
     /// Lsn the next frame gets.
     next_lsn: u64,
+    /// No room for the next segment: an append fails before writing.
+    pub full: bool,
 }
 
 /// What a crash did to the unsynced tail.

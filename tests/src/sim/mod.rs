@@ -62,7 +62,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ferrokv_mvcc::Store;
 use ferrokv_raft::log_core::{Event, LogCore, Output, Proposal, Waiting, Write};
-use ferrokv_raft::{Error, LogConfig, INBOUND_MESSAGES_PENDING_MAX, TICKS_PENDING_MAX};
+use ferrokv_raft::{Error, LogConfig, Role, INBOUND_MESSAGES_PENDING_MAX, TICKS_PENDING_MAX};
 use ferrokv_shards::kv::eval;
 use ferrokv_shards::leader::Start;
 use ferrokv_shards::lease::LeaseTable;
@@ -139,6 +139,8 @@ pub struct Outcome {
     /// Of those, the ones whose branch wrote nothing (answered once a
     /// ReadIndex confirmed their leader).
     pub empty_writes: usize,
+    /// Shard logs that failed on a full disk.
+    pub disk_fulls: usize,
     /// FNV-1a over every step's line: equal for equal runs.
     pub trace_hash: u64,
     pub trace: Vec<String>,
@@ -251,6 +253,10 @@ struct Log {
     /// The shard's real state machine (`ShardState`): its store, rebuilt
     /// in each life from the snapshot file and the log, as a shard's is.
     state: Option<ShardState>,
+    /// A write found the disk full: the log failed, as the shell's driver
+    /// does on any WAL error (it stops, fails every waiter, leads
+    /// nothing) until the member restarts.
+    failed: bool,
 }
 
 /// A state machine snapshot: what was applied up to `index`, and the
@@ -382,6 +388,7 @@ struct World {
     recent: VecDeque<String>,
     crashes: usize,
     torn_tails: usize,
+    disk_fulls: usize,
     messages: usize,
     compactions: usize,
     snapshots: usize,
@@ -395,8 +402,9 @@ struct Mix {
     /// Steps in a thousand that inject a fault.
     faults: usize,
     /// Weights of the fault kinds: crash, partition, heal, leader
-    /// transfer, campaign, restart, compaction, membership change, pause.
-    weights: [usize; 9],
+    /// transfer, campaign, restart, compaction, membership change, pause,
+    /// full disk.
+    weights: [usize; 10],
     /// Percent of deliveries lost, duplicated.
     loss: u32,
     dup: u32,
@@ -406,7 +414,7 @@ impl Mix {
     fn pauses(rng: &mut Rng) -> Mix {
         Mix {
             faults: 2 + rng.below(4),
-            weights: [0, 0, 0, 0, 0, 0, 0, 0, 1],
+            weights: [0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
             loss: 0,
             dup: 0,
         }
@@ -425,6 +433,7 @@ impl Mix {
                 rng.below(6),
                 rng.below(6),
                 rng.below(6),
+                rng.below(3),
             ],
             loss: rng.below(8) as u32,
             dup: rng.below(4) as u32,
@@ -469,6 +478,7 @@ impl World {
                         checked_commit: 0,
                         snapshot: None,
                         state: None,
+                        failed: false,
                     })
                     .collect(),
             })
@@ -506,6 +516,7 @@ impl World {
             recent: VecDeque::new(),
             crashes: 0,
             torn_tails: 0,
+            disk_fulls: 0,
             messages: 0,
             compactions: 0,
             snapshots: 0,
@@ -533,6 +544,7 @@ impl World {
                 .iter()
                 .filter(|t| self.txns[**t].rev.is_none())
                 .count(),
+            disk_fulls: self.disk_fulls,
             trace_hash: self.hash,
             trace: self.trace.clone(),
         }
@@ -700,6 +712,9 @@ impl World {
             log.campaign = false;
             log.next_proposal_id = 1;
             log.writing = None;
+            // The operator freed the space before the restart.
+            log.disk.full = false;
+            log.failed = false;
             log.applied_index = from;
             log.checked_commit = 0;
             // The store opens from the snapshot file (here: its entries
@@ -753,6 +768,22 @@ impl World {
         self.members[m].up && self.members[m].paused_until.is_none()
     }
 
+    /// The group's role here as the shell reports it: a failed log leads
+    /// nothing.
+    fn role(&self, m: usize, g: usize) -> Role {
+        let mut role = self.core_ref(m, g).role();
+        if self.members[m].logs[g].failed {
+            role.leader = false;
+        }
+        role
+    }
+
+    /// A member whose log failed stops serving writes until it restarts
+    /// (`Leadership::break_member`).
+    fn broken(&self, m: usize) -> bool {
+        self.members[m].logs.iter().any(|l| l.failed)
+    }
+
     fn core_ref(&self, m: usize, g: usize) -> &LogCore<Ticket> {
         self.members[m].logs[g]
             .core
@@ -795,17 +826,36 @@ impl World {
         }
         for log in &mut self.members[m].logs {
             // The shell's ticker is bounded the same way: a stalled
-            // driver catches up at most this many ticks.
-            log.ticks = (log.ticks + 1).min(TICKS_PENDING_MAX);
+            // driver catches up at most this many ticks. A failed log's
+            // driver is gone.
+            if !log.failed {
+                log.ticks = (log.ticks + 1).min(TICKS_PENDING_MAX);
+            }
         }
         // One member leads every group: a group led here while group 0
         // is led elsewhere goes to group 0's leader (as the shard's
         // `follow_cluster_leader` checks on its own tick).
         let id = self.members[m].id;
-        let leader0 = self.core_ref(m, 0).role().leader_id;
-        for g in 1..self.opts.groups {
-            if leader0 != 0 && leader0 != id && self.core_ref(m, g).role().leader {
+        let leader0 = self.role(m, 0).leader_id;
+        let broken = self.broken(m);
+        for g in 0..self.opts.groups {
+            if !self.role(m, g).leader {
+                continue;
+            }
+            if g != 0 && leader0 != 0 && leader0 != id {
                 self.members[m].logs[g].transfer = Some(leader0);
+            } else if broken {
+                // A broken member hands every group it still leads to
+                // another voter that is up (its group 0 may be what broke,
+                // and then it still names itself the leader).
+                let to = self
+                    .core_ref(m, g)
+                    .voters()
+                    .into_iter()
+                    .find(|v| *v != id && self.members.iter().any(|x| x.id == *v && x.up));
+                if let Some(to) = to {
+                    self.members[m].logs[g].transfer = Some(to);
+                }
             }
         }
     }
@@ -813,7 +863,8 @@ impl World {
     /// The shell's driver round: a `Ready` pending is handled first; else
     /// the queued inputs go in and the next `Ready` starts.
     fn drive(&mut self, m: usize, g: usize) -> Result<(), String> {
-        if !self.running(m) || self.members[m].logs[g].writing.is_some() {
+        let log = &self.members[m].logs[g];
+        if !self.running(m) || log.writing.is_some() || log.failed {
             return Ok(());
         }
         if std::mem::take(&mut self.members[m].logs[g].snapshot_wanted) {
@@ -861,6 +912,11 @@ impl World {
         let mut write = self.core(m, g).begin_ready(&mut out);
         self.output(m, g, out)?;
         let records = std::mem::take(&mut write.records);
+        if !records.is_empty() && self.members[m].logs[g].disk.full {
+            // The WAL finds no room for the segment this batch needs
+            // (`wal::Error::NoSpace`, before any byte of it is written).
+            return self.fail(m, g, Error::Wal(ferrokv_wal::Error::NoSpace));
+        }
         let log = &mut self.members[m].logs[g];
         let n = records.len() as u64;
         let last = if records.is_empty() {
@@ -873,6 +929,29 @@ impl World {
             return self.sync(m, g);
         }
         Ok(())
+    }
+
+    /// The log of group `g` failed (as the shell's driver on a WAL error):
+    /// every waiter fails, the log stops and leads nothing, the state
+    /// machine drops what it applied ahead of the log, and the member is
+    /// broken until it restarts.
+    fn fail(&mut self, m: usize, g: usize, e: Error) -> Result<(), String> {
+        let id = self.members[m].id;
+        self.note(format!("member {id} group {g}: shard log failed: {e}"));
+        self.disk_fulls += 1;
+        let mut out = Output::default();
+        self.core(m, g).fail_all(&e, &mut out);
+        let log = &mut self.members[m].logs[g];
+        log.failed = true;
+        log.writing = None;
+        log.queue.clear();
+        log.inbox.clear();
+        for (_, t) in log.reading.drain(..) {
+            out.done.push((t, Err(e.clone())));
+        }
+        let role = self.role(m, g);
+        out.events.push(Event::Role(role));
+        self.output(m, g, out)
     }
 
     /// The fdatasync of the write in flight returned: the second half of
@@ -959,7 +1038,7 @@ impl World {
                         // One member leads every group: a group led here
                         // while group 0 is led elsewhere is handed to
                         // group 0's leader (as the shard's role_changed).
-                        let leader0 = self.core_ref(m, 0).role().leader_id;
+                        let leader0 = self.role(m, 0).leader_id;
                         if leader0 != 0 && leader0 != id {
                             self.members[m].logs[g].transfer = Some(leader0);
                         }
@@ -1180,7 +1259,7 @@ impl World {
         let Some(m) = self.members.iter().position(|x| x.id == to) else {
             return;
         };
-        if !self.members[m].up {
+        if !self.members[m].up || self.members[m].logs[env.group].failed {
             return;
         }
         if env.msg.get_msg_type() == MessageType::MsgSnapshot {
@@ -1319,7 +1398,7 @@ impl World {
             return None;
         }
         let groups = self.opts.groups;
-        let roles: Vec<_> = (0..groups).map(|g| self.core_ref(m, g).role()).collect();
+        let roles: Vec<_> = (0..groups).map(|g| self.role(m, g)).collect();
         if !roles.iter().all(|r| r.leader) {
             return None;
         }
@@ -1513,7 +1592,7 @@ impl World {
     fn change_members(&mut self) -> Result<(), String> {
         let g = self.rng.below(self.opts.groups);
         let Some(l) =
-            (0..self.members.len()).find(|m| self.members[*m].up && self.core(*m, g).role().leader)
+            (0..self.members.len()).find(|m| self.members[*m].up && self.role(*m, g).leader)
         else {
             return Ok(());
         };
@@ -1557,7 +1636,7 @@ impl World {
         cc.set_change_type(kind);
         cc.node_id = target;
         cc.context = what.clone().into_bytes().into();
-        let role = self.core(l, g).role();
+        let role = self.role(l, g);
         let log = &mut self.members[l].logs[g];
         let id = log.next_proposal_id;
         log.next_proposal_id += 1;
@@ -1578,7 +1657,7 @@ impl World {
     fn read(&mut self) -> Result<(), String> {
         let m = self.rng.below(self.members.len());
         let g = self.rng.below(self.opts.groups);
-        if !self.running(m) {
+        if !self.running(m) || self.members[m].logs[g].failed {
             return Ok(());
         }
         let i = self.reads.len();
@@ -1674,17 +1753,30 @@ impl World {
                 }
             }
             6 => {
-                if self.members[m].up {
-                    let g = self.rng.below(self.opts.groups);
+                let g = self.rng.below(self.opts.groups);
+                if self.members[m].up && !self.members[m].logs[g].failed {
                     self.compact(m, g)?;
                 }
             }
             7 => self.change_members()?,
+            9 => {
+                // The member's disk fills up (every shard's WAL is on it);
+                // one at a time, so the others keep a quorum.
+                let full = self
+                    .members
+                    .iter()
+                    .any(|x| x.logs.iter().any(|l| l.disk.full));
+                if self.members[m].up && !full {
+                    for log in &mut self.members[m].logs {
+                        log.disk.full = true;
+                    }
+                    self.note(format!("member {id}: disk full"));
+                }
+            }
             8 => {
                 // SIGSTOP, of the member leading group 0 most often: past
                 // an election, it resumes believing it still leads.
-                let leader =
-                    (0..n).find(|i| self.running(*i) && self.core_ref(*i, 0).role().leader);
+                let leader = (0..n).find(|i| self.running(*i) && self.role(*i, 0).leader);
                 let m = match leader {
                     Some(l) if self.rng.chance(70) => l,
                     _ => m,
@@ -1730,40 +1822,48 @@ impl World {
                 self.start(m)?;
             }
         }
-        for round in 0..CONVERGE_ROUNDS_MAX {
-            self.step += 1;
-            for m in 0..self.members.len() {
-                self.tick(m);
-            }
-            // Everything in flight arrives, every write syncs, until quiet.
-            for _ in 0..50 {
-                let envs: Vec<Envelope> = std::mem::take(&mut self.net);
-                let quiet = envs.is_empty();
-                for env in envs {
-                    self.hand(env);
-                }
-                let mut busy = false;
-                for m in 0..self.members.len() {
-                    for g in 0..self.opts.groups {
-                        let log = &self.members[m].logs[g];
-                        busy |= !log.inbox.is_empty() || log.writing.is_some() || log.ticks > 0;
-                        self.drive(m, g)?;
-                        self.sync(m, g)?;
-                    }
-                }
-                // Leaders start (no new writes): a write raft dropped
-                // leaves a hole only a marker voids.
-                for m in 0..self.members.len() {
-                    busy |= self.members[m].up
-                        && self.members[m].leading.as_ref().is_none_or(|l| !l.serving)
-                        && (0..self.opts.groups).all(|g| self.core_ref(m, g).role().leader);
-                    self.lead(m);
-                }
-                self.settle();
-                if quiet && !busy {
+        // A member whose disk filled up is broken until restarted: the
+        // others must still elect a leader that serves.
+        if let Some(b) = (0..self.members.len()).find(|m| self.broken(*m)) {
+            let id = self.members[b].id;
+            let serves = |w: &World| {
+                (0..w.members.len())
+                    .any(|m| w.members[m].leading.as_ref().is_some_and(|l| l.serving))
+            };
+            // Past the first rounds, a leader that was cut off has heard
+            // of the newer terms.
+            let mut round = 0;
+            while round < 20 || !serves(self) {
+                if round == CONVERGE_ROUNDS_MAX && !self.same_voters() {
+                    // The simulation changes members one group at a time
+                    // (ferrokv changes every group): no member may be a
+                    // voter of every group, so none can lead them all.
+                    self.note(format!(
+                        "no member serves with member {id} broken; the groups' voters differ"
+                    ));
                     break;
                 }
+                if round == CONVERGE_ROUNDS_MAX {
+                    return Err(format!(
+                        "no member serves after {CONVERGE_ROUNDS_MAX} rounds with member \
+                         {id}'s log failed (disk full) and every other member up"
+                    ));
+                }
+                round += 1;
+                self.converge_round()?;
             }
+            self.note(format!("a member serves with member {id} broken"));
+        }
+        for m in 0..self.members.len() {
+            if self.broken(m) || self.members[m].logs.iter().any(|l| l.disk.full) {
+                // The operator frees the space and restarts it.
+                self.crash(m);
+                self.note(format!("restart member {}", self.members[m].id));
+                self.start(m)?;
+            }
+        }
+        for round in 0..CONVERGE_ROUNDS_MAX {
+            self.converge_round()?;
             if round >= 20 && self.agreed() {
                 return self.check_final();
             }
@@ -1794,12 +1894,65 @@ impl World {
         ))
     }
 
+    /// One round of convergence: a tick per member, then everything in
+    /// flight arrives and every write syncs, until quiet.
+    fn converge_round(&mut self) -> Result<(), String> {
+        self.step += 1;
+        for m in 0..self.members.len() {
+            self.tick(m);
+        }
+        // Everything in flight arrives, every write syncs, until quiet.
+        for _ in 0..50 {
+            let envs: Vec<Envelope> = std::mem::take(&mut self.net);
+            let quiet = envs.is_empty();
+            for env in envs {
+                self.hand(env);
+            }
+            let mut busy = false;
+            for m in 0..self.members.len() {
+                for g in 0..self.opts.groups {
+                    let log = &self.members[m].logs[g];
+                    busy |= !log.inbox.is_empty() || log.writing.is_some() || log.ticks > 0;
+                    self.drive(m, g)?;
+                    self.sync(m, g)?;
+                }
+            }
+            // Leaders start (no new writes): a write raft dropped
+            // leaves a hole only a marker voids.
+            for m in 0..self.members.len() {
+                busy |= self.members[m].up
+                    && self.members[m].leading.as_ref().is_none_or(|l| !l.serving)
+                    && (0..self.opts.groups).all(|g| self.role(m, g).leader);
+                self.lead(m);
+            }
+            self.settle();
+            if quiet && !busy {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every group has the same voters (as its newest leader sees them).
+    fn same_voters(&self) -> bool {
+        let sets: Vec<Option<Vec<u64>>> = (0..self.opts.groups)
+            .map(|g| {
+                self.configuration(g).map(|(l, _)| {
+                    let mut v = self.core_ref(l, g).voters();
+                    v.sort_unstable();
+                    v
+                })
+            })
+            .collect();
+        sets.iter().all(|s| s.is_some() && *s == sets[0])
+    }
+
     /// The member leading group `g` (the newest term's, if an old leader
     /// has not heard of it yet), and the group's members as it sees them.
     fn configuration(&self, g: usize) -> Option<(usize, Vec<usize>)> {
         let l = (0..self.members.len())
-            .filter(|m| self.members[*m].up && self.core_ref(*m, g).role().leader)
-            .max_by_key(|m| self.core_ref(*m, g).role().term)?;
+            .filter(|m| self.members[*m].up && self.role(*m, g).leader)
+            .max_by_key(|m| self.role(*m, g).term)?;
         let mut ids = self.core_ref(l, g).voters();
         ids.extend(self.core_ref(l, g).learners());
         let ms = (0..self.members.len())
