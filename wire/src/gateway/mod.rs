@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::conn::{
-    Body, Caller, Handler, ResponseSink, StreamItem, GRPC_OVERHEAD_BYTES,
+    drain, Body, Caller, Handler, ResponseSink, StreamItem, GRPC_OVERHEAD_BYTES,
     STREAM_RESPONSES_PENDING_MAX,
 };
 use crate::grpc::{message_too_large, Code, Status};
@@ -401,10 +401,13 @@ pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) ->
         Some(rest) => format!("/v3/{rest}"),
         None => path.to_string(),
     };
+    let limit = handler.max_request_bytes() + GRPC_OVERHEAD_BYTES;
     let Some(&(_, grpc)) = ROUTES.iter().find(|(p, _)| *p == path) else {
+        drain(req.into_body(), limit).await;
         return text(StatusCode::NOT_FOUND);
     };
     if req.method() != Method::POST {
+        drain(req.into_body(), limit).await;
         return text(StatusCode::METHOD_NOT_ALLOWED);
     }
     let schema = match schema() {
@@ -417,12 +420,12 @@ pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) ->
             .split('/')
             .next()
             .unwrap_or_default();
+        drain(req.into_body(), limit).await;
         return error_reply(&Status::new(
             Code::Unimplemented,
             format!("unknown service {service}"),
         ));
     };
-    let limit = handler.max_request_bytes() + GRPC_OVERHEAD_BYTES;
     let mut body = JsonBody {
         body: req.into_body(),
         values: Values::default(),
