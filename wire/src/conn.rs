@@ -223,16 +223,19 @@ pub(crate) async fn serve_http<H, T>(
         let (handler, common_name) = (handler.clone(), common_name.clone());
         async move { Ok::<_, Infallible>(route(handler, req, common_name).await) }
     });
-    let result = if is_h2 {
-        hyper::server::conn::http2::Builder::new(LocalExec)
+    if is_h2 {
+        let result = hyper::server::conn::http2::Builder::new(LocalExec)
             .max_concurrent_streams(HTTP2_STREAMS_CONCURRENT_MAX)
             .serve_connection(io, svc)
-            .await
-    } else {
-        hyper::server::conn::http1::Builder::new()
-            .serve_connection(io, svc)
-            .await
-    };
+            .await;
+        if let Err(e) = result {
+            log::debug!("connection ended: {e}");
+        }
+        return;
+    }
+    let result = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, svc)
+        .await;
     if let Err(e) = result {
         log::debug!("connection ended: {e}");
     }
@@ -277,22 +280,42 @@ async fn route<H: Handler>(
     if is_grpc {
         return grpc_call(handler, req, common_name).await;
     }
-    // etcd's access controller: CORS on every HTTP answer, and OPTIONS
-    // (a browser's preflight) answered before any path is looked at.
+    // Go's server matches handlers on the decoded path, and refuses a
+    // request whose path does not decode before any handler sees it.
+    let Some(decoded) = crate::gateway::unescape_path(req.uri().path()) else {
+        return crate::gateway::bad_request_closing();
+    };
+    // etcd's access controller: `/v3beta/` is `/v3/`, CORS on every HTTP
+    // answer, and OPTIONS (a browser's preflight) answered before any path
+    // is looked at; then Go's mux redirects a path that is not clean.
+    let path = match decoded.strip_prefix(b"/v3beta/") {
+        Some(rest) => [&b"/v3/"[..], rest].concat(),
+        None => decoded,
+    };
+    let redirect = (req.method() != Method::CONNECT)
+        .then(|| crate::gateway::redirect_location(&path, req.uri().query()))
+        .flatten();
+    let path = String::from_utf8_lossy(&path).into_owned();
     let mut resp = if req.method() == Method::OPTIONS {
-        plain(StatusCode::OK, "text/plain", Bytes::new())
-    } else if crate::gateway::serves(req.uri().path()) {
-        crate::gateway::serve(handler, req).await
+        // `rw.WriteHeader(http.StatusOK)` and nothing else.
+        Response::new(Body::Once(None, None))
+    } else if let Some(location) = redirect {
+        crate::gateway::redirect(req.method(), &location)
+    } else if crate::gateway::serves(&path) {
+        crate::gateway::serve(handler, req, path).await
     } else {
-        http_call(handler, req).await
+        http_call(handler, req, path).await
     };
     crate::gateway::allow_cors(resp.headers_mut());
     resp
 }
 
-async fn http_call<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<Body> {
+async fn http_call<H: Handler>(
+    handler: Rc<H>,
+    req: Request<Incoming>,
+    path: String,
+) -> Response<Body> {
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
     let limit = handler.max_request_bytes() + GRPC_OVERHEAD_BYTES;
     let body = match collect_limited(req.into_body(), limit).await {
         Ok(b) => b,

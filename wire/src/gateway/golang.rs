@@ -205,6 +205,36 @@ fn base64_value(c: u8) -> Option<u32> {
     BASE64.iter().position(|&x| x == c).map(|p| p as u32)
 }
 
+/// grpc-gateway's `decodeBinHeader`: `StdEncoding` when the length is a
+/// multiple of 4, else `RawStdEncoding` (no padding, `=` illegal).
+pub fn base64_decode_bin(src: &[u8]) -> Result<Vec<u8>, String> {
+    if src.len().is_multiple_of(4) {
+        return base64_decode(src);
+    }
+    let mut out = Vec::with_capacity(src.len() / 4 * 3 + 2);
+    let (mut acc, mut n, mut last) = (0u32, 0, 0);
+    for (i, &c) in src.iter().enumerate() {
+        if c == b'\n' || c == b'\r' {
+            continue;
+        }
+        let v = base64_value(c).ok_or_else(|| format!("illegal base64 data at input byte {i}"))?;
+        acc = acc << 6 | v;
+        n += 1;
+        last = i;
+        if n == 4 {
+            out.extend_from_slice(&acc.to_be_bytes()[1..]);
+            (acc, n) = (0, 0);
+        }
+    }
+    match n {
+        1 => return Err(format!("illegal base64 data at input byte {last}")),
+        2 => out.push((acc >> 4) as u8),
+        3 => out.extend_from_slice(&((acc >> 2) as u16).to_be_bytes()),
+        _ => {}
+    }
+    Ok(out)
+}
+
 /// Go's `base64.StdEncoding.DecodeString`: padding required, `\r` and `\n`
 /// skipped, and an error names the offset Go names
 /// (`illegal base64 data at input byte N`).
@@ -315,6 +345,25 @@ mod tests {
         assert_eq!(unquote(b"\\ud83d\\ude00"), "😀");
         assert_eq!(unquote(b"\\ud83dx"), "\u{fffd}x");
         assert_eq!(unquote(b"\xe2\x82A"), "\u{fffd}\u{fffd}A");
+    }
+
+    #[test]
+    fn bin_headers_decode_as_grpc_gateway() {
+        assert_eq!(base64_decode_bin(b"YWJj").unwrap(), b"abc");
+        assert_eq!(base64_decode_bin(b"YWI").unwrap(), b"ab");
+        assert_eq!(base64_decode_bin(b"YQ").unwrap(), b"a");
+        assert_eq!(
+            base64_decode_bin(b"YWJjZ").unwrap_err(),
+            "illegal base64 data at input byte 4"
+        );
+        assert_eq!(
+            base64_decode_bin(b"YQ=").unwrap_err(),
+            "illegal base64 data at input byte 2"
+        );
+        assert_eq!(
+            base64_decode_bin(b"abc$").unwrap_err(),
+            "illegal base64 data at input byte 3"
+        );
     }
 
     #[test]

@@ -7,12 +7,15 @@
 //! pinned against real etcd by `tests/tests/gateway.rs`; `docs/gateway.md`
 //! says what differs.
 
+mod gohttp;
 mod golang;
 mod scan;
 mod schema;
 mod transcode;
 
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -20,10 +23,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::conn::{
-    drain, Body, Caller, Handler, ResponseSink, StreamItem, GRPC_OVERHEAD_BYTES,
+    Body, Caller, Handler, ResponseSink, StreamItem, GRPC_OVERHEAD_BYTES,
     STREAM_RESPONSES_PENDING_MAX,
 };
 use crate::grpc::{message_too_large, Code, Status};
+use gohttp::{canonical_header_key, query_error, timeout_decode, FormCheck};
+pub(crate) use gohttp::{redirect_location, unescape_path};
 use scan::{Op, Scanner};
 use schema::{schema, Method as GrpcMethod, Schema};
 use transcode::{from_json, to_json, DecodeError};
@@ -166,15 +171,68 @@ fn http_status(code: Code) -> StatusCode {
     }
 }
 
+/// Go's server buffers this much of an answer: one its handler wrote
+/// whole within it gets a Content-Length, a longer one is chunked.
+const GO_RESPONSE_BUFFER_BYTES: usize = 2048;
+
+/// A form body grpc-gateway's method override makes Go read
+/// (`http.Request.ParseForm`'s bound).
+const FORM_BYTES_MAX: usize = 10 << 20;
+
 fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut resp = Response::new(Body::Once(Some(body.clone()), None));
+    let len = body.len();
+    let mut resp = Response::new(Body::Once(Some(body), None));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static(content_type),
     );
-    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if len <= GO_RESPONSE_BUFFER_BYTES {
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    resp
+}
+
+/// How Go's server refuses a request whose path does not decode, before
+/// any handler (so without etcd's CORS headers).
+pub(crate) fn bad_request_closing() -> Response<Body> {
+    let mut resp = reply(
+        StatusCode::BAD_REQUEST,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(b"400 Bad Request"),
+    );
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// `http.Redirect(w, r, location, 301)` as Go's mux calls it for a path
+/// that is not clean: a link in the body for GET only, a content type for
+/// GET and HEAD.
+pub(crate) fn redirect(method: &Method, location: &str) -> Response<Body> {
+    let body = if method == Method::GET {
+        let link = gohttp::html_escape(location);
+        Bytes::from(format!("<a href=\"{link}\">Moved Permanently</a>.\n\n"))
+    } else {
+        Bytes::new()
+    };
+    let len = body.len();
+    let mut resp = Response::new(Body::Once((len > 0).then_some(body), None));
+    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    let h = resp.headers_mut();
+    if method != Method::HEAD {
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(http::header::LOCATION, v);
+    }
+    if method == Method::GET || method == Method::HEAD {
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+    }
     resp
 }
 
@@ -208,9 +266,56 @@ fn ok(body: Response<Body>) -> Response<Body> {
     resp
 }
 
-/// grpc-gateway's `DefaultHTTPError`: the errorBody message through jsonpb
-/// (empty fields left out).
+/// grpc-gateway's `DefaultHTTPError` for an error of the gateway itself
+/// (the request did not decode, the deadline passed): the errorBody
+/// message through jsonpb (empty fields left out).
 fn error_reply(status: &Status) -> Response<Body> {
+    reply(
+        http_status(status.code),
+        "application/json",
+        error_body(status),
+    )
+}
+
+/// `DefaultHTTPError` for the status a call answered: its trailer
+/// metadata (the `content-type` of the trailers-only gRPC answer) is
+/// announced in `Trailer` and follows the chunked body. hyper sends
+/// HTTP/1.1 trailers only to a client that asked for them (`TE:
+/// trailers`); the header and the chunking are there for every client.
+fn call_error_reply(status: &Status) -> Response<Body> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert(
+        "grpc-trailer-content-type",
+        HeaderValue::from_static("application/grpc"),
+    );
+    let mut resp = Response::new(Body::Once(Some(error_body(status)), Some(trailers)));
+    *resp.status_mut() = http_status(status.code);
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        http::header::TRAILER,
+        HeaderValue::from_static("Grpc-Trailer-Content-Type"),
+    );
+    resp
+}
+
+/// A stream whose call failed before its first response: grpc-gateway
+/// has its (empty) headers and goes on to `ForwardResponseStream`, which
+/// answers the error chunk with the error's status.
+fn stream_failed(status: &Status) -> Response<Body> {
+    let mut resp = Response::new(Body::Once(Some(stream_error(status)), None));
+    *resp.status_mut() = http_status(status.code);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error_body(status: &Status) -> Bytes {
     let mut body = String::from("{");
     if !status.message.is_empty() {
         body.push_str("\"error\":");
@@ -220,11 +325,12 @@ fn error_reply(status: &Status) -> Response<Body> {
         body.push(',');
     }
     body.push_str(&format!("\"code\":{}}}", status.code as u8));
-    reply(
-        http_status(status.code),
-        "application/json",
-        Bytes::from(body),
-    )
+    Bytes::from(body)
+}
+
+/// What a client-side deadline makes grpc-go answer.
+fn deadline_exceeded() -> Status {
+    Status::new(Code::DeadlineExceeded, "context deadline exceeded")
 }
 
 /// The chunk grpc-gateway ends a stream with when it fails after its
@@ -324,14 +430,20 @@ impl Values {
 pub(crate) enum BadRequest {
     /// Go's words; the code depends on the call (see `serve`).
     Json(String),
-    Status(Status),
+    /// Refused by the gateway itself.
+    Local(Status),
+    /// Over the gRPC limit: etcd's gRPC server refuses it, as the call's
+    /// answer.
+    TooLarge(Status),
 }
 
 impl BadRequest {
-    fn status(self, json_code: Code) -> Status {
+    fn answer(self, json_code: Code, streaming: bool) -> Response<Body> {
         match self {
-            BadRequest::Json(m) => Status::new(json_code, m),
-            BadRequest::Status(s) => s,
+            BadRequest::Json(m) => error_reply(&Status::new(json_code, m)),
+            BadRequest::Local(s) => error_reply(&s),
+            BadRequest::TooLarge(s) if streaming => stream_failed(&s),
+            BadRequest::TooLarge(s) => call_error_reply(&s),
         }
     }
 }
@@ -346,20 +458,50 @@ pub(crate) fn request(
 ) -> Result<Bytes, BadRequest> {
     let encoded = from_json(schema, &method.input, raw).map_err(|e| match e {
         DecodeError::Json(m) => BadRequest::Json(m),
-        DecodeError::TooDeep => BadRequest::Status(Status::new(
+        DecodeError::TooDeep => BadRequest::Local(Status::new(
             Code::Internal,
             "grpc: error unmarshalling request: failed to decode Protobuf message: recursion limit reached",
         )),
     })?;
     if encoded.len() > limit {
-        return Err(BadRequest::Status(message_too_large(encoded.len(), limit)));
+        return Err(BadRequest::TooLarge(message_too_large(
+            encoded.len(),
+            limit,
+        )));
     }
     Ok(Bytes::from(encoded))
 }
 
+/// Where a gateway request's body comes from.
+pub(crate) enum Source {
+    Http(Incoming),
+    /// Read already (as a form).
+    Spent,
+}
+
+impl Source {
+    /// The next bytes; None once the body ended (or broke off: it ends
+    /// where it broke).
+    async fn chunk(&mut self) -> Option<Bytes> {
+        match self {
+            Source::Http(body) => loop {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Some(data);
+                        }
+                    }
+                    Some(Err(_)) | None => return None,
+                }
+            },
+            Source::Spent => None,
+        }
+    }
+}
+
 /// A request body read value by value, within a bound.
 struct JsonBody {
-    body: Incoming,
+    source: Source,
     values: Values,
     ended: bool,
     limit: usize,
@@ -375,41 +517,174 @@ impl JsonBody {
                 Next::NeedMore => {}
             }
             if self.values.pending_bytes() > self.bytes_max {
-                return Err(BadRequest::Status(message_too_large(
+                return Err(BadRequest::TooLarge(message_too_large(
                     self.values.pending_bytes(),
                     self.limit,
                 )));
             }
-            match self.body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.values.push(&data);
-                    }
-                }
-                // A body that breaks off ends where it broke.
-                Some(Err(_)) | None => self.ended = true,
+            match self.source.chunk().await {
+                Some(data) => self.values.push(&data),
+                None => self.ended = true,
             }
         }
     }
 }
 
+/// One request as grpc-gateway's mux receives it.
+pub(crate) struct Call<'a> {
+    pub method: &'a Method,
+    /// Decoded and clean, `/v3beta/` made `/v3/`.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+}
+
 /// Serve one gateway request (its path passed [`serves`]).
-pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) -> Response<Body> {
-    let caller = Caller::from_headers(req.headers());
-    let path = req.uri().path();
-    let path = match path.strip_prefix("/v3beta/") {
-        Some(rest) => format!("/v3/{rest}"),
-        None => path.to_string(),
+pub(crate) async fn serve<H: Handler>(
+    handler: Rc<H>,
+    req: Request<Incoming>,
+    path: String,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let call = Call {
+        method: &parts.method,
+        path: &path,
+        query: parts.uri.query(),
+        headers: &parts.headers,
     };
-    let limit = handler.max_request_bytes() + GRPC_OVERHEAD_BYTES;
+    serve_call(handler, call, Source::Http(body)).await
+}
+
+/// `http.Request.ParseForm` as grpc-gateway's method override calls it:
+/// a POST, PUT or PATCH body is read whole as a form (so the call sees
+/// none), then the query; the first error is the answer.
+async fn parse_form(method: &str, query: Option<&str>, source: &mut Source) -> Option<String> {
+    if matches!(method, "POST" | "PUT" | "PATCH") {
+        let mut check = FormCheck::default();
+        let mut read = 0usize;
+        while let Some(chunk) = source.chunk().await {
+            read += chunk.len();
+            if read > FORM_BYTES_MAX {
+                return Some("http: POST too large".into());
+            }
+            check.push(&chunk);
+        }
+        *source = Source::Spent;
+        if let Some(e) = check.finish() {
+            return Some(e);
+        }
+    }
+    query_error(query.unwrap_or_default())
+}
+
+/// The caller grpc-gateway's `AnnotateContext` makes of the headers, as
+/// far as etcd reads it: the metadata `token` (`Grpc-Metadata-Token`),
+/// else `authorization` (`Authorization`, or `Grpc-Metadata-Authorization`),
+/// first values first. A `-Bin` metadata header must be base64, as
+/// grpc-gateway decodes it before grpc-go encodes it again.
+fn metadata_caller(headers: &HeaderMap) -> Result<Caller, Status> {
+    let mut token = None;
+    let mut authorization = None;
+    for (name, value) in headers {
+        let name = name.as_str();
+        if name == "authorization" && authorization.is_none() {
+            authorization = Some(value.as_bytes().to_vec());
+        }
+        let Some(key) = name.strip_prefix("grpc-metadata-") else {
+            continue;
+        };
+        let value = if key.ends_with("-bin") {
+            golang::base64_decode_bin(value.as_bytes()).map_err(|e| {
+                Status::new(
+                    Code::InvalidArgument,
+                    format!("invalid binary header {}: {e}", canonical_header_key(name)),
+                )
+            })?
+        } else {
+            value.as_bytes().to_vec()
+        };
+        match key {
+            "token" if token.is_none() => token = Some(value),
+            "authorization" if authorization.is_none() => authorization = Some(value),
+            _ => {}
+        }
+    }
+    Ok(Caller {
+        token: token
+            .or(authorization)
+            .map(|t| String::from_utf8_lossy(&t).into_owned()),
+        common_name: None,
+    })
+}
+
+/// Waits for `fut` until `deadline`; None when the deadline came first.
+async fn until<T>(
+    deadline: Option<Instant>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let Some(at) = deadline else {
+        return Some(fut.await);
+    };
+    let timer = async {
+        glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
+        None
+    };
+    futures_lite::future::or(async { Some(fut.await) }, timer).await
+}
+
+/// grpc-gateway's mux and the handler it calls: method override, the
+/// call's deadline and metadata, the request, the answer.
+pub(crate) async fn serve_call<H: Handler>(
+    handler: Rc<H>,
+    call: Call<'_>,
+    mut source: Source,
+) -> Response<Body> {
+    let path = call.path;
+    // A last component that starts with a verb's `:` has no handler of
+    // any method, before the override is looked at.
+    if path.rsplit('/').next().is_some_and(|c| c.starts_with(':')) {
+        return text(StatusCode::NOT_FOUND);
+    }
+    let mut method = call.method.as_str().to_string();
+    let form = call
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/x-www-form-urlencoded");
+    if method == "POST" && form {
+        if let Some(over) = call
+            .headers
+            .get("x-http-method-override")
+            .filter(|v| !v.is_empty())
+        {
+            method = String::from_utf8_lossy(over.as_bytes()).to_uppercase();
+            if let Some(e) = parse_form(&method, call.query, &mut source).await {
+                return go_http_error(StatusCode::BAD_REQUEST, &e);
+            }
+        }
+    }
     let Some(&(_, grpc)) = ROUTES.iter().find(|(p, _)| *p == path) else {
-        drain(req.into_body(), limit).await;
         return text(StatusCode::NOT_FOUND);
     };
-    if req.method() != Method::POST {
-        drain(req.into_body(), limit).await;
+    if method != "POST" {
         return text(StatusCode::METHOD_NOT_ALLOWED);
     }
+    let deadline = match call.headers.get("grpc-timeout") {
+        None => None,
+        Some(v) => match timeout_decode(v.as_bytes()) {
+            Ok(timeout) => timeout.map(|t| Instant::now() + t.remaining()),
+            Err(()) => {
+                let shown = String::from_utf8_lossy(v.as_bytes());
+                return error_reply(&Status::new(
+                    Code::InvalidArgument,
+                    format!("invalid grpc-timeout: {shown}"),
+                ));
+            }
+        },
+    };
+    let caller = match metadata_caller(call.headers) {
+        Ok(c) => c,
+        Err(status) => return error_reply(&status),
+    };
     let schema = match schema() {
         Ok(s) => s,
         Err(e) => return error_reply(&Status::new(Code::Internal, e)),
@@ -420,19 +695,20 @@ pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) ->
             .split('/')
             .next()
             .unwrap_or_default();
-        drain(req.into_body(), limit).await;
         return error_reply(&Status::new(
             Code::Unimplemented,
             format!("unknown service {service}"),
         ));
     };
+    let limit = handler.max_request_bytes() + GRPC_OVERHEAD_BYTES;
     let mut body = JsonBody {
-        body: req.into_body(),
+        source,
         values: Values::default(),
         ended: false,
         limit,
         bytes_max: limit.saturating_mul(JSON_EXPANSION_MAX),
     };
+    let streaming = method.client_streaming || method.server_streaming;
     let (req_tx, req_rx) = async_channel::bounded(STREAM_RESPONSES_PENDING_MAX);
     // A request that does not decode is InvalidArgument, but for the
     // first message of a bidirectional stream, where grpc-gateway hands on
@@ -444,7 +720,7 @@ pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) ->
     };
     let first = match body.next().await {
         Ok(raw) => raw,
-        Err(bad) => return error_reply(&bad.status(json_code)),
+        Err(bad) => return bad.answer(json_code, streaming),
     };
     let first = match first {
         // An empty body is an empty request (a stream's requests end).
@@ -452,25 +728,43 @@ pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) ->
         None => Some(Bytes::new()),
         Some(raw) => match request(schema, method, &raw, limit) {
             Ok(msg) => Some(msg),
-            Err(bad) => return error_reply(&bad.status(json_code)),
+            Err(bad) => return bad.answer(json_code, streaming),
         },
     };
-    if !method.client_streaming && !method.server_streaming {
+    if !streaming {
         let Some(msg) = first else {
             return error_reply(&Status::new(Code::Internal, "no request"));
         };
-        return match handler.unary(grpc.to_string(), caller, msg).await {
-            Ok(resp) => match to_json(schema, &method.output, &resp) {
+        // grpc-go does not send a call whose deadline has passed.
+        if deadline.is_some_and(|at| at <= Instant::now()) {
+            return error_reply(&deadline_exceeded());
+        }
+        let answer = until(deadline, handler.unary(grpc.to_string(), caller, msg)).await;
+        return match answer {
+            None => error_reply(&deadline_exceeded()),
+            Some(Ok(resp)) => match to_json(schema, &method.output, &resp) {
                 Ok(json) => ok(reply(StatusCode::OK, "application/json", Bytes::from(json))),
                 Err(e) => error_reply(&Status::new(Code::Internal, e.0)),
             },
-            Err(status) => error_reply(&status),
+            Some(Err(status)) => call_error_reply(&status),
         };
+    }
+    if deadline.is_some_and(|at| at <= Instant::now()) {
+        return error_reply(&deadline_exceeded());
     }
     let Some(msg) = first else {
         // No request at all: the call sees its requests end at once.
         drop(req_tx);
-        return stream(handler, caller, schema, grpc, &method.output, req_rx).await;
+        return stream(
+            handler,
+            caller,
+            schema,
+            grpc,
+            &method.output,
+            req_rx,
+            deadline,
+        )
+        .await;
     };
     let _ = req_tx.try_send(msg);
     if method.client_streaming {
@@ -491,13 +785,24 @@ pub(crate) async fn serve<H: Handler>(handler: Rc<H>, req: Request<Incoming>) ->
     } else {
         drop(req_tx);
     }
-    stream(handler, caller, schema, grpc, &method.output, req_rx).await
+    stream(
+        handler,
+        caller,
+        schema,
+        grpc,
+        &method.output,
+        req_rx,
+        deadline,
+    )
+    .await
 }
 
 /// A streaming call's answer: nothing is sent until its first response
-/// or its end (as grpc-gateway waits for the stream's headers); a stream
-/// that fails before answering gets the error body and status of a
-/// unary call.
+/// or its end (as grpc-gateway waits for the stream's headers). A call
+/// that fails before answering gets the error chunk with the error's
+/// status; a deadline that passes first is a unary error (grpc-go's
+/// `Header()` fails), one that passes later ends the stream with the
+/// error chunk.
 async fn stream<H: Handler>(
     handler: Rc<H>,
     caller: Caller,
@@ -505,6 +810,7 @@ async fn stream<H: Handler>(
     grpc: &'static str,
     output: &str,
     requests: async_channel::Receiver<Bytes>,
+    deadline: Option<Instant>,
 ) -> Response<Body> {
     let (resp_tx, resp_rx) = async_channel::bounded(STREAM_RESPONSES_PENDING_MAX);
     let call = handler.streaming(
@@ -520,10 +826,28 @@ async fn stream<H: Handler>(
         let _ = resp_tx.send(StreamItem::End(status)).await;
     })
     .detach();
+    let expired = Rc::new(Cell::new(false));
+    let resp_rx = match deadline {
+        None => resp_rx,
+        Some(at) => with_deadline(resp_rx, at, expired.clone()),
+    };
     let first = match resp_rx.recv().await {
         Ok(StreamItem::Message(m)) => m,
-        Ok(StreamItem::End(status)) if status.code != Code::Ok => return error_reply(&status),
-        _ => return ok(reply(StatusCode::OK, "application/json", Bytes::new())),
+        Ok(StreamItem::End(status)) if expired.get() => return error_reply(&status),
+        Ok(StreamItem::End(status)) if status.code != Code::Ok => return stream_failed(&status),
+        // Ended with no response: grpc-go has no headers to hand on.
+        _ => {
+            let mut resp = Response::new(Body::Once(None, None));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp.headers_mut().insert(
+                http::header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            return resp;
+        }
     };
     let output = output.to_string();
     let line = move |item: StreamItem| -> Option<Bytes> {
@@ -543,6 +867,33 @@ async fn stream<H: Handler>(
         HeaderValue::from_static("application/json"),
     );
     ok(resp)
+}
+
+/// The responses of `rx` until `at`, then the deadline's error (and
+/// `expired` set); the call's own channel is dropped then, which ends it.
+fn with_deadline(
+    rx: async_channel::Receiver<StreamItem>,
+    at: Instant,
+    expired: Rc<Cell<bool>>,
+) -> async_channel::Receiver<StreamItem> {
+    let (tx, out) = async_channel::bounded(STREAM_RESPONSES_PENDING_MAX);
+    glommio::spawn_local(async move {
+        let forward = async {
+            while let Ok(item) = rx.recv().await {
+                let end = matches!(item, StreamItem::End(_));
+                if tx.send(item).await.is_err() || end {
+                    return;
+                }
+            }
+        };
+        if until(Some(at), forward).await.is_none() {
+            drop(rx);
+            expired.set(true);
+            let _ = tx.send(StreamItem::End(deadline_exceeded())).await;
+        }
+    })
+    .detach();
+    out
 }
 
 /// Where `path` is in the gateway's routes (for the fuzz seeds).
