@@ -1293,3 +1293,279 @@ fn mux_override_timeouts_and_headers_answer_as_etcd() {
         assert_eq!(got, want, "{path}");
     }
 }
+
+/// A WebSocket client of the gateway (masked frames, as a client sends).
+struct Ws {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+/// A handshake on `target`: the answer's status line and headers (and
+/// body when it refused), and the socket when it switched.
+fn ws_connect(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[&str],
+) -> (String, Option<Ws>) {
+    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    );
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    writer.write_all(req.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    let (status, head) = read_head(&mut reader);
+    let mut shown = format!("{status} {head:?}");
+    if status != 101 {
+        let mut body = String::new();
+        if head.iter().any(|h| h == "content-length") {
+            // The refusals are short: one read gets them.
+            let mut buf = [0u8; 512];
+            if let Ok(n) = reader.read(&mut buf) {
+                body = String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+        }
+        shown.push_str(&format!(" {body:?}"));
+        return (shown, None);
+    }
+    (shown, Some(Ws { reader, writer }))
+}
+
+impl Ws {
+    fn frame(&mut self, first: u8, payload: &[u8], masked: bool) {
+        let mut out = vec![first];
+        let mask_bit = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            n @ 0..=125 => out.push(mask_bit | n as u8),
+            n @ 126..=0xffff => {
+                out.push(mask_bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(mask_bit | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        if masked {
+            out.extend_from_slice(&key);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            out.extend_from_slice(payload);
+        }
+        let _ = self.writer.write_all(&out);
+    }
+
+    fn text(&mut self, s: &str) {
+        self.frame(0x81, s.as_bytes(), true);
+    }
+
+    /// The next frame, shown: `text ...`, `close CODE TEXT`, `pong ...`,
+    /// or `eof` when the server closed the connection.
+    fn recv(&mut self) -> String {
+        let mut head = [0u8; 2];
+        if self.reader.read_exact(&mut head).is_err() {
+            return "eof".into();
+        }
+        let mut len = u64::from(head[1] & 0x7f);
+        if len == 126 {
+            let mut b = [0u8; 2];
+            self.reader.read_exact(&mut b).unwrap();
+            len = u64::from(u16::from_be_bytes(b));
+        } else if len == 127 {
+            let mut b = [0u8; 8];
+            self.reader.read_exact(&mut b).unwrap();
+            len = u64::from_be_bytes(b);
+        }
+        assert_eq!(head[1] & 0x80, 0, "a server's frames are not masked");
+        let mut payload = vec![0; len as usize];
+        self.reader.read_exact(&mut payload).unwrap();
+        let fin = if head[0] & 0x80 != 0 {
+            ""
+        } else {
+            " (not final)"
+        };
+        match head[0] & 0x0f {
+            1 => format!("text{fin} {}", String::from_utf8_lossy(&payload)),
+            8 if payload.len() >= 2 => format!(
+                "close {} {}",
+                u16::from_be_bytes([payload[0], payload[1]]),
+                String::from_utf8_lossy(&payload[2..])
+            ),
+            8 => "close".into(),
+            10 => format!("pong {}", String::from_utf8_lossy(&payload)),
+            op => format!("opcode {op}"),
+        }
+    }
+}
+
+/// grpc-websocket-proxy in front of etcd's gateway: a handshake on any
+/// `/v3/` path, request messages in, one message per answer line out
+/// (watch, keep-alive, unary calls, errors, unknown paths), pings, close
+/// and protocol errors as gorilla/websocket answers them, handshakes it
+/// refuses, and the subprotocol and cookie that become `Authorization`.
+#[test]
+fn websockets_answer_as_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (etcd, ferrokv) = start_both(dir.path());
+    let ws_headers = [
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut h = ws_headers.to_vec();
+        h.extend_from_slice(extra);
+        h
+    };
+    let mut transcripts = Vec::new();
+    for s in [&*etcd, &*ferrokv] {
+        let n = Normalizer::for_server(s);
+        let mut got: Vec<String> = Vec::new();
+        let post = |path: &str, body: &str| curl(&url(s, path), body.as_bytes(), &[]);
+        let open = |target: &str, extra: &[&'static str], got: &mut Vec<String>| {
+            let (head, ws) = ws_connect(s.client_addr(), "GET", target, &with(extra));
+            got.push(format!("{target}: {head}"));
+            ws
+        };
+        let recv = |ws: &mut Ws| n.normalize(&ws.recv());
+
+        // A watch: created, an event, a ping, a cancel, the close echoed.
+        let mut ws = open("/v3/watch", &[], &mut got).expect("switched");
+        ws.text(r#"{"create_request":{"key":"d3M=","prev_kv":true}}"#);
+        got.push(recv(&mut ws));
+        assert_eq!(
+            post("/v3/kv/put", r#"{"key":"d3M=","value":"MQ=="}"#).0,
+            200
+        );
+        got.push(recv(&mut ws));
+        ws.frame(0x89, b"hi", true);
+        got.push(recv(&mut ws));
+        ws.text(r#"{"cancel_request":{"watch_id":"0"}}"#);
+        got.push(recv(&mut ws));
+        ws.frame(0x88, &[0x03, 0xe8, b'b', b'y', b'e'], true);
+        got.push(recv(&mut ws));
+        got.push(recv(&mut ws));
+
+        // A watch whose client goes without a close frame.
+        let mut ws = open("/v3/watch", &[], &mut got).expect("switched");
+        ws.text(r#"{"create_request":{"key":"d3M="}}"#);
+        got.push(recv(&mut ws));
+        drop(ws);
+
+        // Keep-alive: one message per request; two requests in one
+        // message, and one split over two frames.
+        assert_eq!(post("/v3/lease/grant", r#"{"TTL":"60","ID":"11"}"#).0, 200);
+        let mut ws = open("/v3beta/lease/keepalive", &[], &mut got).expect("switched");
+        ws.text(r#"{"ID":"11"} {"ID":"12"}"#);
+        got.push(recv(&mut ws));
+        got.push(recv(&mut ws));
+        ws.frame(0x01, br#"{"ID":"#, true);
+        ws.frame(0x80, br#""11"}"#, true);
+        got.push(recv(&mut ws));
+        drop(ws);
+
+        // Unary calls: the answer, then the connection closes (no close
+        // frame); an error answer's body the same way.
+        let mut ws = open("/v3/kv/range", &[], &mut got).expect("switched");
+        ws.text(r#"{"key":"d3M="}"#);
+        got.push(recv(&mut ws));
+        got.push(recv(&mut ws));
+        let mut ws = open("/v3/kv/put", &[], &mut got).expect("switched");
+        ws.text(r#"{"key":1}"#);
+        got.push(recv(&mut ws));
+        got.push(recv(&mut ws));
+        // A stream's first request that does not decode.
+        let mut ws = open("/v3/watch", &[], &mut got).expect("switched");
+        ws.text("{bad");
+        got.push(recv(&mut ws));
+        got.push(recv(&mut ws));
+        // An unknown path: the gateway's 404 text, at once.
+        let mut ws = open("/v3/kv/nothing", &[], &mut got).expect("switched");
+        got.push(recv(&mut ws));
+        got.push(recv(&mut ws));
+
+        // A subprotocol that is not `Bearer, TOKEN` makes an empty token;
+        // `Bearer, T` and the `token` cookie make `Bearer T`: both refused.
+        for extra in [
+            &["Sec-WebSocket-Protocol: chat"][..],
+            &["Sec-WebSocket-Protocol: Bearer, nope.1"],
+            &["Cookie: a=1; token=nope.1"],
+            // metadata headers are not forwarded by the proxy
+            &["Grpc-Metadata-Token: nope.1", "Grpc-Timeout: 1n"],
+        ] {
+            let mut ws = open("/v3/kv/range", extra, &mut got).expect("switched");
+            ws.text(r#"{"key":"d3M="}"#);
+            got.push(recv(&mut ws));
+            got.push(recv(&mut ws));
+        }
+
+        // Protocol errors: gorilla's close code and words.
+        for (first, payload, masked) in [
+            (0x81u8, &b"{}"[..], false),
+            (0xc1, b"{}", true),
+            (0x83, b"{}", true),
+            (0x09, b"", true),
+            (0x80, b"{}", true),
+            (0x88, &[0x03, 0xed][..], true),
+            (0x88, b"", true),
+            (0x89, &[b'p'; 126][..], true),
+        ] {
+            let mut ws = open("/v3/watch", &[], &mut got).expect("switched");
+            ws.frame(first, payload, masked);
+            got.push(recv(&mut ws));
+            got.push(recv(&mut ws));
+        }
+
+        // Handshakes gorilla refuses, and Go's mux before it.
+        for (method, target, headers) in [
+            ("POST", "/v3/watch", &ws_headers[..]),
+            ("GET", "/v3/watch", &ws_headers[..1]),
+            (
+                "GET",
+                "/v3/watch",
+                &["Sec-WebSocket-Version: 8", ws_headers[1]][..],
+            ),
+            ("GET", "/v3//watch", &ws_headers[..]),
+        ] {
+            let (head, _) = ws_connect(s.client_addr(), method, target, headers);
+            got.push(format!("{method} {target}: {head}"));
+        }
+        transcripts.push(got);
+    }
+    for (want, got) in transcripts[0].iter().zip(&transcripts[1]) {
+        assert_eq!(got, want);
+    }
+    assert_eq!(transcripts[1].len(), transcripts[0].len());
+    // What etcd answered, as the docs say it: a unary call's answer and
+    // then the socket closed, the close echoed with its code only, and
+    // gorilla 1.5's words for a protocol error.
+    for line in [
+        "eof",
+        "close 1000 ",
+        "pong hi",
+        "text Not Found",
+        "close 1002 bad MASK",
+    ] {
+        assert!(transcripts[0].iter().any(|l| l == line), "etcd: {line}");
+    }
+    // The watchers of the closed WebSockets are gone on ferrokv.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let (_, metrics) = ferrokv_tests::http_get(ferrokv.client_addr(), "/metrics");
+        if metrics.contains("etcd_debugging_mvcc_watcher_total 0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchers left after the WebSocket closed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

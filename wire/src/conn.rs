@@ -219,9 +219,12 @@ pub(crate) async fn serve_http<H, T>(
     T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
     let io = HyperIo::new(io);
+    let upgrades = crate::gateway::Pending::default();
+    let pending = upgrades.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (handler, common_name) = (handler.clone(), common_name.clone());
-        async move { Ok::<_, Infallible>(route(handler, req, common_name).await) }
+        let upgrades = upgrades.clone();
+        async move { Ok::<_, Infallible>(route(handler, req, common_name, &upgrades).await) }
     });
     if is_h2 {
         let result = hyper::server::conn::http2::Builder::new(LocalExec)
@@ -233,11 +236,24 @@ pub(crate) async fn serve_http<H, T>(
         }
         return;
     }
+    // hyper's own upgrades need a Send socket; a WebSocket handshake
+    // instead ends the HTTP connection here and its session takes the
+    // socket over.
     let result = hyper::server::conn::http1::Builder::new()
         .serve_connection(io, svc)
+        .without_shutdown()
         .await;
-    if let Err(e) = result {
-        log::debug!("connection ended: {e}");
+    match result {
+        Ok(parts) => {
+            let mut io = parts.io.into_inner();
+            match pending.take() {
+                Some(session) => session.run(parts.read_buf, Box::new(io)).await,
+                None => {
+                    let _ = futures_lite::AsyncWriteExt::close(&mut io).await;
+                }
+            }
+        }
+        Err(e) => log::debug!("connection ended: {e}"),
     }
 }
 
@@ -270,6 +286,7 @@ async fn route<H: Handler>(
     handler: Rc<H>,
     req: Request<Incoming>,
     common_name: Option<String>,
+    upgrades: &crate::gateway::Pending,
 ) -> Response<Body> {
     let is_grpc = req.method() == Method::POST
         && req
@@ -302,11 +319,15 @@ async fn route<H: Handler>(
     } else if let Some(location) = redirect {
         crate::gateway::redirect(req.method(), &location)
     } else if crate::gateway::serves(&path) {
-        crate::gateway::serve(handler, req, path).await
+        crate::gateway::serve(handler, req, path, upgrades).await
     } else {
         http_call(handler, req, path).await
     };
-    crate::gateway::allow_cors(resp.headers_mut());
+    // A WebSocket handshake's answer is written by gorilla/websocket,
+    // without the headers set before it.
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        crate::gateway::allow_cors(resp.headers_mut());
+    }
     resp
 }
 

@@ -24,6 +24,10 @@ impl<T> HyperIo<T> {
             scratch: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
         }
     }
+
+    pub(crate) fn into_inner(self) -> T {
+        self.io
+    }
 }
 
 impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {

@@ -12,6 +12,7 @@ mod golang;
 mod scan;
 mod schema;
 mod transcode;
+mod websocket;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -32,6 +33,7 @@ pub(crate) use gohttp::{redirect_location, unescape_path};
 use scan::{Op, Scanner};
 use schema::{schema, Method as GrpcMethod, Schema};
 use transcode::{from_json, to_json, DecodeError};
+pub(crate) use websocket::Pending;
 
 /// The paths etcd 3.4.23's gateway serves (its `*.pb.gw.go`), each with
 /// the gRPC method it calls, in etcd's registration order: the first
@@ -475,6 +477,9 @@ pub(crate) fn request(
 /// Where a gateway request's body comes from.
 pub(crate) enum Source {
     Http(Incoming),
+    /// A WebSocket's messages, each with the newline grpc-websocket-proxy
+    /// writes after it.
+    Messages(async_channel::Receiver<Bytes>),
     /// Read already (as a form).
     Spent,
 }
@@ -494,6 +499,7 @@ impl Source {
                     Some(Err(_)) | None => return None,
                 }
             },
+            Source::Messages(rx) => rx.recv().await.ok(),
             Source::Spent => None,
         }
     }
@@ -539,12 +545,19 @@ pub(crate) struct Call<'a> {
     pub headers: &'a HeaderMap,
 }
 
-/// Serve one gateway request (its path passed [`serves`]).
+/// Serve one gateway request (its path passed [`serves`]); a WebSocket
+/// handshake is grpc-websocket-proxy's, which etcd puts before the
+/// gateway.
 pub(crate) async fn serve<H: Handler>(
     handler: Rc<H>,
     req: Request<Incoming>,
     path: String,
+    upgrades: &Pending,
 ) -> Response<Body> {
+    // Upgrade headers are HTTP/1.1's only (HTTP/2 refuses them).
+    if req.version() == http::Version::HTTP_11 && websocket::is_upgrade(req.headers()) {
+        return websocket::accept(handler, req, path, upgrades);
+    }
     let (parts, body) = req.into_parts();
     let call = Call {
         method: &parts.method,
