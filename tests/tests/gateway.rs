@@ -1269,6 +1269,40 @@ fn mux_override_timeouts_and_headers_answer_as_etcd() {
         );
         assert_eq!(got, want, "{method} {target} {headers:?} {body}");
     }
+    // A watch with a deadline whose client goes before it: the watcher
+    // is released then (ferrokv).
+    {
+        let addr = ferrokv.client_addr();
+        let body = r#"{"create_request":{"key":"YQ=="}}"#;
+        let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.write_all(&raw_request(
+            addr,
+            "POST",
+            "/v3/watch",
+            &["Grpc-Timeout: 1H"],
+            body,
+        ))
+        .unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        while !line.contains("\"created\":true") {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap_or(0) > 0, "watch created");
+        }
+    }
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let (_, metrics) = ferrokv_tests::http_get(ferrokv.client_addr(), "/metrics");
+        if metrics.contains("etcd_debugging_mvcc_watcher_total 0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a watch with a deadline outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // A path that does not decode: Go's server refuses it before etcd's
     // handlers (no CORS headers).
     let [want, got] = both_raw(&etcd, &ferrokv, "POST", "/v3/kv/%zz", &[], "{}");

@@ -840,9 +840,13 @@ async fn stream<H: Handler>(
     })
     .detach();
     let expired = Rc::new(Cell::new(false));
+    // Dropped with the answer (or with this future, when it answers
+    // before the stream): the deadline's forwarder lets the call go then,
+    // not only at the deadline.
+    let (answer_alive, answer_gone) = async_channel::bounded::<()>(1);
     let resp_rx = match deadline {
         None => resp_rx,
-        Some(at) => with_deadline(resp_rx, at, expired.clone()),
+        Some(at) => with_deadline(resp_rx, at, expired.clone(), answer_gone),
     };
     let first = match resp_rx.recv().await {
         Ok(StreamItem::Message(m)) => m,
@@ -864,6 +868,7 @@ async fn stream<H: Handler>(
     };
     let output = output.to_string();
     let line = move |item: StreamItem| -> Option<Bytes> {
+        let _alive = &answer_alive;
         match item {
             StreamItem::Message(m) => match to_json(schema, &output, &m) {
                 Ok(json) => Some(Bytes::from(format!("{{\"result\":{json}}}\n"))),
@@ -883,11 +888,13 @@ async fn stream<H: Handler>(
 }
 
 /// The responses of `rx` until `at`, then the deadline's error (and
-/// `expired` set); the call's own channel is dropped then, which ends it.
+/// `expired` set); the call's own channel is dropped then, which ends
+/// it, or as soon as the answer is gone (`gone` closes).
 fn with_deadline(
     rx: async_channel::Receiver<StreamItem>,
     at: Instant,
     expired: Rc<Cell<bool>>,
+    gone: async_channel::Receiver<()>,
 ) -> async_channel::Receiver<StreamItem> {
     let (tx, out) = async_channel::bounded(STREAM_RESPONSES_PENDING_MAX);
     glommio::spawn_local(async move {
@@ -899,7 +906,13 @@ fn with_deadline(
                 }
             }
         };
-        if until(Some(at), forward).await.is_none() {
+        let gone = async {
+            let _ = gone.recv().await;
+        };
+        if until(Some(at), futures_lite::future::or(forward, gone))
+            .await
+            .is_none()
+        {
             drop(rx);
             expired.set(true);
             let _ = tx.send(StreamItem::End(deadline_exceeded())).await;
