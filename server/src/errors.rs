@@ -42,6 +42,12 @@ pub fn no_space() -> Status {
         "etcdserver: mvcc: database space exceeded",
     )
 }
+/// etcd's `ErrGRPCNoLeader`, for a call that asked for a leader
+/// (metadata `hasleader`) when there is none.
+pub fn no_leader() -> Status {
+    Status::new(Code::Unavailable, "etcdserver: no leader")
+}
+
 pub fn not_for_learner() -> Status {
     Status::new(
         Code::Unavailable,
@@ -226,6 +232,7 @@ mod tests {
             ),
             (election_not_leader(), Code::Unknown, "election: not leader"),
             (election_no_leader(), Code::Unknown, "election: no leader"),
+            (no_leader(), Code::Unavailable, "etcdserver: no leader"),
             (
                 missing_leader_key(),
                 Code::Unknown,

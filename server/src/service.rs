@@ -163,6 +163,12 @@ impl Service {
         }
     }
 
+    /// Whether this member knows a cluster leader now (etcd's
+    /// `s.Leader() != raft.None`, which clients' `WithRequireLeader` asks).
+    fn has_leader(&self) -> bool {
+        self.engine.leadership().cluster_leader() != 0
+    }
+
     async fn call(
         self: Rc<Self>,
         method: &str,
@@ -171,6 +177,9 @@ impl Service {
     ) -> Result<Bytes, Status> {
         if members::is_learner() && !learner_serves(method, &msg) {
             return Err(errors::not_for_learner());
+        }
+        if caller.require_leader && !self.has_leader() {
+            return Err(errors::no_leader());
         }
         if let Some(r) = auth::call(&self, method, &caller, msg.clone()).await {
             return r;
@@ -657,6 +666,9 @@ impl Handler for Service {
             if members::is_learner() && method != "/etcdserverpb.Maintenance/Snapshot" {
                 // etcd: a learner serves no stream but Snapshot.
                 return errors::not_for_learner();
+            }
+            if caller.require_leader && !self.has_leader() {
+                return errors::no_leader();
             }
             match method.as_str() {
                 "/etcdserverpb.Watch/Watch" => {

@@ -1603,3 +1603,114 @@ fn websockets_answer_as_etcd() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `Grpc-Metadata-Hasleader: true` (clientv3's `WithRequireLeader`,
+/// metadata `hasleader`, on the gRPC port too): a member that has lost its
+/// leader refuses such a call with `etcdserver: no leader` (503), unary or
+/// stream, and serves the same serializable read without it.
+#[test]
+fn a_member_without_a_leader_refuses_calls_that_require_one() {
+    use ferrokv_tests::cluster::{poll, sides, wait_leader, LEADER_WAIT_MAX};
+    use ferrokv_tests::server::{ClusterOptions, EtcdCluster, FerrokvCluster};
+
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["hl0", "hl1", "hl2"];
+    let fast = vec![
+        "--heartbeat-interval=50".to_string(),
+        "--election-timeout=500".to_string(),
+    ];
+    let range = r#"{"key":"Zm9v","serializable":true}"#;
+    let cases: [(&str, &[&str], &str); 5] = [
+        (
+            "/v3/kv/range",
+            &[FORM, "TE: trailers", "Grpc-Metadata-Hasleader: true"],
+            range,
+        ),
+        ("/v3/kv/range", &[FORM], range),
+        (
+            "/v3/kv/range",
+            &[FORM, "Grpc-Metadata-Hasleader: false"],
+            range,
+        ),
+        (
+            "/v3/maintenance/status",
+            &[FORM, "Grpc-Metadata-Hasleader: true"],
+            "{}",
+        ),
+        (
+            "/v3/watch",
+            &[FORM, "Grpc-Metadata-Hasleader: true"],
+            r#"{"create_request":{"key":"Zm9v"}}"#,
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (i, kind) in sides().into_iter().enumerate() {
+        let d = dir.path().join(format!("{i}-{kind}"));
+        let opts = |shards| ClusterOptions {
+            shards,
+            extra_args: fast.clone(),
+        };
+        let c = match kind {
+            ServerKind::Etcd => EtcdCluster::start_with(&d, &names, "hl", opts(None)).into_inner(),
+            ServerKind::Ferrokv => {
+                FerrokvCluster::start(&d, &names, "hl", opts(Some(2))).into_inner()
+            }
+        };
+        wait_leader(&c, &[0, 1, 2], LEADER_WAIT_MAX);
+        let m = &c.members[0];
+        let ok = curl(
+            &url(m, "/v3/kv/put"),
+            br#"{"key":"Zm9v","value":"YmFy"}"#,
+            &[],
+        );
+        assert_eq!(ok.0, 200, "{kind}: {ok:?}");
+        // With a leader, the header changes nothing.
+        let [with_leader] = [m].map(|s| {
+            exchange(
+                s.client_addr(),
+                &raw_request(
+                    s.client_addr(),
+                    "POST",
+                    "/v3/kv/range",
+                    &[FORM, "Grpc-Metadata-Hasleader: true"],
+                    range,
+                ),
+            )
+            .status
+        });
+        assert_eq!(with_leader, 200, "{kind}");
+        c.members[1].sigstop();
+        c.members[2].sigstop();
+        // A follower calls an election, a leader steps down (check-quorum).
+        let lost = poll(Duration::from_secs(20), || {
+            let (_, metrics) = ferrokv_tests::http_get(m.client_addr(), "/metrics");
+            metrics.contains("etcd_server_has_leader 0").then_some(())
+        });
+        let got: Vec<Answer> = cases
+            .iter()
+            .map(|(path, headers, body)| {
+                let mut a = exchange(
+                    m.client_addr(),
+                    &raw_request(m.client_addr(), "POST", path, headers, body),
+                );
+                a.body = Normalizer::for_server(m).normalize(&a.body);
+                a.headers.retain(|h| h != "connection: close");
+                if !headers.contains(&"TE: trailers") {
+                    a.trailers.clear();
+                }
+                a
+            })
+            .collect();
+        c.members[1].sigcont();
+        c.members[2].sigcont();
+        assert!(
+            lost.is_some(),
+            "{kind}: member 0 kept a leader with the others stopped"
+        );
+        answers.push(got);
+    }
+    for (want, got) in answers[0].iter().zip(&answers[1]) {
+        assert_eq!(got, want);
+    }
+    assert_eq!(answers[0][0].status, 503, "etcd: {:?}", answers[0][0]);
+}

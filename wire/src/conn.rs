@@ -75,6 +75,9 @@ pub enum StreamItem {
 pub struct Caller {
     pub token: Option<String>,
     pub common_name: Option<String>,
+    /// Metadata `hasleader: true` (clientv3's `WithRequireLeader`): etcd
+    /// refuses the call when it has no leader.
+    pub require_leader: bool,
 }
 
 impl Caller {
@@ -89,6 +92,7 @@ impl Caller {
         Caller {
             token,
             common_name: None,
+            require_leader: headers.get("hasleader").is_some_and(|v| v == "true"),
         }
     }
 }

@@ -593,11 +593,13 @@ async fn parse_form(method: &str, query: Option<&str>, source: &mut Source) -> O
 /// The caller grpc-gateway's `AnnotateContext` makes of the headers, as
 /// far as etcd reads it: the metadata `token` (`Grpc-Metadata-Token`),
 /// else `authorization` (`Authorization`, or `Grpc-Metadata-Authorization`),
-/// first values first. A `-Bin` metadata header must be base64, as
+/// first values first, and `hasleader` (`Grpc-Metadata-Hasleader: true`,
+/// a leader required). A `-Bin` metadata header must be base64, as
 /// grpc-gateway decodes it before grpc-go encodes it again.
 fn metadata_caller(headers: &HeaderMap) -> Result<Caller, Status> {
     let mut token = None;
     let mut authorization = None;
+    let mut hasleader = None;
     for (name, value) in headers {
         let name = name.as_str();
         if name == "authorization" && authorization.is_none() {
@@ -619,6 +621,7 @@ fn metadata_caller(headers: &HeaderMap) -> Result<Caller, Status> {
         match key {
             "token" if token.is_none() => token = Some(value),
             "authorization" if authorization.is_none() => authorization = Some(value),
+            "hasleader" if hasleader.is_none() => hasleader = Some(value),
             _ => {}
         }
     }
@@ -627,6 +630,7 @@ fn metadata_caller(headers: &HeaderMap) -> Result<Caller, Status> {
             .or(authorization)
             .map(|t| String::from_utf8_lossy(&t).into_owned()),
         common_name: None,
+        require_leader: hasleader.is_some_and(|v| v == b"true"),
     })
 }
 
