@@ -373,11 +373,8 @@ async fn collect_limited(mut body: Incoming, limit: usize) -> Result<Bytes, ()> 
     Ok(buf.freeze())
 }
 
-/// Reads what is left of a request body, up to `limit` bytes, and drops it.
-/// An answer given before the body is read (an unknown path) must wait for
-/// it: hyper's HTTP/2 server resets a stream whose request body is dropped
-/// unread, and the reset can overtake the answer (curl then got no
-/// response at all to 8 of 200 POSTs of `/v3/nothing`).
+/// Reads what is left of a request body, up to `limit` bytes, and drops it
+/// (see `gateway::early` for why).
 pub(crate) async fn drain(mut body: Incoming, limit: usize) {
     let mut read = 0;
     while read <= limit {
