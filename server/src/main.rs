@@ -499,6 +499,7 @@ fn main() {
     let shards = cfg.shards;
     let (max_request_bytes, max_txn_ops) = (cfg.max_request_bytes, cfg.max_txn_ops);
     let bcrypt_cost = cfg.bcrypt_cost;
+    let election_timeout = std::time::Duration::from_millis(cfg.election_timeout_ms);
     let jwt = match jwt::Jwt::from_flag(&cfg.auth_token) {
         Ok(j) => j.map(Arc::new),
         Err(e) => {
@@ -541,6 +542,7 @@ fn main() {
                 core,
             );
             service.bcrypt_cost = bcrypt_cost;
+            service.election_timeout = election_timeout;
             service.jwt = jwt;
             let service = Rc::new(service);
             let mut listeners = Vec::new();

@@ -42,6 +42,9 @@ pub struct Service {
     pub bcrypt_cost: u32,
     /// `--auth-token jwt,...`: the tokens; None for `simple` ones.
     pub jwt: Option<Arc<crate::jwt::Jwt>>,
+    /// `--election-timeout`: how often a stream that requires a leader
+    /// looks for one.
+    pub election_timeout: std::time::Duration,
 }
 
 fn encode<M: Message>(m: &M) -> Bytes {
@@ -75,6 +78,7 @@ impl Service {
             alarms,
             bcrypt_cost: ferrokv_shards::auth::DEFAULT_BCRYPT_COST,
             jwt: None,
+            election_timeout: std::time::Duration::from_secs(1),
         }
     }
 
@@ -667,29 +671,15 @@ impl Handler for Service {
                 // etcd: a learner serves no stream but Snapshot.
                 return errors::not_for_learner();
             }
-            if caller.require_leader && !self.has_leader() {
-                return errors::no_leader();
+            if caller.require_leader {
+                if !self.has_leader() {
+                    return errors::no_leader();
+                }
+                let monitor = self.clone().leader_lost();
+                let call = self.serve_stream(method, caller, requests, sink);
+                return futures_lite::future::or(call, monitor).await;
             }
-            match method.as_str() {
-                "/etcdserverpb.Watch/Watch" => {
-                    crate::watch::serve(self, caller, requests, sink).await
-                }
-                "/etcdserverpb.Lease/LeaseKeepAlive" => {
-                    lease::keep_alive(self, requests, sink).await
-                }
-                "/etcdserverpb.Maintenance/Snapshot" => {
-                    if let Err(status) = auth::maintenance_admin(&self, &caller) {
-                        return status;
-                    }
-                    backup::snapshot(self, requests, sink).await
-                }
-                "/v3electionpb.Election/Observe" => {
-                    // The name is in the stream's first request: observe
-                    // checks it (see `election::observe`).
-                    election::observe(self, caller, requests, sink).await
-                }
-                _ => errors::not_implemented(&method),
-            }
+            self.serve_stream(method, caller, requests, sink).await
         })
     }
 
@@ -731,5 +721,46 @@ impl Handler for Service {
 
     fn max_request_bytes(&self) -> usize {
         self.max_request_bytes
+    }
+}
+
+impl Service {
+    /// etcd's `monitorLeader`: once its member has known no leader for
+    /// three election timeouts in a row (checked each election timeout),
+    /// a stream that required one ends with `etcdserver: no leader`.
+    async fn leader_lost(self: Rc<Self>) -> Status {
+        let mut without = 0;
+        loop {
+            glommio::timer::sleep(self.election_timeout).await;
+            without = if self.has_leader() { 0 } else { without + 1 };
+            if without >= 3 {
+                return errors::no_leader();
+            }
+        }
+    }
+
+    async fn serve_stream(
+        self: Rc<Self>,
+        method: String,
+        caller: Caller,
+        requests: async_channel::Receiver<Bytes>,
+        sink: ResponseSink,
+    ) -> Status {
+        match method.as_str() {
+            "/etcdserverpb.Watch/Watch" => crate::watch::serve(self, caller, requests, sink).await,
+            "/etcdserverpb.Lease/LeaseKeepAlive" => lease::keep_alive(self, requests, sink).await,
+            "/etcdserverpb.Maintenance/Snapshot" => {
+                if let Err(status) = auth::maintenance_admin(&self, &caller) {
+                    return status;
+                }
+                backup::snapshot(self, requests, sink).await
+            }
+            "/v3electionpb.Election/Observe" => {
+                // The name is in the stream's first request: observe
+                // checks it (see `election::observe`).
+                election::observe(self, caller, requests, sink).await
+            }
+            _ => errors::not_implemented(&method),
+        }
     }
 }

@@ -904,6 +904,31 @@ fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Vec<String>) {
     (code, headers)
 }
 
+/// A chunked body and its trailers.
+fn read_chunked(r: &mut BufReader<TcpStream>) -> (Vec<u8>, Vec<String>) {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        r.read_line(&mut size).expect("chunk size");
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            break;
+        }
+        let mut chunk = vec![0; n + 2];
+        r.read_exact(&mut chunk).expect("chunk");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let mut trailers = Vec::new();
+    loop {
+        let mut t = String::new();
+        if r.read_line(&mut t).unwrap_or(0) == 0 || t == "\r\n" {
+            break;
+        }
+        trailers.push(t.trim_end().to_ascii_lowercase());
+    }
+    (body, trailers)
+}
+
 /// Sends `request` (written whole) to `addr` and reads one answer.
 fn exchange(addr: SocketAddr, request: &[u8]) -> Answer {
     let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
@@ -914,24 +939,7 @@ fn exchange(addr: SocketAddr, request: &[u8]) -> Answer {
     let mut body = Vec::new();
     let mut trailers = Vec::new();
     if headers.iter().any(|h| h == "transfer-encoding: chunked") {
-        loop {
-            let mut size = String::new();
-            r.read_line(&mut size).expect("chunk size");
-            let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-            if n == 0 {
-                break;
-            }
-            let mut chunk = vec![0; n + 2];
-            r.read_exact(&mut chunk).expect("chunk");
-            body.extend_from_slice(&chunk[..n]);
-        }
-        loop {
-            let mut t = String::new();
-            if r.read_line(&mut t).unwrap_or(0) == 0 || t == "\r\n" {
-                break;
-            }
-            trailers.push(t.trim_end().to_ascii_lowercase());
-        }
+        (body, trailers) = read_chunked(&mut r);
     } else {
         // Asked with `Connection: close`: the body ends with the socket.
         let _ = r.read_to_end(&mut body);
@@ -1679,6 +1687,23 @@ fn a_member_without_a_leader_refuses_calls_that_require_one() {
             .status
         });
         assert_eq!(with_leader, 200, "{kind}");
+        // A watch that requires a leader, open when the leader goes: it
+        // ends with `no leader` once none is found for a while.
+        let addr = m.client_addr();
+        let mut watch = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+        watch
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let watch_req = raw_request(
+            addr,
+            "POST",
+            "/v3/watch",
+            &[FORM, "Grpc-Metadata-Hasleader: true"],
+            r#"{"create_request":{"key":"Zm9v"}}"#,
+        );
+        watch.write_all(&watch_req).unwrap();
+        let mut watch = BufReader::new(watch);
+        let (watch_status, _) = read_head(&mut watch);
         c.members[1].sigstop();
         c.members[2].sigstop();
         // A follower calls an election, a leader steps down (check-quorum).
@@ -1701,8 +1726,17 @@ fn a_member_without_a_leader_refuses_calls_that_require_one() {
                 a
             })
             .collect();
+        let (watched, _) = read_chunked(&mut watch);
+        let watched = Normalizer::for_server(m).normalize(&String::from_utf8_lossy(&watched));
         c.members[1].sigcont();
         c.members[2].sigcont();
+        let mut got = got;
+        got.push(Answer {
+            status: watch_status,
+            headers: Vec::new(),
+            body: watched,
+            trailers: Vec::new(),
+        });
         assert!(
             lost.is_some(),
             "{kind}: member 0 kept a leader with the others stopped"
@@ -1713,4 +1747,10 @@ fn a_member_without_a_leader_refuses_calls_that_require_one() {
         assert_eq!(got, want);
     }
     assert_eq!(answers[0][0].status, 503, "etcd: {:?}", answers[0][0]);
+    let no_leader = r#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#;
+    assert!(
+        answers[0][5].body.ends_with(no_leader),
+        "etcd: {:?}",
+        answers[0][5]
+    );
 }
