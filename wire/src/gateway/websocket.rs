@@ -560,6 +560,74 @@ fn valid_close_code(c: u16) -> bool {
 mod tests {
     use super::*;
 
+    fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        let key = [1, 2, 3, 4];
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        out
+    }
+
+    /// What the reader makes of `input`: the messages for the call, the
+    /// controls for the writer, in order.
+    fn read(input: &[u8], max_message: usize) -> (Vec<String>, Vec<String>) {
+        let (body_tx, body_rx) = async_channel::unbounded();
+        let (ctl_tx, ctl_rx) = async_channel::unbounded();
+        futures_lite::future::block_on(read_loop(
+            futures_lite::io::Cursor::new(input.to_vec()),
+            Bytes::new(),
+            max_message,
+            body_tx,
+            ctl_tx,
+        ));
+        let body = std::iter::from_fn(|| body_rx.try_recv().ok())
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .collect();
+        let ctl = std::iter::from_fn(|| ctl_rx.try_recv().ok())
+            .map(|c| match c {
+                Control::Pong(p) => format!("pong {}", String::from_utf8_lossy(&p)),
+                Control::Close(p) => format!("close {p:?}"),
+            })
+            .collect();
+        (body, ctl)
+    }
+
+    #[test]
+    fn frames_read_as_gorilla_reads_them() {
+        // A message in fragments with a ping between them, then a close.
+        let mut input = masked(0x01, b"{\"a\":");
+        input.extend(masked(0x89, b"p"));
+        input.extend(masked(0x80, b"1}"));
+        input.extend(masked(0x82, b"x"));
+        input.extend(masked(0x88, &[0x03, 0xe8, b'b']));
+        input.extend(masked(0x81, b"never read"));
+        let (body, ctl) = read(&input, 1024);
+        assert_eq!(body, ["{\"a\":1}\n", "x\n"]);
+        assert_eq!(ctl, ["pong p", "close [3, 232]"]);
+        // Over the bound: 1009, nothing handed on.
+        let (body, ctl) = read(&masked(0x81, &[b'a'; 200]), 100);
+        assert!(body.is_empty());
+        assert_eq!(ctl, ["close [3, 241]"]);
+        // A length with the top bit set ends reading without a word, and
+        // so does a frame cut short.
+        let mut huge = vec![0x81, 0x80 | 127];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(read(&huge, 100), (vec![], vec![]));
+        assert_eq!(read(&masked(0x81, b"abc")[..5], 100), (vec![], vec![]));
+        // Faults of the first two bytes, joined.
+        let (_, ctl) = read(&[0x73, 0x7e], 100);
+        let mut want = vec![3u8, 234];
+        want.extend_from_slice(b"RSV1 set, RSV2 set, RSV3 set, bad opcode 3, bad MASK");
+        assert_eq!(ctl, [format!("close {want:?}")]);
+    }
+
     #[test]
     fn accept_key_is_rfc6455s() {
         assert_eq!(
