@@ -628,16 +628,19 @@ fn streams_answer_as_etcd() {
     }
     // The watchers of the closed watch are gone on ferrokv (the stream
     // notices its client left within a bounded time).
+    wait_no_watchers(&ferrokv, "watchers left after the client went away");
+}
+
+/// Waits (within `IO_TIMEOUT`) until `server` holds no watcher, as its
+/// `/metrics` says; `what` names the failure.
+fn wait_no_watchers(server: &ServerProcess, what: &str) {
     let deadline = std::time::Instant::now() + IO_TIMEOUT;
     loop {
-        let (_, metrics) = ferrokv_tests::http_get(ferrokv.client_addr(), "/metrics");
+        let (_, metrics) = ferrokv_tests::http_get(server.client_addr(), "/metrics");
         if metrics.contains("etcd_debugging_mvcc_watcher_total 0") {
-            break;
+            return;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "watchers left after the client went away"
-        );
+        assert!(std::time::Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -1314,18 +1317,7 @@ fn mux_override_timeouts_and_headers_answer_as_etcd() {
             assert!(r.read_line(&mut line).unwrap_or(0) > 0, "watch created");
         }
     }
-    let deadline = std::time::Instant::now() + IO_TIMEOUT;
-    loop {
-        let (_, metrics) = ferrokv_tests::http_get(ferrokv.client_addr(), "/metrics");
-        if metrics.contains("etcd_debugging_mvcc_watcher_total 0") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a watch with a deadline outlived its client"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_no_watchers(&ferrokv, "a watch with a deadline outlived its client");
     // A path that does not decode: Go's server refuses it before etcd's
     // handlers (no CORS headers).
     let [want, got] = both_raw(&etcd, &ferrokv, "POST", "/v3/kv/%zz", &[], "{}");
@@ -1613,18 +1605,7 @@ fn websockets_answer_as_etcd() {
         assert!(transcripts[0].iter().any(|l| l == line), "etcd: {line}");
     }
     // The watchers of the closed WebSockets are gone on ferrokv.
-    let deadline = std::time::Instant::now() + IO_TIMEOUT;
-    loop {
-        let (_, metrics) = ferrokv_tests::http_get(ferrokv.client_addr(), "/metrics");
-        if metrics.contains("etcd_debugging_mvcc_watcher_total 0") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "watchers left after the WebSocket closed"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_no_watchers(&ferrokv, "watchers left after the WebSocket closed");
 }
 
 /// `Grpc-Metadata-Hasleader: true` (clientv3's `WithRequireLeader`,
