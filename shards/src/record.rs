@@ -20,39 +20,28 @@ pub struct Part {
 pub enum Record {
     /// The parts of a write at revision `rev`; `shard`'s own part is the one
     /// to apply, the others are there for roll-forward.
-    Write {
-        rev: i64,
-        parts: Vec<Part>,
-    },
-    Compact {
-        rev: i64,
-    },
+    Write { rev: i64, parts: Vec<Part> },
+    /// Compaction at `rev`, effective on a member once its visible
+    /// revision is past `at` (or at it, once shard 0 applied its record):
+    /// the highest revision assigned when every shard's record entered its
+    /// log, so in every shard's log each write above `at` comes after it
+    /// (docs/revisions-and-shards.md). 0: at once (records of older
+    /// versions, which carry no `at`).
+    Compact { rev: i64, at: i64 },
     /// Written by older versions at recovery: every earlier record above
     /// `rev` is void. Still read (at replay), no longer written.
-    TruncateAbove {
-        rev: i64,
-    },
+    TruncateAbove { rev: i64 },
     /// Written by a new cluster leader into every shard's log before it
     /// serves: revisions `cut+1..=through` were never complete everywhere
     /// and are void; every earlier record of them is dropped. `id`s
     /// increase from one leader start to the next.
-    Marker {
-        id: u64,
-        cut: i64,
-        through: i64,
-    },
+    Marker { id: u64, cut: i64, through: i64 },
     /// A lease granted in this (the lease-owning) shard; `ttl` in seconds,
     /// already raised to the minimum.
-    LeaseGrant {
-        id: i64,
-        ttl: i64,
-    },
+    LeaseGrant { id: i64, ttl: i64 },
     /// A lease revoked from this shard's lease table. The attached keys'
     /// deletion is a `Write` at revision `rev` (0: there were none).
-    LeaseRevoke {
-        id: i64,
-        rev: i64,
-    },
+    LeaseRevoke { id: i64, rev: i64 },
     /// An auth store change or a token, in shard 0's log only (the auth
     /// store is cluster state outside the keyspace: it takes no revision).
     Auth(AuthRecord),
@@ -101,7 +90,9 @@ impl std::fmt::Display for Record {
                 }
                 Ok(())
             }
-            Record::Compact { rev } => write!(f, "compact at revision {rev}"),
+            Record::Compact { rev, at } => {
+                write!(f, "compact at revision {rev}, effective past {at}")
+            }
             Record::TruncateAbove { rev } => {
                 write!(f, "recovery: records above revision {rev} void")
             }
@@ -169,9 +160,13 @@ impl Record {
                     }
                 }
             }
-            Record::Compact { rev } => {
+            Record::Compact { rev, at } => {
                 out.push(TAG_COMPACT);
                 out.extend_from_slice(&rev.to_le_bytes());
+                // 0 is the older versions' record, which has no `at`.
+                if *at != 0 {
+                    out.extend_from_slice(&at.to_le_bytes());
+                }
             }
             Record::TruncateAbove { rev } => {
                 out.push(TAG_TRUNCATE);
@@ -232,7 +227,16 @@ impl Record {
                 }
                 Record::Write { rev, parts }
             }
-            TAG_COMPACT => Record::Compact { rev: r.i64()? },
+            TAG_COMPACT => {
+                let rev = r.i64()?;
+                // Absent in records of older versions (read as 0, which is
+                // never written).
+                let at = if r.pos < buf.len() { r.i64()? } else { 0 };
+                if at == 0 && r.pos > 9 {
+                    return Err(DecodeError("compaction threshold 0"));
+                }
+                Record::Compact { rev, at }
+            }
             TAG_TRUNCATE => Record::TruncateAbove { rev: r.i64()? },
             TAG_MARKER => Record::Marker {
                 id: r.i64()? as u64,
@@ -329,6 +333,22 @@ mod tests {
                 .prop_map(|(key, value, lease)| WriteOp::Put { key, value, lease }),
             any::<Vec<u8>>().prop_map(|key| WriteOp::Delete { key }),
         ]
+    }
+
+    #[test]
+    fn a_compaction_record_carries_its_threshold_and_old_ones_read_as_zero() {
+        let rec = Record::Compact { rev: 7, at: 9 };
+        assert_eq!(Record::decode(&rec.encode()), Ok(rec));
+        // An older version's record: the tag and the revision only.
+        let mut old = vec![TAG_COMPACT];
+        old.extend_from_slice(&7i64.to_le_bytes());
+        assert_eq!(Record::decode(&old), Ok(Record::Compact { rev: 7, at: 0 }));
+        assert_eq!(Record::Compact { rev: 7, at: 0 }.encode(), old);
+        old.extend_from_slice(&0i64.to_le_bytes());
+        assert!(
+            Record::decode(&old).is_err(),
+            "a written 0 is not canonical"
+        );
     }
 
     #[test]

@@ -26,7 +26,11 @@ pub struct Sequencer {
     /// Last revision handed out.
     last_assigned: AtomicI64,
     visible: AtomicI64,
+    /// The compaction in effect here: ranges below it are refused.
     compact: AtomicI64,
+    /// The highest compaction this leader accepted (it orders concurrent
+    /// calls); in effect only once its records say so.
+    requested: AtomicI64,
     /// How many markers have voided revisions on this member; a waiter
     /// that saw an older count checks whether its revision was among them.
     voids: AtomicU64,
@@ -36,6 +40,9 @@ pub struct Sequencer {
 
 struct State {
     vis: Visibility,
+    /// Compactions whose record a shard applied that are not yet in
+    /// effect here: (rev, at, whether shard 0 applied its record).
+    pending: Vec<(i64, i64, bool)>,
     /// (void count after it, cut, through) of every marker seen, newest last.
     voided: Vec<(u64, i64, i64)>,
 }
@@ -51,9 +58,11 @@ impl Sequencer {
             last_assigned: AtomicI64::new(0),
             visible: AtomicI64::new(0),
             compact: AtomicI64::new(0),
+            requested: AtomicI64::new(0),
             voids: AtomicU64::new(0),
             state: Mutex::new(State {
                 vis: Visibility::new(shards),
+                pending: Vec::new(),
                 voided: Vec::new(),
             }),
             changed: Event::new(),
@@ -69,7 +78,20 @@ impl Sequencer {
         };
         let out = f(&mut st);
         let v = st.vis.visible();
+        // In effect before the revision that puts it in effect is
+        // published: a read that sees that revision sees the compaction.
+        let mut moved = false;
+        st.pending.retain(|&(rev, at, anchored)| {
+            let due = at <= 0 || v > at || (v == at && anchored);
+            if due && self.compact.fetch_max(rev, SeqCst) < rev {
+                moved = true;
+            }
+            !due
+        });
         drop(st);
+        if moved {
+            self.changed.notify(usize::MAX);
+        }
         if self.visible.fetch_max(v, SeqCst) < v {
             self.changed.notify(usize::MAX);
         }
@@ -84,14 +106,46 @@ impl Sequencer {
         self.compact.load(SeqCst)
     }
 
-    /// Raise the compaction point; false if `rev` is not above it.
+    /// Accepts a compaction at `rev` on the leader; false if it is not
+    /// above every compaction in effect or accepted before.
     pub fn try_compact(&self, rev: i64) -> bool {
-        let cur = self.compact.load(SeqCst);
-        rev > cur
+        let cur = self.requested.load(SeqCst);
+        rev > cur.max(self.compact.load(SeqCst))
             && self
-                .compact
+                .requested
                 .compare_exchange(cur, rev, SeqCst, SeqCst)
                 .is_ok()
+    }
+
+    /// `shard` applied a compaction record (`Record::Compact`): in effect
+    /// here once the visible revision passes `at`, or reaches it once
+    /// shard 0 applied its record (at once for `at` 0). A linearizable
+    /// read settles on shard 0's log and on a visible revision at least
+    /// the leader's, so a read made after any member put it in effect
+    /// finds it in effect too; and every write above `at` follows the
+    /// record in its shard's log, so no member shows a revision above
+    /// `at` without it.
+    pub fn compaction_applied(&self, shard: u32, rev: i64, at: i64) {
+        self.with(|st| {
+            if rev <= self.compact.load(SeqCst) {
+                return;
+            }
+            match st.pending.iter_mut().find(|p| p.0 == rev) {
+                Some(p) => p.2 |= shard == 0,
+                None => st.pending.push((rev, at, shard == 0)),
+            }
+        });
+    }
+
+    /// Resolves once a compaction at `rev` (or later) is in effect here.
+    pub async fn wait_compacted(&self, rev: i64) {
+        while self.compact_revision() < rev {
+            let l = self.changed.listen();
+            if self.compact_revision() >= rev {
+                return;
+            }
+            l.await;
+        }
     }
 
     /// A compaction that is already decided (recovered, or applied from the
@@ -269,6 +323,33 @@ mod tests {
         s.compacted(7);
         assert!(!s.try_compact(7));
         assert!(s.try_compact(8));
+    }
+
+    #[test]
+    fn a_compaction_takes_effect_past_its_revision_or_at_it_with_shard_0() {
+        // Shard 1 applied the record (after its writes up to 3, the
+        // highest handed out then); shard 0 has not yet.
+        let s = Sequencer::new(2);
+        s.snapshot(1);
+        s.written(0, 2, &one(0));
+        s.compaction_applied(1, 2, 3);
+        assert_eq!(s.compact_revision(), 0, "not before the member reaches 3");
+        s.written(1, 3, &one(1));
+        assert_eq!(s.visible(), 3);
+        assert_eq!(s.compact_revision(), 0, "at 3 only once shard 0 has it");
+        s.compaction_applied(0, 2, 3);
+        assert_eq!(s.compact_revision(), 2);
+        // Past `at`, whichever shard applied it.
+        let s = Sequencer::new(2);
+        s.snapshot(1);
+        s.compaction_applied(1, 1, 1);
+        assert_eq!(s.compact_revision(), 0);
+        s.written(1, 2, &one(1));
+        assert_eq!((s.visible(), s.compact_revision()), (2, 1));
+        // A leader accepts only compactions above what it accepted.
+        assert!(s.try_compact(2));
+        assert!(!s.try_compact(2));
+        assert_eq!(s.compact_revision(), 1, "accepting is not effect");
     }
 
     #[test]

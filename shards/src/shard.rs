@@ -79,7 +79,6 @@ pub enum ShardMsg {
     /// A fence for reading only (`false`: a backup) is granted on any
     /// member, with term 0.
     Fence(async_channel::Receiver<FencedOp>, Reply<Option<u64>>, bool),
-    Compact(i64, Reply<Result<(), String>>),
     Status(Reply<ShardStatus>),
     /// History for watchers; needs no lock (only visible revisions are asked).
     Events(EventsArgs, Reply<EventsResult>),
@@ -639,14 +638,6 @@ impl Shard {
                     let me = self.clone();
                     glommio::spawn_local(async move { me.fenced(ops, ack, write).await }).detach();
                 }
-                ShardMsg::Compact(rev, reply) => {
-                    let me = self.clone();
-                    glommio::spawn_local(async move {
-                        let r = me.compact(rev).await;
-                        let _ = reply.send(r);
-                    })
-                    .detach();
-                }
                 ShardMsg::Events(a, reply) => {
                     let _ = reply.send(self.events(&a));
                 }
@@ -971,6 +962,9 @@ impl Shard {
                     self.seq.written(self.id, rev, &participants)
                 }
                 Effect::Compacted { rev } => self.seq.compacted(rev),
+                Effect::CompactionApplied { rev, at } => {
+                    self.seq.compaction_applied(self.id, rev, at)
+                }
                 Effect::Marker { id, cut, through } => self.seq.marker(self.id, id, cut, through),
                 Effect::MarkerFolded { id, cut, through } => {
                     self.seq.marker_folded(self.id, id, cut, through)
@@ -980,6 +974,14 @@ impl Shard {
                 Effect::Restart(why) => self.leadership.restart(&why),
             }
         }
+        self.settle_compaction();
+    }
+
+    /// Compacts the store for an applied compaction once this member has
+    /// it in effect; whether none is left pending.
+    fn settle_compaction(&self) -> bool {
+        let in_effect = self.seq.compact_revision();
+        self.state.borrow_mut().settle_compaction(in_effect)
     }
 
     /// This member's role in the group changed. A leader that lost its
@@ -1238,36 +1240,6 @@ impl Shard {
         Ok(())
     }
 
-    async fn compact(self: Rc<Self>, rev: i64) -> Result<(), String> {
-        let _permit = self
-            .lock
-            .acquire_permit(1)
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(term) = self.leading_term() else {
-            return Err(Error::LeaderChanged.to_string());
-        };
-        self.check_term(term).map_err(|e| e.to_string())?;
-        self.state.borrow_mut().take_term(term);
-        let fut = self
-            .log
-            .submit_in(Some(term), Record::Compact { rev }.encode())
-            .map_err(|e| e.to_string())?;
-        fut.await.map_err(|e| e.to_string())?;
-        if self.state.borrow().spec_term() != Some(term) {
-            // Stepped down meanwhile: the entry, if it committed, was
-            // applied as another leader's.
-            return Ok(());
-        }
-        let r = self.state.borrow_mut().store.compact(rev);
-        // Another compaction may have reached this shard first; the global
-        // check already ordered them, so an older point is simply done.
-        match r {
-            Ok(()) | Err(ferrokv_mvcc::Error::Compacted) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
     /// Proposes an auth record in this (shard 0's) group and waits until it
     /// is applied here. A change is checked first against the store every
     /// earlier proposal left; the apply decides (a record of an earlier
@@ -1442,12 +1414,25 @@ impl Shard {
         for _ in 0..SNAPSHOT_SETTLE_ROUNDS_MAX {
             let permit = self.lock.acquire_permit(1).await.ok()?;
             let last = self.state.borrow().last_held();
-            if self.seq.visible() >= last {
+            // The log's compaction record must not be folded into a
+            // snapshot whose store does not hold it yet.
+            let compacted = self.settle_compaction();
+            if self.seq.visible() >= last && compacted {
                 return Some(permit);
             }
             drop(permit);
-            let wait = self.seq.wait_visible(last);
-            futures_lite::future::or(wait, glommio::timer::sleep(SNAPSHOT_SETTLE_WAIT)).await;
+            let pending = self.state.borrow().pending_compaction().unwrap_or(0);
+            let wait = futures_lite::future::zip(
+                self.seq.wait_visible(last),
+                self.seq.wait_compacted(pending),
+            );
+            futures_lite::future::or(
+                async {
+                    wait.await;
+                },
+                glommio::timer::sleep(SNAPSHOT_SETTLE_WAIT),
+            )
+            .await;
         }
         None
     }

@@ -26,6 +26,10 @@ pub enum Effect {
     },
     /// The compaction point reached `rev`.
     Compacted { rev: i64 },
+    /// A compaction record at `rev` applied here, in effect once the
+    /// member's visible revision is past `at` (`Sequencer::compaction_applied`);
+    /// the store compacts then ([`ShardState::settle_compaction`]).
+    CompactionApplied { rev: i64, at: i64 },
     /// Leader-start marker `id` applied here: `cut+1..=through` is void.
     Marker { id: u64, cut: i64, through: i64 },
     /// A snapshot this shard now holds folded in marker `id`.
@@ -72,6 +76,10 @@ pub struct ShardState {
     revoked: Vec<Revoke>,
     /// The last leader-start marker applied (kept in snapshots).
     last_marker: MarkerMeta,
+    /// A compaction applied from the log and not yet in effect on this
+    /// member: the store keeps what it would remove until it is, since
+    /// reads below the revision that puts it in effect still see it.
+    pending_compact: Option<i64>,
 }
 
 impl ShardState {
@@ -86,7 +94,30 @@ impl ShardState {
             applied_index: 0,
             revoked: Vec::new(),
             last_marker: (0, 0, 0),
+            pending_compact: None,
         }
+    }
+
+    /// Compacts the store for an applied compaction once the member has
+    /// it in effect (`in_effect`: the sequencer's compact revision).
+    /// Whether none is left pending (a snapshot must not fold the log's
+    /// record in before the store holds it).
+    pub fn settle_compaction(&mut self, in_effect: i64) -> bool {
+        match self.pending_compact {
+            Some(rev) if rev <= in_effect => {
+                // An older point than the store's is simply done.
+                let _ = self.store.compact(rev);
+                self.pending_compact = None;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
+    /// The compaction applied here and not yet in effect, if any.
+    pub fn pending_compaction(&self) -> Option<i64> {
+        self.pending_compact
     }
 
     /// Raft index of the last entry the store covers.
@@ -259,11 +290,14 @@ impl ShardState {
                     participants: parts.iter().map(|p| p.shard).collect(),
                 });
             }
-            Record::Compact { rev } => {
-                if !own {
-                    let _ = self.store.compact(*rev);
-                }
+            Record::Compact { rev, at: 0 } => {
+                // An older version's record: in effect as it applies.
+                let _ = self.store.compact(*rev);
                 out.push(Effect::Compacted { rev: *rev });
+            }
+            Record::Compact { rev, at } => {
+                self.pending_compact = Some(self.pending_compact.unwrap_or(0).max(*rev));
+                out.push(Effect::CompactionApplied { rev: *rev, at: *at });
             }
             Record::TruncateAbove { .. } => {}
             Record::Marker { id, cut, through } => {
@@ -435,6 +469,26 @@ mod tests {
             rev,
             participants: shards.iter().copied().collect(),
         }
+    }
+
+    #[test]
+    fn a_compaction_waits_for_its_effect_before_it_removes_history() {
+        let mut s = state();
+        for (i, v) in ["1", "2"].into_iter().enumerate() {
+            let rev = i as i64 + 1;
+            s.apply_committed(rev as u64, 1, &write(rev, &[0], vec![put("a", v)]), 0);
+        }
+        let rec = Record::Compact { rev: 2, at: 3 };
+        assert_eq!(
+            s.apply_committed(3, 1, &rec, 2),
+            vec![Effect::CompactionApplied { rev: 2, at: 3 }]
+        );
+        // Not in effect on this member yet: revision 1 is still readable.
+        assert!(!s.settle_compaction(0));
+        assert_eq!(s.store.compact_revision(), 0);
+        assert!(s.settle_compaction(2));
+        assert_eq!(s.store.compact_revision(), 2);
+        assert_eq!(s.pending_compaction(), None);
     }
 
     #[test]

@@ -235,7 +235,7 @@ mod seeds {
         };
         let records = [
             ("write", write),
-            ("compact", Record::Compact { rev: 5 }),
+            ("compact", Record::Compact { rev: 5, at: 7 }),
             ("truncate", Record::TruncateAbove { rev: 4 }),
             (
                 "marker",
@@ -248,10 +248,15 @@ mod seeds {
             ("lease-grant", Record::LeaseGrant { id: 0x22, ttl: 60 }),
             ("lease-revoke", Record::LeaseRevoke { id: 0x22, rev: 10 }),
         ];
-        records
+        let mut out: Vec<(String, Vec<u8>)> = records
             .into_iter()
             .map(|(n, r)| (n.to_string(), r.encode()))
-            .collect()
+            .collect();
+        // As versions before the compaction threshold wrote it.
+        let mut v1 = vec![2u8];
+        v1.extend_from_slice(&5i64.to_le_bytes());
+        out.push(("compact-v1".to_string(), v1));
+        out
     }
 
     /// A shard snapshot file with history, a tombstone, a lease, a

@@ -8,6 +8,7 @@ use futures_channel::oneshot;
 
 use crate::error::Error;
 use crate::forward;
+use crate::record::Record;
 use crate::shard::{FencedOp, ShardMsg};
 
 use super::write::release;
@@ -216,17 +217,50 @@ impl Engine {
         if !self.inner.seq.try_compact(rev) {
             return Err(Error::Compacted);
         }
+        // Every shard's lock: each revision handed out so far is in its
+        // shards' logs (a write holds its shards' locks from its revision
+        // to its submission), and none is handed out until the records
+        // are in too. So in every shard's log each write above `at` comes
+        // after the record, and a member is never past `at` without it.
+        let fences = self.fence(0..self.shard_count()).await?;
+        let at = self.inner.seq.last_assigned();
         let mut waits = Vec::new();
-        for s in 0..self.shard_count() {
+        for (ch, term) in fences.values() {
             let (tx, rx) = oneshot::channel();
-            self.send(s, ShardMsg::Compact(rev, tx)).await?;
-            waits.push(rx);
+            let op = FencedOp::Commit {
+                records: vec![Record::Compact { rev, at }],
+                revoke: None,
+                term: *term,
+                reply: tx,
+            };
+            if ch.send(op).await.is_ok() {
+                waits.push(rx);
+            }
+        }
+        let fenced = fences.len();
+        drop(fences);
+        if waits.len() < fenced {
+            return Err(Error::Internal("shard stopped".into()));
         }
         for w in waits {
             w.await
-                .map_err(|_| Error::Internal("shard stopped".into()))?
-                .map_err(Error::Internal)?;
+                .map_err(|_| Error::Internal("shard stopped".into()))??;
         }
-        Ok(visible)
+        // In effect here before the answer (etcd answers once applied):
+        // a read made after it is refused on every member. The revisions
+        // up to `at` commit or a new leader's marker voids them, so this
+        // ends; bounded all the same.
+        let effect = async {
+            self.inner.seq.wait_compacted(rev).await;
+            true
+        };
+        let bound = async {
+            glommio::timer::sleep(LEADER_WAIT).await;
+            false
+        };
+        if !futures_lite::future::or(effect, bound).await {
+            return Err(Error::Timeout);
+        }
+        Ok(self.inner.seq.visible())
     }
 }

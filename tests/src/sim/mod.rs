@@ -2163,6 +2163,9 @@ fn effects(out: &[Effect], member: &mut Member, g: usize) -> Result<(), String> 
             }
             Effect::Installed { rev } => member.seq.shard_snapshot(shard, *rev),
             Effect::Compacted { .. } => {}
+            Effect::CompactionApplied { rev, at } => {
+                member.seq.compaction_applied(shard, *rev, *at)
+            }
             Effect::Restart(_) => member.leading = None,
             Effect::Broken(why) => return Err(format!("member {} group {g}: {why}", member.id)),
         }
