@@ -26,6 +26,8 @@
 //! - [`tls`]: a test CA and certificate (openssl) for servers run with TLS.
 //! - [`sim`]: the deterministic simulation of the replicated shard logs
 //!   (the real raft log core over a simulated network and disk).
+//! - [`tmpfs`]: a small tmpfs for a data dir, and its fill, for the
+//!   full-disk tests and faults.
 //! - [`ctl`]: the same scripts (and `testdata/ctl/*.txt`) run with etcdctl
 //!   and with `ferroctl`, compared step by step.
 //!
@@ -48,6 +50,7 @@ pub mod script;
 pub mod server;
 pub mod sim;
 pub mod tls;
+pub mod tmpfs;
 
 pub use addr::{free_addr, free_addr_pair};
 pub use etcdctl::{etcdctl, etcdctl_bin, Output};

@@ -174,16 +174,17 @@ pub struct ServerProcess {
 /// Why a spawned server never became ready.
 enum StartError {
     Exited(ExitStatus),
-    NotReady,
+    /// Not healthy within this bound.
+    NotReady(Duration),
 }
 
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Exited(status) => write!(f, "exited with {status}"),
-            StartError::NotReady => write!(
+            StartError::NotReady(bound) => write!(
                 f,
-                "`etcdctl endpoint health` did not succeed within {SERVER_READY_TIMEOUT:?}"
+                "`etcdctl endpoint health` did not succeed within {bound:?}"
             ),
         }
     }
@@ -252,7 +253,7 @@ impl ServerProcess {
     /// Spawns the child with the stored configuration and waits for health.
     fn spawn_and_wait(&mut self) -> Result<(), StartError> {
         self.spawn();
-        self.wait_ready()
+        self.wait_ready(SERVER_READY_TIMEOUT)
     }
 
     /// Spawns the child with the stored configuration.
@@ -297,9 +298,9 @@ impl ServerProcess {
         self.child = Some(child);
     }
 
-    fn wait_ready(&mut self) -> Result<(), StartError> {
+    fn wait_ready(&mut self, bound: Duration) -> Result<(), StartError> {
         const AUTH_NO_USER: &str = "etcdserver: user name is empty";
-        let deadline = Instant::now() + SERVER_READY_TIMEOUT;
+        let deadline = Instant::now() + bound;
         let endpoint = self.endpoint();
         loop {
             let child = self.child.as_mut().expect("child spawned");
@@ -330,7 +331,7 @@ impl ServerProcess {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(StartError::NotReady);
+                return Err(StartError::NotReady(bound));
             }
             thread::sleep(READY_POLL_INTERVAL);
         }
@@ -405,6 +406,16 @@ impl ServerProcess {
     /// (after [`kill_9`](Self::kill_9)); panics if it does not become healthy.
     pub fn start_again(&mut self) {
         if let Err(err) = self.spawn_and_wait() {
+            self.fail_start(err);
+        }
+    }
+
+    /// [`start_again`](Self::start_again), healthy within `bound` rather
+    /// than [`SERVER_READY_TIMEOUT`] (a member with a long log to replay
+    /// and a long way to catch up).
+    pub fn start_again_within(&mut self, bound: Duration) {
+        self.spawn();
+        if let Err(err) = self.wait_ready(bound) {
             self.fail_start(err);
         }
     }
@@ -839,7 +850,7 @@ impl ServerCluster {
             self.members[i].spawn();
         }
         for &i in &stopped {
-            if let Err(err) = self.members[i].wait_ready() {
+            if let Err(err) = self.members[i].wait_ready(SERVER_READY_TIMEOUT) {
                 let m = &self.members[i];
                 let report = format!(
                     "{} member {} failed to start: {err}\ncommand: {}\n{}",

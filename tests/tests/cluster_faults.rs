@@ -72,7 +72,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -93,6 +93,7 @@ use ferrokv_tests::cluster::{
 use ferrokv_tests::etcdctl::{parse_get_fields, Background};
 use ferrokv_tests::grpc::{self, BidiStream};
 use ferrokv_tests::server::{ferrokv_bin, ServerKind, SERVER_READY_TIMEOUT};
+use ferrokv_tests::tmpfs::{self, Tmpfs};
 use ferrokv_tests::{etcdctl, free_addr_pair, ClusterOptions, Output, ServerCluster};
 use ferrokv_wire::pb::etcdserverpb::{
     alarm_request::AlarmAction, request_op, watch_request::RequestUnion, AlarmRequest,
@@ -763,51 +764,9 @@ fn joiner_catches_up(c: &ServerCluster, leader: usize, j: &Joiner, load: &Load, 
 
 // -------------------------------------------------------------- disk full
 
-/// A tmpfs mounted for the test, unmounted (lazily) when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test needs to mount a tmpfs (root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(at.to_path_buf())
-    }
-
-    fn df(&self) -> String {
-        let out = Command::new("df").arg("-k").arg(&self.0).output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// Size of the full follower's tmpfs: its data dir (two shards, each with
 /// a 64 MiB WAL segment in use and the next one preallocated) with room.
-const TMPFS_SIZE: &str = "512m";
-/// The fill of the tmpfs: written in chunks of this size until ENOSPC.
-const FILL_CHUNK: usize = 1 << 20;
-/// Bound on the fill (the tmpfs is `TMPFS_SIZE`).
-const FILL_CHUNKS_MAX: usize = 1024;
+const TMPFS_MIB: u64 = 512;
 /// The puts that make the full member's WAL need new segments: values of
 /// 1 MiB, all to one key (one shard), through the leader.
 const BIG_KEY: &str = "fill/big";
@@ -825,25 +784,6 @@ fn big_value(n: usize) -> Vec<u8> {
     let mut v = format!("big-{n:05}-").into_bytes();
     v.resize(BIG_VALUE_BYTES, b'a' + (n % 26) as u8);
     v
-}
-
-/// Fills the filesystem of `dir` with `dir/filler` until ENOSPC: the
-/// bytes written.
-fn fill(dir: &Path) -> u64 {
-    let path = dir.join("filler");
-    let mut f = File::create(&path).expect("create filler");
-    let chunk = vec![0x5au8; FILL_CHUNK];
-    let mut written = 0u64;
-    for _ in 0..FILL_CHUNKS_MAX {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(n) => written += n as u64,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("fill {}: {e}", path.display()),
-        }
-    }
-    let _ = f.sync_all();
-    written
 }
 
 /// The part of a log file after byte `from`.
@@ -895,17 +835,7 @@ fn full_disk(leader_fills: bool) {
     // The follower's data dir onto a tmpfs of its own (same path).
     c.members[full].kill_9();
     let data = c.members[full].data_dir().to_path_buf();
-    let on_disk = data.with_file_name("data.on-disk");
-    fs::rename(&data, &on_disk).expect("move the data dir aside");
-    let tmpfs = Tmpfs::mount(&data, TMPFS_SIZE);
-    let cp = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", on_disk.display()))
-        .arg(&data)
-        .status()
-        .expect("run cp");
-    assert!(cp.success(), "copy the data dir onto the tmpfs");
-    fs::remove_dir_all(&on_disk).expect("remove the old data dir");
+    let tmpfs = Tmpfs::move_onto(&data, TMPFS_MIB).unwrap_or_else(|e| panic!("{e}"));
     c.members[full].start_again();
     let (now, _) = wait_leader(&c, &all_members(), LEADER_WAIT_MAX);
     if leader_fills && now != full {
@@ -917,7 +847,7 @@ fn full_disk(leader_fills: bool) {
         assert_eq!(now, full, "leadership did not move back to {name}");
     }
     eprintln!(
-        "{name}'s data dir on a tmpfs of {TMPFS_SIZE}:\n{}",
+        "{name}'s data dir on a tmpfs of {TMPFS_MIB} MiB:\n{}",
         tmpfs.df()
     );
 
@@ -930,7 +860,7 @@ fn full_disk(leader_fills: bool) {
         "before the fill",
     );
     let log_from = log_len(c.members[full].log_path());
-    let filled_bytes = fill(&data);
+    let filled_bytes = tmpfs::fill(&data).unwrap_or_else(|e| panic!("{e}"));
     let filled = Instant::now();
     let acked_at_fill = load.acked();
     eprintln!(
@@ -1070,7 +1000,7 @@ fn full_disk(leader_fills: bool) {
     );
 
     // Space freed, the member restarted: it catches up.
-    fs::remove_file(data.join("filler")).expect("remove the filler");
+    tmpfs::free(&data).unwrap_or_else(|e| panic!("{e}"));
     c.members[full].kill_9();
     let restarted = Instant::now();
     restart_watched(&mut c, full);

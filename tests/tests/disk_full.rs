@@ -2,50 +2,10 @@
 //! acknowledged write is there after a restart with space freed. The data
 //! dir lives on a small tmpfs the test mounts (CI runs as root).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ferrokv_tests::tmpfs::Tmpfs;
 use ferrokv_tests::{etcdctl, FerrokvProcess, ServerOptions};
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test needs to mount a tmpfs (root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(at.to_path_buf())
-    }
-
-    fn resize(&self, size: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// 1.4 MB: under --max-request-bytes, so ~46 of them fill one 64 MiB segment.
 fn value(i: usize) -> Vec<u8> {
@@ -58,9 +18,9 @@ fn value(i: usize) -> Vec<u8> {
 fn full_disk_fails_writes_and_loses_no_acknowledged_one() {
     let dir = tempfile::tempdir().unwrap();
     // One 64 MiB WAL segment fits, the next one cannot be preallocated.
-    let fs = Tmpfs::mount(&dir.path().join("mnt"), "100m");
+    let fs = Tmpfs::mount(&dir.path().join("mnt"), 100);
     let mut server = FerrokvProcess::start_with(
-        &fs.0,
+        fs.path(),
         ServerOptions {
             shards: Some(1),
             ..ServerOptions::default()
@@ -120,7 +80,7 @@ fn full_disk_fails_writes_and_loses_no_acknowledged_one() {
         server.log_tail()
     );
 
-    fs.resize("400m");
+    fs.resize(400).unwrap_or_else(|e| panic!("{e}"));
     server.kill_9();
     server.start_again();
     let keys = etcdctl(

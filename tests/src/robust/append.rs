@@ -369,9 +369,9 @@ impl Append {
                 })
             })
             .collect();
-        // A fault's client calls (a compaction) are not part of this
-        // history: its transactions read the latest revision only, which a
-        // compaction does not change.
+        // A fault's client calls (a compaction, a fill) join the history
+        // (they take revisions, and the model checks their answers), not
+        // the transactions Elle judges: no meta names a key of theirs.
         let mut fault_ctx =
             FaultCtx::new(clock, endpoints, initial_revision, self.prefix.as_bytes());
         let records = run_faults(faults, target, &mut fault_ctx, started);
@@ -383,7 +383,10 @@ impl Append {
             thread::sleep(rest);
         }
         stop.store(true, Ordering::SeqCst);
-        let mut pairs: Vec<(Op, AttemptMeta)> = Vec::new();
+        let mut pairs: Vec<(Op, AttemptMeta)> = std::mem::take(&mut fault_ctx.ops)
+            .into_iter()
+            .map(|op| (op, AttemptMeta::default()))
+            .collect();
         for c in clients {
             let (ops, meta) = runtime.block_on(c).expect("client task");
             assert_eq!(ops.len(), meta.len(), "one meta per op");

@@ -1640,6 +1640,7 @@ pub fn check_with(rec: &KubeRecording, timeout: Duration) -> KubeVerdicts {
                 Vec::new(),
             ),
             committed_puts,
+            watched: committed.watched().map(<[_]>::to_vec),
             ..Options::default()
         },
     );

@@ -129,6 +129,7 @@ use std::time::{Duration, Instant};
 
 use super::history::{Answer, History, Op, Outcome, Request};
 use super::model::{self, Effect, ModelError, State};
+use super::watch::Span;
 
 /// (key, value) → the mod_revision a watch saw it put at.
 pub type CommittedPuts = HashMap<(Vec<u8>, Vec<u8>), i64>;
@@ -153,6 +154,10 @@ pub struct Options {
     /// happened) if not — as etcd's robustness checker does with its
     /// watch events. Only sound if the watch saw the whole run.
     pub committed_puts: Option<CommittedPuts>,
+    /// The keys `committed_puts` is complete for (`None`: every key): an
+    /// unknown-outcome put of a key outside them that the watch could not
+    /// see stays a choice.
+    pub watched: Option<Vec<Span>>,
 }
 
 impl Default for Options {
@@ -162,6 +167,7 @@ impl Default for Options {
             check_errors: true,
             initial: State::new(),
             committed_puts: None,
+            watched: None,
         }
     }
 }
@@ -679,7 +685,12 @@ impl<'a> Search<'a> {
                             claimed.insert(m);
                             (Kind::Unknown, u64::MAX, true, Some(m - 1), m - 1)
                         }
-                        (None, Some(None)) if writes_only_with(&op.request, &unique) => {
+                        (None, Some(None))
+                            if writes_only_with(&op.request, &unique)
+                                && options.watched.as_ref().is_none_or(|w| {
+                                    buf.iter().all(|&(k, _)| super::watch::in_spans(w, k))
+                                }) =>
+                        {
                             // Not among the committed puts: never happened.
                             continue;
                         }

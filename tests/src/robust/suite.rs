@@ -23,14 +23,16 @@ use crate::clock::{faketime_wrapper, libfaketime, set_clock};
 use crate::cluster::{self, probe, ELECTION_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, LEADER_WAIT_MAX};
 use crate::netns::{Net, NsGuard};
 use crate::robust::append::{self, Append};
+use crate::robust::history::Op;
 use crate::robust::history::{self, Request};
 use crate::robust::kubernetes::{self, Kubernetes};
 use crate::robust::linearize::Verdict;
 use crate::robust::workload::{
-    self, check, Fault, FaultCtx, FaultRecord, Rng, Workload, COMPACT_BACK, LEASE_ID_BASE,
+    self, check, Call, Fault, FaultCtx, FaultRecord, Rng, Workload, COMPACT_BACK, LEASE_ID_BASE,
 };
 use crate::server::{etcd_bin, ferrokv_bin, ServerKind, ServerProcess};
-use crate::{ClusterOptions, ServerCluster};
+use crate::tmpfs::{self, Tmpfs};
+use crate::{grpc, ClusterOptions, ServerCluster};
 
 /// A fault the suite can inject (the names are the command's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,10 +54,12 @@ pub enum FaultKind {
     ReplaceFollower,
     Compact,
     TornWal,
+    FullDiskLeader,
+    FullDiskFollower,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
         FaultKind::KillAll,
@@ -73,6 +77,8 @@ impl FaultKind {
         FaultKind::ReplaceFollower,
         FaultKind::Compact,
         FaultKind::TornWal,
+        FaultKind::FullDiskLeader,
+        FaultKind::FullDiskFollower,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +100,8 @@ impl FaultKind {
             FaultKind::ReplaceFollower => "replace-follower",
             FaultKind::Compact => "compact",
             FaultKind::TornWal => "torn-wal",
+            FaultKind::FullDiskLeader => "full-disk-leader",
+            FaultKind::FullDiskFollower => "full-disk-follower",
         }
     }
 
@@ -150,6 +158,7 @@ impl FaultKind {
                 | FaultKind::ClockJumpLeader
                 | FaultKind::Defrag
                 | FaultKind::Compact
+                | FaultKind::FullDiskLeader
         )
     }
 }
@@ -281,6 +290,9 @@ const LEASE_IDS_PER_ROUND: i64 = 0x100;
 /// namespace, then the namespaces go.
 pub struct Target {
     pub cluster: ServerCluster,
+    /// Per member, the tmpfs its data dir was moved onto by a full-disk
+    /// fault (it stays there for the rest of the run).
+    disks: Vec<Option<Tmpfs>>,
     _inside: Option<NsGuard>,
     pub net: Option<Net>,
     /// Clock files of the libfaketime wrapper, if the run jumps clocks.
@@ -327,6 +339,7 @@ impl Target {
                 net.placements(),
             );
             Target {
+                disks: (0..cfg.members).map(|_| None).collect(),
                 cluster,
                 _inside: Some(inside),
                 net: Some(net),
@@ -335,6 +348,7 @@ impl Target {
         } else {
             let cluster = ServerCluster::start(cfg.kind, binary, &members, names, TOKEN, opts);
             Target {
+                disks: (0..cfg.members).map(|_| None).collect(),
                 cluster,
                 _inside: None,
                 net: None,
@@ -535,6 +549,11 @@ fn fault(kind: FaultKind, at: Duration, pick: u64) -> Fault<'static, Target> {
                 }
             )
         }),
+        FaultKind::FullDiskLeader | FaultKind::FullDiskFollower => {
+            Fault::with_ctx(at, kind.name(), move |t: &mut Target, ctx| {
+                full_disk(t, ctx, kind == FaultKind::FullDiskLeader, pick)
+            })
+        }
         FaultKind::Defrag => Fault::new(at, kind.name(), move |t: &mut Target| {
             let mut done = Vec::new();
             for m in t.all() {
@@ -732,6 +751,214 @@ fn recovery_lines(kind: ServerKind, log: &str) -> Vec<String> {
         .collect()
 }
 
+/// Room a full-disk fault leaves on the tmpfs of a member's data dir
+/// beyond what its files take (ferrokv: per shard a 64 MiB WAL segment in
+/// use and the next one prepared; etcd: the same for its one WAL, and its
+/// bbolt file), when it moves it there and whenever it is not the member
+/// filled: the fill's puts (about two segments of one shard) land on every
+/// member, and only the filled one may run out.
+const DISK_ROOM_MIB: u64 = 384;
+/// The writes that make the full member's WAL need a segment it cannot
+/// prepare: 1 MiB values to one key outside the run's prefix (one shard),
+/// at most this many or for this long, each bounded.
+const FILL_KEY: &[u8] = b"\x01fault-fill/big";
+const FILL_VALUE_BYTES: usize = 1 << 20;
+const FILL_PUTS_MAX: usize = 300;
+const FILL_PUTS_DURATION_MAX: Duration = Duration::from_secs(30);
+const FILL_PUT_MAX: Duration = Duration::from_secs(5);
+/// Bound on the filled member's restart: it replays every fill's puts
+/// still in its WAL (each fill leaves about 128 MiB in every member's),
+/// then catches up on what it missed (a debug build: several seconds
+/// each).
+const FILLED_RESTART_MAX: Duration = Duration::from_secs(60);
+/// What ferrokv logs when a shard's log fails.
+const LOG_FAILED: &str = "shard log failed";
+
+/// A full disk under load, on the leader or a follower: the member's
+/// data dir is moved onto a tmpfs of its own (a kill -9 and a restart;
+/// for the leader, leadership moved back to it), the tmpfs is filled,
+/// and 1 MiB puts go through another member until the full member's WAL
+/// fails (ferrokv: its shard log fails and it hands over what it leads;
+/// etcd exits). Held, then the space freed and the member restarted: it
+/// must catch up with every acknowledged write, which the checkers judge
+/// with the rest of the run. The puts enter the history (they take
+/// revisions) with a stand-in value, `fill-<n>` and its length: the
+/// model follows their revisions without holding 1 MiB per version, and
+/// nothing reads their key.
+fn full_disk(t: &mut Target, ctx: &mut FaultCtx, leader_fills: bool, pick: u64) -> String {
+    let leader = t.leader();
+    let m = if leader_fills || t.cluster.members.len() == 1 {
+        leader
+    } else {
+        let fs = t.followers(leader);
+        fs[pick as usize % fs.len()]
+    };
+    let name = t.name(m);
+    let role = if m == leader { "leader" } else { "follower" };
+    let mut said = Vec::new();
+    if t.disks[m].is_none() {
+        t.cluster.members[m].kill_9();
+        let data = t.cluster.members[m].data_dir().to_path_buf();
+        match Tmpfs::move_onto(&data, tmpfs::dir_mib(&data) + DISK_ROOM_MIB) {
+            Ok(d) => t.disks[m] = Some(d),
+            Err(e) => {
+                t.cluster.members[m].start_again();
+                return format!("skipped: {name}'s data dir onto a tmpfs: {e}");
+            }
+        }
+        t.cluster.members[m].start_again();
+        said.push(format!(
+            "{name}'s data dir moved onto a tmpfs of {} MiB",
+            t.disks[m].as_ref().map_or(0, Tmpfs::mib)
+        ));
+        if m == leader && t.cluster.members.len() > 1 && t.leader() != m {
+            said.push(lead_back(t, m));
+        }
+    }
+    let data = t.cluster.members[m].data_dir().to_path_buf();
+    for other in (0..t.disks.len()).filter(|&o| o != m) {
+        if let Err(e) = make_room(t, other) {
+            said.push(e);
+        }
+    }
+    let filled = match tmpfs::fill(&data) {
+        Ok(b) => b,
+        Err(e) => return format!("{}; fill: {e}", said.join(", ")),
+    };
+    said.push(format!("filled with {} MiB", filled >> 20));
+
+    let log_from = fs::metadata(t.cluster.members[m].log_path()).map_or(0, |md| md.len());
+    let via = if t.cluster.members.len() == 1 {
+        m
+    } else {
+        (m + 1) % t.cluster.members.len()
+    };
+    let url = t.cluster.members[via].endpoint();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let _in_runtime = runtime.enter();
+    let channel = grpc::connect_lazy(&url);
+    let client = ctx.client();
+    let started = Instant::now();
+    let (mut acked, mut n) = (0, 0);
+    let mut failed = false;
+    while n < FILL_PUTS_MAX && started.elapsed() < FILL_PUTS_DURATION_MAX {
+        if n % 4 == 0 {
+            failed = log_failed(&mut t.cluster.members[m], log_from);
+            if failed {
+                break;
+            }
+        }
+        let mut value = format!("fill-{n}-").into_bytes();
+        value.resize(FILL_VALUE_BYTES, b'a' + (n % 26) as u8);
+        let call = Call {
+            request: Request::Put {
+                key: FILL_KEY.to_vec(),
+                value,
+                lease: 0,
+            },
+            prev_kv: false,
+        };
+        let t0 = ctx.clock.now();
+        let outcome = runtime.block_on(workload::execute(&channel, &call, FILL_PUT_MAX));
+        let t1 = ctx.clock.now();
+        if matches!(outcome, history::Outcome::Ok { .. }) {
+            acked += 1;
+        }
+        ctx.ops.push(Op {
+            client,
+            call: t0,
+            ret: t1,
+            request: Request::Put {
+                key: FILL_KEY.to_vec(),
+                value: format!("fill-{n}-{FILL_VALUE_BYTES}").into_bytes(),
+                lease: 0,
+            },
+            outcome,
+        });
+        n += 1;
+    }
+    failed = failed || log_failed(&mut t.cluster.members[m], log_from);
+    said.push(format!(
+        "{n} puts of 1 MiB via {} ({acked} acknowledged) in {:.1?}",
+        t.name(via),
+        started.elapsed()
+    ));
+    said.push(if !failed {
+        "its WAL did not fail".to_string()
+    } else if t.cluster.members[m].is_running() {
+        "its shard log failed, it kept running".to_string()
+    } else {
+        "it exited".to_string()
+    });
+    thread::sleep(FAULT_HOLD);
+    if let Err(e) = tmpfs::free(&data) {
+        said.push(e);
+    }
+    // What its WAL took stays: room for the next segments, as an operator
+    // who freed the disk would leave.
+    if let Err(e) = make_room(t, m) {
+        said.push(e);
+    }
+    t.cluster.members[m].kill_9();
+    t.cluster.members[m].start_again_within(FILLED_RESTART_MAX);
+    format!(
+        "{name} ({role}): {}; space freed, restarted",
+        said.join(", ")
+    )
+}
+
+/// Grows the tmpfs of member `m`'s data dir, if it has one, to
+/// [`DISK_ROOM_MIB`] beyond what its files take.
+fn make_room(t: &Target, m: usize) -> Result<(), String> {
+    let Some(d) = &t.disks[m] else {
+        return Ok(());
+    };
+    let want = tmpfs::dir_mib(d.path()) + DISK_ROOM_MIB;
+    if want > d.mib() {
+        d.resize(want)?;
+    }
+    Ok(())
+}
+
+/// Whether a member's WAL failed since byte `from` of its log (ferrokv
+/// says so and keeps running) or it exited (etcd, on a failed WAL write).
+fn log_failed(m: &mut ServerProcess, from: u64) -> bool {
+    if !m.is_running() {
+        return true;
+    }
+    let log = fs::read(m.log_path()).unwrap_or_default();
+    let since = log.get(from as usize..).unwrap_or(&[]);
+    String::from_utf8_lossy(since).contains(LOG_FAILED)
+}
+
+/// Moves the cluster's leadership to member `m` (move-leader through the
+/// leader), for a fault that must act on a leader its restart demoted.
+fn lead_back(t: &mut Target, m: usize) -> String {
+    let all = t.all();
+    let Some(id) = cluster::statuses(&t.cluster, &all)
+        .into_iter()
+        .find(|s| s.member == m)
+        .map(|s| s.member_id)
+    else {
+        return format!("no status of {}", t.name(m));
+    };
+    let out = probe(&t.cluster.endpoints(), &["move-leader", &format!("{id:x}")]);
+    let now = t.leader();
+    if now == m {
+        format!("leadership moved back to {}", t.name(m))
+    } else {
+        format!(
+            "leadership not moved back to {} (move-leader exit {}; {} leads)",
+            t.name(m),
+            out.code,
+            t.name(now)
+        )
+    }
+}
+
 /// etcd's runbook for a failed member, on member `f` under load: it dies
 /// (kill -9), is removed through `via`, its data dir is wiped, it is added
 /// again with its peer URL, and started with `--initial-cluster-state
@@ -754,6 +981,8 @@ fn replace_member(t: &mut Target, via: usize, f: usize) -> String {
         );
     }
     let dir = t.cluster.members[f].data_dir().to_path_buf();
+    // Its new data dir is on the disk again.
+    t.disks[f] = None;
     if let Err(e) = fs::remove_dir_all(&dir) {
         panic!("wipe {}: {e}", dir.display());
     }

@@ -161,13 +161,7 @@ impl WatchSession {
 
     /// Whether `key` is in the watched range.
     pub fn in_range(&self, key: &[u8]) -> bool {
-        if self.range_end.is_empty() {
-            key == self.key.as_slice()
-        } else if self.range_end == [0] {
-            key >= self.key.as_slice()
-        } else {
-            key >= self.key.as_slice() && key < self.range_end.as_slice()
-        }
+        in_span(&self.key, &self.range_end, key)
     }
 
     /// Whether an event of this kind on this key is one the watcher asked
@@ -356,6 +350,39 @@ pub struct Compaction {
     pub done: u64,
 }
 
+/// A key range as etcd gives one: `range_end` empty = `key` alone, `"\0"`
+/// = every key >= `key`, otherwise [key, range_end).
+pub type Span = (Vec<u8>, Vec<u8>);
+
+/// Whether `k` is in the span (`key`, `range_end`).
+pub fn in_span(key: &[u8], range_end: &[u8], k: &[u8]) -> bool {
+    if range_end.is_empty() {
+        k == key
+    } else if range_end == [0] {
+        k >= key
+    } else {
+        k >= key && k < range_end
+    }
+}
+
+/// The spans `sessions` watch: the keys whose changes their union
+/// ([`CommittedEvents::from_sessions`]) can be complete for. A fault may
+/// write outside them (the full-disk fault's fill).
+pub fn spans(sessions: &[WatchSession]) -> Vec<Span> {
+    let mut out: Vec<Span> = sessions
+        .iter()
+        .map(|s| (s.key.clone(), s.range_end.clone()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether any of `spans` holds `k`.
+pub fn in_spans(spans: &[Span], k: &[u8]) -> bool {
+    spans.iter().any(|(key, end)| in_span(key, end, k))
+}
+
 /// Per revision, the events etcd would emit for it, plus the compactions
 /// made. Built from a model's replay of the linearizable history
 /// ([`from_events`](Self::from_events), [`from_changes`](Self::from_changes))
@@ -366,6 +393,9 @@ pub struct CommittedEvents {
     /// `None`: not known (then compaction claims are not checked and a
     /// missing prev_kv is tolerated); `Some`: every compaction made.
     compactions: Option<Vec<Compaction>>,
+    /// The keys these events can be complete for (`None`: every key; from
+    /// sessions: the spans they watch).
+    watched: Option<Vec<Span>>,
 }
 
 impl CommittedEvents {
@@ -427,6 +457,7 @@ impl CommittedEvents {
         Ok(CommittedEvents {
             revisions: map,
             compactions: Some(Vec::new()),
+            watched: None,
         }
         .into_sorted())
     }
@@ -574,9 +605,20 @@ impl CommittedEvents {
             CommittedEvents {
                 revisions,
                 compactions: None,
+                watched: Some(spans(sessions)),
             },
             out,
         )
+    }
+
+    /// The keys these events can be complete for (`None`: every key).
+    pub fn watched(&self) -> Option<&[Span]> {
+        self.watched.as_deref()
+    }
+
+    /// Whether these events can hold `key`'s changes.
+    pub fn watches(&self, key: &[u8]) -> bool {
+        self.watched.as_deref().is_none_or(|w| in_spans(w, key))
     }
 
     /// Adds a compaction that was made (and makes compactions known).

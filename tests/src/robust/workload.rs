@@ -1877,7 +1877,21 @@ pub fn with_voids_pinned(
     let windows = void_windows(faults);
     let start = windows.iter().map(|w| w.0).min().unwrap_or(0);
     let end = windows.iter().map(|w| w.1).max().unwrap_or(0);
-    let held: HashSet<i64> = committed.iter().map(|(r, _)| r).collect();
+    let mut held: HashSet<i64> = committed.iter().map(|(r, _)| r).collect();
+    // A put no watcher could see (a fault's, outside the run's prefix)
+    // holds the revision it answered.
+    held.extend(
+        h.ops
+            .iter()
+            .filter_map(|op| match (&op.request, &op.outcome) {
+                (Request::Put { key, .. }, Outcome::Ok { revision, .. })
+                    if !committed.watches(key) =>
+                {
+                    Some(*revision)
+                }
+                _ => None,
+            }),
+    );
     let mut ops = h.ops.clone();
     let voided = (from + 1..=to).filter(|r| !held.contains(r));
     for (client, revision) in (usize::MAX / 2..).zip(voided) {
@@ -1957,6 +1971,7 @@ pub fn check(rec: &Recording, timeout: Duration) -> Checked {
                 Vec::new(),
             ),
             committed_puts: complete.map(|_| committed.puts()),
+            watched: committed.watched().map(<[_]>::to_vec),
             ..Options::default()
         },
     );
@@ -2131,6 +2146,9 @@ pub fn watch_vs_history(
             continue;
         };
         if *revision > watched_to {
+            continue;
+        }
+        if matches!(&op.request, Request::Put { key, .. } if !committed.watches(key)) {
             continue;
         }
         let mut problems = Vec::new();
