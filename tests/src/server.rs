@@ -420,6 +420,18 @@ impl ServerProcess {
         }
     }
 
+    /// Starts it again and says why it did not become healthy within
+    /// `bound` (then it is stopped), for a start that may be refused
+    /// (damaged files).
+    pub fn try_start_again(&mut self, bound: Duration) -> Result<(), String> {
+        self.spawn();
+        let r = self.wait_ready(bound).map_err(|e| e.to_string());
+        if r.is_err() {
+            self.kill_9();
+        }
+        r
+    }
+
     /// The flags appended after the standard ones.
     pub fn extra_args(&self) -> &[String] {
         &self.extra_args

@@ -56,10 +56,11 @@ pub enum FaultKind {
     TornWal,
     FullDiskLeader,
     FullDiskFollower,
+    DamagedSnapshot,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 19] = [
+    pub const ALL: [FaultKind; 20] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
         FaultKind::KillAll,
@@ -79,6 +80,7 @@ impl FaultKind {
         FaultKind::TornWal,
         FaultKind::FullDiskLeader,
         FaultKind::FullDiskFollower,
+        FaultKind::DamagedSnapshot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -102,6 +104,7 @@ impl FaultKind {
             FaultKind::TornWal => "torn-wal",
             FaultKind::FullDiskLeader => "full-disk-leader",
             FaultKind::FullDiskFollower => "full-disk-follower",
+            FaultKind::DamagedSnapshot => "damaged-snapshot",
         }
     }
 
@@ -318,12 +321,18 @@ impl Target {
             Some(d) => faketime_wrapper(d, &libfaketime(), &real),
             None => real,
         };
+        let mut extra_args = vec![
+            format!("--heartbeat-interval={HEARTBEAT_INTERVAL_MS}"),
+            format!("--election-timeout={ELECTION_TIMEOUT_MS}"),
+        ];
+        if cfg.faults.contains(&FaultKind::DamagedSnapshot) {
+            // etcd writes its first `.snap` only after this many entries
+            // (100,000 by default): a short run must have some to damage.
+            extra_args.push(format!("--snapshot-count={SNAPSHOT_COUNT}"));
+        }
         let opts = ClusterOptions {
             shards: (cfg.kind == ServerKind::Ferrokv).then_some(cfg.shards),
-            extra_args: vec![
-                format!("--heartbeat-interval={HEARTBEAT_INTERVAL_MS}"),
-                format!("--election-timeout={ELECTION_TIMEOUT_MS}"),
-            ],
+            extra_args,
         };
         let members = dir.join("members");
         if cfg.members > 1 && cfg.faults.iter().any(|f| f.network()) {
@@ -554,6 +563,12 @@ fn fault(kind: FaultKind, at: Duration, pick: u64) -> Fault<'static, Target> {
                 full_disk(t, ctx, kind == FaultKind::FullDiskLeader, pick)
             })
         }
+        FaultKind::DamagedSnapshot => Fault::new(at, kind.name(), move |t: &mut Target| {
+            let leader = t.leader();
+            let fs = t.followers(leader);
+            let f = fs[pick as usize % fs.len()];
+            damaged_snapshot(t, leader, f, pick)
+        }),
         FaultKind::Defrag => Fault::new(at, kind.name(), move |t: &mut Target| {
             let mut done = Vec::new();
             for m in t.all() {
@@ -959,6 +974,134 @@ fn lead_back(t: &mut Target, m: usize) -> String {
     }
 }
 
+/// `--snapshot-count` of runs with the damaged-snapshot fault (both
+/// kinds, so that both snapshot as often).
+const SNAPSHOT_COUNT: u64 = 2000;
+/// Bound on the start of a member whose snapshot was damaged: it refuses
+/// (ferrokv) or recovers (etcd) well within it.
+const DAMAGED_START_MAX: Duration = Duration::from_secs(30);
+
+/// A follower's snapshot damaged while it is down: ferrokv's shard
+/// snapshot (`member/shard-<s>/snapshot.rkyv`, written fresh by a defrag
+/// of that member first), etcd's newest `member/snap/*.snap` (written
+/// every `--snapshot-count` entries; none yet: skipped). One byte in the
+/// middle of the file is flipped and the member started: a member that
+/// refuses to start must say why and name the file, and is then replaced
+/// by etcd's runbook ([`replace_member`]); one that starts (etcd falls
+/// back to its WAL) must catch up like any restarted member, which the
+/// checkers judge.
+fn damaged_snapshot(t: &mut Target, leader: usize, f: usize, pick: u64) -> String {
+    let name = t.name(f);
+    let Some((_, id)) = t.cluster.members[f].ids() else {
+        return format!("skipped: {name} told no member id");
+    };
+    let mut said = Vec::new();
+    let file = match t.cluster.members[f].kind() {
+        ServerKind::Ferrokv => {
+            let out = probe(&t.cluster.members[f].endpoint(), &["defrag"]);
+            said.push(format!("defrag of {name}: exit {}", out.code));
+            let member = t.cluster.members[f].data_dir().join("member");
+            let mut snaps: Vec<PathBuf> = fs::read_dir(&member)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok().map(|e| e.path().join("snapshot.rkyv")))
+                        .filter(|p| p.is_file())
+                        .collect()
+                })
+                .unwrap_or_default();
+            snaps.sort();
+            (!snaps.is_empty()).then(|| snaps[pick as usize % snaps.len()].clone())
+        }
+        ServerKind::Etcd => {
+            let dir = t.cluster.members[f].data_dir().join("member").join("snap");
+            let mut snaps: Vec<PathBuf> = fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            snaps.sort();
+            snaps.pop()
+        }
+    };
+    let Some(file) = file else {
+        return format!(
+            "skipped: {name} holds no snapshot file yet ({})",
+            said.join(", ")
+        );
+    };
+    let shown = file
+        .strip_prefix(t.cluster.members[f].data_dir())
+        .unwrap_or(&file)
+        .display()
+        .to_string();
+    t.cluster.members[f].kill_9();
+    let flipped = fs::read(&file).and_then(|mut bytes| {
+        let at = bytes.len() / 2;
+        if let Some(b) = bytes.get_mut(at) {
+            *b ^= 0x40;
+        }
+        fs::write(&file, &bytes)?;
+        Ok((at, bytes.len()))
+    });
+    match flipped {
+        Ok((at, len)) => said.push(format!(
+            "{name} (a follower) killed, byte {at} of {shown} ({len} bytes) flipped"
+        )),
+        Err(e) => {
+            t.cluster.members[f].start_again();
+            return format!("skipped: damage {shown}: {e}");
+        }
+    }
+    let log_from = fs::metadata(t.cluster.members[f].log_path()).map_or(0, |md| md.len());
+    let started = t.cluster.members[f].try_start_again(DAMAGED_START_MAX);
+    let log = fs::read(t.cluster.members[f].log_path()).unwrap_or_default();
+    let since = String::from_utf8_lossy(log.get(log_from as usize..).unwrap_or(&[])).into_owned();
+    let file_name = file
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let why: Vec<&str> = since
+        .lines()
+        .filter(|l| l.contains(&file_name) || (l.contains("snap") && l.contains("rror")))
+        .take(2)
+        .collect();
+    // etcd logs what it did at info, which these runs do not keep; it
+    // renames a damaged `.snap` to `.snap.broken` and loads an older one.
+    let mut broken = file.clone().into_os_string();
+    broken.push(".broken");
+    let set_aside = Path::new(&broken).exists();
+    match started {
+        Ok(()) => {
+            said.push(format!(
+                "it started{} (its log: {})",
+                if set_aside {
+                    ", the file set aside as .broken"
+                } else {
+                    ""
+                },
+                if why.is_empty() {
+                    "nothing on the file".to_string()
+                } else {
+                    why.join(" / ")
+                }
+            ));
+            said.join(", ")
+        }
+        Err(e) => {
+            said.push(format!(
+                "it refused to start ({e}; its log: {})",
+                if why.is_empty() {
+                    "does not name the file".to_string()
+                } else {
+                    why.join(" / ")
+                }
+            ));
+            let replaced = replace_member_id(t, leader, f, id);
+            format!("{}; {replaced}", said.join(", "))
+        }
+    }
+}
+
 /// etcd's runbook for a failed member, on member `f` under load: it dies
 /// (kill -9), is removed through `via`, its data dir is wiped, it is added
 /// again with its peer URL, and started with `--initial-cluster-state
@@ -970,6 +1113,12 @@ fn replace_member(t: &mut Target, via: usize, f: usize) -> String {
     let Some((_, old_id)) = t.cluster.members[f].ids() else {
         return format!("skipped: {name} told no member id");
     };
+    replace_member_id(t, via, f, old_id)
+}
+
+/// [`replace_member`] of a member whose id is known (it may be down).
+fn replace_member_id(t: &mut Target, via: usize, f: usize, old_id: u64) -> String {
+    let name = t.name(f);
     t.cluster.members[f].kill_9();
     let live = t.cluster.members[via].endpoint();
     let removed = probe(&live, &["member", "remove", &format!("{old_id:x}")]);
