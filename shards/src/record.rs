@@ -40,7 +40,9 @@ pub enum Record {
     /// already raised to the minimum.
     LeaseGrant { id: i64, ttl: i64 },
     /// A lease revoked from this shard's lease table. The attached keys'
-    /// deletion is a `Write` at revision `rev` (0: there were none).
+    /// deletion is a `Write` at revision `rev`; if there were none, `rev`
+    /// is the last revision assigned when it found none (0: none yet, and
+    /// in logs of older versions), so a marker voiding it voids the revoke.
     LeaseRevoke { id: i64, rev: i64 },
     /// An auth store change or a token, in shard 0's log only (the auth
     /// store is cluster state outside the keyspace: it takes no revision).
@@ -49,8 +51,8 @@ pub enum Record {
 
 impl Record {
     /// Whether a recovery cut at `cut` voids this record: writes above it,
-    /// and lease revokes whose deletes were above it (a revoke that deleted
-    /// nothing, `rev` 0, stands on its own).
+    /// and lease revokes whose deletes (or, having none, the state they
+    /// read) were above it (`rev` 0 stands on its own).
     pub fn voided_above(&self, cut: i64) -> bool {
         match self {
             Record::Write { rev, .. } => *rev > cut,

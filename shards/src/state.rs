@@ -336,11 +336,16 @@ impl ShardState {
         Ok(())
     }
 
-    /// Puts back the revoked leases `undo` selects.
+    /// Puts back the revoked leases `undo` selects. A revoke that deleted
+    /// nothing before any revision was assigned (`rev` 0) is no marker's
+    /// to undo, but a step-down's like any other: found by the
+    /// simulation, a leader whose expiry revoke of such a lease raft
+    /// dropped kept it out of its table for good while every other member
+    /// still held it.
     fn restore_revoked(&mut self, undo: impl Fn(&Revoke) -> bool) {
         let (back, keep): (Vec<Revoke>, Vec<Revoke>) = std::mem::take(&mut self.revoked)
             .into_iter()
-            .partition(|r| r.rev != 0 && undo(r));
+            .partition(|r| undo(r));
         for r in back {
             self.leases.restore(r.id, r.ttl_s);
         }
@@ -560,6 +565,52 @@ mod tests {
         };
         s.apply_committed(7, 3, &old, 2);
         assert_eq!(s.last_marker(), (9, 2, 4));
+    }
+
+    #[test]
+    fn a_step_down_puts_back_a_revoke_that_deleted_nothing() {
+        let mut s = state();
+        s.leases.restore(7, 60);
+        s.take_term(3);
+        s.revoke_submitted(7, &[Record::LeaseRevoke { id: 7, rev: 0 }], 0);
+        assert!(!s.leases.contains(7));
+        // Raft dropped it: the next term never holds it.
+        s.role_changed(false, 4);
+        assert!(s.leases.contains(7), "the uncommitted revoke was undone");
+        // A marker does not undo a committed one.
+        s.apply_committed(1, 4, &Record::LeaseRevoke { id: 7, rev: 0 }, 0);
+        let marker = Record::Marker {
+            id: 9,
+            cut: 0,
+            through: 3,
+        };
+        s.apply_committed(2, 5, &marker, 0);
+        assert!(!s.leases.contains(7));
+    }
+
+    #[test]
+    fn a_revoke_that_deleted_nothing_is_voided_with_the_writes_it_read() {
+        use crate::kv::eval::{records, WriteState};
+        // The lease's only key had a version attached at 1, replaced at 2
+        // (in another shard, not yet committed): the revoke found nothing
+        // to delete, having read the state after 2.
+        let st = WriteState::new(2, 0);
+        let recs = records(&st, 0, Some((0, 7)));
+        assert_eq!(recs, vec![Record::LeaseRevoke { id: 7, rev: 2 }]);
+        let mut s = state();
+        s.leases.restore(7, 60);
+        s.apply_committed(1, 1, &recs[0], 0);
+        assert!(!s.leases.contains(7));
+        // Revision 2 is lost: so is the revoke, or the version at 1 would
+        // stay attached to a lease no table holds.
+        let marker = Record::Marker {
+            id: 9,
+            cut: 1,
+            through: 2,
+        };
+        s.apply_committed(2, 2, &marker, 1);
+        assert!(s.leases.contains(7), "the revoke was voided");
+        assert!(recs[0].voided_above(1) && !recs[0].voided_above(2));
     }
 
     #[test]

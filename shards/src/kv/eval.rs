@@ -508,9 +508,15 @@ pub fn records(st: &WriteState, shard: u32, revoke: Option<(u32, i64)>) -> Vec<R
         });
     }
     if let Some((_, id)) = revoke.filter(|(s, _)| *s == shard) {
+        // A revoke that deleted nothing found no key attached in a state
+        // that may hold revisions not yet committed in other shards; it
+        // carries the last of them, so that a marker voiding them voids
+        // it too. With 0, found by the simulation, a lease outlived the
+        // loss of a write that had replaced its only key's version while
+        // the key's earlier version, attached to it, stayed live.
         records.push(Record::LeaseRevoke {
             id,
-            rev: st.rev.unwrap_or(0),
+            rev: st.rev.unwrap_or(st.base_rev),
         });
     }
     records
