@@ -363,7 +363,13 @@ impl ShardState {
         if leader && term == t {
             return out;
         }
-        let to = self.committed_rev;
+        // A compaction's revision was visible when it was asked for, so
+        // nothing of this shard at or below it is uncommitted; but the
+        // shard's last committed write may be older (the revisions since
+        // went to other shards), and the store refuses to roll back below
+        // its compaction point. Found by the simulation: a leader that
+        // stepped down with a write in flight stopped (`Effect::Broken`).
+        let to = self.committed_rev.max(self.store.compact_revision());
         if let Err(e) = self.store.rollback_above(to) {
             out.push(Effect::Broken(format!(
                 "shard {}: step-down cannot roll back to {to}: {e}",
@@ -611,6 +617,21 @@ mod tests {
         s.apply_committed(2, 2, &marker, 1);
         assert!(s.leases.contains(7), "the revoke was voided");
         assert!(recs[0].voided_above(1) && !recs[0].voided_above(2));
+    }
+
+    #[test]
+    fn a_step_down_after_a_compaction_above_the_shards_last_write_rolls_back() {
+        let mut s = state();
+        s.apply_committed(1, 1, &write(1, &[0], vec![put("a", "1")]), 0);
+        // Revisions 2..=5 went to other shards; 5 was visible.
+        s.apply_committed(2, 1, &Record::Compact { rev: 5 }, 5);
+        s.apply(6, 0, &[put("a", "6")], 2);
+        assert_eq!(s.role_changed(false, 3), vec![]);
+        assert_eq!(dump(&s), vec![(b"a".to_vec(), b"1".to_vec(), 1, 1, 1)]);
+        // The next leader's write applies as usual.
+        let out = s.apply_committed(3, 3, &write(7, &[0], vec![put("a", "7")]), 5);
+        assert_eq!(out, vec![written(7, &[0])]);
+        assert_eq!(dump(&s), vec![(b"a".to_vec(), b"7".to_vec(), 1, 7, 2)]);
     }
 
     #[test]
