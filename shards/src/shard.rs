@@ -906,8 +906,11 @@ impl Shard {
         }
         drop(permit);
         let mut result = Ok(());
-        for fut in futs {
+        for (r, fut) in records.iter().zip(futs) {
             if let Err(e) = fut.await {
+                if let (Some(id), Record::LeaseRevoke { rev, .. }) = (revoke, r) {
+                    self.state.borrow_mut().revoke_dropped(id, *rev, term);
+                }
                 result = Err(log_error(e));
             }
         }

@@ -212,6 +212,21 @@ impl ShardState {
         }
     }
 
+    /// The revoke of lease `id` at `rev` this member submitted as leader
+    /// of `term` failed. Within the term that means raft refused it (a
+    /// leader transfer under way) and it is not in the log: the lease goes
+    /// back in the table. Otherwise the step-down put it back already, and
+    /// if the entry commits after all it is applied as another leader's.
+    /// Without it, found by the simulation, such a leader kept serving
+    /// with a table that lacked a lease every other member held (a revoke
+    /// that deleted nothing is voided by no marker, and one that did only
+    /// once a marker cuts below it).
+    pub fn revoke_dropped(&mut self, id: i64, rev: i64, term: u64) {
+        if self.spec_term == Some(term) {
+            self.restore_revoked(|r| r.id == id && r.rev == rev && !r.committed);
+        }
+    }
+
     fn remember_revoke(&mut self, rev: i64, id: i64, ttl_s: i64, committed: bool, visible: i64) {
         self.revoked.retain(|r| r.rev > visible);
         if let Some(e) = self.revoked.iter_mut().find(|e| e.id == id && e.rev == rev) {
@@ -632,6 +647,24 @@ mod tests {
         let out = s.apply_committed(3, 3, &write(7, &[0], vec![put("a", "7")]), 5);
         assert_eq!(out, vec![written(7, &[0])]);
         assert_eq!(dump(&s), vec![(b"a".to_vec(), b"7".to_vec(), 1, 7, 2)]);
+    }
+
+    #[test]
+    fn a_revoke_raft_refused_puts_its_lease_back() {
+        let mut s = state();
+        s.leases.restore(7, 60);
+        s.leases.restore(8, 60);
+        s.take_term(3);
+        for id in [7, 8] {
+            s.revoke_submitted(id, &[Record::LeaseRevoke { id, rev: 4 }], 0);
+        }
+        s.revoke_dropped(7, 4, 3);
+        assert!(s.leases.contains(7) && !s.leases.contains(8));
+        // Once committed, or after the term, a failure changes nothing.
+        s.apply_committed(1, 3, &Record::LeaseRevoke { id: 8, rev: 4 }, 0);
+        s.revoke_dropped(8, 4, 3);
+        s.revoke_dropped(8, 4, 2);
+        assert!(!s.leases.contains(8));
     }
 
     #[test]

@@ -384,6 +384,27 @@ pub async fn apply_deletes<'k, V: View>(
     Ok(())
 }
 
+/// A lease revoke's writes: `keys` (the keys attached to the lease, sorted)
+/// deleted at one revision, and, if that took a revision, a part in the
+/// lease's shard `lease_shard` even if it holds none of them (an empty
+/// one), so the revision is complete only once that shard committed its
+/// `LeaseRevoke` too (which [`records`] puts before its part). Without it,
+/// found by the simulation, a leader whose `LeaseRevoke` raft dropped while
+/// the deletes committed in the other shards left its lease table without
+/// a lease every other member still held, and the revoke half done.
+pub async fn revoke_deletes<'k, V: View>(
+    v: &V,
+    keys: impl Iterator<Item = &'k Vec<u8>>,
+    lease_shard: u32,
+    st: &mut WriteState,
+) -> Result<(), Error> {
+    apply_deletes(v, keys, st).await?;
+    if st.rev.is_some() && !st.parts.iter().any(|p| p.shard == lease_shard) {
+        apply(v, lease_shard, Vec::new(), st).await?;
+    }
+    Ok(())
+}
+
 /// Applies one shard's ops at the write's revision (taken at its first
 /// op) and keeps them as that shard's part.
 async fn apply<V: View>(
@@ -501,12 +522,8 @@ pub async fn range_at<V: View>(
 /// (`revoke`: that shard and the lease).
 pub fn records(st: &WriteState, shard: u32, revoke: Option<(u32, i64)>) -> Vec<Record> {
     let mut records = Vec::new();
-    if let Some(rev) = st.rev.filter(|_| st.parts.iter().any(|p| p.shard == shard)) {
-        records.push(Record::Write {
-            rev,
-            parts: st.parts.clone(),
-        });
-    }
+    // The revoke goes first: a lease shard whose part of the revision
+    // committed has committed the revoke too (`revoke_deletes`).
     if let Some((_, id)) = revoke.filter(|(s, _)| *s == shard) {
         // A revoke that deleted nothing found no key attached in a state
         // that may hold revisions not yet committed in other shards; it
@@ -517,6 +534,12 @@ pub fn records(st: &WriteState, shard: u32, revoke: Option<(u32, i64)>) -> Vec<R
         records.push(Record::LeaseRevoke {
             id,
             rev: st.rev.unwrap_or(st.base_rev),
+        });
+    }
+    if let Some(rev) = st.rev.filter(|_| st.parts.iter().any(|p| p.shard == shard)) {
+        records.push(Record::Write {
+            rev,
+            parts: st.parts.clone(),
         });
     }
     records

@@ -183,14 +183,14 @@ impl Engine {
             }
         };
         let mut st = WriteState::new(before, self.inner.seq.voids());
-        if let Err(e) = eval::apply_deletes(&view, keys.iter(), &mut st).await {
+        let ls = self.lease_shard(id);
+        if let Err(e) = eval::revoke_deletes(&view, keys.iter(), ls, &mut st).await {
             // Dropping the fences makes a shard that applied a delete
             // drop it again.
             drop(fences);
             return Err(e);
         }
-        self.commit(fences, &st, Some((self.lease_shard(id), id)))
-            .await?;
+        self.commit(fences, &st, Some((ls, id))).await?;
         if st.rev.is_none() {
             // It deleted nothing, so it took no revision: its header is the
             // state it took effect in, which holds every write ordered
