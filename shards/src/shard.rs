@@ -902,7 +902,7 @@ impl Shard {
             let visible = self.seq.visible();
             self.state
                 .borrow_mut()
-                .revoke_submitted(id, &records, visible);
+                .revoke_submitted(id, &records, visible, term);
         }
         drop(permit);
         let mut result = Ok(());

@@ -198,12 +198,18 @@ impl ShardState {
     }
 
     /// A revoke of lease `id` (one of `records`) was submitted by this
-    /// member as leader: the lease leaves the table now, so no write after
-    /// it can attach a key to it; it stays undoable until visible.
-    pub fn revoke_submitted(&mut self, id: i64, records: &[Record], visible: i64) {
+    /// member as leader of `term`: the lease leaves the table now, so no
+    /// write after it can attach a key to it; it stays undoable until
+    /// visible. Its records are this term's own from now on even if it
+    /// applied nothing ahead (no key to delete here): found by the
+    /// simulation, such a revoke committed as another leader's, found its
+    /// lease gone and stayed undoable, and a later step-down of the term
+    /// put the revoked lease back in this member's table only.
+    pub fn revoke_submitted(&mut self, id: i64, records: &[Record], visible: i64, term: u64) {
         let Ok(lease) = self.leases.revoke(id) else {
             return;
         };
+        self.spec_term = Some(term);
         for r in records {
             if let Record::LeaseRevoke { rev, .. } = r {
                 self.revoke_rev = self.revoke_rev.max(*rev);
@@ -593,7 +599,7 @@ mod tests {
         let mut s = state();
         s.leases.restore(7, 60);
         s.take_term(3);
-        s.revoke_submitted(7, &[Record::LeaseRevoke { id: 7, rev: 0 }], 0);
+        s.revoke_submitted(7, &[Record::LeaseRevoke { id: 7, rev: 0 }], 0, 3);
         assert!(!s.leases.contains(7));
         // Raft dropped it: the next term never holds it.
         s.role_changed(false, 4);
@@ -656,7 +662,7 @@ mod tests {
         s.leases.restore(8, 60);
         s.take_term(3);
         for id in [7, 8] {
-            s.revoke_submitted(id, &[Record::LeaseRevoke { id, rev: 4 }], 0);
+            s.revoke_submitted(id, &[Record::LeaseRevoke { id, rev: 4 }], 0, 3);
         }
         s.revoke_dropped(7, 4, 3);
         assert!(s.leases.contains(7) && !s.leases.contains(8));
@@ -665,6 +671,20 @@ mod tests {
         s.revoke_dropped(8, 4, 3);
         s.revoke_dropped(8, 4, 2);
         assert!(!s.leases.contains(8));
+    }
+
+    #[test]
+    fn a_revoke_that_applied_nothing_ahead_commits_as_the_leaders_own() {
+        let mut s = state();
+        s.leases.restore(7, 60);
+        let rec = Record::LeaseRevoke { id: 7, rev: 3 };
+        s.revoke_submitted(7, std::slice::from_ref(&rec), 0, 4);
+        s.apply_committed(1, 4, &rec, 0);
+        // A write of the same term, then a step-down: the committed revoke
+        // stays.
+        s.apply(4, 0, &[put("a", "1")], 4);
+        s.role_changed(false, 5);
+        assert!(!s.leases.contains(7));
     }
 
     #[test]
