@@ -18,6 +18,10 @@ struct Totals {
     writes: usize,
     empty_writes: usize,
     disk_fulls: usize,
+    store_compactions: usize,
+    lease_grants: usize,
+    lease_revokes: usize,
+    lease_expiries: usize,
 }
 
 fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
@@ -35,6 +39,10 @@ fn seeds(first: u64, n: u64, opts: &Options) -> Totals {
                 t.writes += out.writes;
                 t.empty_writes += out.empty_writes;
                 t.disk_fulls += out.disk_fulls;
+                t.store_compactions += out.store_compactions;
+                t.lease_grants += out.lease_grants;
+                t.lease_revokes += out.lease_revokes;
+                t.lease_expiries += out.lease_expiries;
             }
             Err(f) => panic!("{f}"),
         }
@@ -48,7 +56,8 @@ fn three_members_two_groups_under_faults() {
     eprintln!(
         "3,000 seeds: {} acknowledged, {} crashes, {} torn tails, {} snapshots installed, \
          {} reads, {} membership changes, {} writes acknowledged ({} wrote nothing), {} \
-         rolled back, {} logs failed on a full disk",
+         rolled back, {} logs failed on a full disk, {} store compactions, {} lease grants, \
+         {} revokes and {} expiries acknowledged",
         t.acked,
         t.crashes,
         t.torn,
@@ -58,7 +67,11 @@ fn three_members_two_groups_under_faults() {
         t.writes,
         t.empty_writes,
         t.rolled_back,
-        t.disk_fulls
+        t.disk_fulls,
+        t.store_compactions,
+        t.lease_grants,
+        t.lease_revokes,
+        t.lease_expiries
     );
     // The runs did what they are for (about half of what these seeds
     // do today): a run that never acknowledged, tore a tail, installed a
@@ -88,6 +101,26 @@ fn three_members_two_groups_under_faults() {
         t.disk_fulls > 300,
         "only {} logs failed on a full disk",
         t.disk_fulls
+    );
+    assert!(
+        t.store_compactions > 200,
+        "only {} store compactions acknowledged",
+        t.store_compactions
+    );
+    assert!(
+        t.lease_grants > 350,
+        "only {} lease grants acknowledged",
+        t.lease_grants
+    );
+    assert!(
+        t.lease_revokes > 60,
+        "only {} lease revokes acknowledged",
+        t.lease_revokes
+    );
+    assert!(
+        t.lease_expiries > 150,
+        "only {} lease expiries acknowledged",
+        t.lease_expiries
     );
 }
 

@@ -61,6 +61,7 @@ fn main() {
     let started = std::time::Instant::now();
     let (mut acked, mut crashes, mut elections, mut failed) = (0, 0, 0, 0u64);
     let (mut snapshots, mut disk_fulls) = (0, 0);
+    let (mut compactions, mut grants, mut revokes, mut expiries) = (0, 0, 0, 0);
     for seed in range.clone() {
         match run(seed, &opts) {
             Ok(out) => {
@@ -72,11 +73,17 @@ fn main() {
                 elections += out.elections;
                 snapshots += out.snapshots;
                 disk_fulls += out.disk_fulls;
+                compactions += out.store_compactions;
+                grants += out.lease_grants;
+                revokes += out.lease_revokes;
+                expiries += out.lease_expiries;
                 if one.is_some() {
                     println!(
                         "seed {seed}: {} steps, {} proposals, {} acknowledged, {} elections, \
-                         {} crashes ({} torn tails), {} logs failed on a full disk, {} compactions, \
-                         {} snapshots installed, {} reads, {} membership changes, {} messages, trace hash {:016x}",
+                         {} crashes ({} torn tails), {} logs failed on a full disk, {} log compactions, \
+                         {} snapshots installed, {} reads, {} membership changes, {} messages, \
+                         {} store compactions, {} lease grants, {} revokes, {} expiries, \
+                         trace hash {:016x}",
                         out.steps,
                         out.proposals,
                         out.acked,
@@ -89,6 +96,10 @@ fn main() {
                         out.reads,
                         out.changes,
                         out.messages,
+                        out.store_compactions,
+                        out.lease_grants,
+                        out.lease_revokes,
+                        out.lease_expiries,
                         out.trace_hash
                     );
                 }
@@ -110,7 +121,8 @@ fn main() {
     println!(
         "{} of {n} seeds passed ({}..{}) in {:.1} s: {acked} acknowledged proposals, \
          {elections} elections, {crashes} crashes, {snapshots} snapshots installed, \
-         {disk_fulls} logs failed on a full disk",
+         {disk_fulls} logs failed on a full disk, {compactions} store compactions, \
+         {grants} lease grants, {revokes} lease revokes, {expiries} lease expiries",
         n - failed,
         range.start,
         range.end,

@@ -48,7 +48,10 @@
 //!
 //! A run is a function of its seed and options: the same seed replays the
 //! same steps byte for byte (`Outcome::trace_hash`; `ferro-sim --seed N
-//! --trace` prints them). Not simulated yet: leases and compaction;
+//! --trace` prints them). Leases (grants, keep-alives, revokes, expiry on
+//! the leader's tick clock) and store compaction are real shard records
+//! through the same state machine, checked against an uncompacted replay
+//! of the converged log (`history`). Not simulated yet:
 //! membership changes are raft's, one group at a time
 //! (ferrokv makes one change in every group; that coordination is shard
 //! code).
@@ -59,13 +62,15 @@ pub mod rng;
 mod txn;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
-use ferrokv_mvcc::Store;
+use ferrokv_mvcc::{Store, WriteOp};
 use ferrokv_raft::log_core::{Event, LogCore, Output, Proposal, Waiting, Write};
 use ferrokv_raft::{Error, LogConfig, Role, INBOUND_MESSAGES_PENDING_MAX, TICKS_PENDING_MAX};
 use ferrokv_shards::kv::eval;
+use ferrokv_shards::kv::lease_shard;
 use ferrokv_shards::leader::Start;
-use ferrokv_shards::lease::LeaseTable;
+use ferrokv_shards::lease::{self, LeaseTable};
 use ferrokv_shards::record::{Part, Record};
 use ferrokv_shards::sequencer::{Sequencer, Voided};
 use ferrokv_shards::state::{Effect, ShardState};
@@ -141,6 +146,13 @@ pub struct Outcome {
     pub empty_writes: usize,
     /// Shard logs that failed on a full disk.
     pub disk_fulls: usize,
+    /// Store compactions acknowledged (`Record::Compact` in every group).
+    pub store_compactions: usize,
+    /// Lease grants, client revokes, and revokes of leases whose TTL ran
+    /// out on their leader's clock, acknowledged.
+    pub lease_grants: usize,
+    pub lease_revokes: usize,
+    pub lease_expiries: usize,
     /// FNV-1a over every step's line: equal for equal runs.
     pub trace_hash: u64,
     pub trace: Vec<String>,
@@ -293,6 +305,15 @@ struct Member {
     /// Stopped (SIGSTOP) until this step: it keeps its memory, takes no
     /// ticks and runs nothing, and what peers send waits in its inboxes.
     paused_until: Option<usize>,
+    /// Ticks taken, over every life: the member's own clock (leases
+    /// expire by it), drifting from the others'.
+    clock: u64,
+    /// The clock when its leader start last began serving (and promoted
+    /// every lease).
+    serving_since: u64,
+    /// When this life's table last gave a lease its full TTL (a grant
+    /// or a keep-alive here).
+    renewed: BTreeMap<i64, u64>,
 }
 
 /// A leader start (`shards/src/leader.rs`): once every group has settled
@@ -342,6 +363,36 @@ struct Txn {
     /// 0 confirmed the lead after the evaluation.
     starts: u64,
     confirmed: bool,
+    /// A client transaction, or another call made through the
+    /// coordinator's paths.
+    op: Op,
+    /// Proposals it made: it completes once all committed.
+    expected: usize,
+    /// The terms its member led each group in.
+    terms: Vec<u64>,
+}
+
+/// What a `Txn` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Txn,
+    /// `Engine::lease_revoke_here`: the attached keys deleted at one
+    /// revision, the lease's `LeaseRevoke` in its group; `expiry`: the
+    /// leader's expiry timer made it (`lease_expiry`).
+    Revoke {
+        id: i64,
+        expiry: bool,
+    },
+    /// `Shard::lease_grant`: in the table once committed.
+    Grant {
+        id: i64,
+        ttl: i64,
+    },
+    /// `Engine::compact_here`: a `Record::Compact` in every group, the
+    /// leader's own store compacted once it committed.
+    Compact {
+        rev: i64,
+    },
 }
 
 struct Envelope {
@@ -392,7 +443,16 @@ struct World {
     messages: usize,
     compactions: usize,
     snapshots: usize,
+    /// What a member's clock counts from (lease deadlines are `Instant`s).
+    epoch: Instant,
+    /// Lease ids handed out (each granted at most once), in order.
+    leases: Vec<i64>,
 }
+
+/// Clock time per tick (the heartbeat), and the expiry timer's period in
+/// ticks (`lease::REVOKE_TICK`).
+const TICK_MS: u64 = 100;
+const EXPIRY_TICKS: u64 = lease::REVOKE_TICK.as_millis() as u64 / TICK_MS;
 
 /// The seed's own mix of faults (swarm testing): each run weights crashes,
 /// partitions, loss and the rest differently, so a rare combination is
@@ -460,6 +520,9 @@ impl World {
                 starts: 0,
                 leading: None,
                 paused_until: None,
+                clock: 0,
+                serving_since: 0,
+                renewed: BTreeMap::new(),
                 logs: (0..opts.groups)
                     .map(|_| Log {
                         core: None,
@@ -520,6 +583,8 @@ impl World {
             messages: 0,
             compactions: 0,
             snapshots: 0,
+            epoch: Instant::now(),
+            leases: Vec::new(),
         }
     }
 
@@ -538,16 +603,33 @@ impl World {
             reads: self.reads_answered,
             changes: self.changes_applied,
             rolled_back: self.rolled_back,
-            writes: self.acked_txns.len(),
+            writes: self.acked(|op| op == Op::Txn),
             empty_writes: self
                 .acked_txns
                 .iter()
-                .filter(|t| self.txns[**t].rev.is_none())
+                .filter(|t| self.txns[**t].op == Op::Txn && self.txns[**t].rev.is_none())
                 .count(),
             disk_fulls: self.disk_fulls,
+            store_compactions: self.acked(|op| matches!(op, Op::Compact { .. })),
+            lease_grants: self.acked(|op| matches!(op, Op::Grant { .. })),
+            lease_revokes: self.acked(|op| matches!(op, Op::Revoke { expiry: false, .. })),
+            lease_expiries: self.acked(|op| matches!(op, Op::Revoke { expiry: true, .. })),
             trace_hash: self.hash,
             trace: self.trace.clone(),
         }
+    }
+
+    /// Acknowledged calls of a kind.
+    fn acked(&self, kind: impl Fn(Op) -> bool) -> usize {
+        self.acked_txns
+            .iter()
+            .filter(|t| kind(self.txns[**t].op))
+            .count()
+    }
+
+    /// Member `m`'s clock as the lease table reads it.
+    fn now(&self, m: usize) -> Instant {
+        self.epoch + Duration::from_millis(self.members[m].clock * TICK_MS)
     }
 
     /// Mixes a number into the trace hash (steps too frequent to print).
@@ -600,16 +682,27 @@ impl World {
                 self.note(format!("t{t} failed"));
                 continue;
             }
-            if w.rev.is_none() {
-                // `read_settled`: still the stretch of serving it was
-                // evaluated in, and its lead confirmed after it.
+            if let Op::Compact { rev } = w.op {
+                // `compact_here` answers once every shard's record
+                // committed, with the visible revision it checked against.
+                let header = w.header;
+                self.note(format!("t{t}: compaction at {rev} acknowledged"));
+                self.acked_max = self.acked_max.max(header);
+                self.acked_txns.push(t);
+                continue;
+            }
+            if w.rev.is_none() || matches!(w.op, Op::Grant { .. }) {
+                // Still the stretch of serving it was evaluated in
+                // (`read_settled`, and the epoch checks of a grant and of a
+                // revoke that deleted nothing), and for a transaction its
+                // lead confirmed after it (the others went through the log).
                 let same =
                     member.starts == w.starts && member.leading.as_ref().is_some_and(|l| l.serving);
                 if !same {
                     self.note(format!("t{t}: leader changed"));
                     continue;
                 }
-                if !w.confirmed {
+                if w.op == Op::Txn && !w.confirmed {
                     keep.push(t);
                     continue;
                 }
@@ -648,8 +741,7 @@ impl World {
             0..=349 => self.deliver(),
             350..=469 => {
                 let m = self.rng.below(self.members.len());
-                self.tick(m);
-                Ok(())
+                self.tick(m)
             }
             470..=699 => {
                 let m = self.rng.below(self.members.len());
@@ -678,6 +770,7 @@ impl World {
         member.seq = Sequencer::new(self.opts.groups as u32);
         member.visible_max = 0;
         member.leading = None;
+        member.renewed.clear();
         let voters: Vec<u64> = (1..=self.opts.members as u64).collect();
         let mut lines = Vec::new();
         for g in 0..self.opts.groups {
@@ -820,10 +913,11 @@ impl World {
         self.note(format!("crash member {id}: unsynced tails {damage:?}"));
     }
 
-    fn tick(&mut self, m: usize) {
+    fn tick(&mut self, m: usize) -> Result<(), String> {
         if !self.running(m) {
-            return;
+            return Ok(());
         }
+        self.members[m].clock += 1;
         for log in &mut self.members[m].logs {
             // The shell's ticker is bounded the same way: a stalled
             // driver catches up at most this many ticks. A failed log's
@@ -858,6 +952,62 @@ impl World {
                 }
             }
         }
+        if self.members[m].clock % EXPIRY_TICKS == 0 {
+            self.expire(m)?;
+        }
+        Ok(())
+    }
+
+    /// The expiry timer (`lease_expiry`): on the serving leader only, the
+    /// leases past their deadline on its clock are revoked, each as its
+    /// own revoke; one whose revoke does not complete is handed out again
+    /// later. None may expire before its full TTL has passed on this
+    /// member's clock since it began serving (a leader change extends
+    /// leases) or since its last grant or keep-alive here.
+    fn expire(&mut self, m: usize) -> Result<(), String> {
+        let Some(terms) = self.serving_terms(m) else {
+            return Ok(());
+        };
+        let now = self.now(m);
+        for g in 0..self.opts.groups {
+            let member = &mut self.members[m];
+            let Some(st) = member.logs[g].state.as_mut() else {
+                continue;
+            };
+            for id in st.leases.expired(now, lease::REVOKE_BATCH) {
+                let member = &self.members[m];
+                let ttl = member.logs[g]
+                    .state
+                    .as_ref()
+                    .and_then(|st| st.leases.get(id))
+                    .map_or(0, |l| l.ttl);
+                let from = member
+                    .serving_since
+                    .max(member.renewed.get(&id).copied().unwrap_or(0));
+                let lived = member.clock - from;
+                if lived * TICK_MS < ttl as u64 * 1000 {
+                    return Err(format!(
+                        "member {}: lease {id:x} (ttl {ttl}s) expired after {lived} ticks",
+                        member.id
+                    ));
+                }
+                self.revoke(m, &terms, id, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The terms member `m` serves in, if it does (leads every group, its
+    /// start done).
+    fn serving_terms(&self, m: usize) -> Option<Vec<u64>> {
+        let l = self.members[m].leading.as_ref()?;
+        (self.running(m)
+            && l.serving
+            && (0..self.opts.groups).all(|g| {
+                let r = self.role(m, g);
+                r.leader && l.terms.get(g) == Some(&r.term)
+            }))
+        .then(|| l.terms.clone())
     }
 
     /// The shell's driver round: a `Ready` pending is handled first; else
@@ -1128,9 +1278,10 @@ impl World {
                         }
                     }
                     if let Some(t) = txn {
+                        self.committed_part(m, g, t)?;
                         let w = &mut self.txns[t];
                         w.oks += 1;
-                        if w.oks == w.groups.len() && !w.failed {
+                        if w.oks == w.expected && !w.failed {
                             self.settling.push(t);
                         }
                     }
@@ -1147,9 +1298,56 @@ impl World {
                     // back first).
                     if let Some(t) = txn {
                         self.txns[t].failed = true;
+                        // `Shard::commit`: a revoke raft refused puts its
+                        // lease back.
+                        if let (Op::Revoke { id, .. }, Ok(Record::LeaseRevoke { rev, .. })) =
+                            (self.txns[t].op, Record::decode(&data))
+                        {
+                            let term = self.txns[t].terms[g];
+                            if let Some(st) = self.members[m].logs[g].state.as_mut() {
+                                st.revoke_dropped(id, rev, term);
+                            }
+                        }
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// What the proposing shard does once a proposal of call `t` in group
+    /// `g` committed, if it still leads the term it proposed in: a grant
+    /// enters the table (`Shard::lease_grant`), a compaction compacts the
+    /// store (`Shard::compact`); a shard that stepped down meanwhile
+    /// applied the entry as another leader's.
+    fn committed_part(&mut self, m: usize, g: usize, t: usize) -> Result<(), String> {
+        let now = self.now(m);
+        let (op, term) = (self.txns[t].op, self.txns[t].terms[g]);
+        let member = &mut self.members[m];
+        let id = member.id;
+        let Some(st) = member.logs[g].state.as_mut() else {
+            return Ok(());
+        };
+        let own = st.spec_term() == Some(term);
+        match op {
+            Op::Grant { id: lease, ttl } => {
+                if own {
+                    st.leases
+                        .grant(lease, ttl, now)
+                        .map_err(|e| format!("member {id}: committed grant of {lease:x}: {e}"))?;
+                    member.renewed.insert(lease, member.clock);
+                }
+                // The grant comes after every revision assigned so far.
+                self.txns[t].header = member.seq.last_assigned().max(member.seq.visible());
+            }
+            Op::Compact { rev } if own => {
+                let done =
+                    compact_checked(st, rev).map_err(|e| format!("member {id} group {g}: {e}"))?;
+                if done {
+                    self.note(format!("member {id} group {g}: compacted at {rev}"));
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -1386,9 +1584,237 @@ impl World {
     fn propose(&mut self) -> Result<(), String> {
         let m = self.rng.below(self.members.len());
         if let Some(terms) = self.lead(m) {
-            self.write(m, &terms)?;
+            match self.rng.below(100) {
+                0..=9 => self.grant(m, &terms)?,
+                10..=15 => {
+                    if let Some(id) = self.known_lease() {
+                        self.revoke(m, &terms, id, false)?;
+                    }
+                }
+                16..=19 => self.renew(m),
+                20..=27 => self.compact_store(m, &terms),
+                _ => self.write(m, &terms)?,
+            }
         }
         Ok(())
+    }
+
+    /// A lease a client knows of: one of the last few granted (perhaps
+    /// revoked or expired since, or never granted at all).
+    fn known_lease(&mut self) -> Option<i64> {
+        let n = self.leases.len();
+        if n == 0 {
+            return None;
+        }
+        let back = self.rng.below(n.min(4));
+        Some(self.leases[n - 1 - back])
+    }
+
+    /// A call other than a transaction at serving member `m`, with no
+    /// proposals yet.
+    fn call(&mut self, m: usize, terms: &[u64], op: Op, header: i64, voids: u64) -> usize {
+        let member = &self.members[m];
+        self.txns.push(Txn {
+            member: m,
+            life: member.lives,
+            voids,
+            rev: None,
+            header,
+            request: pb::TxnRequest::default(),
+            succeeded: true,
+            responses: Vec::new(),
+            parts: Vec::new(),
+            groups: Vec::new(),
+            oks: 0,
+            failed: false,
+            floor: self.acked_max,
+            starts: member.starts,
+            confirmed: false,
+            op,
+            expected: 0,
+            terms: terms.to_vec(),
+        });
+        self.txns.len() - 1
+    }
+
+    /// LeaseGrant at serving member `m` (`Shard::lease_grant`): the
+    /// `LeaseGrant` record proposed in the lease's group; the lease enters
+    /// the table once it committed (`committed_part`), and the answer
+    /// waits until the state it took effect in is visible and kept.
+    fn grant(&mut self, m: usize, terms: &[u64]) -> Result<(), String> {
+        let groups = self.opts.groups;
+        let id = self.leases.len() as i64 + 1;
+        let g = lease_shard(id, groups as u32) as usize;
+        let asked = 1 + self.rng.below(6) as i64;
+        let member = &mut self.members[m];
+        let mid = member.id;
+        let voids = member.seq.voids();
+        let st = member.logs[g]
+            .state
+            .as_mut()
+            .ok_or("a serving member has every group's state")?;
+        let ttl = st
+            .leases
+            .check_grant(id, asked)
+            .map_err(|e| format!("member {mid}: grant of a new lease {id:x}: {e}"))?;
+        if !st.may_write_in(terms[g]) {
+            return Ok(());
+        }
+        st.take_term(terms[g]);
+        self.leases.push(id);
+        let t = self.call(m, terms, Op::Grant { id, ttl }, 0, voids);
+        self.txns[t].groups = vec![g];
+        self.txns[t].expected = 1;
+        self.note(format!("member {mid}: t{t} grants lease {id:x} ttl {ttl}s"));
+        self.submit(
+            m,
+            g,
+            terms[g],
+            Record::LeaseGrant { id, ttl }.encode(),
+            Some(t),
+        );
+        Ok(())
+    }
+
+    /// LeaseRevoke at serving member `m`, or the expiry of a lease whose
+    /// TTL ran out there (`Engine::lease_revoke_here`): under every shard's
+    /// fence, the keys attached to it in the latest state are deleted at
+    /// one revision (none taken if there are none), each group proposes
+    /// its part and the lease's group its `LeaseRevoke` too, and the lease
+    /// leaves the table at submission (`Shard::commit`).
+    fn revoke(&mut self, m: usize, terms: &[u64], id: i64, expiry: bool) -> Result<(), String> {
+        let groups = self.opts.groups;
+        let ls = lease_shard(id, groups as u32);
+        let member = &mut self.members[m];
+        let mid = member.id;
+        if member
+            .logs
+            .iter()
+            .enumerate()
+            .any(|(g, l)| l.state.as_ref().is_none_or(|st| !st.may_write_in(terms[g])))
+        {
+            return Ok(());
+        }
+        let seq = &member.seq;
+        let before = seq.last_assigned().max(seq.visible());
+        let exists = member.logs[ls as usize]
+            .state
+            .as_ref()
+            .is_some_and(|st| st.leases.contains(id));
+        if !exists {
+            self.note(format!("member {mid}: revoke of lease {id:x}: not found"));
+            return Ok(());
+        }
+        let mut keys: Vec<Vec<u8>> = member
+            .logs
+            .iter()
+            .filter_map(|l| l.state.as_ref())
+            .flat_map(|st| st.store.keys_with_lease(id))
+            .collect();
+        keys.sort_unstable();
+        let mut st = eval::WriteState::new(before, seq.voids());
+        let states = member
+            .logs
+            .iter_mut()
+            .enumerate()
+            .map(|(g, l)| l.state.as_mut().map(|st| (st, terms[g])))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("a serving member has every group's state")?;
+        txn::revoke_deletes(&txn::SimView::leader(states, seq), &keys, ls, &mut st)
+            .map_err(|e| format!("member {mid}: revoke of lease {id:x}: {e}"))?;
+        let visible = seq.visible();
+        let records: Vec<(usize, Vec<Record>)> = (0..groups)
+            .map(|g| (g, eval::records(&st, g as u32, Some((ls, id)))))
+            .filter(|(_, r)| !r.is_empty())
+            .collect();
+        let t = self.call(
+            m,
+            terms,
+            Op::Revoke { id, expiry },
+            st.header_rev(),
+            st.voids,
+        );
+        let w = &mut self.txns[t];
+        w.rev = st.rev;
+        w.parts = st.parts.clone();
+        w.groups = records.iter().map(|(g, _)| *g).collect();
+        w.expected = records.iter().map(|(_, r)| r.len()).sum();
+        self.note(format!(
+            "member {mid}: t{t} {} lease {id:x}: {} keys deleted at {:?}",
+            if expiry { "expires" } else { "revokes" },
+            keys.len(),
+            st.rev
+        ));
+        for (g, recs) in records {
+            for rec in &recs {
+                self.submit(m, g, terms[g], rec.encode(), Some(t));
+            }
+            if g == ls as usize {
+                if let Some(state) = self.members[m].logs[g].state.as_mut() {
+                    state.revoke_submitted(id, &recs, visible, terms[g]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// LeaseKeepAlive at serving member `m`: the lease's deadline moves to
+    /// its full TTL from now on the leader's clock (no log entry).
+    fn renew(&mut self, m: usize) {
+        let Some(id) = self.known_lease() else {
+            return;
+        };
+        let now = self.now(m);
+        let ls = lease_shard(id, self.opts.groups as u32) as usize;
+        let member = &mut self.members[m];
+        let Some(st) = member.logs[ls].state.as_mut() else {
+            return;
+        };
+        if st.leases.renew(id, now).is_ok() {
+            member.renewed.insert(id, member.clock);
+            let mid = member.id;
+            self.note(format!("member {mid}: keep-alive of lease {id:x}"));
+        }
+    }
+
+    /// Compact at serving member `m` (`Engine::compact_here`), at a
+    /// revision above the compaction point and at or below the visible
+    /// one: the sequencer's point moves first, then every group proposes
+    /// `Record::Compact` and compacts its store once it committed.
+    fn compact_store(&mut self, m: usize, terms: &[u64]) {
+        let member = &self.members[m];
+        let (visible, cur) = (member.seq.visible(), member.seq.compact_revision());
+        if visible <= cur
+            || member
+                .logs
+                .iter()
+                .enumerate()
+                .any(|(g, l)| l.state.as_ref().is_none_or(|st| !st.may_write_in(terms[g])))
+        {
+            return;
+        }
+        let rev = cur + 1 + self.rng.below((visible - cur) as usize) as i64;
+        let member = &mut self.members[m];
+        if !member.seq.try_compact(rev) {
+            return;
+        }
+        for (g, l) in member.logs.iter_mut().enumerate() {
+            if let Some(st) = l.state.as_mut() {
+                st.take_term(terms[g]);
+            }
+        }
+        let mid = member.id;
+        let voids = member.seq.voids();
+        let groups = self.opts.groups;
+        let t = self.call(m, terms, Op::Compact { rev }, visible, voids);
+        self.txns[t].groups = (0..groups).collect();
+        self.txns[t].expected = groups;
+        self.note(format!(
+            "member {mid}: t{t} compacts at {rev} (visible {visible})"
+        ));
+        for (g, term) in terms.iter().enumerate() {
+            self.submit(m, g, *term, Record::Compact { rev }.encode(), Some(t));
+        }
     }
 
     /// Member `m`'s leader loop (`leader::lead`): while it leads every
@@ -1413,6 +1839,16 @@ impl World {
                 if l.marked == l.markers.len() && l.plan.serve(&member.seq) {
                     if let Some(l) = member.leading.as_mut() {
                         l.serving = true;
+                    }
+                    // Every lease gets its full TTL from now
+                    // (`promote_leases`): a leader change never expires
+                    // one early.
+                    member.serving_since = member.clock;
+                    let now = self.epoch + Duration::from_millis(member.clock * TICK_MS);
+                    for log in &mut member.logs {
+                        if let Some(st) = log.state.as_mut() {
+                            st.leases.promote(now);
+                        }
                     }
                     self.note(format!(
                         "member {id}: serves from revision {} (terms {terms:?})",
@@ -1488,7 +1924,13 @@ impl World {
         {
             return Ok(());
         }
-        let mut request = txn::request(&mut self.rng, groups, t, 0);
+        // A quarter of them attach their keys to a lease the client knows.
+        let lease = if self.rng.chance(25) {
+            self.known_lease().unwrap_or(0)
+        } else {
+            0
+        };
+        let mut request = txn::request(&mut self.rng, groups, t, 0, lease);
         let key = txn::first_key(&request);
         let latest = self.members[m].logs[txn::group_of(&key)]
             .state
@@ -1516,12 +1958,22 @@ impl World {
             .map(|(g, l)| l.state.as_mut().map(|st| (st, terms[g])))
             .collect::<Option<Vec<_>>>()
             .ok_or("a serving member has every group's state")?;
-        let ev = txn::evaluate(&txn::SimView::leader(states, seq), &request)
-            .map_err(|e| format!("member {}: t{t}: {e}", member.id))?;
+        let id = member.id;
+        let ev = match txn::evaluate(&txn::SimView::leader(states, seq), &request)
+            .map_err(|e| format!("member {id}: t{t}: {e}"))?
+        {
+            Ok(ev) => ev,
+            Err(e) => {
+                // Refused before it applied anything (its lease is not in
+                // the table): answered as an error, nothing to check.
+                self.note(format!("member {id}: a transaction refused: {e}"));
+                return Ok(());
+            }
+        };
+        let member = &mut self.members[m];
         let mut touched: Vec<usize> = ev.st.parts.iter().map(|p| p.shard as usize).collect();
         touched.sort_unstable();
         touched.dedup();
-        let id = member.id;
         self.txns.push(Txn {
             member: m,
             life: member.lives,
@@ -1538,12 +1990,21 @@ impl World {
             floor: self.acked_max,
             starts: member.starts,
             confirmed: false,
+            op: Op::Txn,
+            expected: touched.len(),
+            terms: terms.to_vec(),
         });
         match ev.st.rev {
             Some(rev) => {
                 self.note(format!(
-                    "member {id}: t{t} (succeeded: {}) at revision {rev} in groups {touched:?}",
-                    ev.succeeded
+                    "member {id}: t{t} (succeeded: {}) at revision {rev} in groups \
+                     {touched:?}{}",
+                    ev.succeeded,
+                    if lease != 0 {
+                        format!(", lease {lease:x}")
+                    } else {
+                        String::new()
+                    }
                 ));
                 for g in touched {
                     // The coordinator's own records for each group.
@@ -1899,7 +2360,7 @@ impl World {
     fn converge_round(&mut self) -> Result<(), String> {
         self.step += 1;
         for m in 0..self.members.len() {
-            self.tick(m);
+            self.tick(m)?;
         }
         // Everything in flight arrives, every write syncs, until quiet.
         for _ in 0..50 {
@@ -1989,15 +2450,18 @@ impl World {
     /// Every member in every group's configuration sees the same visible
     /// revision; at or below it every write is whole in every group it
     /// touched or in none (a void one), and every acknowledged write is
-    /// there at its revision with its value.
-    fn check_writes(&self) -> Result<(), String> {
+    /// there at its revision with its value. `hist` and `logs`: each
+    /// group's uncompacted history and applied log.
+    fn check_writes(
+        &self,
+        hist: &[ShardState],
+        logs: &[BTreeMap<u64, (u64, Vec<u8>)>],
+    ) -> Result<(), String> {
         let mut everywhere: Option<BTreeSet<usize>> = None;
-        let mut leaders = Vec::new();
         for g in 0..self.opts.groups {
-            let (l, ms) = self
+            let (_, ms) = self
                 .configuration(g)
                 .ok_or(format!("group {g}: no leader after agreement"))?;
-            leaders.push(l);
             let ms: BTreeSet<usize> = ms.into_iter().collect();
             everywhere = Some(match everywhere {
                 None => ms,
@@ -2023,20 +2487,34 @@ impl World {
             return Ok(());
         };
         let acked: BTreeSet<usize> = self.acked_txns.iter().copied().collect();
-        let states = leaders
-            .iter()
-            .enumerate()
-            .map(|(g, l)| self.members[*l].logs[g].state.as_ref())
-            .collect::<Option<Vec<_>>>()
-            .ok_or("a member that is up has its state")?;
+        let states: Vec<&ShardState> = hist.iter().collect();
         // Reads at a revision use no sequencer state.
         let seq = Sequencer::new(self.opts.groups as u32);
+        // Writes in the history (whole, at or below the visible revision).
+        let mut kept = Vec::new();
+        let written: Vec<BTreeSet<&[u8]>> = logs
+            .iter()
+            .map(|l| l.values().map(|(_, d)| d.as_slice()).collect())
+            .collect();
         for (t, w) in self.txns.iter().enumerate() {
             if let Some(rev) = w.rev {
+                // Its own record, not another's at the same revision (a
+                // stale leader's deletes may look alike), and in the store.
+                // A revoke's empty part in its lease's group leaves no trace
+                // in a store (the lease tables are checked instead).
+                let record = Record::Write {
+                    rev,
+                    parts: w.parts.clone(),
+                }
+                .encode();
                 let held = w
                     .parts
                     .iter()
-                    .map(|p| txn::held(states[p.shard as usize], p, rev))
+                    .filter(|p| !p.ops.is_empty())
+                    .map(|p| {
+                        let g = p.shard as usize;
+                        Ok(written[g].contains(record.as_slice()) && txn::held(states[g], p, rev)?)
+                    })
                     .collect::<Result<Vec<bool>, String>>()?;
                 let whole = held.iter().all(|h| *h);
                 if acked.contains(&t) && !(whole && rev <= visible) {
@@ -2051,6 +2529,9 @@ impl World {
                          only: {held:?}"
                     ));
                 }
+                if whole && rev <= visible {
+                    kept.push(t);
+                }
             }
             if !acked.contains(&t) {
                 continue;
@@ -2060,6 +2541,9 @@ impl World {
                     "t{t} answered at revision {}, below {} acknowledged before it was made",
                     w.header, w.floor
                 ));
+            }
+            if w.op != Op::Txn {
+                continue;
             }
             // Ordered right after the revision before its own, or at the
             // state its header names.
@@ -2074,10 +2558,155 @@ impl World {
             )
             .map_err(|e| format!("t{t} {:?}: {e}", w.request))?;
         }
+        self.check_leases(hist, logs, visible, &acked, &kept)
+    }
+
+    /// Leases against the converged history: a revoke deleted, at its one
+    /// revision, exactly the keys attached to its lease before it, and
+    /// after it no key is attached to the lease (nor later put with it); no
+    /// live key is attached to a lease outside its table; an acknowledged
+    /// grant is in its group's log, and its lease still in the table
+    /// unless a revoke of it is there too; an acknowledged revoke's lease
+    /// is in no table.
+    fn check_leases(
+        &self,
+        hist: &[ShardState],
+        logs: &[BTreeMap<u64, (u64, Vec<u8>)>],
+        visible: i64,
+        acked: &BTreeSet<usize>,
+        kept: &[usize],
+    ) -> Result<(), String> {
+        let n = self.opts.groups as u32;
+        let table = |id: i64| &hist[lease_shard(id, n) as usize].leases;
+        let attached = |id: i64, at: i64| -> Result<Vec<String>, String> {
+            let mut keys = Vec::new();
+            if at <= 0 {
+                return Ok(keys);
+            }
+            for st in hist {
+                let rs = rows(&st.store, at).map_err(|e| format!("history at {at}: {e}"))?;
+                keys.extend(rs.into_iter().filter(|r| r.5 == id).map(|r| r.0));
+            }
+            keys.sort_unstable();
+            Ok(keys)
+        };
+        // The revision from which each lease is revoked for good.
+        let mut gone: BTreeMap<i64, i64> = BTreeMap::new();
+        for &t in kept {
+            let w = &self.txns[t];
+            let (Op::Revoke { id, .. }, Some(rev)) = (w.op, w.rev) else {
+                continue;
+            };
+            let mut deleted: Vec<String> = w
+                .parts
+                .iter()
+                .flat_map(|p| &p.ops)
+                .filter_map(|op| match op {
+                    WriteOp::Delete { key } => Some(String::from_utf8_lossy(key).into_owned()),
+                    WriteOp::Put { .. } => None,
+                })
+                .collect();
+            deleted.sort_unstable();
+            let before = attached(id, rev - 1)?;
+            if before != deleted {
+                return Err(format!(
+                    "t{t}: the revoke of lease {id:x} at {rev} deleted {deleted:?}, but \
+                     {before:?} were attached to it"
+                ));
+            }
+            let after = attached(id, rev)?;
+            if !after.is_empty() {
+                return Err(format!(
+                    "t{t}: {after:?} still attached to lease {id:x} after its revoke at {rev}"
+                ));
+            }
+            gone.insert(id, rev);
+        }
+        for &t in acked {
+            let w = &self.txns[t];
+            match w.op {
+                Op::Revoke { id, .. } => {
+                    if table(id).contains(id) {
+                        return Err(format!(
+                            "t{t}: lease {id:x} was revoked (acknowledged), but it is in the table"
+                        ));
+                    }
+                    if w.rev.is_none() {
+                        if !attached(id, w.header)?.is_empty() {
+                            return Err(format!(
+                                "t{t}: the revoke of lease {id:x} deleted nothing, but keys \
+                                 were attached to it at {}",
+                                w.header
+                            ));
+                        }
+                        gone.entry(id).or_insert(w.header);
+                    }
+                }
+                Op::Grant { id, ttl } => {
+                    let g = lease_shard(id, n) as usize;
+                    let mut recs = records(&logs[g]);
+                    if !recs.any(|r| r == Record::LeaseGrant { id, ttl }) {
+                        return Err(format!(
+                            "t{t}: the grant of lease {id:x} was acknowledged, but group {g}'s \
+                             log does not hold it"
+                        ));
+                    }
+                    let revoked = records(&logs[g])
+                        .any(|r| matches!(r, Record::LeaseRevoke { id: r, .. } if r == id));
+                    if !table(id).contains(id) && !revoked {
+                        return Err(format!(
+                            "t{t}: lease {id:x} was granted (acknowledged) and never revoked, \
+                             but it is not in the table"
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for &t in kept {
+            let w = &self.txns[t];
+            let Some(rev) = w.rev else { continue };
+            for op in w.parts.iter().flat_map(|p| &p.ops) {
+                if let WriteOp::Put { key, lease, .. } = op {
+                    if gone.get(lease).is_some_and(|g| *g < rev) {
+                        return Err(format!(
+                            "t{t}: {} put at {rev} with lease {lease:x}, revoked at {}",
+                            String::from_utf8_lossy(key),
+                            gone[lease]
+                        ));
+                    }
+                }
+            }
+        }
+        for st in hist {
+            let rs = if visible > 0 {
+                rows(&st.store, visible).map_err(|e| format!("history at {visible}: {e}"))?
+            } else {
+                Vec::new()
+            };
+            for r in rs {
+                // A revoke above the visible revision is undone by the next
+                // start's marker (none may come: the groups' voters may
+                // differ at the end).
+                let pending = |id: i64| {
+                    hist[lease_shard(id, n) as usize]
+                        .revoked_above(visible)
+                        .any(|r| r.id == id)
+                };
+                if r.5 != 0 && !table(r.5).contains(r.5) && !pending(r.5) {
+                    return Err(format!(
+                        "{} is attached to lease {:x}, which is in no table",
+                        r.0, r.5
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
     fn check_final(&mut self) -> Result<(), String> {
+        let mut hists = Vec::new();
+        let mut logs = Vec::new();
         for g in 0..self.opts.groups {
             let Some((l, ms)) = self.configuration(g) else {
                 return Err(format!("group {g}: no leader after agreement"));
@@ -2091,7 +2720,34 @@ impl World {
                 .map(|m| self.members[*m].seq.visible())
                 .min()
                 .unwrap_or(0);
-            let store = dump(&self.members[l].logs[g], at)?;
+            let hist = history(g, &first)?;
+            let compact = records(&first)
+                .filter_map(|r| match r {
+                    Record::Compact { rev } => Some(rev),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            // At and above the compaction point every member answers as
+            // the uncompacted history (sampled revisions, the visible one
+            // always); below it every member refuses.
+            // A member outside another group's configuration may see
+            // less visible than the compaction, which was visible on its
+            // leader (so nothing at or below it is held ahead of the log).
+            let from = compact.max(1);
+            let to = at.max(compact);
+            let stride = ((to - from) / 16).max(1);
+            let mut revs: Vec<i64> = (from..to).step_by(stride as usize).collect();
+            revs.push(to);
+            let mut want = Vec::new();
+            for r in &revs {
+                want.push(if *r > 0 {
+                    rows(&hist.store, *r).map_err(|e| format!("group {g} history at {r}: {e}"))?
+                } else {
+                    Vec::new()
+                });
+            }
+            let leases = lease_table(&hist);
             for m in ms {
                 let member = &self.members[m];
                 self.check
@@ -2102,16 +2758,55 @@ impl World {
                         self.members[l].id, member.id
                     ));
                 }
-                let mine = dump(&member.logs[g], at)?;
-                if mine != store {
+                let st = member.logs[g]
+                    .state
+                    .as_ref()
+                    .ok_or("a member that is up has its state")?;
+                if st.store.compact_revision() != compact {
                     return Err(format!(
-                        "group {g}: the stores of members {} and {} differ:\n{store:?}\n{mine:?}",
-                        self.members[l].id, member.id
+                        "group {g}: member {}'s store is compacted at {}, its log at {compact}",
+                        member.id,
+                        st.store.compact_revision()
+                    ));
+                }
+                for r in 1..compact {
+                    if st.store.range(b"\0", b"\0", r, 0, false, false)
+                        != Err(ferrokv_mvcc::Error::Compacted)
+                    {
+                        return Err(format!(
+                            "group {g}: member {} answers at {r}, below its compaction at \
+                             {compact}",
+                            member.id
+                        ));
+                    }
+                }
+                for (r, want) in revs.iter().zip(&want) {
+                    let mine = if *r > 0 {
+                        rows(&st.store, *r)
+                            .map_err(|e| format!("group {g}: member {} at {r}: {e}", member.id))?
+                    } else {
+                        Vec::new()
+                    };
+                    if mine != *want {
+                        return Err(format!(
+                            "group {g}: at revision {r} the store of member {} differs from \
+                             the history (compacted at {compact}):\n{want:?}\n{mine:?}",
+                            member.id
+                        ));
+                    }
+                }
+                let mine = lease_table(st);
+                if mine != leases {
+                    return Err(format!(
+                        "group {g}: member {}'s lease table {mine:?}, the log's {leases:?}",
+                        member.id
                     ));
                 }
             }
+            hists.push(hist);
+            logs.push(first);
         }
-        self.check_writes()?;
+        self.check_writes(&hists, &logs)?;
         self.note(format!(
             "converged: {} proposals, {} acknowledged, {} writes acknowledged, {} elections, \
              {} writes rolled back",
@@ -2141,7 +2836,14 @@ fn apply_state(
             member.id
         )
     })?;
-    let out = st.apply_committed(index, term, &rec, member.seq.visible());
+    let visible = member.seq.visible();
+    let out = match rec {
+        Record::Compact { rev } => {
+            keeps_reads(st, rev, |st| st.apply_committed(index, term, &rec, visible))
+                .map_err(|e| format!("member {} group {g}: entry {index}: {e}", member.id))?
+        }
+        _ => st.apply_committed(index, term, &rec, visible),
+    };
     effects(&out, member, g)
 }
 
@@ -2162,7 +2864,7 @@ fn effects(out: &[Effect], member: &mut Member, g: usize) -> Result<(), String> 
                 member.seq.marker_folded(shard, *id, *cut, *through);
             }
             Effect::Installed { rev } => member.seq.shard_snapshot(shard, *rev),
-            Effect::Compacted { .. } => {}
+            Effect::Compacted { rev } => member.seq.compacted(*rev),
             Effect::CompactionApplied { rev, at } => {
                 member.seq.compaction_applied(shard, *rev, *at)
             }
@@ -2181,26 +2883,16 @@ fn effects(out: &[Effect], member: &mut Member, g: usize) -> Result<(), String> 
     Ok(())
 }
 
-/// A key of a store: key, value, create and mod revisions, version.
-type Row = (String, String, i64, i64, i64);
+/// A key of a store: key, value, create and mod revisions, version,
+/// lease.
+type Row = (String, String, i64, i64, i64, i64);
 
-/// Every key of a member's store at revision `at` (0: latest).
-fn dump(log: &Log, at: i64) -> Result<Vec<Row>, String> {
-    let st = log
-        .state
-        .as_ref()
-        .ok_or("a member that is up has its state")?;
-    // Nothing written after its last revision: the same state then.
-    let at = at.min(st.store.last_revision());
-    if at <= 0 {
-        return Ok(Vec::new());
-    }
-    let kvs = st
-        .store
-        .range(b"\0", b"\0", at, 0, false, false)
-        .map_err(|e| e.to_string())?
-        .kvs;
-    Ok(kvs
+/// Every key of `store` at revision `at` (0: latest; a revision past the
+/// store's last is its latest state, as revisions are global).
+fn rows(store: &Store, at: i64) -> Result<Vec<Row>, ferrokv_mvcc::Error> {
+    Ok(store
+        .range(b"\0", b"\0", at, 0, false, false)?
+        .kvs
         .into_iter()
         .map(|kv| {
             (
@@ -2209,7 +2901,81 @@ fn dump(log: &Log, at: i64) -> Result<Vec<Row>, String> {
                 kv.create_revision,
                 kv.mod_revision,
                 kv.version,
+                kv.lease,
             )
         })
         .collect())
+}
+
+/// Runs `f` (a compaction at `rev`), checking that it removed nothing a
+/// read sees at or after `rev`: the latest version of every live key, and
+/// the state at `rev` itself.
+fn keeps_reads<T>(
+    st: &mut ShardState,
+    rev: i64,
+    f: impl FnOnce(&mut ShardState) -> T,
+) -> Result<T, String> {
+    let before = (rows(&st.store, 0), rows(&st.store, rev));
+    let out = f(st);
+    let after = (rows(&st.store, 0), rows(&st.store, rev));
+    if before.0 != after.0 {
+        return Err(format!(
+            "compaction at {rev} changed the latest state: {:?} became {:?}",
+            before.0, after.0
+        ));
+    }
+    if before.1.is_ok() && before.1 != after.1 {
+        return Err(format!(
+            "compaction at {rev} changed the state at {rev}: {:?} became {:?}",
+            before.1, after.1
+        ));
+    }
+    Ok(out)
+}
+
+/// The proposing shard's own compaction once its record committed
+/// (`Shard::compact`): false if the store was compacted there already.
+fn compact_checked(st: &mut ShardState, rev: i64) -> Result<bool, String> {
+    match keeps_reads(st, rev, |st| st.store.compact(rev))? {
+        Ok(()) => Ok(true),
+        Err(ferrokv_mvcc::Error::Compacted) => Ok(false),
+        Err(e) => Err(format!("compaction at {rev}: {e}")),
+    }
+}
+
+/// The group's committed history without its compactions: a fresh state
+/// machine fed the applied log with every `Record::Compact` left out, so
+/// answers and revokes are checked at any revision, and the members'
+/// compacted stores against it at and above their compaction point.
+fn history(g: usize, applied: &BTreeMap<u64, (u64, Vec<u8>)>) -> Result<ShardState, String> {
+    let mut st = ShardState::new(g as u32, Store::new(), LeaseTable::new(1));
+    for (index, (term, data)) in applied {
+        let rec = Record::decode(data).map_err(|e| format!("group {g} entry {index}: {e}"))?;
+        if matches!(rec, Record::Compact { .. }) {
+            st.covers(*index);
+            continue;
+        }
+        for e in st.apply_committed(*index, *term, &rec, 0) {
+            if let Effect::Broken(why) = e {
+                return Err(format!(
+                    "group {g}: the history refused entry {index}: {why}"
+                ));
+            }
+        }
+    }
+    Ok(st)
+}
+
+/// The records of an applied log.
+fn records(applied: &BTreeMap<u64, (u64, Vec<u8>)>) -> impl Iterator<Item = Record> + '_ {
+    applied.values().filter_map(|(_, d)| Record::decode(d).ok())
+}
+
+/// A lease table as (id, TTL), ascending.
+fn lease_table(st: &ShardState) -> Vec<(i64, i64)> {
+    st.leases
+        .ids()
+        .into_iter()
+        .map(|id| (id, st.leases.get(id).map_or(0, |l| l.ttl)))
+        .collect()
 }

@@ -151,8 +151,9 @@ impl View for SimView<'_> {
 /// A client's transaction, drawn from the seed: puts in one or two groups,
 /// a compare-and-swap on a key's mod revision (a Get on failure, as
 /// Kubernetes' updates), a delete, or a put-or-delete on a key's version.
-/// `guess` is a mod revision the client believes the compared key has.
-pub fn request(rng: &mut Rng, groups: usize, t: usize, guess: i64) -> pb::TxnRequest {
+/// `guess` is a mod revision the client believes the compared key has;
+/// its puts attach the keys to `lease` (0: none).
+pub fn request(rng: &mut Rng, groups: usize, t: usize, guess: i64, lease: i64) -> pb::TxnRequest {
     let value = format!("t{t}").into_bytes();
     let g = rng.below(groups);
     let a = key(g, rng.below(KEYS_PER_GROUP));
@@ -166,6 +167,7 @@ pub fn request(rng: &mut Rng, groups: usize, t: usize, guess: i64) -> pb::TxnReq
         request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
             key: k.to_vec().into(),
             value: value.clone().into(),
+            lease,
             ..Default::default()
         })),
     };
@@ -250,16 +252,40 @@ pub struct Evaluated {
 }
 
 /// Evaluates `t` against a leader's latest state, applying its writes
-/// ahead of the log, as the coordinator does under its fences.
-pub fn evaluate(view: &SimView<'_>, t: &pb::TxnRequest) -> Result<Evaluated, String> {
+/// ahead of the log, as the coordinator does under its fences. The inner
+/// error is the evaluator's refusal of a request that applied nothing (a
+/// put to a lease that is not in its table).
+pub fn evaluate(
+    view: &SimView<'_>,
+    t: &pb::TxnRequest,
+) -> Result<Result<Evaluated, Error>, String> {
     match future::block_on(future::poll_once(eval::evaluate(view, t))) {
-        Some(Ok((path, st, responses))) => Ok(Evaluated {
+        Some(Ok((path, st, responses))) => Ok(Ok(Evaluated {
             succeeded: path.succeeded,
             responses,
             st,
-        }),
+        })),
+        Some(Err((e @ Error::LeaseNotFound, None))) => Ok(Err(e)),
         Some(Err((e, _))) => Err(format!("the evaluator refused a transaction: {e}")),
         None => Err("the evaluator waited (the sequencer held back a revision)".into()),
+    }
+}
+
+/// A lease revoke's deletes of `keys` at one revision, applied ahead of
+/// the log in their groups, with a part in the lease's group
+/// (`eval::revoke_deletes`, as `Engine::lease_revoke_here` runs it under
+/// its fences).
+pub fn revoke_deletes(
+    view: &SimView<'_>,
+    keys: &[Vec<u8>],
+    lease_group: u32,
+    st: &mut eval::WriteState,
+) -> Result<(), String> {
+    let run = eval::revoke_deletes(view, keys.iter(), lease_group, st);
+    match future::block_on(future::poll_once(run)) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(format!("a lease revoke's deletes were refused: {e}")),
+        None => Err("a lease revoke waited (the sequencer held back a revision)".into()),
     }
 }
 
