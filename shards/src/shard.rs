@@ -1306,16 +1306,10 @@ impl Shard {
         self.granting.borrow_mut().remove(&id);
         self.granted.notify(usize::MAX);
         committed.map_err(log_error)?;
-        if self.state.borrow().spec_term() != Some(term) {
-            // Stepped down meanwhile: the committed entry was applied as
-            // another leader's (and restored the lease).
-            return Ok((ttl, self.seq.last_assigned().max(self.seq.visible())));
-        }
-        let ttl = self
-            .state
-            .borrow_mut()
-            .leases
-            .grant(id, ttl, Instant::now())?;
+        // Applying the committed entry put the lease in the table (before
+        // its waiter completed); its deadline runs from now, on the leader
+        // (a revoke since, or a step-down's next start, decides otherwise).
+        let _ = self.state.borrow_mut().leases.renew(id, Instant::now());
         // Writes assigned from now on find the lease: the grant comes
         // after every revision assigned so far and before the next.
         Ok((ttl, self.seq.last_assigned().max(self.seq.visible())))
@@ -1345,7 +1339,15 @@ impl Shard {
             .into_iter()
             .filter_map(|id| table.get(id).map(|l| (id, l.ttl)))
             .collect();
-        leases.extend(self.granting.borrow().iter().map(|(id, ttl)| (*id, *ttl)));
+        // A grant that committed is in the table before its task leaves
+        // `granting`.
+        leases.extend(
+            self.granting
+                .borrow()
+                .iter()
+                .filter(|(id, _)| !table.contains(**id))
+                .map(|(id, ttl)| (*id, *ttl)),
+        );
         leases
     }
 

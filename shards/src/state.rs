@@ -311,6 +311,12 @@ impl ShardState {
                     participants: parts.iter().map(|p| p.shard).collect(),
                 });
             }
+            // Neither a compaction nor a grant is applied ahead of the log,
+            // the leader's own included: it takes effect here, as the
+            // record commits. Left to the proposing task after its commit
+            // (as it was), a step-down in between left that member's
+            // store uncompacted, or the lease out of its table only
+            // (found by the simulation).
             Record::Compact { rev, at: 0 } => {
                 // An older version's record: in effect as it applies.
                 let _ = self.store.compact(*rev);
@@ -339,11 +345,7 @@ impl ShardState {
                     through: *through,
                 });
             }
-            Record::LeaseGrant { id, ttl } => {
-                if !own {
-                    self.leases.restore(*id, *ttl);
-                }
-            }
+            Record::LeaseGrant { id, ttl } => self.leases.restore(*id, *ttl),
             Record::LeaseRevoke { id, rev } => {
                 if own {
                     self.remember_revoke(*rev, *id, 0, true, visible);
@@ -685,6 +687,20 @@ mod tests {
         s.apply(4, 0, &[put("a", "1")], 4);
         s.role_changed(false, 5);
         assert!(!s.leases.contains(7));
+    }
+
+    #[test]
+    fn a_leaders_own_compaction_and_grant_take_effect_as_they_commit() {
+        let mut s = state();
+        s.apply_committed(1, 1, &write(1, &[0], vec![put("a", "1")]), 0);
+        s.apply_committed(2, 1, &write(2, &[0], vec![put("a", "2")]), 0);
+        s.take_term(2);
+        s.apply_committed(3, 2, &Record::Compact { rev: 2 }, 2);
+        s.apply_committed(4, 2, &Record::LeaseGrant { id: 7, ttl: 5 }, 2);
+        // Stepped down before the proposing task went on.
+        s.role_changed(false, 3);
+        assert_eq!(s.store.compact_revision(), 2);
+        assert!(s.leases.contains(7));
     }
 
     #[test]

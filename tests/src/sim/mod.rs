@@ -415,6 +415,10 @@ struct World {
     /// The write each proposal carries a part of (markers: none).
     part_of: Vec<Option<usize>>,
     txns: Vec<Txn>,
+    /// Grants' and compactions' proposals that committed, with the step
+    /// they did: the proposing shard's task resumes after its commit
+    /// (member, life, group, call, step), not in the same driver round.
+    resumed: Vec<(usize, u64, usize, usize, usize)>,
     /// Writes every part of which committed, waiting until their revision
     /// is visible and kept on their member (`Sequencer::wait_committed`).
     settling: Vec<usize>,
@@ -565,6 +569,7 @@ impl World {
             proposals: Vec::new(),
             part_of: Vec::new(),
             txns: Vec::new(),
+            resumed: Vec::new(),
             settling: Vec::new(),
             acked_txns: Vec::new(),
             acked_max: 0,
@@ -661,6 +666,7 @@ impl World {
         while self.step < self.opts.steps {
             self.step += 1;
             self.one_step()?;
+            self.resume()?;
             self.settle();
         }
         self.converge()
@@ -1278,11 +1284,11 @@ impl World {
                         }
                     }
                     if let Some(t) = txn {
-                        self.committed_part(m, g, t)?;
-                        let w = &mut self.txns[t];
-                        w.oks += 1;
-                        if w.oks == w.expected && !w.failed {
-                            self.settling.push(t);
+                        if matches!(self.txns[t].op, Op::Grant { .. } | Op::Compact { .. }) {
+                            let life = self.members[m].lives;
+                            self.resumed.push((m, life, g, t, self.step));
+                        } else {
+                            self.part_done(t);
                         }
                     }
                 }
@@ -1315,41 +1321,53 @@ impl World {
         Ok(())
     }
 
-    /// What the proposing shard does once a proposal of call `t` in group
-    /// `g` committed, if it still leads the term it proposed in: a grant
-    /// enters the table (`Shard::lease_grant`), a compaction compacts the
-    /// store (`Shard::compact`); a shard that stepped down meanwhile
-    /// applied the entry as another leader's.
-    fn committed_part(&mut self, m: usize, g: usize, t: usize) -> Result<(), String> {
-        let now = self.now(m);
-        let (op, term) = (self.txns[t].op, self.txns[t].terms[g]);
-        let member = &mut self.members[m];
-        let id = member.id;
-        let Some(st) = member.logs[g].state.as_mut() else {
-            return Ok(());
-        };
-        let own = st.spec_term() == Some(term);
-        match op {
-            Op::Grant { id: lease, ttl } => {
-                if own {
-                    st.leases
-                        .grant(lease, ttl, now)
-                        .map_err(|e| format!("member {id}: committed grant of {lease:x}: {e}"))?;
-                    member.renewed.insert(lease, member.clock);
-                }
-                // The grant comes after every revision assigned so far.
-                self.txns[t].header = member.seq.last_assigned().max(member.seq.visible());
-            }
-            Op::Compact { rev } if own => {
-                let done =
-                    compact_checked(st, rev).map_err(|e| format!("member {id} group {g}: {e}"))?;
-                if done {
-                    self.note(format!("member {id} group {g}: compacted at {rev}"));
-                }
-            }
-            _ => {}
+    /// One more of call `t`'s proposals is done.
+    fn part_done(&mut self, t: usize) {
+        let w = &mut self.txns[t];
+        w.oks += 1;
+        if w.oks == w.expected && !w.failed {
+            self.settling.push(t);
         }
+    }
+
+    /// The proposing shards' tasks whose proposal committed in an earlier
+    /// step go on (`Shard::lease_grant`, `Shard::compact` after their
+    /// await): a role change may have come in between, as the shell's
+    /// driver runs on before the task does. A crash loses them; a stopped
+    /// member runs none.
+    fn resume(&mut self) -> Result<(), String> {
+        let mut keep = Vec::new();
+        for (m, life, g, t, step) in std::mem::take(&mut self.resumed) {
+            if self.members[m].lives != life || !self.members[m].up {
+                continue;
+            }
+            if step >= self.step || !self.running(m) {
+                keep.push((m, life, g, t, step));
+                continue;
+            }
+            self.committed_part(m, g, t);
+            self.part_done(t);
+        }
+        self.resumed.extend(keep);
         Ok(())
+    }
+
+    /// What the proposing shard does once a proposal of call `t` in group
+    /// `g` committed: a grant's lease, in the table since its entry was
+    /// applied, gets its deadline from now (`Shard::lease_grant`); a
+    /// compaction has nothing left to do (`Shard::compact`).
+    fn committed_part(&mut self, m: usize, g: usize, t: usize) {
+        let now = self.now(m);
+        let member = &mut self.members[m];
+        if let (Op::Grant { id, .. }, Some(st)) = (self.txns[t].op, member.logs[g].state.as_mut()) {
+            if st.leases.renew(id, now).is_ok() {
+                member.renewed.insert(id, member.clock);
+            }
+        }
+        if matches!(self.txns[t].op, Op::Grant { .. }) {
+            // The grant comes after every revision assigned so far.
+            self.txns[t].header = member.seq.last_assigned().max(member.seq.visible());
+        }
     }
 
     fn apply(
@@ -2386,6 +2404,7 @@ impl World {
                     && (0..self.opts.groups).all(|g| self.role(m, g).leader);
                 self.lead(m);
             }
+            self.resume()?;
             self.settle();
             if quiet && !busy {
                 break;
@@ -2931,16 +2950,6 @@ fn keeps_reads<T>(
         ));
     }
     Ok(out)
-}
-
-/// The proposing shard's own compaction once its record committed
-/// (`Shard::compact`): false if the store was compacted there already.
-fn compact_checked(st: &mut ShardState, rev: i64) -> Result<bool, String> {
-    match keeps_reads(st, rev, |st| st.store.compact(rev))? {
-        Ok(()) => Ok(true),
-        Err(ferrokv_mvcc::Error::Compacted) => Ok(false),
-        Err(e) => Err(format!("compaction at {rev}: {e}")),
-    }
 }
 
 /// The group's committed history without its compactions: a fresh state
