@@ -234,7 +234,12 @@ impl ShardState {
     }
 
     fn remember_revoke(&mut self, rev: i64, id: i64, ttl_s: i64, committed: bool, visible: i64) {
-        self.revoked.retain(|r| r.rev > visible);
+        // Once visible a committed revoke is undone by nothing; one not
+        // committed yet still is by a step-down (a revoke that deleted
+        // nothing carries a revision visible without it). Found by the
+        // simulation: dropped here, a step-down could not put its lease
+        // back.
+        self.revoked.retain(|r| r.rev > visible || !r.committed);
         if let Some(e) = self.revoked.iter_mut().find(|e| e.id == id && e.rev == rev) {
             e.committed |= committed;
         } else {
@@ -701,6 +706,19 @@ mod tests {
         s.role_changed(false, 3);
         assert_eq!(s.store.compact_revision(), 2);
         assert!(s.leases.contains(7));
+    }
+
+    #[test]
+    fn a_revoke_not_committed_stays_undoable_once_its_revision_is_visible() {
+        let mut s = state();
+        s.leases.restore(7, 60);
+        s.leases.restore(8, 60);
+        // Deleted nothing, having read the state after 3.
+        s.revoke_submitted(7, &[Record::LeaseRevoke { id: 7, rev: 3 }], 0, 4);
+        // Revision 3 became visible; another revoke is submitted.
+        s.revoke_submitted(8, &[Record::LeaseRevoke { id: 8, rev: 5 }], 3, 4);
+        s.role_changed(false, 5);
+        assert!(s.leases.contains(7) && s.leases.contains(8));
     }
 
     #[test]
