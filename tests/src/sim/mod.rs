@@ -370,6 +370,8 @@ struct Txn {
     expected: usize,
     /// The terms its member led each group in.
     terms: Vec<u64>,
+    /// (group, index) of each of its proposals acknowledged.
+    committed_at: Vec<(usize, u64)>,
 }
 
 /// What a `Txn` is.
@@ -1284,6 +1286,7 @@ impl World {
                         }
                     }
                     if let Some(t) = txn {
+                        self.txns[t].committed_at.push((g, index));
                         if matches!(self.txns[t].op, Op::Grant { .. } | Op::Compact { .. }) {
                             let life = self.members[m].lives;
                             self.resumed.push((m, life, g, t, self.step));
@@ -1651,6 +1654,7 @@ impl World {
             op,
             expected: 0,
             terms: terms.to_vec(),
+            committed_at: Vec::new(),
         });
         self.txns.len() - 1
     }
@@ -2011,6 +2015,7 @@ impl World {
             op: Op::Txn,
             expected: touched.len(),
             terms: terms.to_vec(),
+            committed_at: Vec::new(),
         });
         match ev.st.rev {
             Some(rev) => {
@@ -2509,16 +2514,26 @@ impl World {
         let states: Vec<&ShardState> = hist.iter().collect();
         // Reads at a revision use no sequencer state.
         let seq = Sequencer::new(self.opts.groups as u32);
-        // Writes in the history (whole, at or below the visible revision).
+        // Writes known to be in the history (whole, at or below the visible
+        // revision).
         let mut kept = Vec::new();
-        let written: Vec<BTreeSet<&[u8]>> = logs
+        // Each revision's last write record in each group's log: a later
+        // one at the same revision follows a marker that voided the first.
+        let written: Vec<BTreeMap<i64, (u64, &[u8])>> = logs
             .iter()
-            .map(|l| l.values().map(|(_, d)| d.as_slice()).collect())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|(i, (_, d))| match Record::decode(d) {
+                        Ok(Record::Write { rev, .. }) => Some((rev, (*i, d.as_slice()))),
+                        _ => None,
+                    })
+                    .collect()
+            })
             .collect();
         for (t, w) in self.txns.iter().enumerate() {
             if let Some(rev) = w.rev {
                 // Its own record, not another's at the same revision (a
-                // stale leader's deletes may look alike), and in the store.
+                // stale leader's, voided, may look alike), and in the store.
                 // A revoke's empty part in its lease's group leaves no trace
                 // in a store (the lease tables are checked instead).
                 let record = Record::Write {
@@ -2532,7 +2547,8 @@ impl World {
                     .filter(|p| !p.ops.is_empty())
                     .map(|p| {
                         let g = p.shard as usize;
-                        Ok(written[g].contains(record.as_slice()) && txn::held(states[g], p, rev)?)
+                        Ok(written[g].get(&rev).map(|w| w.1) == Some(record.as_slice())
+                            && txn::held(states[g], p, rev)?)
                     })
                     .collect::<Result<Vec<bool>, String>>()?;
                 let whole = held.iter().all(|h| *h);
@@ -2548,7 +2564,15 @@ impl World {
                          only: {held:?}"
                     ));
                 }
-                if whole && rev <= visible {
+                // Known to be this one's (an identical write of another
+                // leader's at the same revision is not): each group's part
+                // acknowledged at the index of that revision's last write.
+                let known = w.groups.iter().all(|g| {
+                    written[*g]
+                        .get(&rev)
+                        .is_some_and(|(i, _)| w.committed_at.contains(&(*g, *i)))
+                });
+                if whole && known && rev <= visible {
                     kept.push(t);
                 }
             }
