@@ -652,7 +652,8 @@ mod tests {
         let mut s = state();
         s.apply_committed(1, 1, &write(1, &[0], vec![put("a", "1")]), 0);
         // Revisions 2..=5 went to other shards; 5 was visible.
-        s.apply_committed(2, 1, &Record::Compact { rev: 5 }, 5);
+        s.apply_committed(2, 1, &Record::Compact { rev: 5, at: 5 }, 5);
+        assert!(s.settle_compaction(5), "in effect on the member");
         s.apply(6, 0, &[put("a", "6")], 2);
         assert_eq!(s.role_changed(false, 3), vec![]);
         assert_eq!(dump(&s), vec![(b"a".to_vec(), b"1".to_vec(), 1, 1, 1)]);
@@ -700,10 +701,12 @@ mod tests {
         s.apply_committed(1, 1, &write(1, &[0], vec![put("a", "1")]), 0);
         s.apply_committed(2, 1, &write(2, &[0], vec![put("a", "2")]), 0);
         s.take_term(2);
-        s.apply_committed(3, 2, &Record::Compact { rev: 2 }, 2);
+        s.apply_committed(3, 2, &Record::Compact { rev: 2, at: 2 }, 2);
         s.apply_committed(4, 2, &Record::LeaseGrant { id: 7, ttl: 5 }, 2);
         // Stepped down before the proposing task went on.
         s.role_changed(false, 3);
+        // In effect on the member (its visible revision reached 2).
+        assert!(s.settle_compaction(2));
         assert_eq!(s.store.compact_revision(), 2);
         assert!(s.leases.contains(7));
     }

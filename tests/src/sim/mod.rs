@@ -1801,8 +1801,11 @@ impl World {
 
     /// Compact at serving member `m` (`Engine::compact_here`), at a
     /// revision above the compaction point and at or below the visible
-    /// one: the sequencer's point moves first, then every group proposes
-    /// `Record::Compact` and compacts its store once it committed.
+    /// one: accepted by the sequencer, then every group proposes
+    /// `Record::Compact` with `at` the last revision handed out (a step
+    /// is atomic, as the engine's fences of every shard are); every member
+    /// has it in effect once its visible revision is past `at`, and its
+    /// stores compact then.
     fn compact_store(&mut self, m: usize, terms: &[u64]) {
         let member = &self.members[m];
         let (visible, cur) = (member.seq.visible(), member.seq.compact_revision());
@@ -1834,8 +1837,12 @@ impl World {
         self.note(format!(
             "member {mid}: t{t} compacts at {rev} (visible {visible})"
         ));
+        let at = self.members[m].seq.last_assigned();
+        self.note(format!(
+            "member {mid}: t{t}'s compaction is in effect past {at}"
+        ));
         for (g, term) in terms.iter().enumerate() {
-            self.submit(m, g, *term, Record::Compact { rev }.encode(), Some(t));
+            self.submit(m, g, *term, Record::Compact { rev, at }.encode(), Some(t));
         }
     }
 
@@ -2748,6 +2755,18 @@ impl World {
     }
 
     fn check_final(&mut self) -> Result<(), String> {
+        // Converged, every member has its logs' compactions in effect; a
+        // shard compacts its store at its next apply or snapshot after
+        // that (`Shard::settle_compaction`), which may not have come.
+        for m in 0..self.members.len() {
+            let member = &mut self.members[m];
+            let in_effect = member.seq.compact_revision();
+            for l in member.logs.iter_mut() {
+                if let Some(st) = l.state.as_mut() {
+                    st.settle_compaction(in_effect);
+                }
+            }
+        }
         let mut hists = Vec::new();
         let mut logs = Vec::new();
         for g in 0..self.opts.groups {
@@ -2764,13 +2783,15 @@ impl World {
                 .min()
                 .unwrap_or(0);
             let hist = history(g, &first)?;
-            let compact = records(&first)
+            // The newest compaction and the revision past which it is in
+            // effect.
+            let (compact, compact_at) = records(&first)
                 .filter_map(|r| match r {
-                    Record::Compact { rev } => Some(rev),
+                    Record::Compact { rev, at } => Some((rev, at)),
                     _ => None,
                 })
                 .max()
-                .unwrap_or(0);
+                .unwrap_or((0, 0));
             // At and above the compaction point every member answers as
             // the uncompacted history (sampled revisions, the visible one
             // always); below it every member refuses.
@@ -2805,11 +2826,34 @@ impl World {
                     .state
                     .as_ref()
                     .ok_or("a member that is up has its state")?;
+                // Not in effect only on a member that has not passed its
+                // `at` (one outside another group's configuration sees
+                // less): then it still holds the history.
+                let pending = member.seq.compact_revision() < compact;
+                if pending && member.seq.visible() > compact_at {
+                    return Err(format!(
+                        "group {g}: member {} is at {}, past {compact_at}, without the \
+                         compaction at {compact} in effect",
+                        member.id,
+                        member.seq.visible()
+                    ));
+                }
+                let compact = if pending {
+                    st.store.compact_revision()
+                } else {
+                    compact
+                };
                 if st.store.compact_revision() != compact {
                     return Err(format!(
-                        "group {g}: member {}'s store is compacted at {}, its log at {compact}",
+                        "group {g}: member {}'s store is compacted at {}, its log at {compact} \
+                         (in effect here: {}, pending {:?}, its log's compactions {:?})",
                         member.id,
-                        st.store.compact_revision()
+                        st.store.compact_revision(),
+                        member.seq.compact_revision(),
+                        st.pending_compaction(),
+                        records(&member.logs[g].applied)
+                            .filter(|r| matches!(r, Record::Compact { .. }))
+                            .collect::<Vec<_>>()
                     ));
                 }
                 for r in 1..compact {
@@ -2880,14 +2924,22 @@ fn apply_state(
         )
     })?;
     let visible = member.seq.visible();
-    let out = match rec {
-        Record::Compact { rev } => {
-            keeps_reads(st, rev, |st| st.apply_committed(index, term, &rec, visible))
-                .map_err(|e| format!("member {} group {g}: entry {index}: {e}", member.id))?
-        }
-        _ => st.apply_committed(index, term, &rec, visible),
+    let out = st.apply_committed(index, term, &rec, visible);
+    effects(&out, member, g)?;
+    settle(st, member, g)
+}
+
+/// The store compacts once the member has the compaction in effect, as
+/// the shard does after its effects (`Shard::settle_compaction`); it must
+/// keep the latest state and the state at the compaction.
+fn settle(st: &mut ShardState, member: &Member, g: usize) -> Result<(), String> {
+    let Some(rev) = st.pending_compaction() else {
+        return Ok(());
     };
-    effects(&out, member, g)
+    let in_effect = member.seq.compact_revision();
+    keeps_reads(st, rev, |st| st.settle_compaction(in_effect))
+        .map(|_| ())
+        .map_err(|e| format!("member {} group {g}: {e}", member.id))
 }
 
 /// Carries out what a group's state machine asks of its member (as the
