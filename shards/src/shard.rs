@@ -447,6 +447,9 @@ pub struct Shard {
     /// Grants in the log but not yet durable (id -> TTL): a second grant of
     /// the id waits for the first, and a snapshot includes them.
     granting: RefCell<HashMap<i64, i64>>,
+    /// Per grant in flight whose record applied: the last revision
+    /// assigned when the lease entered the table (what the grant answers).
+    granted_at: RefCell<HashMap<i64, i64>>,
     /// Notified when a grant in `granting` is done (committed or not).
     granted: event_listener::Event,
     leadership: Arc<Leadership>,
@@ -531,6 +534,7 @@ impl Shard {
             entries_since_snapshot: Cell::new(0),
             snapshotting: Cell::new(false),
             granting: RefCell::new(HashMap::new()),
+            granted_at: RefCell::new(HashMap::new()),
             granted: event_listener::Event::new(),
             leadership,
             snapshot_index: Cell::new(0),
@@ -696,6 +700,9 @@ impl Shard {
     }
 
     pub(crate) fn range(&self, a: &RangeArgs) -> Result<RangeResult, ferrokv_mvcc::Error> {
+        // At an old revision the store must answer as of the compaction in
+        // effect (its tombstones gone), not only refuse below it.
+        self.settle_compaction();
         self.state.borrow().store.range(
             &a.key,
             &a.range_end,
@@ -707,6 +714,8 @@ impl Shard {
     }
 
     fn events(&self, a: &EventsArgs) -> EventsResult {
+        // History as of the compaction in effect (a tombstone at it is gone).
+        self.settle_compaction();
         let mut evs = self.state.borrow().store.events_with_rev(
             &a.key,
             &a.range_end,
@@ -952,6 +961,13 @@ impl Shard {
             (out, st.applied_index() == index)
         };
         self.effects(out);
+        if let Record::LeaseGrant { id, .. } = &rec {
+            if self.granting.borrow().contains_key(id) {
+                // Writes assigned from now on may attach keys to it.
+                let at = self.seq.last_assigned().max(self.seq.visible());
+                self.granted_at.borrow_mut().insert(*id, at);
+            }
+        }
         if applied {
             self.after_commit();
         }
@@ -1304,15 +1320,17 @@ impl Shard {
         self.granting.borrow_mut().insert(id, ttl);
         let committed = fut.await;
         self.granting.borrow_mut().remove(&id);
+        let entered = self.granted_at.borrow_mut().remove(&id);
         self.granted.notify(usize::MAX);
         committed.map_err(log_error)?;
         // Applying the committed entry put the lease in the table (before
         // its waiter completed); its deadline runs from now, on the leader
         // (a revoke since, or a step-down's next start, decides otherwise).
         let _ = self.state.borrow_mut().leases.renew(id, Instant::now());
-        // Writes assigned from now on find the lease: the grant comes
-        // after every revision assigned so far and before the next.
-        Ok((ttl, self.seq.last_assigned().max(self.seq.visible())))
+        // The grant comes after every revision assigned before the lease
+        // entered the table and before every later one, which may use it.
+        let at = entered.unwrap_or_else(|| self.seq.last_assigned().max(self.seq.visible()));
+        Ok((ttl, at))
     }
 
     /// The leases a snapshot must hold: granted ones and durable-pending

@@ -275,7 +275,7 @@ fn suite_slice_under_network_and_membership_faults() {
 /// Rounds of the compaction slice.
 const COMPACT_SLICE_ROUND: Duration = Duration::from_secs(8);
 /// Rounds of the damaged-snapshot slice: its fault comes a quarter in,
-/// after etcd wrote its first `.snap` (every 2,000 entries in such runs).
+/// after etcd wrote its first `.snap` (every 500 entries in such runs).
 const DAMAGED_SNAPSHOT_SLICE_ROUND: Duration = Duration::from_secs(12);
 
 /// A compaction during load (in the history, so the model knows it), on

@@ -976,7 +976,7 @@ fn lead_back(t: &mut Target, m: usize) -> String {
 
 /// `--snapshot-count` of runs with the damaged-snapshot fault (both
 /// kinds, so that both snapshot as often).
-const SNAPSHOT_COUNT: u64 = 2000;
+const SNAPSHOT_COUNT: u64 = 500;
 /// Bound on the start of a member whose snapshot was damaged: it refuses
 /// (ferrokv) or recovers (etcd) well within it.
 const DAMAGED_START_MAX: Duration = Duration::from_secs(30);
