@@ -1735,13 +1735,7 @@ impl World {
             .collect();
         keys.sort_unstable();
         let mut st = eval::WriteState::new(before, seq.voids());
-        let states = member
-            .logs
-            .iter_mut()
-            .enumerate()
-            .map(|(g, l)| l.state.as_mut().map(|st| (st, terms[g])))
-            .collect::<Option<Vec<_>>>()
-            .ok_or("a serving member has every group's state")?;
+        let states = leader_states(&mut member.logs, terms)?;
         txn::revoke_deletes(&txn::SimView::leader(states, seq), &keys, ls, &mut st)
             .map_err(|e| format!("member {mid}: revoke of lease {id:x}: {e}"))?;
         let visible = seq.visible();
@@ -1980,13 +1974,7 @@ impl World {
         }
         let member = &mut self.members[m];
         let seq = &member.seq;
-        let states = member
-            .logs
-            .iter_mut()
-            .enumerate()
-            .map(|(g, l)| l.state.as_mut().map(|st| (st, terms[g])))
-            .collect::<Option<Vec<_>>>()
-            .ok_or("a serving member has every group's state")?;
+        let states = leader_states(&mut member.logs, terms)?;
         let id = member.id;
         let ev = match txn::evaluate(&txn::SimView::leader(states, seq), &request)
             .map_err(|e| format!("member {id}: t{t}: {e}"))?
@@ -2905,6 +2893,18 @@ impl World {
         ));
         Ok(())
     }
+}
+
+/// Every group's state of a serving member, each with the term it leads.
+fn leader_states<'a>(
+    logs: &'a mut [Log],
+    terms: &[u64],
+) -> Result<Vec<(&'a mut ShardState, u64)>, String> {
+    logs.iter_mut()
+        .enumerate()
+        .map(|(g, l)| l.state.as_mut().map(|st| (st, terms[g])))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| "a serving member has every group's state".to_string())
 }
 
 /// A committed entry into the shard's real state machine; what it asks of
