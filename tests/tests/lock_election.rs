@@ -803,7 +803,9 @@ async fn with_etcdctl(server: ServerProcess) -> Vec<String> {
         still_waiting(&waiting).await
     ));
     let got = answer(waiting, "grpc Lock after etcdctl").await;
-    let out = ctl.stop(Duration::ZERO, SETTLE_MAX);
+    // etcdctl deletes its key before it revokes its session and exits:
+    // wait for the exit, which may come after the gRPC Lock's answer.
+    let out = ctl.stop(SETTLE_MAX, SETTLE_MAX);
     s.note(format!("etcdctl lock exited {}", out.code));
     s.lock("grpc Lock", &got);
     // And the other way: etcdctl waits for the gRPC holder.
