@@ -399,7 +399,28 @@ def fmt(v, digits=1):
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
-def markdown(rows, machine, sweeps=None, fo=None, rs=None):
+def load_floor(outdir):
+    """raw/floor.json (perf/floor.py --json), if the run measured it."""
+    p = os.path.join(outdir, "raw", "floor.json")
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return json.load(f)
+
+
+def floor_markdown(floor):
+    if not floor:
+        return []
+    out = ["", f"The disk's floor, same filesystem, right after the runs "
+           f"(`perf/floor.py`: {floor.get('count', '?')} appends of 4 KiB each way):", "",
+           "| file, write | p50 ms | p90 ms | p99 ms |", "|---|---:|---:|---:|"]
+    for way, s in floor.items():
+        if isinstance(s, dict):
+            out.append(f"| {way} | {fmt(s['p50_ms'], 3)} | {fmt(s['p90_ms'], 3)} | {fmt(s['p99_ms'], 3)} |")
+    return out
+
+
+def markdown(rows, machine, sweeps=None, fo=None, rs=None, floor=None):
     out = [
         "| workload | etcd req/s | ferrokv req/s | ratio | etcd p50 ms | ferrokv p50 ms "
         "| etcd p99 ms | ferrokv p99 ms | ratio | failed (etcd/ferrokv) |",
@@ -433,6 +454,7 @@ def markdown(rows, machine, sweeps=None, fo=None, rs=None):
                 "| workload | etcd ms | ferrokv ms |", "|---|---:|---:|"]
         for w, e, f in fs:
             out.append(f"| {w} | {fmt(e.get('wal_fsync_p99_ms'), 1)} | {fmt(f.get('wal_fsync_p99_ms'), 1)} |")
+    out += floor_markdown(floor)
     for name, sw in (sweeps or {}).items():
         out += sweep_markdown(name, sw)
     out += failover_markdown(fo)
@@ -504,17 +526,20 @@ def main():
         machine = ""
     fo = failover(outdir)
     rs = runs(outdir)
+    floor = load_floor(outdir)
     result = {"machine": machine, "workloads": rows, "sweeps": sweeps}
+    if floor:
+        result["disk_floor"] = floor
     if fo:
         result["failover"] = fo
     if rs:
         result["runs"] = rs
     json.dump(result, open(os.path.join(outdir, "results.json"), "w"), indent=2)
-    open(os.path.join(outdir, "results.md"), "w").write(markdown(rows, machine, sweeps, fo, rs))
+    open(os.path.join(outdir, "results.md"), "w").write(markdown(rows, machine, sweeps, fo, rs, floor))
     open(os.path.join(outdir, "plot.svg"), "w").write(svg(rows, topology(machine)))
     for name, sw in sweeps.items():
         open(os.path.join(outdir, f"sweep-{name}.svg"), "w").write(sweep_svg(name, sw))
-    print(markdown(rows, "", sweeps, fo, rs))
+    print(markdown(rows, "", sweeps, fo, rs, floor))
 
 
 if __name__ == "__main__":

@@ -109,5 +109,11 @@ for i in "${!WORKLOADS[@]}"; do
 done
 log "runs took $(( $(date +%s) - RUN_START )) s"
 
+# The disk's floor in the data dirs' filesystem, right after the runs: what
+# one durable 4 KiB append costs without any server (perf/floor.py).
+log "disk floor: perf/floor.py $WORK"
+python3 "$ROOT/perf/floor.py" "$WORK" 3000 --json >"$OUT/raw/floor.json" ||
+  log "disk floor: failed"
+
 python3 "$ROOT/perf/report.py" "$OUT"
 log "wrote $OUT/results.json, $OUT/results.md, $OUT/plot.svg, $OUT/sweep-*.svg"

@@ -50,6 +50,7 @@ pub mod metrics;
 mod error;
 pub mod notify;
 mod segment;
+mod sync_thread;
 mod wal;
 
 pub use error::Error;

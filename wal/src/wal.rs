@@ -2,11 +2,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use glommio::io::{Directory, DmaFile, OpenOptions};
 use glommio::task::JoinHandle;
@@ -17,6 +17,7 @@ use crate::notify::Notify;
 use crate::segment::{
     parse_segment_name, prealloc_file_name, scan_segment, segment_file_name, PREALLOC_SUFFIX,
 };
+use crate::sync_thread::{AlignedBuf, SyncFile, SyncThread};
 use crate::Error;
 
 /// Configuration of one shard's WAL.
@@ -93,6 +94,8 @@ pub struct Wal {
 struct Active {
     seq: u64,
     file: Rc<DmaFile>,
+    /// The same file for the sync thread.
+    sync: SyncFile,
     /// Logical end of data in the active segment.
     write_off: u64,
     /// Bytes of the partially filled last block, `[align_down(write_off), write_off)`.
@@ -108,6 +111,9 @@ struct Writer {
     active: Active,
     next_lsn: u64,
     prepared: Option<(u64, JoinHandle<Result<DmaFile, Error>>)>,
+    thread: SyncThread,
+    /// The flush buffer, reused (it is with the thread during a write).
+    buf: AlignedBuf,
 }
 
 fn io_err(e: io::Error) -> Error {
@@ -237,17 +243,22 @@ impl Wal {
             flusher_exit: Notify::default(),
             truncating: Cell::new(false),
         });
+        let sync = SyncFile::dup(file.as_raw_fd()).map_err(io_err)?;
+        let thread = SyncThread::spawn("wal-sync".to_string()).map_err(io_err)?;
         let mut writer = Writer {
             shared: shared.clone(),
             dir_handle,
             active: Active {
                 seq,
                 file: Rc::new(file),
+                sync,
                 write_off: 0,
                 tail: Vec::new(),
             },
             next_lsn,
             prepared: None,
+            thread,
+            buf: AlignedBuf::new(),
         };
         writer.spawn_prepare();
         glommio::spawn_local(writer.run()).detach();
@@ -481,20 +492,19 @@ impl Writer {
         }
         let first = self.next_lsn;
         let poison = |e: Error| (e, true);
-        let file = self.active.file.clone();
-        let align = file.alignment();
+        let align = self.active.file.alignment();
         let write_off = self.active.write_off;
         let start = write_off - write_off % align;
         let tail_len = (write_off - start) as usize;
         debug_assert_eq!(tail_len, self.active.tail.len());
         let data_len = tail_len + bytes;
         let buf_len = (data_len as u64).div_ceil(align) * align;
-        let mut buf = file.alloc_dma_buffer(buf_len as usize);
+        let mut buf = std::mem::replace(&mut self.buf, AlignedBuf::new());
         let new_end = write_off + bytes as u64;
         let new_tail_start = new_end - new_end % align;
         let new_tail;
         {
-            let s = buf.as_bytes_mut();
+            let s = buf.resize(buf_len as usize);
             s[..tail_len].copy_from_slice(&self.active.tail);
             let mut p = tail_len;
             for (lsn, payload) in (first..).zip(payloads.iter()) {
@@ -506,20 +516,11 @@ impl Writer {
             s[p..].fill(0);
             new_tail = s[(new_tail_start - start) as usize..(new_end - start) as usize].to_vec();
         }
-        let written = file
-            .write_at(buf, start)
-            .await
-            .map_err(|e| poison(e.into()))?;
-        if (written as u64) < buf_len {
-            return Err(poison(Error::io(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {buf_len} bytes"),
-            ))));
-        }
-        let t0 = Instant::now();
-        file.fdatasync().await.map_err(|e| poison(e.into()))?;
+        let done = self.thread.write(&self.active.sync, buf, start).await;
+        self.buf = done.buf;
+        let fsync = done.result.map_err(|e| poison(io_err(e)))?;
         let metrics = &self.shared.cfg.metrics;
-        metrics.fsync.observe_duration(t0.elapsed());
+        metrics.fsync.observe_duration(fsync);
         metrics
             .write_bytes_total
             .fetch_add(bytes as u64, Ordering::Relaxed);
@@ -552,11 +553,13 @@ impl Writer {
         let poison = |e: Error| (e, true);
         file.rename(&path).await.map_err(|e| poison(e.into()))?;
         self.dir_handle.sync().await.map_err(|e| poison(e.into()))?;
+        let sync = SyncFile::dup(file.as_raw_fd()).map_err(|e| poison(io_err(e)))?;
         let old = std::mem::replace(
             &mut self.active,
             Active {
                 seq,
                 file: Rc::new(file),
+                sync,
                 write_off: 0,
                 tail: Vec::new(),
             },
