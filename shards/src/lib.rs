@@ -40,9 +40,6 @@ use lease::LeaseTable;
 use record::Record;
 use shard::{Applier, Shard, ShardMsg, SHARD_MESSAGES_PENDING_MAX};
 
-/// How long an idle shard core polls before it parks (see its use).
-const SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_micros(100);
-
 /// glommio's registered I/O buffer memory per shard core.
 const IO_MEMORY_BYTES_PER_CORE: usize = 1 << 20;
 
@@ -202,13 +199,13 @@ where
             // Registered I/O memory counts against RLIMIT_MEMLOCK (often
             // 8 MiB for all cores together); the WAL needs little of it.
             .io_memory(IO_MEMORY_BYTES_PER_CORE)
-            // Under load a core is often idle for a few microseconds (a
-            // reply from another core, an fsync completing); parking and
-            // waking through io_uring costs more than the wait itself
-            // (async cancels, timeout re-arming: half the kernel time in a
-            // put profile). Spinning this long first took put throughput
-            // at 64 clients from 0.7x to about etcd's on 2 cores.
-            .spin_before_park(SPIN_BEFORE_PARK)
+            // No spinning before parking: the WAL's sync thread (and the
+            // kernel's workers) often wake on this core's CPU, and a
+            // spinning executor keeps them off it. With io_uring doing the
+            // WAL's writes, spinning 100 us had taken put at 64 clients
+            // from 0.7x to etcd's; since the sync thread it costs 0.1 ms
+            // at 1 client's median (`perf sched`: the thread waits out
+            // the spin) and gains nothing at 64 or 1024 (perf/README.md).
             .spawn(move || async move {
                 if let (0, Some(pc)) = (i, peer_cfg) {
                     // The transport lives on core 0; the other cores reach
