@@ -25,6 +25,14 @@ pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 /// than a transport error.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// What the server reads of one request: `--max-request-bytes` plus
+/// [`GRPC_OVERHEAD_BYTES`]. The flag takes any `usize`, so the sum
+/// saturates: wrapped, it would refuse every request (or panic in a debug
+/// build) on a member started with `--max-request-bytes` near the maximum.
+pub fn receive_limit_bytes(max_request_bytes: usize) -> usize {
+    max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES)
+}
+
 /// Bound on responses a streaming call may have queued for a slow reader
 /// before its producer waits.
 pub const STREAM_RESPONSES_PENDING_MAX: usize = 128;
@@ -341,7 +349,7 @@ async fn http_call<H: Handler>(
     path: String,
 ) -> Response<Body> {
     let method = req.method().clone();
-    let limit = handler.max_request_bytes() + GRPC_OVERHEAD_BYTES;
+    let limit = receive_limit_bytes(handler.max_request_bytes());
     let body = match collect_limited(req.into_body(), limit).await {
         Ok(b) => b,
         Err(()) => {
@@ -405,7 +413,7 @@ async fn grpc_call<H: Handler>(
         common_name,
         ..Caller::from_headers(req.headers())
     };
-    let mut decoder = FrameDecoder::new(handler.max_request_bytes() + GRPC_OVERHEAD_BYTES);
+    let mut decoder = FrameDecoder::new(receive_limit_bytes(handler.max_request_bytes()));
     let mut body = req.into_body();
     if handler.is_streaming(&method) {
         let (req_tx, req_rx) = async_channel::bounded(STREAM_RESPONSES_PENDING_MAX);
@@ -587,5 +595,22 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         matches!(self, Body::Done | Body::Once(None, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_max_request_bytes_still_reads_requests() {
+        assert_eq!(receive_limit_bytes(usize::MAX), usize::MAX);
+        assert_eq!(receive_limit_bytes(10), 10 + GRPC_OVERHEAD_BYTES);
+        let mut dec = FrameDecoder::new(receive_limit_bytes(usize::MAX));
+        dec.push(&[0, 0, 0, 0, 2, 0x08, 0x01]);
+        assert_eq!(
+            dec.next_message().ok().flatten().as_deref(),
+            Some(&[0x08, 0x01][..])
+        );
     }
 }

@@ -662,7 +662,10 @@ pub fn self_cert(dir: &Path, urls: &[String]) -> Result<(PathBuf, PathBuf), Stri
         .push(rcgen::DnType::OrganizationName, "etcd");
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now;
-    params.not_after = now + time::Duration::days(365);
+    // A clock set past year 9998 would overflow the sum: refuse, do not panic.
+    params.not_after = now.checked_add(time::Duration::days(365)).ok_or_else(|| {
+        format!("cannot generate x509 certificate: clock at {now} is out of range")
+    })?;
     params.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyEncipherment,
         rcgen::KeyUsagePurpose::DigitalSignature,

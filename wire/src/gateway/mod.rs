@@ -24,7 +24,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::conn::{
-    drain, Body, Caller, Handler, ResponseSink, StreamItem, GRPC_OVERHEAD_BYTES,
+    drain, receive_limit_bytes, Body, Caller, Handler, ResponseSink, StreamItem,
     STREAM_RESPONSES_PENDING_MAX,
 };
 use crate::grpc::{message_too_large, Code, Status};
@@ -741,7 +741,7 @@ pub(crate) async fn serve_call<H: Handler>(
         )
         .await;
     };
-    let limit = handler.max_request_bytes() + GRPC_OVERHEAD_BYTES;
+    let limit = receive_limit_bytes(handler.max_request_bytes());
     let mut body = JsonBody {
         source,
         values: Values::default(),

@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{go_http_error, golang, serve_call, Call, Source, JSON_EXPANSION_MAX};
-use crate::conn::{Body, Handler, LocalBoxFuture, GRPC_OVERHEAD_BYTES};
+use crate::conn::{receive_limit_bytes, Body, Handler, LocalBoxFuture};
 
 /// The socket a session runs on once hyper has let go of it.
 pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin {}
@@ -190,7 +190,7 @@ pub(crate) fn accept<H: Handler>(
     }
     let call_headers = call_headers(headers);
     let max_message =
-        (handler.max_request_bytes() + GRPC_OVERHEAD_BYTES).saturating_mul(JSON_EXPANSION_MAX);
+        receive_limit_bytes(handler.max_request_bytes()).saturating_mul(JSON_EXPANSION_MAX);
     pending.set(Some(Session(Box::new(move |read_ahead, socket| {
         Box::pin(session(
             handler,
