@@ -357,7 +357,9 @@ fn build(vals: &Given) -> Result<Config, String> {
             cfg.shards
         ));
     }
-    if cfg.heartbeat_interval_ms == 0 || cfg.election_timeout_ms < 5 * cfg.heartbeat_interval_ms {
+    if cfg.heartbeat_interval_ms == 0
+        || cfg.election_timeout_ms < cfg.heartbeat_interval_ms.saturating_mul(5)
+    {
         return Err(format!(
             "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
             cfg.election_timeout_ms, cfg.heartbeat_interval_ms
@@ -481,6 +483,19 @@ mod tests {
             Parsed::Run(c) => Ok(*c),
             _ => Err("not a run".into()),
         }
+    }
+
+    #[test]
+    fn a_heartbeat_too_large_to_multiply_is_refused_in_etcds_words() {
+        // 5 × the heartbeat overflowed u64 (a panic in a debug build, a
+        // wrapped product that let the check pass in release).
+        let hb = (u64::MAX / 5 + 1).to_string();
+        assert_eq!(
+            run(&["--heartbeat-interval", &hb, "--election-timeout", "1000"], &[]).unwrap_err(),
+            format!(
+                "--election-timeout[1000ms] should be at least as 5 times as --heartbeat-interval[{hb}ms]"
+            )
+        );
     }
 
     #[test]

@@ -61,7 +61,10 @@ pub fn parse_retention(mode: &str, s: &str) -> Result<Option<Retention>, String>
         return Ok((n > 0).then_some(Retention::Revisions(n)));
     }
     if let Ok(hours) = s.parse::<u64>() {
-        return Ok((hours > 0).then(|| Retention::Period(Duration::from_secs(hours * 3600))));
+        let secs = hours
+            .checked_mul(3600)
+            .ok_or_else(|| format!("invalid auto-compaction-retention {s:?}"))?;
+        return Ok((hours > 0).then(|| Retention::Period(Duration::from_secs(secs))));
     }
     let d =
         parse_go_duration(s).ok_or_else(|| format!("invalid auto-compaction-retention {s:?}"))?;
@@ -180,5 +183,17 @@ mod tests {
         );
         assert!(parse_retention("revision", "1h").is_err());
         assert!(parse_retention("periodic", "soon").is_err());
+    }
+
+    #[test]
+    fn retention_too_large_for_a_duration_is_refused() {
+        // Hours past u64::MAX / 3600 overflowed the product (a panic in a
+        // debug build); a Go duration past Duration::MAX is refused too.
+        let hours = (u64::MAX / 3600 + 1).to_string();
+        assert_eq!(
+            parse_retention("periodic", &hours),
+            Err(format!("invalid auto-compaction-retention {hours:?}"))
+        );
+        assert!(parse_retention("periodic", "99999999999999999999h").is_err());
     }
 }
