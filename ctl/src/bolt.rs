@@ -64,8 +64,9 @@ impl<'a> Db<'a> {
             .ok()
             .and_then(|i| i.checked_mul(self.page_size))
             .ok_or(INVALID)?;
-        let overflow = u32_at(self.data, start + 12).ok_or(INVALID)? as usize;
         // The file decides these numbers: no arithmetic may overflow.
+        let overflow_at = start.checked_add(12).ok_or(INVALID)?;
+        let overflow = u32_at(self.data, overflow_at).ok_or(INVALID)? as usize;
         let end = overflow
             .checked_add(1)
             .and_then(|pages| pages.checked_mul(self.page_size))
@@ -310,6 +311,27 @@ mod tests {
             snapshot_status(&[0u8; 8192]).unwrap_err(),
             "invalid database"
         );
+    }
+
+    /// A meta page whose root page id times the page size lands within 12
+    /// bytes of usize::MAX: reading the page's overflow count at
+    /// `start + 12` overflowed (a panic in a debug build).
+    #[test]
+    fn a_root_page_at_the_end_of_the_address_space_is_an_invalid_database() {
+        // 65,535 divides 2^64 - 1, so this page starts at usize::MAX.
+        const PAGE: u32 = 65_535;
+        let root = u64::MAX / u64::from(PAGE);
+        let mut db = vec![0u8; 4096];
+        let m = PAGE_HEADER;
+        db[m..m + 4].copy_from_slice(&MAGIC.to_le_bytes());
+        db[m + 4..m + 8].copy_from_slice(&2u32.to_le_bytes());
+        db[m + 8..m + 12].copy_from_slice(&PAGE.to_le_bytes());
+        db[m + 16..m + 24].copy_from_slice(&root.to_le_bytes());
+        db[m + 40..m + 48].copy_from_slice(&3u64.to_le_bytes());
+        let sum = fnv64a(&db[m..m + 56]);
+        db[m + 56..m + 64].copy_from_slice(&sum.to_le_bytes());
+        assert_eq!(snapshot_status(&db).unwrap_err(), "invalid database");
+        assert_eq!(etcd_history(&db).unwrap_err(), "invalid database");
     }
 
     /// A branch page whose only child is itself (found by fuzzing: the

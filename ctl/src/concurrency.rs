@@ -98,8 +98,7 @@ impl Session {
                 };
                 match answer {
                     Some(r) if r.ttl > 0 => {
-                        renewed_until =
-                            tokio::time::Instant::now() + Duration::from_secs(r.ttl as u64);
+                        renewed_until = crate::cmd::lease::renewal_deadline(r.ttl);
                         tokio::time::sleep(every).await;
                     }
                     Some(_) => break,

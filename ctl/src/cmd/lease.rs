@@ -26,6 +26,18 @@ const LEASE_CALL_TIMEOUT_MAX: Duration = Duration::from_secs(300);
 /// Pause before a keep-alive stream that lost its server is reopened.
 pub const KEEP_ALIVE_RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
+/// etcd's `MaxLeaseTTL`: no server grants a longer lease.
+const LEASE_TTL_MAX_S: u64 = 9_000_000_000;
+
+/// Until when a renewal the server answered with `ttl_s` holds, from now.
+/// The TTL is the server's word: one past etcd's maximum (a faulty or
+/// hostile server's `i64::MAX`) is clamped, since an `Instant` that far
+/// ahead overflows and would panic the client.
+pub fn renewal_deadline(ttl_s: i64) -> tokio::time::Instant {
+    let ttl_s = u64::try_from(ttl_s).unwrap_or(0).min(LEASE_TTL_MAX_S);
+    tokio::time::Instant::now() + Duration::from_secs(ttl_s)
+}
+
 pub async fn grant(ctx: Ctx) -> Result<(), CmdError> {
     if ctx.inv.args.len() != 1 {
         return Err(CmdError::bad_args("lease grant command needs TTL argument"));
@@ -175,8 +187,7 @@ pub async fn keep_alive(ctx: Ctx) -> Result<(), CmdError> {
             break;
         }
         emit(&ctx.printer.keep_alive(&resp)?)?;
-        let ttl = Duration::from_secs(resp.ttl as u64);
-        renewed_until = Some(tokio::time::Instant::now() + ttl);
+        renewed_until = Some(renewal_deadline(resp.ttl));
         let every = Duration::from_millis(((resp.ttl as u64).saturating_mul(1000) / 3).max(500));
         next_send = tokio::time::Instant::now() + every;
     }
@@ -184,4 +195,18 @@ pub async fn keep_alive(ctx: Ctx) -> Result<(), CmdError> {
         emit(format!("lease {id:016x} expired or revoked.\n").as_bytes())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_ttl_past_etcds_maximum_is_no_panic() {
+        let now = tokio::time::Instant::now();
+        let far = renewal_deadline(i64::MAX);
+        assert!(far >= now + Duration::from_secs(LEASE_TTL_MAX_S));
+        assert!(far < now + Duration::from_secs(LEASE_TTL_MAX_S + 60));
+        assert!(renewal_deadline(-1) < now + Duration::from_secs(60));
+    }
 }
