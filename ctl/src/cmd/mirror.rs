@@ -26,6 +26,15 @@ const PAGE_KEYS: i64 = 1000;
 /// How often the running total is printed (`FERROCTL_MIRROR_REPORT_MS`
 /// shortens it for tests).
 const REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// The report interval, `FERROCTL_MIRROR_REPORT_MS` if set to a positive
+/// number of milliseconds (tokio's interval panics on a zero period).
+fn report_every(env_ms: Option<&str>) -> Duration {
+    env_ms
+        .and_then(|ms| ms.parse().ok())
+        .filter(|&ms| ms > 0)
+        .map_or(REPORT_EVERY, Duration::from_millis)
+}
 /// etcdctl makes these calls without a deadline; ferroctl bounds each.
 const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(300);
 /// Pause before a lost watch stream is opened again.
@@ -105,10 +114,7 @@ pub async fn make_mirror(ctx: Ctx) -> Result<(), CmdError> {
     let total = Arc::new(AtomicU64::new(0));
     let reporter = {
         let total = total.clone();
-        let every = std::env::var("FERROCTL_MIRROR_REPORT_MS")
-            .ok()
-            .and_then(|ms| ms.parse().ok())
-            .map_or(REPORT_EVERY, Duration::from_millis);
+        let every = report_every(std::env::var("FERROCTL_MIRROR_REPORT_MS").ok().as_deref());
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
@@ -282,6 +288,14 @@ mod tests {
             dest: dest.into(),
         };
         String::from_utf8(r.apply(key.as_bytes()).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_zero_or_bad_report_interval_is_the_default() {
+        assert_eq!(report_every(None), REPORT_EVERY);
+        assert_eq!(report_every(Some("0")), REPORT_EVERY);
+        assert_eq!(report_every(Some("soon")), REPORT_EVERY);
+        assert_eq!(report_every(Some("250")), Duration::from_millis(250));
     }
 
     #[test]
