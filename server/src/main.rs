@@ -251,10 +251,16 @@ pub(crate) fn leave_cluster(why: &'static str) {
     LEAVING.call_once(|| {
         log::error!("{why}; this member stops");
         eprintln!("ferrokv: {why}");
-        std::thread::spawn(|| {
-            std::thread::sleep(std::time::Duration::from_secs(1));
+        let delayed = std::thread::Builder::new()
+            .name("ferrokv-leave".into())
+            .spawn(|| {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                std::process::exit(0);
+            });
+        // No thread from the OS: stop at once rather than panic a core.
+        if delayed.is_err() {
             std::process::exit(0);
-        });
+        }
     });
 }
 

@@ -224,14 +224,24 @@ impl Members {
             add();
             return;
         }
-        std::thread::spawn(move || {
-            for _ in 0..DIAL_RESOLVE_TRIES {
-                if add() {
-                    return;
+        // `thread::spawn` panics when the OS refuses a thread (a limit on
+        // threads, memory): this runs on a core, so refuse only the dial.
+        let resolver = std::thread::Builder::new()
+            .name("ferrokv-resolve".into())
+            .spawn(move || {
+                for _ in 0..DIAL_RESOLVE_TRIES {
+                    if add() {
+                        return;
+                    }
+                    std::thread::sleep(DIAL_RESOLVE_RETRY);
                 }
-                std::thread::sleep(DIAL_RESOLVE_RETRY);
-            }
-        });
+            });
+        if let Err(e) = resolver {
+            log::warn!(
+                "membership: member {:x}: cannot start a thread to resolve its peer URLs: {e}",
+                m.id
+            );
+        }
     }
 }
 
