@@ -628,6 +628,14 @@ impl Store {
                 self.last_written.main, self.last_written.sub
             )));
         }
+        // A version counts the puts since the key's creation, each at its
+        // own revision, so it is never above the revision; a larger one
+        // (a damaged file) would overflow the next put's `version + 1`.
+        if !(0..=main).contains(&version) {
+            return Err(Error::Snapshot(format!(
+                "imported revision {main}_{sub}: version {version} out of range"
+            )));
+        }
         let tombstone = version == 0;
         let rec = Rec {
             rev: r,

@@ -236,6 +236,12 @@ fn validate(s: &ArchivedSnapshot) -> Result<(), String> {
             if prev_rev.is_some_and(|p| p >= rev) || rev > last_written || rev.0 <= 0 {
                 return Err("record revisions out of order".into());
             }
+            // One put per revision since the key's creation: a version above
+            // its revision (or negative) is damage, and the next put's
+            // `version + 1` would overflow on it.
+            if !(0..=rev.0).contains(&r.version.to_native()) {
+                return Err("record version out of range".into());
+            }
             prev_rev = Some(rev);
         }
         total += k.recs.len();

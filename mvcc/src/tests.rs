@@ -591,6 +591,57 @@ fn imported_history_keeps_its_create_revisions_and_versions() {
     });
 }
 
+/// A version no store could have written (above its revision, or
+/// negative) is refused where it is read, in an import and in a snapshot
+/// file: the next put of the key computed `version + 1` on it (an
+/// overflow panic in a debug build for i64::MAX).
+#[test]
+fn versions_out_of_range_are_refused_on_import_and_in_snapshots() {
+    let mut s = Store::new();
+    for version in [i64::MAX, 11, -1] {
+        assert!(matches!(
+            s.import_record(rec("a", 10, 0, 3, version, 0, "x")),
+            Err(Error::Snapshot(_))
+        ));
+    }
+    s.import_record(rec("a", 10, 0, 3, 8, 0, "a8")).unwrap();
+    s.apply(11, &[put("a", "a9")]);
+    assert_eq!(s.get(b"a").map(|kv| kv.version), Some(9));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let bad = snapshot::Snapshot {
+        compact_rev: 0,
+        last_main: 10,
+        last_written_main: 10,
+        last_written_sub: 0,
+        applied_index: 1,
+        meta: Vec::new(),
+        keys: vec![snapshot::SnapKey {
+            key: b"a".to_vec(),
+            recs: vec![snapshot::SnapRec {
+                main: 10,
+                sub: 0,
+                create: 3,
+                version: i64::MAX,
+                lease: 0,
+                value: b"x".to_vec(),
+            }],
+        }],
+        revs: vec![snapshot::SnapRevEntry {
+            main: 10,
+            sub: 0,
+            key_idx: 0,
+            rec_idx: 0,
+        }],
+    };
+    snapshot::write(&path, &bad).unwrap();
+    match Store::open_snapshot(&path) {
+        Err(Error::Snapshot(msg)) => assert!(msg.contains("record version out of range"), "{msg}"),
+        other => panic!("expected snapshot error, got {other:?}"),
+    }
+}
+
 /// Everything a rollback must restore, internal counters included: `a` and
 /// `b` must agree field by field (their bases are compared by the answers
 /// they give, which is what the reads see).
