@@ -22,7 +22,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 DATE=$(date -u +%Y-%m-%d)
-OUT=${OUT:-$ROOT/perf/results/$DATE}
+if [ -z "${OUT:-}" ]; then
+  OUT=$ROOT/perf/results/$DATE
+  # A second run on the same day gets its own folder, never the first's.
+  if [ -e "$OUT/results.json" ]; then OUT=$OUT-$(date -u +%H%M); fi
+fi
 WORK=${WORK:-$ROOT/target/perf-work}
 CLIENT_PORT=${CLIENT_PORT:-22379}
 ONLY=${ONLY:-}
