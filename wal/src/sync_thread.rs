@@ -12,7 +12,7 @@
 use std::alloc::{self, Layout};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, RawFd};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,10 +134,8 @@ impl SyncThread {
                 let result =
                     write_all_at(&job.file, job.buf.as_slice(), job.offset).and_then(|()| {
                         let t0 = Instant::now();
-                        // SAFETY: a descriptor the Arc keeps open.
-                        if unsafe { libc::fdatasync(job.file.as_raw_fd()) } != 0 {
-                            return Err(io::Error::last_os_error());
-                        }
+                        // std's sync_data is fdatasync(2) on Linux.
+                        job.file.sync_data()?;
                         Ok(t0.elapsed())
                     });
                 // The flusher may have gone (shutdown): nothing to tell.
