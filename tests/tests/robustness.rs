@@ -318,6 +318,7 @@ fn suite_slice(test: &str, faults: &[FaultKind], round: Duration, seed: u64, mem
         .tempdir()
         .expect("tempdir");
     let mut failures = Vec::new();
+    let mut keep = false;
     for (i, kind) in sides().into_iter().enumerate() {
         let results = dir.path().join(format!("{i}-{kind}"));
         let cfg = suite::Config {
@@ -352,6 +353,10 @@ fn suite_slice(test: &str, faults: &[FaultKind], round: Duration, seed: u64, mem
                 r.fault_detail
             ));
         }
+        if rounds.iter().any(|r| !r.findings.is_empty()) {
+            // The evidence of a finding on the control outlives the test.
+            keep = true;
+        }
         for r in rounds.iter().filter(|r| !r.problems.is_empty()) {
             let text = std::fs::read_to_string(
                 results
@@ -367,6 +372,12 @@ fn suite_slice(test: &str, faults: &[FaultKind], round: Duration, seed: u64, mem
                 r.problems.join("; ")
             ));
         }
+    }
+    if keep {
+        eprintln!(
+            "a finding on the control: its results are kept in {}",
+            dir.keep().display()
+        );
     }
     assert_all(failures);
 }
