@@ -265,6 +265,9 @@ fn num<T: std::str::FromStr>(vals: &Given, k: &str, default: T) -> Result<T, Str
 
 /// etcd's `--initial-cluster` default, before it is made from `--name`.
 const DEFAULT_INITIAL_CLUSTER: &str = "default=http://localhost:2380";
+/// etcd's bound on `--election-timeout` (embed's `maxElectionMs`): a
+/// configuration etcd refuses to start with is refused here too.
+const ELECTION_TIMEOUT_MAX_MS: u64 = 50_000;
 
 fn build(vals: &Given) -> Result<Config, String> {
     let get = |k: &str, d: &str| {
@@ -357,14 +360,6 @@ fn build(vals: &Given) -> Result<Config, String> {
             cfg.shards
         ));
     }
-    if cfg.heartbeat_interval_ms == 0
-        || cfg.election_timeout_ms < cfg.heartbeat_interval_ms.saturating_mul(5)
-    {
-        return Err(format!(
-            "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
-            cfg.election_timeout_ms, cfg.heartbeat_interval_ms
-        ));
-    }
     for u in cfg
         .listen_client_urls
         .iter()
@@ -443,6 +438,27 @@ fn tls_flags(
 /// `http://host:port` -> a socket address to bind. Names other than
 /// localhost are not resolved: etcd also requires IPs in listen URLs.
 /// Whether clients on this URL speak TLS.
+/// The checks etcd's embed `Config.Validate` makes of flags that parsed:
+/// etcd answers them with "error verifying flags, ..." and exit code 1,
+/// not the usage error's 2.
+pub fn verify(cfg: &Config) -> Result<(), String> {
+    if cfg.heartbeat_interval_ms == 0
+        || cfg.election_timeout_ms < cfg.heartbeat_interval_ms.saturating_mul(5)
+    {
+        return Err(format!(
+            "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+            cfg.election_timeout_ms, cfg.heartbeat_interval_ms
+        ));
+    }
+    if cfg.election_timeout_ms > ELECTION_TIMEOUT_MAX_MS {
+        return Err(format!(
+            "--election-timeout[{}ms] is too long, and should be set less than {ELECTION_TIMEOUT_MAX_MS}ms",
+            cfg.election_timeout_ms
+        ));
+    }
+    Ok(())
+}
+
 pub fn is_tls_url(u: &str) -> bool {
     u.starts_with("https://")
 }
@@ -480,9 +496,18 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         match parse(&args, &|k| env.get(k).cloned())? {
-            Parsed::Run(c) => Ok(*c),
+            Parsed::Run(c) => verify(&c).map(|()| *c),
             _ => Err("not a run".into()),
         }
+    }
+
+    #[test]
+    fn an_election_timeout_above_etcds_bound_is_refused_in_its_words() {
+        assert!(run(&["--election-timeout", "50000"], &[]).is_ok());
+        assert_eq!(
+            run(&["--election-timeout", "50001"], &[]).unwrap_err(),
+            "--election-timeout[50001ms] is too long, and should be set less than 50000ms"
+        );
     }
 
     #[test]

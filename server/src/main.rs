@@ -369,6 +369,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Err(e) = config::verify(&cfg) {
+        eprintln!("error verifying flags, {e}. See 'ferrokv --help'.");
+        std::process::exit(1);
+    }
     logger::init(&cfg.log_level);
     if let Err(e) = tls_setup(&mut cfg) {
         eprintln!("{e}");

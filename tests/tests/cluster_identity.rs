@@ -239,6 +239,20 @@ fn etcd_message(stderr: &str) -> String {
     stderr.lines().next().unwrap_or("").to_string()
 }
 
+/// The flags of a start that must be refused: `data_dir`, free client and
+/// peer ports, then `flags`.
+fn refused_start_args(data_dir: &Path, flags: &[String]) -> Vec<String> {
+    let (client, peer) = free_addr_pair();
+    let mut args = vec![
+        format!("--data-dir={}", data_dir.display()),
+        format!("--listen-client-urls=http://{client}"),
+        format!("--advertise-client-urls=http://{client}"),
+        format!("--listen-peer-urls=http://{peer}"),
+    ];
+    args.extend(flags.iter().cloned());
+    args
+}
+
 #[test]
 fn bootstrap_refusals_are_etcds() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -293,15 +307,8 @@ fn bootstrap_refusals_are_etcds() {
     let ferrokv = ferrokv_bin().unwrap_or_else(|e| panic!("{e}"));
     for (i, (case, flags)) in cases.iter().enumerate() {
         let run = |bin: &Path, kind: &str| {
-            let (client, peer) = free_addr_pair();
             let data_dir = dir.path().join(format!("{kind}-{i}"));
-            let mut args = vec![
-                format!("--data-dir={}", data_dir.display()),
-                format!("--listen-client-urls=http://{client}"),
-                format!("--advertise-client-urls=http://{client}"),
-                format!("--listen-peer-urls=http://{peer}"),
-            ];
-            args.extend(flags.iter().cloned());
+            let args = refused_start_args(&data_dir, flags);
             (run_to_exit(bin, &args, REFUSAL_TIMEOUT), data_dir)
         };
         let (etcd_out, _) = run(&etcd_bin(), "etcd");
@@ -321,6 +328,54 @@ fn bootstrap_refusals_are_etcds() {
             !data_dir.join("member").join("cluster").exists(),
             "{case}: a refused start writes no membership"
         );
+    }
+}
+
+/// Flags that parse but that etcd's verification refuses: the same words
+/// after "error verifying flags, ", the same exit code (1, not a usage
+/// error's 2), nothing written.
+#[test]
+fn flag_verification_refusals_are_etcds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: [(&str, &[&str]); 3] = [
+        ("election timeout too long", &["--election-timeout=50001"]),
+        (
+            "election timeout under 5 heartbeats",
+            &["--election-timeout=400"],
+        ),
+        (
+            "heartbeat above the election timeout",
+            &["--heartbeat-interval=300", "--election-timeout=1000"],
+        ),
+    ];
+    let ferrokv = ferrokv_bin().unwrap_or_else(|e| panic!("{e}"));
+    let said = |stderr: &str| -> Option<String> {
+        let (_, rest) = stderr.split_once("error verifying flags, ")?;
+        let line = rest.lines().next()?;
+        Some(
+            line.split_once(". See '")
+                .map_or(line, |(m, _)| m)
+                .to_string(),
+        )
+    };
+    for (i, (case, flags)) in cases.iter().enumerate() {
+        let mut seen = Vec::new();
+        for (kind, bin) in [("etcd", etcd_bin()), ("ferrokv", ferrokv.clone())] {
+            let data_dir = dir.path().join(format!("{kind}-{i}"));
+            let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+            let args = refused_start_args(&data_dir, &flags);
+            let out = run_to_exit(&bin, &args, REFUSAL_TIMEOUT);
+            assert!(
+                !data_dir.join("member").exists(),
+                "{case}: {kind} wrote its data dir"
+            );
+            seen.push((
+                out.code,
+                said(&out.stderr).unwrap_or_else(|| out.stderr.clone()),
+            ));
+        }
+        assert_eq!(seen[0].0, 1, "{case}: etcd {seen:?}");
+        assert_eq!(seen[0], seen[1], "{case}: etcd, then ferrokv");
     }
 }
 

@@ -41,6 +41,10 @@ pub const STREAM_RESPONSES_PENDING_MAX: usize = 128;
 pub const HTTP2_STREAMS_CONCURRENT_MAX: u32 = 1024;
 /// A client that has not finished its TLS handshake by then is dropped.
 const TLS_HANDSHAKE_MAX: Duration = Duration::from_secs(30);
+/// grpc-go's bound on a message a server sends, which etcd keeps
+/// (`math.MaxInt32`); a longer one would not fit the frame's 4-byte
+/// length either.
+const SEND_MESSAGE_BYTES_MAX: usize = i32::MAX as usize;
 
 /// An HTTP/1.1 (or plain HTTP/2) reply.
 pub struct HttpReply {
@@ -479,6 +483,9 @@ async fn grpc_call<H: Handler>(
         }
     };
     match handler.unary(method, caller, msg).await {
+        Ok(encoded) if encoded.len() > SEND_MESSAGE_BYTES_MAX => {
+            grpc_error(too_large_to_send(encoded.len()))
+        }
         Ok(encoded) => {
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", HeaderValue::from_static("0"));
@@ -491,6 +498,16 @@ async fn grpc_call<H: Handler>(
         }
         Err(status) => grpc_error(status),
     }
+}
+
+/// grpc-go's answer to a message over [`SEND_MESSAGE_BYTES_MAX`].
+fn too_large_to_send(len: usize) -> Status {
+    Status::new(
+        Code::ResourceExhausted,
+        format!(
+            "grpc: trying to send message larger than max ({len} vs. {SEND_MESSAGE_BYTES_MAX})"
+        ),
+    )
 }
 
 fn frame_raw(encoded: &[u8]) -> Bytes {
@@ -556,10 +573,16 @@ impl http_body::Body for Body {
             }
             Body::Stream(rx) => match futures_lite::Stream::poll_next(rx.as_mut(), cx) {
                 Poll::Pending => Poll::Pending,
-                Poll::Ready(Some(StreamItem::Message(m))) => {
+                Poll::Ready(Some(StreamItem::Message(m))) if m.len() <= SEND_MESSAGE_BYTES_MAX => {
                     Poll::Ready(Some(Ok(Frame::data(frame_raw(&m)))))
                 }
-                Poll::Ready(Some(StreamItem::End(status))) => {
+                Poll::Ready(Some(item)) => {
+                    // The stream ends with grpc-go's refusal of a message
+                    // too large to send, as etcd's SendMsg error ends it.
+                    let status = match item {
+                        StreamItem::End(status) => status,
+                        StreamItem::Message(m) => too_large_to_send(m.len()),
+                    };
                     let mut t = HeaderMap::new();
                     status_headers(&status, &mut t);
                     *this = Body::Done;
@@ -601,6 +624,16 @@ impl http_body::Body for Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_too_large_to_send_gets_grpc_gos_words() {
+        let s = too_large_to_send(SEND_MESSAGE_BYTES_MAX + 1);
+        assert_eq!(s.code, Code::ResourceExhausted);
+        assert_eq!(
+            s.message,
+            "grpc: trying to send message larger than max (2147483648 vs. 2147483647)"
+        );
+    }
 
     #[test]
     fn the_largest_max_request_bytes_still_reads_requests() {
