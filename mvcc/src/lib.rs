@@ -317,8 +317,14 @@ fn base_lookup<'a>(base: Option<&'a Mapped>, key: &[u8]) -> Option<&'a ArchivedS
         .map(|i| &keys[i])
 }
 
+/// Tells stores apart, so that a [`SnapshotCut`] is only ever continued
+/// on the store it began on (a member that installs a leader's snapshot
+/// gets a new store).
+static STORE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The multi-version store of one shard.
 pub struct Store {
+    id: u64,
     base: Option<Mapped>,
     delta: BTreeMap<Vec<u8>, DeltaKey>,
     /// Revision index of the delta, for watch catch-up in revision order.
@@ -361,6 +367,7 @@ impl Default for Store {
 impl Store {
     pub fn new() -> Store {
         Store {
+            id: STORE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             base: None,
             delta: BTreeMap::new(),
             delta_by_rev: BTreeMap::new(),
@@ -412,6 +419,18 @@ impl Store {
     /// Visits every key with any history in `bounds`, in key order, merging
     /// base and delta.
     fn for_each_key<'a>(&'a self, bounds: KeyBounds<'_>, mut f: impl FnMut(&'a [u8], Hist<'a>)) {
+        self.for_each_key_while(bounds, |k, h| {
+            f(k, h);
+            true
+        });
+    }
+
+    /// [`Store::for_each_key`] until `f` says false.
+    fn for_each_key_while<'a>(
+        &'a self,
+        bounds: KeyBounds<'_>,
+        mut f: impl FnMut(&'a [u8], Hist<'a>) -> bool,
+    ) {
         let keys = self.base_keys();
         let start = match bounds.0 {
             Bound::Unbounded => 0,
@@ -439,8 +458,8 @@ impl Store {
                 },
             };
             let hist = self.hist_parts(b, d.map(|(_, v)| v));
-            if hist.len() > 0 {
-                f(key, hist);
+            if hist.len() > 0 && !f(key, hist) {
+                return;
             }
         }
     }
@@ -1021,6 +1040,22 @@ impl Store {
         meta: &[u8],
         upto: i64,
     ) -> Result<SnapshotImage, Error> {
+        let mut cut = self.snapshot_cut(path, applied_index, meta, upto)?;
+        while !self.snapshot_cut_step(&mut cut, usize::MAX)? {}
+        Ok(cut.image())
+    }
+
+    /// Begins [`Store::snapshot_image_upto`] as a [`SnapshotCut`], to be
+    /// copied a part at a time by [`Store::snapshot_cut_step`] with writes
+    /// to the store in between: the cut is at `upto` or at the newest
+    /// revision now, whichever is lower, so every later write is left out.
+    pub fn snapshot_cut(
+        &self,
+        path: &Path,
+        applied_index: u64,
+        meta: &[u8],
+        upto: i64,
+    ) -> Result<SnapshotCut, Error> {
         if upto < self.compact_rev {
             return Err(Error::Snapshot(format!(
                 "{}: cannot cut a snapshot at {upto}, below the compaction point {}",
@@ -1028,15 +1063,79 @@ impl Store {
                 self.compact_rev
             )));
         }
-        let mut keys: Vec<SnapKey> = Vec::new();
-        let mut revs: Vec<SnapRevEntry> = Vec::new();
-        let bounds: KeyBounds<'_> = (Bound::Unbounded, Bound::Unbounded);
+        let upto = upto.min(self.last_main);
+        // Everything written survives in the image unless compacted away,
+        // so at the newest revision the store's own mark is the right one.
+        let last_written = if upto >= self.last_main {
+            self.last_written
+        } else {
+            // As a rollback to `upto` would leave it.
+            self.delta_by_rev
+                .range(
+                    ..=Revision {
+                        main: upto,
+                        sub: i64::MAX,
+                    },
+                )
+                .next_back()
+                .map_or(self.written_floor, |(r, _)| (*r).max(self.written_floor))
+        };
+        Ok(SnapshotCut {
+            store: self.id,
+            path: path.to_path_buf(),
+            upto,
+            after: None,
+            done: false,
+            snapshot: Snapshot {
+                compact_rev: self.compact_rev,
+                last_main: upto,
+                last_written_main: last_written.main,
+                last_written_sub: last_written.sub,
+                applied_index,
+                meta: meta.to_vec(),
+                keys: Vec::new(),
+                revs: Vec::new(),
+            },
+        })
+    }
+
+    /// Copies up to `keys_max` more keys into `cut`; true once every key
+    /// is in. The writes applied since the cut began are above its
+    /// revision and left out; a compaction or another store since then
+    /// would change what the copied part holds, so the cut is refused
+    /// (the caller begins again).
+    pub fn snapshot_cut_step(&self, cut: &mut SnapshotCut, keys_max: usize) -> Result<bool, Error> {
+        if cut.done {
+            return Ok(true);
+        }
+        let keys_max = keys_max.max(1);
+        if cut.store != self.id || cut.snapshot.compact_rev != self.compact_rev {
+            return Err(Error::Snapshot(format!(
+                "{}: the store was compacted or replaced during the snapshot",
+                cut.path.display()
+            )));
+        }
+        let path = &cut.path;
         let too_many = || Error::Snapshot(format!("{}: too many keys or records", path.display()));
+        let after = cut.after.take();
+        let bounds: KeyBounds<'_> = (
+            after.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+            Bound::Unbounded,
+        );
+        let (keys, revs) = (&mut cut.snapshot.keys, &mut cut.snapshot.revs);
+        let (compact_rev, upto) = (self.compact_rev, cut.upto);
         let mut err = None;
-        self.for_each_key(bounds, |k, hist| {
+        let mut seen = 0usize;
+        let mut last: Option<&[u8]> = None;
+        self.for_each_key_while(bounds, |k, hist| {
+            if seen == keys_max {
+                return false;
+            }
+            seen += 1;
+            last = Some(k);
             let mut recs = Vec::new();
             for i in 0..hist.len() {
-                if !hist.survives(i, self.compact_rev) {
+                if !hist.survives(i, compact_rev) {
                     continue;
                 }
                 let r = hist.get(i);
@@ -1068,37 +1167,17 @@ impl Store {
                     recs,
                 });
             }
+            true
         });
         if let Some(e) = err {
             return Err(e);
         }
-        revs.sort_unstable_by_key(|e| (e.main, e.sub));
-        // Everything written survives in the image unless compacted away,
-        // so without a cut the store's own mark is the right one.
-        let last_written = if upto >= self.last_main {
-            self.last_written
+        if seen < keys_max {
+            cut.done = true;
         } else {
-            // As a rollback to `upto` would leave it.
-            self.delta_by_rev
-                .range(
-                    ..=Revision {
-                        main: upto,
-                        sub: i64::MAX,
-                    },
-                )
-                .next_back()
-                .map_or(self.written_floor, |(r, _)| (*r).max(self.written_floor))
-        };
-        Ok(SnapshotImage(Snapshot {
-            compact_rev: self.compact_rev,
-            last_main: self.last_main.min(upto),
-            last_written_main: last_written.main,
-            last_written_sub: last_written.sub,
-            applied_index,
-            meta: meta.to_vec(),
-            keys,
-            revs,
-        }))
+            cut.after = last.map(<[u8]>::to_vec).or(after);
+        }
+        Ok(cut.done)
     }
 
     /// Maps a snapshot written by [`Store::write_snapshot`] and returns a
@@ -1145,6 +1224,28 @@ impl Store {
 /// A store's snapshot copied out of it ([`Store::snapshot_image`]); owns
 /// its data, so it can be written from any thread.
 pub struct SnapshotImage(Snapshot);
+
+/// A [`SnapshotImage`] being copied out of a store a part at a time
+/// ([`Store::snapshot_cut`]), so that a shard's writes go on between the
+/// parts instead of waiting for the whole copy.
+pub struct SnapshotCut {
+    store: u64,
+    path: std::path::PathBuf,
+    upto: i64,
+    /// The last key copied; the next part starts after it.
+    after: Option<Vec<u8>>,
+    done: bool,
+    snapshot: Snapshot,
+}
+
+impl SnapshotCut {
+    /// The image, once [`Store::snapshot_cut_step`] said it is whole.
+    pub fn image(mut self) -> SnapshotImage {
+        debug_assert!(self.done, "image of a cut not yet whole");
+        self.snapshot.revs.sort_unstable_by_key(|e| (e.main, e.sub));
+        SnapshotImage(self.snapshot)
+    }
+}
 
 impl SnapshotImage {
     /// Serializes and writes the snapshot to `path` atomically (temp file,

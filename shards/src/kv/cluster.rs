@@ -176,11 +176,11 @@ impl Engine {
             }
             waits.push(rx);
         }
-        let mut parts = Vec::with_capacity(waits.len());
+        let mut images = Vec::with_capacity(waits.len());
         let mut failed = None;
         for w in waits {
             match w.await {
-                Ok(Ok(path)) => parts.push(path),
+                Ok(Ok(image)) => images.push(image),
                 Ok(Err(e)) => failed = Some(Error::Internal(e)),
                 Err(_) => failed = Some(Error::Internal("shard stopped".into())),
             }
@@ -190,12 +190,26 @@ impl Engine {
             revision: upto,
             compact_revision: self.inner.seq.compact_revision(),
         };
+        // The images hold the cut: writes go on while the files are
+        // written, on glommio's blocking thread (not a shard core).
         release(&fences).await;
         if let Some(e) = failed {
-            for p in &parts {
-                let _ = std::fs::remove_file(p);
-            }
             return Err(e);
+        }
+        let mut parts = Vec::with_capacity(images.len());
+        for (path, image) in images {
+            let at = path.clone();
+            let written = glommio::executor()
+                .spawn_blocking(move || image.write(&at))
+                .await
+                .map_err(|e| e.to_string());
+            if let Err(e) = written {
+                for p in parts.iter().chain(std::iter::once(&path)) {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(Error::Internal(e));
+            }
+            parts.push(path);
         }
         Ok((header, parts))
     }
