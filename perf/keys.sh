@@ -18,23 +18,14 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-DATE=$(date -u +%Y-%m-%d)
-OUT=${OUT:-$ROOT/perf/results/$DATE}
-WORK=${WORK:-$ROOT/target/perf-work}
+SCRIPT=keys
 CLIENT_PORT=${CLIENT_PORT:-24379}
 KEYS=${KEYS:-1000000}
 KEY_SIZE=${KEY_SIZE:-32}
 VAL_SIZE=${VAL_SIZE:-256}
-ENDPOINT=""
 
-log() { printf '[keys %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-ETCD=$(command -v etcd) || { log "etcd not found (apt-get install etcd-server)"; exit 1; }
-FERROKV=${FERROKV:-$TARGET_DIR/release/ferrokv}
-BENCH=${BENCH:-$TARGET_DIR/release/ferro-bench}
-[ -x "$FERROKV" ] || (cd "$ROOT" && cargo build --release --bin ferrokv)
-[ -x "$BENCH" ] || (cd "$ROOT" && cargo build --release -p ferro-bench --bin ferro-bench)
+# shellcheck source=perf/setup.sh
+. "$ROOT/perf/setup.sh"
 
 mkdir -p "$OUT/raw" "$WORK"
 RUN_PREFIX=keys-
@@ -52,10 +43,7 @@ first_key() {
 }
 
 {
-  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "host: $(uname -srm), $(nproc) CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "etcd: $("$ETCD" --version | tr '\n' ' ')"
-  echo "ferrokv: $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
+  machine_lines
   echo "keys: $KEYS of $KEY_SIZE bytes, values of $VAL_SIZE bytes"
 } >"$OUT/raw/keys-machine.txt"
 

@@ -1,4 +1,5 @@
-# Sourced by perf/run.sh, perf/watch.sh and perf/cluster.sh: start and stop
+# Sourced by perf/run.sh, watch.sh, cluster.sh, keys.sh, stalls.sh and
+# scaling.sh: start and stop
 # the servers under test, a single member or a cluster. Expects ETCD,
 # FERROKV, BENCH, OUT, WORK, CLIENT_PORT and a log function; RUN_PREFIX
 # (default empty) prefixes data dirs and log names.
@@ -88,16 +89,17 @@ spawn_member() {
   SPAWNED_PID=$!
 }
 
-# start_server etcd|ferrokv <run name>: a single member on a fresh data dir
-# and fresh ports; waits until a serializable range succeeds (bounded: 30
-# tries of 1 s).
+# start_server etcd|ferrokv <run name> [extra flags...]: a single member on
+# a fresh data dir and fresh ports; waits until a serializable range
+# succeeds (bounded: 30 tries of 1 s).
 start_server() {
   local kind=$1 name=$2
+  shift 2
   local log_file=$OUT/raw/$RUN_PREFIX$name-$kind.log
   next_ports 1
   ENDPOINT=127.0.0.1:${PORTS[0]}
   spawn_member "$kind" perf "$WORK/$RUN_PREFIX$kind-data" "${PORTS[0]}" "${PORTS[1]}" \
-    "perf=http://127.0.0.1:${PORTS[1]}" "$log_file"
+    "perf=http://127.0.0.1:${PORTS[1]}" "$log_file" "$@"
   SERVER_PID=$SPAWNED_PID
   for _ in $(seq 30); do
     if "$BENCH" range --endpoints "$ENDPOINT" --total 1 --preload 0 --consistency s \
