@@ -108,6 +108,10 @@ pub enum Error {
     FutureRevision,
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// A [`SnapshotCut`] whose store was compacted or replaced between two
+    /// parts: begin another.
+    #[error("snapshot: {0}: the store was compacted or replaced during the copy")]
+    Overtaken(String),
     /// [`Store::try_apply_at_sub`] was handed a write whose revisions do
     /// not come after what the store holds; the store is unchanged.
     #[error("mvcc: revision {rev} {why}")]
@@ -1103,17 +1107,14 @@ impl Store {
     /// is in. The writes applied since the cut began are above its
     /// revision and left out; a compaction or another store since then
     /// would change what the copied part holds, so the cut is refused
-    /// (the caller begins again).
+    /// ([`Error::Overtaken`]: the caller begins again).
     pub fn snapshot_cut_step(&self, cut: &mut SnapshotCut, keys_max: usize) -> Result<bool, Error> {
         if cut.done {
             return Ok(true);
         }
         let keys_max = keys_max.max(1);
         if cut.store != self.id || cut.snapshot.compact_rev != self.compact_rev {
-            return Err(Error::Snapshot(format!(
-                "{}: the store was compacted or replaced during the snapshot",
-                cut.path.display()
-            )));
+            return Err(Error::Overtaken(cut.path.display().to_string()));
         }
         let path = &cut.path;
         let too_many = || Error::Snapshot(format!("{}: too many keys or records", path.display()));

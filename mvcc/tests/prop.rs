@@ -641,6 +641,7 @@ fn cut_run(before: Vec<Action>, between: Vec<Action>, part: usize) -> Result<(),
             Ok(false) => {}
             Err(e) => {
                 prop_assert!(compacted, "refused without a compaction: {e}");
+                prop_assert!(matches!(e, Error::Overtaken(_)), "{e}");
                 return Ok(());
             }
         }

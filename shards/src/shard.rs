@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferrokv_mvcc::{Event, RangeResult, Revision, SnapshotImage, Store, WriteOp};
+use ferrokv_mvcc::{Event, RangeResult, Revision, SnapshotCut, SnapshotImage, Store, WriteOp};
 use ferrokv_raft::{Apply, Role, ShardLog};
 use futures_channel::oneshot;
 use glommio::sync::Semaphore;
@@ -174,9 +174,8 @@ pub enum FencedOp {
     /// The newest revision this shard holds (its lease revokes included).
     LastRevision(Reply<i64>),
     /// This shard's part of backup number `n`, cut at revision `upto`
-    /// (visible): its file's path and the image to write there, which the
-    /// caller writes once every fence is released.
-    Backup(u64, i64, Reply<Result<(PathBuf, SnapshotImage), String>>),
+    /// (visible), copied whole under the fence if the flag says so.
+    Backup(u64, i64, bool, Reply<Result<BackupPart, String>>),
     /// Submit the records and release the lock; the reply comes once
     /// committed. `revoke` leaves the lease table at submission, so no
     /// write fenced after this one can attach a key to it.
@@ -785,8 +784,8 @@ impl Shard {
                 FencedOp::LastRevision(reply) => {
                     let _ = reply.send(self.state.borrow().last_held());
                 }
-                FencedOp::Backup(n, upto, reply) => {
-                    let _ = reply.send(self.backup_part(n, upto));
+                FencedOp::Backup(n, upto, whole, reply) => {
+                    let _ = reply.send(self.clone().backup_part(n, upto, whole));
                 }
                 FencedOp::Commit {
                     records,
@@ -1447,27 +1446,12 @@ impl Shard {
                 .map_err(|e| e.to_string())?;
             let since = self.entries_since_snapshot.replace(0);
             drop(permit);
-            loop {
-                let began = Instant::now();
-                let step = self
-                    .state
-                    .borrow()
-                    .store
-                    .snapshot_cut_step(&mut cut, SNAPSHOT_PART_KEYS);
-                match step {
-                    Ok(true) => return Ok(Some((index, cut.image()))),
-                    // A rest as long as the part: a yield alone gives the
-                    // writes only the tasks ready now, and each of their
-                    // hops would wait a part (perf/stalls.sh).
-                    Ok(false) => {
-                        glommio::timer::sleep(began.elapsed().max(SNAPSHOT_PART_REST_MIN)).await
-                    }
-                    Err(e) => {
-                        let more = self.entries_since_snapshot.get();
-                        self.entries_since_snapshot.set(since + more);
-                        log::info!("shard {}: snapshot begun again: {e}", self.id);
-                        break;
-                    }
+            match self.copy_cut(&mut cut).await {
+                Ok(()) => return Ok(Some((index, cut.image()))),
+                Err(e) => {
+                    let more = self.entries_since_snapshot.get();
+                    self.entries_since_snapshot.set(since + more);
+                    log::info!("shard {}: snapshot begun again: {e}", self.id);
                 }
             }
         }
@@ -1484,6 +1468,27 @@ impl Shard {
         self.entries_since_snapshot.set(0);
         drop(permit);
         Ok(Some((index, image)))
+    }
+
+    /// Copies the rest of `cut` out of this shard's store, a part at a time
+    /// with this core's other tasks (the writes) in between. A rest as long
+    /// as each part: a yield alone gives the writes only the tasks ready at
+    /// that moment, and each hop of a write would wait a part
+    /// (perf/stalls.sh). [`ferrokv_mvcc::Error::Overtaken`] if a compaction
+    /// or a new store came between two parts.
+    async fn copy_cut(&self, cut: &mut SnapshotCut) -> Result<(), ferrokv_mvcc::Error> {
+        loop {
+            let began = Instant::now();
+            let done = self
+                .state
+                .borrow()
+                .store
+                .snapshot_cut_step(cut, SNAPSHOT_PART_KEYS)?;
+            if done {
+                return Ok(());
+            }
+            glommio::timer::sleep(began.elapsed().max(SNAPSHOT_PART_REST_MIN)).await;
+        }
     }
 
     /// The write lock, once everything this shard holds is visible
@@ -1518,13 +1523,14 @@ impl Shard {
         None
     }
 
-    /// This shard's part of a backup (under a fence): the image of a
+    /// This shard's part of a backup, begun under a fence: the image of a
     /// snapshot file next to its own, cut at `upto` (visible on this
     /// member), with applied index 0 so that a restore starts a fresh log.
     /// Leases revoked above the cut are still in it, as they were at the
-    /// cut. Only this copy holds the fence; serializing and writing the
-    /// file (what can be 100 MB) come after, off this core.
-    fn backup_part(&self, n: u64, upto: i64) -> Result<(PathBuf, SnapshotImage), String> {
+    /// cut. Unless `whole`, only the cut begins here: it is copied after
+    /// the fences are released, a part at a time (writes then are above
+    /// the cut), and the image comes on the part's channel.
+    fn backup_part(self: Rc<Self>, n: u64, upto: i64, whole: bool) -> Result<BackupPart, String> {
         let path = self
             .snapshot_path
             .with_file_name(format!("backup-{n}.rkyv"));
@@ -1535,17 +1541,31 @@ impl Shard {
                 leases.push((r.id, r.ttl_s));
             }
         }
-        let image = state
-            .store
-            .snapshot_image_upto(
-                &path,
-                0,
-                &encode_shard_meta(state.last_marker(), &leases),
-                upto,
-            )
-            .map_err(|e| e.to_string())?;
-        Ok((path, image))
+        let meta = encode_shard_meta(state.last_marker(), &leases);
+        let (tx, image) = oneshot::channel();
+        if whole {
+            let _ = tx.send(state.store.snapshot_image_upto(&path, 0, &meta, upto));
+        } else {
+            let mut cut = state
+                .store
+                .snapshot_cut(&path, 0, &meta, upto)
+                .map_err(|e| e.to_string())?;
+            drop(state);
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                let copied = me.copy_cut(&mut cut).await;
+                let _ = tx.send(copied.map(|()| cut.image()));
+            })
+            .detach();
+        }
+        Ok(BackupPart { path, image })
     }
+}
+
+/// A shard's part of a backup: its file's path, and its image once copied.
+pub struct BackupPart {
+    pub path: PathBuf,
+    pub image: oneshot::Receiver<Result<SnapshotImage, ferrokv_mvcc::Error>>,
 }
 
 /// A log error as the client hears it: a lost leadership is etcd's

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferrokv_mvcc::Store;
 use ferrokv_shards::backup;
-use ferrokv_tests::grpc::{connect, put, put_with_lease, txn_puts, unary};
+use ferrokv_tests::grpc::{compact, connect, put, put_with_lease, txn_puts, unary};
 use ferrokv_tests::{etcdctl, FerrokvProcess, ServerOptions, ServerProcess};
 use ferrokv_wire::pb::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, RangeRequest, RangeResponse,
@@ -43,6 +43,13 @@ fn ctl_ok(server: &ServerProcess, args: &[&str]) -> String {
     let out = etcdctl(&server.endpoint(), args, None);
     assert_eq!(out.code, 0, "etcdctl {args:?}: {out:?}");
     out.stdout
+}
+
+/// `etcdctl snapshot save FILE`, from a multi-threaded tokio test.
+fn save(server: &ServerProcess, file: &std::path::Path) {
+    let file_arg = file.display().to_string();
+    let saved = tokio::task::block_in_place(|| ctl_ok(server, &["snapshot", "save", &file_arg]));
+    assert!(saved.contains("Snapshot saved at"), "{saved}");
 }
 
 async fn rows_at(server: &ServerProcess, revision: i64) -> Vec<Row> {
@@ -136,11 +143,7 @@ async fn snapshot_save_under_writes_is_one_consistent_revision() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let file = dir.path().join("backup.db");
-    let file_arg = file.display().to_string();
-    let server_ref = &server;
-    let saved =
-        tokio::task::block_in_place(|| ctl_ok(server_ref, &["snapshot", "save", &file_arg]));
-    assert!(saved.contains("Snapshot saved at"), "{saved}");
+    save(&server, &file);
     stop.store(true, Ordering::Relaxed);
     let mut written = 0;
     for w in writers {
@@ -339,3 +342,58 @@ async fn wal_listing_names_every_record() {
         assert!(text.contains(&format!("shard {s}: ")), "{text}");
     }
 }
+
+/// A backup whose parts compactions overtake while they are copied (one
+/// revision at a time, all below the backup's, every few milliseconds;
+/// the parts are copied a few hundred keys at a time after the fences are
+/// released) begins again, the last time copied whole under the fences,
+/// and is still the store at its one revision.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_overtaken_by_compactions_is_still_the_store_at_its_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let channel = connect(&server).await;
+    let mut last = 0;
+    for t in 0..OVERTAKEN_TXNS {
+        let kvs = (0..OVERTAKEN_KEYS_PER_TXN)
+            .map(|k| (format!("/k/{t:03}/{k:02}"), Bytes::from(format!("{t}"))))
+            .collect();
+        last = txn_puts(&channel, kvs).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let compactor = {
+        let (channel, stop) = (channel.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut rev = 1;
+            while !stop.load(Ordering::Relaxed) && rev < last {
+                compact(&channel, rev).await;
+                rev += 1;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            rev
+        })
+    };
+    let file = dir.path().join("backup.db");
+    save(&server, &file);
+    stop.store(true, Ordering::Relaxed);
+    let compacted_to = compactor.await.unwrap();
+    let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+    eprintln!(
+        "compacted up to {compacted_to}; backups begun again: {}",
+        log.matches("overtook its copy").count()
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    let (header, rows) = backup_rows(&bytes, dir.path());
+    assert_eq!(header.revision, last, "nothing was written after the seeds");
+    let want = rows_at(&server, header.revision).await;
+    assert_eq!(
+        rows.len(),
+        (OVERTAKEN_TXNS * OVERTAKEN_KEYS_PER_TXN) as usize
+    );
+    assert!(rows == want, "the backup is the store at revision {last}");
+}
+
+/// Seed txns of the overtaken-backup test, and keys in each: about 1,000
+/// keys a shard, four parts of a shard's copy.
+const OVERTAKEN_TXNS: u32 = 80;
+const OVERTAKEN_KEYS_PER_TXN: u32 = 50;

@@ -14,6 +14,10 @@ use crate::shard::{FencedOp, ShardMsg};
 use super::write::release;
 use super::{Engine, Route, LEADER_WAIT};
 
+/// Backups begun again because a compaction overtook a part's copy,
+/// before the last attempt copies every part whole under its fence.
+const BACKUP_CUT_ATTEMPTS: usize = 3;
+
 impl Engine {
     /// etcd's MoveLeader, on the serving leader: group 0's leadership goes
     /// to `to` and the other groups follow it there (every group's leader
@@ -128,12 +132,31 @@ impl Engine {
     }
 
     /// Writes every shard's part of one consistent backup (`backup.rs`):
-    /// all shards are fenced, so the parts hold exactly the writes up to
-    /// one revision. Returns the header and the part files, in shard order;
-    /// the caller streams and then removes them.
+    /// all shards are fenced while each begins its cut, so the parts hold
+    /// exactly the writes up to one revision; they are copied and written
+    /// after the fences are released. A cut that a compaction overtook
+    /// makes the backup begin again; the last attempt copies each part
+    /// whole under its fence. Returns the header and the part files, in
+    /// shard order; the caller streams and then removes them.
     pub async fn backup(&self) -> Result<(crate::backup::Header, Vec<PathBuf>), Error> {
         static BACKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = BACKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for attempt in 0..=BACKUP_CUT_ATTEMPTS {
+            let n = BACKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match self.backup_once(n, attempt == BACKUP_CUT_ATTEMPTS).await {
+                Err(Some(e)) => return Err(e),
+                Err(None) => log::info!("backup {n}: a compaction overtook its copy; again"),
+                Ok(done) => return Ok(done),
+            }
+        }
+        Err(Error::Internal("backup: overtaken by compactions".into()))
+    }
+
+    /// One attempt of [`Engine::backup`]; `Err(None)`: overtaken, again.
+    async fn backup_once(
+        &self,
+        n: u64,
+        whole: bool,
+    ) -> Result<(crate::backup::Header, Vec<PathBuf>), Option<Error>> {
         // On any member: the fences stop this member's writes, and the
         // parts are cut at one revision whatever a follower applies meanwhile.
         let fences = self.fence_for(0..self.shard_count(), false).await?;
@@ -146,7 +169,7 @@ impl Engine {
             };
             let Some(held) = held else {
                 release(&fences).await;
-                return Err(Error::Internal("shard stopped".into()));
+                return Err(Some(Error::Internal("shard stopped".into())));
             };
             last = last.max(held);
         }
@@ -165,22 +188,22 @@ impl Engine {
         .await;
         if !settled {
             release(&fences).await;
-            return Err(Error::Timeout);
+            return Err(Some(Error::Timeout));
         }
         let mut waits = Vec::with_capacity(fences.len());
         for (ch, _) in fences.values() {
             let (tx, rx) = oneshot::channel();
-            if ch.send(FencedOp::Backup(n, upto, tx)).await.is_err() {
+            if ch.send(FencedOp::Backup(n, upto, whole, tx)).await.is_err() {
                 release(&fences).await;
-                return Err(Error::Internal("shard stopped".into()));
+                return Err(Some(Error::Internal("shard stopped".into())));
             }
             waits.push(rx);
         }
-        let mut images = Vec::with_capacity(waits.len());
+        let mut begun = Vec::with_capacity(waits.len());
         let mut failed = None;
         for w in waits {
             match w.await {
-                Ok(Ok(image)) => images.push(image),
+                Ok(Ok(part)) => begun.push(part),
                 Ok(Err(e)) => failed = Some(Error::Internal(e)),
                 Err(_) => failed = Some(Error::Internal("shard stopped".into())),
             }
@@ -190,26 +213,44 @@ impl Engine {
             revision: upto,
             compact_revision: self.inner.seq.compact_revision(),
         };
-        // The images hold the cut: writes go on while the files are
-        // written, on glommio's blocking thread (not a shard core).
+        // The cuts hold the revision: writes go on while the parts are
+        // copied (on their shards' cores) and written (on glommio's
+        // blocking thread, not a shard core).
         release(&fences).await;
         if let Some(e) = failed {
-            return Err(e);
+            return Err(Some(e));
         }
-        let mut parts = Vec::with_capacity(images.len());
-        for (path, image) in images {
-            let at = path.clone();
+        let mut parts: Vec<PathBuf> = Vec::with_capacity(begun.len());
+        let remove = |parts: &[PathBuf]| {
+            for p in parts {
+                let _ = std::fs::remove_file(p);
+            }
+        };
+        for part in begun {
+            let image = match part.image.await {
+                Ok(Ok(image)) => image,
+                Ok(Err(ferrokv_mvcc::Error::Overtaken(_))) => {
+                    remove(&parts);
+                    return Err(None);
+                }
+                Ok(Err(e)) => {
+                    remove(&parts);
+                    return Err(Some(Error::Internal(e.to_string())));
+                }
+                Err(_) => {
+                    remove(&parts);
+                    return Err(Some(Error::Internal("shard stopped".into())));
+                }
+            };
+            let at = part.path.clone();
             let written = glommio::executor()
                 .spawn_blocking(move || image.write(&at))
-                .await
-                .map_err(|e| e.to_string());
+                .await;
+            parts.push(part.path);
             if let Err(e) = written {
-                for p in parts.iter().chain(std::iter::once(&path)) {
-                    let _ = std::fs::remove_file(p);
-                }
-                return Err(Error::Internal(e));
+                remove(&parts);
+                return Err(Some(Error::Internal(e.to_string())));
             }
-            parts.push(path);
         }
         Ok((header, parts))
     }
